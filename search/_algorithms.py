@@ -1,0 +1,59 @@
+"""Searchers and schedulers from a resolved spec (Ray Tune objects; the time unit is the epoch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._space import to_tune
+
+TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epochs
+
+
+def build_searcher(spec: dict[str, Any]) -> Any:
+    """None for random and grid (Ray's BasicVariantGenerator, which also mixes grid and sampled keys)."""
+    s = spec["search"]
+    algo = s["algorithm"]
+    if algo in ("random", "grid"):
+        return None
+    from ray.tune.search import ConcurrencyLimiter
+
+    if algo == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher: Any = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s["seed"]))
+    else:  # bohb
+        from ray.tune.search.bohb import TuneBOHB
+
+        searcher = TuneBOHB(seed=s["seed"])
+    if s["max_concurrent"]:
+        # Model-based searchers suggest better points when they have seen more results.
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])
+    return searcher
+
+
+def build_scheduler(spec: dict[str, Any]) -> Any:
+    from ray.tune import schedulers as sch
+
+    c = spec["scheduler"]
+    # metric/mode come from TuneConfig (Ray refuses them twice).
+    common = dict(time_attr=TIME_ATTR)
+    name = c["name"]
+    if name == "fifo":
+        return sch.FIFOScheduler()
+    if name == "asha":
+        return sch.ASHAScheduler(max_t=c["max_t"], grace_period=c["grace_period"],
+                                 reduction_factor=c["reduction_factor"], brackets=c["brackets"], **common)
+    if name == "hyperband":
+        if spec["search"]["algorithm"] == "bohb":
+            return sch.HyperBandForBOHB(max_t=c["max_t"], reduction_factor=c["reduction_factor"], **common)
+        return sch.HyperBandScheduler(max_t=c["max_t"], reduction_factor=c["reduction_factor"], **common)
+    if name == "median":
+        return sch.MedianStoppingRule(grace_period=c["grace_period"], min_samples_required=c["min_samples_required"],
+                                      **common)
+    # pbt: the searched keys are what it perturbs; each trial resumes from a better one's checkpoint.
+    mutations = to_tune({k: ({"choice": v["grid"]} if "grid" in v else v) for k, v in spec["space"].items()},
+                        "random")
+    return sch.PopulationBasedTraining(perturbation_interval=c["perturbation_interval"],
+                                       hyperparam_mutations=mutations, quantile_fraction=c["quantile_fraction"],
+                                       resample_probability=c["resample_probability"], **common)

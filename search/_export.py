@@ -1,0 +1,75 @@
+"""Study outputs: ``trials.csv`` (one row per trial) and ``best.yaml`` (a spec that runs as is)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from ._spec import dump_spec, set_path
+
+
+def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
+    if error:
+        return "error"
+    if metrics.get("infeasible"):
+        return "infeasible"
+    return "completed" if int(metrics.get("epoch", 0)) >= max_epochs else "stopped"
+
+
+def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str, mode: str,
+               max_epochs: int) -> list[dict[str, Any]]:
+    """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error."""
+    rows = []
+    for t in trials:
+        last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
+        vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
+        best = (max if mode == "max" else min)(vals) if vals else math.nan
+        status = trial_status(last, t["error"], max_epochs)
+        row = {"trial_id": t["trial_id"], "status": status}
+        row.update({k: t["config"].get(k) for k in space_keys})
+        row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
+                    f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
+                    "reason": t["error"] or (last.get("reason", "") if last.get("infeasible") else "")})
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    cols = list(rows[0])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    scored = [r for r in rows if r["status"] not in ("infeasible", "error") and not math.isnan(r[f"best_{metric}"])]
+    if not scored:
+        return None
+    key = (lambda r: r[f"best_{metric}"]) if mode == "max" else (lambda r: -r[f"best_{metric}"])
+    return max(scored, key=key)
+
+
+def best_spec(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The study's spec with the winning values fixed: one configuration, no search."""
+    s = copy.deepcopy(spec)
+    for key, value in config.items():
+        set_path(s, key, value)
+    s["space"] = {}
+    s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1}
+    s["scheduler"] = {**s["scheduler"], "name": "fifo"}
+    s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
+    return s
+
+
+def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: dict[str, Any], metric: str) -> None:
+    header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
+              f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+              f"# Runs as is: tune-run {path}\n")
+    path.write_text(header + dump_spec(best_spec(spec, config)))

@@ -1,0 +1,194 @@
+"""Run a study: Ray runtime, Tuner (or its restore), MLflow parent run, exports and provenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from ._algorithms import build_scheduler, build_searcher
+from ._export import best_row, trial_rows, write_best, write_csv
+from ._space import to_tune
+from ._spec import SpecError, dump_spec
+
+STUDY_FILE = "study.json"
+PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
+
+
+class TrialBackend(Protocol):
+    def prepare(self, spec: dict[str, Any]) -> Any: ...
+
+    def make_trainable(self, spec: dict[str, Any], pools: Any) -> Any: ...
+
+
+@dataclass
+class StudyResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    parent_run_id: str | None
+
+
+def provenance() -> dict[str, Any]:
+    """Git commit, package versions and the driver's machine, recorded with every result."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
+            "python": sys.version.split()[0], "packages": versions, "host": platform.node(),
+            "platform": platform.platform(), "argv": sys.argv}
+
+
+def study_dir(spec: dict[str, Any]) -> Path:
+    return Path(spec["experiment"]["output_dir"]).expanduser().resolve() / spec["experiment"]["name"]
+
+
+def mlflow_uri(spec: dict[str, Any]) -> str:
+    uri = spec["tracking"]["mlflow_uri"]
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())  # trials see the same file
+    return uri
+
+
+def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume: bool = False,
+              overwrite: bool = False, address: str | None = None, log: Any = print) -> StudyResult:
+    out = study_dir(spec)
+    state_file = out / STUDY_FILE
+    if resume and not state_file.is_file():
+        raise SpecError(file, "--resume", f"no study to resume at {out} (it has no {STUDY_FILE})")
+    if not resume and out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise SpecError(file, "experiment.name", f"{out} already holds a study; pass --resume to continue it, "
+                                                     f"--overwrite to replace it, or --set experiment.name=…")
+    # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
+    pools = backend.prepare(spec)
+    if not resume and out.exists():
+        shutil.rmtree(out)
+
+    import ray
+    from ray import tune
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
+                   ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
+    log(f"Ray dashboard: {dashboard}")
+    exp, track = spec["experiment"], spec["tracking"]
+    metric, mode = exp["metric"], exp["mode"]
+    uri = mlflow_uri(spec)
+    previous = json.loads(state_file.read_text()) if resume else {}
+    parent = None
+    callbacks = []
+    if track["enabled"]:
+        from ._tracking import MlflowTrials, start_parent
+
+        mlflow_exp = track["mlflow_experiment"] or exp["name"]
+        tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
+        parent = start_parent(uri, mlflow_exp, exp["name"], {**tags, "role": "study"},
+                              _flat_params(spec), previous.get("mlflow_parent_run_id"))
+        callbacks.append(MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": "trial"}, spec["train"]["epochs"]))
+        log(f"MLflow: {uri} (experiment {mlflow_exp!r}, parent run {parent}); browse with: mlflow ui "
+            f"--backend-store-uri {uri}")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**previous, "spec": spec, "spec_file": file, "mlflow_uri": uri, "mlflow_parent_run_id": parent,
+              "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
+                                                 if k in ("CPU", "GPU", "memory")},
+              "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume}
+    state_file.write_text(json.dumps(record, indent=2, default=str))
+    (out / "spec.yaml").write_text(dump_spec(spec))
+
+    trainable = backend.make_trainable(spec, pools)
+    if resume:
+        tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        search = spec["search"]
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(spec["space"], search["algorithm"]),
+            tune_config=tune.TuneConfig(
+                metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
+                num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None),
+            run_config=tune.RunConfig(
+                name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
+        )
+    grid = tuner.fit()
+    rows = trial_rows(_collect(grid), list(spec["space"]), metric, mode, spec["train"]["epochs"])
+    write_csv(out / "trials.csv", rows)
+    best = best_row(rows, metric, mode)
+    if best is not None:
+        write_best(out / "best.yaml", spec, best, {k: best[k] for k in spec["space"]}, metric)
+    record.update(finished=_now(), trials=len(rows),
+                  status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
+                  best=best)
+    state_file.write_text(json.dumps(record, indent=2, default=str))
+    if parent:
+        _finish_parent(uri, parent, out, best, metric, rows)
+    return StudyResult(out, rows, best, parent)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _flat_params(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and prefix != "space":
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+
+    walk("", {k: v for k, v in spec.items()})
+    return out
+
+
+def _collect(grid: Any) -> list[dict[str, Any]]:
+    trials = []
+    for r in grid:
+        hist = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
+        last = r.metrics or {}
+        err = ""
+        if r.error is not None:
+            lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
+            err = lines[-1].strip() if lines else type(r.error).__name__
+        tid = last.get("trial_id") or getattr(r, "_trial_id", None) or Path(r.path).name
+        trials.append({"trial_id": tid, "config": r.config or {}, "last": last, "history": hist, "error": err})
+    return sorted(trials, key=lambda t: t["trial_id"])
+
+
+def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
+                   rows: list[dict[str, Any]]) -> None:
+    from ._tracking import client_for
+
+    c = client_for(uri)
+    if best is not None and not math.isnan(best[f"best_{metric}"]):
+        c.log_metric(parent, f"best_{metric}", float(best[f"best_{metric}"]))
+        c.set_tag(parent, "best_trial_id", best["trial_id"])
+    c.log_metric(parent, "trials", len(rows))
+    for name in ("trials.csv", "best.yaml", STUDY_FILE):
+        if (out / name).is_file():
+            c.log_artifact(parent, str(out / name))
+    c.set_terminated(parent, status="FINISHED")

@@ -1,0 +1,395 @@
+"""Study specs: load YAML, apply ``--set`` overrides, fill defaults, validate, resolve.
+
+Every problem ends as one ``SpecError`` line naming the file, the key path and what is allowed.
+The sections ``data``, ``model`` and ``train`` belong to the trial backend, which supplies their
+schemas and semantic checks; this module knows only their shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from ._space import DISTRIBUTIONS, check_distribution
+
+ALGORITHMS = ("random", "grid", "optuna", "bohb")
+SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# key -> (type, default[, allowed values]); the time unit of every scheduler is the epoch.
+SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
+    "experiment": {
+        "name": (str, None),            # default: the spec file's stem
+        "metric": (str, "val_acc", METRICS),
+        "mode": (str, "max", ("max", "min")),
+        "output_dir": (str, "runs"),
+        "description": (str, ""),
+    },
+    "search": {
+        "algorithm": (str, "random", ALGORITHMS),
+        "num_samples": (int, 1),        # samples (random/optuna/bohb), or repeats of the grid
+        "max_concurrent": (int, 0),     # 0 = as many as the resources allow
+        "seed": (int, 0),
+    },
+    "scheduler": {
+        "name": (str, "fifo", SCHEDULERS),
+        "max_t": (int, None),           # epochs; default train.epochs
+        "grace_period": (int, 1),       # asha, median: epochs before a trial may be stopped
+        "reduction_factor": (float, 3.0),  # asha, hyperband
+        "brackets": (int, 1),           # asha
+        "min_samples_required": (int, 3),  # median
+        "perturbation_interval": (int, 2),  # pbt, epochs
+        "quantile_fraction": (float, 0.25),  # pbt
+        "resample_probability": (float, 0.25),  # pbt
+    },
+    "resources": {
+        "cpu": (float, 1.0),
+        "gpu": (float, 0.0),            # fractions pack several trials on one GPU
+    },
+    "tracking": {
+        "mlflow_uri": (str, "sqlite:///mlflow.db"),  # relative to the working directory
+        "mlflow_experiment": (str, None),  # default: experiment.name
+        "enabled": (bool, True),
+    },
+}
+BACKEND_SECTIONS = ("data", "model", "train")
+TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "scheduler", "resources", "tracking")
+
+
+class SpecError(Exception):
+    """A bad spec; ``str(err)`` is the one line the CLI prints."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        self.file, self.path, self.message = file, path, message
+        super().__init__(f"{file}: {path}: {message}" if path else f"{file}: {message}")
+
+
+class Backend(Protocol):
+    """What the trial side tells the orchestration side about its sections."""
+
+    def section_schemas(self, spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]] | None]: ...
+
+    def check(self, spec: dict[str, Any]) -> list[tuple[str, str]]: ...
+
+
+def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _allowed(options: typing.Iterable[str]) -> str:
+    opts = list(options)
+    return ", ".join(opts[:15]) + (", …" if len(opts) > 15 else "")
+
+
+# --------------------------------------------------------------------------- types
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, (types.UnionType,)) or typing.get_origin(t) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(t))
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string", list: "a list",
+            dict: "a mapping"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def coerce(value: Any, t: Any) -> Any:
+    """Return ``value`` as type ``t`` or raise TypeError. Ints widen to floats; YAML's "1e-3" strings
+    (PyYAML reads exponents without a dot as text) become floats."""
+    if t is Any or t is None:
+        return value
+    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+        for arg in typing.get_args(t):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return coerce(value, arg)
+            except TypeError:
+                continue
+        raise TypeError
+    origin = typing.get_origin(t) or t
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if origin is int:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():  # quantized samples arrive as 64.0
+            return int(value)
+        raise TypeError
+    if origin is float:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if origin is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    if origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise TypeError
+    if origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise TypeError
+    return value
+
+
+def _check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any, ...]] | None,
+                   nested: dict[str, dict[str, tuple[Any, ...]] | None]) -> dict[str, Any]:
+    """Fill defaults into one section and type-check it; ``nested`` holds sub-section schemas by path."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise SpecError(file, path, f"expected a mapping, got {type(given).__name__}")
+    if schema is None:  # free-form (a timm model's keyword arguments)
+        return dict(given)
+    out: dict[str, Any] = {}
+    for key in given:
+        if key not in schema:
+            raise SpecError(file, f"{path}.{key}",
+                            f"unknown key; allowed: {_allowed(schema)}{did_you_mean(str(key), schema)}")
+    for key, (typ, default, *rest) in schema.items():
+        kp = f"{path}.{key}"
+        if kp in nested:
+            out[key] = _check_section(file, kp, given.get(key), nested[kp], nested)
+            continue
+        if key not in given or given[key] is None:
+            out[key] = copy.deepcopy(default)
+            continue
+        value = given[key]
+        try:
+            value = coerce(value, typ)
+        except TypeError:
+            raise SpecError(file, kp, f"expected {_type_name(typ)}, got {value!r}") from None
+        if rest and value not in rest[0]:
+            raise SpecError(file, kp, f"{value!r} is not allowed; allowed: {_allowed(rest[0])}"
+                                      f"{did_you_mean(str(value), rest[0])}")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- paths and overrides
+
+
+def get_path(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        cur = cur[part]
+    return cur
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a dotted path; keys under ``space`` are dotted paths themselves and are kept whole."""
+    first, _, rest = dotted.partition(".")
+    if first == "space" and rest:
+        d.setdefault("space", {})
+        d["space"] = d["space"] or {}
+        d["space"][rest] = value
+        return
+    parts = dotted.split(".")
+    cur = d
+    for part in parts[:-1]:
+        if not isinstance(cur.get(part), dict):
+            cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+
+
+def parse_override(text: str, file: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SpecError(file, "--set", f"expected key.path=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not YAML: take the text as it is (a path, a name)
+    return key, (raw if isinstance(value, (int, float)) and _is_str_key(key) else value)
+
+
+def _is_str_key(key: str) -> bool:
+    """Keys typed as strings keep override text verbatim (``--set experiment.name=123``)."""
+    section, _, name = key.partition(".")
+    entry = SCHEMA.get(section, {}).get(name)
+    return bool(entry) and entry[0] is str
+
+
+# --------------------------------------------------------------------------- load and validate
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(str(path), "", "no such spec file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(str(path), "", f"{where}invalid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(str(path), "", f"expected a mapping of sections ({', '.join(TOP_LEVEL)})")
+    return raw
+
+
+def load_spec(path: str | Path, backend: Backend, overrides: typing.Sequence[str] = (),
+              smoke: bool = False) -> dict[str, Any]:
+    """Read, override, fill and validate a spec file; returns the resolved spec."""
+    file = str(path)
+    raw = read_yaml(path)
+    for text in overrides:
+        key, value = parse_override(text, file)
+        set_path(raw, key, value)
+    spec = resolve(raw, backend, file=file, default_name=Path(path).stem)
+    if smoke:
+        spec = resolve(smoke_spec(spec), backend, file=file)
+    return spec
+
+
+def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
+            default_name: str | None = None) -> dict[str, Any]:
+    """Fill defaults into a raw spec mapping and validate everything; raises SpecError."""
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise SpecError(file, str(key), f"unknown section; allowed: {', '.join(TOP_LEVEL)}"
+                                            f"{did_you_mean(str(key), TOP_LEVEL)}")
+    for key in ("data", "model"):
+        if not raw.get(key):
+            raise SpecError(file, key, "section is required")
+    spec: dict[str, Any] = {}
+    for section in ("experiment", "search", "scheduler", "resources", "tracking"):
+        spec[section] = _check_section(file, section, raw.get(section), SCHEMA[section], {})
+    schemas = backend.section_schemas(raw)
+    for section in BACKEND_SECTIONS:
+        spec[section] = _check_section(file, section, raw.get(section), schemas[section], schemas)
+    for section, key in (("data", "dataset"), ("model", "name")):
+        if not spec[section].get(key):
+            raise SpecError(file, f"{section}.{key}", "is required")
+    _check_orchestration(file, spec, default_name)
+    spec["space"] = _check_space(file, raw.get("space"), spec, schemas)
+    for path, msg in backend.check(spec):
+        raise SpecError(file, path, msg)
+    return {k: spec[k] for k in TOP_LEVEL}
+
+
+def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | None) -> None:
+    exp, search, sched, res = spec["experiment"], spec["search"], spec["scheduler"], spec["resources"]
+    exp["name"] = exp["name"] or default_name
+    if not exp["name"] or not NAME_RE.match(exp["name"]):
+        raise SpecError(file, "experiment.name", f"letters, digits, '.', '_' and '-' only, got {exp['name']!r}")
+    if search["num_samples"] < 1:
+        raise SpecError(file, "search.num_samples", f"num_samples >= 1 must hold, got {search['num_samples']}")
+    if search["max_concurrent"] < 0:
+        raise SpecError(file, "search.max_concurrent", f"max_concurrent >= 0 must hold, got {search['max_concurrent']}")
+    epochs = spec_epochs(spec)
+    sched["max_t"] = sched["max_t"] or epochs
+    if sched["grace_period"] < 1 or sched["grace_period"] > sched["max_t"]:
+        raise SpecError(file, "scheduler.grace_period", f"1 <= grace_period <= max_t must hold, got "
+                                                        f"grace_period={sched['grace_period']}, max_t={sched['max_t']}")
+    if sched["reduction_factor"] <= 1:
+        raise SpecError(file, "scheduler.reduction_factor",
+                        f"reduction_factor > 1 must hold, got {sched['reduction_factor']}")
+    if sched["name"] == "pbt" and search["algorithm"] not in ("random", "grid"):
+        raise SpecError(file, "scheduler.name", f"pbt mutates trials itself and takes search.algorithm random or "
+                                                f"grid, got {search['algorithm']!r}")
+    if search["algorithm"] == "bohb" and sched["name"] != "hyperband":
+        raise SpecError(file, "scheduler.name", f"search.algorithm=bohb needs scheduler.name=hyperband "
+                                                f"(BOHB's own bracket schedule), got {sched['name']!r}")
+    if res["cpu"] <= 0:
+        raise SpecError(file, "resources.cpu", f"cpu > 0 must hold, got {res['cpu']}")
+    if res["gpu"] < 0 or (res["gpu"] > 1 and not float(res["gpu"]).is_integer()):
+        raise SpecError(file, "resources.gpu", f"gpu must be a fraction in [0, 1] or a whole number, got {res['gpu']}")
+
+
+def spec_epochs(spec: dict[str, Any]) -> int:
+    train = spec.get("train") or {}
+    return int(train.get("epochs") or 1)
+
+
+def _check_space(file: str, space: Any, spec: dict[str, Any],
+                 schemas: dict[str, dict[str, tuple[Any, ...]] | None]) -> dict[str, Any]:
+    if space is None:
+        return {}
+    if not isinstance(space, dict):
+        raise SpecError(file, "space", "expected a mapping of dotted key paths to distributions")
+    algo = spec["search"]["algorithm"]
+    out: dict[str, Any] = {}
+    for key, dist in space.items():
+        kp = f"space.{key}"
+        typ = _key_type(file, kp, str(key), spec, schemas)
+        out[key] = check_distribution(file, kp, dist, typ, algo, coerce, SpecError)
+    return out
+
+
+def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
+              schemas: dict[str, dict[str, tuple[Any, ...]] | None]) -> Any:
+    """The schema type of a searched dotted path (Any for free-form model args)."""
+    section, _, rest = key.partition(".")
+    if section not in BACKEND_SECTIONS or not rest:
+        raise SpecError(file, kp, f"searched keys are dotted paths into {', '.join(BACKEND_SECTIONS)}, "
+                                  f"e.g. train.lr")
+    parent_path, _, leaf = key.rpartition(".")
+    if parent_path not in schemas:
+        raise SpecError(file, kp, f"{parent_path!r} is not a section; sections: "
+                                  f"{', '.join(k for k in schemas)}{did_you_mean(parent_path, schemas)}")
+    schema = schemas[parent_path]
+    if schema is None:
+        return Any
+    if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
+        raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {_allowed(schema)}"
+                                  f"{did_you_mean(leaf, schema)}")
+    if key in ("data.dataset", "model.name"):
+        # Searching over model families needs each family's own sub-space (conditional spaces).
+        raise SpecError(file, kp, f"{key} cannot be searched in a flat space; run one study per family "
+                                  f"and compare them")
+    return schema[leaf][0]
+
+
+def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Shrink a resolved spec to a run of about a minute: few trials, 1-2 epochs, a small subset."""
+    s = copy.deepcopy(spec)
+    s["train"]["epochs"] = min(s["train"]["epochs"], 2)
+    s["search"]["num_samples"] = min(s["search"]["num_samples"], 2)
+    d = s["data"]
+    d["max_per_class"] = min(d["max_per_class"] or 64, 64)
+    d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)
+    if d["dataset"] == "synthetic":
+        d["num_samples"] = min(d["num_samples"], 400)
+    # One grid point: the first value of every grid.
+    s["space"] = {k: ({"grid": v["grid"][:1]} if "grid" in v else v) for k, v in s["space"].items()}
+    sched = s["scheduler"]
+    sched["max_t"] = min(sched["max_t"], s["train"]["epochs"])
+    sched["grace_period"] = 1
+    sched["perturbation_interval"] = 1
+    s["experiment"]["name"] = s["experiment"]["name"] + "-smoke"
+    return s
+
+
+def dump_spec(spec: dict[str, Any]) -> str:
+    return yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
+
+
+__all__ = ["ALGORITHMS", "DISTRIBUTIONS", "SCHEDULERS", "SpecError", "load_spec", "resolve", "smoke_spec",
+           "dump_spec", "set_path", "get_path", "coerce"]

@@ -1,0 +1,103 @@
+"""``tune-run SPEC``: validate a study spec, then search it with Ray Tune (or preview it with --dry-run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from ._space import grid_points, preview_configs
+from ._spec import SpecError, dump_spec, load_spec
+
+EXIT_USAGE = 2
+
+
+def _backend() -> Any:
+    # The composition root: the only place ``search`` names the trial side.
+    import trainables
+
+    return trainables
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tune-run", description=__doc__)
+    p.add_argument("spec", help="study spec (YAML), e.g. spaces/quickstart.yaml or runs/<study>/best.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a spec key, typed like the key (repeatable), e.g. --set train.epochs=5")
+    p.add_argument("--smoke", action="store_true", help="shrink the study to a run of about a minute")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the resolved spec, grid size and rejected configurations; start nothing")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing study of the same name")
+    p.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start one)")
+    return p
+
+
+def dry_run(spec: dict[str, Any], backend: Any) -> None:
+    print(dump_spec(spec), end="")
+    space, search = spec["space"], spec["search"]
+    n_grid = grid_points(space)
+    print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
+          f"({search['algorithm']} search, num_samples={search['num_samples']})")
+    configs = preview_configs(space, search["num_samples"], search["seed"])
+    rejected = []
+    for cfg in configs:
+        reason = backend.infeasible(backend.apply_config(spec, cfg))
+        if reason:
+            rejected.append((cfg, reason))
+    sampled = any("grid" not in d for d in space.values())
+    scope = f"of {len(configs)} previewed configurations" + (" (sampled keys drawn with search.seed)" if sampled else "")
+    print(f"# rejected by the model {scope}: {len(rejected)}")
+    for cfg, reason in rejected[:50]:
+        print(f"#   {cfg}: {reason}")
+    if len(rejected) > 50:
+        print(f"#   … and {len(rejected) - 50} more")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    backend = _backend()
+    try:
+        spec = load_spec(args.spec, backend, args.overrides, smoke=args.smoke)
+        if args.dry_run:
+            dry_run(spec, backend)
+            return 0
+        from ._runner import run_study
+
+        result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
+                           address=args.address)
+    except SpecError as err:
+        print(f"tune-run: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError) as err:
+        # Data and weight problems found while preparing (before any trial): one line, no traceback.
+        if type(err).__name__ in ("DataError", "WeightsNotFound"):
+            print(f"tune-run: error: {args.spec}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    _summary(spec, result)
+    return 0
+
+
+def _summary(spec: dict[str, Any], result: Any) -> None:
+    metric = spec["experiment"]["metric"]
+    counts: dict[str, int] = {}
+    for r in result.rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
+          f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
+    print(f"  results:     {result.out_dir} (trials.csv, study.json)")
+    if result.best:
+        print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
+        print(f"  best config: {result.out_dir / 'best.yaml'}")
+    else:
+        print("  best:        none (no trial produced a metric)")
+    if result.parent_run_id:
+        from ._runner import mlflow_uri
+
+        print(f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
+              f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

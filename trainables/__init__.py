@@ -1,0 +1,20 @@
+"""What runs inside one trial: data, models, the training engine and metrics.
+
+Nothing here imports Ray except ``ray_adapter``; the backend functions below are what the
+orchestration package (``search``) calls.
+"""
+
+from ._backend import apply_config, check, infeasible, prepare, section_schemas
+from .data import Pools, list_datasets, load_pools, make_splits
+from .engine import fit
+from .models import create_model, list_models
+
+
+def make_trainable(spec, pools):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)
+    from .ray_adapter import make_trainable as _make
+
+    return _make(spec, pools)
+
+
+__all__ = ["Pools", "apply_config", "check", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+           "make_splits", "make_trainable", "prepare", "section_schemas"]

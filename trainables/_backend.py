@@ -1,0 +1,95 @@
+"""What the orchestration layer asks of trainables, without Ray: schemas, checks, data loading.
+
+``search`` treats the ``data``, ``model`` and ``train`` sections as opaque apart from these calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .augment import AUGMENT_DEFAULTS
+from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
+from .engine import TRAIN_SCHEMA
+from .models import TIMM_PREFIX, check_model, is_model, list_models, model_schema
+
+AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
+
+
+def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """Schemas of the sections trainables owns, for this spec's model (None = free-form args)."""
+    name = (spec.get("model") or {}).get("name")
+    margs = model_schema(name) if isinstance(name, str) else None
+    model: dict[str, tuple[Any, ...]] | None
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        model = None  # any timm keyword argument; timm itself rejects bad ones at build time
+    else:
+        model = {"name": (str, None)} | (margs or {})
+    data = dict(DATA_SCHEMA)
+    data["dataset"] = (str, None, tuple(list_datasets()))
+    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA}
+
+
+def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Semantic errors in a resolved spec as (key path, message)."""
+    errs: list[tuple[str, str]] = []
+    d, t, m = spec["data"], spec["train"], spec["model"]
+    if not isinstance(m.get("name"), str) or not is_model(m["name"]):
+        errs.append(("model.name", f"unknown model {m.get('name')!r}; allowed: {', '.join(list_models())}"))
+    for key in ("val_fraction",):
+        if not 0.0 < d[key] < 1.0:
+            errs.append((f"data.{key}", f"0 < {key} < 1 must hold, got {key}={d[key]}"))
+    for key in ("test_fraction", "train_fraction"):
+        if not 0.0 < d[key] <= 1.0:
+            errs.append((f"data.{key}", f"0 < {key} <= 1 must hold, got {key}={d[key]}"))
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if t[key] < 1:
+            errs.append((f"train.{key}", f"{key} >= 1 must hold, got {key}={t[key]}"))
+    if t["lr"] <= 0:
+        errs.append(("train.lr", f"lr > 0 must hold, got lr={t['lr']}"))
+    if not 0.0 <= t["label_smoothing"] < 1.0:
+        errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
+    if d["dataset"] == "imagefolder" and not d.get("root"):
+        errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
+    if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
+        errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
+    return errs
+
+
+def model_args(spec: dict[str, Any]) -> dict[str, Any]:
+    side, chans = NATIVE.get(spec["data"]["dataset"], (None, 3))
+    return {"image_size": spec["data"].get("image_size") or side, "in_chans": chans,
+            "num_classes": spec["data"].get("num_classes", 10)}
+
+
+def infeasible(spec: dict[str, Any]) -> str | None:
+    """Why the model cannot be built with this configuration (None = it can); cheap, builds nothing."""
+    m = spec["model"]
+    args = {k: v for k, v in m.items() if k != "name"}
+    info = model_args(spec)
+    if info["image_size"] is None:  # imagefolder without image_size: size unknown until data load
+        return None
+    return check_model(m["name"], **info, **args)
+
+
+def prepare(spec: dict[str, Any]) -> Pools:
+    """Load the dataset once (in the driver); trials receive it through the object store."""
+    return load_pools(spec["data"])
+
+
+def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the trial's dotted-key values set, typed like the keys they replace."""
+    out = copy.deepcopy(spec)
+    schemas = section_schemas(spec)
+    for key, value in config.items():
+        parent, _, leaf = key.rpartition(".")
+        node = out
+        for part in parent.split("."):
+            node = node[part]
+        typ = ((schemas.get(parent) or {}).get(leaf) or (None,))[0]
+        if typ is int and isinstance(value, float):
+            value = int(round(value))  # PBT perturbs by factors (1.2, 0.8); integer keys stay integers
+        elif typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        node[leaf] = value
+    return out

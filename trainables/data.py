@@ -1,0 +1,289 @@
+"""Datasets as uint8 NCHW arrays, decoded once, plus deterministic stratified splits.
+
+A dataset is loaded once (by the driver) into ``Pools``: a train pool and, where the dataset has
+one, a test pool. Every split a trial needs — test carved from the train pool when there is no
+test pool, validation, the search-time training fraction, per-class caps — is a set of indices
+into those arrays, computed from ``split_seed`` alone, so concurrent trials share one copy of the
+pixels and the test images are the same for every trial and every seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CACHE_DIR = Path(os.environ.get("TUNE_CACHE_DIR", Path.home() / ".cache" / "tune-run"))
+
+
+class DataError(ValueError):
+    """The data section points at data that is not there or not in a known layout."""
+
+
+@dataclass
+class Pools:
+    """Pixels (uint8, N x C x H x W) and integer labels; ``test_*`` is None when the set has no test split."""
+
+    name: str
+    classes: list[str]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[2])
+
+
+@dataclass
+class Splits:
+    """Indices into a ``Pools``; ``test_from_train`` says which pool ``test`` indexes."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    test_from_train: bool
+
+
+# --------------------------------------------------------------------------- loaders
+
+_LOADERS: dict[str, Callable[[dict[str, Any]], Pools]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[[dict[str, Any]], Pools]], Callable[[dict[str, Any]], Pools]]:
+    def wrap(fn: Callable[[dict[str, Any]], Pools]) -> Callable[[dict[str, Any]], Pools]:
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_pools(data: dict[str, Any]) -> Pools:
+    """Load the dataset named by ``data["dataset"]`` (a resolved data section)."""
+    name = data["dataset"]
+    if name not in _LOADERS:
+        raise DataError(f"data.dataset: unknown dataset {name!r}; allowed: {', '.join(list_datasets())}")
+    return _LOADERS[name](data)
+
+
+@register_dataset("digits")
+def _digits(data: dict[str, Any]) -> Pools:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    # 8x8 grey levels 0..16 -> 0..255; shipped with scikit-learn, so it works offline.
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)[:, None]
+    return Pools("digits", [str(c) for c in d.target_names], x, d.target.astype(np.int64))
+
+
+@register_dataset("synthetic")
+def _synthetic(data: dict[str, Any]) -> Pools:
+    """Class-conditional noisy patterns: learnable, any size, no files. Content is fixed (seed 0)."""
+    rng = np.random.default_rng(0)
+    k, n, s = int(data["num_classes"]), int(data["num_samples"]), int(data["image_size"] or 16)
+    protos = rng.uniform(0, 255, size=(k, 3, 4, 4))
+    protos = protos.repeat(-(-s // 4), axis=2).repeat(-(-s // 4), axis=3)[:, :, :s, :s]
+    y = np.arange(n) % k
+    x = protos[y] + rng.normal(0, 60, size=(n, 3, s, s))
+    return Pools("synthetic", [f"class{i}" for i in range(k)], np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64))
+
+
+def _cifar(data: dict[str, Any], which: str) -> Pools:
+    root = data.get("root")
+    if root and (Path(root) / "train").is_dir():
+        return _folder_tree(data, which)
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
+    base = Path(root).expanduser() if root else CACHE_DIR / "data"
+    # Accept root pointing at the extracted folder itself (…/cifar-10-batches-py).
+    if base.name == cls.base_folder:
+        base = base.parent
+    try:
+        train = cls(str(base), train=True, download=bool(data.get("download", True)))
+        test = cls(str(base), train=False, download=False)
+    except Exception as exc:  # torchvision raises RuntimeError or URLError offline
+        raise DataError(
+            f"data.root: no {which} at {str(base)!r} ({type(exc).__name__}: {exc}); give a folder holding "
+            f"{cls.base_folder}/ or a class-per-folder tree with train/ and test/"
+        ) from exc
+    return Pools(which, list(train.classes), train.data.transpose(0, 3, 1, 2).copy(),
+                 np.asarray(train.targets, np.int64), test.data.transpose(0, 3, 1, 2).copy(),
+                 np.asarray(test.targets, np.int64))
+
+
+@register_dataset("cifar10")
+def _cifar10(data: dict[str, Any]) -> Pools:
+    return _cifar(data, "cifar10")
+
+
+@register_dataset("cifar100")
+def _cifar100(data: dict[str, Any]) -> Pools:
+    return _cifar(data, "cifar100")
+
+
+@register_dataset("imagefolder")
+def _imagefolder(data: dict[str, Any]) -> Pools:
+    if not data.get("root"):
+        raise DataError("data.root: imagefolder needs a root folder (class-per-folder, optionally under train/ and test/)")
+    return _folder_tree(data, "imagefolder")
+
+
+def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items = [(str(f), i) for i, c in enumerate(classes) for f in sorted((folder / c).rglob("*"))
+             if f.suffix.lower() in IMAGE_EXTS]
+    return classes, items
+
+
+def _decode(items: list[tuple[str, int]], size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    if size is None:  # no image_size: the first image's width sets it (images are resized square)
+        with Image.open(items[0][0]) as im:
+            size = im.size[0]
+
+    def one(path: str) -> np.ndarray:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)  # aspect ratio not kept, as in paper 002
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        x = np.stack(list(pool.map(one, (p for p, _ in items), chunksize=256)))
+    return x, np.asarray([c for _, c in items], np.int64)
+
+
+def _cached_decode(folder: Path, size: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Decode a class-per-folder tree once at ``size``; later loads read a .npy cache."""
+    classes, items = _list_images(folder)
+    if not items:
+        raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTS)}) in class folders under {str(folder)!r}")
+    h = hashlib.sha1(f"{folder.resolve()}|{size}".encode())
+    for path, c in items:
+        st = os.stat(path)
+        h.update(f"{path}|{c}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.pkl"
+    if cache.is_file():
+        with open(cache, "rb") as f:
+            x, y = pickle.load(f)
+        return classes, x, y
+    x, y = _decode(items, size)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pickle.dump((x, y), f, protocol=5)
+    os.replace(tmp, cache)  # atomic: a concurrent reader never sees half a file
+    return classes, x, y
+
+
+def _folder_tree(data: dict[str, Any], name: str) -> Pools:
+    root = Path(data["root"]).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root: {str(root)!r} is not a folder")
+    size = data.get("image_size")
+    if (root / "train").is_dir():
+        classes, x, y = _cached_decode(root / "train", size)
+        if (root / "test").is_dir():
+            test_classes, tx, ty = _cached_decode(root / "test", x.shape[2])
+            if test_classes != classes:
+                raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
+            return Pools(name, classes, x, y, tx, ty)
+        return Pools(name, classes, x, y)
+    classes, x, y = _cached_decode(root, size)
+    return Pools(name, classes, x, y)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                    cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices per class into (taken, rest): ``round(fraction * n_c)`` of each class, at most ``cap``.
+
+    Every class with at least two members keeps at least one on each side, so small classes are
+    neither dropped from a split nor left with nothing to train on.
+    """
+    taken, rest = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(fraction * len(idx)))
+        if 0 < fraction < 1 and len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        if cap is not None:
+            k = min(k, cap)
+        taken.append(idx[:k])
+        rest.append(idx[k:])
+    return np.sort(np.concatenate(taken)), np.sort(np.concatenate(rest))
+
+
+def make_splits(pools: Pools, data: dict[str, Any]) -> Splits:
+    """Deterministic, stratified splits from ``split_seed``.
+
+    Each step draws from its own seeded stream, so the test split does not move when
+    ``val_fraction`` or ``train_fraction`` change, and validation does not move with
+    ``train_fraction``.
+    """
+    seed = int(data["split_seed"])
+    y = pools.train_y
+    pool_idx = np.arange(len(y))
+    if pools.test_x is None:
+        test, pool_idx = stratified_take(y, float(data["test_fraction"]), np.random.default_rng([seed, 0]))
+        test_from_train = True
+    else:
+        test, test_from_train = np.arange(len(pools.test_y)), False
+    val_rel, train_rel = stratified_take(y[pool_idx], float(data["val_fraction"]), np.random.default_rng([seed, 1]),
+                                         cap=data.get("val_max_per_class"))
+    val, train = pool_idx[val_rel], pool_idx[train_rel]
+    frac, cap = float(data["train_fraction"]), data.get("max_per_class")
+    if frac < 1.0 or cap is not None:
+        keep, _ = stratified_take(y[train], frac, np.random.default_rng([seed, 2]), cap=cap)
+        train = train[keep]
+    return Splits(train, val, test, test_from_train)
+
+
+# --------------------------------------------------------------------------- spec schema
+
+# key -> (type, default[, allowed values]); ``None`` defaults take the type named first.
+DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
+    "dataset": (str, None),                 # required: a registered dataset
+    "root": (str, None),                    # local data; None = torchvision download into the cache
+    "download": (bool, True),               # torchvision download when root lacks the files
+    "image_size": (int, None),              # None = the dataset's native size
+    "val_fraction": (float, 0.1),           # of the train pool, stratified
+    "test_fraction": (float, 0.2),          # carved from the train pool when the dataset has no test split
+    "train_fraction": (float, 1.0),         # of the training split used by search trials, stratified
+    "max_per_class": (int, None),           # cap on training images per class (balanced subsample)
+    "val_max_per_class": (int, None),       # cap on validation images per class
+    "split_seed": (int, 0),                 # every split above
+    "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split
+    "std": (list, None),
+    "num_classes": (int, 10),               # synthetic only
+    "num_samples": (int, 2000),             # synthetic only
+    "augment": (dict, None),                # see trainables.augment.AUGMENT_DEFAULTS
+}
+
+# (side, channels) when no image_size is given; imagefolder reads it from its first image.
+NATIVE = {"digits": (8, 1), "cifar10": (32, 3), "cifar100": (32, 3), "synthetic": (16, 3), "imagefolder": (None, 3)}

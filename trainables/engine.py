@@ -1,0 +1,252 @@
+"""The training engine: one trial's epochs, Ray-free (benchmarks and tests call ``fit`` directly).
+
+Data stay uint8 in one shared copy (on the GPU when there is one); a batch is gathered by index,
+converted, augmented and normalised on the device. Per-epoch randomness is derived from
+``(seed, epoch)``, so a run resumed from a checkpoint draws the same batches it would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import augment_batch
+from .data import Pools, Splits, make_splits
+from .models import create_model
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("none", "exponential", "multistep", "cosine", "plateau")
+
+# Schema of the sections this package owns: key -> (type, default[, allowed values]).
+TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
+    "optimizer": (str, "adamw", OPTIMIZERS),
+    "lr": (float, 1e-3),                   # peak learning rate
+    "weight_decay": (float, 0.01),         # decoupled for adamw, L2 for adam/sgd
+    "momentum": (float, 0.9),              # sgd only
+    "nesterov": (bool, False),             # sgd only
+    "epochs": (int, 10),
+    "batch_size": (int, 128),
+    "eval_batch_size": (int, 512),         # inference only: no effect on results
+    "label_smoothing": (float, 0.0),
+    "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
+    "gamma": (float, 0.1),                 # decay factor: exponential (per epoch), multistep, plateau
+    "milestones": (list, []),              # multistep: epochs where lr *= gamma
+    "warmup_epochs": (int, 0),             # linear warm-up before any schedule
+    "plateau_patience": (int, 2),          # plateau: epochs without val_loss improvement
+    "grad_clip": (float, 0.0),             # max gradient norm; 0 = off
+    "seed": (int, 0),                      # weights, batch order, augmentation
+    "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast on CUDA, fp32 on CPU
+    "device": (str, "auto", ("auto", "cpu", "cuda")),
+}
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    splits: Splits | None = None
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+def resolve_device(want: str = "auto") -> torch.device:
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if want == "auto":
+        warnings.warn("no GPU visible to this trial: training on CPU", stacklevel=2)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def as_tensor(a: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of a (possibly read-only, shared-memory) array; nothing ever writes to it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
+def channel_stats(x: torch.Tensor, idx: np.ndarray, limit: int = 10_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std (0..1 scale) of the training images (a fixed subsample of at most ``limit``)."""
+    sub = idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)]
+    xs = x[torch.as_tensor(sub, device=x.device)].float().div_(255)
+    return xs.mean(dim=(0, 2, 3)).tolist(), xs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+
+class Batcher:
+    """Turns uint8 pool indices into normalised float batches on the device."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int, mean: list[float], std: list[float],
+                 device: torch.device, channels_last: bool) -> None:
+        self.x, self.y, self.size, self.device = x, y, size, device
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.channels_last = channels_last
+
+    def __call__(self, idx: torch.Tensor, aug: dict[str, Any] | None = None,
+                 g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = self.x[idx.to(self.x.device)].to(self.device, non_blocking=True).float()
+        yb = self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+        if xb.shape[-1] != self.size or xb.shape[-2] != self.size:
+            xb = F.interpolate(xb, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if aug is not None:
+            xb = augment_batch(xb, aug, g)
+        xb = (xb - self.mean) / self.std
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, yb
+
+
+def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = t["optimizer"], float(t["lr"]), float(t["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(t["momentum"]), nesterov=bool(t["nesterov"]))
+
+
+def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
+    name, gamma, warm, epochs = t["schedule"], float(t["gamma"]), int(t["warmup_epochs"]), int(t["epochs"])
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=gamma,
+                                                          patience=int(t["plateau_patience"]))
+    milestones = sorted(int(m) for m in t["milestones"])
+
+    def factor(e: int) -> float:  # lr multiplier for epoch e (0-based)
+        if e < warm:
+            return (e + 1) / warm
+        if name == "exponential":
+            return gamma ** (e - warm)
+        if name == "multistep":
+            return gamma ** sum(e >= m for m in milestones)
+        if name == "cosine":
+            span = max(1, epochs - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(e - warm, span) / span))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int,
+            autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on CPU) and labels for the pool indices ``idx``."""
+    model.eval()
+    outs, ys = [], []
+    all_idx = torch.as_tensor(idx)
+    for i in range(0, len(all_idx), batch_size):
+        xb, yb = batcher(all_idx[i:i + batch_size])
+        with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):
+            outs.append(model(xb).float().cpu())
+        ys.append(yb.cpu())
+    if not outs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = None,
+        on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
+        device: torch.device | None = None) -> FitResult:
+    """Train ``spec``'s model on ``pools`` for ``train.epochs`` epochs, resuming from ``state``.
+
+    ``on_epoch(metrics, get_state)`` is called after every epoch; ``get_state()`` returns the
+    checkpoint payload (only built when the caller asks for it).
+    """
+    data, t, m = spec["data"], spec["train"], spec["model"]
+    device = device or resolve_device(t["device"])
+    seed = int(t["seed"])
+    seed_everything(seed)
+    splits = make_splits(pools, data)
+    on_gpu = device.type == "cuda"
+    x = as_tensor(pools.train_x)
+    y = as_tensor(pools.train_y)
+    if on_gpu:  # whole uint8 pool on the GPU: batches are gathered there, no host round trip
+        x, y = x.to(device), y.to(device)
+    size = int(data.get("image_size") or pools.image_size)
+    if data.get("mean") and data.get("std"):
+        mean, std = list(data["mean"]), list(data["std"])
+    else:
+        mean, std = channel_stats(x, splits.train)
+    model_args = {k: v for k, v in m.items() if k != "name"}
+    model = create_model(m["name"], num_classes=pools.num_classes, in_chans=pools.in_chans, image_size=size,
+                         **model_args).to(device)
+    channels_last = on_gpu and any(isinstance(mod, nn.Conv2d) for mod in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batcher = Batcher(x, y, size, mean, std, device, channels_last)
+    autocast = t["precision"] == "bf16" or (t["precision"] == "auto" and on_gpu)
+    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    sched = build_schedule(opt, t)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(t["label_smoothing"]))
+    history: list[dict[str, float]] = []
+    start = 0
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state.get("history", []))
+    train_idx = torch.as_tensor(splits.train)
+    bs = int(t["batch_size"])
+    for epoch in range(start, int(t["epochs"])):
+        model.train()
+        g_cpu = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        g_dev = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+        perm = train_idx[torch.randperm(len(train_idx), generator=g_cpu)]
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i in range(0, len(perm), bs):
+            xb, yb = batcher(perm[i:i + bs], data["augment"], g_dev)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(xb)
+                loss = loss_fn(out.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if float(t["grad_clip"]) > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
+            opt.step()
+            # Accumulate on the device: no host sync per step.
+            loss_sum += loss.detach() * len(yb)
+            correct += (out.argmax(1) == yb).sum()
+        if on_gpu:
+            torch.cuda.synchronize()
+        train_time = time.perf_counter() - t0
+        logits, labels = predict(model, batcher, splits.val, int(t["eval_batch_size"]), autocast)
+        val_loss = F.cross_entropy(logits, labels).item()
+        lr = opt.param_groups[0]["lr"]
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val_loss)
+        else:
+            sched.step()
+        n = len(perm)
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / n,
+            "train_acc": correct.item() / n,
+            "val_loss": val_loss,
+            "val_acc": (logits.argmax(1) == labels).float().mean().item(),
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - t0,
+            "images_per_s": n / train_time,
+        }
+        history.append(metrics)
+
+        def get_state(epoch: int = epoch) -> dict[str, Any]:
+            return {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "history": history}
+
+        if on_epoch is not None:
+            on_epoch(metrics, get_state)
+    return FitResult(model, history, splits, mean, std)

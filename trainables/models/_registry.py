@@ -1,0 +1,101 @@
+"""Model registry in the style of timm: ``@register_model`` + ``create_model(name, ...)``.
+
+Every builder takes the data-derived arguments ``num_classes``, ``in_chans`` and ``image_size``
+as keywords, plus its own typed keyword arguments with defaults. Those defaults are the
+schema the spec validator checks ``model.*`` keys against, so a builder's signature is the
+single place its arguments are declared.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+# Arguments the data section supplies; a spec cannot set them under ``model``.
+DATA_ARGS = ("num_classes", "in_chans", "image_size")
+
+
+class ModelConfigError(ValueError):
+    """A model's arguments break one of its constraints (the configuration is infeasible)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    check: Callable[..., str | None] | None
+    defaults: dict[str, Any]
+    types: dict[str, Any]
+
+
+_MODELS: dict[str, ModelEntry] = {}
+TIMM_PREFIX = "timm/"
+
+
+def register_model(
+    name: str | None = None, *, check: Callable[..., str | None] | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder`` under ``name``; ``check(**args)`` returns why a config is infeasible."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or builder.__name__
+        params = inspect.signature(builder).parameters
+        defaults = {
+            k: p.default
+            for k, p in params.items()
+            if k not in DATA_ARGS and p.default is not inspect.Parameter.empty
+        }
+        hints = typing.get_type_hints(builder)
+        _MODELS[key] = ModelEntry(key, builder, check, defaults, {k: hints.get(k, Any) for k in defaults})
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS) + [TIMM_PREFIX + "<name>"]
+
+
+def is_model(name: str) -> bool:
+    return name in _MODELS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+
+
+def model_schema(name: str) -> dict[str, tuple[Any, Any]] | None:
+    """``{arg: (type, default)}`` of a registered model; None for timm models (free-form kwargs)."""
+    entry = _MODELS.get(name)
+    if entry is None:
+        return None
+    return {k: (entry.types[k], v) for k, v in entry.defaults.items()}
+
+
+def check_model(name: str, **kwargs: Any) -> str | None:
+    """Why this configuration cannot be built (None when it can), without building it."""
+    entry = _MODELS.get(name)
+    if entry is None or entry.check is None:
+        return None
+    args = {**entry.defaults, **kwargs}
+    return entry.check(**args)
+
+
+def create_model(name: str, *, num_classes: int, in_chans: int, image_size: int, **kwargs: Any) -> nn.Module:
+    """Build a registered model, or any timm model as ``timm/<name>``."""
+    if name.startswith(TIMM_PREFIX):
+        from ._timm import create_timm_model
+
+        return create_timm_model(
+            name[len(TIMM_PREFIX):], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
+        )
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    reason = check_model(name, num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs)
+    if reason:
+        raise ModelConfigError(reason)
+    return _MODELS[name].builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

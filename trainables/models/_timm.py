@@ -1,0 +1,58 @@
+"""Any timm model as ``timm/<name>``; pretrained weights from the local caches or a file, never the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ._weights import WeightsNotFound
+
+
+def _cached_weights(name: str) -> str | None:
+    """Path of ``name``'s default pretrained weights in the local HF or torch.hub cache, if there."""
+    import torch
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+            hit = try_to_load_from_cache(cfg.hf_hub_id, fname)
+            if isinstance(hit, str):
+                return hit
+    if cfg.url:
+        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        if hub_file.is_file():
+            return str(hub_file)
+    return None
+
+
+def create_timm_model(name: str, *, num_classes: int, in_chans: int, image_size: int,
+                      pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name) and not timm.list_models(name):
+        raise KeyError(f"timm has no model {name!r}")
+    if pretrained is False:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if isinstance(pretrained, str):
+        path = os.path.expanduser(pretrained)
+        if not os.path.isfile(path):
+            raise WeightsNotFound(f"model.pretrained: weight file {pretrained!r} does not exist")
+    else:
+        found = _cached_weights(name)
+        if found is None:
+            raise WeightsNotFound(
+                f"model.pretrained=true: weights for timm/{name} are not in the local Hugging Face or torch.hub "
+                f"cache; fetch them where there is internet (timm.create_model({name!r}, pretrained=True)) "
+                "or set model.pretrained to a weight file")
+        path = found
+    # Loading through timm's own path keeps its head/in_chans adaptation of the checkpoint.
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                             num_classes=num_classes, in_chans=in_chans, **kwargs)
