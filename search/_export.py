@@ -11,6 +11,11 @@ from typing import Any
 from ._spec import dump_spec, set_path
 
 
+def plain(v: Any) -> Any:
+    """numpy scalars (from searchers and result frames) as plain Python values, for YAML and JSON."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+
+
 def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
     if error:
         return "error"
@@ -29,7 +34,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         best = (max if mode == "max" else min)(vals) if vals else math.nan
         status = trial_status(last, t["error"], max_epochs)
         row = {"trial_id": t["trial_id"], "status": status}
-        row.update({k: t["config"].get(k) for k in space_keys})
+        row.update({k: plain(t["config"].get(k)) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                     "reason": t["error"] or (last.get("reason", "") if last.get("infeasible") else "")})

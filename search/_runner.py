@@ -116,6 +116,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
+    _fit_resources(spec, ray.cluster_resources(), log)
     trainable = backend.make_trainable(spec, pools)
     if resume:
         tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -145,6 +146,18 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows)
     return StudyResult(out, rows, best, parent)
+
+
+def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:
+    """Ask for no more than the cluster has: a trial asking for a missing GPU would wait forever."""
+    res = spec["resources"]
+    if res["gpu"] > 0 and cluster.get("GPU", 0) == 0:
+        log(f"warning: resources.gpu={res['gpu']} but the cluster has no GPU: trials run on CPU")
+        res["gpu"] = 0.0
+    cpus = cluster.get("CPU", 1)
+    if res["cpu"] > cpus:
+        log(f"warning: resources.cpu={res['cpu']} but the cluster has {cpus:g} CPUs: using {cpus:g}")
+        res["cpu"] = float(cpus)
 
 
 def _now() -> str:

@@ -27,7 +27,8 @@ DISTRIBUTIONS: dict[str, tuple[int | None, str]] = {
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "random": tuple(DISTRIBUTIONS),
     "grid": ("grid", "choice"),
-    "optuna": tuple(d for d in DISTRIBUTIONS if d != "grid"),
+    # Optuna drops the step of a quantized log range; refusing it beats silently ignoring q.
+    "optuna": tuple(d for d in DISTRIBUTIONS if d not in ("grid", "qloguniform")),
     "bohb": tuple(d for d in DISTRIBUTIONS if d != "grid"),
 }
 _INT_ONLY = ("randint", "qrandint")

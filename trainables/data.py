@@ -108,28 +108,56 @@ def _synthetic(data: dict[str, Any]) -> Pools:
     return Pools("synthetic", [f"class{i}" for i in range(k)], np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64))
 
 
-def _cifar(data: dict[str, Any], which: str) -> Pools:
-    root = data.get("root")
-    if root and (Path(root) / "train").is_dir():
-        return _folder_tree(data, which)
-    from torchvision import datasets
+_CIFAR = {  # folder, train files, test files, label key
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
 
-    cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
+
+def _read_cifar_batches(folder: Path, which: str) -> Pools:
+    """Read the python-pickle CIFAR layout that torchvision downloads (no checksum: local copies may be re-packed)."""
+    _, train_files, test_files, label_key = _CIFAR[which]
+
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for name in files:
+            with open(folder / name, "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    meta_name = "batches.meta" if which == "cifar10" else "meta"
+    with open(folder / meta_name, "rb") as f:
+        meta = pickle.load(f, encoding="latin1")
+    classes = meta.get("label_names") or meta.get("fine_label_names")
+    x, y = read(train_files)
+    tx, ty = read(test_files)
+    return Pools(which, list(classes), x, y, tx, ty)
+
+
+def _cifar(data: dict[str, Any], which: str) -> Pools:
+    """CIFAR from ``data.root`` (the pickle layout, or train/ and test/ class folders), else torchvision's download."""
+    folder_name = _CIFAR[which][0]
+    root = data.get("root")
     base = Path(root).expanduser() if root else CACHE_DIR / "data"
-    # Accept root pointing at the extracted folder itself (…/cifar-10-batches-py).
-    if base.name == cls.base_folder:
-        base = base.parent
-    try:
-        train = cls(str(base), train=True, download=bool(data.get("download", True)))
-        test = cls(str(base), train=False, download=False)
-    except Exception as exc:  # torchvision raises RuntimeError or URLError offline
-        raise DataError(
-            f"data.root: no {which} at {str(base)!r} ({type(exc).__name__}: {exc}); give a folder holding "
-            f"{cls.base_folder}/ or a class-per-folder tree with train/ and test/"
-        ) from exc
-    return Pools(which, list(train.classes), train.data.transpose(0, 3, 1, 2).copy(),
-                 np.asarray(train.targets, np.int64), test.data.transpose(0, 3, 1, 2).copy(),
-                 np.asarray(test.targets, np.int64))
+    if root and (base / "train").is_dir():
+        return _folder_tree(data, which)
+    folder = base if base.name == folder_name else base / folder_name
+    if not folder.is_dir():
+        if not data.get("download", True):
+            raise DataError(f"data.root: no {folder_name}/ or train/ + test/ folders under {str(base)!r}")
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
+        try:
+            cls(str(folder.parent), train=True, download=True)
+        except Exception as exc:  # offline: URLError, RuntimeError
+            raise DataError(
+                f"data.root: no {which} under {str(base)!r} and the download failed ({type(exc).__name__}); give "
+                f"data.root a folder holding {folder_name}/ or a class-per-folder tree with train/ and test/"
+            ) from exc
+    return _read_cifar_batches(folder, which)
 
 
 @register_dataset("cifar10")

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trainables
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+# Keep every cache a test writes inside the test session.
+os.environ.setdefault("TUNE_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "tune-run-test-cache"))
+
+
+@pytest.fixture
+def backend():
+    return trainables
+
+
+def make_image_tree(root: Path, classes: dict[str, int], size: int = 12, split: str | None = None,
+                    seed: int = 0) -> Path:
+    """A class-per-folder tree of real PNG files whose colour depends on the class (learnable)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = root / split if split else root
+    for ci, (name, n) in enumerate(classes.items()):
+        (base / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = np.clip(rng.normal(60 + 120 * (ci % 2), 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            img[:, :, ci % 3] = 200
+            Image.fromarray(img).save(base / name / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """The shared CIFAR-10 JPEG tree (train/ and test/ class folders), extracted once per session."""
+    if not SHARED_CIFAR.is_file():
+        pytest.skip(f"shared CIFAR-10 tree not found at {SHARED_CIFAR}")
+    out = tmp_path_factory.mktemp("cifar")
+    with tarfile.open(SHARED_CIFAR) as tar:
+        tar.extractall(out, filter="data")
+    hits = [p.parent for p in out.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
+    if not hits:
+        pytest.skip("shared CIFAR-10 archive has no train/ + test/ folders")
+    return hits[0]

@@ -1,0 +1,112 @@
+"""Datasets and splits: deterministic, stratified, test split fixed; class-per-folder and CIFAR layouts."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_image_tree
+from trainables.data import DataError, Pools, load_pools, make_splits, stratified_take
+
+DATA = {"dataset": "digits", "root": None, "download": False, "image_size": None, "val_fraction": 0.2,
+        "test_fraction": 0.2, "train_fraction": 1.0, "max_per_class": None, "val_max_per_class": None,
+        "split_seed": 0, "num_classes": 10, "num_samples": 500}
+
+
+def test_digits_pool():
+    p = load_pools(DATA)
+    assert p.train_x.dtype == np.uint8 and p.train_x.shape == (1797, 1, 8, 8)
+    assert p.num_classes == 10 and p.test_x is None
+
+
+def test_splits_deterministic_disjoint_stratified():
+    p = load_pools(DATA)
+    a, b = make_splits(p, DATA), make_splits(p, DATA)
+    for k in ("train", "val", "test"):
+        assert np.array_equal(getattr(a, k), getattr(b, k))
+    assert not set(a.train) & set(a.val) and not set(a.train) & set(a.test) and not set(a.val) & set(a.test)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    overall = np.bincount(p.train_y) / len(p.train_y)
+    for idx in (a.train, a.val, a.test):
+        share = np.bincount(p.train_y[idx], minlength=10) / len(idx)
+        assert np.abs(share - overall).max() < 0.02
+    c = make_splits(p, {**DATA, "split_seed": 1})
+    assert not np.array_equal(a.val, c.val)
+
+
+def test_test_split_does_not_move_with_search_settings():
+    p = load_pools(DATA)
+    a = make_splits(p, DATA)
+    b = make_splits(p, {**DATA, "val_fraction": 0.1, "train_fraction": 0.3})
+    assert np.array_equal(a.test, b.test)
+    c = make_splits(p, {**DATA, "train_fraction": 0.3})
+    assert np.array_equal(a.val, c.val) and set(c.train) <= set(a.train)
+
+
+def test_train_fraction_and_caps_are_stratified():
+    p = load_pools(DATA)
+    s = make_splits(p, {**DATA, "train_fraction": 0.25})
+    counts = np.bincount(p.train_y[s.train], minlength=10)
+    full = np.bincount(p.train_y[make_splits(p, DATA).train], minlength=10)
+    assert np.all(np.abs(counts - full * 0.25) <= 1)
+    capped = make_splits(p, {**DATA, "max_per_class": 5, "val_max_per_class": 3})
+    assert np.all(np.bincount(p.train_y[capped.train], minlength=10) == 5)
+    assert np.all(np.bincount(p.train_y[capped.val], minlength=10) == 3)
+
+
+def test_small_classes_keep_one_on_each_side():
+    y = np.array([0] * 50 + [1] * 2)
+    taken, rest = stratified_take(y, 0.1, np.random.default_rng(0))
+    assert set(y[taken]) == {0, 1} and set(y[rest]) == {0, 1}
+
+
+def test_imagefolder_tree_with_and_without_test(tmp_path, monkeypatch):
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "a", {"cat": 5, "dog": 7}, size=10, split="train")
+    make_image_tree(tmp_path / "a", {"cat": 2, "dog": 3}, size=10, split="test", seed=1)
+    p = load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8})
+    assert p.classes == ["cat", "dog"] and p.train_x.shape == (12, 3, 8, 8) and p.test_x.shape == (5, 3, 8, 8)
+    assert list(np.bincount(p.train_y)) == [5, 7]
+    # Decoded once: the second load reads the cache, the same pixels.
+    assert len(list((tmp_path / "cache" / "imagefolder").iterdir())) == 2
+    q = load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8})
+    assert np.array_equal(p.train_x, q.train_x)
+    make_image_tree(tmp_path / "b", {"x": 4, "y": 4, "z": 4}, size=10)
+    flat = load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "b")})
+    assert flat.test_x is None and flat.train_x.shape == (12, 3, 10, 10)
+    with pytest.raises(DataError, match="no images"):
+        (tmp_path / "empty" / "c").mkdir(parents=True)
+        load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "empty")})
+
+
+def test_cifar_pickle_layout(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    for root in (tmp_path, folder):  # the parent, or the folder itself
+        p = load_pools({**DATA, "dataset": "cifar10", "root": str(root)})
+        assert p.train_x.shape == (20, 3, 32, 32) and p.test_x.shape == (4, 3, 32, 32) and p.num_classes == 10
+
+
+def test_cifar_missing_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="data.root"):
+        load_pools({**DATA, "dataset": "cifar10", "root": str(tmp_path), "download": False})
+
+
+def test_shared_cifar_tree(cifar_root, tmp_path, monkeypatch):
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    p = load_pools({**DATA, "dataset": "cifar10", "root": str(cifar_root)})
+    assert p.train_x.shape == (50_000, 3, 32, 32) and p.test_x.shape[0] == 5_000
+    assert p.classes[0] == "airplane" and np.all(np.bincount(p.train_y) == 5000)
+
+
+def test_pools_are_plain_arrays():
+    p = Pools("x", ["a"], np.zeros((2, 3, 4, 4), np.uint8), np.zeros(2, np.int64))
+    assert p.in_chans == 3 and p.image_size == 4

@@ -1,0 +1,213 @@
+"""End to end on a real Ray runtime and a real MLflow store (SQLite), on real (built-in or shared) images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import trainables
+from search import resolve, run_study
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd, timeout=600, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def mlflow_runs(db: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{db}")
+    exp = c.get_experiment_by_name(experiment)
+    return c, (c.search_runs([exp.experiment_id], max_results=1000) if exp else [])
+
+
+def read_rows(path: Path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_quickstart_asha_mlflow_best(tmp_path):
+    r = cli(str(REPO / "spaces" / "quickstart.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Ray dashboard: http://127.0.0.1:" in r.stdout and "best config:" in r.stdout
+    out = tmp_path / "runs" / "quickstart"
+    rows = read_rows(out / "trials.csv")
+    assert len(rows) == 12
+    statuses = [row["status"] for row in rows]
+    assert "stopped" in statuses and "completed" in statuses  # ASHA stopped some early
+    assert all(int(row["epochs"]) < 12 for row in rows if row["status"] == "stopped")
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
+    parents = [x for x in runs if x.data.tags.get("role") == "study"]
+    children = [x for x in runs if x.data.tags.get("role") == "trial"]
+    assert len(parents) == 1 and len(children) == 12
+    assert {x.data.tags["mlflow.parentRunId"] for x in children} == {parents[0].info.run_id}
+    child = next(x for x in children if x.data.tags["status"] == "completed")
+    hist = c.get_metric_history(child.info.run_id, "val_acc")
+    assert [m.step for m in hist] == list(range(1, 13))
+    assert "train.lr" in child.data.params and child.data.tags["dataset"] == "digits"
+    study = json.loads((out / "study.json").read_text())
+    assert study["provenance"]["packages"]["torch"] and "git_commit" in study["provenance"]
+    best = max(float(row["best_val_acc"]) for row in rows)
+    assert best > 0.9
+    # best.yaml runs as is: --dry-run accepts it, with the winning values fixed.
+    r2 = cli(str(out / "best.yaml"), "--dry-run", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    assert "# grid points: 1; trials: 1" in r2.stdout
+    fixed = yaml.safe_load((out / "best.yaml").read_text())
+    winner = next(row for row in rows if float(row["best_val_acc"]) == best)
+    assert fixed["train"]["lr"] == pytest.approx(float(winner["train.lr"]))
+    assert fixed["space"] == {} and fixed["experiment"]["name"] == "quickstart-best"
+    # A second run of the same study refuses to clobber it.
+    r3 = cli(str(REPO / "spaces" / "quickstart.yaml"), cwd=tmp_path)
+    assert r3.returncode == 2 and "--resume" in r3.stderr
+
+
+def small_spec(tmp_path: Path, name: str, **sections):
+    spec = {
+        "experiment": {"name": name, "output_dir": str(tmp_path / "runs")},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400},
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
+        "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    for k, v in sections.items():
+        spec[k] = v if k == "model" else {**spec.get(k, {}), **v}  # a new model replaces the ViT
+    return resolve(spec, trainables)
+
+
+def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, ray_session):
+    spec = small_spec(tmp_path, "feasibility",
+                      space={"model.num_heads": {"grid": [2, 3]}, "train.lr": {"grid": [3e-3, 1.0e9]}},
+                      train={"epochs": 2, "grad_clip": 0.0})
+    # num_heads=3 does not divide embed 16 (infeasible); lr=1e9 diverges to NaN loss, which is still a result.
+    res = run_study(spec, trainables, file="feasibility.yaml", log=lambda *_: None)
+    rows = {(r["model.num_heads"], r["train.lr"]): r for r in res.rows}
+    assert rows[(3, 3e-3)]["status"] == "infeasible"
+    assert "embed_dim must be divisible by num_heads" in rows[(3, 3e-3)]["reason"]
+    assert rows[(2, 3e-3)]["status"] == "completed"
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "feasibility")
+    tags = [x.data.tags for x in runs if x.data.tags.get("role") == "trial"]
+    assert sum(t["status"] == "infeasible" for t in tags) == 2
+    assert all("reason" in t for t in tags if t["status"] == "infeasible")
+
+    # A trial that raises (missing weight file) is recorded as an error with its reason; the others finish.
+    spec2 = small_spec(tmp_path, "failing", model={"name": "resnet18", "stem": "cifar"},
+                       space={"model.pretrained": {"grid": [False, str(tmp_path / "missing.pth")]}},
+                       train={"epochs": 1})
+    res2 = run_study(spec2, trainables, file="failing.yaml", log=lambda *_: None)
+    by = {r["model.pretrained"]: r for r in res2.rows}
+    assert by[False]["status"] == "completed"
+    err = by[str(tmp_path / "missing.pth")]
+    assert err["status"] == "error" and "does not exist" in err["reason"]
+    _, runs2 = mlflow_runs(tmp_path / "mlflow.db", "failing")
+    assert sorted(x.info.status for x in runs2 if x.data.tags.get("role") == "trial") == ["FAILED", "FINISHED"]
+
+
+def test_hyperband_pauses_and_resumes_from_checkpoint(tmp_path, ray_session):
+    spec = small_spec(tmp_path, "hb", train={"epochs": 9},
+                      space={"train.lr": {"loguniform": [1e-4, 1e-2]}},
+                      search={"num_samples": 6, "seed": 1},
+                      scheduler={"name": "hyperband", "reduction_factor": 3})
+    res = run_study(spec, trainables, file="hb.yaml", log=lambda *_: None)
+    restored = 0
+    for trial_dir in res.out_dir.glob("trial_*"):
+        df = pd.read_csv(trial_dir / "progress.csv")
+        # The epoch count never restarts: epochs run 1, 2, … without repeats across pauses.
+        assert list(df["epoch"]) == list(range(1, len(df) + 1))
+        restored += int((df["iterations_since_restore"] < df["training_iteration"]).any())
+    assert restored >= 1, "no trial was paused and resumed"
+    assert any(r["epochs"] == 9 for r in res.rows)
+
+
+def test_optuna_and_bohb_studies_run(tmp_path, ray_session):
+    space = {"train.lr": {"loguniform": [1e-4, 1e-2]}, "model.mlp_dim": {"choice": [16, 32]}}
+    spec = small_spec(tmp_path, "tpe", space=space, search={"algorithm": "optuna", "num_samples": 4,
+                                                            "max_concurrent": 2},
+                      scheduler={"name": "asha", "grace_period": 1})
+    res = run_study(spec, trainables, file="tpe.yaml", log=lambda *_: None)
+    assert len(res.rows) == 4 and res.best is not None
+    assert all(1e-4 <= r["train.lr"] <= 1e-2 for r in res.rows)
+    spec = small_spec(tmp_path, "bohb", space=space, search={"algorithm": "bohb", "num_samples": 4},
+                      scheduler={"name": "hyperband"})
+    res = run_study(spec, trainables, file="bohb.yaml", log=lambda *_: None)
+    assert len(res.rows) == 4 and res.best is not None and (res.out_dir / "best.yaml").is_file()
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
+    spec = {
+        "experiment": {"name": "killme"},
+        "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 3000},
+        "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 32, "hidden": 32},
+        "train": {"epochs": 4, "batch_size": 32},
+        "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}},
+        "search": {"algorithm": "grid"},
+    }
+    f = tmp_path / "killme.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", str(f)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "mlflow.db"
+    finished_before: dict[str, str] = {}
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(1)
+        if db.exists():
+            try:
+                _, runs = mlflow_runs(db, "killme")
+            except Exception:  # the store is being created
+                continue
+            done = {x.data.tags["trial_id"]: x.info.run_id for x in runs
+                    if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"}
+            if len(done) >= 2:
+                finished_before = done
+                break
+        assert proc.poll() is None, "study ended before it could be killed"
+    assert finished_before, "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    time.sleep(2)
+    r = cli(str(f), "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "runs" / "killme" / "trials.csv")
+    assert len(rows) == 6 and all(row["status"] == "completed" for row in rows)
+    c, runs = mlflow_runs(db, "killme")
+    children = [x for x in runs if x.data.tags.get("role") == "trial"]
+    assert len(children) == 6, "a resumed study must not add duplicate MLflow runs"
+    assert len({x.data.tags["trial_id"] for x in children}) == 6
+    assert len([x for x in runs if x.data.tags.get("role") == "study"]) == 1
+    for tid, run_id in finished_before.items():
+        # Finished trials are kept as they were, not run again.
+        assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+
+
+def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
+    r = cli(str(REPO / "spaces" / "vit.yaml"), "--smoke", "--set", f"data.root={cifar_root}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_rows(tmp_path / "runs" / "vit-smoke" / "trials.csv")
+    assert len(rows) == 2 and all(row["status"] == "completed" and row["epochs"] == "2" for row in rows)
+    assert max(float(row["best_val_acc"]) for row in rows) > 0.1  # above chance on 10 classes
+    assert "resources.gpu=0.25 but the cluster has no GPU" in r.stdout

@@ -1,0 +1,113 @@
+"""Space conversion: every distribution to Ray Tune, and on to each searcher's own space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ray import tune
+from ray.tune.search.sample import Categorical, Float, Integer
+
+import trainables
+from search import grid_points, preview_configs, resolve, to_tune
+from search._algorithms import build_scheduler, build_searcher
+from search._space import sample
+
+SPACE = {
+    "train.lr": {"loguniform": [1e-4, 1e-2]},
+    "train.weight_decay": {"qloguniform": [1e-4, 1e-1, 1e-4]},
+    "train.gamma": {"uniform": [0.8, 0.99]},
+    "train.label_smoothing": {"quniform": [0.0, 0.2, 0.05]},
+    "train.epochs": {"randint": [2, 4]},
+    "train.batch_size": {"qrandint": [32, 128, 32]},
+    "model.hidden": {"choice": [16, 32]},
+}
+
+
+def test_each_distribution_becomes_its_tune_domain():
+    d = to_tune({**SPACE, "model.dropout": {"grid": [0.1, 0.2]}}, "random")
+    assert isinstance(d["train.lr"], Float) and isinstance(d["train.lr"].sampler, Float._LogUniform)
+    assert isinstance(d["train.weight_decay"].sampler.get_sampler(), Float._LogUniform)
+    assert isinstance(d["train.gamma"], Float) and isinstance(d["train.gamma"].sampler, Float._Uniform)
+    assert isinstance(d["train.epochs"], Integer)
+    assert (d["train.epochs"].lower, d["train.epochs"].upper) == (2, 5)  # our high is inclusive, Ray's exclusive
+    assert isinstance(d["model.hidden"], Categorical) and d["model.hidden"].categories == [16, 32]
+    assert d["model.dropout"] == {"grid_search": [0.1, 0.2]}
+    # Quantized domains keep their step.
+    assert d["train.label_smoothing"].sampler.q == 0.05 and d["train.batch_size"].sampler.q == 32
+
+
+def test_grid_algorithm_turns_choices_into_grids():
+    d = to_tune({"model.hidden": {"choice": [16, 32, 64]}, "model.dropout": {"grid": [0.1, 0.2]}}, "grid")
+    assert d["model.hidden"] == tune.grid_search([16, 32, 64])
+    assert grid_points({"a": {"grid": [1, 2, 3]}, "b": {"grid": [1, 2]}, "c": {"choice": [1]}}) == 6
+
+
+def test_samples_stay_in_bounds_and_on_their_grid():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        assert 1e-4 <= sample(SPACE["train.lr"], rng) <= 1e-2
+        e = sample(SPACE["train.epochs"], rng)
+        assert isinstance(e, int) and 2 <= e <= 4
+        b = sample(SPACE["train.batch_size"], rng)
+        assert b % 32 == 0 and 32 <= b <= 128
+        ls = sample(SPACE["train.label_smoothing"], rng)
+        assert abs(ls / 0.05 - round(ls / 0.05)) < 1e-9
+    seen = {sample(SPACE["train.epochs"], rng) for _ in range(200)}
+    assert seen == {2, 3, 4}
+
+
+def test_preview_crosses_grid_with_samples():
+    cfgs = preview_configs({"a": {"grid": [1, 2]}, "b": {"uniform": [0, 1]}}, num_samples=3, seed=0)
+    assert len(cfgs) == 6 and [c["a"] for c in cfgs] == [1, 1, 1, 2, 2, 2]
+    assert cfgs == preview_configs({"a": {"grid": [1, 2]}, "b": {"uniform": [0, 1]}}, num_samples=3, seed=0)
+
+
+def spec_for(algo, sched="fifo"):
+    space = {k: v for k, v in SPACE.items() if not (algo == "optuna" and "qloguniform" in v)}
+    return resolve({"experiment": {"name": "s"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
+                    "train": {"epochs": 4}, "space": space, "search": {"algorithm": algo, "max_concurrent": 2},
+                    "scheduler": {"name": sched}}, trainables)
+
+
+def test_optuna_converts_every_sampled_distribution():
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {k: v for k, v in SPACE.items() if "qloguniform" not in v}
+    converted = OptunaSearch.convert_search_space(to_tune(space, "optuna"))
+    assert set(converted) == set(space)
+    searcher = build_searcher(spec_for("optuna"))
+    assert type(searcher).__name__ == "ConcurrencyLimiter" and searcher.max_concurrent == 2
+
+
+def test_bohb_converts_every_sampled_distribution():
+    from ray.tune.search.bohb import TuneBOHB
+
+    cs = TuneBOHB.convert_search_space(to_tune(SPACE, "bohb"))
+    assert set(cs.keys()) == set(SPACE)
+    assert type(build_scheduler(spec_for("bohb", "hyperband"))).__name__ == "HyperBandForBOHB"
+
+
+@pytest.mark.parametrize("sched,cls", [("fifo", "FIFOScheduler"), ("asha", "AsyncHyperBandScheduler"),
+                                       ("hyperband", "HyperBandScheduler"), ("median", "MedianStoppingRule"),
+                                       ("pbt", "PopulationBasedTraining")])
+def test_schedulers(sched, cls):
+    s = build_scheduler(spec_for("random", sched))
+    assert type(s).__name__ == cls
+    if sched == "pbt":
+        assert set(s._hyperparam_mutations) == set(SPACE)
+    if sched in ("asha", "hyperband", "median"):
+        assert s._time_attr == "training_iteration"
+
+
+def test_random_and_grid_use_rays_variant_generator():
+    assert build_searcher(spec_for("random")) is None
+
+
+def test_optuna_refuses_quantized_log_ranges():
+    from search import SpecError
+
+    with pytest.raises(SpecError, match="qloguniform is not supported by search.algorithm=optuna"):
+        resolve(
+            {"data": {"dataset": "digits"}, "model": {"name": "cnn"}, "experiment": {"name": "q"},
+             "space": {"train.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}}, "search": {"algorithm": "optuna"}},
+            trainables)

@@ -1,0 +1,202 @@
+"""Spec validation: every bad spec ends with one line naming the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search import SpecError, load_spec, resolve, smoke_spec
+from search._spec import coerce, parse_override
+
+BASE = {
+    "experiment": {"name": "t"},
+    "data": {"dataset": "digits"},
+    "model": {"name": "cnn"},
+    "train": {"epochs": 2},
+    "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}},
+    "search": {"algorithm": "random", "num_samples": 2},
+}
+
+
+def with_(path: str, value, base=BASE):
+    import copy
+
+    spec = copy.deepcopy(base)
+    node = spec
+    parts = path.split(".", 1) if path.startswith("space.") else path.split(".")
+    if path.startswith("space."):
+        spec["space"][parts[1]] = value
+        return spec
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return spec
+
+
+BAD = [
+    # (change, key path in the message, words the message must contain)
+    (("bogus", {}), "bogus", ["unknown section", "allowed"]),
+    (("train.lerning_rate", 0.1), "train.lerning_rate", ["unknown key", "allowed: optimizer, lr,"]),
+    (("train.lr_", 0.1), "train.lr_", ["did you mean 'lr'"]),
+    (("train.epochs", "ten"), "train.epochs", ["expected an integer", "'ten'"]),
+    (("train.lr", True), "train.lr", ["expected a number"]),
+    (("train.optimizer", "adamm"), "train.optimizer", ["not allowed", "adamw, adam, sgd", "did you mean 'adam'"]),
+    (("data.dataset", "cifar11"), "data.dataset", ["not allowed", "did you mean 'cifar10'"]),
+    (("model.name", "vitt"), "model.name", ["unknown model", "vit"]),
+    (("model.dropuot", 0.2), "model.dropuot", ["unknown key", "did you mean 'dropout'"]),
+    (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, bohb"]),
+    (("scheduler.name", "ashaa"), "scheduler.name", ["did you mean 'asha'"]),
+    (("space.train.lr", {"loguniform": [0.1, 0.01]}), "space.train.lr", ["low <= high must hold, got low=0.1, high=0.01"]),
+    (("space.train.lr", {"loguniform": [0, 0.01]}), "space.train.lr", ["log range must lie above 0"]),
+    (("space.train.lr", {"normal": [0, 1]}), "space.train.lr", ["unknown distribution", "allowed"]),
+    (("space.train.lr", {"uniform": [1]}), "space.train.lr", ["uniform takes [low, high]"]),
+    (("space.train.epochs", {"uniform": [1, 5]}), "space.train.epochs", ["integer", "randint"]),
+    (("space.train.batch_size", {"choice": ["big"]}), "space.train.batch_size", ["must fit the key's type"]),
+    (("space.train.nope", {"choice": [1]}), "space.train.nope", ["has no key 'nope'"]),
+    (("space.lr", {"choice": [1]}), "space.lr", ["dotted paths into data, model, train"]),
+    (("space.model.name", {"choice": ["vit", "cnn"]}), "space.model.name", ["cannot be searched"]),
+    (("space.model.conv1", {"randint": [8.5, 16]}), "space.model.conv1", ["randint takes integers"]),
+    (("search.num_samples", 0), "search.num_samples", ["num_samples >= 1 must hold, got 0"]),
+    (("scheduler.reduction_factor", 1), "scheduler.reduction_factor", ["reduction_factor > 1 must hold"]),
+    (("data.val_fraction", 1.5), "data.val_fraction", ["0 < val_fraction < 1 must hold, got val_fraction=1.5"]),
+    (("train.lr", -1.0), "train.lr", ["lr > 0 must hold"]),
+    (("resources.gpu", 1.5), "resources.gpu", ["fraction in [0, 1] or a whole number"]),
+    (("experiment.name", "a b"), "experiment.name", ["letters, digits"]),
+    (("data.augment.hflipp", 0.5), "data.augment.hflipp", ["did you mean 'hflip'"]),
+]
+
+
+@pytest.mark.parametrize("change,path,words", BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)])
+def test_bad_spec_message(backend, change, path, words):
+    spec = with_(*change)
+    with pytest.raises(SpecError) as exc:
+        resolve(spec, backend, file="s.yaml")
+    msg = str(exc.value)
+    assert msg.startswith(f"s.yaml: {path}: "), msg
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_grid_rejected_by_searchers_that_cannot_take_it(backend):
+    for algo in ("optuna", "bohb"):
+        spec = with_("space.model.dropout", {"grid": [0.1, 0.2]}, with_("search.algorithm", algo))
+        if algo == "bohb":
+            spec["scheduler"] = {"name": "hyperband"}
+        with pytest.raises(SpecError, match=f"grid is not supported by search.algorithm={algo}"):
+            resolve(spec, backend, file="s.yaml")
+
+
+def test_algorithm_scheduler_pairs(backend):
+    with pytest.raises(SpecError, match="bohb needs scheduler.name=hyperband"):
+        resolve(with_("search.algorithm", "bohb"), backend)
+    spec = with_("scheduler.name", "pbt", with_("search.algorithm", "optuna"))
+    with pytest.raises(SpecError, match="pbt .* takes search.algorithm random or grid"):
+        resolve(spec, backend)
+
+
+def test_defaults_and_types_filled(backend):
+    spec = resolve(with_("train.lr", "1e-3"), backend, file="s.yaml")  # PyYAML reads 1e-3 as text
+    assert spec["train"]["lr"] == 1e-3 and isinstance(spec["train"]["lr"], float)
+    assert spec["experiment"]["metric"] == "val_acc" and spec["experiment"]["mode"] == "max"
+    assert spec["scheduler"]["max_t"] == 2  # defaults to train.epochs
+    assert spec["tracking"]["mlflow_uri"] == "sqlite:///mlflow.db"
+    assert spec["data"]["augment"]["hflip"] == 0.0
+    assert spec["model"]["dropout"] == 0.5  # the model's own default
+
+
+def test_set_overrides_are_typed(tmp_path, backend):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(BASE))
+    spec = load_spec(f, backend, ["train.lr=1", "experiment.name=123", "model.dropout=0.25",
+                                  "space.model.hidden={choice: [16, 32]}", "data.augment.hflip=0.5"])
+    assert spec["train"]["lr"] == 1.0 and isinstance(spec["train"]["lr"], float)
+    assert spec["experiment"]["name"] == "123"
+    assert spec["model"]["dropout"] == 0.25
+    assert spec["space"]["model.hidden"] == {"choice": [16, 32]}
+    assert spec["data"]["augment"]["hflip"] == 0.5
+    with pytest.raises(SpecError, match=r"s.yaml: train.epochs: expected an integer, got 'many'"):
+        load_spec(f, backend, ["train.epochs=many"])
+    with pytest.raises(SpecError, match="expected key.path=value"):
+        load_spec(f, backend, ["train.epochs"])
+
+
+def test_coerce_rules():
+    assert coerce(3, float) == 3.0
+    assert coerce(64.0, int) == 64
+    with pytest.raises(TypeError):
+        coerce(64.5, int)
+    with pytest.raises(TypeError):
+        coerce(True, int)
+    assert coerce("x", bool | str) == "x" and coerce(False, bool | str) is False
+    assert parse_override("a.b=[1, 2]", "f") == ("a.b", [1, 2])
+
+
+def test_smoke_shrinks(backend):
+    spec = resolve(with_("space.model.dropout", {"grid": [0.1, 0.2, 0.3]}, with_("train.epochs", 50)), backend)
+    s = smoke_spec(spec)
+    assert s["train"]["epochs"] == 2 and s["search"]["num_samples"] <= 2
+    assert s["space"]["model.dropout"] == {"grid": [0.1]}
+    assert s["data"]["max_per_class"] == 64 and s["scheduler"]["max_t"] == 2
+    assert s["experiment"]["name"].endswith("-smoke")
+    resolve(s, backend)  # still a valid spec
+
+
+def test_yaml_error_is_one_line(tmp_path, backend):
+    f = tmp_path / "bad.yaml"
+    f.write_text("data: {dataset: digits\nmodel: [")
+    with pytest.raises(SpecError) as exc:
+        load_spec(f, backend)
+    assert "invalid YAML" in str(exc.value) and "line" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def test_cli_bad_spec_exits_2_one_line_nothing_on_disk(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(with_("space.train.lr", {"uniform": [0.1, 0.01]})))
+    r = run_cli(str(f), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"tune-run: error: {f}: space.train.lr: low <= high must hold, got low=0.1, high=0.01"
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_missing_data_root_exits_2_nothing_on_disk(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(with_("data", {"dataset": "imagefolder", "root": str(tmp_path / "nope")})))
+    r = run_cli(str(f), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "data.root" in r.stderr and "is not a folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_dry_run_lists_rejected_configurations(tmp_path):
+    spec = {
+        "experiment": {"name": "dry"}, "data": {"dataset": "synthetic", "image_size": 16},
+        "model": {"name": "vit", "embed_dim": 48, "depth": 1, "mlp_dim": 32},
+        "space": {"model.num_heads": {"grid": [2, 3, 5]}, "model.patch_size": {"grid": [4, 5]}},
+        "search": {"algorithm": "random"},
+    }
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    r = run_cli(str(f), "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "# grid points: 6; trials: 6" in r.stdout
+    # num_heads=5 does not divide 48; patch 5 does not divide 16: 4 of 6 rejected.
+    assert "rejected by the model of 6 previewed configurations: 4" in r.stdout
+    assert "embed_dim must be divisible by num_heads" in r.stdout and "patch_size must divide image_size" in r.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "vit", "cnn", "resnet18"])
+def test_shipped_specs_validate(backend, name):
+    spec = load_spec(Path(__file__).resolve().parents[1] / "spaces" / f"{name}.yaml", backend)
+    assert spec["experiment"]["name"] == name
