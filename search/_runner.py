@@ -87,7 +87,9 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     import ray
     from ray import tune
 
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
                    ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd, timeout=600, **kw):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
@@ -167,7 +167,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
     }
     f = tmp_path / "killme.yaml"
     f.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "search.cli", str(f)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = tmp_path / "mlflow.db"
