@@ -200,3 +200,12 @@ def test_cli_dry_run_lists_rejected_configurations(tmp_path):
 def test_shipped_specs_validate(backend, name):
     spec = load_spec(Path(__file__).resolve().parents[1] / "spaces" / f"{name}.yaml", backend)
     assert spec["experiment"]["name"] == name
+
+
+def test_annotated_example_in_spaces_readme_is_valid(backend):
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "spaces" / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    spec = resolve(yaml.safe_load(block), backend, file="spaces/README.md")
+    assert len(spec["space"]) == 8 and spec["model"]["name"] == "vit"
