@@ -37,6 +37,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         row.update({k: plain(t["config"].get(k)) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
+                    "device": last.get("device", ""),
                     "reason": t["error"] or (last.get("reason", "") if last.get("infeasible") else "")})
         rows.append(row)
     return rows
@@ -61,9 +62,14 @@ def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, An
     return max(scored, key=key)
 
 
-def best_spec(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """The study's spec with the winning values fixed: one configuration, no search."""
+def best_spec(spec: dict[str, Any], config: dict[str, Any], parent_run_id: str | None = None) -> dict[str, Any]:
+    """The study's spec with the winning values fixed: one configuration, no search.
+
+    Its MLflow runs (and its final training) nest under the study's parent run.
+    """
     s = copy.deepcopy(spec)
+    s["tracking"]["mlflow_experiment"] = spec["tracking"]["mlflow_experiment"] or spec["experiment"]["name"]
+    s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
     for key, value in config.items():
         set_path(s, key, value)
     s["space"] = {}
@@ -73,8 +79,9 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: dict[str, Any], metric: str) -> None:
+def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: dict[str, Any], metric: str,
+               parent_run_id: str | None = None) -> None:
     header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
               f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
-              f"# Runs as is: tune-run {path}\n")
-    path.write_text(header + dump_spec(best_spec(spec, config)))
+              f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n")
+    path.write_text(header + dump_spec(best_spec(spec, config, parent_run_id)))

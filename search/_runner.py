@@ -84,16 +84,10 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     if not resume and out.exists():
         shutil.rmtree(out)
 
+    dashboard = init_ray(address, log)
     import ray
     from ray import tune
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
-    ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
-                   ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
-    dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
-    log(f"Ray dashboard: {dashboard}")
     exp, track = spec["experiment"], spec["tracking"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
@@ -101,12 +95,14 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     parent = None
     callbacks = []
     if track["enabled"]:
-        from ._tracking import MlflowTrials, start_parent
+        from ._tracking import MlflowTrials, client_for, start_parent
 
         mlflow_exp = track["mlflow_experiment"] or exp["name"]
         tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
         parent = start_parent(uri, mlflow_exp, exp["name"], {**tags, "role": "study"},
                               _flat_params(spec), previous.get("mlflow_parent_run_id"))
+        if track["parent_run_id"] and not resume:  # e.g. best.yaml: nest under the study it came from
+            client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
         callbacks.append(MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": "trial"}, spec["train"]["epochs"]))
         log(f"MLflow: {uri} (experiment {mlflow_exp!r}, parent run {parent}); browse with: mlflow ui "
             f"--backend-store-uri {uri}")
@@ -136,18 +132,37 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
     grid = tuner.fit()
-    rows = trial_rows(_collect(grid), list(spec["space"]), metric, mode, spec["train"]["epochs"])
+    collected = _collect(grid)
+    rows = trial_rows(collected, list(spec["space"]), metric, mode, spec["train"]["epochs"])
     write_csv(out / "trials.csv", rows)
     best = best_row(rows, metric, mode)
     if best is not None:
-        write_best(out / "best.yaml", spec, best, {k: best[k] for k in spec["space"]}, metric)
+        write_best(out / "best.yaml", spec, best, {k: best[k] for k in spec["space"]}, metric, parent)
     record.update(finished=_now(), trials=len(rows),
+                  budget={"epochs": sum(int(r["epochs"]) for r in rows),
+                          "trial_seconds": sum(float(t.get("seconds") or 0) for t in collected)},
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
     state_file.write_text(json.dumps(record, indent=2, default=str))
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows)
     return StudyResult(out, rows, best, parent)
+
+
+def init_ray(address: str | None, log: Any) -> str:
+    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL."""
+    # Per-epoch checkpoints are the design (pause/resume, PBT); Ray's warning about them is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
+    ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
+                   ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
+    log(f"Ray dashboard: {dashboard}")
+    return dashboard
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:
@@ -190,7 +205,8 @@ def _collect(grid: Any) -> list[dict[str, Any]]:
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             err = lines[-1].strip() if lines else type(r.error).__name__
         tid = last.get("trial_id") or getattr(r, "_trial_id", None) or Path(r.path).name
-        trials.append({"trial_id": tid, "config": r.config or {}, "last": last, "history": hist, "error": err})
+        trials.append({"trial_id": tid, "config": r.config or {}, "last": last, "history": hist, "error": err,
+                       "seconds": last.get("time_total_s")})
     return sorted(trials, key=lambda t: t["trial_id"])
 
 

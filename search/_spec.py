@@ -57,11 +57,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     "tracking": {
         "mlflow_uri": (str, "sqlite:///mlflow.db"),  # relative to the working directory
         "mlflow_experiment": (str, None),  # default: experiment.name
+        "parent_run_id": (str, None),   # nest runs under this MLflow run (best.yaml: the study's run)
         "enabled": (bool, True),
     },
 }
 BACKEND_SECTIONS = ("data", "model", "train")
-TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "scheduler", "resources", "tracking")
+TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "scheduler", "resources", "tracking",
+             "final")
 
 
 class SpecError(Exception):
@@ -282,8 +284,13 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
     for section in ("experiment", "search", "scheduler", "resources", "tracking"):
         spec[section] = _check_section(file, section, raw.get(section), SCHEMA[section], {})
     schemas = backend.section_schemas(raw)
-    for section in BACKEND_SECTIONS:
+    for section in BACKEND_SECTIONS + ("final",):
         spec[section] = _check_section(file, section, raw.get(section), schemas[section], schemas)
+    if spec["final"]["after_search"] is None:  # a final section in the file asks for final training
+        spec["final"]["after_search"] = bool(raw.get("final"))
+    seeds = spec["final"]["seeds"]
+    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise SpecError(file, "final.seeds", f"a non-empty list of integers, got {seeds!r}")
     for section, key in (("data", "dataset"), ("model", "name")):
         if not spec[section].get(key):
             raise SpecError(file, f"{section}.{key}", "is required")

@@ -101,6 +101,8 @@ class MlflowTrials(Callback):
             self.client.set_tag(rid, "status", "infeasible")
             self.client.set_tag(rid, "reason", str(result.get("reason", ""))[:5000])
             return
+        if isinstance(result.get("device"), str):
+            self.client.set_tag(rid, "device", result["device"])
         step, now = int(result.get("epoch", result.get("training_iteration", 0))), int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
         if metrics:

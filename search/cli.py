@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--overwrite", action="store_true", help="replace an existing study of the same name")
     p.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start one)")
+    p.add_argument("--final", action="store_true",
+                   help="train the spec's configuration on the full training data once per final.seeds and "
+                        "evaluate on the test split (typically with runs/<study>/best.yaml)")
     return p
 
 
@@ -62,10 +65,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             dry_run(spec, backend)
             return 0
+        if args.final:
+            if spec["space"]:
+                raise SpecError(args.spec, "space", "--final trains one configuration; give a spec without a "
+                                                    "space, such as runs/<study>/best.yaml")
+            from ._final import run_final
+
+            _final_summary(run_final(spec, backend, file=args.spec, overwrite=args.overwrite,
+                                     address=args.address), spec)
+            return 0
         from ._runner import run_study
 
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
                            address=args.address)
+        _summary(spec, result)
+        if spec["final"]["after_search"] and result.best is not None:
+            from ._export import best_spec
+            from ._final import run_final
+
+            best = best_spec(spec, {k: result.best[k] for k in spec["space"]}, result.parent_run_id)
+            _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
+                                     address=args.address), best)
+        return 0
     except SpecError as err:
         print(f"tune-run: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -75,8 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tune-run: error: {args.spec}: {err}", file=sys.stderr)
             return EXIT_USAGE
         raise
-    _summary(spec, result)
-    return 0
 
 
 def _summary(spec: dict[str, Any], result: Any) -> None:
@@ -97,6 +116,62 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
 
         print(f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
               f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
+
+
+def _final_summary(summary: dict[str, Any], spec: dict[str, Any]) -> None:
+    from ._final import FINAL_DIR
+    from ._runner import study_dir
+
+    s = summary["summary"]
+    print(f"\nFinal training of {spec['experiment']['name']!r}: seeds {summary['seeds']}"
+          + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else ""))
+    for key, v in s.items():
+        if key == "cost" or v.get("mean") is None:
+            continue
+        ci = f"  95% CI [{v['ci_low']:.4f}, {v['ci_high']:.4f}]" if v.get("ci_low") is not None else ""
+        std = f" ± {v['std']:.4f}" if v.get("std") is not None else ""
+        print(f"  test {key:<18} {v['mean']:.4f}{std}{ci}")
+    c = s.get("cost", {})
+    if c:
+        print(f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image · "
+              f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
+              f"{c['train_seconds_total']:.0f} s training")
+    print(f"  models and metrics: {study_dir(spec) / FINAL_DIR}")
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tune-eval", description="Evaluate a final model folder; prints JSON.")
+    p.add_argument("model_dir", help="runs/<study>/final/<seed>")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override the model's spec, e.g. --set data.root=/data/cifar10")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    return p
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    import json
+    from pathlib import Path
+
+    args = eval_parser().parse_args(argv)
+    backend = _backend()
+    spec_file = Path(args.model_dir) / "spec.yaml"
+    try:
+        for name in ("spec.yaml", "meta.json", "model.safetensors"):
+            if not (Path(args.model_dir) / name).is_file():
+                raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
+        spec = load_spec(spec_file, backend, args.overrides)
+        pools = backend.prepare(spec)
+        out = backend.reevaluate(Path(args.model_dir), pools, spec["data"], args.split)
+    except SpecError as err:
+        print(f"tune-eval: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError) as err:
+        if type(err).__name__ in ("DataError", "WeightsNotFound"):
+            print(f"tune-eval: error: {spec_file}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    print(json.dumps(out, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def test_quickstart_asha_mlflow_best(tmp_path):
     hist = c.get_metric_history(child.info.run_id, "val_acc")
     assert [m.step for m in hist] == list(range(1, 13))
     assert "train.lr" in child.data.params and child.data.tags["dataset"] == "digits"
+    assert child.data.tags["device"].startswith("cpu") and rows[0]["device"].startswith("cpu")
     study = json.loads((out / "study.json").read_text())
     assert study["provenance"]["packages"]["torch"] and "git_commit" in study["provenance"]
     best = max(float(row["best_val_acc"]) for row in rows)

@@ -4,7 +4,7 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import apply_config, check, infeasible, prepare, section_schemas
+from ._backend import apply_config, check, infeasible, prepare, reevaluate, section_schemas
 from .data import Pools, list_datasets, load_pools, make_splits
 from .engine import fit
 from .models import create_model, list_models
@@ -16,5 +16,11 @@ def make_trainable(spec, pools):  # noqa: ANN001, ANN201  (thin re-export; impor
     return _make(spec, pools)
 
 
+def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
+    from .ray_adapter import make_final_trainable as _make
+
+    return _make(spec, pools, out_dir)
+
+
 __all__ = ["Pools", "apply_config", "check", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
-           "make_splits", "make_trainable", "prepare", "section_schemas"]
+           "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas"]

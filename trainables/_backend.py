@@ -11,6 +11,7 @@ from typing import Any
 from .augment import AUGMENT_DEFAULTS
 from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
 from .engine import TRAIN_SCHEMA
+from .final import FINAL_SCHEMA, reevaluate  # noqa: F401  (reevaluate: re-exported for tune-eval)
 from .models import TIMM_PREFIX, check_model, is_model, list_models, model_schema
 
 AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
@@ -27,7 +28,8 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
         model = {"name": (str, None)} | (margs or {})
     data = dict(DATA_SCHEMA)
     data["dataset"] = (str, None, tuple(list_datasets()))
-    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA}
+    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA,
+            "final": FINAL_SCHEMA}
 
 
 def check(spec: dict[str, Any]) -> list[tuple[str, str]]:

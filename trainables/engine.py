@@ -51,10 +51,14 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
 @dataclass
 class FitResult:
     model: nn.Module
-    history: list[dict[str, float]] = field(default_factory=list)
-    splits: Splits | None = None
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
+    history: list[dict[str, float]]
+    splits: Splits
+    mean: list[float]
+    std: list[float]
+    image_size: int
+    device: torch.device
+    autocast: bool
+    train_seconds: float = 0.0
 
 
 def resolve_device(want: str = "auto") -> torch.device:
@@ -158,17 +162,21 @@ def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int
 
 def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = None,
         on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
-        device: torch.device | None = None) -> FitResult:
+        device: torch.device | None = None, merge_val: bool = False) -> FitResult:
     """Train ``spec``'s model on ``pools`` for ``train.epochs`` epochs, resuming from ``state``.
 
     ``on_epoch(metrics, get_state)`` is called after every epoch; ``get_state()`` returns the
-    checkpoint payload (only built when the caller asks for it).
+    checkpoint payload (only built when the caller asks for it). ``merge_val`` trains on
+    train + validation (final training); validation metrics are then reported but not held out.
     """
     data, t, m = spec["data"], spec["train"], spec["model"]
     device = device or resolve_device(t["device"])
     seed = int(t["seed"])
     seed_everything(seed)
     splits = make_splits(pools, data)
+    if merge_val:
+        splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val, splits.test,
+                        splits.test_from_train)
     on_gpu = device.type == "cuda"
     x = as_tensor(pools.train_x)
     y = as_tensor(pools.train_y)
@@ -199,6 +207,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         start, history = int(state["epoch"]), list(state.get("history", []))
     train_idx = torch.as_tensor(splits.train)
     bs = int(t["batch_size"])
+    t_start = time.perf_counter()
     for epoch in range(start, int(t["epochs"])):
         model.train()
         g_cpu = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -249,4 +258,16 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
 
         if on_epoch is not None:
             on_epoch(metrics, get_state)
-    return FitResult(model, history, splits, mean, std)
+    return FitResult(model, history, splits, mean, std, size, device, autocast, time.perf_counter() - t_start)
+
+
+def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a trained model on ``split`` (train, val or test) of ``pools``."""
+    idx = getattr(res.splits, split)
+    from_train = split != "test" or res.splits.test_from_train
+    x = as_tensor(pools.train_x if from_train else pools.test_x)
+    y = as_tensor(pools.train_y if from_train else pools.test_y)
+    channels_last = res.device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in res.model.modules())
+    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, channels_last)
+    logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
+    return logits.numpy(), labels.numpy()

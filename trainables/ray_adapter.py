@@ -9,7 +9,9 @@ their reason (a result, not a crash), reports once per epoch with a checkpoint, 
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,13 @@ from .data import Pools
 from .engine import fit
 
 CKPT_FILE = "state.pt"
+
+
+def device_name() -> str:
+    """What this trial trains on, recorded with its results."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def worst(mode: str) -> float:
@@ -46,10 +55,12 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools) -> None
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, CKPT_FILE), map_location="cpu", weights_only=True)
 
+    device = device_name()
+
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
-            tune.report({**metrics, "infeasible": 0}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, "infeasible": 0, "device": device}, checkpoint=tune.Checkpoint.from_directory(d))
 
     fit(resolved, pools, state=state, on_epoch=on_epoch)
 
@@ -60,4 +71,30 @@ def make_trainable(spec: dict[str, Any], pools: Pools) -> Any:
 
     res = spec["resources"]
     fn = tune.with_parameters(trial, spec=spec, pools=pools)
+    return tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})
+
+
+def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str) -> None:
+    """One final model (one seed): per-epoch results while training, then the test metrics."""
+    from ray import tune
+
+    from .final import train_final
+
+    torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
+    seed = int(config["seed"])
+    device = device_name()
+
+    def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
+        tune.report({**metrics, "device": device})
+
+    m = train_final(spec, pools, seed, Path(out_dir) / str(seed), on_epoch=on_epoch)
+    test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
+    tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, "device": device})
+
+
+def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str) -> Any:
+    from ray import tune
+
+    res = spec["resources"]
+    fn = tune.with_parameters(final_trial, spec=spec, pools=pools, out_dir=out_dir)
     return tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})

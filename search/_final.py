@@ -1,0 +1,114 @@
+"""Final training: K seeds of one configuration as parallel Ray trials, then mean, std and 95 % intervals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+from ._runner import _fit_resources, _now, init_ray, mlflow_uri, provenance, study_dir
+from ._spec import SpecError, dump_spec
+from ._stats import t_interval
+
+FINAL_DIR = "final"
+# Test metrics summarised over seeds (each seed's metrics.json has them all).
+SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc")
+
+
+class FinalBackend(Protocol):
+    def prepare(self, spec: dict[str, Any]) -> Any: ...
+
+    def make_final_trainable(self, spec: dict[str, Any], pools: Any, out_dir: str) -> Any: ...
+
+
+def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
+    keys = list(SUMMARY) + [f"top{topk}_accuracy"]
+    out = {k: t_interval([m["test"].get(k) for m in per_seed]) for k in keys if per_seed
+           and any(m["test"].get(k) is not None for m in per_seed)}
+    cost_keys = ("params", "flops_per_image", "throughput_images_per_s", "latency_ms", "train_seconds", "gpu_hours")
+    out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys if per_seed}
+    out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
+    return out
+
+
+def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwrite: bool = False,
+              address: str | None = None, log: Any = print) -> dict[str, Any]:
+    """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split."""
+    out = study_dir(spec) / FINAL_DIR
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SpecError(file, "--final", f"{out} already holds final models; pass --overwrite to replace them")
+    pools = backend.prepare(spec)  # before anything is written
+    if out.exists():
+        shutil.rmtree(out)
+    init_ray(address, log)
+    import ray
+    from ray import tune
+
+    _fit_resources(spec, ray.cluster_resources(), log)
+    exp, track, seeds = spec["experiment"], spec["tracking"], spec["final"]["seeds"]
+    uri = mlflow_uri(spec)
+    callbacks, parent = [], None
+    if track["enabled"]:
+        from ._runner import _flat_params
+        from ._tracking import MlflowTrials, client_for, start_parent
+
+        mlflow_exp = track["mlflow_experiment"] or exp["name"]
+        tags = {"study": exp["name"], "model": str(spec["model"]["name"]), "dataset": str(spec["data"]["dataset"])}
+        parent = start_parent(uri, mlflow_exp, f"{exp['name']}/final", {**tags, "role": "final"}, _flat_params(spec))
+        if track["parent_run_id"]:
+            client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
+        epochs = spec["final"]["epochs"] or spec["train"]["epochs"]
+        callbacks.append(MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": "final-seed"}, epochs))
+        log(f"MLflow: {uri} (experiment {mlflow_exp!r}, final parent run {parent})")
+    out.mkdir(parents=True, exist_ok=True)
+    tuner = tune.Tuner(
+        backend.make_final_trainable(spec, pools, str(out)),
+        param_space={"seed": tune.grid_search(list(seeds))},
+        run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=callbacks, verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    grid = tuner.fit()
+    errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+    per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
+                if (out / str(s) / "metrics.json").is_file()]
+    study_file = study_dir(spec) / "study.json"
+    search_budget = json.loads(study_file.read_text()).get("budget") if study_file.is_file() else None
+    topk = int(spec["final"]["topk"])
+    summary = {
+        "experiment": exp["name"], "model": spec["model"]["name"], "dataset": spec["data"]["dataset"],
+        "seeds": [m["seed"] for m in per_seed], "errors": errors, "summary": summarise(per_seed, topk),
+        "per_seed": [{"seed": m["seed"], **{k: m["test"].get(k) for k in SUMMARY},
+                      "accuracy_bootstrap_ci": m["test"].get("accuracy_bootstrap_ci"), "device": m["device"]}
+                     for m in per_seed],
+        "history": {m["seed"]: m["history"] for m in per_seed},
+        "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
+        "mlflow_run_id": parent,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "spec.yaml").write_text(dump_spec(spec))
+    if parent:
+        _log_final(uri, parent, out, summary)
+    return summary
+
+
+def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> None:
+    from ._tracking import client_for
+
+    c = client_for(uri)
+    for k, v in summary["summary"].items():
+        if k != "cost" and v.get("mean") is not None:
+            c.log_metric(parent, f"test_{k}_mean", v["mean"])
+            if v.get("ci_low") is not None:
+                c.log_metric(parent, f"test_{k}_ci_low", v["ci_low"])
+                c.log_metric(parent, f"test_{k}_ci_high", v["ci_high"])
+    for k, v in summary["summary"].get("cost", {}).items():
+        c.log_metric(parent, f"cost_{k}", float(v))
+    for seed in summary["seeds"]:
+        d = out / str(seed)
+        for name in ("metrics.json", "per_class.csv", "confusion.png", "roc.png", "curves.png", "spec.yaml",
+                     "meta.json", "model.safetensors"):
+            if (d / name).is_file():
+                c.log_artifact(parent, str(d / name), artifact_path=f"final/{seed}")
+    c.log_artifact(parent, str(out / "metrics.json"), artifact_path="final")
+    c.set_terminated(parent, status="FINISHED" if not summary["errors"] else "FAILED")

@@ -1,0 +1,56 @@
+"""Model cost on the device that trained: parameters, FLOPs per image, throughput and latency."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def flops_per_image(model: nn.Module, in_chans: int, size: int, device: torch.device) -> int:
+    """Forward FLOPs for one image (torch.utils.flop_counter; a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    x = torch.zeros(1, in_chans, size, size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def _timed(model: nn.Module, x: torch.Tensor, autocast: bool, min_iters: int, min_seconds: float) -> float:
+    """Seconds per forward pass, after warm-up, over at least ``min_iters`` passes and ``min_seconds``."""
+    dev = x.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+        for _ in range(3):  # warm-up: kernels selected, caches filled
+            model(x)
+        sync()
+        n, t0 = 0, time.perf_counter()
+        while n < min_iters or time.perf_counter() - t0 < min_seconds:
+            model(x)
+            n += 1
+        sync()
+    return (time.perf_counter() - t0) / n
+
+
+def measure_cost(model: nn.Module, in_chans: int, size: int, device: torch.device, autocast: bool,
+                 batch: int = 256, quick: bool = False) -> dict[str, Any]:
+    """The columns of paper 002's Table 5.5 and paper 000's Table 1."""
+    model.eval()
+    flops = flops_per_image(model, in_chans, size, device)
+    budget = 0.2 if quick else 1.0
+    t_batch = _timed(model, torch.zeros(batch, in_chans, size, size, device=device), autocast, 2, budget)
+    t_one = _timed(model, torch.zeros(1, in_chans, size, size, device=device), autocast, 5, budget)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "flops_per_image": flops,
+        "macs_per_image": flops // 2,
+        "throughput_images_per_s": batch / t_batch,
+        "throughput_batch": batch,
+        "latency_ms": t_one * 1000,
+    }

@@ -1,0 +1,175 @@
+"""Final training of one seed on the full training data, test evaluation, artifacts; and re-evaluation.
+
+A final model folder holds everything needed to rebuild and re-check it:
+``model.safetensors``, ``spec.yaml`` (the resolved spec, seed included), ``meta.json``
+(classes, normalisation, image size), ``metrics.json``, ``per_class.csv`` and plots.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from .cost import measure_cost
+from .data import DataError, Pools, make_splits
+from .engine import FitResult, fit, predict_split, resolve_device
+from .metrics import bootstrap_interval, classification_metrics
+from .models import create_model
+
+FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
+    "seeds": (list, [0, 1, 2]),          # one final model per seed, run as parallel trials
+    "epochs": (int, None),               # None = train.epochs
+    "train_on": (str, "train+val", ("train+val", "train")),
+    "max_per_class": (int, None),        # cap per class for final training (paper 000: 5,000)
+    "topk": (int, 5),                    # top-k accuracy (skipped when k >= number of classes)
+    "bootstrap": (int, 1000),            # resamples of the test images for a single run's interval
+    "after_search": (bool, None),        # None = true when the spec has a final section
+}
+
+
+def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The spec a final model trains with: all training data (up to the final cap), the final epochs, ``seed``."""
+    s = copy.deepcopy(spec)
+    f = s.get("final") or {}
+    s["train"]["seed"] = int(seed)
+    s["train"]["epochs"] = int(f.get("epochs") or s["train"]["epochs"])
+    s["data"]["train_fraction"] = 1.0
+    s["data"]["max_per_class"] = f.get("max_per_class")
+    return s
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+
+
+def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, seed: int) -> dict[str, Any]:
+    logits, labels = predict_split(res, pools, split)
+    m = classification_metrics(logits, labels, pools.classes, topk=topk)
+    if n_boot > 0 and len(labels):
+        pred = logits.argmax(1)
+        lo, hi = bootstrap_interval(labels, pred, lambda y, p: float((y == p).mean()), n_boot=n_boot, seed=seed)
+        m["accuracy_bootstrap_ci"] = [lo, hi]
+    m["split"] = split
+    return m, logits, labels
+
+
+def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
+                on_epoch: Callable[..., None] | None = None, quick_cost: bool = False) -> dict[str, Any]:
+    """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content."""
+    s = final_spec(spec, seed)
+    f = spec.get("final") or {}
+    res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
+    test, logits, labels = evaluate(res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed)
+    cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(res, pools, s, out_dir)
+    metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
+                                                         "gpu_hours": res.train_seconds / 3600
+                                                         if res.device.type == "cuda" else 0.0},
+               "device": _device_name(res.device), "torch": torch.__version__,
+               "train_images": int(len(res.splits.train)), "history": res.history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_per_class(out_dir / "per_class.csv", test)
+    plots(out_dir, test, logits, labels, res.history)
+    return metrics
+
+
+def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path) -> None:
+    from safetensors.torch import save_model as st_save
+
+    st_save(res.model.cpu(), str(out_dir / "model.safetensors"))
+    res.model.to(res.device)
+    (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    meta = {"classes": pools.classes, "mean": res.mean, "std": res.std, "image_size": res.image_size,
+            "in_chans": pools.in_chans, "dataset": pools.name}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[torch.nn.Module, dict[str, Any], dict]:
+    """Rebuild a final model from its folder (architecture from spec.yaml, weights from safetensors)."""
+    from safetensors.torch import load_model as st_load
+
+    spec = yaml.safe_load((model_dir / "spec.yaml").read_text())
+    meta = json.loads((model_dir / "meta.json").read_text())
+    m = dict(spec["model"])
+    name = m.pop("name")
+    if "pretrained" in m:
+        m["pretrained"] = False  # the saved weights replace the pretrained start
+    model = create_model(name, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
+                         image_size=meta["image_size"], **m)
+    st_load(model, str(model_dir / "model.safetensors"))
+    device = device or resolve_device(spec["train"].get("device", "auto"))
+    return model.to(device), spec, meta
+
+
+def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    """Metrics of a saved final model on ``split`` of ``pools`` (any dataset with the same classes)."""
+    model, spec, meta = load_model(model_dir)
+    if pools.classes != meta["classes"]:
+        raise DataError(f"data: classes {pools.classes[:5]}… do not match the model's {meta['classes'][:5]}…")
+    device = next(model.parameters()).device
+    splits = make_splits(pools, data)
+    res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], device,
+                    device.type == "cuda" and spec["train"].get("precision", "auto") != "fp32")
+    f = spec.get("final") or {}
+    out, _, _ = evaluate(res, pools, split, int(f.get("topk", 5)), int(f.get("bootstrap", 1000)),
+                         int(spec["train"]["seed"]))
+    return out
+
+
+def write_per_class(path: Path, test: dict[str, Any]) -> None:
+    cm = np.asarray(test["confusion_matrix"])
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "support", "accuracy", "precision"])
+        for i, c in enumerate(test["classes"]):
+            col = cm[:, i].sum()
+            w.writerow([c, int(cm[i].sum()), test["per_class_accuracy"][c], cm[i, i] / col if col else None])
+
+
+def plots(out_dir: Path, test: dict[str, Any], logits: np.ndarray, labels: np.ndarray,
+          history: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    from .metrics import softmax
+
+    classes = test["classes"]
+    fig, ax = plt.subplots(figsize=(max(4, len(classes) * 0.5), max(4, len(classes) * 0.5)))
+    ConfusionMatrixDisplay(np.asarray(test["confusion_matrix"]), display_labels=classes).plot(
+        ax=ax, colorbar=False, include_values=len(classes) <= 20, xticks_rotation="vertical")
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion.png", dpi=100)
+    plt.close(fig)
+    probs = softmax(logits.astype(np.float64))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i, c in enumerate(classes[:20]):  # one-vs-rest curves; beyond 20 classes the plot is unreadable
+        if 0 < (labels == i).sum() < len(labels):
+            RocCurveDisplay.from_predictions(labels == i, probs[:, i], name=c, ax=ax, plot_chance_level=i == 0)
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc.png", dpi=100)
+    plt.close(fig)
+    if history:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        ep = [h["epoch"] for h in history]
+        for key in ("train_loss", "val_loss"):
+            axes[0].plot(ep, [h[key] for h in history], label=key)
+        for key in ("train_acc", "val_acc"):
+            axes[1].plot(ep, [h[key] for h in history], label=key)
+        for a in axes:
+            a.set_xlabel("epoch")
+            a.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "curves.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,62 @@
+"""Test-set metrics (scikit-learn) and a bootstrap interval over test images."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
+                           topk: int = 5) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, macro P/R/F1, MCC, top-k, AUC-ROC (binary or one-vs-rest), confusion."""
+    from sklearn import metrics as skm
+
+    k = len(classes)
+    probs = softmax(logits.astype(np.float64))
+    pred = probs.argmax(axis=1)
+    labels_all = list(range(k))
+    cm = skm.confusion_matrix(labels, pred, labels=labels_all)
+    p, r, f1, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="macro",
+                                                      zero_division=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(cm.sum(1) > 0, np.diag(cm) / cm.sum(1), np.nan)
+    out: dict[str, Any] = {
+        "n": int(len(labels)),
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f1),
+        "mcc": float(skm.matthews_corrcoef(labels, pred)),
+        "per_class_accuracy": {c: (None if math.isnan(v) else float(v)) for c, v in zip(classes, per_class)},
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+    if 1 < topk < k:
+        out[f"top{topk}_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=topk, labels=labels_all))
+    try:
+        if k == 2:
+            out["auc_roc"] = float(skm.roc_auc_score(labels, probs[:, 1]))
+        else:
+            out["auc_roc"] = float(skm.roc_auc_score(labels, probs, multi_class="ovr", labels=labels_all))
+    except ValueError:  # a class absent from the test labels: AUC is undefined
+        out["auc_roc"] = None
+    return out
+
+
+def bootstrap_interval(labels: np.ndarray, pred: np.ndarray, stat: Callable[[np.ndarray, np.ndarray], float],
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(labels, pred)`` over resampled test images."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    vals = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        vals[i] = stat(labels[idx], pred[idx])
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
