@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             best = best_spec(spec, {k: result.best[k] for k in spec["space"]}, result.parent_run_id)
             _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
-                                     address=args.address), best)
+                                     address=args.address, study_file=result.out_dir / "study.json"), best)
         return 0
     except SpecError as err:
         print(f"tune-run: error: {err}", file=sys.stderr)

@@ -85,6 +85,32 @@ def test_quickstart_asha_mlflow_best(tmp_path):
     r3 = cli(str(REPO / "spaces" / "quickstart.yaml"), cwd=tmp_path)
     assert r3.returncode == 2 and "--resume" in r3.stderr
 
+    # Final training of the winner: two seeds as parallel trials, evaluated on the held-out test split.
+    r4 = cli(str(out / "best.yaml"), "--final", "--set", "final.seeds=[0, 1]", "--set", "final.epochs=3",
+             cwd=tmp_path)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    assert "test accuracy" in r4.stdout and "95% CI" in r4.stdout
+    final = tmp_path / "runs" / "quickstart-best" / "final"
+    summary = json.loads((final / "metrics.json").read_text())
+    assert summary["seeds"] == [0, 1] and not summary["errors"]
+    acc = summary["summary"]["accuracy"]
+    assert acc["n"] == 2 and acc["ci_low"] <= acc["mean"] <= acc["ci_high"]
+    assert summary["search_budget"]["epochs"] == sum(int(row["epochs"]) for row in rows)
+    assert summary["provenance"]["packages"]["ray"]
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
+    final_parent = next(x for x in runs if x.data.tags.get("role") == "final")
+    assert final_parent.data.tags["mlflow.parentRunId"] == parents[0].info.run_id  # under the study's run
+    seeds = [x for x in runs if x.data.tags.get("role") == "final-seed"]
+    assert len(seeds) == 2 and {x.data.tags["mlflow.parentRunId"] for x in seeds} == {final_parent.info.run_id}
+    assert "test_accuracy_mean" in c.get_run(final_parent.info.run_id).data.metrics
+    # Anyone can re-check a number: tune-eval on a saved model gives the same metrics.
+    r5 = subprocess.run([sys.executable, "-c", "import sys; from search.cli import eval_main; "
+                         "sys.exit(eval_main(sys.argv[1:]))", str(final / "1")], cwd=tmp_path, text=True,
+                        capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r5.returncode == 0, r5.stderr[-2000:]
+    seed1 = json.loads((final / "1" / "metrics.json").read_text())["test"]
+    assert json.loads(r5.stdout)["accuracy"] == seed1["accuracy"]
+
 
 def small_spec(tmp_path: Path, name: str, **sections):
     spec = {

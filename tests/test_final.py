@@ -1,0 +1,114 @@
+"""Final evaluation without Ray: metrics against scikit-learn, interval math, weights round trip, cost."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+import trainables
+from search import resolve
+from search._stats import t_interval
+from trainables.final import reevaluate, train_final
+from trainables.metrics import bootstrap_interval, classification_metrics, softmax
+
+LABELS = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+LOGITS = np.log(np.array([
+    [0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3],
+    [0.1, 0.1, 0.8], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6], [0.1, 0.3, 0.6]]))
+
+
+def test_metrics_match_scikit_learn_on_fixed_predictions():
+    m = classification_metrics(LOGITS, LABELS, ["a", "b", "c"], topk=2)
+    pred = LOGITS.argmax(1)  # [0, 1, 1, 1, 2, 0, 2, 2]
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["per_class_accuracy"] == pytest.approx({"a": 0.5, "b": 2 / 3, "c": 2 / 3})
+    p, r, f, _ = skm.precision_recall_fscore_support(LABELS, pred, average="macro")
+    # By hand: precision a 1/2, b 2/3, c 2/3 -> 0.6111; recall 1/2, 2/3, 2/3 -> 0.6111.
+    assert m["precision_macro"] == pytest.approx(p) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    assert m["recall_macro"] == pytest.approx(r) and m["f1_macro"] == pytest.approx(f)
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(LABELS, pred))
+    assert m["top2_accuracy"] == pytest.approx(skm.top_k_accuracy_score(LABELS, softmax(LOGITS), k=2))
+    assert m["auc_roc"] == pytest.approx(skm.roc_auc_score(LABELS, softmax(LOGITS), multi_class="ovr"))
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 1], [1, 0, 2]]
+
+
+def test_binary_auc_uses_the_positive_score():
+    logits = np.array([[0.0, 2.0], [0.0, -1.0], [0.0, 0.5], [0.0, -2.0]])
+    y = np.array([1, 0, 0, 0])
+    m = classification_metrics(logits, y, ["neg", "pos"])
+    assert m["auc_roc"] == pytest.approx(1.0) and "top5_accuracy" not in m
+
+
+def test_t_interval_math():
+    v = t_interval([1.0, 2.0, 3.0])
+    assert v["mean"] == 2.0 and v["std"] == pytest.approx(1.0)
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, df=2)
+    assert (v["ci_low"], v["ci_high"]) == pytest.approx((2 - half, 2 + half))
+    assert t_interval([0.5])["ci_low"] is None and t_interval([])["mean"] is None
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    acc = lambda y, p: float((y == p).mean())
+    widths = []
+    for n in (100, 2000):
+        y = rng.integers(0, 2, n)
+        p = np.where(rng.random(n) < 0.8, y, 1 - y)
+        lo, hi = bootstrap_interval(y, p, acc, n_boot=400)
+        assert lo <= acc(y, p) <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+@pytest.fixture(scope="module")
+def final_run(tmp_path_factory):
+    spec = resolve({
+        "experiment": {"name": "f"},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
+        "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+        "final": {"seeds": [5], "bootstrap": 200, "topk": 2},
+    }, trainables)
+    out = tmp_path_factory.mktemp("final") / "5"
+    pools = trainables.prepare(spec)
+    return spec, pools, out, train_final(spec, pools, 5, out, quick_cost=True)
+
+
+def test_final_folder_has_everything_to_rebuild_and_recheck(final_run):
+    spec, pools, out, m = final_run
+    for name in ("model.safetensors", "spec.yaml", "meta.json", "metrics.json", "per_class.csv",
+                 "confusion.png", "roc.png", "curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["seed"] == 5 and saved["test"]["n"] == 60  # 20 % of 300 held out, never trained on
+    assert saved["cost"]["params"] > 0 and saved["cost"]["flops_per_image"] > 0 and saved["cost"]["latency_ms"] > 0
+    # train + val: 300 - 60 test = 240 images in final training
+    assert saved["train_images"] == 240
+
+
+def test_weights_round_trip_to_the_same_numbers(final_run):
+    spec, pools, out, m = final_run
+    again = reevaluate(out, pools, spec["data"], "test")
+    for k in ("accuracy", "f1_macro", "mcc", "auc_roc", "confusion_matrix", "accuracy_bootstrap_ci"):
+        assert again[k] == m["test"][k], k
+
+
+def test_same_seed_same_final_metrics(final_run, tmp_path):
+    spec, pools, out, m = final_run
+    m2 = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
+    assert m2["test"]["accuracy"] == m["test"]["accuracy"]
+    assert m2["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
+    assert [h["val_loss"] for h in m2["history"]] == [h["val_loss"] for h in m["history"]]
+
+
+def test_reevaluate_refuses_other_classes(final_run):
+    spec, pools, out, m = final_run
+    other = copy.copy(pools)
+    other.classes = ["x", "y", "z"]
+    with pytest.raises(ValueError, match="do not match"):
+        reevaluate(out, other, spec["data"])
