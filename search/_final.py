@@ -33,13 +33,16 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
 
 
 def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwrite: bool = False,
-              address: str | None = None, log: Any = print, study_file: Path | None = None) -> dict[str, Any]:
+              address: str | None = None, log: Any = print, study_file: Path | None = None,
+              out: Path | None = None) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
-    whose budget is reported next to the final numbers.
+    whose budget is reported next to the final numbers. Models go to ``out``: by default
+    ``runs/<study>/final`` for a study's best.yaml, else ``<output_dir>/<name>/final``.
     """
-    out = study_dir(spec) / FINAL_DIR
+    study_file = study_file or Path(file).parent / "study.json"
+    out = out or (study_file.parent if study_file.is_file() else study_dir(spec)) / FINAL_DIR
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SpecError(file, "--final", f"{out} already holds final models; pass --overwrite to replace them")
     pools = backend.prepare(spec)  # before anything is written
@@ -76,7 +79,6 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
                 if (out / str(s) / "metrics.json").is_file()]
-    study_file = study_file or Path(file).parent / "study.json"
     search_budget = json.loads(study_file.read_text()).get("budget") if study_file.is_file() else None
     topk = int(spec["final"]["topk"])
     summary = {
@@ -87,7 +89,7 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
                      for m in per_seed],
         "history": {m["seed"]: m["history"] for m in per_seed},
         "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
-        "mlflow_run_id": parent,
+        "mlflow_run_id": parent, "out_dir": str(out),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))

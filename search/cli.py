@@ -71,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "space, such as runs/<study>/best.yaml")
             from ._final import run_final
 
-            _final_summary(run_final(spec, backend, file=args.spec, overwrite=args.overwrite,
-                                     address=args.address), spec)
+            summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address)
+            _final_summary(summary)
             return 0
         from ._runner import run_study
 
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             best = best_spec(spec, {k: result.best[k] for k in spec["space"]}, result.parent_run_id)
             _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
-                                     address=args.address, study_file=result.out_dir / "study.json"), best)
+                                     address=args.address, study_file=result.out_dir / "study.json"))
         return 0
     except SpecError as err:
         print(f"tune-run: error: {err}", file=sys.stderr)
@@ -118,12 +118,9 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
               f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
 
 
-def _final_summary(summary: dict[str, Any], spec: dict[str, Any]) -> None:
-    from ._final import FINAL_DIR
-    from ._runner import study_dir
-
+def _final_summary(summary: dict[str, Any]) -> None:
     s = summary["summary"]
-    print(f"\nFinal training of {spec['experiment']['name']!r}: seeds {summary['seeds']}"
+    print(f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
           + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else ""))
     for key, v in s.items():
         if key == "cost" or v.get("mean") is None:
@@ -136,7 +133,7 @@ def _final_summary(summary: dict[str, Any], spec: dict[str, Any]) -> None:
         print(f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image · "
               f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
               f"{c['train_seconds_total']:.0f} s training")
-    print(f"  models and metrics: {study_dir(spec) / FINAL_DIR}")
+    print(f"  models and metrics: {summary['out_dir']}")
 
 
 def eval_parser() -> argparse.ArgumentParser:

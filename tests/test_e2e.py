@@ -90,7 +90,7 @@ def test_quickstart_asha_mlflow_best(tmp_path):
              cwd=tmp_path)
     assert r4.returncode == 0, r4.stderr[-3000:]
     assert "test accuracy" in r4.stdout and "95% CI" in r4.stdout
-    final = tmp_path / "runs" / "quickstart-best" / "final"
+    final = out / "final"  # beside the study it came from
     summary = json.loads((final / "metrics.json").read_text())
     assert summary["seeds"] == [0, 1] and not summary["errors"]
     acc = summary["summary"]["accuracy"]
@@ -238,3 +238,34 @@ def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
     assert len(rows) == 2 and all(row["status"] == "completed" and row["epochs"] == "2" for row in rows)
     assert max(float(row["best_val_acc"]) for row in rows) > 0.1  # above chance on 10 classes
     assert "resources.gpu=0.25 but the cluster has no GPU" in r.stdout
+
+
+def test_search_final_compare_end_to_end(tmp_path, ray_session):
+    """Two model families: search, final training with seeds, then one comparison table and report."""
+    from search._final import run_final
+    from search.compare import main as compare_main
+
+    for name, model in (("cnnfam", {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}),
+                        ("vitfam", {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                                    "mlp_dim": 32})):
+        spec = small_spec(tmp_path, name, model=model, space={"train.lr": {"grid": [1e-3, 3e-3]}},
+                          train={"epochs": 2}, final={"seeds": [0, 1], "bootstrap": 100})
+        res = run_study(spec, trainables, file=f"{name}.yaml", log=lambda *_: None)
+        best = resolve(yaml.safe_load((res.out_dir / "best.yaml").read_text()), trainables)
+        summary = run_final(best, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
+        assert Path(summary["out_dir"]) == res.out_dir / "final"
+        assert summary["search_budget"]["epochs"] == 4
+    out = tmp_path / "cmp"
+    rc = compare_main([str(tmp_path / "runs" / "cnnfam"), str(tmp_path / "runs" / "vitfam"), "--out", str(out)])
+    assert rc == 0
+    md = (out / "report.md").read_text()
+    assert "cnnfam" in md and "vitfam" in md and "test acc (95% CI)" in md and "MFLOPs/img" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
+    for png in ("curves.png", "pareto.png", "confusion.png"):
+        assert (out / png).stat().st_size > 1000
+    # MLflow experiment names work as sources too.
+    rc = compare_main(["cnnfam", "--out", str(tmp_path / "cmp2"), "--mlflow-uri",
+                       f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert rc == 0 and "cnnfam" in (tmp_path / "cmp2" / "report.md").read_text()
+    assert compare_main([str(tmp_path / "nowhere")]) == 2

@@ -1,0 +1,179 @@
+"""``tune-compare runs/vit runs/cnn …``: one table across model families, plus report.md and report.html.
+
+Each argument is a study folder (its ``final/metrics.json``), a final folder, or an MLflow
+experiment name (the newest final run's ``final/metrics.json`` artifact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_USAGE = 2
+
+
+class CompareError(Exception):
+    pass
+
+
+def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
+    p = Path(source)
+    for cand in (p / "final" / "metrics.json", p / "metrics.json"):
+        if cand.is_file():
+            data = json.loads(cand.read_text())
+            if "summary" in data:
+                return data
+    if p.exists():
+        raise CompareError(f"{source}: no final/metrics.json (run tune-run {p / 'best.yaml'} --final first)")
+    from ._tracking import client_for
+
+    c = client_for(mlflow_uri)
+    exp = c.get_experiment_by_name(source)
+    if exp is None:
+        raise CompareError(f"{source}: neither a study folder nor an MLflow experiment in {mlflow_uri}")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.role = 'final'", order_by=["start_time DESC"])
+    if not runs:
+        raise CompareError(f"{source}: MLflow experiment has no final run")
+    local = c.download_artifacts(runs[0].info.run_id, "final/metrics.json")
+    return json.loads(Path(local).read_text())
+
+
+def _pm(v: dict[str, Any] | None) -> str:
+    if not v or v.get("mean") is None:
+        return "–"
+    if v.get("ci_low") is None:
+        return f"{v['mean']:.4f}"
+    return f"{v['mean']:.4f} ± {(v['ci_high'] - v['ci_low']) / 2:.4f}"
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def table_rows(studies: list[dict[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for s in studies:
+        sm, cost, budget = s["summary"], s["summary"].get("cost", {}), s.get("search_budget") or {}
+        rows.append({
+            "study": s["experiment"], "model": s["model"], "seeds": str(len(s["seeds"])),
+            "test acc (95% CI)": _pm(sm.get("accuracy")), "macro F1": _pm(sm.get("f1_macro")),
+            "MCC": _pm(sm.get("mcc")), "AUC": _pm(sm.get("auc_roc")),
+            "params": _num(cost.get("params"), ",.0f"),
+            "MFLOPs/img": _num(cost.get("flops_per_image") and cost["flops_per_image"] / 1e6, ",.1f"),
+            "img/s": _num(cost.get("throughput_images_per_s"), ",.0f"),
+            "latency ms": _num(cost.get("latency_ms"), ".2f"),
+            "train s": _num(cost.get("train_seconds_total"), ",.0f"),
+            "search epochs": _num(budget.get("epochs"), ",.0f"),
+            "search trial-min": _num(budget.get("trial_seconds") and budget["trial_seconds"] / 60, ",.1f"),
+        })
+    return rows
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out: dict[str, bytes] = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in studies:  # validation accuracy per epoch, mean over seeds
+        hists = [h for h in s.get("history", {}).values() if h]
+        if hists:
+            n = min(len(h) for h in hists)
+            ax.plot(range(1, n + 1), np.mean([[e["val_acc"] for e in h[:n]] for h in hists], axis=0),
+                    label=s["experiment"])
+    ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title="Learning curves")
+    ax.legend()
+    out["curves.png"] = _png(fig)
+    plt.close(fig)
+
+    pts = [(s["summary"]["cost"].get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
+           for s in studies if s["summary"].get("accuracy", {}).get("mean") is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for lat, acc, name in pts:
+        ax.scatter(lat, acc)
+        ax.annotate(name, (lat, acc))
+    front, best = [], -1.0
+    for lat, acc, _ in sorted(pts):  # Pareto front: no faster model is as accurate
+        if acc > best:
+            front.append((lat, acc))
+            best = acc
+    if front:
+        ax.step(*zip(*front), where="post", linestyle="--", label="Pareto front")
+        ax.legend()
+    ax.set(xlabel="latency, ms (batch 1)", ylabel="test accuracy", title="Accuracy against latency")
+    out["pareto.png"] = _png(fig)
+    plt.close(fig)
+
+    with_cm = [s for s in studies if s.get("confusion_matrix")]
+    if with_cm:
+        fig, axes = plt.subplots(1, len(with_cm), figsize=(4 * len(with_cm), 4), squeeze=False)
+        for ax, s in zip(axes[0], with_cm):
+            cm = np.asarray(s["confusion_matrix"], dtype=float)
+            ax.imshow(cm / cm.sum(1, keepdims=True).clip(min=1), vmin=0, vmax=1, cmap="Blues")
+            ax.set_title(s["experiment"])
+        out["confusion.png"] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+def write_reports(studies: list[dict[str, Any]], out_dir: Path) -> str:
+    from tabulate import tabulate
+
+    rows = table_rows(studies)
+    table = tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True)
+    images = plots(studies)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        (out_dir / name).write_bytes(data)
+    md = ["# Model comparison", "", table, "",
+          "Test accuracy and the other test metrics: mean over seeds ± half the 95 % t-interval.", ""]
+    md += [f"![{n}]({n})" for n in images]
+    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    html_table = tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True)
+    imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
+    (out_dir / "report.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Model comparison</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:right}img{max-width:48%;margin:1em 1% 0 0}</style></head><body>"
+        f"<h1>Model comparison</h1>{html_table}<p>Mean over seeds ± half the 95 % t-interval.</p>{imgs}"
+        "</body></html>\n")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tune-compare", description=__doc__.splitlines()[0])
+    p.add_argument("sources", nargs="+", help="study folders (runs/<study>) or MLflow experiment names")
+    p.add_argument("--out", default="runs/compare", help="where report.md, report.html and plots go")
+    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
+    args = p.parse_args(argv)
+    try:
+        studies = [load_final(s, args.mlflow_uri) for s in args.sources]
+    except CompareError as err:
+        print(f"tune-compare: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
+        out = Path(s.get("out_dir", ""))
+        seed_file = out / str(s["seeds"][0]) / "metrics.json" if s.get("seeds") else None
+        if seed_file and seed_file.is_file():
+            s["confusion_matrix"] = json.loads(seed_file.read_text())["test"]["confusion_matrix"]
+    print(write_reports(studies, Path(args.out)))
+    print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
