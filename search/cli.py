@@ -87,15 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
                                      address=args.address, study_file=result.out_dir / "study.json"))
         return 0
-    except SpecError as err:
-        print(f"tune-run: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, FileNotFoundError) as err:
-        # Data and weight problems found while preparing (before any trial): one line, no traceback.
-        if type(err).__name__ in ("DataError", "WeightsNotFound"):
-            print(f"tune-run: error: {args.spec}: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+    except (SpecError, *backend.USER_ERRORS) as err:
+        return _user_error("tune-run", args.spec, err)
+
+
+def _user_error(prog: str, file: str, err: Exception) -> int:
+    """Bad input (spec, data, weights): one line on stderr, exit status 2, no traceback."""
+    where = "" if isinstance(err, SpecError) else f"{file}: "
+    print(f"{prog}: error: {where}{err}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _summary(spec: dict[str, Any], result: Any) -> None:
@@ -159,14 +159,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         spec = load_spec(spec_file, backend, args.overrides)
         pools = backend.prepare(spec)
         out = backend.reevaluate(Path(args.model_dir), pools, spec["data"], args.split)
-    except SpecError as err:
-        print(f"tune-eval: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, FileNotFoundError) as err:
-        if type(err).__name__ in ("DataError", "WeightsNotFound"):
-            print(f"tune-eval: error: {spec_file}: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+    except (SpecError, *backend.USER_ERRORS) as err:
+        return _user_error("tune-eval", str(spec_file), err)
     print(json.dumps(out, indent=2))
     return 0
 

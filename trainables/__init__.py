@@ -7,6 +7,11 @@ orchestration package (``search``) calls.
 from ._backend import apply_config, check, infeasible, prepare, reevaluate, section_schemas
 from .data import Pools, list_datasets, load_pools, make_splits
 from .engine import fit
+from .models import WeightsNotFound
+from .data import DataError
+
+# Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
+USER_ERRORS = (DataError, WeightsNotFound)
 from .models import create_model, list_models
 
 
@@ -22,5 +27,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["Pools", "apply_config", "check", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+__all__ = ["USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas"]
