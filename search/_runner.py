@@ -139,8 +139,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     if best is not None:
         write_best(out / "best.yaml", spec, best, {k: best[k] for k in spec["space"]}, metric, parent)
     record.update(finished=_now(), trials=len(rows),
-                  budget={"epochs": sum(int(r["epochs"]) for r in rows),
-                          "trial_seconds": sum(float(t.get("seconds") or 0) for t in collected)},
+                  budget=_budget(rows, collected, spec["resources"]["gpu"]),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
     state_file.write_text(json.dumps(record, indent=2, default=str))
@@ -175,6 +174,12 @@ def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) ->
     if res["cpu"] > cpus:
         log(f"warning: resources.cpu={res['cpu']} but the cluster has {cpus:g} CPUs: using {cpus:g}")
         res["cpu"] = float(cpus)
+
+
+def _budget(rows: list[dict[str, Any]], trials: list[dict[str, Any]], gpu: float) -> dict[str, float]:
+    """What the search spent: epochs, trial wall time, and GPU-hours (time x GPUs held per trial)."""
+    seconds = sum(float(t.get("seconds") or 0) for t in trials)
+    return {"epochs": sum(int(r["epochs"]) for r in rows), "trial_seconds": seconds, "gpu_hours": seconds * gpu / 3600}
 
 
 def _now() -> str:

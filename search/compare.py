@@ -70,6 +70,9 @@ def table_rows(studies: list[dict[str, Any]]) -> list[dict[str, str]]:
             "train s": _num(cost.get("train_seconds_total"), ",.0f"),
             "search epochs": _num(budget.get("epochs"), ",.0f"),
             "search trial-min": _num(budget.get("trial_seconds") and budget["trial_seconds"] / 60, ",.1f"),
+            "search GPU-h": _num(budget.get("gpu_hours"), ".2f"),
+            "final GPU-h": _num(cost["gpu_hours"] * len(s["seeds"]) if cost.get("gpu_hours") is not None else None,
+                                ".2f"),
         })
     return rows
 
@@ -117,6 +120,21 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     ax.set(xlabel="latency, ms (batch 1)", ylabel="test accuracy", title="Accuracy against latency")
     out["pareto.png"] = _png(fig)
     plt.close(fig)
+
+    fractions = {(s.get("spec") or {}).get("data", {}).get("train_fraction") for s in studies}
+    if len(fractions) > 1:  # the studies vary the training fraction: accuracy against it, per model
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for model in sorted({s["model"] for s in studies}):
+            pts = sorted((s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"]) for s in studies
+                         if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None)
+            x = [p[0] for p in pts]
+            y = [p[1]["mean"] for p in pts]
+            err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in pts]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
+        ax.set(xscale="log", xlabel="training fraction", ylabel="test accuracy", title="Data efficiency")
+        ax.legend()
+        out["fraction.png"] = _png(fig)
+        plt.close(fig)
 
     with_cm = [s for s in studies if s.get("confusion_matrix")]
     if with_cm:

@@ -112,3 +112,40 @@ def test_reevaluate_refuses_other_classes(final_run):
     other.classes = ["x", "y", "z"]
     with pytest.raises(ValueError, match="do not match"):
         reevaluate(out, other, spec["data"])
+
+
+def test_binary_threshold_changes_predictions():
+    logits = np.log(np.array([[0.6, 0.4], [0.3, 0.7], [0.55, 0.45], [0.9, 0.1]]))
+    y = np.array([1, 1, 1, 0])
+    assert classification_metrics(logits, y, ["n", "p"])["accuracy"] == pytest.approx(0.5)
+    m = classification_metrics(logits, y, ["n", "p"], threshold=0.35)
+    assert m["accuracy"] == pytest.approx(1.0) and m["threshold"] == 0.35
+    assert m["auc_roc"] == pytest.approx(1.0)  # ranking-based: the threshold does not move it
+
+
+def test_threshold_tuned_on_validation_is_saved_and_reused(tmp_path):
+    spec = resolve({
+        "experiment": {"name": "b"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 200},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+        "final": {"threshold": "tune", "train_on": "train", "bootstrap": 50},
+    }, trainables)
+    pools = trainables.prepare(spec)
+    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
+    t = m["test"]["threshold"]
+    assert t is not None and 0.05 <= t <= 0.95
+    assert json.loads((tmp_path / "0" / "meta.json").read_text())["threshold"] == t
+    assert reevaluate(tmp_path / "0", pools, spec["data"])["accuracy"] == m["test"]["accuracy"]
+
+
+def test_threshold_rules(backend):
+    from search import SpecError
+
+    base = {"data": {"dataset": "digits"}, "model": {"name": "cnn"}, "experiment": {"name": "x"}}
+    with pytest.raises(SpecError, match="final.train_on: train"):
+        resolve({**base, "final": {"threshold": "tune"}}, backend)
+    with pytest.raises(SpecError, match="0 < threshold < 1 must hold"):
+        resolve({**base, "final": {"threshold": 1.5}}, backend)
+    with pytest.raises(SpecError, match="or 'tune'"):
+        resolve({**base, "final": {"threshold": "auto"}}, backend)

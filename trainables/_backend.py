@@ -53,6 +53,14 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
     if d["dataset"] == "imagefolder" and not d.get("root"):
         errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
+    thr = (spec.get("final") or {}).get("threshold")
+    if isinstance(thr, str) and thr != "tune":
+        errs.append(("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}"))
+    elif isinstance(thr, float) and not 0.0 < thr < 1.0:
+        errs.append(("final.threshold", f"0 < threshold < 1 must hold, got threshold={thr}"))
+    elif thr == "tune" and spec["final"]["train_on"] != "train":
+        errs.append(("final.threshold", "tuning the threshold needs held-out validation data: set "
+                                        "final.train_on: train"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
     return errs

@@ -21,7 +21,7 @@ import yaml
 from .cost import measure_cost
 from .data import DataError, Pools, make_splits
 from .engine import FitResult, fit, predict_split, resolve_device
-from .metrics import bootstrap_interval, classification_metrics
+from .metrics import bootstrap_interval, classification_metrics, predict_labels
 from .models import create_model
 
 FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
@@ -31,6 +31,7 @@ FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     "max_per_class": (int, None),        # cap per class for final training (paper 000: 5,000)
     "topk": (int, 5),                    # top-k accuracy (skipped when k >= number of classes)
     "bootstrap": (int, 1000),            # resamples of the test images for a single run's interval
+    "threshold": (float | str, None),    # binary tasks: fixed P(positive) cut-off, or "tune" (on validation)
     "after_search": (bool, None),        # None = true when the spec has a final section
 }
 
@@ -50,11 +51,23 @@ def _device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
 
 
-def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, seed: int) -> dict[str, Any]:
+def tune_threshold(res: FitResult, pools: Pools) -> float:
+    """The P(positive) cut-off with the best validation accuracy (paper 000 searched it)."""
+    from .metrics import softmax
+
+    logits, labels = predict_split(res, pools, "val")
+    p1 = softmax(logits.astype(np.float64))[:, 1]
+    grid = np.round(np.linspace(0.05, 0.95, 91), 4)
+    accs = [float(((p1 >= t).astype(int) == labels).mean()) for t in grid]
+    return float(grid[int(np.argmax(accs))])
+
+
+def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, seed: int,
+             threshold: float | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     logits, labels = predict_split(res, pools, split)
-    m = classification_metrics(logits, labels, pools.classes, topk=topk)
+    m = classification_metrics(logits, labels, pools.classes, topk=topk, threshold=threshold)
     if n_boot > 0 and len(labels):
-        pred = logits.argmax(1)
+        pred = predict_labels(logits, threshold)
         lo, hi = bootstrap_interval(labels, pred, lambda y, p: float((y == p).mean()), n_boot=n_boot, seed=seed)
         m["accuracy_bootstrap_ci"] = [lo, hi]
     m["split"] = split
@@ -67,10 +80,16 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     s = final_spec(spec, seed)
     f = spec.get("final") or {}
     res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
-    test, logits, labels = evaluate(res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed)
+    threshold = f.get("threshold")
+    if pools.num_classes != 2:
+        threshold = None
+    elif threshold == "tune":
+        threshold = tune_threshold(res, pools)
+    test, logits, labels = evaluate(res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed,
+                                    threshold)
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(res, pools, s, out_dir)
+    save_model(res, pools, s, out_dir, threshold)
     metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
                                                          "gpu_hours": res.train_seconds / 3600
                                                          if res.device.type == "cuda" else 0.0},
@@ -82,14 +101,15 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     return metrics
 
 
-def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path) -> None:
+def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path,
+               threshold: float | None = None) -> None:
     from safetensors.torch import save_model as st_save
 
     st_save(res.model.cpu(), str(out_dir / "model.safetensors"))
     res.model.to(res.device)
     (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     meta = {"classes": pools.classes, "mean": res.mean, "std": res.std, "image_size": res.image_size,
-            "in_chans": pools.in_chans, "dataset": pools.name}
+            "in_chans": pools.in_chans, "dataset": pools.name, "threshold": threshold}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -121,7 +141,7 @@ def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str =
                     device.type == "cuda" and spec["train"].get("precision", "auto") != "fp32")
     f = spec.get("final") or {}
     out, _, _ = evaluate(res, pools, split, int(f.get("topk", 5)), int(f.get("bootstrap", 1000)),
-                         int(spec["train"]["seed"]))
+                         int(spec["train"]["seed"]), meta.get("threshold"))
     return out
 
 

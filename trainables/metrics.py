@@ -14,14 +14,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def predict_labels(logits: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Arg-max classes; for two classes with a ``threshold``, the second when its probability reaches it."""
+    if threshold is not None and logits.shape[1] == 2:
+        return (softmax(logits.astype(np.float64))[:, 1] >= threshold).astype(np.int64)
+    return logits.argmax(axis=1)
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
-                           topk: int = 5) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, macro P/R/F1, MCC, top-k, AUC-ROC (binary or one-vs-rest), confusion."""
+                           topk: int = 5, threshold: float | None = None) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, macro P/R/F1, MCC, top-k, AUC-ROC (binary or one-vs-rest), confusion.
+
+    ``threshold``: see ``predict_labels``.
+    """
     from sklearn import metrics as skm
 
     k = len(classes)
     probs = softmax(logits.astype(np.float64))
-    pred = probs.argmax(axis=1)
+    pred = predict_labels(logits, threshold)
     labels_all = list(range(k))
     cm = skm.confusion_matrix(labels, pred, labels=labels_all)
     p, r, f1, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="macro",
@@ -36,6 +46,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
         "per_class_accuracy": {c: (None if math.isnan(v) else float(v)) for c, v in zip(classes, per_class)},
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
+        "threshold": threshold,
     }
     if 1 < topk < k:
         out[f"top{topk}_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=topk, labels=labels_all))
