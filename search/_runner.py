@@ -125,7 +125,8 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
             param_space=to_tune(spec["space"], search["algorithm"]),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
-                num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None),
+                num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
+                reuse_actors=search["reuse_actors"]),
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

@@ -38,6 +38,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "num_samples": (int, 1),        # samples (random/optuna/bohb), or repeats of the grid
         "max_concurrent": (int, 0),     # 0 = as many as the resources allow
         "seed": (int, 0),
+        "reuse_actors": (bool, False),  # keep trial processes (and their imports) alive between trials
     },
     "scheduler": {
         "name": (str, "fifo", SCHEDULERS),

@@ -119,3 +119,27 @@ def test_image_size_resizes_on_the_fly(setup):
     res = fit(s, pools)
     first_fc = next(m for m in res.model if isinstance(m, torch.nn.Linear))
     assert first_fc.in_features == 16 * 3 * 3  # 24 px -> three 2x2 pools -> 3 x 3 x conv3
+
+
+def test_bf16_autocast_path_runs_on_cpu(setup):
+    """The GPU recipe's mixed precision (bf16 autocast) exercised where CI can run it."""
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["train"]["precision"] = "bf16"
+    res = fit(s, pools)
+    assert res.autocast and res.history[-1]["val_acc"] > 0.6
+    from trainables.cost import measure_cost
+
+    cost = measure_cost(res.model, 3, 16, torch.device("cpu"), autocast=True, batch=8, quick=True)
+    assert cost["latency_ms"] > 0 and cost["flops_per_image"] > 0
+
+
+def test_compile_switch_reports_compile_time_and_keeps_results(setup):
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["train"]["epochs"] = 1
+    plain = fit(s, pools).history[0]
+    s["train"]["compile"] = True
+    compiled = fit(s, pools).history[0]
+    assert compiled["compile_s"] > 0 and "compile_s" not in plain
+    assert compiled["val_acc"] == pytest.approx(plain["val_acc"], abs=0.05)

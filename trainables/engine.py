@@ -45,6 +45,7 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "seed": (int, 0),                      # weights, batch order, augmentation
     "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast on CUDA, fp32 on CPU
     "device": (str, "auto", ("auto", "cpu", "cuda")),
+    "compile": (bool, False),              # torch.compile; its cost is reported as compile_s (epoch 1)
 }
 
 
@@ -193,6 +194,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     channels_last = on_gpu and any(isinstance(mod, nn.Conv2d) for mod in model.modules())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if t.get("compile") else model  # shares parameters with ``model``
     batcher = Batcher(x, y, size, mean, std, device, channels_last)
     autocast = t["precision"] == "bf16" or (t["precision"] == "auto" and on_gpu)
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
@@ -216,10 +218,13 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        compile_s = 0.0
         for i in range(0, len(perm), bs):
+            first_compiled = t.get("compile") and epoch == start and i == 0
+            t_step = time.perf_counter()
             xb, yb = batcher(perm[i:i + bs], data["augment"], g_dev)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(xb)
+                out = step_model(xb)
                 loss = loss_fn(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -229,9 +234,13 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             # Accumulate on the device: no host sync per step.
             loss_sum += loss.detach() * len(yb)
             correct += (out.argmax(1) == yb).sum()
+            if first_compiled:  # the first compiled step pays for compilation; keep it out of images/s
+                if on_gpu:
+                    torch.cuda.synchronize()
+                compile_s = time.perf_counter() - t_step
         if on_gpu:
             torch.cuda.synchronize()
-        train_time = time.perf_counter() - t0
+        train_time = time.perf_counter() - t0 - compile_s
         logits, labels = predict(model, batcher, splits.val, int(t["eval_batch_size"]), autocast)
         val_loss = F.cross_entropy(logits, labels).item()
         lr = opt.param_groups[0]["lr"]
@@ -248,8 +257,10 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             "val_acc": (logits.argmax(1) == labels).float().mean().item(),
             "lr": lr,
             "epoch_time_s": time.perf_counter() - t0,
-            "images_per_s": n / train_time,
+            "images_per_s": n / max(train_time, 1e-9),
         }
+        if compile_s:
+            metrics["compile_s"] = compile_s
         history.append(metrics)
 
         def get_state(epoch: int = epoch) -> dict[str, Any]:

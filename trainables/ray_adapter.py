@@ -8,6 +8,7 @@ their reason (a result, not a crash), reports once per epoch with a checkpoint, 
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import tempfile
@@ -62,7 +63,13 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools) -> None
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
             tune.report({**metrics, "infeasible": 0, "device": device}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    fit(resolved, pools, state=state, on_epoch=on_epoch)
+    try:
+        fit(resolved, pools, state=state, on_epoch=on_epoch)
+    finally:
+        # A reused actor (search.reuse_actors) starts its next trial with the GPU memory this one held.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def make_trainable(spec: dict[str, Any], pools: Pools) -> Any:
