@@ -10,12 +10,13 @@ TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epoc
 
 
 def build_searcher(spec: dict[str, Any]) -> Any:
-    """None for random and grid (Ray's BasicVariantGenerator, which also mixes grid and sampled keys)."""
+    """Random and grid: Ray's BasicVariantGenerator (it also mixes grid and sampled keys), seeded."""
     s = spec["search"]
     algo = s["algorithm"]
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
     if algo in ("random", "grid"):
-        return None
-    from ray.tune.search import ConcurrencyLimiter
+        return BasicVariantGenerator(random_state=s["seed"], max_concurrent=s["max_concurrent"])
 
     if algo == "optuna":
         import optuna

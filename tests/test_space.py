@@ -99,8 +99,23 @@ def test_schedulers(sched, cls):
         assert s._time_attr == "training_iteration"
 
 
-def test_random_and_grid_use_rays_variant_generator():
-    assert build_searcher(spec_for("random")) is None
+def test_random_search_is_seeded():
+    from ray.tune.search import BasicVariantGenerator
+
+    def draws(seed):
+        spec = spec_for("random")
+        spec["search"]["seed"] = seed
+        spec["search"]["max_concurrent"] = 0
+        gen = build_searcher(spec)
+        assert isinstance(gen, BasicVariantGenerator)
+        tune.register_trainable("f", lambda config: None)
+        gen.add_configurations({"e": {"run": "f", "config": to_tune(SPACE, "random"), "num_samples": 3}})
+        out = []
+        while (t := gen.next_trial()) is not None:
+            out.append(t.config["train.lr"])
+        return out
+
+    assert draws(0) == draws(0) and draws(0) != draws(1) and len(draws(0)) == 3
 
 
 def test_optuna_refuses_quantized_log_ranges():
