@@ -1,0 +1,36 @@
+"""Each benchmark runs with --quick and ends with its JSON result line (correctness only, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["throughput", "tune_overhead", "memory", "search_efficiency", "gpu_mfu"])
+def test_benchmark_quick(name, tmp_path):
+    extra = ["--plot", str(tmp_path / "se.png")] if name == "search_efficiency" else []
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick", *extra], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == name and result["quick"] is True and "ratio" in result
+    assert result["machine"]["torch"]
+    if name == "gpu_mfu":
+        cases = result["cases"]
+        assert all(c["flops_per_step"] > 0 and c["achieved_flops"] > 0 for c in cases.values())
+        if result["peak_flops"] is None:
+            assert result["ratio"] is None and result["status"].startswith("pending")
+    else:
+        assert result["ratio"] > 0
+    if name == "search_efficiency":
+        assert (tmp_path / "se.png").stat().st_size > 1000
+        assert set(result["total_epochs"]) == {"random", "asha", "hyperband", "optuna+asha"}
