@@ -181,8 +181,10 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     on_gpu = device.type == "cuda"
     x = as_tensor(pools.train_x)
     y = as_tensor(pools.train_y)
-    if on_gpu:  # whole uint8 pool on the GPU: batches are gathered there, no host round trip
+    if on_gpu and x.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
+        # The whole uint8 pool on the GPU: batches are gathered there, no host round trip.
         x, y = x.to(device), y.to(device)
+    # Otherwise the pool stays in (shared) host memory and each batch is copied over.
     size = int(data.get("image_size") or pools.image_size)
     if data.get("mean") and data.get("std"):
         mean, std = list(data["mean"]), list(data["std"])
