@@ -88,6 +88,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     import ray
     from ray import tune
 
+    _fit_resources(spec, ray.cluster_resources(), log)  # before it is recorded: study.json says what ran
     exp, track = spec["experiment"], spec["tracking"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
@@ -114,7 +115,6 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
-    _fit_resources(spec, ray.cluster_resources(), log)
     trainable = backend.make_trainable(spec, pools)
     if resume:
         tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
