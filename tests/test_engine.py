@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -143,3 +145,71 @@ def test_compile_switch_reports_compile_time_and_keeps_results(setup):
     compiled = fit(s, pools).history[0]
     assert compiled["compile_s"] > 0 and "compile_s" not in plain
     assert compiled["val_acc"] == pytest.approx(plain["val_acc"], abs=0.05)
+
+
+def _trainable_modules(model):
+    return [type(m).__name__ for m in model.modules()
+            if any(True for _ in m.parameters(recurse=False)) and all(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+@pytest.mark.parametrize("name,head", [("cnn", "Linear"), ("vit", "Linear"), ("resnet18", "Linear")])
+def test_freeze_head_only_leaves_only_the_classifier(name, head):
+    from trainables.engine import freeze, head_module
+
+    m = trainables.create_model(name, num_classes=5, in_chans=3, image_size=32)
+    freeze(m, "head_only")
+    trainable = [p for p in m.parameters() if p.requires_grad]
+    assert trainable and {id(p) for p in trainable} == {id(p) for p in head_module(m).parameters()}
+    assert _trainable_modules(m) == [head] and head_module(m).out_features == 5
+
+
+def test_freeze_fraction_counts_parameterised_layers_before_the_head():
+    from trainables.engine import freeze
+
+    m = trainables.create_model("cnn", num_classes=5, in_chans=3, image_size=32)
+    # Layers before the head: conv, bn, conv, bn, conv, bn, linear (7); half -> the first 4 frozen.
+    freeze(m, 0.5)
+    assert _trainable_modules(m) == ["Conv2d", "BatchNorm2d", "Linear", "Linear"]
+    assert [mod.requires_grad for mod in [m[0].weight, m[1].weight, m[4].weight, m[5].weight, m[8].weight]] == \
+        [False, False, False, False, True]
+
+
+def test_frozen_weights_do_not_move_in_training(setup):
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["model"]["freeze"] = "head_only"
+    s["train"]["epochs"] = 1
+    torch.manual_seed(s["train"]["seed"])
+    before = trainables.create_model("cnn", num_classes=4, in_chans=3, image_size=16,
+                                     **{k: v for k, v in s["model"].items() if k not in ("name", "freeze")})
+    res = fit(s, pools)
+    assert torch.equal(res.model[0].weight.cpu(), before[0].weight)  # a frozen conv: unchanged
+    assert not torch.equal(res.model[-1].weight.cpu(), before[-1].weight)  # the head: trained
+
+
+def test_balanced_class_weights():
+    from trainables.engine import balanced_weights
+
+    w = balanced_weights(np.array([0] * 30 + [1] * 10), 2)
+    assert w.tolist() == pytest.approx([40 / 60, 40 / 20])
+
+
+def test_early_stopping_ends_the_run(setup):
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["train"].update(epochs=20, lr=5.0, schedule="none", warmup_epochs=0, early_stopping=2)
+    h = fit(s, pools).history
+    assert len(h) < 20 and h[-1].get("early_stopped") == 1
+    best = min(range(len(h)), key=lambda i: h[i]["val_loss"])
+    assert len(h) - 1 - best == 2  # stopped exactly `patience` epochs after the best val_loss
+
+
+def test_freeze_values_validated(backend):
+    from search import SpecError
+
+    base = {"data": {"dataset": "digits"}, "experiment": {"name": "x"}}
+    with pytest.raises(SpecError, match="none, head_only or a fraction"):
+        resolve({**base, "model": {"name": "cnn", "freeze": "half"}}, backend)
+    with pytest.raises(SpecError, match="0 <= freeze <= 1 must hold"):
+        resolve({**base, "model": {"name": "cnn", "freeze": 1.5}}, backend)
+    assert resolve({**base, "model": {"name": "cnn", "freeze": 0.33}}, backend)["model"]["freeze"] == 0.33

@@ -25,7 +25,7 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
         model = None  # any timm keyword argument; timm itself rejects bad ones at build time
     else:
-        model = {"name": (str, None)} | (margs or {})
+        model = {"name": (str, None), "freeze": (str | float, "none")} | (margs or {})
     data = dict(DATA_SCHEMA)
     data["dataset"] = (str, None, tuple(list_datasets()))
     return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA,
@@ -53,6 +53,11 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
     if d["dataset"] == "imagefolder" and not d.get("root"):
         errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
+    fr = m.get("freeze", "none")
+    if isinstance(fr, str) and fr not in ("none", "head_only"):
+        errs.append(("model.freeze", f"none, head_only or a fraction of layers in [0, 1], got {fr!r}"))
+    elif isinstance(fr, float) and not 0.0 <= fr <= 1.0:
+        errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
     thr = (spec.get("final") or {}).get("threshold")
     if isinstance(thr, str) and thr != "tune":
         errs.append(("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}"))
@@ -75,7 +80,7 @@ def model_args(spec: dict[str, Any]) -> dict[str, Any]:
 def infeasible(spec: dict[str, Any]) -> str | None:
     """Why the model cannot be built with this configuration (None = it can); cheap, builds nothing."""
     m = spec["model"]
-    args = {k: v for k, v in m.items() if k != "name"}
+    args = {k: v for k, v in m.items() if k not in ("name", "freeze")}
     info = model_args(spec)
     if info["image_size"] is None:  # imagefolder without image_size: size unknown until data load
         return None

@@ -42,6 +42,8 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "warmup_epochs": (int, 0),             # linear warm-up before any schedule
     "plateau_patience": (int, 2),          # plateau: epochs without val_loss improvement
     "grad_clip": (float, 0.0),             # max gradient norm; 0 = off
+    "early_stopping": (int, 0),            # stop after this many epochs without a val_loss improvement; 0 = off
+    "class_weights": (str, "none", ("none", "balanced")),  # balanced: loss weights n / (k * n_class)
     "seed": (int, 0),                      # weights, batch order, augmentation
     "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast on CUDA, fp32 on CPU
     "device": (str, "auto", ("auto", "cpu", "cuda")),
@@ -111,6 +113,37 @@ class Batcher:
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
+
+
+def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-class loss weights n / (k * n_c), as scikit-learn's ``class_weight='balanced'``."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return (counts.sum() / (k * np.maximum(counts, 1))).astype(np.float32)
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier: timm's ``get_classifier()``, else the last module that owns parameters."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))][-1]
+
+
+def freeze(model: nn.Module, how: str | float) -> None:
+    """``none``; ``head_only`` (train the classifier alone); or a fraction f: the first round(f x L) of the
+    L parameterised layers before the head — modules owning parameters, in registration order — are frozen."""
+    if how == "none":
+        return
+    head = head_module(model)
+    head_params = {id(p) for p in head.parameters()}
+    if how == "head_only":
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head_params)
+        return
+    layers = [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))
+              and not any(id(p) in head_params for p in mod.parameters(recurse=False))]
+    for mod in layers[:round(float(how) * len(layers))]:
+        for p in mod.parameters(recurse=False):
+            p.requires_grad_(False)
 
 
 def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
@@ -190,9 +223,10 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         mean, std = list(data["mean"]), list(data["std"])
     else:
         mean, std = channel_stats(x, splits.train)
-    model_args = {k: v for k, v in m.items() if k != "name"}
+    model_args = {k: v for k, v in m.items() if k not in ("name", "freeze")}
     model = create_model(m["name"], num_classes=pools.num_classes, in_chans=pools.in_chans, image_size=size,
                          **model_args).to(device)
+    freeze(model, m.get("freeze", "none"))
     channels_last = on_gpu and any(isinstance(mod, nn.Conv2d) for mod in model.modules())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -201,7 +235,11 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     autocast = t["precision"] == "bf16" or (t["precision"] == "auto" and on_gpu)
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
     sched = build_schedule(opt, t)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(t["label_smoothing"]))
+    weight = None
+    if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
+        weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(t["label_smoothing"]))
+    patience, best_loss, bad_epochs = int(t.get("early_stopping", 0)), float("inf"), 0
     history: list[dict[str, float]] = []
     start = 0
     if state:
@@ -209,6 +247,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, history = int(state["epoch"]), list(state.get("history", []))
+        best_loss, bad_epochs = float(state.get("best_loss", best_loss)), int(state.get("bad_epochs", 0))
     train_idx = torch.as_tensor(splits.train)
     bs = int(t["batch_size"])
     t_start = time.perf_counter()
@@ -263,14 +302,24 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         }
         if compile_s:
             metrics["compile_s"] = compile_s
+        if val_loss < best_loss:
+            best_loss, bad_epochs = val_loss, 0
+        else:
+            bad_epochs += 1
+        stop = patience > 0 and bad_epochs >= patience
+        if stop:
+            metrics["early_stopped"] = 1
         history.append(metrics)
 
         def get_state(epoch: int = epoch) -> dict[str, Any]:
             return {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "history": history}
+                    "scheduler": sched.state_dict(), "history": history, "best_loss": best_loss,
+                    "bad_epochs": bad_epochs}
 
         if on_epoch is not None:
             on_epoch(metrics, get_state)
+        if stop:
+            break
     return FitResult(model, history, splits, mean, std, size, device, autocast, time.perf_counter() - t_start)
 
 

@@ -121,6 +121,7 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[tor
     meta = json.loads((model_dir / "meta.json").read_text())
     m = dict(spec["model"])
     name = m.pop("name")
+    m.pop("freeze", None)  # training-time only
     if "pretrained" in m:
         m["pretrained"] = False  # the saved weights replace the pretrained start
     model = create_model(name, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
