@@ -213,3 +213,35 @@ def test_freeze_values_validated(backend):
     with pytest.raises(SpecError, match="0 <= freeze <= 1 must hold"):
         resolve({**base, "model": {"name": "cnn", "freeze": 1.5}}, backend)
     assert resolve({**base, "model": {"name": "cnn", "freeze": 0.33}}, backend)["model"]["freeze"] == 0.33
+
+
+def test_color_jitter_changes_colour_not_shape_and_respects_p():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 8, 8) * 255
+    cfg = {**AUGMENT_DEFAULTS, "color_jitter": 0.4}
+    y = augment_batch(x, cfg, g)
+    assert y.shape == x.shape and not torch.equal(y, x) and y.min() >= 0 and y.max() <= 255
+    assert torch.equal(augment_batch(x, {**cfg, "color_jitter_p": 0.0}, g), x)
+
+
+def test_mixup_and_cutmix_weights():
+    """Image 0 is ones, the rest zeros: each output's mean is exactly the weight image 0 got in it."""
+    from trainables.augment import mix_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 1, 10, 10)
+    x[0] = 1.0
+    y = torch.arange(4)
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0)):
+        xm, ya, yb, lam = mix_batch(x, y, mixup=mixup, cutmix=cutmix, g=g)
+        assert 0 <= lam <= 1 and torch.equal(ya, y) and sorted(yb.tolist()) == [0, 1, 2, 3]
+        expected = lam * (ya == 0).float() + (1 - lam) * (yb == 0).float()
+        assert xm.mean(dim=(1, 2, 3)).tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_mixup_training_runs_and_is_deterministic(setup):
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["train"].update(epochs=1, mixup=0.2, cutmix=1.0)
+    a, b = fit(s, pools).history, fit(s, pools).history
+    assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["val_acc"] > 0.25

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,8 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "rotation_p": 1.0,       # probability of the rotation
     "resized_crop": 0.0,     # min area fraction of a random resized crop (e.g. 0.08); 0 = off
     "resized_crop_p": 1.0,   # probability of the resized crop
+    "color_jitter": 0.0,     # strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off
+    "color_jitter_p": 1.0,   # probability of the colour jitter
 }
 
 
@@ -51,6 +54,9 @@ def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator) -> t
     rot, rc = float(cfg["rotation"]), float(cfg["resized_crop"])
     if rot > 0 or rc > 0:
         x = _affine(x, cfg, gate, g)
+    cj = float(cfg.get("color_jitter", 0.0))
+    if cj > 0:
+        x = _color_jitter(x, cj, _mask(n, float(cfg["color_jitter_p"]), gate, g, dev), g)
     for key, dim in (("hflip", 3), ("vflip", 2)):
         p = float(cfg[key])
         if p > 0:
@@ -85,3 +91,46 @@ def _affine(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.G
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation, one random factor each per sample (0..255 scale kept)."""
+    n, dev = x.shape[0], x.device
+
+    def factor() -> torch.Tensor:
+        return (1 + (torch.rand(n, generator=g, device=dev) * 2 - 1) * s).view(n, 1, 1, 1)
+
+    out = x * factor()
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * factor() + mean
+    if x.shape[1] == 3:
+        grey = 0.299 * out[:, :1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]
+        out = (out - grey) * factor() + grey
+    return torch.where(m.view(n, 1, 1, 1), out.clamp(0, 255), x)  # unmasked samples stay bit-identical
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float,
+              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup or CutMix (one chosen per batch when both are on): returns x, y_a, y_b and the weight of y_a.
+
+    The loss is ``lam * loss(out, y_a) + (1 - lam) * loss(out, y_b)``.
+    """
+    n, dev = x.shape[0], x.device
+    perm = torch.randperm(n, generator=g, device=dev)
+    use_cut = cutmix > 0 and (mixup <= 0 or bool(torch.rand(1, generator=g, device=dev) < 0.5))
+    alpha = cutmix if use_cut else mixup
+    # Beta draw seeded from ``g``, so a resumed run mixes exactly as an uninterrupted one.
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=dev))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    if use_cut:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy = int(torch.randint(0, h, (1,), generator=g, device=dev))
+        cx = int(torch.randint(0, w, (1,), generator=g, device=dev))
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the pasted area decides the label weight
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    return x, y, y[perm], lam

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment_batch
+from .augment import augment_batch, mix_batch
 from .data import Pools, Splits, make_splits
 from .models import create_model
 
@@ -44,6 +44,8 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "grad_clip": (float, 0.0),             # max gradient norm; 0 = off
     "early_stopping": (int, 0),            # stop after this many epochs without a val_loss improvement; 0 = off
     "class_weights": (str, "none", ("none", "balanced")),  # balanced: loss weights n / (k * n_class)
+    "mixup": (float, 0.0),                 # Mixup Beta(a, a) concentration; 0 = off
+    "cutmix": (float, 0.0),                # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
     "seed": (int, 0),                      # weights, batch order, augmentation
     "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast on CUDA, fp32 on CPU
     "device": (str, "auto", ("auto", "cpu", "cuda")),
@@ -264,9 +266,15 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             first_compiled = t.get("compile") and epoch == start and i == 0
             t_step = time.perf_counter()
             xb, yb = batcher(perm[i:i + bs], data["augment"], g_dev)
+            mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
+            if mixing:
+                xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = step_model(xb)
-                loss = loss_fn(out.float(), yb)
+                if mixing:
+                    loss = lam * loss_fn(out.float(), ya) + (1 - lam) * loss_fn(out.float(), yb2)
+                else:
+                    loss = loss_fn(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if float(t["grad_clip"]) > 0:
