@@ -47,7 +47,7 @@ def main() -> None:
     import trainables
     from search import resolve, run_study
     from trainables.data import make_splits
-    from trainables.engine import as_tensor
+    from trainables.engine import as_tensor, model_kwargs
 
     cuda = torch.cuda.is_available()
     n, epochs = (2000, 3) if args.quick else (20000, 6)
@@ -77,8 +77,8 @@ def main() -> None:
         idx = make_splits(pools, spec["data"]).train
         x = as_tensor(pools.train_x[idx]).to(dev).float().div(255).sub(0.5).div(0.25)
         y = as_tensor(pools.train_y[idx]).to(dev)
-        args_m = {k: v for k, v in spec["model"].items() if k != "name"}
-        net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32, **args_m).to(dev)
+        net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32,
+                                      **model_kwargs(spec["model"])).to(dev)
         if cuda:
             net = net.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)

@@ -180,8 +180,9 @@ def test_frozen_weights_do_not_move_in_training(setup):
     s["model"]["freeze"] = "head_only"
     s["train"]["epochs"] = 1
     torch.manual_seed(s["train"]["seed"])
-    before = trainables.create_model("cnn", num_classes=4, in_chans=3, image_size=16,
-                                     **{k: v for k, v in s["model"].items() if k not in ("name", "freeze")})
+    from trainables.engine import model_kwargs
+
+    before = trainables.create_model("cnn", num_classes=4, in_chans=3, image_size=16, **model_kwargs(s["model"]))
     res = fit(s, pools)
     assert torch.equal(res.model[0].weight.cpu(), before[0].weight)  # a frozen conv: unchanged
     assert not torch.equal(res.model[-1].weight.cpu(), before[-1].weight)  # the head: trained

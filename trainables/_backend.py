@@ -10,7 +10,7 @@ from typing import Any
 
 from .augment import AUGMENT_DEFAULTS
 from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
-from .engine import TRAIN_SCHEMA
+from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA, reevaluate  # noqa: F401  (reevaluate: re-exported for tune-eval)
 from .models import TIMM_PREFIX, check_model, is_model, list_models, model_schema
 
@@ -80,7 +80,7 @@ def model_args(spec: dict[str, Any]) -> dict[str, Any]:
 def infeasible(spec: dict[str, Any]) -> str | None:
     """Why the model cannot be built with this configuration (None = it can); cheap, builds nothing."""
     m = spec["model"]
-    args = {k: v for k, v in m.items() if k not in ("name", "freeze")}
+    args = model_kwargs(m)
     info = model_args(spec)
     if info["image_size"] is None:  # imagefolder without image_size: size unknown until data load
         return None

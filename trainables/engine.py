@@ -117,6 +117,15 @@ class Batcher:
         return xb, yb
 
 
+# Keys of the model section that are not the builder's arguments.
+NOT_MODEL_ARGS = ("name", "freeze")
+
+
+def model_kwargs(model_section: dict[str, Any]) -> dict[str, Any]:
+    """The builder's keyword arguments from a spec's model section (``freeze`` is a training option)."""
+    return {k: v for k, v in model_section.items() if k not in NOT_MODEL_ARGS}
+
+
 def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
     """Per-class loss weights n / (k * n_c), as scikit-learn's ``class_weight='balanced'``."""
     counts = np.bincount(labels, minlength=k).astype(np.float64)
@@ -225,7 +234,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         mean, std = list(data["mean"]), list(data["std"])
     else:
         mean, std = channel_stats(x, splits.train)
-    model_args = {k: v for k, v in m.items() if k not in ("name", "freeze")}
+    model_args = model_kwargs(m)
     model = create_model(m["name"], num_classes=pools.num_classes, in_chans=pools.in_chans, image_size=size,
                          **model_args).to(device)
     freeze(model, m.get("freeze", "none"))

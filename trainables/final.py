@@ -20,7 +20,7 @@ import yaml
 
 from .cost import measure_cost
 from .data import DataError, Pools, make_splits
-from .engine import FitResult, fit, predict_split, resolve_device
+from .engine import FitResult, fit, model_kwargs, predict_split, resolve_device
 from .metrics import bootstrap_interval, classification_metrics, predict_labels
 from .models import create_model
 
@@ -119,9 +119,7 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[tor
 
     spec = yaml.safe_load((model_dir / "spec.yaml").read_text())
     meta = json.loads((model_dir / "meta.json").read_text())
-    m = dict(spec["model"])
-    name = m.pop("name")
-    m.pop("freeze", None)  # training-time only
+    name, m = spec["model"]["name"], model_kwargs(spec["model"])
     if "pretrained" in m:
         m["pretrained"] = False  # the saved weights replace the pretrained start
     model = create_model(name, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
