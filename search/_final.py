@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._runner import _fit_resources, _now, init_ray, mlflow_uri, provenance, study_dir
+from ._runner import _fit_resources, _now, init_ray, mlflow_uri, open_tracking, provenance, study_dir
 from ._spec import SpecError, dump_spec
 from ._stats import t_interval
 
@@ -53,21 +53,10 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     from ray import tune
 
     _fit_resources(spec, ray.cluster_resources(), log)
-    exp, track, seeds = spec["experiment"], spec["tracking"], spec["final"]["seeds"]
+    exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
-    callbacks, parent = [], None
-    if track["enabled"]:
-        from ._runner import _flat_params
-        from ._tracking import MlflowTrials, client_for, start_parent
-
-        mlflow_exp = track["mlflow_experiment"] or exp["name"]
-        tags = {"study": exp["name"], "model": str(spec["model"]["name"]), "dataset": str(spec["data"]["dataset"])}
-        parent = start_parent(uri, mlflow_exp, f"{exp['name']}/final", {**tags, "role": "final"}, _flat_params(spec))
-        if track["parent_run_id"]:
-            client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
-        epochs = spec["final"]["epochs"] or spec["train"]["epochs"]
-        callbacks.append(MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": "final-seed"}, epochs))
-        log(f"MLflow: {uri} (experiment {mlflow_exp!r}, final parent run {parent})")
+    parent, callbacks = open_tracking(spec, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log)
     out.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         backend.make_final_trainable(spec, pools, str(out)),

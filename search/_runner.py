@@ -89,24 +89,13 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     from ray import tune
 
     _fit_resources(spec, ray.cluster_resources(), log)  # before it is recorded: study.json says what ran
-    exp, track = spec["experiment"], spec["tracking"]
+    exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
     previous = json.loads(state_file.read_text()) if resume else {}
-    parent = None
-    callbacks = []
-    if track["enabled"]:
-        from ._tracking import MlflowTrials, client_for, start_parent
-
-        mlflow_exp = track["mlflow_experiment"] or exp["name"]
-        tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
-        parent = start_parent(uri, mlflow_exp, exp["name"], {**tags, "role": "study"},
-                              _flat_params(spec), previous.get("mlflow_parent_run_id"))
-        if track["parent_run_id"] and not resume:  # e.g. best.yaml: nest under the study it came from
-            client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
-        callbacks.append(MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": "trial"}, spec["train"]["epochs"]))
-        log(f"MLflow: {uri} (experiment {mlflow_exp!r}, parent run {parent}); browse with: mlflow ui "
-            f"--backend-store-uri {uri}")
+    parent, callbacks = open_tracking(spec, run_name=exp["name"], role="study", child_role="trial",
+                                      max_epochs=spec["train"]["epochs"],
+                                      reopen=previous.get("mlflow_parent_run_id"), log=log)
     out.mkdir(parents=True, exist_ok=True)
     record = {**previous, "spec": spec, "spec_file": file, "mlflow_uri": uri, "mlflow_parent_run_id": parent,
               "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
@@ -163,6 +152,28 @@ def init_ray(address: str | None, log: Any) -> str:
     dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
     log(f"Ray dashboard: {dashboard}")
     return dashboard
+
+
+def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role: str, max_epochs: int,
+                  log: Any, reopen: str | None = None) -> tuple[str | None, list[Any]]:
+    """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials.
+
+    A new parent nests under ``tracking.parent_run_id`` when set (best.yaml: the study it came from).
+    """
+    track, exp = spec["tracking"], spec["experiment"]
+    if not track["enabled"]:
+        return None, []
+    from ._tracking import MlflowTrials, client_for, start_parent
+
+    uri = mlflow_uri(spec)
+    mlflow_exp = track["mlflow_experiment"] or exp["name"]
+    tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
+    parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen)
+    if track["parent_run_id"] and not reopen:
+        client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
+    log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
+        f"--backend-store-uri {uri}")
+    return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs)]
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

@@ -4,15 +4,14 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import apply_config, check, infeasible, prepare, reevaluate, section_schemas
-from .data import Pools, list_datasets, load_pools, make_splits
+from ._backend import apply_config, check, infeasible, prepare, section_schemas
+from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import fit
-from .models import WeightsNotFound
-from .data import DataError
+from .final import reevaluate
+from .models import WeightsNotFound, create_model, list_models
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
 USER_ERRORS = (DataError, WeightsNotFound)
-from .models import create_model, list_models
 
 
 def make_trainable(spec, pools):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)

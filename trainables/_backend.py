@@ -11,7 +11,7 @@ from typing import Any
 from .augment import AUGMENT_DEFAULTS
 from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
 from .engine import TRAIN_SCHEMA, model_kwargs
-from .final import FINAL_SCHEMA, reevaluate  # noqa: F401  (reevaluate: re-exported for tune-eval)
+from .final import FINAL_SCHEMA
 from .models import TIMM_PREFIX, check_model, is_model, list_models, model_schema
 
 AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}

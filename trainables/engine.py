@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -64,6 +64,11 @@ class FitResult:
     device: torch.device
     autocast: bool
     train_seconds: float = 0.0
+
+
+def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """channels_last pays for convolutions on the GPU (tensor-core layouts), nowhere else."""
+    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def resolve_device(want: str = "auto") -> torch.device:
@@ -238,7 +243,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     model = create_model(m["name"], num_classes=pools.num_classes, in_chans=pools.in_chans, image_size=size,
                          **model_args).to(device)
     freeze(model, m.get("freeze", "none"))
-    channels_last = on_gpu and any(isinstance(mod, nn.Conv2d) for mod in model.modules())
+    channels_last = wants_channels_last(model, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if t.get("compile") else model  # shares parameters with ``model``
@@ -261,6 +266,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         best_loss, bad_epochs = float(state.get("best_loss", best_loss)), int(state.get("bad_epochs", 0))
     train_idx = torch.as_tensor(splits.train)
     bs = int(t["batch_size"])
+    mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
     t_start = time.perf_counter()
     for epoch in range(start, int(t["epochs"])):
         model.train()
@@ -275,7 +281,6 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             first_compiled = t.get("compile") and epoch == start and i == 0
             t_step = time.perf_counter()
             xb, yb = batcher(perm[i:i + bs], data["augment"], g_dev)
-            mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
             if mixing:
                 xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -346,7 +351,6 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
     from_train = split != "test" or res.splits.test_from_train
     x = as_tensor(pools.train_x if from_train else pools.test_x)
     y = as_tensor(pools.train_y if from_train else pools.test_y)
-    channels_last = res.device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in res.model.modules())
-    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, channels_last)
+    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device))
     logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
     return logits.numpy(), labels.numpy()

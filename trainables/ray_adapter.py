@@ -72,13 +72,16 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools) -> None
             torch.cuda.empty_cache()
 
 
-def make_trainable(spec: dict[str, Any], pools: Pools) -> Any:
-    """The Tune trainable: ``pools`` go into the object store once and are shared by every trial."""
+def _trainable(fn: Any, spec: dict[str, Any], **params: Any) -> Any:
+    """``fn`` with its constants in the object store (``pools`` once, shared by every trial) and the spec's resources."""
     from ray import tune
 
     res = spec["resources"]
-    fn = tune.with_parameters(trial, spec=spec, pools=pools)
-    return tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})
+    return tune.with_resources(tune.with_parameters(fn, spec=spec, **params), {"cpu": res["cpu"], "gpu": res["gpu"]})
+
+
+def make_trainable(spec: dict[str, Any], pools: Pools) -> Any:
+    return _trainable(trial, spec, pools=pools)
 
 
 def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str) -> None:
@@ -100,8 +103,4 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
 
 
 def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str) -> Any:
-    from ray import tune
-
-    res = spec["resources"]
-    fn = tune.with_parameters(final_trial, spec=spec, pools=pools, out_dir=out_dir)
-    return tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})
+    return _trainable(final_trial, spec, pools=pools, out_dir=out_dir)
