@@ -8,10 +8,10 @@ import torch
 from trainables.models import (ModelConfigError, WeightsNotFound, check_model, count_parameters, create_model,
                                list_models)
 
-REGISTERED = [m for m in list_models() if not m.startswith("timm/")]
+REGISTERED = [m for m in list_models() if "/" not in m]
 
 
-@pytest.mark.parametrize("name", REGISTERED + ["timm/resnet10t"])
+@pytest.mark.parametrize("name", REGISTERED + ["timm/resnet10t", "tv/resnet18"])
 def test_forward_backward(name):
     torch.manual_seed(0)
     m = create_model(name, num_classes=7, in_chans=3, image_size=32)
@@ -24,7 +24,39 @@ def test_forward_backward(name):
 
 
 def test_registry_lists_the_issue_models():
-    assert {"cnn", "vit", "resnet18"} <= set(REGISTERED)
+    assert {"cnn", "vit", "resnet18", "coins_cnn", "luna"} <= set(REGISTERED)
+
+
+def test_coins_cnn_paper000_parameter_count():
+    # Paper 000's selected values at 256x256 with one BCE logit: 849,331 parameters (their Appendix A1).
+    m = create_model("coins_cnn", num_classes=1, in_chans=3, image_size=256, out_channels_1=20, out_channels_2=10,
+                     kernel_size_conv=5, padding_conv=0, stride_conv=1, kernel_size_pool=4, stride_pool=3,
+                     fnn_out_features=500)
+    assert count_parameters(m) == 849_331
+    assert m(torch.zeros(2, 3, 256, 256)).shape == (2, 1)
+    assert "feature maps vanish" in check_model("coins_cnn", num_classes=1, in_chans=3, image_size=32,
+                                                stride_conv=3, stride_pool=5, kernel_size_pool=4)
+
+
+def test_luna_paper001_parameter_count():
+    assert count_parameters(create_model("luna", num_classes=2, in_chans=3, image_size=288)) == 115_088
+    assert count_parameters(create_model("luna", num_classes=2, in_chans=3, image_size=224)) == 98_704
+
+
+def test_torchvision_models_replace_the_classifier(tmp_path, monkeypatch):
+    from torchvision.models import alexnet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    m = create_model("tv/alexnet", num_classes=2, in_chans=3, image_size=224)
+    assert m.classifier[-1].out_features == 2 and count_parameters(m) == 57_012_034  # paper 001: 57.0 M
+    with pytest.raises(WeightsNotFound, match="not in the torch.hub cache"):
+        create_model("tv/alexnet", num_classes=2, in_chans=3, image_size=224, pretrained=True)
+    src = alexnet(weights=None)
+    torch.save(src.state_dict(), tmp_path / "a.pth")
+    m = create_model("tv/alexnet", num_classes=2, in_chans=3, image_size=224, pretrained=str(tmp_path / "a.pth"))
+    assert torch.equal(m.features[0].weight, src.features[0].weight)
+    with pytest.raises(KeyError, match="torchvision has no"):
+        create_model("tv/notamodel", num_classes=2, in_chans=3, image_size=224)
 
 
 def test_vit_paper003_parameter_count():

@@ -12,7 +12,7 @@ from .augment import AUGMENT_DEFAULTS
 from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
 from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA
-from .models import TIMM_PREFIX, check_model, is_model, list_models, model_schema
+from .models import PREFIXES, check_model, is_model, list_models, model_schema
 
 AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
 
@@ -22,8 +22,8 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
     name = (spec.get("model") or {}).get("name")
     margs = model_schema(name) if isinstance(name, str) else None
     model: dict[str, tuple[Any, ...]] | None
-    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
-        model = None  # any timm keyword argument; timm itself rejects bad ones at build time
+    if isinstance(name, str) and name.startswith(PREFIXES):
+        model = None  # any timm/torchvision keyword argument; the library rejects bad ones at build time
     else:
         model = {"name": (str, None), "freeze": (str | float, "none")} | (margs or {})
     data = dict(DATA_SCHEMA)
@@ -58,6 +58,12 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("model.freeze", f"none, head_only or a fraction of layers in [0, 1], got {fr!r}"))
     elif isinstance(fr, float) and not 0.0 <= fr <= 1.0:
         errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
+    if not 0.0 < t["threshold"] < 1.0:
+        errs.append(("train.threshold", f"0 < threshold < 1 must hold, got threshold={t['threshold']}"))
+    k = d.get("num_classes") if d["dataset"] == "synthetic" else {"digits": 10, "cifar10": 10,
+                                                                   "cifar100": 100}.get(d["dataset"])
+    if t["loss"] == "bce" and k is not None and k != 2:
+        errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
     thr = (spec.get("final") or {}).get("threshold")
     if isinstance(thr, str) and thr != "tune":
         errs.append(("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}"))

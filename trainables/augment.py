@@ -27,6 +27,9 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "resized_crop_p": 1.0,   # probability of the resized crop
     "color_jitter": 0.0,     # strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off
     "color_jitter_p": 1.0,   # probability of the colour jitter
+    "randaugment": 0,        # RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off
+    "randaugment_magnitude": 9,  # RandAugment magnitude M on torchvision's 0..30 scale
+    "randaugment_group": 8,  # images that share one draw of ops (per-image draws cost a call each)
 }
 
 
@@ -54,6 +57,8 @@ def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator) -> t
     rot, rc = float(cfg["rotation"]), float(cfg["resized_crop"])
     if rot > 0 or rc > 0:
         x = _affine(x, cfg, gate, g)
+    if int(cfg.get("randaugment", 0)) > 0:
+        x = _randaugment(x, cfg, gate, g)
     cj = float(cfg.get("color_jitter", 0.0))
     if cj > 0:
         x = _color_jitter(x, cj, _mask(n, float(cfg["color_jitter_p"]), gate, g, dev), g)
@@ -91,6 +96,23 @@ def _affine(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.G
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _randaugment(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """torchvision's RandAugment on groups of ``randaugment_group`` images (each group draws its own ops).
+
+    torchvision draws from the global RNG; it is forked and seeded from ``g`` so resumed runs repeat it.
+    """
+    from torchvision.transforms import v2
+
+    ra = v2.RandAugment(num_ops=int(cfg["randaugment"]), magnitude=int(cfg["randaugment_magnitude"]))
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=x.device))
+    step = max(1, int(cfg["randaugment_group"]))
+    u8 = x.clamp(0, 255).round().to(torch.uint8)  # RandAugment's ops are defined on 0..255 images
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.cat([ra(u8[i:i + step]) for i in range(0, len(u8), step)]).float()
+    return torch.where(gate.view(-1, 1, 1, 1), out, x)
 
 
 def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -36,6 +36,8 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "batch_size": (int, 128),
     "eval_batch_size": (int, 512),         # inference only: no effect on results
     "label_smoothing": (float, 0.0),
+    "loss": (str, "ce", ("ce", "bce")),    # bce: binary tasks, one sigmoid logit (paper 000)
+    "threshold": (float, 0.5),             # binary tasks: predict class 1 when P(class 1) >= threshold
     "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
     "gamma": (float, 0.1),                 # decay factor: exponential (per epoch), multistep, plateau
     "milestones": (list, []),              # multistep: epochs where lr *= gamma
@@ -131,6 +133,38 @@ def model_kwargs(model_section: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in model_section.items() if k not in NOT_MODEL_ARGS}
 
 
+def head_outputs(spec: dict[str, Any], num_classes: int) -> int:
+    """Width of the classifier: one logit for a binary task trained with BCE, else one per class."""
+    return 1 if spec["train"].get("loss", "ce") == "bce" else num_classes
+
+
+def two_logits(out: torch.Tensor) -> torch.Tensor:
+    """A one-logit (BCE) output z as the logits [0, z]: softmax gives (1 - sigmoid(z), sigmoid(z)),
+    so evaluation, thresholds and cross-entropy read both head types the same way."""
+    return torch.cat([torch.zeros_like(out), out], dim=1) if out.shape[1] == 1 else out
+
+
+def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Predicted classes: arg-max, or for two classes P(class 1) >= ``threshold``."""
+    logits = two_logits(logits)
+    if logits.shape[1] == 2 and threshold != 0.5:
+        return (logits.float().softmax(1)[:, 1] >= threshold).long()
+    return logits.argmax(1)
+
+
+def make_loss(t: dict[str, Any], weight: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """loss(logits, labels): cross-entropy over classes, or BCE on one logit (label smoothing towards 0.5)."""
+    ls = float(t["label_smoothing"])
+    if t.get("loss", "ce") == "ce":
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=ls)
+
+    def bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y.float() * (1 - ls) + 0.5 * ls
+        return F.binary_cross_entropy_with_logits(out[:, 0], target, weight=None if weight is None else weight[y])
+
+    return bce
+
+
 def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
     """Per-class loss weights n / (k * n_c), as scikit-learn's ``class_weight='balanced'``."""
     counts = np.bincount(labels, minlength=k).astype(np.float64)
@@ -203,7 +237,7 @@ def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int
     for i in range(0, len(all_idx), batch_size):
         xb, yb = batcher(all_idx[i:i + batch_size])
         with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):
-            outs.append(model(xb).float().cpu())
+            outs.append(two_logits(model(xb).float()).cpu())
         ys.append(yb.cpu())
     if not outs:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)
@@ -240,7 +274,9 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     else:
         mean, std = channel_stats(x, splits.train)
     model_args = model_kwargs(m)
-    model = create_model(m["name"], num_classes=pools.num_classes, in_chans=pools.in_chans, image_size=size,
+    if t.get("loss") == "bce" and pools.num_classes != 2:
+        raise ValueError(f"train.loss=bce needs a binary task (2 classes), got {pools.num_classes} classes")
+    model = create_model(m["name"], num_classes=head_outputs(spec, pools.num_classes), in_chans=pools.in_chans, image_size=size,
                          **model_args).to(device)
     freeze(model, m.get("freeze", "none"))
     channels_last = wants_channels_last(model, device)
@@ -254,7 +290,8 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     weight = None
     if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
         weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(t["label_smoothing"]))
+    loss_fn = make_loss(t, weight)
+    threshold = float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5
     patience, best_loss, bad_epochs = int(t.get("early_stopping", 0)), float("inf"), 0
     history: list[dict[str, float]] = []
     start = 0
@@ -296,7 +333,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             opt.step()
             # Accumulate on the device: no host sync per step.
             loss_sum += loss.detach() * len(yb)
-            correct += (out.argmax(1) == yb).sum()
+            correct += (decide(out.detach(), threshold) == yb).sum()
             if first_compiled:  # the first compiled step pays for compilation; keep it out of images/s
                 if on_gpu:
                     torch.cuda.synchronize()
@@ -317,7 +354,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             "train_loss": loss_sum.item() / n,
             "train_acc": correct.item() / n,
             "val_loss": val_loss,
-            "val_acc": (logits.argmax(1) == labels).float().mean().item(),
+            "val_acc": (decide(logits, threshold) == labels).float().mean().item(),
             "lr": lr,
             "epoch_time_s": time.perf_counter() - t0,
             "images_per_s": n / max(train_time, 1e-9),

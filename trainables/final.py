@@ -20,7 +20,7 @@ import yaml
 
 from .cost import measure_cost
 from .data import DataError, Pools, make_splits
-from .engine import FitResult, fit, model_kwargs, predict_split, resolve_device
+from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device
 from .metrics import bootstrap_interval, classification_metrics, predict_labels
 from .models import create_model
 
@@ -29,9 +29,10 @@ FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     "epochs": (int, None),               # None = train.epochs
     "train_on": (str, "train+val", ("train+val", "train")),
     "max_per_class": (int, None),        # cap per class for final training (paper 000: 5,000)
+    "train_fraction": (float, 1.0),      # stratified share of the training data (paper 003 keeps the search's)
     "topk": (int, 5),                    # top-k accuracy (skipped when k >= number of classes)
     "bootstrap": (int, 1000),            # resamples of the test images for a single run's interval
-    "threshold": (float | str, None),    # binary tasks: fixed P(positive) cut-off, or "tune" (on validation)
+    "threshold": (float | str, None),    # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
     "after_search": (bool, None),        # None = true when the spec has a final section
 }
 
@@ -42,7 +43,7 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
     s["train"]["epochs"] = int(f.get("epochs") or s["train"]["epochs"])
-    s["data"]["train_fraction"] = 1.0
+    s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s
 
@@ -81,6 +82,8 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     f = spec.get("final") or {}
     res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
     threshold = f.get("threshold")
+    if threshold is None:
+        threshold = float(s["train"].get("threshold", 0.5))  # searched, as in paper 000
     if pools.num_classes != 2:
         threshold = None
     elif threshold == "tune":
@@ -122,7 +125,7 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[tor
     name, m = spec["model"]["name"], model_kwargs(spec["model"])
     if "pretrained" in m:
         m["pretrained"] = False  # the saved weights replace the pretrained start
-    model = create_model(name, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
+    model = create_model(name, num_classes=head_outputs(spec, len(meta["classes"])), in_chans=meta["in_chans"],
                          image_size=meta["image_size"], **m)
     st_load(model, str(model_dir / "model.safetensors"))
     device = device or resolve_device(spec["train"].get("device", "auto"))

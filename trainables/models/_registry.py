@@ -34,6 +34,8 @@ class ModelEntry:
 
 _MODELS: dict[str, ModelEntry] = {}
 TIMM_PREFIX = "timm/"
+TV_PREFIX = "tv/"
+PREFIXES = (TIMM_PREFIX, TV_PREFIX)  # families whose arguments the library checks at build time
 
 
 def register_model(
@@ -57,15 +59,15 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS) + [TIMM_PREFIX + "<name>"]
+    return sorted(_MODELS) + [p + "<name>" for p in PREFIXES]
 
 
 def is_model(name: str) -> bool:
-    return name in _MODELS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+    return name in _MODELS or any(name.startswith(p) and len(name) > len(p) for p in PREFIXES)
 
 
 def model_schema(name: str) -> dict[str, tuple[Any, Any]] | None:
-    """``{arg: (type, default)}`` of a registered model; None for timm models (free-form kwargs)."""
+    """``{arg: (type, default)}`` of a registered model; None for timm/tv models (free-form kwargs)."""
     entry = _MODELS.get(name)
     if entry is None:
         return None
@@ -82,7 +84,13 @@ def check_model(name: str, **kwargs: Any) -> str | None:
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int, image_size: int, **kwargs: Any) -> nn.Module:
-    """Build a registered model, or any timm model as ``timm/<name>``."""
+    """Build a registered model, any timm model as ``timm/<name>``, any torchvision one as ``tv/<name>``."""
+    if name.startswith(TV_PREFIX):
+        from ._torchvision import create_tv_model
+
+        return create_tv_model(
+            name[len(TV_PREFIX):], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
+        )
     if name.startswith(TIMM_PREFIX):
         from ._timm import create_timm_model
 

@@ -48,7 +48,7 @@ class Block(nn.Module):
 class ViT(nn.Module):
     def __init__(self, *, num_classes: int, in_chans: int, image_size: int, patch_size: int, embed_dim: int,
                  depth: int, num_heads: int, head_dim: int, mlp_dim: int, dropout: float, head_hidden: int,
-                 activation: str) -> None:
+                 activation: str, head_layers: int = 1) -> None:
         super().__init__()
         act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
         n_patches = (image_size // patch_size) ** 2
@@ -60,9 +60,11 @@ class ViT(nn.Module):
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, head_dim, mlp_dim, dropout, act)
                                       for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
-        if head_hidden > 0:  # paper 004's "MLP head"
-            self.head = nn.Sequential(nn.Linear(embed_dim, head_hidden), act(), nn.Dropout(dropout),
-                                      nn.Linear(head_hidden, num_classes))
+        if head_hidden > 0:  # paper 004's "MLP head"; paper 000's n_hidden is its number of hidden layers
+            layers: list[nn.Module] = []
+            for i in range(max(1, head_layers)):
+                layers += [nn.Linear(embed_dim if i == 0 else head_hidden, head_hidden), act(), nn.Dropout(dropout)]
+            self.head = nn.Sequential(*layers, nn.Linear(head_hidden, num_classes))
         else:
             self.head = nn.Linear(embed_dim, num_classes)
 
@@ -93,9 +95,10 @@ def _check(*, image_size: int, patch_size: int, embed_dim: int, depth: int, num_
 @register_model("vit", check=_check)
 def vit(*, num_classes: int, in_chans: int, image_size: int, patch_size: int = 4, embed_dim: int = 256,
         depth: int = 6, num_heads: int = 8, head_dim: int = 0, mlp_dim: int = 512, dropout: float = 0.1,
-        head_hidden: int = 0, activation: str = "gelu") -> nn.Module:
-    """``head_dim=0`` means embed_dim // num_heads; ``head_hidden=0`` means a linear head."""
+        head_hidden: int = 0, activation: str = "gelu", head_layers: int = 1) -> nn.Module:
+    """``head_dim=0`` means embed_dim // num_heads; ``head_hidden=0`` means a linear head, else
+    ``head_layers`` hidden layers of width ``head_hidden``."""
     return ViT(num_classes=num_classes, in_chans=in_chans, image_size=image_size, patch_size=patch_size,
                embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                head_dim=head_dim or embed_dim // num_heads, mlp_dim=mlp_dim, dropout=dropout,
-               head_hidden=head_hidden, activation=activation)
+               head_hidden=head_hidden, activation=activation, head_layers=head_layers)
