@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._space import to_tune
+from ._space import OptunaSpace, bohb_space, branches, to_tune
 
 TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epochs
 
@@ -22,15 +22,29 @@ def build_searcher(spec: dict[str, Any]) -> Any:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher: Any = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s["seed"]))
+        # Conditional spaces go to Optuna define-by-run; flat ones through Tune's param_space.
+        searcher: Any = OptunaSearch(space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
+                                     sampler=optuna.samplers.TPESampler(seed=s["seed"]),
+                                     metric=spec["experiment"]["metric"] if branches(spec["space"]) else None,
+                                     mode=spec["experiment"]["mode"] if branches(spec["space"]) else None)
     else:  # bohb
         from ray.tune.search.bohb import TuneBOHB
 
-        searcher = TuneBOHB(seed=s["seed"])
+        cs = bohb_space(spec["space"], s["seed"]) if branches(spec["space"]) else None
+        searcher = TuneBOHB(space=cs, seed=s["seed"],
+                            metric=spec["experiment"]["metric"] if cs is not None else None,
+                            mode=spec["experiment"]["mode"] if cs is not None else None)
     if s["max_concurrent"]:
         # Model-based searchers suggest better points when they have seen more results.
         searcher = ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])
     return searcher
+
+
+def param_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """Tune's param_space: the whole space, unless a model-based searcher holds a conditional one."""
+    if spec["search"]["algorithm"] in ("optuna", "bohb") and branches(spec["space"]):
+        return {}
+    return to_tune(spec["space"], spec["search"]["algorithm"])
 
 
 def build_scheduler(spec: dict[str, Any]) -> Any:

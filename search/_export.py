@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 from pathlib import Path
 from typing import Any
 
-from ._spec import dump_spec, set_path
-
-
-def plain(v: Any) -> Any:
-    """numpy scalars (from searchers and result frames) as plain Python values, for YAML and JSON."""
-    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+from ._space import plain
+from ._spec import dump_spec, with_values
 
 
 def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
@@ -34,7 +29,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         best = (max if mode == "max" else min)(vals) if vals else math.nan
         status = trial_status(last, t["error"], max_epochs)
         row = {"trial_id": t["trial_id"], "status": status}
-        row.update({k: plain(t["config"].get(k)) for k in space_keys})
+        row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                     "device": last.get("device", ""),
@@ -67,11 +62,9 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], parent_run_id: str |
 
     Its MLflow runs (and its final training) nest under the study's parent run.
     """
-    s = copy.deepcopy(spec)
+    s = with_values(spec, config)
     s["tracking"]["mlflow_experiment"] = spec["tracking"]["mlflow_experiment"] or spec["experiment"]["name"]
     s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
-    for key, value in config.items():
-        set_path(s, key, value)
     s["space"] = {}
     s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1}
     s["scheduler"] = {**s["scheduler"], "name": "fifo"}

@@ -15,9 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._algorithms import build_scheduler, build_searcher
+from ._algorithms import build_scheduler, build_searcher, param_space
 from ._export import best_row, trial_rows, write_best, write_csv
-from ._space import to_tune
+from ._space import flat_config, searched_keys
 from ._spec import SpecError, dump_spec
 
 STUDY_FILE = "study.json"
@@ -36,6 +36,7 @@ class StudyResult:
     rows: list[dict[str, Any]]
     best: dict[str, Any] | None
     parent_run_id: str | None
+    best_config: dict[str, Any]  # the best trial's flat config ({} when no trial scored)
 
 
 def provenance() -> dict[str, Any]:
@@ -104,30 +105,33 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
-    trainable = backend.make_trainable(spec, pools)
+    trainable = backend.make_trainable(spec, pools, flat_config)
     if resume:
         tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         search = spec["search"]
         tuner = tune.Tuner(
             trainable,
-            param_space=to_tune(spec["space"], search["algorithm"]),
+            param_space=param_space(spec),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
                 num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
-                reuse_actors=search["reuse_actors"]),
+                reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
     grid = tuner.fit()
-    collected = _collect(grid)
-    rows = trial_rows(collected, list(spec["space"]), metric, mode, spec["train"]["epochs"])
+    collected = _collect(grid, spec["space"])
+    keys = searched_keys(spec["space"])
+    rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"])
     write_csv(out / "trials.csv", rows)
     best = best_row(rows, metric, mode)
+    chosen: dict[str, Any] = {}
     if best is not None:
-        write_best(out / "best.yaml", spec, best, {k: best[k] for k in spec["space"]}, metric, parent)
+        chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
+        write_best(out / "best.yaml", spec, best, chosen, metric, parent)
     record.update(finished=_now(), trials=len(rows),
                   budget=_budget(rows, collected, spec["resources"]["gpu"]),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
@@ -135,7 +139,12 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     state_file.write_text(json.dumps(record, indent=2, default=str))
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows)
-    return StudyResult(out, rows, best, parent)
+    return StudyResult(out, rows, best, parent, chosen)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names: Ray's default spells out the config and hits path-length limits."""
+    return f"trial_{trial.trial_id}"
 
 
 def init_ray(address: str | None, log: Any) -> str:
@@ -212,7 +221,7 @@ def _flat_params(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _collect(grid: Any) -> list[dict[str, Any]]:
+def _collect(grid: Any, space: dict[str, Any]) -> list[dict[str, Any]]:
     trials = []
     for r in grid:
         hist = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
@@ -222,7 +231,11 @@ def _collect(grid: Any) -> list[dict[str, Any]]:
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             err = lines[-1].strip() if lines else type(r.error).__name__
         tid = last.get("trial_id") or getattr(r, "_trial_id", None) or Path(r.path).name
-        trials.append({"trial_id": tid, "config": r.config or {}, "last": last, "history": hist, "error": err,
+        try:
+            config = flat_config(r.config or {}, space)
+        except (KeyError, TypeError):  # a trial that never got a config (errored before its first report)
+            config = {}
+        trials.append({"trial_id": tid, "config": config, "last": last, "history": hist, "error": err,
                        "seconds": last.get("time_total_s")})
     return sorted(trials, key=lambda t: t["trial_id"])
 

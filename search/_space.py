@@ -82,13 +82,11 @@ def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str,
     return {kind: nums}
 
 
-def grid_points(space: dict[str, dict[str, list[Any]]]) -> int:
-    """How many grid points the space's ``grid`` entries span (1 when there are none)."""
+def _grid_points_flat(space: dict[str, dict[str, list[Any]]]) -> int:
     return math.prod(len(d["grid"]) for d in space.values() if "grid" in d)
 
 
-def to_tune(space: dict[str, dict[str, list[Any]]], algorithm: str) -> dict[str, Any]:
-    """Ray Tune domains for each searched key (``grid`` algorithm turns choices into grids)."""
+def _to_tune_flat(space: dict[str, dict[str, list[Any]]], algorithm: str) -> dict[str, Any]:
     from ray import tune
 
     out: dict[str, Any] = {}
@@ -129,9 +127,8 @@ def sample(dist: dict[str, list[Any]], rng: np.random.Generator) -> Any:
     return v
 
 
-def preview_configs(space: dict[str, dict[str, list[Any]]], num_samples: int, seed: int,
-                    limit: int = 10_000) -> list[dict[str, Any]]:
-    """The grid points crossed with ``num_samples`` draws of the sampled keys (at most ``limit``)."""
+def _preview_flat(space: dict[str, dict[str, list[Any]]], num_samples: int, seed: int,
+                  limit: int = 10_000) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     grid_keys = [k for k, d in space.items() if "grid" in d]
     other = [k for k in space if k not in grid_keys]
@@ -144,4 +141,187 @@ def preview_configs(space: dict[str, dict[str, list[Any]]], num_samples: int, se
             out.append(cfg)
             if len(out) >= limit:
                 return out
+    return out
+
+
+# --------------------------------------------------------------------------- conditional sub-spaces
+#
+# A space key without a dot is a *branch*: ``{grid|choice: [option, ...]}`` where each option is a
+# mapping of dotted keys to constants or distributions, plus an optional ``name`` (its label).
+# Only the chosen option's keys are set and sampled (e.g. each model family with its own knobs).
+# In a trial's config the branch is a dict holding its label under ``LABEL`` and its sampled
+# values (random/grid: directly; Optuna/BOHB: under the label, so their names stay unique).
+
+LABEL = "#"
+
+
+def is_branch(key: str, dist: Any = None) -> bool:
+    """A key without a dot; given its distribution, also one whose options are mappings."""
+    if "." in key:
+        return False
+    if dist is None:
+        return True
+    options = next(iter(dist.values()), None) if isinstance(dist, dict) else None
+    return isinstance(options, list) and all(isinstance(o, dict) for o in options)
+
+
+def option_label(option: dict[str, Any], i: int) -> str:
+    return str(option.get("name", i))
+
+
+def option_parts(option: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
+    """(constants, distributions) of one normalised branch option."""
+    consts = {k: v for k, v in option.items() if k != "name" and not is_distribution(v)}
+    dists = {k: v for k, v in option.items() if k != "name" and is_distribution(v)}
+    return consts, dists
+
+
+def is_distribution(v: Any) -> bool:
+    return isinstance(v, dict) and len(v) == 1 and next(iter(v)) in DISTRIBUTIONS
+
+
+def flat_space(space: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    return {k: d for k, d in space.items() if not is_branch(k, d)}
+
+
+def branches(space: dict[str, Any]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """key -> (grid|choice, options) for every branch of the space."""
+    return {k: next(iter(d.items())) for k, d in space.items() if is_branch(k, d)}
+
+
+def searched_keys(space: dict[str, Any]) -> list[str]:
+    """Every key a trial's flat config can hold: plain keys, branch labels, each option's keys."""
+    keys: list[str] = []
+    for k, d in space.items():
+        keys.append(k)
+        if is_branch(k, d):
+            for opt in next(iter(d.values())):
+                keys += [x for x in opt if x != "name" and x not in keys]
+    return keys
+
+
+def plain(v: Any) -> Any:
+    """numpy scalars (from searchers and result frames) as plain Python values, for YAML and JSON."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+
+
+def flat_config(config: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config (as any searcher shapes it) as {dotted key: value} plus {branch: label}."""
+    out: dict[str, Any] = {}
+    for key, dist in space.items():
+        if not is_branch(key, dist):
+            if key in config:
+                out[key] = config[key]
+            continue
+        node = config.get(key) or {}
+        label = str(node.get(LABEL))
+        options = next(iter(dist.values()))
+        opt = next((o for i, o in enumerate(options) if option_label(o, i) == label), None)
+        if opt is None:
+            raise KeyError(f"space.{key}: the trial chose option {label!r}, which the space does not have")
+        consts, dists = option_parts(opt)
+        sampled = node[label] if isinstance(node.get(label), dict) else node
+        out[key] = label
+        out.update(consts)
+        out.update({k: sampled[k] for k in dists})
+    return {k: plain(v) for k, v in out.items()}
+
+
+def grid_points(space: dict[str, Any]) -> int:
+    """How many grid points the space spans (1 when it has no grid); a grid branch adds its options'
+    own grids rather than multiplying them."""
+    n = _grid_points_flat(flat_space(space))
+    for kind, options in branches(space).values():
+        if kind == "grid":
+            n *= sum(_grid_points_flat(option_parts(o)[1]) for o in options)
+    return n
+
+
+def to_tune(space: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """Ray Tune domains for each searched key (``grid`` algorithm turns choices into grids); a branch
+    becomes a grid or choice over dicts whose nested domains Ray resolves once that option is picked."""
+    from ray import tune
+
+    out = _to_tune_flat(flat_space(space), algorithm)
+    for key, (kind, options) in branches(space).items():
+        values = [{LABEL: option_label(o, i), **option_parts(o)[0], **_to_tune_flat(option_parts(o)[1], algorithm)}
+                  for i, o in enumerate(options)]
+        out[key] = tune.grid_search(values) if kind == "grid" or algorithm == "grid" else tune.choice(values)
+    return out
+
+
+def _suggest(trial: Any, name: str, dist: dict[str, list[Any]]) -> Any:
+    (kind, a), = dist.items()
+    if kind in ("choice", "grid"):
+        return trial.suggest_categorical(name, list(a))
+    if kind in ("uniform", "quniform", "loguniform"):
+        return trial.suggest_float(name, a[0], a[1], log=kind == "loguniform", step=a[2] if kind == "quniform" else None)
+    return trial.suggest_int(name, int(a[0]), int(a[1]), step=int(a[2]) if kind == "qrandint" else 1)
+
+
+class OptunaSpace:
+    """Optuna define-by-run space (a picklable callable: Tune checkpoints its searcher): a branch's
+    keys are sampled only when that option is chosen."""
+
+    def __init__(self, space: dict[str, Any]) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> None:
+        for key, dist in flat_space(self.space).items():
+            _suggest(trial, key, dist)
+        for key, (_, options) in branches(self.space).items():
+            labels = [option_label(o, i) for i, o in enumerate(options)]
+            label = trial.suggest_categorical(f"{key}/{LABEL}", labels)
+            for k, d in option_parts(options[labels.index(label)])[1].items():
+                _suggest(trial, f"{key}/{label}/{k}", d)
+
+
+def bohb_space(space: dict[str, Any], seed: int) -> Any:
+    """A ConfigSpace whose branch keys are conditional on their option's label (BOHB samples them so)."""
+    import ConfigSpace as CS
+    from ray.tune.search.bohb import TuneBOHB
+
+    cs = CS.ConfigurationSpace(seed=seed)
+    if flat_space(space):
+        cs.add(*TuneBOHB.convert_search_space(_to_tune_flat(flat_space(space), "bohb")).values())
+    for key, (_, options) in branches(space).items():
+        labels = [option_label(o, i) for i, o in enumerate(options)]
+        parent = CS.CategoricalHyperparameter(f"{key}/{LABEL}", labels)
+        cs.add(parent)
+        for label, opt in zip(labels, options):
+            dists = option_parts(opt)[1]
+            if not dists:
+                continue
+            sub = TuneBOHB.convert_search_space({key: {label: _to_tune_flat(dists, "bohb")}})
+            hps = list(sub.values())
+            cs.add(*hps)
+            cs.add(*[CS.EqualsCondition(hp, parent, label) for hp in hps])
+    return cs
+
+
+def preview_configs(space: dict[str, Any], num_samples: int, seed: int,
+                    limit: int = 10_000) -> list[dict[str, Any]]:
+    """The grid points crossed with ``num_samples`` draws of the sampled keys (at most ``limit``).
+
+    A grid branch gives one flat space per option; a choice branch picks an option per sample."""
+    rng = np.random.default_rng(seed)
+    grid_b = {k: o for k, (kind, o) in branches(space).items() if kind == "grid"}
+    choice_b = {k: o for k, (kind, o) in branches(space).items() if kind != "grid"}
+    out: list[dict[str, Any]] = []
+    for picks in itertools.product(*(list(enumerate(o)) for o in grid_b.values())):
+        sub = dict(flat_space(space))
+        fixed: dict[str, Any] = {}
+        for key, (i, opt) in zip(grid_b, picks):
+            consts, dists = option_parts(opt)
+            fixed.update({key: option_label(opt, i), **consts})
+            sub.update(dists)
+        for cfg in _preview_flat(sub, num_samples, int(rng.integers(2**31)), limit - len(out)):
+            for key, options in choice_b.items():
+                i = int(rng.integers(len(options)))
+                consts, dists = option_parts(options[i])
+                cfg.update({key: option_label(options[i], i), **consts})
+                cfg.update({k: (d["grid"][0] if "grid" in d else sample(d, rng)) for k, d in dists.items()})
+            out.append({**fixed, **cfg})
+        if len(out) >= limit:
+            break
     return out

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from ._space import DISTRIBUTIONS, check_distribution
+from ._space import DISTRIBUTIONS, check_distribution, is_branch, is_distribution
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -193,6 +193,19 @@ def _check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any
 # --------------------------------------------------------------------------- paths and overrides
 
 
+def with_values(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``spec`` with dotted-key values set. A different ``model.name`` starts a fresh model
+    section (keeping ``freeze``): one family's arguments mean nothing to another."""
+    out = copy.deepcopy(spec)
+    name = values.get("model.name")
+    if name is not None and name != (spec.get("model") or {}).get("name"):
+        out["model"] = {k: v for k, v in (spec.get("model") or {}).items() if k == "freeze"}
+    for k, v in values.items():
+        if "." in k:  # branch labels are bookkeeping, not spec keys
+            set_path(out, k, v)
+    return out
+
+
 def get_path(d: dict[str, Any], dotted: str) -> Any:
     cur: Any = d
     for part in dotted.split("."):
@@ -278,6 +291,7 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
         if key not in TOP_LEVEL:
             raise SpecError(file, str(key), f"unknown section; allowed: {', '.join(TOP_LEVEL)}"
                                             f"{did_you_mean(str(key), TOP_LEVEL)}")
+    raw = _model_from_branch(raw)
     for key in ("data", "model"):
         if not raw.get(key):
             raise SpecError(file, key, "section is required")
@@ -296,10 +310,26 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
         if not spec[section].get(key):
             raise SpecError(file, f"{section}.{key}", "is required")
     _check_orchestration(file, spec, default_name)
-    spec["space"] = _check_space(file, raw.get("space"), spec, schemas)
+    spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
     return {k: spec[k] for k in TOP_LEVEL}
+
+
+def _model_from_branch(raw: dict[str, Any]) -> dict[str, Any]:
+    """A spec whose model.name is chosen by a branch may leave it out; its first option's stands in."""
+    model = raw.get("model") or {}
+    if isinstance(model, dict) and model.get("name"):
+        return raw
+    for key, dist in (raw.get("space") or {}).items():
+        if is_branch(str(key)) and isinstance(dist, dict) and len(dist) == 1:
+            options = next(iter(dist.values()))
+            if isinstance(options, list) and options and all(isinstance(o, dict) and "model.name" in o
+                                                             for o in options):
+                raw = {**raw, "model": {**(model if isinstance(model, dict) else {}),
+                                        "name": options[0]["model.name"]}}
+                break
+    return raw
 
 
 def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | None) -> None:
@@ -337,7 +367,8 @@ def spec_epochs(spec: dict[str, Any]) -> int:
 
 
 def _check_space(file: str, space: Any, spec: dict[str, Any],
-                 schemas: dict[str, dict[str, tuple[Any, ...]] | None]) -> dict[str, Any]:
+                 schemas: dict[str, dict[str, tuple[Any, ...]] | None], raw: dict[str, Any] | None = None,
+                 backend: Backend | None = None) -> dict[str, Any]:
     if space is None:
         return {}
     if not isinstance(space, dict):
@@ -346,9 +377,61 @@ def _check_space(file: str, space: Any, spec: dict[str, Any],
     out: dict[str, Any] = {}
     for key, dist in space.items():
         kp = f"space.{key}"
+        if is_branch(str(key), dist):
+            if raw is None or backend is None:
+                raise SpecError(file, kp, "a branch (a key without a dot) cannot sit inside another branch")
+            out[key] = _check_branch(file, kp, dist, spec, raw, backend)
+            continue
         typ = _key_type(file, kp, str(key), spec, schemas)
         out[key] = check_distribution(file, kp, dist, typ, algo, coerce, SpecError)
     return out
+
+
+def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any],
+                  backend: Backend) -> dict[str, list[dict[str, Any]]]:
+    """A conditional sub-space: each option is checked as the whole spec would be with it chosen."""
+    algo = spec["search"]["algorithm"]
+    kinds = ("choice",) if algo in ("optuna", "bohb") else ("grid", "choice")
+    if (not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in kinds
+            or not isinstance(next(iter(dist.values())), list) or not next(iter(dist.values()))):
+        raise SpecError(file, kp, f"a key without a dot is a branch: {' or '.join(kinds)} over a list of options, "
+                                  f"each a mapping of dotted keys to values or distributions (with "
+                                  f"search.algorithm={algo})")
+    if spec["scheduler"]["name"] == "pbt":
+        raise SpecError(file, kp, "pbt perturbs one flat space; conditional branches need another scheduler")
+    (kind, options), = dist.items()
+    labels: list[str] = []
+    out: list[dict[str, Any]] = []
+    for i, opt in enumerate(options):
+        okp = f"{kp}.{kind}[{i}]"
+        if not isinstance(opt, dict) or not opt:
+            raise SpecError(file, okp, f"an option is a mapping of dotted keys to values or distributions, got {opt!r}")
+        label = str(opt.get("name", i))
+        if not NAME_RE.match(label) or label in labels:
+            raise SpecError(file, f"{okp}.name", f"a unique label of letters, digits, '.', '_', '-', got {label!r}")
+        labels.append(label)
+        consts = {k: v for k, v in opt.items() if k != "name" and not is_distribution(v)}
+        dists = {k: v for k, v in opt.items() if k != "name" and is_distribution(v)}
+        if algo != "grid" and kind == "choice" and any("grid" in d for d in dists.values()):
+            raise SpecError(file, okp, "grid inside a choice branch would cross only that option; use choice")
+        clash = [k for k in opt if k in raw.get("space", {})]
+        if clash:
+            raise SpecError(file, f"{okp}.{clash[0]}", "is also searched outside the branch; set it in one place")
+        for k in consts:
+            if "." not in str(k):
+                raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
+        sub = with_values(raw, consts)  # the whole spec with this option chosen
+        sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}
+        try:
+            res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
+        except SpecError as err:
+            where = err.path[len("space."):] if err.path.startswith("space.") else err.path
+            raise SpecError(file, f"{okp}.{where}", err.message) from None
+        norm = {"name": label} if "name" in opt else {}
+        norm.update({k: get_path(res, str(k)) for k in consts})
+        norm.update({k: res["space"][k] for k in dists})
+        out.append(norm)
+    return {kind: out}
 
 
 def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
@@ -357,7 +440,7 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
     section, _, rest = key.partition(".")
     if section not in BACKEND_SECTIONS or not rest:
         raise SpecError(file, kp, f"searched keys are dotted paths into {', '.join(BACKEND_SECTIONS)}, "
-                                  f"e.g. train.lr")
+                                  f"e.g. train.lr (a key without a dot is a branch whose options are mappings)")
     parent_path, _, leaf = key.rpartition(".")
     if parent_path not in schemas:
         raise SpecError(file, kp, f"{parent_path!r} is not a section; sections: "
@@ -369,9 +452,9 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
         raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {_allowed(schema)}"
                                   f"{did_you_mean(leaf, schema)}")
     if key in ("data.dataset", "model.name"):
-        # Searching over model families needs each family's own sub-space (conditional spaces).
-        raise SpecError(file, kp, f"{key} cannot be searched in a flat space; run one study per family "
-                                  f"and compare them")
+        # Each model family has its own keys: search families with a branch (conditional sub-space).
+        raise SpecError(file, kp, f"{key} cannot be searched in a flat space; make it a branch, e.g. "
+                                  f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}")
     return schema[leaf][0]
 
 
@@ -385,8 +468,17 @@ def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
     d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)
     if d["dataset"] == "synthetic":
         d["num_samples"] = min(d["num_samples"], 400)
-    # One grid point: the first value of every grid.
-    s["space"] = {k: ({"grid": v["grid"][:1]} if "grid" in v else v) for k, v in s["space"].items()}
+    # One grid point: the first value of every grid (a grid branch: its first option).
+    def first(space: dict[str, Any]) -> dict[str, Any]:
+        return {k: ({"grid": v["grid"][:1]} if isinstance(v, dict) and "grid" in v and not is_branch(k) else v)
+                for k, v in space.items()}
+
+    s["space"] = first(s["space"])
+    for key, dist in s["space"].items():
+        if is_branch(key):
+            (kind, options), = dist.items()
+            options = options[:1] if kind == "grid" else options
+            s["space"][key] = {kind: [first(o) for o in options]}
     sched = s["scheduler"]
     sched["max_t"] = min(sched["max_t"], s["train"]["epochs"])
     sched["grace_period"] = 1
@@ -400,4 +492,4 @@ def dump_spec(spec: dict[str, Any]) -> str:
 
 
 __all__ = ["ALGORITHMS", "DISTRIBUTIONS", "SCHEDULERS", "SpecError", "load_spec", "resolve", "smoke_spec",
-           "dump_spec", "set_path", "get_path", "coerce"]
+           "dump_spec", "set_path", "get_path", "coerce", "with_values"]

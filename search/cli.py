@@ -7,7 +7,7 @@ import sys
 from typing import Any, Sequence
 
 from ._space import grid_points, preview_configs
-from ._spec import SpecError, dump_spec, load_spec
+from ._spec import SpecError, dump_spec, load_spec, resolve
 
 EXIT_USAGE = 2
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._export import best_spec
             from ._final import run_final
 
-            best = best_spec(spec, {k: result.best[k] for k in spec["space"]}, result.parent_run_id)
+            best = resolve(best_spec(spec, result.best_config, result.parent_run_id), backend, file=args.spec)
             _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
                                      address=args.address, study_file=result.out_dir / "study.json"))
         return 0

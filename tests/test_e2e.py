@@ -183,6 +183,35 @@ def test_optuna_and_bohb_studies_run(tmp_path, ray_session):
     assert len(res.rows) == 4 and res.best is not None and (res.out_dir / "best.yaml").is_file()
 
 
+BRANCH = {"choice": [
+    {"name": "vit", "model.name": "vit", "model.patch_size": 4, "model.embed_dim": 16, "model.depth": 1,
+     "model.num_heads": 2, "model.mlp_dim": {"choice": [16, 32]}},
+    {"name": "cnn", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}, "model.conv2": 8, "model.conv3": 8,
+     "model.hidden": 16},
+]}
+
+
+@pytest.mark.parametrize("algorithm", ["random", "optuna", "bohb"])
+def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_session, algorithm):
+    sched = {"name": "hyperband"} if algorithm == "bohb" else {"name": "fifo"}
+    spec = small_spec(tmp_path, f"cond-{algorithm}", train={"epochs": 1},
+                      space={"family": BRANCH, "train.lr": {"loguniform": [1e-4, 1e-2]}},
+                      search={"algorithm": algorithm, "num_samples": 8, "seed": 3}, scheduler=sched)
+    res = run_study(spec, trainables, file="cond.yaml", log=lambda *_: None)
+    assert len(res.rows) == 8 and all(r["status"] == "completed" for r in res.rows), res.rows
+    fams = {r["family"] for r in res.rows}
+    assert fams == {"vit", "cnn"}, fams
+    for r in res.rows:
+        if r["family"] == "vit":
+            assert r["model.mlp_dim"] in (16, 32) and r["model.conv1"] == ""
+        else:
+            assert r["model.conv1"] in (4, 8) and r["model.mlp_dim"] == "" and r["model.name"] == "cnn"
+    # Each trial built the model its branch named (MLflow params come from the trial's resolved spec).
+    best = yaml.safe_load((res.out_dir / "best.yaml").read_text())
+    assert best["model"]["name"] == res.best["family"] and best["space"] == {}
+    assert ("conv1" in best["model"]) == (best["model"]["name"] == "cnn")
+
+
 def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
     spec = {
         "experiment": {"name": "killme"},

@@ -126,3 +126,100 @@ def test_optuna_refuses_quantized_log_ranges():
             {"data": {"dataset": "digits"}, "model": {"name": "cnn"}, "experiment": {"name": "q"},
              "space": {"train.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}}, "search": {"algorithm": "optuna"}},
             trainables)
+
+
+# ----------------------------------------------------------------------------- conditional sub-spaces
+
+FAMILIES = {"grid": [
+    {"name": "small", "model.name": "cnn", "model.conv1": {"grid": [4, 8]}, "model.conv2": 8},
+    {"name": "luna", "model.name": "luna", "model.conv_channels": {"grid": [2, 4, 8]}, "train.epochs": 3},
+    {"name": "pre", "model.name": "timm/resnet10t", "model.pretrained": False, "model.freeze": 0.33},
+]}
+
+
+def branch_spec(space, algorithm="random", sched="fifo"):
+    return {"experiment": {"name": "b"}, "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 2},
+            "train": {"epochs": 2}, "search": {"algorithm": algorithm}, "scheduler": {"name": sched},
+            "space": space}
+
+
+def test_grid_branch_adds_its_options_grids_and_previews_only_chosen_keys():
+    from search._space import flat_config
+
+    spec = resolve(branch_spec({"family": FAMILIES, "train.lr": {"grid": [1e-3, 1e-2]}}), trainables)
+    assert spec["model"]["name"] == "cnn"  # the first option's model stands in for the base spec
+    assert grid_points(spec["space"]) == 2 * (2 + 3 + 1)
+    configs = preview_configs(spec["space"], 1, 0)
+    assert len(configs) == 12
+    for c in configs:
+        fam = c["family"]
+        keys = {k for k in c if k.startswith("model.")}
+        expected = {"small": {"model.name", "model.conv1", "model.conv2"},
+                    "luna": {"model.name", "model.conv_channels"},
+                    "pre": {"model.name", "model.pretrained", "model.freeze"}}[fam]
+        assert keys == expected, (fam, keys)
+        model = trainables.apply_config(spec, c)["model"]
+        # A branch naming another family starts a fresh model section: no cnn widths reach luna or timm.
+        assert ("conv1" in model) == (fam == "small")
+    # Optuna/BOHB put a branch's values under its label; random/grid directly — both read the same.
+    assert flat_config({"family": {"#": "luna", "luna": {"model.conv_channels": 4}}, "train.lr": 0.1},
+                       spec["space"]) == {"family": "luna", "model.name": "luna", "model.conv_channels": 4,
+                                          "train.epochs": 3, "train.lr": 0.1}
+
+
+def test_branch_options_are_validated_as_whole_specs():
+    from search import SpecError
+
+    bad = {"grid": [{"model.name": "cnn", "model.conv9": 3}]}
+    with pytest.raises(SpecError, match=r"space\.family\.grid\[0\]\.model\.conv9: unknown key"):
+        resolve(branch_spec({"family": bad}), trainables)
+    bad = {"grid": [{"model.name": "cnn", "model.conv1": {"grid": ["wide"]}}]}
+    with pytest.raises(SpecError, match=r"space\.family\.grid\[0\]\.model\.conv1: grid values must fit"):
+        resolve(branch_spec({"family": bad}), trainables)
+    with pytest.raises(SpecError, match=r"space\.family\.grid\[0\]\.model\.name: unknown model 'nope'"):
+        resolve(branch_spec({"family": {"grid": [{"model.name": "nope"}]}}), trainables)
+    with pytest.raises(SpecError, match="choice over a list of options"):
+        resolve(branch_spec({"family": FAMILIES}, "optuna", "asha"), trainables)
+    with pytest.raises(SpecError, match="pbt perturbs one flat space"):
+        resolve(branch_spec({"family": FAMILIES}, "random", "pbt"), trainables)
+    with pytest.raises(SpecError, match="make it a branch"):
+        resolve({**branch_spec({"model.name": {"grid": ["cnn", "luna"]}}), "model": {"name": "cnn"}}, trainables)
+    dup = {"grid": [{"name": "a", "model.name": "cnn"}, {"name": "a", "model.name": "luna"}]}
+    with pytest.raises(SpecError, match="unique label"):
+        resolve(branch_spec({"family": dup}), trainables)
+
+
+def test_model_based_searchers_get_conditional_spaces():
+    import optuna
+
+    from search._space import OptunaSpace, bohb_space
+
+    space = {"family": {"choice": [{"name": "a", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}},
+                                   {"name": "b", "model.name": "luna", "model.conv_channels": {"randint": [2, 6]}}]},
+             "train.lr": {"loguniform": [1e-4, 1e-2]}}
+    spec = resolve(branch_spec(space, "optuna", "asha"), trainables)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        t = study.ask()
+        OptunaSpace(spec["space"])(t)
+        label = t.params["family/#"]
+        seen.add(label)
+        other = "b" if label == "a" else "a"
+        assert not any(k.startswith(f"family/{other}/") for k in t.params)  # only the chosen option's keys
+        study.tell(t, 0.5)
+    assert seen == {"a", "b"}
+    cs = bohb_space(spec["space"], seed=0)
+    assert {c.child.name for c in cs.conditions} == {"family/a/model.conv1", "family/b/model.conv_channels"}
+    for cfg in cs.sample_configuration(10):
+        d = dict(cfg)
+        assert ("family/a/model.conv1" in d) == (d["family/#"] == "a")
+
+
+def test_smoke_keeps_the_first_option_of_a_grid_branch():
+    from search._spec import smoke_spec
+
+    spec = resolve(branch_spec({"family": FAMILIES}), trainables)
+    smoke = resolve(smoke_spec(spec), trainables)
+    (opts,) = smoke["space"]["family"].values()
+    assert len(opts) == 1 and opts[0]["model.conv1"] == {"grid": [4]}

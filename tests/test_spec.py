@@ -58,7 +58,7 @@ BAD = [
     (("space.train.batch_size", {"choice": ["big"]}), "space.train.batch_size", ["must fit the key's type"]),
     (("space.train.nope", {"choice": [1]}), "space.train.nope", ["has no key 'nope'"]),
     (("space.lr", {"choice": [1]}), "space.lr", ["dotted paths into data, model, train"]),
-    (("space.model.name", {"choice": ["vit", "cnn"]}), "space.model.name", ["cannot be searched"]),
+    (("space.model.name", {"choice": ["vit", "cnn"]}), "space.model.name", ["cannot be searched", "branch"]),
     (("space.model.conv1", {"randint": [8.5, 16]}), "space.model.conv1", ["randint takes integers"]),
     (("search.num_samples", 0), "search.num_samples", ["num_samples >= 1 must hold, got 0"]),
     (("scheduler.reduction_factor", 1), "scheduler.reduction_factor", ["reduction_factor > 1 must hold"]),

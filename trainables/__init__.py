@@ -14,10 +14,10 @@ from .models import WeightsNotFound, create_model, list_models
 USER_ERRORS = (DataError, WeightsNotFound)
 
 
-def make_trainable(spec, pools):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)
+def make_trainable(spec, pools, flatten=None):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)
     from .ray_adapter import make_trainable as _make
 
-    return _make(spec, pools)
+    return _make(spec, pools, flatten)
 
 
 def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201

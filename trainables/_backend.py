@@ -99,10 +99,19 @@ def prepare(spec: dict[str, Any]) -> Pools:
 
 
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """The spec with the trial's dotted-key values set, typed like the keys they replace."""
+    """The spec with the trial's dotted-key values set, typed like the keys they replace.
+
+    Keys without a dot (branch labels) are skipped. A different ``model.name`` (a branch choosing the
+    family) starts a fresh model section, keeping ``freeze``: the builder's defaults fill the rest.
+    """
     out = copy.deepcopy(spec)
-    schemas = section_schemas(spec)
+    name = config.get("model.name")
+    if name is not None and name != spec["model"].get("name"):
+        out["model"] = {"name": name, "freeze": spec["model"].get("freeze", "none")}
+    schemas = section_schemas(out)
     for key, value in config.items():
+        if "." not in key:
+            continue
         parent, _, leaf = key.rpartition(".")
         node = out
         for part in parent.split("."):

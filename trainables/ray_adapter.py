@@ -13,7 +13,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,9 +35,12 @@ def worst(mode: str) -> float:
     return float("-inf") if mode == "max" else float("inf")
 
 
-def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools) -> None:
+def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
+          flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> None:
     from ray import tune
 
+    if flatten is not None:  # the orchestrator's view of a conditional config: {dotted key: value}
+        config = flatten(config, spec["space"])
     resolved = _backend.apply_config(spec, config)
     metric, mode = spec["experiment"]["metric"], spec["experiment"]["mode"]
     reason = _backend.infeasible(resolved)
@@ -80,8 +83,9 @@ def _trainable(fn: Any, spec: dict[str, Any], **params: Any) -> Any:
     return tune.with_resources(tune.with_parameters(fn, spec=spec, **params), {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
-def make_trainable(spec: dict[str, Any], pools: Pools) -> Any:
-    return _trainable(trial, spec, pools=pools)
+def make_trainable(spec: dict[str, Any], pools: Pools,
+                   flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+    return _trainable(trial, spec, pools=pools, flatten=flatten)
 
 
 def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str) -> None:
