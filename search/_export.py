@@ -32,7 +32,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
-                    "device": last.get("device", ""),
+                    "device": last.get("device", ""), "seconds": plain(last.get("time_total_s", "")),
                     "reason": t["error"] or (last.get("reason", "") if last.get("infeasible") else "")})
         rows.append(row)
     return rows

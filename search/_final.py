@@ -13,7 +13,8 @@ from ._stats import t_interval
 
 FINAL_DIR = "final"
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
-SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc")
+SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc",
+           "precision", "recall", "f1")  # the last three: binary tasks' positive class (paper 000)
 
 
 class FinalBackend(Protocol):
@@ -26,8 +27,10 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
     keys = list(SUMMARY) + [f"top{topk}_accuracy"]
     out = {k: t_interval([m["test"].get(k) for m in per_seed]) for k in keys if per_seed
            and any(m["test"].get(k) is not None for m in per_seed)}
-    cost_keys = ("params", "flops_per_image", "throughput_images_per_s", "latency_ms", "train_seconds", "gpu_hours")
-    out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys if per_seed}
+    cost_keys = ("params", "flops_per_image", "macs_per_image", "throughput_images_per_s", "latency_ms",
+                 "train_seconds", "gpu_hours")
+    out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys
+                   if per_seed and all(k in m["cost"] for m in per_seed)}
     out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
     return out
 

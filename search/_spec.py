@@ -270,6 +270,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def _override_in_branches(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``--set model.pretrained=false`` also wins over a branch option that fixes model.pretrained:
+    an override on the command line is the user's last word on that key."""
+    for k, dist in (raw.get("space") or {}).items():
+        if is_branch(str(k), dist):
+            for opt in next(iter(dist.values())):
+                if key in opt:
+                    opt[key] = value
+
+
 def load_spec(path: str | Path, backend: Backend, overrides: typing.Sequence[str] = (),
               smoke: bool = False) -> dict[str, Any]:
     """Read, override, fill and validate a spec file; returns the resolved spec."""
@@ -278,6 +288,7 @@ def load_spec(path: str | Path, backend: Backend, overrides: typing.Sequence[str
     for text in overrides:
         key, value = parse_override(text, file)
         set_path(raw, key, value)
+        _override_in_branches(raw, key, value)
     spec = resolve(raw, backend, file=file, default_name=Path(path).stem)
     if smoke:
         spec = resolve(smoke_spec(spec), backend, file=file)
@@ -469,9 +480,10 @@ def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if d["dataset"] == "synthetic":
         d["num_samples"] = min(d["num_samples"], 400)
     # One grid point: the first value of every grid (a grid branch: its first option).
+    # train.epochs leaves the space (and every option): the smoke's 2 epochs hold for all trials.
     def first(space: dict[str, Any]) -> dict[str, Any]:
         return {k: ({"grid": v["grid"][:1]} if isinstance(v, dict) and "grid" in v and not is_branch(k) else v)
-                for k, v in space.items()}
+                for k, v in space.items() if k != "train.epochs"}
 
     s["space"] = first(s["space"])
     for key, dist in s["space"].items():
@@ -483,6 +495,9 @@ def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
     sched["max_t"] = min(sched["max_t"], s["train"]["epochs"])
     sched["grace_period"] = 1
     sched["perturbation_interval"] = 1
+    f = s["final"]
+    f["seeds"], f["bootstrap"] = f["seeds"][:1], min(f["bootstrap"], 200)
+    f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)
     s["experiment"]["name"] = s["experiment"]["name"] + "-smoke"
     return s
 

@@ -130,7 +130,8 @@ def _final_summary(summary: dict[str, Any]) -> None:
         print(f"  test {key:<18} {v['mean']:.4f}{std}{ci}")
     c = s.get("cost", {})
     if c:
-        print(f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image · "
+        print(f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image "
+              f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
               f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
               f"{c['train_seconds_total']:.0f} s training")
     print(f"  models and metrics: {summary['out_dir']}")
@@ -142,6 +143,9 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override the model's spec, e.g. --set data.root=/data/cifar10")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("--explain", type=int, default=0, metavar="N",
+                   help="also write Grad-CAM overlays (CNNs) / token attention maps (ViTs) for N images of the "
+                        "split into <model_dir>/explain/")
     return p
 
 
@@ -159,6 +163,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         spec = load_spec(spec_file, backend, args.overrides)
         pools = backend.prepare(spec)
         out = backend.reevaluate(Path(args.model_dir), pools, spec["data"], args.split)
+        if args.explain > 0:
+            out["explain_dir"] = str(backend.explain(Path(args.model_dir), pools, spec["data"], args.explain,
+                                                     args.split))
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-eval", str(spec_file), err)
     print(json.dumps(out, indent=2))

@@ -1,7 +1,9 @@
 """``tune-compare runs/vit runs/cnn …``: one table across model families, plus report.md and report.html.
 
 Each argument is a study folder (its ``final/metrics.json``), a final folder, or an MLflow
-experiment name (the newest final run's ``final/metrics.json`` artifact).
+experiment name (the newest final run's ``final/metrics.json`` artifact). A study folder without
+final models whose search varied ``data.train_fraction`` (paper 003's grid) is read from its
+``trials.csv``: validation accuracy against training fraction per model, with the spread over seeds.
 """
 
 from __future__ import annotations
@@ -43,6 +45,63 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
     return json.loads(Path(local).read_text())
 
 
+FRACTION = "data.train_fraction"
+
+
+def load_fraction_study(source: str) -> Any:
+    """A search study's trials as a frame (model, fraction, seed, best validation metric, seconds), or None."""
+    import pandas as pd
+
+    p = Path(source)
+    if not (p / "trials.csv").is_file() or not (p / "study.json").is_file():
+        return None
+    spec = json.loads((p / "study.json").read_text())["spec"]
+    df = pd.read_csv(p / "trials.csv")
+    if FRACTION not in spec["space"] or FRACTION not in df.columns:
+        return None
+    metric = spec["experiment"]["metric"]
+    branch = [k for k in spec["space"] if "." not in k]  # a branch label names the model family
+    model = df[branch[0]] if branch else df.get("model.name", pd.Series([spec["model"]["name"]] * len(df)))
+    return pd.DataFrame({"study": spec["experiment"]["name"], "model": model.astype(str), "fraction": df[FRACTION],
+                         "seed": df.get("train.seed", 0), "metric": metric, "value": df[f"best_{metric}"],
+                         "seconds": pd.to_numeric(df.get("seconds"), errors="coerce"), "status": df["status"]})
+
+
+def fraction_table(df: Any) -> list[dict[str, str]]:
+    """Paper 003's Table 4.5/4.6: per training fraction, each model's best validation metric over seeds."""
+    ok = df[df["status"].isin(["completed", "stopped"])]
+    rows = []
+    for frac, g in ok.groupby("fraction"):
+        row = {"fraction": f"{frac:g}"}
+        for model, m in g.groupby("model"):
+            v = m["value"]
+            row[f"{model} ({m['metric'].iloc[0]})"] = (f"{v.mean():.4f} ± {v.std(ddof=1):.4f} (n={len(v)})"
+                                                       if len(v) > 1 else f"{v.mean():.4f} (n=1)")
+            row[f"{model} train s"] = f"{m['seconds'].mean():,.0f}" if m["seconds"].notna().any() else "–"
+        rows.append(row)
+    return rows
+
+
+def fraction_plot(df: Any) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[df["status"].isin(["completed", "stopped"])]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, g in ok.groupby("model"):
+        st = g.groupby("fraction")["value"].agg(["mean", "min", "max"]).reset_index()
+        ax.plot(st["fraction"], st["mean"], marker="o", label=f"{model} (mean over seeds)")
+        ax.fill_between(st["fraction"], st["min"], st["max"], alpha=0.25)  # the spread over seeds
+    ax.set(xscale="log", xlabel="training fraction", ylabel=f"best {ok['metric'].iloc[0]}",
+           title="Data efficiency (band: min–max over seeds)")
+    ax.legend()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
 def _pm(v: dict[str, Any] | None) -> str:
     if not v or v.get("mean") is None:
         return "–"
@@ -63,8 +122,11 @@ def table_rows(studies: list[dict[str, Any]]) -> list[dict[str, str]]:
             "study": s["experiment"], "model": s["model"], "seeds": str(len(s["seeds"])),
             "test acc (95% CI)": _pm(sm.get("accuracy")), "macro F1": _pm(sm.get("f1_macro")),
             "MCC": _pm(sm.get("mcc")), "AUC": _pm(sm.get("auc_roc")),
+            **({"recall": _pm(sm["recall"]), "precision": _pm(sm["precision"]), "F1": _pm(sm["f1"])}
+               if "recall" in sm else {}),
             "params": _num(cost.get("params"), ",.0f"),
             "MFLOPs/img": _num(cost.get("flops_per_image") and cost["flops_per_image"] / 1e6, ",.1f"),
+            "M mult-adds/img": _num(cost.get("macs_per_image") and cost["macs_per_image"] / 1e6, ",.1f"),
             "img/s": _num(cost.get("throughput_images_per_s"), ",.0f"),
             "latency ms": _num(cost.get("latency_ms"), ".2f"),
             "train s": _num(cost.get("train_seconds_total"), ",.0f"),
@@ -148,26 +210,38 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
-def write_reports(studies: list[dict[str, Any]], out_dir: Path) -> str:
+def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = None) -> str:
     from tabulate import tabulate
 
-    rows = table_rows(studies)
-    table = tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True)
-    images = plots(studies)
+    rows = table_rows(studies) if studies else []
+    md_parts, html_parts = [], []
+    if rows:
+        md_parts += [tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True), "",
+                     "Test accuracy and the other test metrics: mean over seeds ± half the 95 % t-interval.", ""]
+        html_parts += [tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True),
+                       "<p>Mean over seeds ± half the 95 % t-interval.</p>"]
+    images = plots(studies) if studies else {}
+    if curves is not None:
+        frows = fraction_table(curves)
+        note = "Best validation metric per run: mean ± standard deviation over seeds; train s: mean seconds per run."
+        md_parts += ["## Data efficiency", "", tabulate(frows, headers="keys", tablefmt="github",
+                                                        disable_numparse=True), "", note, ""]
+        html_parts += ["<h2>Data efficiency</h2>", tabulate(frows, headers="keys", tablefmt="html",
+                                                             disable_numparse=True), f"<p>{note}</p>"]
+        images["fraction_curve.png"] = fraction_plot(curves)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():
         (out_dir / name).write_bytes(data)
-    md = ["# Model comparison", "", table, "",
-          "Test accuracy and the other test metrics: mean over seeds ± half the 95 % t-interval.", ""]
-    md += [f"![{n}]({n})" for n in images]
+    table = "\n".join(md_parts)
+    md = ["# Model comparison", "", table] + [f"![{n}]({n})" for n in images]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
-    html_table = tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True)
+    html_table = "".join(html_parts)
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
     (out_dir / "report.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:right}img{max-width:48%;margin:1em 1% 0 0}</style></head><body>"
-        f"<h1>Model comparison</h1>{html_table}<p>Mean over seeds ± half the 95 % t-interval.</p>{imgs}"
+        f"<h1>Model comparison</h1>{html_table}{imgs}"
         "</body></html>\n")
     return table
 
@@ -178,8 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/compare", help="where report.md, report.html and plots go")
     p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
     args = p.parse_args(argv)
+    import pandas as pd
+
+    studies, curves = [], []
     try:
-        studies = [load_final(s, args.mlflow_uri) for s in args.sources]
+        for src in args.sources:
+            frame = None if (Path(src) / "final" / "metrics.json").is_file() else load_fraction_study(src)
+            if frame is not None:
+                curves.append(frame)
+            else:
+                studies.append(load_final(src, args.mlflow_uri))
     except CompareError as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -188,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_file = out / str(s["seeds"][0]) / "metrics.json" if s.get("seeds") else None
         if seed_file and seed_file.is_file():
             s["confusion_matrix"] = json.loads(seed_file.read_text())["test"]["confusion_matrix"]
-    print(write_reports(studies, Path(args.out)))
+    print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None))
     print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0
 

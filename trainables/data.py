@@ -203,9 +203,25 @@ def _decode(items: list[tuple[str, int]], size: int | None) -> tuple[np.ndarray,
     return x, np.asarray([c for _, c in items], np.int64)
 
 
-def _cached_decode(folder: Path, size: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Decode a class-per-folder tree once at ``size``; later loads read a .npy cache."""
+def _cap_items(items: list[tuple[str, int]], cap: int | None, seed: int) -> list[tuple[str, int]]:
+    """At most ``cap`` files per class, a seeded random choice, in listing order."""
+    if cap is None:
+        return items
+    rng = np.random.default_rng([seed, 3])
+    labels = np.asarray([c for _, c in items])
+    keep: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep += rng.permutation(idx)[:cap].tolist()
+    return [items[i] for i in sorted(keep)]
+
+
+def _cached_decode(folder: Path, size: int | None, cap: int | None = None,
+                   seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Decode a class-per-folder tree once at ``size`` (at most ``cap`` files per class); later loads
+    read a cache."""
     classes, items = _list_images(folder)
+    items = _cap_items(items, cap, seed)
     if not items:
         raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTS)}) in class folders under {str(folder)!r}")
     h = hashlib.sha1(f"{folder.resolve()}|{size}".encode())
@@ -231,15 +247,16 @@ def _folder_tree(data: dict[str, Any], name: str) -> Pools:
     if not root.is_dir():
         raise DataError(f"data.root: {str(root)!r} is not a folder")
     size = data.get("image_size")
+    cap, seed = data.get("load_max_per_class"), int(data.get("split_seed", 0))
     if (root / "train").is_dir():
-        classes, x, y = _cached_decode(root / "train", size)
+        classes, x, y = _cached_decode(root / "train", size, cap, seed)
         if (root / "test").is_dir():
             test_classes, tx, ty = _cached_decode(root / "test", x.shape[2])
             if test_classes != classes:
                 raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
             return Pools(name, classes, x, y, tx, ty)
         return Pools(name, classes, x, y)
-    classes, x, y = _cached_decode(root, size)
+    classes, x, y = _cached_decode(root, size, cap, seed)
     return Pools(name, classes, x, y)
 
 
@@ -304,6 +321,8 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "test_fraction": (float, 0.2),          # carved from the train pool when the dataset has no test split
     "train_fraction": (float, 1.0),         # of the training split used by search trials, stratified
     "max_per_class": (int, None),           # cap on training images per class (balanced subsample)
+    "load_max_per_class": (int, None),      # imagefolder: files read per class (seeded), before any split;
+                                            # a tree larger than memory is never decoded whole (paper 000)
     "val_max_per_class": (int, None),       # cap on validation images per class
     "split_seed": (int, 0),                 # every split above
     "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split

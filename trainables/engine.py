@@ -302,7 +302,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         start, history = int(state["epoch"]), list(state.get("history", []))
         best_loss, bad_epochs = float(state.get("best_loss", best_loss)), int(state.get("bad_epochs", 0))
     train_idx = torch.as_tensor(splits.train)
-    bs = int(t["batch_size"])
+    bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
     mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
     t_start = time.perf_counter()
     for epoch in range(start, int(t["epochs"])):
