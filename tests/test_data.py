@@ -81,6 +81,17 @@ def test_imagefolder_tree_with_and_without_test(tmp_path, monkeypatch):
         load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "empty")})
 
 
+def test_load_cap_reads_a_balanced_seeded_subsample(tmp_path, monkeypatch):
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"coin": 9, "other": 30}, size=10)
+    data = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t"), "load_max_per_class": 6}
+    p = load_pools(data)
+    assert list(np.bincount(p.train_y)) == [6, 6]
+    assert np.array_equal(p.train_x, load_pools(data).train_x)  # same seed, same files
+    q = load_pools({**data, "split_seed": 1})
+    assert not np.array_equal(p.train_x, q.train_x)
+
+
 def test_cifar_pickle_layout(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -152,7 +152,8 @@ def _trainable_modules(model):
             if any(True for _ in m.parameters(recurse=False)) and all(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-@pytest.mark.parametrize("name,head", [("cnn", "Linear"), ("vit", "Linear"), ("resnet18", "Linear")])
+@pytest.mark.parametrize("name,head", [("cnn", "Linear"), ("vit", "Linear"), ("resnet18", "Linear"),
+                                       ("luna", "Linear"), ("coins_cnn", "Linear"), ("tv/resnet18", "Linear")])
 def test_freeze_head_only_leaves_only_the_classifier(name, head):
     from trainables.engine import freeze, head_module
 
@@ -246,3 +247,34 @@ def test_mixup_training_runs_and_is_deterministic(setup):
     s["train"].update(epochs=1, mixup=0.2, cutmix=1.0)
     a, b = fit(s, pools).history, fit(s, pools).history
     assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["val_acc"] > 0.25
+
+
+def test_bce_head_has_one_logit_and_the_threshold_decides(setup):
+    from trainables.engine import decide, predict_split
+
+    spec = resolve({**copy.deepcopy(SPEC), "data": {**SPEC["data"], "num_classes": 2},
+                    "train": {**SPEC["train"], "loss": "bce", "epochs": 2}}, trainables)
+    pools = trainables.prepare(spec)
+    res = fit(spec, pools)
+    assert res.model[-1].out_features == 1 and res.history[-1]["val_acc"] > 0.8
+    logits, labels = predict_split(res, pools, "val")
+    assert logits.shape[1] == 2 and np.allclose(logits[:, 0], 0)  # read as [0, z]: softmax = sigmoid
+    # The threshold is applied: at 0.999 almost everything is class 0.
+    strict = resolve({**spec, "train": {**spec["train"], "threshold": 0.999}}, trainables)
+    h = fit(strict, pools).history[-1]
+    assert h["val_acc"] < res.history[-1]["val_acc"]
+    z = torch.tensor([[-1.0], [0.2], [3.0]])
+    assert decide(z, 0.5).tolist() == [0, 1, 1] and decide(z, 0.6).tolist() == [0, 0, 1]
+    with pytest.raises(Exception, match="bce trains one logit for a binary task"):
+        resolve({**copy.deepcopy(SPEC), "train": {"loss": "bce"}}, trainables)
+
+
+def test_randaugment_is_seeded_batched_and_gated():
+    x = torch.rand(24, 3, 16, 16) * 255
+    cfg = {**AUGMENT_DEFAULTS, "randaugment": 2, "randaugment_magnitude": 15}
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a, augment_batch(x, cfg, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, augment_batch(x, cfg, torch.Generator().manual_seed(1)))
+    assert a.shape == x.shape and 0 <= a.min() and a.max() <= 255
+    off = augment_batch(x, {**cfg, "p": 0.0}, torch.Generator().manual_seed(0))
+    assert torch.equal(off, x)

@@ -26,7 +26,7 @@ def _timed(model: nn.Module, x: torch.Tensor, autocast: bool, min_iters: int, mi
     dev = x.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-        for _ in range(3):  # warm-up: kernels selected, caches filled
+        for _ in range(3 if dev.type == "cuda" else 1):  # warm-up: kernels selected, caches filled
             model(x)
         sync()
         n, t0 = 0, time.perf_counter()
@@ -42,6 +42,8 @@ def measure_cost(model: nn.Module, in_chans: int, size: int, device: torch.devic
     """The columns of paper 002's Table 5.5 and paper 000's Table 1."""
     model.eval()
     flops = flops_per_image(model, in_chans, size, device)
+    if device.type != "cuda":
+        batch = min(batch, 16)  # a CPU's images/s barely grows past 16; 256 ViT-B images take minutes
     budget = 0.2 if quick else 1.0
     t_batch = _timed(model, torch.zeros(batch, in_chans, size, size, device=device), autocast, 2, budget)
     t_one = _timed(model, torch.zeros(1, in_chans, size, size, device=device), autocast, 5, budget)

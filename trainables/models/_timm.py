@@ -33,12 +33,32 @@ def _cached_weights(name: str) -> str | None:
     return None
 
 
+def _takes_img_size(name: str) -> bool:
+    import inspect
+
+    import timm
+
+    entry = timm.models.get_arch_name(name)
+    fn = timm.models.model_entrypoint(entry)
+    module = inspect.getmodule(fn)
+    # ViT-family builders pass **kwargs to a class whose __init__ has img_size.
+    return any("img_size" in inspect.signature(getattr(c, "__init__")).parameters
+               for c in vars(module).values() if isinstance(c, type) and issubclass(c, nn.Module))
+
+
 def create_timm_model(name: str, *, num_classes: int, in_chans: int, image_size: int,
                       pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     import timm
 
     if not timm.is_model(name) and not timm.list_models(name):
         raise KeyError(f"timm has no model {name!r}")
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    native = cfg.input_size[-1] if cfg is not None and cfg.input_size else None
+    if native and image_size != native and "img_size" not in kwargs and _takes_img_size(name):
+        # Transformers fix their token grid at build time; timm resamples position embeddings to fit.
+        kwargs["img_size"] = image_size
     if pretrained is False:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if isinstance(pretrained, str):
