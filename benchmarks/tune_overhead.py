@@ -34,7 +34,7 @@ class StubBackend:
     def prepare(self, spec: dict) -> None:
         return None
 
-    def make_trainable(self, spec: dict, pools: object) -> object:
+    def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
         from ray import tune
 
         return tune.with_resources(one_second, {"cpu": 1})
