@@ -182,7 +182,8 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
         f"--backend-store-uri {uri}")
-    return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs)]
+    return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
+                                 spec.get("space"))]
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

@@ -425,7 +425,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
         dists = {k: v for k, v in opt.items() if k != "name" and is_distribution(v)}
         if algo != "grid" and kind == "choice" and any("grid" in d for d in dists.values()):
             raise SpecError(file, okp, "grid inside a choice branch would cross only that option; use choice")
-        clash = [k for k in opt if k in raw.get("space", {})]
+        clash = [k for k in opt if k in (raw.get("space") or {})]
         if clash:
             raise SpecError(file, f"{okp}.{clash[0]}", "is also searched outside the branch; set it in one place")
         for k in consts:

@@ -57,8 +57,10 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int) -> None:
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
+                 space: dict[str, Any] | None = None) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
+        self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}
         self._client: Any = None
@@ -86,7 +88,10 @@ class MlflowTrials(Callback):
         else:
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
-            log_params(c, rid, dict(trial.config))
+            from ._space import branches, flat_config
+
+            config = dict(trial.config)
+            log_params(c, rid, flat_config(config, self.space) if branches(self.space) else config)
         self._runs[tid] = rid
         return rid
 

@@ -206,7 +206,10 @@ def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_se
             assert r["model.mlp_dim"] in (16, 32) and r["model.conv1"] == ""
         else:
             assert r["model.conv1"] in (4, 8) and r["model.mlp_dim"] == "" and r["model.name"] == "cnn"
-    # Each trial built the model its branch named (MLflow params come from the trial's resolved spec).
+    # MLflow child runs hold the flat view: the chosen family's keys, not the other family's.
+    _, runs = mlflow_runs(tmp_path / "mlflow.db", f"cond-{algorithm}")
+    params = [x.data.params for x in runs if x.data.tags.get("role") == "trial"]
+    assert len(params) == 8 and all(("model.conv1" in p) == (p["family"] == "cnn") for p in params)
     best = yaml.safe_load((res.out_dir / "best.yaml").read_text())
     assert best["model"]["name"] == res.best["family"] and best["space"] == {}
     assert ("conv1" in best["model"]) == (best["model"]["name"] == "cnn")

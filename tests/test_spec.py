@@ -208,4 +208,4 @@ def test_annotated_example_in_spaces_readme_is_valid(backend):
     text = (Path(__file__).resolve().parents[1] / "spaces" / "README.md").read_text()
     block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
     spec = resolve(yaml.safe_load(block), backend, file="spaces/README.md")
-    assert len(spec["space"]) == 8 and spec["model"]["name"] == "vit"
+    assert len(spec["space"]) == 9 and spec["model"]["name"] == "vit"
