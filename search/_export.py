@@ -27,7 +27,8 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
-        status = trial_status(last, t["error"], max_epochs)
+        # A searched train.epochs (paper 000's grid, a branch's own epochs) is that trial's full length.
+        status = trial_status(last, t["error"], int(t["config"].get("train.epochs") or max_epochs))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
