@@ -169,6 +169,10 @@ def option_label(option: dict[str, Any], i: int) -> str:
     return str(option.get("name", i))
 
 
+def option_labels(options: list[dict[str, Any]]) -> list[str]:
+    return [option_label(o, i) for i, o in enumerate(options)]
+
+
 def option_parts(option: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
     """(constants, distributions) of one normalised branch option."""
     consts = {k: v for k, v in option.items() if k != "name" and not is_distribution(v)}
@@ -216,10 +220,10 @@ def flat_config(config: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]
         node = config.get(key) or {}
         label = str(node.get(LABEL))
         options = next(iter(dist.values()))
-        opt = next((o for i, o in enumerate(options) if option_label(o, i) == label), None)
-        if opt is None:
+        labels = option_labels(options)
+        if label not in labels:
             raise KeyError(f"space.{key}: the trial chose option {label!r}, which the space does not have")
-        consts, dists = option_parts(opt)
+        consts, dists = option_parts(options[labels.index(label)])
         sampled = node[label] if isinstance(node.get(label), dict) else node
         out[key] = label
         out.update(consts)
@@ -244,8 +248,9 @@ def to_tune(space: dict[str, Any], algorithm: str) -> dict[str, Any]:
 
     out = _to_tune_flat(flat_space(space), algorithm)
     for key, (kind, options) in branches(space).items():
-        values = [{LABEL: option_label(o, i), **option_parts(o)[0], **_to_tune_flat(option_parts(o)[1], algorithm)}
-                  for i, o in enumerate(options)]
+        parts = [option_parts(o) for o in options]
+        values = [{LABEL: label, **consts, **_to_tune_flat(dists, algorithm)}
+                  for label, (consts, dists) in zip(option_labels(options), parts)]
         out[key] = tune.grid_search(values) if kind == "grid" or algorithm == "grid" else tune.choice(values)
     return out
 
@@ -270,7 +275,7 @@ class OptunaSpace:
         for key, dist in flat_space(self.space).items():
             _suggest(trial, key, dist)
         for key, (_, options) in branches(self.space).items():
-            labels = [option_label(o, i) for i, o in enumerate(options)]
+            labels = option_labels(options)
             label = trial.suggest_categorical(f"{key}/{LABEL}", labels)
             for k, d in option_parts(options[labels.index(label)])[1].items():
                 _suggest(trial, f"{key}/{label}/{k}", d)
@@ -285,7 +290,7 @@ def bohb_space(space: dict[str, Any], seed: int) -> Any:
     if flat_space(space):
         cs.add(*TuneBOHB.convert_search_space(_to_tune_flat(flat_space(space), "bohb")).values())
     for key, (_, options) in branches(space).items():
-        labels = [option_label(o, i) for i, o in enumerate(options)]
+        labels = option_labels(options)
         parent = CS.CategoricalHyperparameter(f"{key}/{LABEL}", labels)
         cs.add(parent)
         for label, opt in zip(labels, options):

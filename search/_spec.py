@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from ._space import DISTRIBUTIONS, check_distribution, is_branch, is_distribution
+from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -417,12 +417,11 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
         okp = f"{kp}.{kind}[{i}]"
         if not isinstance(opt, dict) or not opt:
             raise SpecError(file, okp, f"an option is a mapping of dotted keys to values or distributions, got {opt!r}")
-        label = str(opt.get("name", i))
+        label = option_label(opt, i)
         if not NAME_RE.match(label) or label in labels:
             raise SpecError(file, f"{okp}.name", f"a unique label of letters, digits, '.', '_', '-', got {label!r}")
         labels.append(label)
-        consts = {k: v for k, v in opt.items() if k != "name" and not is_distribution(v)}
-        dists = {k: v for k, v in opt.items() if k != "name" and is_distribution(v)}
+        consts, dists = option_parts(opt)
         if algo != "grid" and kind == "choice" and any("grid" in d for d in dists.values()):
             raise SpecError(file, okp, "grid inside a choice branch would cross only that option; use choice")
         clash = [k for k in opt if k in (raw.get("space") or {})]

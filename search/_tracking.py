@@ -12,6 +12,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ._space import branches, flat_config
+
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
          "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
@@ -88,8 +90,6 @@ class MlflowTrials(Callback):
         else:
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
-            from ._space import branches, flat_config
-
             config = dict(trial.config)
             log_params(c, rid, flat_config(config, self.space) if branches(self.space) else config)
         self._runs[tid] = rid

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .data import Pools, make_splits
-from .engine import Batcher, as_tensor
+from .engine import Batcher, as_tensor, two_logits
+from .metrics import predict_labels
 
 
 def _token_layer(model: nn.Module) -> nn.Module | None:
@@ -82,11 +83,9 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
             with torch.no_grad():
                 logits = model(xb).float()
             one_logit = logits.shape[1] == 1
-            p1 = torch.sigmoid(logits[0, 0]).item() if one_logit else logits.softmax(1)[0, -1].item()
-            if one_logit or (logits.shape[1] == 2 and thr is not None):
-                pred = int(p1 >= (thr if thr is not None else 0.5))
-            else:
-                pred = int(logits.argmax(1))
+            # The rule the test metrics use; a one-logit head always decides on P(class 1).
+            cut = 0.5 if thr is None and one_logit else thr
+            pred = int(predict_labels(two_logits(logits).cpu().numpy(), cut)[0])
             target = BinaryClassifierOutputTarget(pred) if one_logit else ClassifierOutputTarget(pred)
             heat = cam(input_tensor=xb, targets=[target])[0]
             img = raw(torch.as_tensor([j]))[0][0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
