@@ -81,6 +81,30 @@ def resolve_device(want: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+_LIBC: Any = None
+
+
+def release_host_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc only; elsewhere a no-op).
+
+    glibc raises its mmap threshold after large frees, so past batches' temporaries stay resident
+    in the heap (100-150 MB per trial measured at batch 256, 64 px); trimming once per epoch keeps a
+    trial's resident memory at its live tensors, and concurrent trials at about one data copy.
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import sys
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+            _LIBC.malloc_trim  # noqa: B018  (musl has no malloc_trim)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -95,9 +119,18 @@ def as_tensor(a: np.ndarray) -> torch.Tensor:
 
 def channel_stats(x: torch.Tensor, idx: np.ndarray, limit: int = 10_000) -> tuple[list[float], list[float]]:
     """Per-channel mean/std (0..1 scale) of the training images (a fixed subsample of at most ``limit``)."""
-    sub = idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)]
-    xs = x[torch.as_tensor(sub, device=x.device)].float().div_(255)
-    return xs.mean(dim=(0, 2, 3)).tolist(), xs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    sub = torch.as_tensor(idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)], device=x.device)
+    # Sums in float64 over chunks of 256 images: a float copy of all 10,000 would be 6 GB at 224 px, per trial.
+    s = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    s2 = torch.zeros_like(s)
+    for i in range(0, len(sub), 256):
+        xs = x[sub[i:i + 256]].double()
+        s += xs.sum(dim=(0, 2, 3))
+        s2 += xs.square().sum(dim=(0, 2, 3))
+    n = len(sub) * x.shape[2] * x.shape[3]
+    mean = s / n
+    var = (s2 / n - mean.square()) * n / max(n - 1, 1)  # unbiased, as torch.std
+    return (mean / 255).tolist(), (var.clamp_min(0).sqrt() / 255).clamp_min(1e-3).tolist()
 
 
 class Batcher:
@@ -375,6 +408,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
                     "scheduler": sched.state_dict(), "history": history, "best_loss": best_loss,
                     "bad_epochs": bad_epochs}
 
+        release_host_memory()
         if on_epoch is not None:
             on_epoch(metrics, get_state)
         if stop:
