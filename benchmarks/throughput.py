@@ -63,28 +63,35 @@ def main() -> None:
             "resources": {"cpu": 2 if not cuda else 4, "gpu": 1 if cuda else 0},
             "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
         }, trainables)
-        res = run_study(spec, trainables, file="throughput", log=lambda *_: None)
-        trial_dir = next(res.out_dir.glob("trial_*"))
-        prog = pd.read_csv(trial_dir / "progress.csv")
         pools = trainables.prepare(spec)
-        n_train = len(make_splits(pools, spec["data"]).train)
-        # Wall time per epoch as Ray saw it: training, validation, reporting and checkpointing.
-        tune_ips = n_train / prog["time_this_iter_s"].iloc[1:].mean()
-
-        torch.manual_seed(0)
-        dev = torch.device("cuda" if cuda else "cpu")
-        torch.set_num_threads(int(spec["resources"]["cpu"]))
         idx = make_splits(pools, spec["data"]).train
-        x = as_tensor(pools.train_x[idx]).to(dev).float().div(255).sub(0.5).div(0.25)
-        y = as_tensor(pools.train_y[idx]).to(dev)
-        net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32,
-                                      **model_kwargs(spec["model"])).to(dev)
-        if cuda:
-            net = net.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        bare_ips = bare_loop(net, x, y, 256, epochs, autocast=cuda)
-    emit("throughput", {"model": spec["model"]["name"], "images": n_train, "epochs": epochs,
+        dev = torch.device("cuda" if cuda else "cpu")
+
+        def bare() -> float:
+            torch.manual_seed(0)
+            torch.set_num_threads(int(spec["resources"]["cpu"]))
+            x = as_tensor(pools.train_x[idx]).to(dev).float().div(255).sub(0.5).div(0.25)
+            y = as_tensor(pools.train_y[idx]).to(dev)
+            net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32,
+                                          **model_kwargs(spec["model"])).to(dev)
+            if cuda:
+                net = net.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            return bare_loop(net, x, y, 256, epochs, autocast=cuda)
+
+        # The bare loop runs before and after the trial and is averaged: on a shared or thermally
+        # throttled machine, speed drifts by ~10 % over minutes, which one ordering would bias.
+        bare_before = bare()
+        res = run_study(spec, trainables, file="throughput", log=lambda *_: None)
+        bare_after = bare()
+        prog = pd.read_csv(next(res.out_dir.glob("trial_*")) / "progress.csv")
+        # Wall time per epoch as Ray saw it: training, validation, reporting and checkpointing.
+        tune_ips = len(idx) / prog["time_this_iter_s"].iloc[1:].mean()
+        bare_ips = (bare_before + bare_after) / 2
+    print(f"tune {tune_ips:.0f} img/s; bare {bare_before:.0f} before, {bare_after:.0f} after")
+    emit("throughput", {"model": spec["model"]["name"], "images": len(idx), "epochs": epochs,
                         "tune_images_per_s": tune_ips, "bare_images_per_s": bare_ips,
+                        "bare_images_per_s_before_after": [bare_before, bare_after],
                         "ratio": tune_ips / bare_ips, "target": ">= 0.95"}, args.quick)
 
 

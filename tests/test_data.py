@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_image_tree
-from trainables.data import DataError, Pools, load_pools, make_splits, stratified_take
+from trainables.data import DataError, ImageFiles, Pools, load_pools, make_splits, stratified_take
 
 DATA = {"dataset": "digits", "root": None, "download": False, "image_size": None, "val_fraction": 0.2,
         "test_fraction": 0.2, "train_fraction": 1.0, "max_per_class": None, "val_max_per_class": None,
@@ -79,6 +79,29 @@ def test_imagefolder_tree_with_and_without_test(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="no images"):
         (tmp_path / "empty" / "c").mkdir(parents=True)
         load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "empty")})
+
+
+def test_streamed_pool_decodes_the_same_pixels_on_demand(tmp_path, monkeypatch):
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "a", {"cat": 5, "dog": 7}, size=10, split="train")
+    make_image_tree(tmp_path / "a", {"cat": 2, "dog": 3}, size=10, split="test", seed=1)
+    base = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8}
+    mem = load_pools({**base, "storage": "memory"})
+    st = load_pools({**base, "storage": "stream"})
+    assert isinstance(st.train_x, ImageFiles) and isinstance(st.test_x, ImageFiles) and st.streamed
+    assert not mem.streamed and st.train_x.shape == mem.train_x.shape == (12, 3, 8, 8)
+    assert st.image_size == 8 and st.in_chans == 3 and st.train_x.nbytes == mem.train_x.nbytes
+    assert np.array_equal(st.train_x[np.array([11, 0, 4])], mem.train_x[[11, 0, 4]])
+    assert np.array_equal(st.train_x[3], mem.train_x[3])
+    assert np.array_equal(st.test_x[:], mem.test_x) and np.array_equal(st.train_y, mem.train_y)
+    # Through the object store a streamed pool is its file list, not its pixels.
+    big = load_pools({**base, "storage": "stream", "image_size": 256})  # 2.4 MB of pixels if decoded
+    assert len(pickle.dumps(big.train_x)) < sum(len(p) for p in big.train_x.paths) + 1000
+    assert len(list((tmp_path / "cache" / "imagefolder").iterdir())) == 2  # the memory load's; streaming writes none
+    # auto: in memory unless the decoded set passes max_memory_gb (12 + 5 images x 192 bytes here).
+    assert not load_pools(base).streamed
+    assert load_pools({**base, "max_memory_gb": 3000 / 2**30}).streamed
+    assert not load_pools({**base, "max_memory_gb": 4000 / 2**30}).streamed
 
 
 def test_load_cap_reads_a_balanced_seeded_subsample(tmp_path, monkeypatch):

@@ -301,3 +301,27 @@ def test_search_final_compare_end_to_end(tmp_path, ray_session):
                        f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert rc == 0 and "cnnfam" in (tmp_path / "cmp2" / "report.md").read_text()
     assert compare_main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_streamed_dataset_search_and_final(tmp_path, ray_session):
+    """A set read from disk every epoch (data.storage: stream): trials decode with loader workers inside
+    Ray's workers, and the final model is tested on the streamed test split."""
+    from search._final import run_final
+    from tests.conftest import make_image_tree
+
+    make_image_tree(tmp_path / "tree", {"a": 40, "b": 40, "c": 40}, size=12, split="train")
+    make_image_tree(tmp_path / "tree", {"a": 10, "b": 10, "c": 10}, size=12, split="test", seed=1)
+    spec = small_spec(tmp_path, "streamed", model={"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+                      data={"dataset": "imagefolder", "root": str(tmp_path / "tree"), "image_size": 12,
+                            "storage": "stream", "workers": 2, "augment": {"hflip": 0.5}},
+                      space={"train.lr": {"grid": [3e-3, 1e-2]}}, train={"epochs": 3, "batch_size": 16},
+                      resources={"cpu": 1}, final={"seeds": [0], "bootstrap": 50})
+    res = run_study(spec, trainables, file="streamed.yaml", log=lambda *_: None)
+    assert [r["status"] for r in res.rows] == ["completed", "completed"]
+    assert max(float(r["best_val_acc"]) for r in res.rows) > 0.6  # 3 colour-coded classes: well above chance
+    best = resolve(yaml.safe_load((res.out_dir / "best.yaml").read_text()), trainables)
+    assert best["data"]["storage"] == "stream"
+    summary = run_final(best, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
+    assert not summary["errors"] and summary["summary"]["accuracy"]["mean"] > 0.6
+    seed0 = json.loads((Path(summary["out_dir"]) / "0" / "metrics.json").read_text())
+    assert seed0["test"]["n"] == 30  # the test/ folder, read from disk

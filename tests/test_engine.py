@@ -309,3 +309,26 @@ def test_channel_stats_chunked_and_heap_released_after_batches():
     del xb
     release_host_memory()
     assert _private_dirty_mb() - before < 30
+
+
+def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
+    """Same files, seeds and augmentation: reading from disk with loader workers changes nothing but memory."""
+    from tests.conftest import make_image_tree
+    from trainables.data import load_pools
+
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"a": 30, "b": 30, "c": 30}, size=12)
+    spec = resolve({"experiment": {"name": "s"}, "model": {"name": "cnn", "conv1": 4, "conv2": 8, "conv3": 8,
+                                                            "hidden": 16},
+                    "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "image_size": 12,
+                             "storage": "memory", "augment": {"hflip": 0.5, "pad_crop": 2}},
+                    "train": {"epochs": 2, "batch_size": 16, "device": "cpu"}}, trainables)
+    ref = fit(spec, load_pools(spec["data"]))
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    for workers in (0, 2):
+        s = copy.deepcopy(spec)
+        s["data"].update(storage="stream", workers=workers)
+        pools = load_pools(s["data"])
+        assert pools.streamed
+        got = fit(s, pools)
+        assert [[h[k] for k in keys] for h in got.history] == [[h[k] for k in keys] for h in ref.history]

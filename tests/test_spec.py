@@ -67,6 +67,10 @@ BAD = [
     (("resources.gpu", 1.5), "resources.gpu", ["fraction in [0, 1] or a whole number"]),
     (("experiment.name", "a b"), "experiment.name", ["letters, digits"]),
     (("data.augment.hflipp", 0.5), "data.augment.hflipp", ["did you mean 'hflip'"]),
+    (("data.storage", "stream"), "data.storage", ["stream reads image files", "digits is loaded whole"]),
+    (("data.storage", "disk"), "data.storage", ["not allowed", "auto, memory, stream"]),
+    (("data.workers", -1), "data.workers", ["workers >= 0 must hold, got workers=-1"]),
+    (("data.max_memory_gb", 0.0), "data.max_memory_gb", ["max_memory_gb > 0 must hold"]),
 ]
 
 

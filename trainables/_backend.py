@@ -72,6 +72,14 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
     elif thr == "tune" and spec["final"]["train_on"] != "train":
         errs.append(("final.threshold", "tuning the threshold needs held-out validation data: set "
                                         "final.train_on: train"))
+    files = d["dataset"] == "imagefolder" or (d["dataset"] in ("cifar10", "cifar100") and d.get("root"))
+    if d["storage"] == "stream" and not files:
+        errs.append(("data.storage", f"stream reads image files (imagefolder, or cifar with a class-folder "
+                                     f"data.root); {d['dataset']} is loaded whole, use auto or memory"))
+    if d["workers"] < 0:
+        errs.append(("data.workers", f"workers >= 0 must hold, got workers={d['workers']}"))
+    if d["max_memory_gb"] is not None and d["max_memory_gb"] <= 0:
+        errs.append(("data.max_memory_gb", f"max_memory_gb > 0 must hold, got max_memory_gb={d['max_memory_gb']}"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
     return errs

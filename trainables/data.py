@@ -27,15 +27,63 @@ class DataError(ValueError):
     """The data section points at data that is not there or not in a known layout."""
 
 
+def read_image(path: str, size: int) -> np.ndarray:
+    """One image file as uint8 (3, size, size): RGB, resized square (aspect ratio not kept, as in paper 002)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+class ImageFiles:
+    """Image files read on demand: the pixel pool of a set too large to hold decoded (``data.storage``).
+
+    It stands in for the uint8 (N, C, S, S) array of an in-memory pool: ``files[idx]`` decodes the
+    files at positions ``idx`` into that layout. Pickling it sends the paths, not pixels, so trials
+    share it through the object store at no cost and each decodes its own batches.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, paths: list[str], size: int) -> None:
+        self.paths, self.size = list(paths), int(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), 3, self.size, self.size)
+
+    @property
+    def nbytes(self) -> int:
+        """What the decoded set would take in memory."""
+        return len(self.paths) * 3 * self.size * self.size
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        positions = np.arange(len(self.paths))[idx]
+        if positions.ndim == 0:
+            return read_image(self.paths[int(positions)], self.size)
+        out = np.empty((len(positions), 3, self.size, self.size), np.uint8)
+        for j, i in enumerate(positions.tolist()):
+            out[j] = read_image(self.paths[i], self.size)
+        return out
+
+
 @dataclass
 class Pools:
-    """Pixels (uint8, N x C x H x W) and integer labels; ``test_*`` is None when the set has no test split."""
+    """Pixels (uint8, N x C x H x W; ``ImageFiles`` when streamed) and integer labels; ``test_*`` is None
+    when the set has no test split."""
 
     name: str
     classes: list[str]
-    train_x: np.ndarray
+    train_x: np.ndarray | ImageFiles
     train_y: np.ndarray
-    test_x: np.ndarray | None = None
+    test_x: np.ndarray | ImageFiles | None = None
     test_y: np.ndarray | None = None
 
     @property
@@ -49,6 +97,10 @@ class Pools:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[2])
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train_x, ImageFiles)
 
 
 @dataclass
@@ -143,6 +195,9 @@ def _cifar(data: dict[str, Any], which: str) -> Pools:
     base = Path(root).expanduser() if root else CACHE_DIR / "data"
     if root and (base / "train").is_dir():
         return _folder_tree(data, which)
+    if data.get("storage") == "stream":
+        raise DataError(f"data.storage: stream reads image files; {str(base)!r} has no train/ class folders "
+                        f"(the pickle layout is loaded whole: use auto or memory)")
     folder = base if base.name == folder_name else base / folder_name
     if not folder.is_dir():
         if not data.get("download", True):
@@ -184,22 +239,19 @@ def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, items
 
 
-def _decode(items: list[tuple[str, int]], size: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _image_side(items: list[tuple[str, int]], size: int | None) -> int:
+    """``size``, or when None the first image's width (images are resized square)."""
+    if size is not None:
+        return int(size)
     from PIL import Image
 
-    if size is None:  # no image_size: the first image's width sets it (images are resized square)
-        with Image.open(items[0][0]) as im:
-            size = im.size[0]
+    with Image.open(items[0][0]) as im:
+        return int(im.size[0])
 
-    def one(path: str) -> np.ndarray:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)  # aspect ratio not kept, as in paper 002
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
+def _decode(items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        x = np.stack(list(pool.map(one, (p for p, _ in items), chunksize=256)))
+        x = np.stack(list(pool.map(lambda p: read_image(p, size), (p for p, _ in items), chunksize=256)))
     return x, np.asarray([c for _, c in items], np.int64)
 
 
@@ -216,14 +268,16 @@ def _cap_items(items: list[tuple[str, int]], cap: int | None, seed: int) -> list
     return [items[i] for i in sorted(keep)]
 
 
-def _cached_decode(folder: Path, size: int | None, cap: int | None = None,
-                   seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Decode a class-per-folder tree once at ``size`` (at most ``cap`` files per class); later loads
-    read a cache."""
+def _listed(folder: Path, cap: int | None = None, seed: int = 0) -> tuple[list[str], list[tuple[str, int]]]:
     classes, items = _list_images(folder)
     items = _cap_items(items, cap, seed)
     if not items:
         raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTS)}) in class folders under {str(folder)!r}")
+    return classes, items
+
+
+def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``items`` once at ``size``; later loads of the same files read a cache."""
     h = hashlib.sha1(f"{folder.resolve()}|{size}".encode())
     for path, c in items:
         st = os.stat(path)
@@ -231,32 +285,63 @@ def _cached_decode(folder: Path, size: int | None, cap: int | None = None,
     cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.pkl"
     if cache.is_file():
         with open(cache, "rb") as f:
-            x, y = pickle.load(f)
-        return classes, x, y
+            return pickle.load(f)
     x, y = _decode(items, size)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         pickle.dump((x, y), f, protocol=5)
     os.replace(tmp, cache)  # atomic: a concurrent reader never sees half a file
-    return classes, x, y
+    return x, y
+
+
+def available_memory() -> int:
+    """Bytes the host can still give (MemAvailable on Linux; free physical pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def streams(data: dict[str, Any], decoded_bytes: int) -> bool:
+    """Whether a file-backed set is read from disk every epoch rather than decoded once into memory."""
+    storage = data.get("storage", "auto")
+    if storage != "auto":
+        return storage == "stream"
+    limit = data.get("max_memory_gb")
+    # A quarter of what is free: the one shared copy lives in Ray's object store, 30 % of memory by default.
+    budget = float(limit) * 2**30 if limit is not None else available_memory() / 4
+    return decoded_bytes > budget
+
+
+def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
+    if stream:
+        return ImageFiles([p for p, _ in items], size), np.asarray([c for _, c in items], np.int64)
+    return _cached_decode(folder, items, size)
 
 
 def _folder_tree(data: dict[str, Any], name: str) -> Pools:
     root = Path(data["root"]).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root: {str(root)!r} is not a folder")
-    size = data.get("image_size")
     cap, seed = data.get("load_max_per_class"), int(data.get("split_seed", 0))
-    if (root / "train").is_dir():
-        classes, x, y = _cached_decode(root / "train", size, cap, seed)
-        if (root / "test").is_dir():
-            test_classes, tx, ty = _cached_decode(root / "test", x.shape[2])
-            if test_classes != classes:
-                raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
-            return Pools(name, classes, x, y, tx, ty)
-        return Pools(name, classes, x, y)
-    classes, x, y = _cached_decode(root, size, cap, seed)
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    classes, items = _listed(train_dir, cap, seed)
+    test_items: list[tuple[str, int]] = []
+    if train_dir != root and (root / "test").is_dir():
+        test_classes, test_items = _listed(root / "test")
+        if test_classes != classes:
+            raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
+    size = _image_side(items, data.get("image_size"))
+    stream = streams(data, (len(items) + len(test_items)) * 3 * size * size)
+    x, y = _pool(train_dir, items, size, stream)
+    if test_items:
+        tx, ty = _pool(root / "test", test_items, size, stream)
+        return Pools(name, classes, x, y, tx, ty)
     return Pools(name, classes, x, y)
 
 
@@ -323,6 +408,10 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "max_per_class": (int, None),           # cap on training images per class (balanced subsample)
     "load_max_per_class": (int, None),      # imagefolder: files read per class (seeded), before any split;
                                             # a tree larger than memory is never decoded whole (paper 000)
+    "storage": (str, "auto", ("auto", "memory", "stream")),  # files: decode once into shared memory, or
+                                            # read every epoch by loader workers; auto streams past max_memory_gb
+    "max_memory_gb": (float, None),         # auto's limit on decoded pixels; None = 1/4 of available memory
+    "workers": (int, 4),                    # streaming only: decoding processes per trial (in-memory: none)
     "val_max_per_class": (int, None),       # cap on validation images per class
     "split_seed": (int, 0),                 # every split above
     "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split

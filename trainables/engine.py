@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import augment_batch, mix_batch
-from .data import Pools, Splits, make_splits
+from .data import ImageFiles, Pools, Splits, make_splits
 from .models import create_model
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -66,6 +66,7 @@ class FitResult:
     device: torch.device
     autocast: bool
     train_seconds: float = 0.0
+    workers: int = 0  # loader processes for streamed pools
 
 
 def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
@@ -117,14 +118,32 @@ def as_tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
-def channel_stats(x: torch.Tensor, idx: np.ndarray, limit: int = 10_000) -> tuple[list[float], list[float]]:
+Pixels = torch.Tensor | ImageFiles  # an in-memory uint8 pool, or files decoded on demand
+
+
+def pixels(a: np.ndarray | ImageFiles) -> Pixels:
+    """A pool's pixels as the engine reads them: a zero-copy tensor, or the streamed files as they are."""
+    return a if isinstance(a, ImageFiles) else as_tensor(a)
+
+
+def take(x: Pixels, idx: torch.Tensor) -> torch.Tensor:
+    """uint8 images at positions ``idx`` (decoded from files when ``x`` is streamed)."""
+    if isinstance(x, ImageFiles):
+        return torch.from_numpy(x[idx.cpu().numpy()])
+    return x[idx.to(x.device)]
+
+
+def channel_stats(x: Pixels, idx: np.ndarray, limit: int = 10_000) -> tuple[list[float], list[float]]:
     """Per-channel mean/std (0..1 scale) of the training images (a fixed subsample of at most ``limit``)."""
-    sub = torch.as_tensor(idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)], device=x.device)
+    if isinstance(x, ImageFiles):
+        limit = min(limit, 2_000)  # each is a file decode; 2,000 pin a channel mean to ~0.1 %
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    sub = torch.as_tensor(idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(np.int64)], device=device)
     # Sums in float64 over chunks of 256 images: a float copy of all 10,000 would be 6 GB at 224 px, per trial.
-    s = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    s = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
     s2 = torch.zeros_like(s)
     for i in range(0, len(sub), 256):
-        xs = x[sub[i:i + 256]].double()
+        xs = take(x, sub[i:i + 256]).double()
         s += xs.sum(dim=(0, 2, 3))
         s2 += xs.square().sum(dim=(0, 2, 3))
     n = len(sub) * x.shape[2] * x.shape[3]
@@ -133,20 +152,39 @@ def channel_stats(x: torch.Tensor, idx: np.ndarray, limit: int = 10_000) -> tupl
     return (mean / 255).tolist(), (var.clamp_min(0).sqrt() / 255).clamp_min(1e-3).tolist()
 
 
-class Batcher:
-    """Turns uint8 pool indices into normalised float batches on the device."""
+class _FileBatches(torch.utils.data.Dataset):
+    """Item i = the decoded uint8 batch ``chunks[i]``: loader workers decode whole batches ahead of the step."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int, mean: list[float], std: list[float],
-                 device: torch.device, channels_last: bool) -> None:
+    def __init__(self, files: ImageFiles, chunks: list[torch.Tensor]) -> None:
+        self.files, self.chunks = files, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return take(self.files, self.chunks[i])
+
+
+class Batcher:
+    """Turns pool indices into normalised float batches on the device.
+
+    In-memory pools are gathered by index in this process (no loader workers: the copy is a
+    memcpy). Streamed pools are decoded by ``workers`` DataLoader processes, a few batches ahead.
+    Either way the uint8 batch is converted, resized, augmented and normalised on the device.
+    """
+
+    def __init__(self, x: Pixels, y: torch.Tensor, size: int, mean: list[float], std: list[float],
+                 device: torch.device, channels_last: bool, workers: int = 0) -> None:
         self.x, self.y, self.size, self.device = x, y, size, device
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.channels_last = channels_last
+        self.workers = workers
 
-    def __call__(self, idx: torch.Tensor, aug: dict[str, Any] | None = None,
-                 g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        xb = self.x[idx.to(self.x.device)].to(self.device, non_blocking=True).float()
-        yb = self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+    def finish(self, xb: torch.Tensor, aug: dict[str, Any] | None = None,
+               g: torch.Generator | None = None) -> torch.Tensor:
+        """A uint8 batch (any device) -> float, resized, augmented, normalised, on the device."""
+        xb = xb.to(self.device, non_blocking=True).float()
         if xb.shape[-1] != self.size or xb.shape[-2] != self.size:
             xb = F.interpolate(xb, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if aug is not None:
@@ -154,7 +192,31 @@ class Batcher:
         xb = (xb - self.mean) / self.std
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, yb
+        return xb
+
+    def labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+
+    def __call__(self, idx: torch.Tensor, aug: dict[str, Any] | None = None,
+                 g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.finish(take(self.x, idx), aug, g), self.labels(idx)
+
+    def batches(self, order: torch.Tensor, batch_size: int, aug: dict[str, Any] | None = None,
+                g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of ``order`` in order. Augmentation draws from ``g`` lazily, batch by batch, so the
+        random stream is the same whether the pixels come from memory or from loader workers."""
+        chunks = list(order.split(batch_size))
+        if not isinstance(self.x, ImageFiles):
+            for idx in chunks:
+                yield self(idx, aug, g)
+            return
+        loader = torch.utils.data.DataLoader(
+            _FileBatches(self.x, chunks), batch_size=None, shuffle=False, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
+            generator=torch.Generator().manual_seed(0))  # its own: a loader draws a seed, which must not move
+                                                         # the global stream that dropout and the weights use
+        for idx, xb in zip(chunks, loader):
+            yield self.finish(xb, aug, g), self.labels(idx)
 
 
 # Keys of the model section that are not the builder's arguments.
@@ -266,9 +328,7 @@ def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int
     """Logits (float32, on CPU) and labels for the pool indices ``idx``."""
     model.eval()
     outs, ys = [], []
-    all_idx = torch.as_tensor(idx)
-    for i in range(0, len(all_idx), batch_size):
-        xb, yb = batcher(all_idx[i:i + batch_size])
+    for xb, yb in batcher.batches(torch.as_tensor(idx), batch_size):
         with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):
             outs.append(two_logits(model(xb).float()).cpu())
         ys.append(yb.cpu())
@@ -295,9 +355,9 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val, splits.test,
                         splits.test_from_train)
     on_gpu = device.type == "cuda"
-    x = as_tensor(pools.train_x)
+    x = pixels(pools.train_x)
     y = as_tensor(pools.train_y)
-    if on_gpu and x.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
+    if on_gpu and isinstance(x, torch.Tensor) and x.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
         # The whole uint8 pool on the GPU: batches are gathered there, no host round trip.
         x, y = x.to(device), y.to(device)
     # Otherwise the pool stays in (shared) host memory and each batch is copied over.
@@ -316,7 +376,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if t.get("compile") else model  # shares parameters with ``model``
-    batcher = Batcher(x, y, size, mean, std, device, channels_last)
+    batcher = Batcher(x, y, size, mean, std, device, channels_last, int(data.get("workers", 0)))
     autocast = t["precision"] == "bf16" or (t["precision"] == "auto" and on_gpu)
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
     sched = build_schedule(opt, t)
@@ -347,10 +407,8 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         compile_s = 0.0
-        for i in range(0, len(perm), bs):
+        for i, (xb, yb) in enumerate(batcher.batches(perm, bs, data["augment"], g_dev)):
             first_compiled = t.get("compile") and epoch == start and i == 0
-            t_step = time.perf_counter()
-            xb, yb = batcher(perm[i:i + bs], data["augment"], g_dev)
             if mixing:
                 xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -370,7 +428,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             if first_compiled:  # the first compiled step pays for compilation; keep it out of images/s
                 if on_gpu:
                     torch.cuda.synchronize()
-                compile_s = time.perf_counter() - t_step
+                compile_s = time.perf_counter() - t0
         if on_gpu:
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0 - compile_s
@@ -413,15 +471,17 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             on_epoch(metrics, get_state)
         if stop:
             break
-    return FitResult(model, history, splits, mean, std, size, device, autocast, time.perf_counter() - t_start)
+    return FitResult(model, history, splits, mean, std, size, device, autocast, time.perf_counter() - t_start,
+                     int(data.get("workers", 0)))
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels of a trained model on ``split`` (train, val or test) of ``pools``."""
     idx = getattr(res.splits, split)
     from_train = split != "test" or res.splits.test_from_train
-    x = as_tensor(pools.train_x if from_train else pools.test_x)
+    x = pixels(pools.train_x if from_train else pools.test_x)
     y = as_tensor(pools.train_y if from_train else pools.test_y)
-    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device))
+    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device),
+                      workers=res.workers)
     logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
     return logits.numpy(), labels.numpy()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .data import Pools, make_splits
-from .engine import Batcher, as_tensor, two_logits
+from .engine import Batcher, as_tensor, pixels, two_logits
 from .metrics import predict_labels
 
 
@@ -66,7 +66,7 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
     splits = make_splits(pools, data)
     idx = getattr(splits, split)[:n]
     from_train = split != "test" or splits.test_from_train
-    x = as_tensor(pools.train_x if from_train else pools.test_x)
+    x = pixels(pools.train_x if from_train else pools.test_x)
     y = as_tensor(pools.train_y if from_train else pools.test_y)
     size = int(meta["image_size"])
     batcher = Batcher(x, y, size, meta["mean"], meta["std"], device, False)
