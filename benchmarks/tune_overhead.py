@@ -34,6 +34,9 @@ class StubBackend:
     def prepare(self, spec: dict) -> None:
         return None
 
+    def describe(self, pools: object) -> str:
+        return "none (one second of arithmetic per trial)"
+
     def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
         from ray import tune
 

@@ -27,6 +27,8 @@ PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", 
 class TrialBackend(Protocol):
     def prepare(self, spec: dict[str, Any]) -> Any: ...
 
+    def describe(self, pools: Any) -> str: ...
+
     def make_trainable(self, spec: dict[str, Any], pools: Any, flatten: Any = None) -> Any: ...
 
 
@@ -85,6 +87,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     if not resume and out.exists():
         shutil.rmtree(out)
 
+    log(f"data: {backend.describe(pools)}")
     dashboard = init_ray(address, log)
     import ray
     from ray import tune

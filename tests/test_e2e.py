@@ -53,6 +53,7 @@ def test_quickstart_asha_mlflow_best(tmp_path):
     r = cli(str(REPO / "spaces" / "quickstart.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Ray dashboard: http://127.0.0.1:" in r.stdout and "best config:" in r.stdout
+    assert "data: digits, 1,797 train/val + 0 test images, 10 classes, 1x8x8, decoded in memory" in r.stdout
     out = tmp_path / "runs" / "quickstart"
     rows = read_rows(out / "trials.csv")
     assert len(rows) == 12
@@ -316,7 +317,10 @@ def test_streamed_dataset_search_and_final(tmp_path, ray_session):
                             "storage": "stream", "workers": 2, "augment": {"hflip": 0.5}},
                       space={"train.lr": {"grid": [3e-3, 1e-2]}}, train={"epochs": 3, "batch_size": 16},
                       resources={"cpu": 1}, final={"seeds": [0], "bootstrap": 50})
-    res = run_study(spec, trainables, file="streamed.yaml", log=lambda *_: None)
+    lines: list[str] = []
+    res = run_study(spec, trainables, file="streamed.yaml", log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert any(line.startswith("data: imagefolder, 120 train/val + 30 test images") and "streamed from disk" in line
+               for line in lines), lines
     assert [r["status"] for r in res.rows] == ["completed", "completed"]
     assert max(float(r["best_val_acc"]) for r in res.rows) > 0.6  # 3 colour-coded classes: well above chance
     best = resolve(yaml.safe_load((res.out_dir / "best.yaml").read_text()), trainables)

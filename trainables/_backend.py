@@ -106,6 +106,17 @@ def prepare(spec: dict[str, Any]) -> Pools:
     return load_pools(spec["data"])
 
 
+def describe(pools: Pools) -> str:
+    """One line on what the trials will read and where it lives."""
+    x = pools.train_x
+    n_test = 0 if pools.test_x is None else len(pools.test_x)
+    shape = "x".join(str(v) for v in x.shape[1:])
+    gb = (x.nbytes + (0 if pools.test_x is None else pools.test_x.nbytes)) / 2**30
+    where = (f"streamed from disk (decoded it would take {gb:.2f} GB; see data.storage)" if pools.streamed else
+             f"decoded in memory, {gb:.2f} GB, one copy shared by all trials")
+    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {pools.num_classes} classes, {shape}, {where}"
+
+
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """The spec with the trial's dotted-key values set, typed like the keys they replace.
 
