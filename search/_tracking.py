@@ -65,7 +65,9 @@ class MlflowTrials(Callback):
         self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}
+        self._devices: set[str] = set()  # runs whose device tag is set (once, not every epoch)
         self._client: Any = None
+        self._exp_id: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment state
         return {**self.__dict__, "_client": None}
@@ -81,7 +83,9 @@ class MlflowTrials(Callback):
         if tid in self._runs:
             return self._runs[tid]
         c = self.client
-        exp_id = experiment_id(c, self.experiment)
+        if self._exp_id is None:
+            self._exp_id = experiment_id(c, self.experiment)
+        exp_id = self._exp_id
         found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and "
                                                       f"tags.`mlflow.parentRunId` = '{self.parent}'")
         if found:
@@ -106,20 +110,24 @@ class MlflowTrials(Callback):
             self.client.set_tag(rid, "status", "infeasible")
             self.client.set_tag(rid, "reason", str(result.get("reason", ""))[:5000])
             return
-        if isinstance(result.get("device"), str):
+        if isinstance(result.get("device"), str) and rid not in self._devices:
             self.client.set_tag(rid, "device", result["device"])
+            self._devices.add(rid)
         step, now = int(result.get("epoch", result.get("training_iteration", 0))), int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
         if metrics:
             self.client.log_batch(rid, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from mlflow.entities import RunTag
+
         rid = self.run_id(trial)
         last = trial.last_result or {}
+        tags = [RunTag("epochs", str(last.get("epoch", 0)))]
         if not last.get("infeasible"):
             done = int(last.get("epoch", 0)) >= self.max_epochs
-            self.client.set_tag(rid, "status", "completed" if done else "stopped")  # stopped = by the scheduler
-        self.client.set_tag(rid, "epochs", str(last.get("epoch", 0)))
+            tags.append(RunTag("status", "completed" if done else "stopped"))  # stopped = by the scheduler
+        self.client.log_batch(rid, tags=tags)
         self.client.set_terminated(rid, status="FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
