@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .data import Pools, make_splits
-from .engine import Batcher, as_tensor, pixels, two_logits
+from .engine import Batcher, as_tensor, pixels, take, two_logits
 from .metrics import predict_labels
 
 
@@ -79,7 +79,8 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
     with GradCAM(model=model, target_layers=[layer],
                  reshape_transform=_tokens_to_map if kind == "vit-tokens" else None) as cam:
         for i, j in enumerate(idx):
-            xb, yb = batcher(torch.as_tensor([j]))
+            u8 = take(x, torch.as_tensor([j]))  # read once (a file decode when streamed), shown twice
+            xb = batcher.finish(u8)
             with torch.no_grad():
                 logits = model(xb).float()
             one_logit = logits.shape[1] == 1
@@ -88,11 +89,11 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
             pred = int(predict_labels(two_logits(logits).cpu().numpy(), cut)[0])
             target = BinaryClassifierOutputTarget(pred) if one_logit else ClassifierOutputTarget(pred)
             heat = cam(input_tensor=xb, targets=[target])[0]
-            img = raw(torch.as_tensor([j]))[0][0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+            img = raw.finish(u8)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
             if img.shape[2] == 1:
                 img = np.repeat(img, 3, axis=2)
             overlay = show_cam_on_image(img.astype(np.float32), heat, use_rgb=True)
-            true = pools.classes[int(yb[0])]
+            true = pools.classes[int(y[j])]
             name = f"{i:03d}_true-{true}_pred-{pools.classes[pred]}.png"
             Image.fromarray(overlay).save(out_dir / name)
             rows.append({"file": name, "index": int(j), "true": true, "pred": pools.classes[pred],
