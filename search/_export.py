@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ._space import plain
-from ._spec import dump_spec, with_values
+from ._contract import TrialSide
+from ._spec import dump_spec
 
 
 def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
@@ -58,12 +59,13 @@ def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, An
     return max(scored, key=key)
 
 
-def best_spec(spec: dict[str, Any], config: dict[str, Any], parent_run_id: str | None = None) -> dict[str, Any]:
+def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
+              parent_run_id: str | None = None) -> dict[str, Any]:
     """The study's spec with the winning values fixed: one configuration, no search.
 
     Its MLflow runs (and its final training) nest under the study's parent run.
     """
-    s = with_values(spec, config)
+    s = backend.apply_config(spec, config)
     s["tracking"]["mlflow_experiment"] = spec["tracking"]["mlflow_experiment"] or spec["experiment"]["name"]
     s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
     s["space"] = {}
@@ -74,8 +76,8 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], parent_run_id: str |
 
 
 def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: dict[str, Any], metric: str,
-               parent_run_id: str | None = None) -> None:
+               backend: TrialSide, parent_run_id: str | None = None) -> None:
     header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
               f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
               f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n")
-    path.write_text(header + dump_spec(best_spec(spec, config, parent_run_id)))
+    path.write_text(header + dump_spec(best_spec(spec, config, backend, parent_run_id)))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from ._contract import TrialSide
 from ._runner import _fit_resources, _now, init_ray, mlflow_uri, open_tracking, provenance, study_dir
 from ._spec import SpecError, dump_spec
 from ._stats import t_interval
@@ -15,12 +16,6 @@ FINAL_DIR = "final"
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
 SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc",
            "precision", "recall", "f1")  # the last three: binary tasks' positive class (paper 000)
-
-
-class FinalBackend(Protocol):
-    def prepare(self, spec: dict[str, Any]) -> Any: ...
-
-    def make_final_trainable(self, spec: dict[str, Any], pools: Any, out_dir: str) -> Any: ...
 
 
 def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
@@ -35,7 +30,7 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
     return out
 
 
-def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwrite: bool = False,
+def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite: bool = False,
               address: str | None = None, log: Any = print, study_file: Path | None = None,
               out: Path | None = None) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
@@ -58,7 +53,7 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     _fit_resources(spec, ray.cluster_resources(), log)
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
-    parent, callbacks = open_tracking(spec, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
+    parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log)
     out.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
@@ -74,7 +69,7 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     search_budget = json.loads(study_file.read_text()).get("budget") if study_file.is_file() else None
     topk = int(spec["final"]["topk"])
     summary = {
-        "experiment": exp["name"], "model": spec["model"]["name"], "dataset": spec["data"]["dataset"],
+        "experiment": exp["name"], **backend.tags(spec),
         "seeds": [m["seed"] for m in per_seed], "errors": errors, "summary": summarise(per_seed, topk),
         "per_seed": [{"seed": m["seed"], **{k: m["test"].get(k) for k in SUMMARY},
                       "accuracy_bootstrap_ci": m["test"].get("accuracy_bootstrap_ci"), "device": m["device"]}

@@ -13,23 +13,16 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ._algorithms import build_scheduler, build_searcher, param_space
+from ._contract import TrialSide
 from ._export import best_row, trial_rows, write_best, write_csv
 from ._space import flat_config, searched_keys
 from ._spec import SpecError, dump_spec
 
 STUDY_FILE = "study.json"
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
-
-
-class TrialBackend(Protocol):
-    def prepare(self, spec: dict[str, Any]) -> Any: ...
-
-    def describe(self, pools: Any) -> str: ...
-
-    def make_trainable(self, spec: dict[str, Any], pools: Any, flatten: Any = None) -> Any: ...
 
 
 @dataclass
@@ -72,7 +65,7 @@ def mlflow_uri(spec: dict[str, Any]) -> str:
     return uri
 
 
-def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume: bool = False,
+def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bool = False,
               overwrite: bool = False, address: str | None = None, log: Any = print) -> StudyResult:
     out = study_dir(spec)
     state_file = out / STUDY_FILE
@@ -97,7 +90,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
     previous = json.loads(state_file.read_text()) if resume else {}
-    parent, callbacks = open_tracking(spec, run_name=exp["name"], role="study", child_role="trial",
+    parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
                                       reopen=previous.get("mlflow_parent_run_id"), log=log)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +127,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     chosen: dict[str, Any] = {}
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
-        write_best(out / "best.yaml", spec, best, chosen, metric, parent)
+        write_best(out / "best.yaml", spec, best, chosen, metric, backend, parent)
     record.update(finished=_now(), trials=len(rows),
                   budget=_budget(rows, collected, spec["resources"]["gpu"]),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
@@ -166,7 +159,7 @@ def init_ray(address: str | None, log: Any) -> str:
     return dashboard
 
 
-def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role: str, max_epochs: int,
+def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,
                   log: Any, reopen: str | None = None) -> tuple[str | None, list[Any]]:
     """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials.
 
@@ -179,7 +172,7 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
 
     uri = mlflow_uri(spec)
     mlflow_exp = track["mlflow_experiment"] or exp["name"]
-    tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
+    tags = {"study": exp["name"], **backend.tags(spec)}
     parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen)
     if track["parent_run_id"] and not reopen:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])

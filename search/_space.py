@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from ._schema import SpecError, coerce, did_you_mean
 
 # name -> (number of arguments or None for a list of values, what the arguments are)
 DISTRIBUTIONS: dict[str, tuple[int | None, str]] = {
@@ -34,51 +36,48 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 _INT_ONLY = ("randint", "qrandint")
 
 
-def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str,
-                       coerce: Callable[[Any, Any], Any], error: type[Exception]) -> dict[str, list[Any]]:
+def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str) -> dict[str, list[Any]]:
     """Validate one distribution against the searched key's type and the searcher; return it normalised."""
     if not isinstance(dist, dict) or len(dist) != 1:
-        raise error(file, kp, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {dist!r}")
+        raise SpecError(file, kp, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {dist!r}")
     (kind, args), = dist.items()
     if kind not in DISTRIBUTIONS:
-        from ._spec import did_you_mean
-
-        raise error(file, kp, f"unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}"
+        raise SpecError(file, kp, f"unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}"
                               f"{did_you_mean(str(kind), DISTRIBUTIONS)}")
     if kind not in SUPPORTED[algorithm]:
-        raise error(file, kp, f"{kind} is not supported by search.algorithm={algorithm}; allowed with "
+        raise SpecError(file, kp, f"{kind} is not supported by search.algorithm={algorithm}; allowed with "
                               f"{algorithm}: {', '.join(SUPPORTED[algorithm])}")
     nargs, what = DISTRIBUTIONS[kind]
     if not isinstance(args, list) or (nargs is None and not args) or (nargs is not None and len(args) != nargs):
-        raise error(file, kp, f"{kind} takes {what}, got {args!r}")
+        raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}")
     if nargs is None:
         try:
             return {kind: [coerce(v, typ) for v in args]}
         except TypeError:
-            raise error(file, kp, f"{kind} values must fit the key's type, got {args!r}") from None
+            raise SpecError(file, kp, f"{kind} values must fit the key's type, got {args!r}") from None
     nums = []
     for a in args:
         if isinstance(a, bool) or not isinstance(a, (int, float, str)):
-            raise error(file, kp, f"{kind} takes {what}, got {args!r}")
+            raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}")
         try:
             nums.append(float(a) if not isinstance(a, int) else a)
         except ValueError:
-            raise error(file, kp, f"{kind} takes {what}, got {args!r}") from None
+            raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}") from None
     low, high = nums[0], nums[1]
     if kind in _INT_ONLY and not all(isinstance(v, int) for v in nums):
-        raise error(file, kp, f"{kind} takes integers, got {args!r}")
+        raise SpecError(file, kp, f"{kind} takes integers, got {args!r}")
     if not low <= high:
-        raise error(file, kp, f"low <= high must hold, got low={low}, high={high}")
+        raise SpecError(file, kp, f"low <= high must hold, got low={low}, high={high}")
     if kind.endswith("loguniform") and low <= 0:
-        raise error(file, kp, f"a log range must lie above 0, got low={low}, high={high}")
+        raise SpecError(file, kp, f"a log range must lie above 0, got low={low}, high={high}")
     if nargs == 3 and nums[2] <= 0:
-        raise error(file, kp, f"q > 0 must hold, got q={nums[2]}")
+        raise SpecError(file, kp, f"q > 0 must hold, got q={nums[2]}")
     if typ is int and kind not in _INT_ONLY and kind not in ("quniform", "qloguniform"):
-        raise error(file, kp, f"the key is an integer; use randint, qrandint, choice or grid, not {kind}")
+        raise SpecError(file, kp, f"the key is an integer; use randint, qrandint, choice or grid, not {kind}")
     if typ is int and kind in ("quniform", "qloguniform") and not float(nums[2]).is_integer():
-        raise error(file, kp, f"the key is an integer; q must be whole, got q={nums[2]}")
+        raise SpecError(file, kp, f"the key is an integer; q must be whole, got q={nums[2]}")
     if typ not in (int, float) and typ is not Any and "float" not in str(typ) and "int" not in str(typ):
-        raise error(file, kp, f"{kind} gives numbers but the key is not numeric; use choice or grid")
+        raise SpecError(file, kp, f"{kind} gives numbers but the key is not numeric; use choice or grid")
     return {kind: nums}
 
 

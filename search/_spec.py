@@ -7,29 +7,27 @@ schemas and semantic checks; this module knows only their shape.
 
 from __future__ import annotations
 
-import copy
-import difflib
 import re
-import types
 import typing
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
+from ._contract import TrialSide
+from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
 from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
-METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # key -> (type, default[, allowed values]); the time unit of every scheduler is the epoch.
 SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     "experiment": {
         "name": (str, None),            # default: the spec file's stem
-        "metric": (str, "val_acc", METRICS),
-        "mode": (str, "max", ("max", "min")),
+        "metric": (str, "val_acc"),     # one of the trial side's METRICS
+        "mode": (str, None, ("max", "min")),  # default: the metric's better direction
         "output_dir": (str, "runs"),
         "description": (str, ""),
     },
@@ -67,143 +65,7 @@ TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "schedul
              "final")
 
 
-class SpecError(Exception):
-    """A bad spec; ``str(err)`` is the one line the CLI prints."""
-
-    def __init__(self, file: str, path: str, message: str) -> None:
-        self.file, self.path, self.message = file, path, message
-        super().__init__(f"{file}: {path}: {message}" if path else f"{file}: {message}")
-
-
-class Backend(Protocol):
-    """What the trial side tells the orchestration side about its sections."""
-
-    def section_schemas(self, spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]] | None]: ...
-
-    def check(self, spec: dict[str, Any]) -> list[tuple[str, str]]: ...
-
-
-def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _allowed(options: typing.Iterable[str]) -> str:
-    opts = list(options)
-    return ", ".join(opts[:15]) + (", …" if len(opts) > 15 else "")
-
-
-# --------------------------------------------------------------------------- types
-
-
-def _type_name(t: Any) -> str:
-    if isinstance(t, (types.UnionType,)) or typing.get_origin(t) is typing.Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(t))
-    return {float: "a number", int: "an integer", bool: "true/false", str: "a string", list: "a list",
-            dict: "a mapping"}.get(t, getattr(t, "__name__", str(t)))
-
-
-def coerce(value: Any, t: Any) -> Any:
-    """Return ``value`` as type ``t`` or raise TypeError. Ints widen to floats; YAML's "1e-3" strings
-    (PyYAML reads exponents without a dot as text) become floats."""
-    if t is Any or t is None:
-        return value
-    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
-        for arg in typing.get_args(t):
-            if arg is type(None) and value is None:
-                return None
-            try:
-                return coerce(value, arg)
-            except TypeError:
-                continue
-        raise TypeError
-    origin = typing.get_origin(t) or t
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError
-    if origin is int:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():  # quantized samples arrive as 64.0
-            return int(value)
-        raise TypeError
-    if origin is float:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise TypeError from None
-        raise TypeError
-    if origin is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError
-    if origin in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise TypeError
-    if origin is dict:
-        if isinstance(value, dict):
-            return value
-        raise TypeError
-    return value
-
-
-def _check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any, ...]] | None,
-                   nested: dict[str, dict[str, tuple[Any, ...]] | None]) -> dict[str, Any]:
-    """Fill defaults into one section and type-check it; ``nested`` holds sub-section schemas by path."""
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise SpecError(file, path, f"expected a mapping, got {type(given).__name__}")
-    if schema is None:  # free-form (a timm model's keyword arguments)
-        return dict(given)
-    out: dict[str, Any] = {}
-    for key in given:
-        if key not in schema:
-            raise SpecError(file, f"{path}.{key}",
-                            f"unknown key; allowed: {_allowed(schema)}{did_you_mean(str(key), schema)}")
-    for key, (typ, default, *rest) in schema.items():
-        kp = f"{path}.{key}"
-        if kp in nested:
-            out[key] = _check_section(file, kp, given.get(key), nested[kp], nested)
-            continue
-        if key not in given or given[key] is None:
-            out[key] = copy.deepcopy(default)
-            continue
-        value = given[key]
-        try:
-            value = coerce(value, typ)
-        except TypeError:
-            raise SpecError(file, kp, f"expected {_type_name(typ)}, got {value!r}") from None
-        if rest and value not in rest[0]:
-            raise SpecError(file, kp, f"{value!r} is not allowed; allowed: {_allowed(rest[0])}"
-                                      f"{did_you_mean(str(value), rest[0])}")
-        out[key] = value
-    return out
-
-
 # --------------------------------------------------------------------------- paths and overrides
-
-
-def with_values(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``spec`` with dotted-key values set. A different ``model.name`` starts a fresh model
-    section (keeping ``freeze``): one family's arguments mean nothing to another."""
-    out = copy.deepcopy(spec)
-    name = values.get("model.name")
-    if name is not None and name != (spec.get("model") or {}).get("name"):
-        out["model"] = {k: v for k, v in (spec.get("model") or {}).items() if k == "freeze"}
-    for k, v in values.items():
-        if "." in k:  # branch labels are bookkeeping, not spec keys
-            set_path(out, k, v)
-    return out
 
 
 def get_path(d: dict[str, Any], dotted: str) -> Any:
@@ -280,7 +142,7 @@ def _override_in_branches(raw: dict[str, Any], key: str, value: Any) -> None:
                     opt[key] = value
 
 
-def load_spec(path: str | Path, backend: Backend, overrides: typing.Sequence[str] = (),
+def load_spec(path: str | Path, backend: TrialSide, overrides: typing.Sequence[str] = (),
               smoke: bool = False) -> dict[str, Any]:
     """Read, override, fill and validate a spec file; returns the resolved spec."""
     file = str(path)
@@ -291,11 +153,11 @@ def load_spec(path: str | Path, backend: Backend, overrides: typing.Sequence[str
         _override_in_branches(raw, key, value)
     spec = resolve(raw, backend, file=file, default_name=Path(path).stem)
     if smoke:
-        spec = resolve(smoke_spec(spec), backend, file=file)
+        spec = resolve(smoke_spec(spec, backend), backend, file=file)
     return spec
 
 
-def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
+def resolve(raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>",
             default_name: str | None = None) -> dict[str, Any]:
     """Fill defaults into a raw spec mapping and validate everything; raises SpecError."""
     for key in raw:
@@ -308,10 +170,10 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
             raise SpecError(file, key, "section is required")
     spec: dict[str, Any] = {}
     for section in ("experiment", "search", "scheduler", "resources", "tracking"):
-        spec[section] = _check_section(file, section, raw.get(section), SCHEMA[section], {})
+        spec[section] = check_section(file, section, raw.get(section), SCHEMA[section], {})
     schemas = backend.section_schemas(raw)
     for section in BACKEND_SECTIONS + ("final",):
-        spec[section] = _check_section(file, section, raw.get(section), schemas[section], schemas)
+        spec[section] = check_section(file, section, raw.get(section), schemas[section], schemas)
     if spec["final"]["after_search"] is None:  # a final section in the file asks for final training
         spec["final"]["after_search"] = bool(raw.get("final"))
     seeds = spec["final"]["seeds"]
@@ -321,6 +183,7 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
         if not spec[section].get(key):
             raise SpecError(file, f"{section}.{key}", "is required")
     _check_orchestration(file, spec, default_name)
+    _check_metric(file, spec["experiment"], backend.METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
@@ -372,6 +235,21 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
         raise SpecError(file, "resources.gpu", f"gpu must be a fraction in [0, 1] or a whole number, got {res['gpu']}")
 
 
+def _check_metric(file: str, exp: dict[str, Any], metrics: dict[str, str]) -> None:
+    """The study's metric is one a trial reports; its mode defaults to, and must agree with, the metric's
+    better direction (maximising a loss is always a mistake)."""
+    metric = exp["metric"]
+    if metric not in metrics:
+        raise SpecError(file, "experiment.metric", f"{metric!r} is not reported by trials; allowed: "
+                                                   f"{allowed(metrics)}{did_you_mean(metric, metrics)}")
+    better = metrics[metric]
+    if exp["mode"] is None:
+        exp["mode"] = better
+    elif exp["mode"] != better:
+        raise SpecError(file, "experiment.mode", f"{metric} is better when {'higher' if better == 'max' else 'lower'}: "
+                                                 f"mode must be {better}, got {exp['mode']}")
+
+
 def spec_epochs(spec: dict[str, Any]) -> int:
     train = spec.get("train") or {}
     return int(train.get("epochs") or 1)
@@ -379,7 +257,7 @@ def spec_epochs(spec: dict[str, Any]) -> int:
 
 def _check_space(file: str, space: Any, spec: dict[str, Any],
                  schemas: dict[str, dict[str, tuple[Any, ...]] | None], raw: dict[str, Any] | None = None,
-                 backend: Backend | None = None) -> dict[str, Any]:
+                 backend: TrialSide | None = None) -> dict[str, Any]:
     if space is None:
         return {}
     if not isinstance(space, dict):
@@ -394,12 +272,12 @@ def _check_space(file: str, space: Any, spec: dict[str, Any],
             out[key] = _check_branch(file, kp, dist, spec, raw, backend)
             continue
         typ = _key_type(file, kp, str(key), spec, schemas)
-        out[key] = check_distribution(file, kp, dist, typ, algo, coerce, SpecError)
+        out[key] = check_distribution(file, kp, dist, typ, algo)
     return out
 
 
 def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any],
-                  backend: Backend) -> dict[str, list[dict[str, Any]]]:
+                  backend: TrialSide) -> dict[str, list[dict[str, Any]]]:
     """A conditional sub-space: each option is checked as the whole spec would be with it chosen."""
     algo = spec["search"]["algorithm"]
     kinds = ("choice",) if algo in ("optuna", "bohb") else ("grid", "choice")
@@ -430,7 +308,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
         for k in consts:
             if "." not in str(k):
                 raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
-        sub = with_values(raw, consts)  # the whole spec with this option chosen
+        sub = backend.apply_config(raw, consts)  # the whole spec with this option chosen
         sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}
         try:
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
@@ -459,7 +337,7 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
     if schema is None:
         return Any
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
-        raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {_allowed(schema)}"
+        raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}"
                                   f"{did_you_mean(leaf, schema)}")
     if key in ("data.dataset", "model.name"):
         # Each model family has its own keys: search families with a branch (conditional sub-space).
@@ -468,18 +346,13 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
     return schema[leaf][0]
 
 
-def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Shrink a resolved spec to a run of about a minute: few trials, 1-2 epochs, a small subset."""
-    s = copy.deepcopy(spec)
-    s["train"]["epochs"] = min(s["train"]["epochs"], 2)
+def smoke_spec(spec: dict[str, Any], backend: TrialSide) -> dict[str, Any]:
+    """Shrink a resolved spec to a run of about a minute: the trial side shrinks its sections (epochs,
+    images); here, at most 2 trials, one grid point and one final seed."""
+    s = backend.smoke(spec)
     s["search"]["num_samples"] = min(s["search"]["num_samples"], 2)
-    d = s["data"]
-    d["max_per_class"] = min(d["max_per_class"] or 64, 64)
-    d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)
-    if d["dataset"] == "synthetic":
-        d["num_samples"] = min(d["num_samples"], 400)
     # One grid point: the first value of every grid (a grid branch: its first option).
-    # train.epochs leaves the space (and every option): the smoke's 2 epochs hold for all trials.
+    # train.epochs leaves the space (and every option): the smoke's epochs hold for all trials.
     def first(space: dict[str, Any]) -> dict[str, Any]:
         return {k: ({"grid": v["grid"][:1]} if isinstance(v, dict) and "grid" in v and not is_branch(k) else v)
                 for k, v in space.items() if k != "train.epochs"}
@@ -491,12 +364,10 @@ def smoke_spec(spec: dict[str, Any]) -> dict[str, Any]:
             options = options[:1] if kind == "grid" else options
             s["space"][key] = {kind: [first(o) for o in options]}
     sched = s["scheduler"]
-    sched["max_t"] = min(sched["max_t"], s["train"]["epochs"])
+    sched["max_t"] = min(sched["max_t"], spec_epochs(s))
     sched["grace_period"] = 1
     sched["perturbation_interval"] = 1
-    f = s["final"]
-    f["seeds"], f["bootstrap"] = f["seeds"][:1], min(f["bootstrap"], 200)
-    f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)
+    s["final"]["seeds"] = s["final"]["seeds"][:1]
     s["experiment"]["name"] = s["experiment"]["name"] + "-smoke"
     return s
 
@@ -506,4 +377,4 @@ def dump_spec(spec: dict[str, Any]) -> str:
 
 
 __all__ = ["ALGORITHMS", "DISTRIBUTIONS", "SCHEDULERS", "SpecError", "load_spec", "resolve", "smoke_spec",
-           "dump_spec", "set_path", "get_path", "coerce", "with_values"]
+           "dump_spec", "set_path", "get_path", "coerce"]

@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any, Sequence
 
+from ._contract import TrialSide
 from ._space import grid_points, preview_configs
 from ._spec import SpecError, dump_spec, load_spec, resolve
 
 EXIT_USAGE = 2
 
 
-def _backend() -> Any:
+def _backend() -> TrialSide:
     # The composition root: the only place ``search`` names the trial side.
     import trainables
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def dry_run(spec: dict[str, Any], backend: Any) -> None:
+def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
     print(dump_spec(spec), end="")
     space, search = spec["space"], spec["search"]
     n_grid = grid_points(space)
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._export import best_spec
             from ._final import run_final
 
-            best = resolve(best_spec(spec, result.best_config, result.parent_run_id), backend, file=args.spec)
+            best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
             _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
                                      address=args.address, study_file=result.out_dir / "study.json"))
         return 0

@@ -220,6 +220,6 @@ def test_smoke_keeps_the_first_option_of_a_grid_branch():
     from search._spec import smoke_spec
 
     spec = resolve(branch_spec({"family": FAMILIES}), trainables)
-    smoke = resolve(smoke_spec(spec), trainables)
+    smoke = resolve(smoke_spec(spec, trainables), trainables)
     (opts,) = smoke["space"]["family"].values()
     assert len(opts) == 1 and opts[0]["model.conv1"] == {"grid": [4]}

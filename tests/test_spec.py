@@ -142,7 +142,7 @@ def test_coerce_rules():
 
 def test_smoke_shrinks(backend):
     spec = resolve(with_("space.model.dropout", {"grid": [0.1, 0.2, 0.3]}, with_("train.epochs", 50)), backend)
-    s = smoke_spec(spec)
+    s = smoke_spec(spec, backend)
     assert s["train"]["epochs"] == 2 and s["search"]["num_samples"] <= 2
     assert s["space"]["model.dropout"] == {"grid": [0.1]}
     assert s["data"]["max_per_class"] == 64 and s["scheduler"]["max_t"] == 2

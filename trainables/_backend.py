@@ -118,22 +118,26 @@ def describe(pools: Pools) -> str:
 
 
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """The spec with the trial's dotted-key values set, typed like the keys they replace.
+    """A copy of a raw or resolved spec with the dotted-key values set, typed like the keys they replace.
 
     Keys without a dot (branch labels) are skipped. A different ``model.name`` (a branch choosing the
-    family) starts a fresh model section, keeping ``freeze``: the builder's defaults fill the rest.
+    family) starts a fresh model section, keeping ``freeze``: one family's arguments mean nothing to
+    another, and the builder's defaults fill the rest.
     """
     out = copy.deepcopy(spec)
+    model = out.get("model") or {}
     name = config.get("model.name")
-    if name is not None and name != spec["model"].get("name"):
-        out["model"] = {"name": name, "freeze": spec["model"].get("freeze", "none")}
-    schemas = section_schemas(out)
+    if name is not None and name != model.get("name"):
+        out["model"] = {k: v for k, v in model.items() if k == "freeze"}
+    schemas = section_schemas({**out, "model": {"name": name or model.get("name")}})
     for key, value in config.items():
         if "." not in key:
             continue
         parent, _, leaf = key.rpartition(".")
         node = out
         for part in parent.split("."):
+            if not isinstance(node.get(part), dict):  # a raw spec may leave a section out
+                node[part] = {}
             node = node[part]
         typ = ((schemas.get(parent) or {}).get(leaf) or (None,))[0]
         if typ is int and isinstance(value, float):
@@ -142,3 +146,24 @@ def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
             value = float(value)
         node[leaf] = value
     return out
+
+
+def smoke(spec: dict[str, Any]) -> dict[str, Any]:
+    """The trial-side sections shrunk to a run of about a minute: <= 2 epochs, 64 training and 32
+    validation images per class, a short final training with a small bootstrap."""
+    s = copy.deepcopy(spec)
+    s["train"]["epochs"] = min(s["train"]["epochs"], 2)
+    d = s["data"]
+    d["max_per_class"] = min(d["max_per_class"] or 64, 64)
+    d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)
+    if d["dataset"] == "synthetic":
+        d["num_samples"] = min(d["num_samples"], 400)
+    f = s["final"]
+    f["bootstrap"] = min(f["bootstrap"], 200)
+    f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)
+    return s
+
+
+def tags(spec: dict[str, Any]) -> dict[str, str]:
+    """Labels of a study for tracking and reports."""
+    return {"model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}

@@ -23,6 +23,8 @@ from .data import ImageFiles, Pools, Splits, make_splits
 from .models import create_model
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+# What every epoch reports that a study can select on, with the direction that is better.
+METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
 SCHEDULES = ("none", "exponential", "multistep", "cosine", "plateau")
 
 # Schema of the sections this package owns: key -> (type, default[, allowed values]).

@@ -1,0 +1,72 @@
+"""The contract between orchestration (``search``) and the trial side (``trainables``).
+
+``search`` calls the trial side only through ``TrialSide``; the composition root (``cli._backend``)
+passes the ``trainables`` package, which implements it as module-level names. A rule about the
+``data``, ``model``, ``train`` or ``final`` sections (their keys, types, checks, how a trial's values
+are set, how a smoke run shrinks them) lives behind this contract, never in ``search``.
+
+``search`` reads these trial-side keys of a resolved spec, and no others:
+
+- ``train.epochs``: a trial's length in epochs, the schedulers' time unit;
+- ``final.seeds``, ``final.epochs``, ``final.after_search``: how many final models, how long, and
+  whether they follow the search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+Spec = dict[str, Any]
+Schema = dict[str, tuple[Any, ...]]
+
+
+@runtime_checkable
+class TrialSide(Protocol):
+    """Everything the orchestration asks of the trial side."""
+
+    #: Errors caused by the user's input (missing data, missing weights): one line, exit status 2.
+    USER_ERRORS: tuple[type[Exception], ...]
+    #: Metrics a trial reports, each with the direction that is better ("max" or "min").
+    METRICS: dict[str, str]
+
+    # --- specs
+    def section_schemas(self, raw: Spec) -> dict[str, Schema | None]:
+        """``{section path: {key: (type, default[, allowed])}}`` for data, model, train, final and
+        sub-sections such as ``data.augment`` (None: free-form keys)."""
+
+    def check(self, spec: Spec) -> list[tuple[str, str]]:
+        """Semantic errors of a resolved spec, as (key path, message)."""
+
+    def apply_config(self, spec: Spec, values: dict[str, Any]) -> Spec:
+        """A copy of a (raw or resolved) spec with dotted-key values set; keys without a dot are skipped."""
+
+    def smoke(self, spec: Spec) -> Spec:
+        """A copy of a resolved spec whose trial-side sections are shrunk to a run of about a minute."""
+
+    def infeasible(self, spec: Spec) -> str | None:
+        """Why this configuration cannot be built (None when it can); cheap, builds nothing."""
+
+    def tags(self, spec: Spec) -> dict[str, str]:
+        """Labels of a study for tracking and reports: ``model`` and ``dataset``."""
+
+    # --- data and trials
+    def prepare(self, spec: Spec) -> Any:
+        """Load the data once, in the driver; trials receive it through Ray's object store."""
+
+    def describe(self, pools: Any) -> str:
+        """One line on what the trials will read and where it lives."""
+
+    def make_trainable(self, spec: Spec, pools: Any,
+                       flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+        """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
+
+    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str) -> Any:
+        """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
+
+    # --- saved models
+    def reevaluate(self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test") -> dict[str, Any]:
+        """Metrics of a saved final model on ``split``."""
+
+    def explain(self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test") -> Path:
+        """Grad-CAM / token maps of ``n`` images of ``split``; returns their folder."""
