@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ._contract import TrialSide
+from ._files import read_yaml as read_yaml_file
 from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
 from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts
 
@@ -115,20 +116,13 @@ def _is_str_key(key: str) -> bool:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(str(path), "", "no such spec file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(str(path), "", f"{where}invalid YAML: {problem}") from None
+    """A spec file's mapping of sections; a damaged or empty file is one SpecError line."""
+    raw = read_yaml_file(path, "spec file")
     if raw is None:
-        raw = {}
+        raise SpecError(str(path), "", f"is empty; a spec is a mapping of sections ({', '.join(TOP_LEVEL)})")
     if not isinstance(raw, dict):
-        raise SpecError(str(path), "", f"expected a mapping of sections ({', '.join(TOP_LEVEL)})")
+        raise SpecError(str(path), "", f"expected a mapping of sections ({', '.join(TOP_LEVEL)}), "
+                                       f"got {type(raw).__name__}")
     return raw
 
 

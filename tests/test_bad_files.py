@@ -1,0 +1,53 @@
+"""Damaged input files through the real command: exit status 2, one line naming the file, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+
+BOMB = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n".encode() for p, c in zip("abcdefg", "bcdefgh"))
+
+# (file name, bytes or None for a directory, words the one line must hold)
+CASES = [
+    ("latin1.yaml", "data: {dataset: caf\xe9}\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9 at offset 19)"),
+    ("binary.yaml", bytes(range(256)) * 4, "is a binary file, not a spec file"),
+    ("deep.yaml", b"data: " + b"[" * 5000 + b"]" * 5000, "is nested more than 64 levels deep"),
+    ("bomb.yaml", BOMB, "alias bomb"),
+    ("self.yaml", b"data: &a [*a]\n", "an alias refers to itself"),
+    ("pytag.yaml", b"data: !!python/object/apply:os.system ['touch pwned']\nmodel: {name: cnn}\n",
+     "python/object/apply:os.system' is not allowed"),
+    ("empty.yaml", b"", "is empty; a spec is a mapping of sections"),
+    ("list.yaml", b"- data\n- model\n", "expected a mapping of sections"),
+    ("scalar.yaml", b"quickstart\n", "expected a mapping of sections"),
+    ("broken.yaml", b"data: {dataset: digits\nmodel: [", "line 2: invalid YAML"),
+    ("folder.yaml", None, "is a directory, not a spec file"),
+    ("missing.yaml", "absent", "no such spec file"),
+]
+
+
+def run(cmd: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([str(BIN / cmd), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name,content,words", CASES, ids=[c[0] for c in CASES])
+def test_damaged_spec_file_is_one_line_and_exit_2(tmp_path, name, content, words):
+    if content is None:
+        (tmp_path / name).mkdir()
+    elif isinstance(content, bytes):
+        (tmp_path / name).write_bytes(content)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run("tune-run", name, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"tune-run: error: {name}: ") and words in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written (no pwned, no runs/)
