@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._contract import TrialSide
-from ._runner import _fit_resources, _now, init_ray, mlflow_uri, open_tracking, provenance, study_dir
+from ._runner import _fit_resources, _now, check_tracking, init_ray, mlflow_uri, open_tracking, provenance, study_dir
 from ._spec import SpecError, dump_spec
 from ._stats import t_interval
 
@@ -43,6 +43,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     out = out or (study_file.parent if study_file.is_file() else study_dir(spec)) / FINAL_DIR
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SpecError(file, "--final", f"{out} already holds final models; pass --overwrite to replace them")
+    check_tracking(spec, file)
     pools = backend.prepare(spec)  # before anything is written
     if out.exists():
         shutil.rmtree(out)

@@ -75,6 +75,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         if not overwrite:
             raise SpecError(file, "experiment.name", f"{out} already holds a study; pass --resume to continue it, "
                                                      f"--overwrite to replace it, or --set experiment.name=…")
+    check_tracking(spec, file)
     # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
     pools = backend.prepare(spec)
     if not resume and out.exists():
@@ -136,6 +137,16 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows)
     return StudyResult(out, rows, best, parent, chosen)
+
+
+def check_tracking(spec: dict[str, Any], file: str) -> None:
+    """An unusable tracking store is a spec error before Ray starts or any trial runs."""
+    if spec["tracking"]["enabled"]:
+        from ._tracking import check_store
+
+        problem = check_store(mlflow_uri(spec))
+        if problem:
+            raise SpecError(file, "tracking.mlflow_uri", problem)
 
 
 def trial_dirname(trial: Any) -> str:

@@ -20,6 +20,29 @@ _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", 
          "hostname", "node_ip", "trial_id", "experiment_tag"}
 
 
+def check_store(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the tracking store at ``uri`` cannot be used (None when it can), found within ``timeout``
+    seconds: MLflow's own client retries an unreachable server for minutes before it gives up."""
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                return None
+        except urllib.error.HTTPError:
+            return None  # it answered: a server is there (auth and paths are MLflow's business)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"{uri} cannot be reached ({reason}); start the server or fix the URI"
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            return f"{uri}: the folder {str(folder)!r} does not exist"
+    return None
+
+
 def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 

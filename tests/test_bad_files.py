@@ -51,3 +51,17 @@ def test_damaged_spec_file_is_one_line_and_exit_2(tmp_path, name, content, words
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith(f"tune-run: error: {name}: ") and words in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written (no pwned, no runs/)
+
+
+def test_unreachable_tracking_server_is_refused_before_ray_starts(tmp_path):
+    import time
+
+    (tmp_path / "s.yaml").write_text("data: {dataset: digits}\nmodel: {name: cnn}\n")
+    t0 = time.monotonic()
+    r = run("tune-run", "s.yaml", "--set", "tracking.mlflow_uri=http://127.0.0.1:9", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        r.stderr.strip()] and r.stderr.startswith("tune-run: error: s.yaml: tracking.mlflow_uri: http://127.0.0.1:9 "
+                                                  "cannot be reached")
+    assert "Ray dashboard" not in r.stdout and time.monotonic() - t0 < 120  # it used to hang in MLflow's retries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
