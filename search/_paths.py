@@ -84,8 +84,8 @@ def claim(out: Path, ours: Callable[[Path], bool], what: str, *, file: str, key:
         return False
     if not ours(out):
         raise SpecError(file, "--overwrite" if overwrite else key,
-                        f"{out} holds files that are not {what} ({missing}), so it is neither replaced nor reused; choose "
-                        f"another experiment.name or output_dir, or move those files")
+                        f"{out} holds files that are not {what} ({missing}), so it is neither replaced nor "
+                        f"reused; choose another experiment.name or output_dir, or move those files")
     if not overwrite:
         raise SpecError(file, key, f"{out} already holds {what}; {hint}")
     return True

@@ -93,7 +93,8 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
                                       max_epochs=spec["train"]["epochs"],
                                       reopen=previous.get("mlflow_parent_run_id"), log=log)
     out.mkdir(parents=True, exist_ok=True)
-    record = {**previous, "spec": spec, "spec_given": given, "spec_file": file, "mlflow_uri": uri, "mlflow_parent_run_id": parent,
+    record = {**previous, "spec": spec, "spec_given": given, "spec_file": file, "mlflow_uri": uri,
+              "mlflow_parent_run_id": parent,
               "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
                                                  if k in ("CPU", "GPU", "memory")},
               "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume}

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._paths import tracking_uri
+
 EXIT_USAGE = 2
 
 
@@ -261,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if frame is not None:
                 curves.append(frame)
             else:
-                studies.append(load_final(src, args.mlflow_uri))
+                studies.append(load_final(src, tracking_uri(args.mlflow_uri)))
     except CompareError as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,7 +10,7 @@ from .engine import fit
 from .final import eval_set, reevaluate
 
 
-def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (imports grad-cam lazily)
+def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
     from .explain import explain as _explain
 
     return _explain(model_dir, pools, data, n, split, splits=splits)
