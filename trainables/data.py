@@ -325,7 +325,7 @@ def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool) -
 
 
 def _folder_tree(data: dict[str, Any], name: str) -> Pools:
-    root = Path(data["root"]).expanduser()
+    root = Path(data["root"]).expanduser().resolve()  # streamed paths are read in trials' own working folders
     if not root.is_dir():
         raise DataError(f"data.root: {str(root)!r} is not a folder")
     cap, seed = data.get("load_max_per_class"), int(data.get("split_seed", 0))
