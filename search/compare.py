@@ -31,7 +31,8 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
         if cand.is_file():
             data = json.loads(cand.read_text())
             if "summary" in data:
-                return data
+                # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
+                return {**data, "out_dir": str(cand.parent.resolve())}
     if p.exists():
         raise CompareError(f"{source}: no final/metrics.json (run tune-run {p / 'best.yaml'} --final first)")
     from ._tracking import client_for
