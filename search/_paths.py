@@ -48,11 +48,9 @@ def final_paths(spec: dict[str, Any], file: str | Path, study_file: Path | None 
 
 
 def tracking_uri(uri: str) -> str:
-    """An MLflow tracking URI whose SQLite file (or local store folder) is absolute."""
+    """An MLflow tracking URI whose SQLite file is absolute (servers and other stores as given)."""
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         return SQLITE + str(absolute(uri[len(SQLITE):]))
-    if "://" not in uri and not uri.startswith("file:"):  # a plain folder: MLflow's file store
-        return absolute(uri).as_uri()
     return uri
 
 
