@@ -65,8 +65,13 @@ class TrialSide(Protocol):
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
 
     # --- saved models
-    def reevaluate(self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test") -> dict[str, Any]:
+    def eval_set(self, model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Any, Any]:
+        """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""
+
+    def reevaluate(self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test",
+                   splits: Any = None) -> dict[str, Any]:
         """Metrics of a saved final model on ``split``."""
 
-    def explain(self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test") -> Path:
+    def explain(self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test",
+                splits: Any = None) -> Path:
         """Grad-CAM / token maps of ``n`` images of ``split``; returns their folder."""

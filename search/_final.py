@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ._contract import TrialSide
-from ._runner import _fit_resources, _now, check_tracking, init_ray, mlflow_uri, open_tracking, provenance, study_dir
-from ._spec import SpecError, dump_spec
+from ._files import read_json
+from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
+from ._runner import _fit_resources, _now, check_tracking, init_ray, open_tracking, provenance
+from ._spec import dump_spec
 from ._stats import t_interval
 
-FINAL_DIR = "final"
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
 SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc",
            "precision", "recall", "f1")  # the last three: binary tasks' positive class (paper 000)
@@ -39,13 +40,13 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     whose budget is reported next to the final numbers. Models go to ``out``: by default
     ``runs/<study>/final`` for a study's best.yaml, else ``<output_dir>/<name>/final``.
     """
-    study_file = study_file or Path(file).parent / "study.json"
-    out = out or (study_file.parent if study_file.is_file() else study_dir(spec)) / FINAL_DIR
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SpecError(file, "--final", f"{out} already holds final models; pass --overwrite to replace them")
+    study_file, default_out = final_paths(spec, file, study_file)
+    out = absolute(out) if out else default_out
+    replace = claim(out, holds_final, "final models", file=file, key="--final", overwrite=overwrite,
+                    missing="no metrics.json or seed folders", hint="pass --overwrite to replace them")
     check_tracking(spec, file)
     pools = backend.prepare(spec)  # before anything is written
-    if out.exists():
+    if replace:
         shutil.rmtree(out)
     init_ray(address, log)
     import ray
@@ -67,7 +68,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
                 if (out / str(s) / "metrics.json").is_file()]
-    search_budget = json.loads(study_file.read_text()).get("budget") if study_file.is_file() else None
+    search_budget = read_json(study_file, "study file").get("budget") if study_file.is_file() else None
     topk = int(spec["final"]["topk"])
     summary = {
         "experiment": exp["name"], **backend.tags(spec),

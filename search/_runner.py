@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
@@ -17,11 +18,12 @@ from typing import Any
 
 from ._algorithms import build_scheduler, build_searcher, param_space
 from ._contract import TrialSide
+from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
+from ._paths import STUDY_FILE, claim, holds_study, mlflow_uri, study_dir
 from ._space import flat_config, searched_keys
-from ._spec import SpecError, dump_spec
+from ._spec import SpecError, dump_spec, spec_differences
 
-STUDY_FILE = "study.json"
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
 
 
@@ -54,31 +56,22 @@ def provenance() -> dict[str, Any]:
             "platform": platform.platform(), "argv": sys.argv}
 
 
-def study_dir(spec: dict[str, Any]) -> Path:
-    return Path(spec["experiment"]["output_dir"]).expanduser().resolve() / spec["experiment"]["name"]
-
-
-def mlflow_uri(spec: dict[str, Any]) -> str:
-    uri = spec["tracking"]["mlflow_uri"]
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())  # trials see the same file
-    return uri
-
-
 def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bool = False,
               overwrite: bool = False, address: str | None = None, log: Any = print) -> StudyResult:
     out = study_dir(spec)
     state_file = out / STUDY_FILE
-    if resume and not state_file.is_file():
-        raise SpecError(file, "--resume", f"no study to resume at {out} (it has no {STUDY_FILE})")
-    if not resume and out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SpecError(file, "experiment.name", f"{out} already holds a study; pass --resume to continue it, "
-                                                     f"--overwrite to replace it, or --set experiment.name=…")
+    given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
+    if resume:
+        _check_resumable(file, state_file, given)
+        replace = False
+    else:
+        replace = claim(out, holds_study, "a study", file=file, key="experiment.name", overwrite=overwrite,
+                        missing=f"no {STUDY_FILE}", hint="pass --resume to continue it, --overwrite to replace "
+                                                         "it, or --set experiment.name=…")
     check_tracking(spec, file)
     # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
     pools = backend.prepare(spec)
-    if not resume and out.exists():
+    if replace:
         shutil.rmtree(out)
 
     log(f"data: {backend.describe(pools)}")
@@ -90,12 +83,13 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
-    previous = json.loads(state_file.read_text()) if resume else {}
+    previous = read_json(state_file, "study file") if resume else {}
     parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
                                       reopen=previous.get("mlflow_parent_run_id"), log=log)
     out.mkdir(parents=True, exist_ok=True)
-    record = {**previous, "spec": spec, "spec_file": file, "mlflow_uri": uri, "mlflow_parent_run_id": parent,
+    record = {**previous, "spec": spec, "spec_given": given, "spec_file": file, "mlflow_uri": uri,
+              "mlflow_parent_run_id": parent,
               "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
                                                  if k in ("CPU", "GPU", "memory")},
               "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume}
@@ -147,6 +141,22 @@ def check_tracking(spec: dict[str, Any], file: str) -> None:
         problem = check_store(mlflow_uri(spec))
         if problem:
             raise SpecError(file, "tracking.mlflow_uri", problem)
+
+
+def _check_resumable(file: str, state_file: Path, spec: dict[str, Any]) -> None:
+    """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
+    if not state_file.is_file():
+        raise SpecError(file, "--resume", f"no study to resume at {state_file.parent} (it has no {STUDY_FILE})")
+    stored = read_json(state_file, "study file")
+    # Studies recorded before spec_given kept only the spec fitted to the cluster.
+    before = stored.get("spec_given") or stored["spec"]
+    now = json.loads(json.dumps(spec, default=str))  # as study.json holds it
+    diffs = spec_differences(before, now)
+    if diffs and now != stored["spec"]:  # the study's own spec.yaml (fitted to the cluster) resumes too
+        shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise SpecError(file, "--resume", f"a study resumes with the spec it started with ({state_file}); "
+                                          f"these keys differ: {shown}. Drop the changes to resume, or start a "
+                                          f"new study (--set experiment.name=…)")
 
 
 def trial_dirname(trial: Any) -> str:

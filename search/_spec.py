@@ -366,6 +366,27 @@ def smoke_spec(spec: dict[str, Any], backend: TrialSide) -> dict[str, Any]:
     return s
 
 
+def spec_differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ, each with both values: ``train.epochs (12 -> 5)``."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for k in list(before) + [k for k in after if k not in before]:
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in after:
+                out.append(f"{key} (removed)")
+            elif k not in before:
+                out.append(f"{key} (added: {_short(after[k])})")
+            else:
+                out += spec_differences(before[k], after[k], key)
+        return out
+    return [] if before == after else [f"{prefix} ({_short(before)} -> {_short(after)})"]
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def dump_spec(spec: dict[str, Any]) -> str:
     return yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
 

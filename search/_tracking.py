@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ._paths import artifact_location, tracking_uri
 from ._space import branches, flat_config
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
@@ -46,12 +47,12 @@ def check_store(uri: str, timeout: float = 5.0) -> str | None:
 def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=tracking_uri(uri))
 
 
-def experiment_id(client: Any, name: str) -> str:
+def experiment_id(client: Any, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location(uri, name))
 
 
 def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
@@ -61,7 +62,7 @@ def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
     if run_id:
         c.update_run(run_id, status="RUNNING")
         return run_id
-    run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
+    run = c.create_run(experiment_id(c, experiment, uri), run_name=run_name, tags=tags)
     log_params(c, run.info.run_id, params)
     return run.info.run_id
 
@@ -107,7 +108,7 @@ class MlflowTrials(Callback):
             return self._runs[tid]
         c = self.client
         if self._exp_id is None:
-            self._exp_id = experiment_id(c, self.experiment)
+            self._exp_id = experiment_id(c, self.experiment, self.uri)
         exp_id = self._exp_id
         found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and "
                                                       f"tags.`mlflow.parentRunId` = '{self.parent}'")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from ._contract import TrialSide
+from ._paths import mlflow_uri, shown
 from ._space import grid_points, preview_configs
-from ._spec import SpecError, dump_spec, load_spec, resolve
+from ._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 
 EXIT_USAGE = 2
 
@@ -106,15 +108,13 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
           f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
-    print(f"  results:     {result.out_dir} (trials.csv, study.json)")
+    print(f"  results:     {shown(result.out_dir)} (trials.csv, study.json)")
     if result.best:
         print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
-        print(f"  best config: {result.out_dir / 'best.yaml'}")
+        print(f"  best config: {shown(result.out_dir / 'best.yaml')}")
     else:
         print("  best:        none (no trial produced a metric)")
     if result.parent_run_id:
-        from ._runner import mlflow_uri
-
         print(f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
               f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
 
@@ -135,7 +135,7 @@ def _final_summary(summary: dict[str, Any]) -> None:
               f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
               f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
               f"{c['train_seconds_total']:.0f} s training")
-    print(f"  models and metrics: {summary['out_dir']}")
+    print(f"  models and metrics: {shown(Path(summary['out_dir']))}")
 
 
 def eval_parser() -> argparse.ArgumentParser:
@@ -152,7 +152,6 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     import json
-    from pathlib import Path
 
     args = eval_parser().parse_args(argv)
     backend = _backend()
@@ -162,11 +161,14 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             if not (Path(args.model_dir) / name).is_file():
                 raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
         spec = load_spec(spec_file, backend, args.overrides)
-        pools = backend.prepare(spec)
-        out = backend.reevaluate(Path(args.model_dir), pools, spec["data"], args.split)
+        # New labelled images (--set data.root=DIR) are checked whole, without the training data.
+        new_root = any(parse_override(o, str(spec_file))[0] == "data.root" for o in args.overrides)
+        model_dir = Path(args.model_dir)
+        pools, splits = backend.eval_set(model_dir, spec["data"], args.split, new_root)
+        out = backend.reevaluate(model_dir, pools, spec["data"], args.split, splits)
         if args.explain > 0:
-            out["explain_dir"] = str(backend.explain(Path(args.model_dir), pools, spec["data"], args.explain,
-                                                     args.split))
+            out["explain_dir"] = str(backend.explain(model_dir, pools, spec["data"], args.explain, args.split,
+                                                     splits))
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-eval", str(spec_file), err)
     print(json.dumps(out, indent=2))

@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._files import read_json
+from ._paths import tracking_uri
+from ._schema import SpecError
+
 EXIT_USAGE = 2
 
 
@@ -27,9 +31,10 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
     p = Path(source)
     for cand in (p / "final" / "metrics.json", p / "metrics.json"):
         if cand.is_file():
-            data = json.loads(cand.read_text())
+            data = read_json(cand, "metrics file")
             if "summary" in data:
-                return data
+                # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
+                return {**data, "out_dir": str(cand.parent.resolve())}
     if p.exists():
         raise CompareError(f"{source}: no final/metrics.json (run tune-run {p / 'best.yaml'} --final first)")
     from ._tracking import client_for
@@ -55,7 +60,9 @@ def load_fraction_study(source: str) -> Any:
     p = Path(source)
     if not (p / "trials.csv").is_file() or not (p / "study.json").is_file():
         return None
-    spec = json.loads((p / "study.json").read_text())["spec"]
+    spec = read_json(p / "study.json", "study file").get("spec")
+    if not isinstance(spec, dict):
+        raise CompareError(f"{p / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
     df = pd.read_csv(p / "trials.csv")
     if FRACTION not in spec["space"] or FRACTION not in df.columns:
         return None
@@ -261,15 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if frame is not None:
                 curves.append(frame)
             else:
-                studies.append(load_final(src, args.mlflow_uri))
-    except CompareError as err:
+                studies.append(load_final(src, tracking_uri(args.mlflow_uri)))
+    except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
         out = Path(s.get("out_dir", ""))
         seed_file = out / str(s["seeds"][0]) / "metrics.json" if s.get("seeds") else None
         if seed_file and seed_file.is_file():
-            s["confusion_matrix"] = json.loads(seed_file.read_text())["test"]["confusion_matrix"]
+            s["confusion_matrix"] = read_json(seed_file, "metrics file").get("test", {}).get("confusion_matrix")
     print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None))
     print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from search.compare import table_rows, write_reports
+import json
+
+from search.compare import main, table_rows, write_reports
 
 
 def summary(name, model, frac, acc, lat):
@@ -34,3 +36,14 @@ def test_fraction_plot_only_when_studies_vary_it(tmp_path):
     write_reports(varied, tmp_path / "varied")
     assert (tmp_path / "varied" / "fraction.png").stat().st_size > 1000
     assert "![fraction.png](fraction.png)" in (tmp_path / "varied" / "report.md").read_text()
+
+
+def test_a_moved_study_folder_keeps_its_seed_results(tmp_path, monkeypatch):
+    final = tmp_path / "moved" / "final"
+    (final / "0").mkdir(parents=True)
+    recorded = {**summary("moved", "cnn", 1.0, 0.8, 1.0), "seeds": [0], "out_dir": "/elsewhere/runs/moved/final"}
+    (final / "metrics.json").write_text(json.dumps(recorded))
+    (final / "0" / "metrics.json").write_text(json.dumps({"test": {"confusion_matrix": [[3, 1], [0, 4]]}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["moved", "--out", "cmp"]) == 0
+    assert (tmp_path / "cmp" / "confusion.png").stat().st_size > 1000

@@ -104,6 +104,15 @@ def test_streamed_pool_decodes_the_same_pixels_on_demand(tmp_path, monkeypatch):
     assert not load_pools({**base, "max_memory_gb": 4000 / 2**30}).streamed
 
 
+def test_streamed_files_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    # Ray runs each trial in its own folder: a relative data.root must not reach the trials as relative paths.
+    make_image_tree(tmp_path / "a", {"cat": 2, "dog": 2}, size=8)
+    monkeypatch.chdir(tmp_path)
+    st = load_pools({**DATA, "dataset": "imagefolder", "root": "a", "image_size": 8, "storage": "stream"})
+    monkeypatch.chdir(tmp_path / "a" / "cat")
+    assert st.train_x[np.arange(4)].shape == (4, 3, 8, 8)
+
+
 def test_load_cap_reads_a_balanced_seeded_subsample(tmp_path, monkeypatch):
     monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"coin": 9, "other": 30}, size=10)

@@ -7,13 +7,13 @@ orchestration package (``search``) calls.
 from ._backend import apply_config, check, describe, infeasible, prepare, section_schemas, smoke, tags
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import METRICS, fit
-from .final import reevaluate
+from .final import eval_set, reevaluate
 
 
-def explain(model_dir, pools, data, n, split="test"):  # noqa: ANN001, ANN201  (imports grad-cam lazily)
+def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
     from .explain import explain as _explain
 
-    return _explain(model_dir, pools, data, n, split)
+    return _explain(model_dir, pools, data, n, split, splits=splits)
 from .models import WeightsNotFound, create_model, list_models
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
@@ -33,6 +33,6 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
 
 
 __all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "create_model",
-           "describe", "explain", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+           "describe", "eval_set", "explain", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas",
            "smoke", "tags"]

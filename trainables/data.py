@@ -325,7 +325,7 @@ def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool) -
 
 
 def _folder_tree(data: dict[str, Any], name: str) -> Pools:
-    root = Path(data["root"]).expanduser()
+    root = Path(data["root"]).expanduser().resolve()  # streamed paths are read in trials' own working folders
     if not root.is_dir():
         raise DataError(f"data.root: {str(root)!r} is not a folder")
     cap, seed = data.get("load_max_per_class"), int(data.get("split_seed", 0))
@@ -343,6 +343,49 @@ def _folder_tree(data: dict[str, Any], name: str) -> Pools:
         tx, ty = _pool(root / "test", test_items, size, stream)
         return Pools(name, classes, x, y, tx, ty)
     return Pools(name, classes, x, y)
+
+
+def relabel(pools: Pools, classes: list[str], where: str) -> Pools:
+    """``pools`` with its labels in the order of ``classes`` (a model's); DataError naming the classes that differ."""
+    if pools.classes == classes:
+        return pools
+    extra = sorted(set(pools.classes) - set(classes))
+    missing = sorted(set(classes) - set(pools.classes))
+    if extra or missing:
+        raise DataError(f"{where}: classes do not match the model's: not in the model {extra}, missing {missing} "
+                        f"(the model knows {classes})")
+    order = np.asarray([classes.index(c) for c in pools.classes], np.int64)
+    return Pools(pools.name, list(classes), pools.train_x, order[pools.train_y],
+                 pools.test_x, None if pools.test_y is None else order[pools.test_y])
+
+
+def split_folder(root: str | Path, split: str) -> Path | None:
+    """The class-per-folder tree under ``root`` that is all of ``split``: ``root/<split>/``, else ``root``
+    itself when it is one plain class tree; None for anything else (a pickle layout, a train/ + test/
+    tree without that split), which the dataset's own loader and splits handle."""
+    root = Path(root).expanduser().resolve()
+    if (root / split).is_dir():
+        return root / split
+    if not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
+        return None
+    return root if _list_images(root)[1] else None
+
+
+def load_folder(folder: Path, size: int, in_chans: int, data: dict[str, Any]) -> Pools:
+    """Every image under a class-per-folder ``folder``, decoded at ``size`` with ``in_chans`` channels, as
+    the train pool (``whole_splits`` makes all of it any split)."""
+    classes, items = _listed(folder)
+    stream = in_chans == 3 and streams(data, len(items) * 3 * size * size)
+    x, y = _pool(folder, items, size, stream)
+    if in_chans == 1:  # a greyscale model (digits): ITU-R 601 luma, as PIL's "L" mode
+        x = np.tensordot(np.array([0.299, 0.587, 0.114]), x.astype(np.float32), axes=([0], [1]))
+        x = np.clip(np.rint(x), 0, 255).astype(np.uint8)[:, None]
+    return Pools(f"folder {folder}", classes, x, y)
+
+
+def whole_splits(pools: Pools) -> Splits:
+    every = np.arange(len(pools.train_y))
+    return Splits(every, every, every, True)
 
 
 # --------------------------------------------------------------------------- splits

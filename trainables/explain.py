@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Pools, make_splits
+from .data import Pools, Splits, make_splits
 from .engine import Batcher, as_tensor, pixels, take, two_logits
 from .metrics import predict_labels
 
@@ -51,7 +51,7 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: str = "test",
-            out_dir: Path | None = None) -> Path:
+            out_dir: Path | None = None, splits: Splits | None = None) -> Path:
     """Write ``n`` overlays of ``split`` images (true / predicted class in the name) and index.csv."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -63,7 +63,7 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
     model, spec, meta = load_model(model_dir)
     model.eval()
     device = next(model.parameters()).device
-    splits = make_splits(pools, data)
+    splits = splits or make_splits(pools, data)
     idx = getattr(splits, split)[:n]
     from_train = split != "test" or splits.test_from_train
     x = pixels(pools.train_x if from_train else pools.test_x)

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from .cost import measure_cost
-from .data import DataError, Pools, make_splits
+from .data import Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
 from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device
 from .metrics import bootstrap_interval, classification_metrics, predict_labels
 from .models import create_model
@@ -132,13 +132,30 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[tor
     return model.to(device), spec, meta
 
 
-def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test") -> dict[str, Any]:
-    """Metrics of a saved final model on ``split`` of ``pools`` (any dataset with the same classes)."""
+def eval_set(model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Pools, Splits]:
+    """The images a saved model is re-checked on, labelled in the model's class order.
+
+    A new ``data.root`` that holds ``<split>/`` class folders, or is one plain class tree, is all of
+    ``split``: every image, decoded at the model's size, without the training data. Otherwise the
+    spec's dataset and its splits, as in training.
+    """
+    meta = json.loads((model_dir / "meta.json").read_text())
+    folder = split_folder(data["root"], split) if new_root and data.get("root") else None
+    if folder is None:
+        pools = load_pools(data)
+        return relabel(pools, meta["classes"], "data"), make_splits(pools, data)
+    pools = load_folder(folder, int(meta["image_size"]), int(meta["in_chans"]), data)
+    return relabel(pools, meta["classes"], f"data.root: {folder}"), whole_splits(pools)
+
+
+def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test",
+               splits: Splits | None = None) -> dict[str, Any]:
+    """Metrics of a saved final model on ``split`` of ``pools`` (any dataset with the same classes);
+    ``splits`` default to the spec's (``data``)."""
     model, spec, meta = load_model(model_dir)
-    if pools.classes != meta["classes"]:
-        raise DataError(f"data: classes {pools.classes[:5]}… do not match the model's {meta['classes'][:5]}…")
+    pools = relabel(pools, meta["classes"], "data")
     device = next(model.parameters()).device
-    splits = make_splits(pools, data)
+    splits = splits or make_splits(pools, data)
     res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], device,
                     device.type == "cuda" and spec["train"].get("precision", "auto") != "fp32")
     f = spec.get("final") or {}
