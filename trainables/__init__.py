@@ -8,6 +8,7 @@ from ._backend import apply_config, check, describe, infeasible, prepare, sectio
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import fit
 from .final import reevaluate
+from .resources import gpu_hours
 
 
 def explain(model_dir, pools, data, n, split="test"):  # noqa: ANN001, ANN201  (imports grad-cam lazily)
@@ -32,5 +33,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["USER_ERRORS", "DataError", "explain", "Pools", "WeightsNotFound", "apply_config", "check", "describe", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+__all__ = ["USER_ERRORS", "DataError", "explain", "Pools", "WeightsNotFound", "apply_config", "check", "describe", "create_model", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas"]
