@@ -103,7 +103,42 @@ def test_same_seed_same_final_metrics(final_run, tmp_path):
     m2 = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
     assert m2["test"]["accuracy"] == m["test"]["accuracy"]
     assert m2["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
-    assert [h["val_loss"] for h in m2["history"]] == [h["val_loss"] for h in m["history"]]
+    assert [h["train_loss"] for h in m2["history"]] == [h["train_loss"] for h in m["history"]]
+
+
+def test_final_on_train_val_holds_nothing_out(tmp_path):
+    """train+val: no val_* metric anywhere (it would be measured on training images), and the fixed number
+    of epochs even with early stopping set (it would stop on that in-sample "validation")."""
+    spec = resolve({
+        "experiment": {"name": "tv"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "lr": 5.0, "early_stopping": 1,
+                  "schedule": "plateau", "plateau_patience": 0},
+        "final": {"epochs": 4, "bootstrap": 20},
+    }, trainables)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    saved = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]  # final.epochs, not train.epochs, all of them
+    assert not any(k.startswith("val_") or k == "early_stopped" for h in saved["history"] for k in h)
+    assert saved["training"] == {"train_on": "train+val", "validation": False, "epochs": 4,
+                                 "epochs_from": "final.epochs", "early_stopping": 0,
+                                 "schedule_monitor": "train_loss"}
+    assert (tmp_path / "0" / "curves.png").is_file() and m["history"] == saved["history"]
+
+
+def test_final_on_train_keeps_real_validation(tmp_path):
+    spec = resolve({
+        "experiment": {"name": "t"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "early_stopping": 3},
+        "final": {"train_on": "train", "bootstrap": 20},
+    }, trainables)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    assert all("val_loss" in h and "val_acc" in h for h in m["history"]) and len(m["history"]) == 2
+    assert m["training"] == {"train_on": "train", "validation": True, "epochs": 2, "epochs_from": "train.epochs",
+                             "early_stopping": 3, "schedule_monitor": "val_loss"}
 
 
 def test_reevaluate_refuses_other_classes(final_run):
