@@ -161,6 +161,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             if not (Path(args.model_dir) / name).is_file():
                 raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
         spec = load_spec(spec_file, backend, args.overrides)
+        meta = json.loads((Path(args.model_dir) / "meta.json").read_text())
+        if meta.get("positive_class"):  # the class order the model was trained with: its output 1 is this class
+            spec["data"]["positive_class"] = meta["positive_class"]
         pools = backend.prepare(spec)
         out = backend.reevaluate(Path(args.model_dir), pools, spec["data"], args.split)
         if args.explain > 0:

@@ -144,3 +144,21 @@ def test_shared_cifar_tree(cifar_root, tmp_path, monkeypatch):
 def test_pools_are_plain_arrays():
     p = Pools("x", ["a"], np.zeros((2, 3, 4, 4), np.uint8), np.zeros(2, np.int64))
     assert p.in_chans == 3 and p.image_size == 4
+
+
+def test_positive_class_becomes_class_one_in_both_pools(tmp_path, monkeypatch):
+    """coin/ sorts before other/; positive_class: coin makes coin class 1, labels remapped in train and test."""
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"coin": 4, "other": 6}, size=8, split="train")
+    make_image_tree(tmp_path / "t", {"coin": 3, "other": 2}, size=8, split="test", seed=1)
+    base = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t")}
+    sorted_order = load_pools(base)
+    p = load_pools({**base, "positive_class": "coin"})
+    assert sorted_order.classes == ["coin", "other"] and p.classes == ["other", "coin"]
+    assert list(np.bincount(p.train_y)) == [6, 4] and list(np.bincount(p.test_y)) == [2, 3]
+    assert np.array_equal(p.train_x, sorted_order.train_x) and np.array_equal(p.train_y, 1 - sorted_order.train_y)
+    assert load_pools({**base, "positive_class": "other"}).classes == ["coin", "other"]  # already class 1
+    with pytest.raises(DataError, match=r"data.positive_class: 'coins' is not a class; classes: coin, other"):
+        load_pools({**base, "positive_class": "coins"})
+    with pytest.raises(DataError, match="binary tasks only"):
+        load_pools({**DATA, "positive_class": "3"})

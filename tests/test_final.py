@@ -184,3 +184,45 @@ def test_threshold_rules(backend):
         resolve({**base, "final": {"threshold": 1.5}}, backend)
     with pytest.raises(SpecError, match="or 'tune'"):
         resolve({**base, "final": {"threshold": "auto"}}, backend)
+
+
+def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsys):
+    """coin/ + other/ with positive_class: coin: the reported recall is the share of coin images (found by
+    their folder, not their label) predicted coin; meta.json and re-evaluation keep that order."""
+    from tests.conftest import make_image_tree
+    from trainables.engine import FitResult, predict_split
+    from trainables.final import load_model
+    from trainables.metrics import predict_labels
+
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"coin": 30, "other": 40}, size=8)
+    spec = resolve({
+        "experiment": {"name": "coins"},
+        "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "positive_class": "coin"},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "loss": "bce", "threshold": 0.6},
+        "final": {"bootstrap": 20},
+    }, trainables)
+    pools = trainables.prepare(spec)
+    assert "2 classes (positive: coin)" in trainables.describe(pools)
+    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)["test"]
+    meta = json.loads((tmp_path / "0" / "meta.json").read_text())
+    assert m["positive_class"] == meta["positive_class"] == "coin" and meta["classes"] == ["other", "coin"]
+    # By hand: coin files are the first 30 of the listing (coin/ sorts first), whatever their label.
+    model, _, meta = load_model(tmp_path / "0")
+    splits = trainables.make_splits(pools, spec["data"])
+    res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], next(model.parameters()).device,
+                    False)
+    logits, _ = predict_split(res, pools, "test")
+    coin_files = splits.test < 30
+    pred = predict_labels(logits, 0.6)
+    assert m["recall"] == pytest.approx(float((pred[coin_files] == meta["classes"].index("coin")).mean()))
+    assert m["recall"] == m["per_class_recall"]["coin"]
+    assert reevaluate(tmp_path / "0", pools, spec["data"])["recall"] == m["recall"]
+    # tune-eval reads the class order from meta.json: the model's output 1 is coin, whatever --set says.
+    from search.cli import eval_main
+
+    capsys.readouterr()
+    assert eval_main([str(tmp_path / "0"), "--set", "data.positive_class=other"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["positive_class"] == "coin" and out["recall"] == m["recall"]

@@ -135,7 +135,23 @@ def load_pools(data: dict[str, Any]) -> Pools:
     name = data["dataset"]
     if name not in _LOADERS:
         raise DataError(f"data.dataset: unknown dataset {name!r}; allowed: {', '.join(list_datasets())}")
-    return _LOADERS[name](data)
+    return with_positive_class(_LOADERS[name](data), data.get("positive_class"))
+
+
+def with_positive_class(pools: Pools, positive: str | None) -> Pools:
+    """A binary task's classes ordered so ``positive`` is class 1 — the class that thresholds (P(class 1)),
+    AUC and the positive-class precision/recall/F1 refer to — with both pools' labels remapped alike.
+    None keeps the sorted order: the second class is positive."""
+    if positive is None:
+        return pools
+    if positive not in pools.classes:
+        raise DataError(f"data.positive_class: {positive!r} is not a class; classes: {', '.join(pools.classes)}")
+    if pools.num_classes != 2:
+        raise DataError(f"data.positive_class: binary tasks only (2 classes), got {pools.num_classes} classes")
+    if pools.classes[1] == positive:
+        return pools
+    return Pools(pools.name, pools.classes[::-1], pools.train_x, 1 - pools.train_y, pools.test_x,
+                 None if pools.test_y is None else 1 - pools.test_y)
 
 
 @register_dataset("digits")
@@ -414,6 +430,8 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "workers": (int, 4),                    # streaming only: decoding processes per trial (in-memory: none)
     "val_max_per_class": (int, None),       # cap on validation images per class
     "split_seed": (int, 0),                 # every split above
+    "positive_class": (str, None),          # binary tasks: the class that is class 1 (thresholds, recall,
+                                            # AUC); None = the second of the sorted class names
     "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split
     "std": (list, None),
     "num_classes": (int, 10),               # synthetic only
