@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,17 +299,35 @@ def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tup
     for path, c in items:
         st = os.stat(path)
         h.update(f"{path}|{c}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.pkl"
-    if cache.is_file():
-        with open(cache, "rb") as f:
-            return pickle.load(f)
+    cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.npz"
+    shape = (len(items), 3, size, size)
+    cached = _read_cache(cache, shape)
+    if cached is not None:
+        return cached
     x, y = _decode(items, size)
+    _write_cache(cache, x, y)
+    return x, y
+
+
+def _read_cache(cache: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None when the file is missing or not what we wrote: plain uint8 pixels of
+    ``shape`` and int64 labels. Never unpickles (a replaced file must not run code): it is then decoded again."""
+    try:
+        with np.load(cache, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
+        return None
+    if x.dtype != np.uint8 or x.shape != shape or y.dtype != np.int64 or y.shape != shape[:1]:
+        return None
+    return x, y
+
+
+def _write_cache(cache: Path, x: np.ndarray, y: np.ndarray) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        pickle.dump((x, y), f, protocol=5)
+        np.savez(f, x=x, y=y)  # arrays only: no pickle in the file
     os.replace(tmp, cache)  # atomic: a concurrent reader never sees half a file
-    return x, y
 
 
 def available_memory() -> int:
