@@ -441,7 +441,7 @@ class Run:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     autocast: bool
     threshold: float                     # binary tasks' decision threshold on P(class 1); else 0.5
-    validate: bool                       # False when training on train + validation: nothing is held out
+    held_out: bool                       # a validation split exists (False when training on train + validation)
     mean: list[float]
     std: list[float]
     size: int
@@ -449,12 +449,12 @@ class Run:
     @property
     def early_stopping(self) -> int:
         """Patience in epochs (0 = off): without held-out data there is nothing to stop on."""
-        return int(self.spec["train"].get("early_stopping", 0)) if self.validate else 0
+        return int(self.spec["train"].get("early_stopping", 0)) if self.held_out else 0
 
     @property
     def monitor(self) -> str:
-        """The loss the plateau schedule (and early stopping) watch: validation's, else training's."""
-        return "val_loss" if self.validate else "train_loss"
+        """The loss the plateau schedule watches: validation's, else training's."""
+        return "val_loss" if self.held_out else "train_loss"
 
 
 @dataclass
@@ -528,7 +528,7 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
                sched=build_schedule(opt, t), loss_fn=make_loss(t, weight),
                autocast=t["precision"] == "bf16" or (t["precision"] == "auto" and device.type == "cuda"),
                threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
-               validate=not merge_val, mean=mean, std=std, size=size)
+               held_out=not merge_val, mean=mean, std=std, size=size)
 
 
 def checkpoint(run: Run, progress: Progress) -> dict[str, Any]:
@@ -631,7 +631,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
             trained = train_epoch(run, epoch, first=epoch == start)
             compile_s = trained.pop("compile_s", None)
             metrics = {"epoch": epoch + 1, **{k: trained[k] for k in ("train_loss", "train_acc")}}
-            if run.validate:
+            if run.held_out:
                 metrics.update(validate(run))
             metrics["lr"] = run.opt.param_groups[0]["lr"]
             step_schedule(run, metrics)
