@@ -549,9 +549,17 @@ def restore(run: Run, state: dict[str, Any]) -> Progress:
                     int(state.get("bad_epochs", 0)))
 
 
-def train_epoch(run: Run, epoch: int, first: bool) -> dict[str, float]:
-    """One pass over the training split: train_loss, train_acc, images_per_s (and compile_s on the
-    compiled run's ``first`` epoch, kept out of images/s)."""
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images_per_s: float
+    compile_s: float = 0.0  # the compiled run's first step (kept out of images/s)
+
+
+def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
+    """One pass over the training split (``first``: the first epoch this process runs, where a compiled
+    model pays for compilation)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
@@ -590,11 +598,8 @@ def train_epoch(run: Run, epoch: int, first: bool) -> dict[str, float]:
     if device.type == "cuda":
         torch.cuda.synchronize()
     n = len(perm)
-    out_metrics = {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n,
-                   "images_per_s": n / max(time.perf_counter() - t0 - compile_s, 1e-9)}
-    if compile_s:
-        out_metrics["compile_s"] = compile_s
-    return out_metrics
+    return EpochStats(loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9),
+                      compile_s)
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -629,15 +634,12 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         for epoch in range(start, int(spec["train"]["epochs"])):
             t0 = time.perf_counter()
             trained = train_epoch(run, epoch, first=epoch == start)
-            compile_s = trained.pop("compile_s", None)
-            metrics = {"epoch": epoch + 1, **{k: trained[k] for k in ("train_loss", "train_acc")}}
-            if run.held_out:
-                metrics.update(validate(run))
-            metrics["lr"] = run.opt.param_groups[0]["lr"]
+            metrics = {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
+                       **(validate(run) if run.held_out else {}), "lr": run.opt.param_groups[0]["lr"]}
             step_schedule(run, metrics)
-            metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained["images_per_s"])
-            if compile_s:
-                metrics["compile_s"] = compile_s
+            metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
+            if trained.compile_s:
+                metrics["compile_s"] = trained.compile_s
             stop = progress.record(metrics, run.early_stopping)
             release_host_memory()
             if on_epoch is not None:
