@@ -76,7 +76,7 @@ def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, s
     return m, logits, labels
 
 
-def training_record(spec: dict[str, Any], f: dict[str, Any], res: FitResult) -> dict[str, Any]:
+def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
     """How the final model was trained: on what, for how many epochs and why, and what stopping and the
     plateau schedule could watch (train+val holds nothing out, so no early stopping, no val_* metrics)."""
     return {"train_on": f.get("train_on", "train+val"), "validation": len(res.splits.val) > 0,
@@ -107,7 +107,7 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
                                                          "gpu_hours": gpu_hours(res.train_seconds, gpu,
                                                                                 res.device.type == "cuda")},
                "device": _device_name(res.device), "torch": torch.__version__,
-               "train_images": int(len(res.splits.train)), "training": training_record(spec, f, res),
+               "train_images": int(len(res.splits.train)), "training": training_record(f, res),
                "history": res.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_per_class(out_dir / "per_class.csv", test)
