@@ -64,6 +64,9 @@ class TrialSide(Protocol):
     def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str) -> Any:
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
 
+    def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
+        """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""
+
     # --- saved models
     def eval_set(self, model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Any, Any]:
         """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""

@@ -124,7 +124,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
         write_best(out / "best.yaml", spec, best, chosen, metric, backend, parent)
     record.update(finished=_now(), trials=len(rows),
-                  budget=_budget(rows, collected, spec["resources"]["gpu"]),
+                  budget=_budget(rows, collected, spec["resources"]["gpu"], backend.gpu_hours),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
     state_file.write_text(json.dumps(record, indent=2, default=str))
@@ -215,10 +215,13 @@ def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) ->
         res["cpu"] = float(cpus)
 
 
-def _budget(rows: list[dict[str, Any]], trials: list[dict[str, Any]], gpu: float) -> dict[str, float]:
-    """What the search spent: epochs, trial wall time, and GPU-hours (time x GPUs held per trial)."""
+def _budget(rows: list[dict[str, Any]], trials: list[dict[str, Any]], gpu: float,
+            gpu_hours: Any) -> dict[str, float]:
+    """What the search spent: epochs, trial wall time, and GPU-hours by the trial side's rule (final
+    training counts its own by the same one)."""
     seconds = sum(float(t.get("seconds") or 0) for t in trials)
-    return {"epochs": sum(int(r["epochs"]) for r in rows), "trial_seconds": seconds, "gpu_hours": seconds * gpu / 3600}
+    return {"epochs": sum(int(r["epochs"]) for r in rows), "trial_seconds": seconds,
+            "gpu_hours": gpu_hours(seconds, gpu, gpu > 0)}
 
 
 def _now() -> str:

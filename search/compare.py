@@ -161,13 +161,15 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
 
     out: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for s in studies:  # validation accuracy per epoch, mean over seeds
+    for s in studies:  # accuracy per epoch, mean over seeds
         hists = [h for h in s.get("history", {}).values() if h]
         if hists:
             n = min(len(h) for h in hists)
-            ax.plot(range(1, n + 1), np.mean([[e["val_acc"] for e in h[:n]] for h in hists], axis=0),
-                    label=s["experiment"])
-    ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title="Learning curves")
+            # Final runs on train+val hold nothing out: they have train_acc only, and are labelled so.
+            key = "val_acc" if all("val_acc" in e for h in hists for e in h[:n]) else "train_acc"
+            ax.plot(range(1, n + 1), np.mean([[e[key] for e in h[:n]] for h in hists], axis=0),
+                    label=f"{s['experiment']} ({key})")
+    ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="Learning curves")
     ax.legend()
     out["curves.png"] = _png(fig)
     plt.close(fig)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,14 @@ import trainables
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
-# Keep every cache a test writes inside the test session.
-os.environ.setdefault("TUNE_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "tune-run-test-cache"))
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every cache a test writes lives in a fresh folder of this test session — not one shared by all
+    sessions on the host, whose files anyone could replace — for this process and those it starts."""
+    cache = tempfile.mkdtemp(prefix="tune-run-test-cache-")
+    os.environ["TUNE_CACHE_DIR"] = cache  # console scripts and Ray workers read it at import
+    trainables.data.CACHE_DIR = Path(cache)  # this process imported trainables.data already
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 @pytest.fixture

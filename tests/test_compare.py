@@ -47,3 +47,11 @@ def test_a_moved_study_folder_keeps_its_seed_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["moved", "--out", "cmp"]) == 0
     assert (tmp_path / "cmp" / "confusion.png").stat().st_size > 1000
+
+
+def test_learning_curves_plot_what_final_runs_measured(tmp_path):
+    """Final runs on train+val have no val_acc: the curve plots (and names) their train_acc instead."""
+    s = summary("tv", "cnn", 1.0, 0.8, 1.0)
+    s["history"] = {0: [{"train_loss": 1.0, "train_acc": 0.5}, {"train_loss": 0.5, "train_acc": 0.9}]}
+    write_reports([s, summary("v", "vit", 1.0, 0.7, 2.0)], tmp_path)
+    assert (tmp_path / "curves.png").stat().st_size > 1000

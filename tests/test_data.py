@@ -153,3 +153,60 @@ def test_shared_cifar_tree(cifar_root, tmp_path, monkeypatch):
 def test_pools_are_plain_arrays():
     p = Pools("x", ["a"], np.zeros((2, 3, 4, 4), np.uint8), np.zeros(2, np.int64))
     assert p.in_chans == 3 and p.image_size == 4
+
+
+def test_positive_class_becomes_class_one_in_both_pools(tmp_path, monkeypatch):
+    """coin/ sorts before other/; positive_class: coin makes coin class 1, labels remapped in train and test."""
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"coin": 4, "other": 6}, size=8, split="train")
+    make_image_tree(tmp_path / "t", {"coin": 3, "other": 2}, size=8, split="test", seed=1)
+    base = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t")}
+    sorted_order = load_pools(base)
+    p = load_pools({**base, "positive_class": "coin"})
+    assert sorted_order.classes == ["coin", "other"] and p.classes == ["other", "coin"]
+    assert list(np.bincount(p.train_y)) == [6, 4] and list(np.bincount(p.test_y)) == [2, 3]
+    assert np.array_equal(p.train_x, sorted_order.train_x) and np.array_equal(p.train_y, 1 - sorted_order.train_y)
+    assert load_pools({**base, "positive_class": "other"}).classes == ["coin", "other"]  # already class 1
+    with pytest.raises(DataError, match=r"data.positive_class: 'coins' is not a class; classes: coin, other"):
+        load_pools({**base, "positive_class": "coins"})
+    with pytest.raises(DataError, match="binary tasks only"):
+        load_pools({**DATA, "positive_class": "3"})
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that a cache file ran code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_decode_cache_holds_arrays_only_and_a_replaced_file_is_never_run(tmp_path, monkeypatch):
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"a": 3, "b": 4}, size=8)
+    data = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t")}
+    first = load_pools(data)
+    (cache,) = (tmp_path / "cache" / "imagefolder").iterdir()
+    with np.load(cache, allow_pickle=False) as f:  # plain arrays, readable without pickle
+        assert np.array_equal(f["x"], first.train_x) and np.array_equal(f["y"], first.train_y)
+    marker = tmp_path / "ran"
+    for payload in (pickle.dumps(_Payload(str(marker))), pickle.dumps((first.train_x, first.train_y)), b"junk"):
+        cache.write_bytes(payload)
+        again = load_pools(data)
+        assert not marker.exists()  # refused, not executed
+        assert np.array_equal(again.train_x, first.train_x) and np.array_equal(again.train_y, first.train_y)
+        with np.load(cache, allow_pickle=False) as f:  # decoded again and rewritten as arrays
+            assert np.array_equal(f["x"], first.train_x)
+    assert not list(cache.parent.glob("*.tmp*"))  # written atomically: no temp file left behind
+
+
+def test_tests_use_a_cache_of_their_own():
+    import os
+
+    from trainables import data
+
+    assert os.environ["TUNE_CACHE_DIR"] == str(data.CACHE_DIR) and "tune-run-test-cache-" in str(data.CACHE_DIR)

@@ -51,22 +51,25 @@ def test_same_seed_same_metrics_on_cpu(setup):
     assert strip(fit(other, pools).history) != strip(a)
 
 
-def test_resume_from_checkpoint_equals_uninterrupted(setup):
-    """A run stopped after epoch 1 and resumed from its state ends exactly where a straight run ends."""
+def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
+    """A run stopped after epoch 1 and resumed from its saved checkpoint ends exactly where a straight run
+    ends — with dropout and augmentation drawing random numbers all along."""
     spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["model"]["dropout"] = 0.3
+    assert spec["data"]["augment"]["hflip"] > 0 and spec["data"]["augment"]["pad_crop"] > 0
     straight = fit(spec, pools).history
-    saved = {}
 
     def grab(metrics, get_state):
-        if metrics["epoch"] == 1:
-            saved.update(copy.deepcopy(get_state()))
+        if metrics["epoch"] == 1:  # written and read back as the Ray adapter does
+            torch.save(get_state(), tmp_path / "state.pt")
 
     fit(spec, pools, on_epoch=grab)
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
     resumed = fit(spec, pools, state=saved).history
     assert [m["epoch"] for m in resumed] == [1, 2, 3]
-    for a, b in zip(straight[1:], resumed[1:]):
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in straight]
 
 
 def test_augment_identity_when_off_and_changes_when_on():
@@ -188,6 +191,26 @@ def test_frozen_weights_do_not_move_in_training(setup):
     res = fit(s, pools)
     assert torch.equal(res.model[0].weight.cpu(), before[0].weight)  # a frozen conv: unchanged
     assert not torch.equal(res.model[-1].weight.cpu(), before[-1].weight)  # the head: trained
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics(setup):
+    """Freezing half the CNN freezes its first two conv/BN pairs: their BN buffers stay as built over an
+    epoch of training, while the unfrozen third BN layer keeps learning its statistics."""
+    spec, pools = setup
+    s = copy.deepcopy(spec)
+    s["model"]["freeze"] = 0.5
+    s["train"]["epochs"] = 1
+    res = fit(s, pools)
+    fresh = torch.nn.BatchNorm2d(1)
+    for i in (1, 5):  # frozen
+        bn = res.model[i]
+        assert torch.equal(bn.running_mean.cpu(), torch.zeros_like(bn.running_mean.cpu()))
+        assert torch.equal(bn.running_var.cpu(), torch.ones_like(bn.running_var.cpu()))
+        assert int(bn.num_batches_tracked) == int(fresh.num_batches_tracked) == 0
+    trained = res.model[9]
+    assert not torch.equal(trained.running_mean.cpu(), torch.zeros_like(trained.running_mean.cpu()))
+    assert not torch.equal(trained.running_var.cpu(), torch.ones_like(trained.running_var.cpu()))
+    assert int(trained.num_batches_tracked) == -(-len(res.splits.train) // s["train"]["batch_size"])
 
 
 def test_balanced_class_weights():
@@ -332,3 +355,28 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
         assert pools.streamed
         got = fit(s, pools)
         assert [[h[k] for k in keys] for h in got.history] == [[h[k] for k in keys] for h in ref.history]
+
+
+def test_streamed_loader_workers_persist_across_epochs(tmp_path):
+    """One loader per trial: the same worker processes decode every pass (training epochs and evaluation)."""
+    from tests.conftest import make_image_tree
+    from trainables.data import load_pools
+    from trainables.engine import Batcher, as_tensor
+
+    make_image_tree(tmp_path / "t", {"a": 10, "b": 10}, size=8)
+    data = resolve({"experiment": {"name": "w"}, "model": {"name": "cnn"},
+                    "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "storage": "stream"}},
+                   trainables)["data"]
+    pools = load_pools(data)
+    batcher = Batcher(pools.train_x, as_tensor(pools.train_y), 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"),
+                      False, workers=2)
+    seen = []
+    try:
+        for epoch in range(3):
+            order = torch.randperm(20, generator=torch.Generator().manual_seed(epoch))
+            got = list(batcher.batches(order, 6))
+            assert torch.equal(torch.cat([y for _, y in got]), as_tensor(pools.train_y)[order])
+            seen.append(sorted(w.pid for w in batcher._loader._iterator._workers))
+        assert len(seen[0]) == 2 and seen[0] == seen[1] == seen[2]
+    finally:
+        batcher.close()

@@ -103,7 +103,42 @@ def test_same_seed_same_final_metrics(final_run, tmp_path):
     m2 = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
     assert m2["test"]["accuracy"] == m["test"]["accuracy"]
     assert m2["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
-    assert [h["val_loss"] for h in m2["history"]] == [h["val_loss"] for h in m["history"]]
+    assert [h["train_loss"] for h in m2["history"]] == [h["train_loss"] for h in m["history"]]
+
+
+def test_final_on_train_val_holds_nothing_out(tmp_path):
+    """train+val: no val_* metric anywhere (it would be measured on training images), and the fixed number
+    of epochs even with early stopping set (it would stop on that in-sample "validation")."""
+    spec = resolve({
+        "experiment": {"name": "tv"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "lr": 5.0, "early_stopping": 1,
+                  "schedule": "plateau", "plateau_patience": 0},
+        "final": {"epochs": 4, "bootstrap": 20},
+    }, trainables)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    saved = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]  # final.epochs, not train.epochs, all of them
+    assert not any(k.startswith("val_") or k == "early_stopped" for h in saved["history"] for k in h)
+    assert saved["training"] == {"train_on": "train+val", "validation": False, "epochs": 4,
+                                 "epochs_from": "final.epochs", "early_stopping": 0,
+                                 "schedule_monitor": "train_loss"}
+    assert (tmp_path / "0" / "curves.png").is_file() and m["history"] == saved["history"]
+
+
+def test_final_on_train_keeps_real_validation(tmp_path):
+    spec = resolve({
+        "experiment": {"name": "t"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "early_stopping": 3},
+        "final": {"train_on": "train", "bootstrap": 20},
+    }, trainables)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    assert all("val_loss" in h and "val_acc" in h for h in m["history"]) and len(m["history"]) == 2
+    assert m["training"] == {"train_on": "train", "validation": True, "epochs": 2, "epochs_from": "train.epochs",
+                             "early_stopping": 3, "schedule_monitor": "val_loss"}
 
 
 def test_reevaluate_refuses_other_classes(final_run):
@@ -149,3 +184,45 @@ def test_threshold_rules(backend):
         resolve({**base, "final": {"threshold": 1.5}}, backend)
     with pytest.raises(SpecError, match="or 'tune'"):
         resolve({**base, "final": {"threshold": "auto"}}, backend)
+
+
+def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsys):
+    """coin/ + other/ with positive_class: coin: the reported recall is the share of coin images (found by
+    their folder, not their label) predicted coin; meta.json and re-evaluation keep that order."""
+    from tests.conftest import make_image_tree
+    from trainables.engine import FitResult, predict_split
+    from trainables.final import load_model
+    from trainables.metrics import predict_labels
+
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "t", {"coin": 30, "other": 40}, size=8)
+    spec = resolve({
+        "experiment": {"name": "coins"},
+        "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "positive_class": "coin"},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "loss": "bce", "threshold": 0.6},
+        "final": {"bootstrap": 20},
+    }, trainables)
+    pools = trainables.prepare(spec)
+    assert "2 classes (positive: coin)" in trainables.describe(pools)
+    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)["test"]
+    meta = json.loads((tmp_path / "0" / "meta.json").read_text())
+    assert m["positive_class"] == meta["positive_class"] == "coin" and meta["classes"] == ["other", "coin"]
+    # By hand: coin files are the first 30 of the listing (coin/ sorts first), whatever their label.
+    model, _, meta = load_model(tmp_path / "0")
+    splits = trainables.make_splits(pools, spec["data"])
+    res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], next(model.parameters()).device,
+                    False)
+    logits, _ = predict_split(res, pools, "test")
+    coin_files = splits.test < 30
+    pred = predict_labels(logits, 0.6)
+    assert m["recall"] == pytest.approx(float((pred[coin_files] == meta["classes"].index("coin")).mean()))
+    assert m["recall"] == m["per_class_recall"]["coin"]
+    assert reevaluate(tmp_path / "0", pools, spec["data"])["recall"] == m["recall"]
+    # tune-eval reads the class order from meta.json: the model's output 1 is coin, whatever --set says.
+    from search.cli import eval_main
+
+    capsys.readouterr()
+    assert eval_main([str(tmp_path / "0"), "--set", "data.positive_class=other"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["positive_class"] == "coin" and out["recall"] == m["recall"]

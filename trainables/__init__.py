@@ -8,6 +8,7 @@ from ._backend import apply_config, check, describe, infeasible, prepare, sectio
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import METRICS, fit
 from .final import eval_set, reevaluate
+from .resources import gpu_hours
 
 
 def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
@@ -33,6 +34,6 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
 
 
 __all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "create_model",
-           "describe", "eval_set", "explain", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+           "describe", "eval_set", "explain", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas",
            "smoke", "tags"]

@@ -114,7 +114,8 @@ def describe(pools: Pools) -> str:
     gb = (x.nbytes + (0 if pools.test_x is None else pools.test_x.nbytes)) / 2**30
     where = (f"streamed from disk (decoded it would take {gb:.2f} GB; see data.storage)" if pools.streamed else
              f"decoded in memory, {gb:.2f} GB, one copy shared by all trials")
-    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {pools.num_classes} classes, {shape}, {where}"
+    classes = f"{pools.num_classes} classes" + (f" (positive: {pools.classes[1]})" if pools.num_classes == 2 else "")
+    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}"
 
 
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

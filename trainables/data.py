@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,23 @@ def load_pools(data: dict[str, Any]) -> Pools:
     name = data["dataset"]
     if name not in _LOADERS:
         raise DataError(f"data.dataset: unknown dataset {name!r}; allowed: {', '.join(list_datasets())}")
-    return _LOADERS[name](data)
+    return with_positive_class(_LOADERS[name](data), data.get("positive_class"))
+
+
+def with_positive_class(pools: Pools, positive: str | None) -> Pools:
+    """A binary task's classes ordered so ``positive`` is class 1 — the class that thresholds (P(class 1)),
+    AUC and the positive-class precision/recall/F1 refer to — with both pools' labels remapped alike.
+    None keeps the sorted order: the second class is positive."""
+    if positive is None:
+        return pools
+    if positive not in pools.classes:
+        raise DataError(f"data.positive_class: {positive!r} is not a class; classes: {', '.join(pools.classes)}")
+    if pools.num_classes != 2:
+        raise DataError(f"data.positive_class: binary tasks only (2 classes), got {pools.num_classes} classes")
+    if pools.classes[1] == positive:
+        return pools
+    return Pools(pools.name, pools.classes[::-1], pools.train_x, 1 - pools.train_y, pools.test_x,
+                 None if pools.test_y is None else 1 - pools.test_y)
 
 
 @register_dataset("digits")
@@ -282,17 +299,35 @@ def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tup
     for path, c in items:
         st = os.stat(path)
         h.update(f"{path}|{c}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.pkl"
-    if cache.is_file():
-        with open(cache, "rb") as f:
-            return pickle.load(f)
+    cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.npz"
+    shape = (len(items), 3, size, size)
+    cached = _read_cache(cache, shape)
+    if cached is not None:
+        return cached
     x, y = _decode(items, size)
+    _write_cache(cache, x, y)
+    return x, y
+
+
+def _read_cache(cache: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None when the file is missing or not what we wrote: plain uint8 pixels of
+    ``shape`` and int64 labels. Never unpickles (a replaced file must not run code): it is then decoded again."""
+    try:
+        with np.load(cache, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
+        return None
+    if x.dtype != np.uint8 or x.shape != shape or y.dtype != np.int64 or y.shape != shape[:1]:
+        return None
+    return x, y
+
+
+def _write_cache(cache: Path, x: np.ndarray, y: np.ndarray) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        pickle.dump((x, y), f, protocol=5)
+        np.savez(f, x=x, y=y)  # arrays only: no pickle in the file
     os.replace(tmp, cache)  # atomic: a concurrent reader never sees half a file
-    return x, y
 
 
 def available_memory() -> int:
@@ -457,6 +492,8 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "workers": (int, 4),                    # streaming only: decoding processes per trial (in-memory: none)
     "val_max_per_class": (int, None),       # cap on validation images per class
     "split_seed": (int, 0),                 # every split above
+    "positive_class": (str, None),          # binary tasks: the class that is class 1 (thresholds, recall,
+                                            # AUC); None = the second of the sorted class names
     "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split
     "std": (list, None),
     "num_classes": (int, 10),               # synthetic only

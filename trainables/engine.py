@@ -8,9 +8,10 @@ converted, augmented and normalised on the device. Per-epoch randomness is deriv
 from __future__ import annotations
 
 import math
+import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 from .augment import augment_batch, mix_batch
 from .data import ImageFiles, Pools, Splits, make_splits
 from .models import create_model
+from .resources import device_memory, pool_fits
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # What every epoch reports that a study can select on, with the direction that is better.
@@ -69,6 +71,8 @@ class FitResult:
     autocast: bool
     train_seconds: float = 0.0
     workers: int = 0  # loader processes for streamed pools
+    early_stopping: int = 0  # the patience the run used (0 = off; always off without validation)
+    monitor: str = "val_loss"  # what the plateau schedule watched (train_loss without validation)
 
 
 def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
@@ -110,6 +114,7 @@ def release_host_memory() -> None:
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
+    random.seed(seed)
     np.random.seed(seed % 2**32)
 
 
@@ -155,23 +160,46 @@ def channel_stats(x: Pixels, idx: np.ndarray, limit: int = 10_000) -> tuple[list
 
 
 class _FileBatches(torch.utils.data.Dataset):
-    """Item i = the decoded uint8 batch ``chunks[i]``: loader workers decode whole batches ahead of the step."""
+    """Item i = pool position i; a loader worker decodes a whole batch of them in one call (``__getitems__``)."""
 
-    def __init__(self, files: ImageFiles, chunks: list[torch.Tensor]) -> None:
-        self.files, self.chunks = files, chunks
+    def __init__(self, files: ImageFiles) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.files[int(i)])
+
+    def __getitems__(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.files[np.asarray(idx)])
+
+
+class _PassOrder(torch.utils.data.Sampler):
+    """The loader's batch sampler: the batches of the current pass (a training epoch, an evaluation), set
+    before each pass. The loader — and its worker processes — last the trial; only this order changes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.chunks)
 
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return take(self.files, self.chunks[i])
+
+def _whole_batch(xb: torch.Tensor) -> torch.Tensor:
+    """Collation: ``__getitems__`` already returns the stacked batch."""
+    return xb
 
 
 class Batcher:
     """Turns pool indices into normalised float batches on the device.
 
     In-memory pools are gathered by index in this process (no loader workers: the copy is a
-    memcpy). Streamed pools are decoded by ``workers`` DataLoader processes, a few batches ahead.
+    memcpy). Streamed pools are decoded by ``workers`` DataLoader processes, a few batches ahead;
+    the processes start on the first pass and persist until ``close()``.
     Either way the uint8 batch is converted, resized, augmented and normalised on the device.
     """
 
@@ -182,6 +210,8 @@ class Batcher:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.channels_last = channels_last
         self.workers = workers
+        self._order = _PassOrder()
+        self._loader: torch.utils.data.DataLoader | None = None
 
     def finish(self, xb: torch.Tensor, aug: dict[str, Any] | None = None,
                g: torch.Generator | None = None) -> torch.Tensor:
@@ -203,6 +233,16 @@ class Batcher:
                  g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.finish(take(self.x, idx), aug, g), self.labels(idx)
 
+    def _file_loader(self) -> torch.utils.data.DataLoader:
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                _FileBatches(self.x), batch_sampler=self._order, collate_fn=_whole_batch,
+                num_workers=self.workers, persistent_workers=self.workers > 0,
+                pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
+                generator=torch.Generator().manual_seed(0))  # its own: a loader draws a seed, which must not move
+                                                             # the global stream that dropout and the weights use
+        return self._loader
+
     def batches(self, order: torch.Tensor, batch_size: int, aug: dict[str, Any] | None = None,
                 g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``order`` in order. Augmentation draws from ``g`` lazily, batch by batch, so the
@@ -212,13 +252,17 @@ class Batcher:
             for idx in chunks:
                 yield self(idx, aug, g)
             return
-        loader = torch.utils.data.DataLoader(
-            _FileBatches(self.x, chunks), batch_size=None, shuffle=False, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
-            generator=torch.Generator().manual_seed(0))  # its own: a loader draws a seed, which must not move
-                                                         # the global stream that dropout and the weights use
-        for idx, xb in zip(chunks, loader):
-            yield self.finish(xb, aug, g), self.labels(idx)
+        loader = self._file_loader()
+        self._order.chunks = [idx.numpy() for idx in chunks]
+        for i, xb in enumerate(loader):  # the loader runs to its end, so the next pass starts clean
+            yield self.finish(xb, aug, g), self.labels(chunks[i])
+
+    def close(self) -> None:
+        """Stop the loader's worker processes (a no-op for in-memory pools)."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader = None
 
 
 # Keys of the model section that are not the builder's arguments.
@@ -277,20 +321,35 @@ def head_module(model: nn.Module) -> nn.Module:
 
 def freeze(model: nn.Module, how: str | float) -> None:
     """``none``; ``head_only`` (train the classifier alone); or a fraction f: the first round(f x L) of the
-    L parameterised layers before the head — modules owning parameters, in registration order — are frozen."""
+    L parameterised layers before the head — modules owning parameters, in registration order — are frozen.
+
+    Frozen batch-norm layers also keep their running statistics: ``train_mode`` leaves them in eval mode.
+    """
     if how == "none":
         return
     head = head_module(model)
     head_params = {id(p) for p in head.parameters()}
     if how == "head_only":
-        for p in model.parameters():
-            p.requires_grad_(id(p) in head_params)
-        return
-    layers = [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))
-              and not any(id(p) in head_params for p in mod.parameters(recurse=False))]
-    for mod in layers[:round(float(how) * len(layers))]:
+        head_modules = {id(mod) for mod in head.modules()}
+        frozen = [mod for mod in model.modules() if id(mod) not in head_modules]
+    else:
+        layers = [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))
+                  and not any(id(p) in head_params for p in mod.parameters(recurse=False))]
+        frozen = layers[:round(float(how) * len(layers))]
+    for mod in frozen:
         for p in mod.parameters(recurse=False):
             p.requires_grad_(False)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.frozen_stats = True  # read by train_mode; not part of the state dict
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except frozen batch-norm layers: in train mode they would keep updating their
+    running mean and variance from the new data, so a "frozen" layer would still change what it computes."""
+    model.train()
+    for mod in model.modules():
+        if getattr(mod, "frozen_stats", False):
+            mod.eval()
 
 
 def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
@@ -339,6 +398,227 @@ def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int
     return torch.cat(outs), torch.cat(ys)
 
 
+def rng_state() -> dict[str, Any]:
+    """Every global random stream training may draw from — torch (dropout, stochastic depth), CUDA,
+    numpy, python — in a form ``torch.load(weights_only=True)`` reads back. Batch order and augmentation
+    use their own per-epoch generators; these streams are what a resumed run must continue."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back the streams ``rng_state`` recorded."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
+
+
+@dataclass
+class Run:
+    """What ``fit`` sets up once and every epoch uses."""
+
+    spec: dict[str, Any]
+    device: torch.device
+    splits: Splits
+    batcher: Batcher
+    model: nn.Module
+    step_model: nn.Module                # ``model``, or its torch.compile wrapper (same parameters)
+    opt: torch.optim.Optimizer
+    sched: Any
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    autocast: bool
+    threshold: float                     # binary tasks' decision threshold on P(class 1); else 0.5
+    held_out: bool                       # a validation split exists (False when training on train + validation)
+    mean: list[float]
+    std: list[float]
+    size: int
+
+    @property
+    def early_stopping(self) -> int:
+        """Patience in epochs (0 = off): without held-out data there is nothing to stop on."""
+        return int(self.spec["train"].get("early_stopping", 0)) if self.held_out else 0
+
+    @property
+    def monitor(self) -> str:
+        """The loss the plateau schedule watches: validation's, else training's."""
+        return "val_loss" if self.held_out else "train_loss"
+
+
+@dataclass
+class Progress:
+    """Where a run is: epochs done, their metrics, and the early-stopping count (all in a checkpoint)."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_loss: float = float("inf")
+    bad_epochs: int = 0
+
+    def record(self, metrics: dict[str, float], patience: int) -> bool:
+        """Add an epoch's metrics; True when early stopping ends the run here."""
+        self.epoch = int(metrics["epoch"])
+        if "val_loss" in metrics:
+            if metrics["val_loss"] < self.best_loss:
+                self.best_loss, self.bad_epochs = metrics["val_loss"], 0
+            else:
+                self.bad_epochs += 1
+        stop = patience > 0 and self.bad_epochs >= patience
+        if stop:
+            metrics["early_stopped"] = 1
+        self.history.append(metrics)
+        return stop
+
+
+def place_pool(pools: Pools, device: torch.device, gpu: float) -> tuple[Pixels, torch.Tensor]:
+    """The train pool's pixels and labels where batches are gathered: device memory when the uint8 pool
+    fits the trial's share of it (``resources.pool_fits``), else (shared) host memory, a copy per batch."""
+    x, y = pixels(pools.train_x), as_tensor(pools.train_y)
+    if device.type == "cuda" and isinstance(x, torch.Tensor) and pool_fits(x.numel(), gpu, *device_memory(device)):
+        x, y = x.to(device), y.to(device)
+    return x, y
+
+
+def build_model(spec: dict[str, Any], pools: Pools, size: int, device: torch.device) -> nn.Module:
+    """The spec's model for this task, frozen as asked, on ``device`` (channels_last where it pays)."""
+    t, m = spec["train"], spec["model"]
+    if t.get("loss") == "bce" and pools.num_classes != 2:
+        raise ValueError(f"train.loss=bce needs a binary task (2 classes), got {pools.num_classes} classes")
+    model = create_model(m["name"], num_classes=head_outputs(spec, pools.num_classes), in_chans=pools.in_chans,
+                         image_size=size, **model_kwargs(m)).to(device)
+    freeze(model, m.get("freeze", "none"))
+    if wants_channels_last(model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: bool = False) -> Run:
+    """Seeds, splits, pools, model, optimizer, schedule and loss of one run (``merge_val``: see ``fit``)."""
+    data, t = spec["data"], spec["train"]
+    seed_everything(int(t["seed"]))
+    splits = make_splits(pools, data)
+    if merge_val:  # train on train + validation: no validation split is left
+        splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test,
+                        splits.test_from_train)
+    x, y = place_pool(pools, device, float(spec.get("resources", {}).get("gpu", 0)))
+    size = int(data.get("image_size") or pools.image_size)
+    if data.get("mean") and data.get("std"):
+        mean, std = list(data["mean"]), list(data["std"])
+    else:
+        mean, std = channel_stats(x, splits.train)
+    model = build_model(spec, pools, size, device)
+    batcher = Batcher(x, y, size, mean, std, device, wants_channels_last(model, device), int(data.get("workers", 0)))
+    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    weight = None
+    if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
+        weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
+    return Run(spec=spec, device=device, splits=splits, batcher=batcher, model=model,
+               step_model=torch.compile(model) if t.get("compile") else model, opt=opt,
+               sched=build_schedule(opt, t), loss_fn=make_loss(t, weight),
+               autocast=t["precision"] == "bf16" or (t["precision"] == "auto" and device.type == "cuda"),
+               threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
+               held_out=not merge_val, mean=mean, std=std, size=size)
+
+
+def checkpoint(run: Run, progress: Progress) -> dict[str, Any]:
+    """The state ``restore`` continues from: weights, optimizer, schedule, progress and random streams."""
+    return {"epoch": progress.epoch, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(), "history": progress.history, "best_loss": progress.best_loss,
+            "bad_epochs": progress.bad_epochs, "rng": rng_state()}
+
+
+def restore(run: Run, state: dict[str, Any]) -> Progress:
+    """Continue from a ``checkpoint``: the run then draws exactly what an uninterrupted one would have."""
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    if "rng" in state:  # checkpoints written before the random streams were saved resume without them
+        set_rng_state(state["rng"])
+    return Progress(int(state["epoch"]), list(state.get("history", [])), float(state.get("best_loss", float("inf"))),
+                    int(state.get("bad_epochs", 0)))
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images_per_s: float
+    compile_s: float = 0.0  # the compiled run's first step (kept out of images/s)
+
+
+def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
+    """One pass over the training split (``first``: the first epoch this process runs, where a compiled
+    model pays for compilation)."""
+    t, device, model = run.spec["train"], run.device, run.model
+    seed = int(t["seed"])
+    train_mode(model)
+    g_cpu = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g_dev = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+    train_idx = torch.as_tensor(run.splits.train)
+    perm = train_idx[torch.randperm(len(train_idx), generator=g_cpu)]
+    bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
+    mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
+    clip = float(t["grad_clip"])
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    compile_s = 0.0
+    for i, (xb, yb) in enumerate(run.batcher.batches(perm, bs, run.spec["data"]["augment"], g_dev)):
+        if mixing:
+            xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast):
+            out = run.step_model(xb)
+            if mixing:
+                loss = lam * run.loss_fn(out.float(), ya) + (1 - lam) * run.loss_fn(out.float(), yb2)
+            else:
+                loss = run.loss_fn(out.float(), yb)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        run.opt.step()
+        # Accumulate on the device: no host sync per step.
+        loss_sum += loss.detach() * len(yb)
+        correct += (decide(out.detach(), run.threshold) == yb).sum()
+        if first and i == 0 and t.get("compile"):  # the first compiled step pays for compilation
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            compile_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    n = len(perm)
+    return EpochStats(loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9),
+                      compile_s)
+
+
+def validate(run: Run) -> dict[str, float]:
+    """Loss and accuracy (at the decision threshold) on the validation split."""
+    logits, labels = predict(run.model, run.batcher, run.splits.val, int(run.spec["train"]["eval_batch_size"]),
+                             run.autocast)
+    return {"val_loss": F.cross_entropy(logits, labels).item(),
+            "val_acc": (decide(logits, run.threshold) == labels).float().mean().item()}
+
+
+def step_schedule(run: Run, metrics: dict[str, float]) -> None:
+    if isinstance(run.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.sched.step(metrics[run.monitor])
+    else:
+        run.sched.step()
+
+
 def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = None,
         on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
         device: torch.device | None = None, merge_val: bool = False) -> FitResult:
@@ -346,135 +626,33 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
 
     ``on_epoch(metrics, get_state)`` is called after every epoch; ``get_state()`` returns the
     checkpoint payload (only built when the caller asks for it). ``merge_val`` trains on
-    train + validation (final training); validation metrics are then reported but not held out.
+    train + validation (final training): nothing is held out, so there are no ``val_*`` metrics,
+    no early stopping, and a plateau schedule watches the training loss.
     """
-    data, t, m = spec["data"], spec["train"], spec["model"]
-    device = device or resolve_device(t["device"])
-    seed = int(t["seed"])
-    seed_everything(seed)
-    splits = make_splits(pools, data)
-    if merge_val:
-        splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val, splits.test,
-                        splits.test_from_train)
-    on_gpu = device.type == "cuda"
-    x = pixels(pools.train_x)
-    y = as_tensor(pools.train_y)
-    if on_gpu and isinstance(x, torch.Tensor) and x.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
-        # The whole uint8 pool on the GPU: batches are gathered there, no host round trip.
-        x, y = x.to(device), y.to(device)
-    # Otherwise the pool stays in (shared) host memory and each batch is copied over.
-    size = int(data.get("image_size") or pools.image_size)
-    if data.get("mean") and data.get("std"):
-        mean, std = list(data["mean"]), list(data["std"])
-    else:
-        mean, std = channel_stats(x, splits.train)
-    model_args = model_kwargs(m)
-    if t.get("loss") == "bce" and pools.num_classes != 2:
-        raise ValueError(f"train.loss=bce needs a binary task (2 classes), got {pools.num_classes} classes")
-    model = create_model(m["name"], num_classes=head_outputs(spec, pools.num_classes), in_chans=pools.in_chans, image_size=size,
-                         **model_args).to(device)
-    freeze(model, m.get("freeze", "none"))
-    channels_last = wants_channels_last(model, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if t.get("compile") else model  # shares parameters with ``model``
-    batcher = Batcher(x, y, size, mean, std, device, channels_last, int(data.get("workers", 0)))
-    autocast = t["precision"] == "bf16" or (t["precision"] == "auto" and on_gpu)
-    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
-    sched = build_schedule(opt, t)
-    weight = None
-    if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
-        weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
-    loss_fn = make_loss(t, weight)
-    threshold = float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5
-    patience, best_loss, bad_epochs = int(t.get("early_stopping", 0)), float("inf"), 0
-    history: list[dict[str, float]] = []
-    start = 0
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, history = int(state["epoch"]), list(state.get("history", []))
-        best_loss, bad_epochs = float(state.get("best_loss", best_loss)), int(state.get("bad_epochs", 0))
-    train_idx = torch.as_tensor(splits.train)
-    bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
-    mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
-    t_start = time.perf_counter()
-    for epoch in range(start, int(t["epochs"])):
-        model.train()
-        g_cpu = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        g_dev = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-        perm = train_idx[torch.randperm(len(train_idx), generator=g_cpu)]
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        compile_s = 0.0
-        for i, (xb, yb) in enumerate(batcher.batches(perm, bs, data["augment"], g_dev)):
-            first_compiled = t.get("compile") and epoch == start and i == 0
-            if mixing:
-                xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = step_model(xb)
-                if mixing:
-                    loss = lam * loss_fn(out.float(), ya) + (1 - lam) * loss_fn(out.float(), yb2)
-                else:
-                    loss = loss_fn(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if float(t["grad_clip"]) > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-            opt.step()
-            # Accumulate on the device: no host sync per step.
-            loss_sum += loss.detach() * len(yb)
-            correct += (decide(out.detach(), threshold) == yb).sum()
-            if first_compiled:  # the first compiled step pays for compilation; keep it out of images/s
-                if on_gpu:
-                    torch.cuda.synchronize()
-                compile_s = time.perf_counter() - t0
-        if on_gpu:
-            torch.cuda.synchronize()
-        train_time = time.perf_counter() - t0 - compile_s
-        logits, labels = predict(model, batcher, splits.val, int(t["eval_batch_size"]), autocast)
-        val_loss = F.cross_entropy(logits, labels).item()
-        lr = opt.param_groups[0]["lr"]
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(val_loss)
-        else:
-            sched.step()
-        n = len(perm)
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / n,
-            "train_acc": correct.item() / n,
-            "val_loss": val_loss,
-            "val_acc": (decide(logits, threshold) == labels).float().mean().item(),
-            "lr": lr,
-            "epoch_time_s": time.perf_counter() - t0,
-            "images_per_s": n / max(train_time, 1e-9),
-        }
-        if compile_s:
-            metrics["compile_s"] = compile_s
-        if val_loss < best_loss:
-            best_loss, bad_epochs = val_loss, 0
-        else:
-            bad_epochs += 1
-        stop = patience > 0 and bad_epochs >= patience
-        if stop:
-            metrics["early_stopped"] = 1
-        history.append(metrics)
-
-        def get_state(epoch: int = epoch) -> dict[str, Any]:
-            return {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "history": history, "best_loss": best_loss,
-                    "bad_epochs": bad_epochs}
-
-        release_host_memory()
-        if on_epoch is not None:
-            on_epoch(metrics, get_state)
-        if stop:
-            break
-    return FitResult(model, history, splits, mean, std, size, device, autocast, time.perf_counter() - t_start,
-                     int(data.get("workers", 0)))
+    run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val)
+    progress = restore(run, state) if state else Progress()
+    start, t_start = progress.epoch, time.perf_counter()
+    try:
+        for epoch in range(start, int(spec["train"]["epochs"])):
+            t0 = time.perf_counter()
+            trained = train_epoch(run, epoch, first=epoch == start)
+            metrics = {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
+                       **(validate(run) if run.held_out else {}), "lr": run.opt.param_groups[0]["lr"]}
+            step_schedule(run, metrics)
+            metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
+            if trained.compile_s:
+                metrics["compile_s"] = trained.compile_s
+            stop = progress.record(metrics, run.early_stopping)
+            release_host_memory()
+            if on_epoch is not None:
+                on_epoch(metrics, lambda: checkpoint(run, progress))
+            if stop:
+                break
+    finally:
+        run.batcher.close()
+    return FitResult(run.model, progress.history, run.splits, run.mean, run.std, run.size, run.device, run.autocast,
+                     time.perf_counter() - t_start, int(spec["data"].get("workers", 0)),
+                     early_stopping=run.early_stopping, monitor=run.monitor)
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -485,5 +663,8 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
     y = as_tensor(pools.train_y if from_train else pools.test_y)
     batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device),
                       workers=res.workers)
-    logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
+    try:
+        logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
+    finally:
+        batcher.close()
     return logits.numpy(), labels.numpy()

@@ -23,6 +23,7 @@ from .data import Pools, Splits, load_folder, load_pools, make_splits, relabel, 
 from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device
 from .metrics import bootstrap_interval, classification_metrics, predict_labels
 from .models import create_model
+from .resources import gpu_hours
 
 FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     "seeds": (list, [0, 1, 2]),          # one final model per seed, run as parallel trials
@@ -75,6 +76,14 @@ def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, s
     return m, logits, labels
 
 
+def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
+    """How the final model was trained: on what, for how many epochs and why, and what stopping and the
+    plateau schedule could watch (train+val holds nothing out, so no early stopping, no val_* metrics)."""
+    return {"train_on": f.get("train_on", "train+val"), "validation": len(res.splits.val) > 0,
+            "epochs": len(res.history), "epochs_from": "final.epochs" if f.get("epochs") else "train.epochs",
+            "early_stopping": res.early_stopping, "schedule_monitor": res.monitor}
+
+
 def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
                 on_epoch: Callable[..., None] | None = None, quick_cost: bool = False) -> dict[str, Any]:
     """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content."""
@@ -93,11 +102,13 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(res, pools, s, out_dir, threshold)
+    gpu = float((spec.get("resources") or {}).get("gpu", 0))
     metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
-                                                         "gpu_hours": res.train_seconds / 3600
-                                                         if res.device.type == "cuda" else 0.0},
+                                                         "gpu_hours": gpu_hours(res.train_seconds, gpu,
+                                                                                res.device.type == "cuda")},
                "device": _device_name(res.device), "torch": torch.__version__,
-               "train_images": int(len(res.splits.train)), "history": res.history}
+               "train_images": int(len(res.splits.train)), "training": training_record(f, res),
+               "history": res.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_per_class(out_dir / "per_class.csv", test)
     plots(out_dir, test, logits, labels, res.history)
@@ -112,7 +123,8 @@ def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path
     res.model.to(res.device)
     (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     meta = {"classes": pools.classes, "mean": res.mean, "std": res.std, "image_size": res.image_size,
-            "in_chans": pools.in_chans, "dataset": pools.name, "threshold": threshold}
+            "in_chans": pools.in_chans, "dataset": pools.name, "threshold": threshold,
+            "positive_class": pools.classes[1] if pools.num_classes == 2 else None}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -202,10 +214,10 @@ def plots(out_dir: Path, test: dict[str, Any], logits: np.ndarray, labels: np.nd
     if history:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         ep = [h["epoch"] for h in history]
-        for key in ("train_loss", "val_loss"):
-            axes[0].plot(ep, [h[key] for h in history], label=key)
-        for key in ("train_acc", "val_acc"):
-            axes[1].plot(ep, [h[key] for h in history], label=key)
+        for ax, keys in ((axes[0], ("train_loss", "val_loss")), (axes[1], ("train_acc", "val_acc"))):
+            for key in keys:  # what the run measured: train+val final runs have no val_* metrics
+                if all(key in h for h in history):
+                    ax.plot(ep, [h[key] for h in history], label=key)
         for a in axes:
             a.set_xlabel("epoch")
             a.legend()

@@ -52,7 +52,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
                                                        zero_division=0)
     out["per_class_precision"] = {c: float(v) for c, v in zip(classes, pc)}
     out["per_class_recall"] = {c: float(v) for c, v in zip(classes, rc)}
-    if k == 2:  # binary tasks report the positive class (the second, e.g. "coin"), as paper 000's Table 1
+    if k == 2:  # binary tasks report the positive class (class 1: data.positive_class), as paper 000's Table 1
         bp, br, bf, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="binary",
                                                             pos_label=1, zero_division=0)
         out.update(positive_class=classes[1], precision=float(bp), recall=float(br), f1=float(bf))

@@ -20,6 +20,7 @@ import torch
 from . import _backend
 from .data import Pools
 from .engine import fit
+from .resources import apply_memory_cap, trial_request
 
 CKPT_FILE = "state.pt"
 
@@ -35,6 +36,12 @@ def worst(mode: str) -> float:
     return float("-inf") if mode == "max" else float("inf")
 
 
+def claim_resources(spec: dict[str, Any]) -> None:
+    """Hold this process to what the trial asked for: its CPU threads and its share of the GPU's memory."""
+    torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
+    apply_memory_cap(float(spec["resources"]["gpu"]))
+
+
 def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
           flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> None:
     from ray import tune
@@ -48,11 +55,7 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
         # The worst score keeps schedulers and model-based searchers consistent; ``infeasible`` marks it.
         tune.report({metric: worst(mode), "infeasible": 1, "reason": reason, "epoch": 0})
         return
-    torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
-    gpu = float(spec["resources"]["gpu"])
-    if torch.cuda.is_available() and 0 < gpu < 1:
-        # A fractional trial may not take its neighbours' memory.
-        torch.cuda.set_per_process_memory_fraction(gpu)
+    claim_resources(spec)
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -75,17 +78,20 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
             torch.cuda.empty_cache()
 
 
-def _trainable(fn: Any, spec: dict[str, Any], **params: Any) -> Any:
-    """``fn`` with its constants in the object store (``pools`` once, shared by every trial) and the spec's resources."""
+def _trainable(fn: Any, spec: dict[str, Any], pools: Pools, **params: Any) -> Any:
+    """``fn`` with its constants in the object store (``pools`` once, shared by every trial) and the trial's
+    resource request (a streamed pool's loader processes counted in its CPUs)."""
+    import ray
     from ray import tune
 
-    res = spec["resources"]
-    return tune.with_resources(tune.with_parameters(fn, spec=spec, **params), {"cpu": res["cpu"], "gpu": res["gpu"]})
+    cluster = ray.cluster_resources().get("CPU") if ray.is_initialized() else None
+    request = trial_request(spec["resources"], int(spec["data"].get("workers", 0)), pools.streamed, cluster)
+    return tune.with_resources(tune.with_parameters(fn, spec=spec, pools=pools, **params), request)
 
 
 def make_trainable(spec: dict[str, Any], pools: Pools,
                    flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
-    return _trainable(trial, spec, pools=pools, flatten=flatten)
+    return _trainable(trial, spec, pools, flatten=flatten)
 
 
 def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str) -> None:
@@ -94,7 +100,7 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
 
     from .final import train_final
 
-    torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
+    claim_resources(spec)
     seed = int(config["seed"])
     device = device_name()
 
@@ -107,4 +113,4 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
 
 
 def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str) -> Any:
-    return _trainable(final_trial, spec, pools=pools, out_dir=out_dir)
+    return _trainable(final_trial, spec, pools, out_dir=out_dir)
