@@ -73,7 +73,7 @@ def median_ratio(ratios: list[float | None]) -> float | None:
     return None if lo is None or hi is None else (lo + hi) / 2
 
 
-def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> list[tuple[int, float]]:
+def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str, quick: bool) -> list[tuple[int, float]]:
     """One method's study at one seed; its best-so-far curve."""
     import trainables
     from search import resolve, run_study
@@ -86,7 +86,8 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> li
         "train": {"epochs": epochs, "batch_size": 64, "schedule": "cosine", "seed": seed},
         "space": {"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0.0, 0.7]},
                   "train.weight_decay": {"loguniform": [1e-6, 1e-1]}},
-        "search": {"num_samples": n, "seed": seed, **parts["search"]},
+        # --quick keeps trial processes (their torch import) between trials: CI-sized; epochs are the same.
+        "search": {"num_samples": n, "seed": seed, "reuse_actors": quick, **parts["search"]},
         "scheduler": parts["scheduler"],
         "tracking": {"enabled": False},
         "resources": {"cpu": 1, "gpu": 0},  # the same concurrency for every method
@@ -110,13 +111,13 @@ def main() -> None:
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     import ray
 
-    n, epochs = (4, 3) if args.quick else (27, 27)
+    n, epochs = (3, 2) if args.quick else (27, 27)
     data = ({"dataset": "imagefolder", "root": args.cifar, "load_max_per_class": args.per_class, "storage": "memory",
              "augment": {"hflip": 0.5, "pad_crop": 2}} if args.cifar else {"dataset": "digits"})
     curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            curves[seed] = {m: study(m, data, n, epochs, seed, tmp) for m in methods}
+            curves[seed] = {m: study(m, data, n, epochs, seed, tmp, args.quick) for m in methods}
         ray.shutdown()
     per_seed = {s: {"ratio": seed_ratio(c), "random_best": c["random"][-1][1],
                     "epochs_to_reach_random_best": {m: reach(cm, c["random"][-1][1]) for m, cm in c.items()},
