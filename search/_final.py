@@ -58,8 +58,10 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log)
     out.mkdir(parents=True, exist_ok=True)
+    trainable = backend.make_final_trainable(spec, pools, str(out))
+    del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
     tuner = tune.Tuner(
-        backend.make_final_trainable(spec, pools, str(out)),
+        trainable,
         param_space={"seed": tune.grid_search(list(seeds))},
         run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=callbacks, verbose=1,
                                   failure_config=tune.FailureConfig(max_failures=0)),

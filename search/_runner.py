@@ -97,6 +97,9 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     (out / "spec.yaml").write_text(dump_spec(spec))
 
     trainable = backend.make_trainable(spec, pools, flat_config)
+    # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
+    # would double the study's memory for as long as it runs.
+    del pools
     if resume:
         tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -265,3 +267,53 @@ def test_streamed_dataset_search_and_final(tmp_path, ray_session):
     assert not summary["errors"] and summary["summary"]["accuracy"]["mean"] > 0.6
     seed0 = json.loads((Path(summary["out_dir"]) / "0" / "metrics.json").read_text())
     assert seed0["test"]["n"] == 30  # the test/ folder, read from disk
+
+
+class WatchedBackend:
+    """The real trial backend, keeping only a weak reference to the set the driver decoded."""
+
+    def __init__(self) -> None:
+        self.ref = None
+
+    def prepare(self, spec):
+        pools = trainables.prepare(spec)
+        self.ref = weakref.ref(pools.train_x)
+        return pools
+
+    def __getattr__(self, name):
+        return getattr(trainables, name)
+
+
+def driver_copy_alive_while_trials_run(out: Path, backend: WatchedBackend, run) -> bool:
+    """Whether the driver still held its decoded set once a trial had reported (so while trials ran)."""
+    seen: list[bool] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not seen and not done.is_set():
+            if any(p.stat().st_size > 0 for p in out.glob("**/progress.csv")):
+                seen.append(backend.ref() is not None)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        run()
+    finally:
+        done.set()
+        thread.join()
+    assert seen, "no trial reported while the study ran"
+    return seen[0]
+
+
+def test_driver_frees_its_copy_of_the_data_while_trials_run(tmp_path, ray_session):
+    # A study's memory is one copy of the set (in Ray's object store), not that plus the driver's.
+    from search._final import run_final
+
+    spec = small_spec(tmp_path, "memory", train={"epochs": 4}, final={"seeds": [0], "epochs": 4},
+                      model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8})
+    backend = WatchedBackend()
+    study = lambda: run_study(spec, backend, file="memory.yaml", log=lambda *_: None)  # noqa: E731
+    assert driver_copy_alive_while_trials_run(tmp_path / "runs", backend, study) is False
+    final = lambda: run_final(spec, backend, file="memory.yaml", out=tmp_path / "final", log=lambda *_: None)  # noqa: E731
+    assert driver_copy_alive_while_trials_run(tmp_path / "final", backend, final) is False
