@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._console import console_for, tune_verbosity
 from ._runner import _fit_resources, _now, init_ray, mlflow_uri, open_tracking, provenance, study_dir
 from ._spec import SpecError, dump_spec
 from ._stats import t_interval
@@ -37,7 +38,7 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
 
 def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwrite: bool = False,
               address: str | None = None, log: Any = print, study_file: Path | None = None,
-              out: Path | None = None) -> dict[str, Any]:
+              out: Path | None = None, verbose: bool = False) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
@@ -51,7 +52,7 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     pools = backend.prepare(spec)  # before anything is written
     if out.exists():
         shutil.rmtree(out)
-    init_ray(address, log)
+    init_ray(address, log, verbose)
     import ray
     from ray import tune
 
@@ -64,7 +65,10 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     tuner = tune.Tuner(
         backend.make_final_trainable(spec, pools, str(out)),
         param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=callbacks, verbose=1,
+        run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=tune_verbosity(verbose),
+                                  callbacks=[*callbacks, console_for(
+                                      spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"])],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     grid = tuner.fit()

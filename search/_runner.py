@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._algorithms import build_scheduler, build_searcher, param_space
+from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
 from ._export import best_row, trial_rows, write_best, write_csv
 from ._space import flat_config, searched_keys
 from ._spec import SpecError, dump_spec
@@ -73,7 +74,8 @@ def mlflow_uri(spec: dict[str, Any]) -> str:
 
 
 def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume: bool = False,
-              overwrite: bool = False, address: str | None = None, log: Any = print) -> StudyResult:
+              overwrite: bool = False, address: str | None = None, log: Any = print,
+              verbose: bool = False) -> StudyResult:
     out = study_dir(spec)
     state_file = out / STUDY_FILE
     if resume and not state_file.is_file():
@@ -88,7 +90,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
         shutil.rmtree(out)
 
     log(f"data: {backend.describe(pools)}")
-    dashboard = init_ray(address, log)
+    dashboard = init_ray(address, log, verbose)
     import ray
     from ray import tune
 
@@ -121,7 +123,9 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
                 num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
+                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
+                callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
+                                                   unit="trial", verbose=verbose)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
@@ -150,19 +154,24 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def init_ray(address: str | None, log: Any) -> str:
-    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL."""
+def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
+    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL.
+
+    Workers' own output (Ray's per-checkpoint lines, library warnings) reaches the console only with
+    ``verbose``; the console callback shows what trials report, each warning once.
+    """
     # Per-epoch checkpoints are the design (pause/resume, PBT); Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    quiet_logs(verbose)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
-                   ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                   ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
     dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
-    log(f"Ray dashboard: {dashboard}")
+    log(dashboard_line(dashboard if ctx.dashboard_url else None))
     return dashboard
 
 
