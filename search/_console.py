@@ -19,6 +19,8 @@ from ._export import full_epochs, trial_status
 from ._space import flat_config
 
 FAILED = ("error", "infeasible")
+# Warnings already shown by this process: a search and the final training after it are one study.
+_WARNED: set[str] = set()
 
 
 def duration(seconds: float) -> str:
@@ -53,7 +55,6 @@ class StudyConsole(Callback):
         self.running: set[str] = set()
         self.best: tuple[float, str] | None = None  # the study's best (value, trial)
         self.trial_best: dict[str, float] = {}
-        self.warned: set[str] = set()
         self.t0 = time.monotonic()
         self._last_line = 0.0
         self._progress: Any = None
@@ -97,6 +98,8 @@ class StudyConsole(Callback):
                 self.trial_best[tid] = float(value)
             if self.best is None or self._better(value, self.best[0]):
                 self.best = (float(value), tid)
+        if self.unit == "seed" and self._progress is None and "test_accuracy" not in result:
+            self._print(self.epoch_line(tid, result))  # final training: few, long trials; every epoch counts
         self._refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -122,8 +125,8 @@ class StudyConsole(Callback):
 
     def warn(self, message: str) -> None:
         """Each warning once per study, however many trials report it."""
-        if message not in self.warned:
-            self.warned.add(message)
+        if message not in _WARNED:
+            _WARNED.add(message)
             self._print(f"warning: {message}")
 
     def headline(self) -> str:
@@ -162,6 +165,18 @@ class StudyConsole(Callback):
             line += "".join(f" · {self.names.get(t, t)} epoch {self.epochs.get(t, 0)}/{self.lengths.get(t, self.max_epochs)}"
                             for t in sorted(self.running))
         return line + (f" · ETA {duration(eta)}" if eta is not None else "")
+
+    def epoch_line(self, tid: str, result: dict[str, Any]) -> str:
+        """One epoch of one final-training seed, with that seed's time left."""
+        epoch, length = self.epochs.get(tid, 0), self.lengths.get(tid, self.max_epochs)
+        line = f"{self.names.get(tid, tid)} · epoch {epoch}/{length}"
+        for key in dict.fromkeys(("train_loss", "train_acc", self.metric)):
+            if isinstance(result.get(key), (int, float)):
+                line += f" · {key} {result[key]:.4f}"
+        seconds = result.get("time_total_s")
+        if isinstance(seconds, (int, float)) and epoch > 0:
+            line += f" · {duration(seconds)} · ETA {duration(seconds / epoch * (length - epoch))}"
+        return line
 
     def trial_line(self, trial: Any, status: str, reason: str) -> str:
         tid = trial.trial_id
@@ -257,6 +272,7 @@ def quiet_logs(verbose: bool) -> None:
     import os
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars, \r and all
     # Tune's newer output prints its experiment header even at verbose=0; the legacy one is silent.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # Its "token authentication is enabled" warning: the dashboard line says what to do about it.

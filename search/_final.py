@@ -23,6 +23,10 @@ class FinalBackend(Protocol):
 
     def make_final_trainable(self, spec: dict[str, Any], pools: Any, out_dir: str) -> Any: ...
 
+    def dataset_info(self, spec: dict[str, Any], pools: Any) -> dict[str, Any]: ...
+
+    def exportable(self, model_dir: Path) -> tuple[Any, Any]: ...
+
 
 def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
     keys = list(SUMMARY) + [f"top{topk}_accuracy"]
@@ -60,7 +64,8 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
     parent, callbacks = open_tracking(spec, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log)
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log,
+                                      dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         backend.make_final_trainable(spec, pools, str(out)),
@@ -90,6 +95,9 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
     if parent:
+        from ._models import log_final_models
+
+        log_final_models(uri, parent, out, summary["seeds"], backend)
         _log_final(uri, parent, out, summary)
     return summary
 

@@ -30,6 +30,8 @@ class TrialBackend(Protocol):
 
     def describe(self, pools: Any) -> str: ...
 
+    def dataset_info(self, spec: dict[str, Any], pools: Any) -> dict[str, Any]: ...
+
     def make_trainable(self, spec: dict[str, Any], pools: Any, flatten: Any = None) -> Any: ...
 
 
@@ -101,7 +103,8 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     previous = json.loads(state_file.read_text()) if resume else {}
     parent, callbacks = open_tracking(spec, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
-                                      reopen=previous.get("mlflow_parent_run_id"), log=log)
+                                      reopen=previous.get("mlflow_parent_run_id"), log=log,
+                                      dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
     record = {**previous, "spec": spec, "spec_file": file, "mlflow_uri": uri, "mlflow_parent_run_id": parent,
               "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
@@ -176,7 +179,8 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
 
 
 def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role: str, max_epochs: int,
-                  log: Any, reopen: str | None = None) -> tuple[str | None, list[Any]]:
+                  log: Any, reopen: str | None = None,
+                  dataset: dict[str, Any] | None = None) -> tuple[str | None, list[Any]]:
     """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials.
 
     A new parent nests under ``tracking.parent_run_id`` when set (best.yaml: the study it came from).
@@ -189,13 +193,13 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
     uri = mlflow_uri(spec)
     mlflow_exp = track["mlflow_experiment"] or exp["name"]
     tags = {"study": exp["name"], "model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
-    parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen)
+    parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen, dataset)
     if track["parent_run_id"] and not reopen:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
         f"--backend-store-uri {uri}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"))]
+                                 spec.get("space"), dataset)]
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

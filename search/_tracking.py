@@ -26,13 +26,37 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it trains models.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: Any, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp is None:
+        return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+    if EXPERIMENT_KIND[0] not in exp.tags:  # an experiment made before the tag (or by hand)
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def log_dataset(c: Any, run_id: str, info: dict[str, Any] | None, context: str = "training") -> None:
+    """The study's data set as the run's input: the UI's Dataset column (name, digest, images per split)."""
+    if not info:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    local = info["local"]  # a folder on disk, else a built-in or downloaded set
+    ds = Dataset(name=info["name"], digest=info["digest"], source_type="local" if local else "code",
+                 source=json.dumps({"uri": str(info["source"])} if local else {"tags": {"dataset": info["source"]}}),
+                 profile=json.dumps({"num_rows": sum(info["counts"].values()), **info["counts"],
+                                     "classes": len(info["classes"]), "image_shape": info["image_shape"]}))
+    c.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
 
 
 def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], run_id: str | None = None) -> str:
+                 params: dict[str, Any], run_id: str | None = None, dataset: dict[str, Any] | None = None) -> str:
     """Create the study's parent run, or reopen ``run_id`` on resume."""
     c = client_for(uri)
     if run_id:
@@ -40,6 +64,7 @@ def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
         return run_id
     run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
     log_params(c, run.info.run_id, params)
+    log_dataset(c, run.info.run_id, dataset)
     return run.info.run_id
 
 
@@ -60,8 +85,9 @@ class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
-                 space: dict[str, Any] | None = None) -> None:
+                 space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
+        self.dataset = dataset  # logged as each trial run's input
         self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}
@@ -96,6 +122,7 @@ class MlflowTrials(Callback):
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
             config = dict(trial.config)
             log_params(c, rid, flat_config(config, self.space) if branches(self.space) else config)
+            log_dataset(c, rid, self.dataset)
         self._runs[tid] = rid
         return rid
 

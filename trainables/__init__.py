@@ -4,10 +4,16 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import apply_config, check, describe, infeasible, prepare, section_schemas
+from ._backend import apply_config, check, dataset_info, describe, infeasible, prepare, section_schemas
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import fit
 from .final import reevaluate
+
+
+def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)
+    from .export import exportable as _exportable
+
+    return _exportable(model_dir)
 
 
 def explain(model_dir, pools, data, n, split="test"):  # noqa: ANN001, ANN201  (imports grad-cam lazily)
@@ -32,5 +38,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["USER_ERRORS", "DataError", "explain", "Pools", "WeightsNotFound", "apply_config", "check", "describe", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+__all__ = ["USER_ERRORS", "DataError", "explain", "exportable", "Pools", "WeightsNotFound", "apply_config", "check", "dataset_info", "describe", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas"]
