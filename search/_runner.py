@@ -188,7 +188,7 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
     track, exp = spec["tracking"], spec["experiment"]
     if not track["enabled"]:
         return None, []
-    from ._tracking import MlflowTrials, client_for, start_parent
+    from ._tracking import MlflowTrials, client_for, start_parent, ui_page
 
     uri = mlflow_uri(spec)
     mlflow_exp = track["mlflow_experiment"] or exp["name"]
@@ -197,7 +197,7 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
     if track["parent_run_id"] and not reopen:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
-        f"--backend-store-uri {uri}")
+        f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
                                  spec.get("space"), dataset)]
 

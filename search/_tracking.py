@@ -26,7 +26,8 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-# MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it trains models.
+# MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it trains models (3.x up to
+# about 3.10; later ones follow the workflowType of the URL, see ui_page).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
@@ -37,6 +38,12 @@ def experiment_id(client: Any, name: str) -> str:
     if EXPERIMENT_KIND[0] not in exp.tags:  # an experiment made before the tag (or by hand)
         client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
+
+
+def ui_page(uri: str, experiment: str) -> str:
+    """The experiment's training-runs page in ``mlflow ui`` (MLflow 3.1x picks the page from the
+    ``workflowType`` of the URL, or the GenAI / Model training switch, over the experiment's tag)."""
+    return f"#/experiments/{experiment_id(client_for(uri), experiment)}/runs?workflowType=machine_learning"
 
 
 def log_dataset(c: Any, run_id: str, info: dict[str, Any] | None, context: str = "training") -> None:

@@ -174,9 +174,12 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
-    d, _ = quickstart
+    d, r = quickstart
     uri = f"sqlite:///{d / 'mlflow.db'}"
     exp = MlflowClient(uri).get_experiment_by_name("quickstart")
+    # The console names the page to open: the experiment's training runs.
+    page = re.search(r"then http://127\.0\.0\.1:5000/(#/experiments/\d+/runs\?workflowType=machine_learning)",
+                     r.stdout).group(1)
     runs = MlflowClient(uri).search_runs([exp.experiment_id], max_results=100)
     trial_names = {x.info.run_name for x in runs if x.data.tags.get("role") == "trial"}
     port = free_port()
@@ -188,16 +191,17 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
 
         assert wait_for(None, lambda _: urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200,
                         120), "mlflow server did not come up"
-        browser.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}")
+        browser.get(f"http://127.0.0.1:{port}/{page}")
         body = lambda drv: drv.find_element(By.TAG_NAME, "body").text  # noqa: E731
-        assert wait_for(browser, lambda drv: "quickstart" in body(drv) and "Training runs" in body(drv))
+        assert wait_for(browser, lambda drv: "Run Name" in body(drv) and "quickstart" in body(drv), 120)
         shot(browser, tmp_path, "mlflow-experiment")
         text = body(browser)
-        assert "Training runs" in text and "digits" in text  # the training-runs view, with its Dataset column
-        # The parent run groups its trials: expanding it lists them.
-        for button in browser.find_elements(By.CSS_SELECTOR, "[aria-label='Expand']") or []:
-            button.click()
-        assert wait_for(browser, lambda drv: sum(n in body(drv) for n in trial_names) >= min(len(trial_names), 5))
+        assert exp.experiment_id in page and "Model training" in text and "Token Usage" not in text  # not GenAI
+        assert "digits (" in text and "Training" in text  # the Dataset column: the set, its digest, its context
+        # The study's parent run groups its trials: its expander lists them.
+        expand = "button[data-component-id*='runnamecellrenderer']"
+        wait_for(browser, lambda drv: drv.find_elements(By.CSS_SELECTOR, expand))[0].click()
+        assert wait_for(browser, lambda drv: trial_names <= set(re.findall(r"trial_\w+", body(drv))), 60), body(browser)
         shot(browser, tmp_path, "mlflow-runs-expanded")
     finally:
         os.killpg(server.pid, 15)
