@@ -162,8 +162,8 @@ class StudyConsole(Callback):
         line = (f"{self.headline()} · epochs {self.epochs_done()}/{self.planned_epochs()} · "
                 f"elapsed {duration(time.monotonic() - self.t0)}")
         if self.unit == "seed":
-            line += "".join(f" · {self.names.get(t, t)} epoch {self.epochs.get(t, 0)}/{self.lengths.get(t, self.max_epochs)}"
-                            for t in sorted(self.running))
+            line += "".join(f" · {self.names.get(t, t)} epoch {self.epochs.get(t, 0)}/"
+                            f"{self.lengths.get(t, self.max_epochs)}" for t in sorted(self.running))
         return line + (f" · ETA {duration(eta)}" if eta is not None else "")
 
     def epoch_line(self, tid: str, result: dict[str, Any]) -> str:
@@ -279,14 +279,15 @@ def quiet_logs(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
-def dashboard_line(url: str | None) -> str:
-    """The dashboard's address and, when Ray guards it with a token (Ray >= 2.5x: on by default for a
-    local cluster), how to get the token its login page asks for."""
+def dashboard_line(url: str | None, joined: bool = False) -> str:
+    """The dashboard's address (a joined cluster's own) and, when Ray guards it with a token (recent Ray:
+    on by default for a local cluster), how to get the token its login page asks for."""
     if not url:
         return "Ray dashboard: (not running)"
     line = f"Ray dashboard: {url}"
     if token_auth_enabled():
-        line += " (it asks for a token: run `ray get-auth-token` and paste what it prints)"
+        where = " on the cluster's head node" if joined else ""
+        line += f" (it asks for a token: run `ray get-auth-token`{where} and paste what it prints)"
     return line
 
 

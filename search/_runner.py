@@ -174,7 +174,7 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
     ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
                    ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
     dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
-    log(dashboard_line(dashboard if ctx.dashboard_url else None))
+    log(dashboard_line(dashboard if getattr(ctx, "dashboard_url", None) else None, joined=bool(address)))
     return dashboard
 
 
@@ -199,7 +199,7 @@ def open_tracking(spec: dict[str, Any], *, run_name: str, role: str, child_role:
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
         f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"), dataset)]
+                                 spec.get("space"), dataset, _flat_params(spec))]
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

@@ -17,7 +17,7 @@ from ._space import branches, flat_config
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
          "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
-         "hostname", "node_ip", "trial_id", "experiment_tag"}
+         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible"}  # infeasible: the status tag says it
 
 
 def client_for(uri: str) -> Any:
@@ -75,6 +75,15 @@ def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
     return run.info.run_id
 
 
+def run_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's (or seed's) params: the study's resolved spec with the run's own values, so every run
+    of every study and model family has the same keys (model.name, train.lr, data.dataset, …)."""
+    out = dict(base)
+    if "model.name" in config and config["model.name"] != base.get("model.name"):
+        out = {k: v for k, v in out.items() if not k.startswith("model.")}  # another family's arguments
+    return {**out, **config}
+
+
 def log_params(c: Any, run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
@@ -92,9 +101,11 @@ class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
-                 space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None) -> None:
+                 space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
         self.dataset = dataset  # logged as each trial run's input
+        self.params = params or {}  # the study's flat spec, under each run's own values
         self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}
@@ -128,7 +139,8 @@ class MlflowTrials(Callback):
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
             config = dict(trial.config)
-            log_params(c, rid, flat_config(config, self.space) if branches(self.space) else config)
+            own = flat_config(config, self.space) if branches(self.space) else config
+            log_params(c, rid, run_params(self.params, own))
             log_dataset(c, rid, self.dataset)
         self._runs[tid] = rid
         return rid

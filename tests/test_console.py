@@ -111,7 +111,13 @@ def test_mlflow_records_training_runs_dataset_and_loadable_models(quickstart):
         assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
         profile = yaml.safe_load(inp.dataset.profile)
         assert profile["train"] + profile["val"] + profile["test"] == 1797 and profile["classes"] == 10
+    # Every run carries the same params (the resolved spec with its own values): comparable across runs.
+    study = next(x for x in runs if x.data.tags.get("role") == "study")
+    assert all(set(x.data.params) == set(study.data.params) for x in trials)
+    assert len({x.data.params["train.lr"] for x in trials}) == 12 and study.data.params["model.name"] == "cnn"
+    assert "infeasible" not in trials[0].data.metrics  # a status (tag), not a metric
     seed_run = next(x for x in runs if x.data.tags.get("role") == "final-seed")
+    assert seed_run.data.params["seed"] == "0" and seed_run.data.params["model.name"] == "cnn"
     mlflow.set_tracking_uri(uri)
     (logged,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert logged.source_run_id == seed_run.info.run_id
