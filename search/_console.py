@@ -231,19 +231,29 @@ class StudyConsole(Callback):
     def _start_live(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.text import Text
 
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24),
-            TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=Console(file=self.stream), refresh_per_second=2)
+        class Display(Progress):
+            """The headline on its own line (it wraps on a narrow terminal), the progress bars below it."""
+
+            headline = ""
+
+            def get_renderables(self) -> Any:
+                yield Text(self.headline)
+                yield self.make_tasks_table(self.tasks)
+
+        self._progress = Display(
+            TextColumn("{task.description}"), BarColumn(bar_width=30), TextColumn("{task.completed}/{task.total} epochs"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(file=self.stream),
+            refresh_per_second=2)
         self._progress.start()
-        self._tasks["study"] = self._progress.add_task(self.headline(), total=self.planned_epochs())
+        self._tasks["study"] = self._progress.add_task("  all", total=self.planned_epochs())
 
     def _refresh(self, force: bool = False) -> None:
         if self._progress is not None:
             p = self._progress
-            p.update(self._tasks["study"], description=self.headline(), total=self.planned_epochs(),
-                     completed=self.epochs_done())
+            p.headline = self.headline()
+            p.update(self._tasks["study"], total=self.planned_epochs(), completed=self.epochs_done())
             if self.unit == "seed":  # final training: one row per seed with its epochs and time left
                 for tid in self.running:
                     if tid not in self._tasks:
