@@ -97,7 +97,7 @@ def run_final(spec: dict[str, Any], backend: FinalBackend, *, file: str, overwri
     if parent:
         from ._models import log_final_models
 
-        log_final_models(uri, parent, out, summary["seeds"], backend)
+        log_final_models(uri, parent, out, summary["seeds"], backend, log)
         _log_final(uri, parent, out, summary)
     return summary
 
