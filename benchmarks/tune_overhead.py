@@ -37,6 +37,9 @@ class StubBackend:
     def describe(self, pools: object) -> str:
         return "none (one second of arithmetic per trial)"
 
+    def dataset_info(self, spec: dict, pools: object) -> None:
+        return None  # no data set to record
+
     def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
         from ray import tune
 

@@ -57,6 +57,9 @@ class TrialSide(Protocol):
     def describe(self, pools: Any) -> str:
         """One line on what the trials will read and where it lives."""
 
+    def dataset_info(self, spec: Spec, pools: Any) -> dict[str, Any]:
+        """The data set as tracking records it: name, source, digest, images per split, classes."""
+
     def make_trainable(self, spec: Spec, pools: Any,
                        flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
         """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
@@ -68,6 +71,9 @@ class TrialSide(Protocol):
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""
 
     # --- saved models
+    def exportable(self, model_dir: Path) -> tuple[Any, Any]:
+        """(model, example input) of a saved final model, for MLflow's model format and registry."""
+
     def eval_set(self, model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Any, Any]:
         """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""
 

@@ -20,6 +20,11 @@ def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
     return "completed" if int(metrics.get("epoch", 0)) >= max_epochs else "stopped"
 
 
+def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
+    """A trial's full length: a searched train.epochs (paper 000's grid, a branch's own epochs), else the spec's."""
+    return int(config.get("train.epochs") or max_epochs)
+
+
 def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str, mode: str,
                max_epochs: int) -> list[dict[str, Any]]:
     """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error."""
@@ -28,8 +33,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
-        # A searched train.epochs (paper 000's grid, a branch's own epochs) is that trial's full length.
-        status = trial_status(last, t["error"], int(t["config"].get("train.epochs") or max_epochs))
+        status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ._console import console_for, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
@@ -33,7 +34,7 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
 
 def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite: bool = False,
               address: str | None = None, log: Any = print, study_file: Path | None = None,
-              out: Path | None = None) -> dict[str, Any]:
+              out: Path | None = None, verbose: bool = False) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
@@ -48,7 +49,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     pools = backend.prepare(spec)  # before anything is written
     if replace:
         shutil.rmtree(out)
-    init_ray(address, log)
+    init_ray(address, log, verbose)
     import ray
     from ray import tune
 
@@ -56,14 +57,18 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
     parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log)
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log,
+                                      dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
     trainable = backend.make_final_trainable(spec, pools, str(out))
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
     tuner = tune.Tuner(
         trainable,
         param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(name="ray", storage_path=str(out), callbacks=callbacks, verbose=1,
+        run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=tune_verbosity(verbose),
+                                  callbacks=[*callbacks, console_for(
+                                      spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"])],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     grid = tuner.fit()
@@ -85,6 +90,9 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
     if parent:
+        from ._models import log_final_models
+
+        log_final_models(uri, parent, out, summary["seeds"], backend, log)
         _log_final(uri, parent, out, summary)
     return summary
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._algorithms import build_scheduler, build_searcher, param_space
+from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
@@ -57,7 +58,8 @@ def provenance() -> dict[str, Any]:
 
 
 def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bool = False,
-              overwrite: bool = False, address: str | None = None, log: Any = print) -> StudyResult:
+              overwrite: bool = False, address: str | None = None, log: Any = print,
+              verbose: bool = False) -> StudyResult:
     out = study_dir(spec)
     state_file = out / STUDY_FILE
     given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
@@ -75,7 +77,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         shutil.rmtree(out)
 
     log(f"data: {backend.describe(pools)}")
-    dashboard = init_ray(address, log)
+    dashboard = init_ray(address, log, verbose)
     import ray
     from ray import tune
 
@@ -86,7 +88,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     previous = read_json(state_file, "study file") if resume else {}
     parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
-                                      reopen=previous.get("mlflow_parent_run_id"), log=log)
+                                      reopen=previous.get("mlflow_parent_run_id"), log=log,
+                                      dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
     record = {**previous, "spec": spec, "spec_given": given, "spec_file": file, "mlflow_uri": uri,
               "mlflow_parent_run_id": parent,
@@ -112,7 +115,9 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
+                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
+                callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
+                                                   unit="trial", verbose=verbose)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
@@ -167,24 +172,30 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def init_ray(address: str | None, log: Any) -> str:
-    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL."""
+def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
+    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL.
+
+    Workers' own output (Ray's per-checkpoint lines, library warnings) reaches the console only with
+    ``verbose``; the console callback shows what trials report, each warning once.
+    """
     # Per-epoch checkpoints are the design (pause/resume, PBT); Ray's warning about them is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    quiet_logs(verbose)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
-                   ignore_reinit_error=True, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                   ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
     dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
-    log(f"Ray dashboard: {dashboard}")
+    log(dashboard_line(dashboard if getattr(ctx, "dashboard_url", None) else None, joined=bool(address)))
     return dashboard
 
 
 def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,
-                  log: Any, reopen: str | None = None) -> tuple[str | None, list[Any]]:
+                  log: Any, reopen: str | None = None,
+                  dataset: dict[str, Any] | None = None) -> tuple[str | None, list[Any]]:
     """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials.
 
     A new parent nests under ``tracking.parent_run_id`` when set (best.yaml: the study it came from).
@@ -192,18 +203,18 @@ def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, ro
     track, exp = spec["tracking"], spec["experiment"]
     if not track["enabled"]:
         return None, []
-    from ._tracking import MlflowTrials, client_for, start_parent
+    from ._tracking import MlflowTrials, client_for, start_parent, ui_page
 
     uri = mlflow_uri(spec)
     mlflow_exp = track["mlflow_experiment"] or exp["name"]
     tags = {"study": exp["name"], **backend.tags(spec)}
-    parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen)
+    parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, _flat_params(spec), reopen, dataset)
     if track["parent_run_id"] and not reopen:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
-        f"--backend-store-uri {uri}")
+        f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"))]
+                                 spec.get("space"), dataset, _flat_params(spec))]
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

@@ -18,7 +18,7 @@ from ._space import branches, flat_config
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
          "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
-         "hostname", "node_ip", "trial_id", "experiment_tag"}
+         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible"}  # infeasible: the status tag says it
 
 
 def check_store(uri: str, timeout: float = 5.0) -> str | None:
@@ -50,13 +50,44 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri(uri))
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it trains models (3.x up to
+# about 3.10; later ones follow the workflowType of the URL, see ui_page).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: Any, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location(uri, name))
+    if exp is None:
+        return client.create_experiment(name, artifact_location(uri, name), tags=dict([EXPERIMENT_KIND]))
+    if EXPERIMENT_KIND[0] not in exp.tags:  # an experiment made before the tag (or by hand)
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def ui_page(uri: str, experiment: str) -> str:
+    """The experiment's training-runs page in ``mlflow ui`` (MLflow 3.1x picks the page from the
+    ``workflowType`` of the URL, or the GenAI / Model training switch, over the experiment's tag)."""
+    return f"#/experiments/{experiment_id(client_for(uri), experiment, uri)}/runs?workflowType=machine_learning"
+
+
+def log_dataset(c: Any, run_id: str, info: dict[str, Any] | None, context: str = "training") -> None:
+    """The study's data set as the run's input: the UI's Dataset column (name, digest, images per split)."""
+    if not info:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    local = info["local"]  # a folder on disk, else a built-in or downloaded set
+    ds = Dataset(name=info["name"], digest=info["digest"], source_type="local" if local else "code",
+                 source=json.dumps({"uri": str(info["source"])} if local else {"tags": {"dataset": info["source"]}}),
+                 profile=json.dumps({"num_rows": sum(info["counts"].values()), **info["counts"],
+                                     "classes": len(info["classes"]), "image_shape": info["image_shape"]}))
+    c.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
 
 
 def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], run_id: str | None = None) -> str:
+                 params: dict[str, Any], run_id: str | None = None, dataset: dict[str, Any] | None = None) -> str:
     """Create the study's parent run, or reopen ``run_id`` on resume."""
     c = client_for(uri)
     if run_id:
@@ -64,7 +95,17 @@ def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
         return run_id
     run = c.create_run(experiment_id(c, experiment, uri), run_name=run_name, tags=tags)
     log_params(c, run.info.run_id, params)
+    log_dataset(c, run.info.run_id, dataset)
     return run.info.run_id
+
+
+def run_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's (or seed's) params: the study's resolved spec with the run's own values, so every run
+    of every study and model family has the same keys (model.name, train.lr, data.dataset, …)."""
+    out = dict(base)
+    if "model.name" in config and config["model.name"] != base.get("model.name"):
+        out = {k: v for k, v in out.items() if not k.startswith("model.")}  # another family's arguments
+    return {**out, **config}
 
 
 def log_params(c: Any, run_id: str, params: dict[str, Any]) -> None:
@@ -84,8 +125,11 @@ class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
-                 space: dict[str, Any] | None = None) -> None:
+                 space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
+        self.dataset = dataset  # logged as each trial run's input
+        self.params = params or {}  # the study's flat spec, under each run's own values
         self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
         self._runs: dict[str, str] = {}
@@ -119,7 +163,9 @@ class MlflowTrials(Callback):
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
             config = dict(trial.config)
-            log_params(c, rid, flat_config(config, self.space) if branches(self.space) else config)
+            own = flat_config(config, self.space) if branches(self.space) else config
+            log_params(c, rid, run_params(self.params, own))
+            log_dataset(c, rid, self.dataset)
         self._runs[tid] = rid
         return rid
 

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true",
                    help="train the spec's configuration on the full training data once per final.seeds and "
                         "evaluate on the test split (typically with runs/<study>/best.yaml)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray Tune's trial tables and the trial processes' own output")
     return p
 
 
@@ -74,20 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "space, such as runs/<study>/best.yaml")
             from ._final import run_final
 
-            summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address)
+            summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
+                                verbose=args.verbose)
             _final_summary(summary)
             return 0
         from ._runner import run_study
 
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
-                           address=args.address)
+                           address=args.address, verbose=args.verbose)
         _summary(spec, result)
         if spec["final"]["after_search"] and result.best is not None:
             from ._export import best_spec
             from ._final import run_final
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
-            _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
+            _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
                                      address=args.address, study_file=result.out_dir / "study.json"))
         return 0
     except (SpecError, *backend.USER_ERRORS) as err:

@@ -4,11 +4,17 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import apply_config, check, describe, infeasible, prepare, section_schemas, smoke, tags
+from ._backend import apply_config, check, dataset_info, describe, infeasible, prepare, section_schemas, smoke, tags
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import METRICS, fit
 from .final import eval_set, reevaluate
 from .resources import gpu_hours
+
+
+def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)
+    from .export import exportable as _exportable
+
+    return _exportable(model_dir)
 
 
 def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
@@ -33,7 +39,7 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "create_model",
-           "describe", "eval_set", "explain", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
+__all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "create_model", "dataset_info",
+           "describe", "eval_set", "explain", "exportable", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas",
            "smoke", "tags"]

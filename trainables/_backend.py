@@ -6,10 +6,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
+import numpy as np
+
 from .augment import AUGMENT_DEFAULTS
-from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
+from .data import DATA_SCHEMA, NATIVE, ImageFiles, Pools, list_datasets, load_pools, make_splits
 from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA
 from .models import PREFIXES, check_model, is_model, list_models, model_schema
@@ -116,6 +120,25 @@ def describe(pools: Pools) -> str:
              f"decoded in memory, {gb:.2f} GB, one copy shared by all trials")
     classes = f"{pools.num_classes} classes" + (f" (positive: {pools.classes[1]})" if pools.num_classes == 2 else "")
     return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}"
+
+
+def dataset_info(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
+    """The data set as tracking records it: name, source, a content digest, images per split, classes."""
+    data = spec["data"]
+    splits = make_splits(pools, data)
+    counts = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+    h = hashlib.sha256(json.dumps([pools.classes, counts, list(pools.train_x.shape)]).encode())
+    for x, y in ((pools.train_x, pools.train_y), (pools.test_x, pools.test_y)):
+        if x is None:
+            continue
+        h.update(np.ascontiguousarray(y).tobytes())
+        if isinstance(x, ImageFiles):
+            h.update("\n".join(x.paths).encode())
+        else:  # every image of a small set, an evenly spaced 10,000 of a large one: a digest in well under a second
+            h.update(np.ascontiguousarray(x[:: max(1, len(x) // 10_000)]).tobytes())
+    return {"name": pools.name, "source": data.get("root") or data["dataset"], "local": bool(data.get("root")),
+            "digest": h.hexdigest()[:12], "counts": counts, "classes": list(pools.classes),
+            "image_shape": [int(v) for v in pools.train_x.shape[1:]]}
 
 
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

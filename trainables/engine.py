@@ -83,9 +83,15 @@ def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
 def resolve_device(want: str = "auto") -> torch.device:
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
-    if want == "auto":
-        warnings.warn("no GPU visible to this trial: training on CPU", stacklevel=2)
     return torch.device("cpu")
+
+
+def device_warning(want: str = "auto") -> str | None:
+    """Why a trial that may use a GPU trains on CPU, or None. Reported with the trial's results (the
+    study's console prints it once), not warned in every trial process."""
+    if want == "auto" and not torch.cuda.is_available():
+        return "no GPU visible to the trials: training on CPU"
+    return None
 
 
 _LIBC: Any = None

@@ -19,7 +19,7 @@ import torch
 
 from . import _backend
 from .data import Pools
-from .engine import fit
+from .engine import device_warning, fit
 from .resources import apply_memory_cap, trial_request
 
 CKPT_FILE = "state.pt"
@@ -30,6 +30,12 @@ def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def device_fields(spec: dict[str, Any]) -> dict[str, str]:
+    """``device`` and, when training fell back to CPU, a ``warning`` the driver's console prints once."""
+    note = device_warning(spec["train"].get("device", "auto"))
+    return {"device": device_name(), **({"warning": note} if note else {})}
 
 
 def worst(mode: str) -> float:
@@ -62,12 +68,12 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, CKPT_FILE), map_location="cpu", weights_only=True)
 
-    device = device_name()
+    device = device_fields(resolved)
 
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
-            tune.report({**metrics, "infeasible": 0, "device": device}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, "infeasible": 0, **device}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         fit(resolved, pools, state=state, on_epoch=on_epoch)
@@ -102,14 +108,14 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
 
     claim_resources(spec)
     seed = int(config["seed"])
-    device = device_name()
+    device = device_fields(spec)
 
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
-        tune.report({**metrics, "device": device})
+        tune.report({**metrics, **device})
 
     m = train_final(spec, pools, seed, Path(out_dir) / str(seed), on_epoch=on_epoch)
     test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
-    tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, "device": device})
+    tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device})
 
 
 def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str) -> Any:
