@@ -461,7 +461,7 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
         raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {_allowed(schema)}"
                                   f"{did_you_mean(leaf, schema)}")
-    if key in ("data.dataset", "model.name"):
+    if key == "model.name":
         # Each model family has its own keys: search families with a branch (conditional sub-space).
         raise SpecError(file, kp, f"{key} cannot be searched in a flat space; make it a branch, e.g. "
                                   f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}")

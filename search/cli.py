@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from ._space import grid_points, preview_configs
+from ._space import as_searched, grid_points, preview_configs
 from ._spec import SpecError, dump_spec, load_spec, resolve
 
 EXIT_USAGE = 2
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dry_run(spec: dict[str, Any], backend: Any) -> None:
     print(dump_spec(spec), end="")
-    space, search = spec["space"], spec["search"]
+    search = spec["search"]
+    space = as_searched(spec["space"], search["algorithm"])  # count and preview what Tune will run
     n_grid = grid_points(space)
     print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
           f"({search['algorithm']} search, num_samples={search['num_samples']})")

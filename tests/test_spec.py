@@ -213,3 +213,36 @@ def test_annotated_example_in_spaces_readme_is_valid(backend):
     block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
     spec = resolve(yaml.safe_load(block), backend, file="spaces/README.md")
     assert len(spec["space"]) == 9 and spec["model"]["name"] == "vit"
+
+
+# Keys the driver reads once (data loading and splits): a per-trial value would be ignored or move the test split.
+UNSEARCHABLE = [
+    ("data.root", {"choice": ["/a", "/b"]}, "loads the data once"),
+    ("data.dataset", {"choice": ["digits", "synthetic"]}, "loads one dataset for all trials"),
+    ("data.load_max_per_class", {"choice": [10, 20]}, "reads the files once"),
+    ("data.storage", {"choice": ["memory", "stream"]}, "decides once"),
+    ("data.split_seed", {"randint": [0, 3]}, "move the test and validation split"),
+    ("data.val_fraction", {"uniform": [0.1, 0.2]}, "move the validation split"),
+    ("data.test_fraction", {"uniform": [0.1, 0.2]}, "move the test split"),
+]
+
+
+@pytest.mark.parametrize("key,dist,why", UNSEARCHABLE, ids=[u[0] for u in UNSEARCHABLE])
+def test_keys_the_driver_reads_once_cannot_be_searched(backend, key, dist, why):
+    with pytest.raises(SpecError) as exc:
+        resolve(with_(f"space.{key}", dist), backend, file="s.yaml")
+    assert str(exc.value).startswith(f"s.yaml: space.{key}: {key} cannot be searched: "), str(exc.value)
+    assert why in str(exc.value) and "\n" not in str(exc.value)
+    # Inside a branch option, as a distribution or as the option's fixed value.
+    for i, value in enumerate((dist, next(iter(dist.values()))[0])):
+        branch = {"grid": [{"name": "a", "train.momentum": 0.9}, {"name": "b", key: value}]}
+        with pytest.raises(SpecError) as exc:
+            resolve(with_("space.recipe", branch), backend, file="s.yaml")
+        assert str(exc.value).startswith(f"s.yaml: space.recipe.grid[1].{key}: {key} cannot be searched: "), \
+            (i, str(exc.value))
+
+
+def test_data_keys_a_trial_reads_can_be_searched(backend):
+    spec = resolve(with_("space.data.train_fraction", {"uniform": [0.5, 1.0]},
+                         with_("space.data.augment.hflip", {"choice": [0.0, 0.5]})), backend, file="s.yaml")
+    assert "data.train_fraction" in spec["space"] and "data.augment.hflip" in spec["space"]

@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 from .augment import AUGMENT_DEFAULTS
-from .data import DATA_SCHEMA, NATIVE, Pools, list_datasets, load_pools
+from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, Pools, list_datasets, load_pools
 from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA
 from .models import PREFIXES, check_model, is_model, list_models, model_schema
@@ -82,7 +82,25 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("data.max_memory_gb", f"max_memory_gb > 0 must hold, got max_memory_gb={d['max_memory_gb']}"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
+    errs += _unsearchable(spec.get("space") or {})
     return errs
+
+
+def _space_keys(space: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, dotted key) of every key the space sets: its own, and each branch option's."""
+    out = []
+    for key, dist in space.items():
+        if "." in str(key):
+            out.append((f"space.{key}", str(key)))
+            continue
+        (kind, options), = dist.items()  # a branch: {grid|choice: [option mappings]}
+        out += [(f"space.{key}.{kind}[{i}].{k}", str(k)) for i, opt in enumerate(options) for k in opt if k != "name"]
+    return out
+
+
+def _unsearchable(space: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(where, f"{key} cannot be searched: {NOT_SEARCHABLE[key[len('data.'):]]}")
+            for where, key in _space_keys(space) if key.startswith("data.") and key[len("data."):] in NOT_SEARCHABLE]
 
 
 def model_args(spec: dict[str, Any]) -> dict[str, Any]:
