@@ -11,12 +11,23 @@ from ._space import plain
 from ._spec import dump_spec, with_values
 
 
-def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
+STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "error")
+
+
+def trial_status(last: dict[str, Any], error: str, config: dict[str, Any], spec_epochs: int) -> str:
+    """The one status rule, for trials.csv and MLflow alike. ``last``: the trial's last result; ``config``:
+    its flat config, whose ``train.epochs`` (a searched value, a branch's own) is that trial's full length.
+
+    completed: ran its full length; early_stopped: the engine stopped it (``train.early_stopping``);
+    stopped: the scheduler did; infeasible: the model refused the configuration; error: it raised.
+    """
     if error:
         return "error"
-    if metrics.get("infeasible"):
+    if last.get("infeasible"):
         return "infeasible"
-    return "completed" if int(metrics.get("epoch", 0)) >= max_epochs else "stopped"
+    if int(last.get("epoch", 0)) >= int(config.get("train.epochs") or spec_epochs):
+        return "completed"
+    return "early_stopped" if last.get("early_stopped") else "stopped"
 
 
 def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str, mode: str,
@@ -27,8 +38,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
-        # A searched train.epochs (paper 000's grid, a branch's own epochs) is that trial's full length.
-        status = trial_status(last, t["error"], int(t["config"].get("train.epochs") or max_epochs))
+        status = trial_status(last, t["error"], t["config"], max_epochs)
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,

@@ -322,6 +322,7 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
             raise SpecError(file, f"{section}.{key}", "is required")
     _check_orchestration(file, spec, default_name)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
+    _check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
     return {k: spec[k] for k in TOP_LEVEL}
@@ -375,6 +376,35 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
 def spec_epochs(spec: dict[str, Any]) -> int:
     train = spec.get("train") or {}
     return int(train.get("epochs") or 1)
+
+
+def _longest_trial(spec: dict[str, Any]) -> tuple[int, str]:
+    """The largest train.epochs a trial can have, and where it is set (spec, space or a branch option)."""
+    def top(dist: dict[str, list[Any]]) -> int:
+        (kind, args), = dist.items()
+        return int(max(args) if kind in ("grid", "choice") else args[1])
+
+    space = spec["space"]
+    found = [(top(space["train.epochs"]), "space.train.epochs") if "train.epochs" in space
+             else (int(spec["train"]["epochs"]), "train.epochs")]
+    for key, dist in space.items():
+        if is_branch(key, dist):
+            (kind, options), = dist.items()
+            found += [(top(o["train.epochs"]) if isinstance(o["train.epochs"], dict) else int(o["train.epochs"]),
+                       f"space.{key}.{kind}[{i}].train.epochs") for i, o in enumerate(options) if "train.epochs" in o]
+    return max(found)
+
+
+def _check_max_t(file: str, spec: dict[str, Any], given: bool) -> None:
+    """max_t (default: the longest trial) may not cut a trial short: ASHA and Hyperband stop every trial
+    at max_t, so a longer train.epochs would never be run, and its trial would read as stopped."""
+    sched = spec["scheduler"]
+    longest, where = _longest_trial(spec)
+    if not given:
+        sched["max_t"] = max(sched["max_t"], longest)
+    elif sched["name"] in ("asha", "hyperband") and sched["max_t"] < longest:
+        raise SpecError(file, "scheduler.max_t", f"max_t >= every train.epochs a trial can have must hold, got "
+                                                 f"max_t={sched['max_t']}, {where} up to {longest}")
 
 
 def _check_space(file: str, space: Any, spec: dict[str, Any],
@@ -431,6 +461,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
             if "." not in str(k):
                 raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
         sub = with_values(raw, consts)  # the whole spec with this option chosen
+        sub["scheduler"] = {**(sub.get("scheduler") or {}), "max_t": None}  # checked over all options, above
         sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}
         try:
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])

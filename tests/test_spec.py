@@ -246,3 +246,26 @@ def test_data_keys_a_trial_reads_can_be_searched(backend):
     spec = resolve(with_("space.data.train_fraction", {"uniform": [0.5, 1.0]},
                          with_("space.data.augment.hflip", {"choice": [0.0, 0.5]})), backend, file="s.yaml")
     assert "data.train_fraction" in spec["space"] and "data.augment.hflip" in spec["space"]
+
+
+@pytest.mark.parametrize("space,where", [
+    ({"train.epochs": {"grid": [3, 9]}}, "space.train.epochs up to 9"),
+    ({"train.epochs": {"choice": [3, 9]}}, "space.train.epochs up to 9"),
+    ({"train.epochs": {"randint": [2, 9]}}, "space.train.epochs up to 9"),
+    ({"recipe": {"grid": [{"name": "a", "train.epochs": 3}, {"name": "b", "train.epochs": 9}]}},
+     "space.recipe.grid[1].train.epochs up to 9"),
+    ({"recipe": {"choice": [{"name": "a", "train.momentum": 0.9},
+                            {"name": "b", "train.epochs": {"choice": [4, 9]}}]}},
+     "space.recipe.choice[1].train.epochs up to 9"),
+], ids=["grid", "choice", "randint", "branch-value", "branch-choice"])
+def test_max_t_below_a_searched_epochs_value_is_refused(backend, space, where):
+    for sched in ("asha", "hyperband"):
+        spec = {**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": sched, "max_t": 5}}
+        with pytest.raises(SpecError) as exc:
+            resolve(spec, backend, file="s.yaml")
+        assert str(exc.value) == ("s.yaml: scheduler.max_t: max_t >= every train.epochs a trial can have must "
+                                  f"hold, got max_t=5, {where}"), str(exc.value)
+    # Unset, max_t is the longest trial; fifo never stops a trial, so its max_t cuts nothing.
+    spec = resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "asha"}}, backend)
+    assert spec["scheduler"]["max_t"] == 9
+    resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "fifo", "max_t": 5}}, backend)
