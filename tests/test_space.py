@@ -63,7 +63,8 @@ def test_preview_crosses_grid_with_samples():
 
 
 def spec_for(algo, sched="fifo"):
-    space = {k: v for k, v in SPACE.items() if not (algo == "optuna" and "qloguniform" in v)}
+    space = {k: v for k, v in SPACE.items() if not (algo == "optuna" and "qloguniform" in v)
+             and not (sched == "pbt" and k.startswith("model."))}  # pbt cannot perturb the model's shapes
     return resolve({"experiment": {"name": "s"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
                     "train": {"epochs": 4}, "space": space, "search": {"algorithm": algo, "max_concurrent": 2},
                     "scheduler": {"name": sched}}, trainables)
@@ -91,10 +92,12 @@ def test_bohb_converts_every_sampled_distribution():
                                        ("hyperband", "HyperBandScheduler"), ("median", "MedianStoppingRule"),
                                        ("pbt", "PopulationBasedTraining")])
 def test_schedulers(sched, cls):
+    from ray.tune import schedulers
+
     s = build_scheduler(spec_for("random", sched))
-    assert type(s).__name__ == cls
+    assert isinstance(s, getattr(schedulers, cls))  # Ray's own (subclassed to skip infeasible trials)
     if sched == "pbt":
-        assert set(s._hyperparam_mutations) == set(SPACE)
+        assert set(s._hyperparam_mutations) == set(SPACE) - {"model.hidden"}
     if sched in ("asha", "hyperband", "median"):
         assert s._time_attr == "training_iteration"
 
