@@ -322,6 +322,25 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> None:
+    """Give the optimizer and schedule this trial's lr, weight_decay, momentum and nesterov.
+
+    Restored optimizer and schedule state carry the values of the run they were saved in (after a PBT
+    exploit: another trial's), so a perturbed value would otherwise never take effect. The lr keeps the
+    schedule's progress: the new lr times the factor reached so far (lr / initial_lr of the saved run).
+    """
+    lr = float(t["lr"])
+    for g in opt.param_groups:
+        g["lr"] = lr * g["lr"] / g.get("initial_lr", lr)  # no initial_lr (plateau's first start): factor 1
+        g["initial_lr"] = lr  # saved with the optimizer: the next restore's reference
+        g["weight_decay"] = float(t["weight_decay"])
+        if "momentum" in g:  # sgd
+            g["momentum"], g["nesterov"] = float(t["momentum"]), bool(t["nesterov"])
+    if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
+        sched.base_lrs = [lr] * len(opt.param_groups)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
 @torch.no_grad()
 def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int,
             autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -394,6 +413,7 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         sched.load_state_dict(state["scheduler"])
         start, history = int(state["epoch"]), list(state.get("history", []))
         best_loss, bad_epochs = float(state.get("best_loss", best_loss)), int(state.get("bad_epochs", 0))
+    apply_recipe(opt, sched, t)
     train_idx = torch.as_tensor(splits.train)
     bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
     mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
