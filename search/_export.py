@@ -78,7 +78,8 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], parent_run_id: str |
     s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
     s["space"] = {}
     s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1}
-    s["scheduler"] = {**s["scheduler"], "name": "fifo"}
+    # A PBT trial's values are where its schedule ended; kept as pbt, the spec refuses to retrain them.
+    s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo"}
     s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
     return s
 
@@ -88,4 +89,10 @@ def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: di
     header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
               f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
               f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n")
+    if spec["scheduler"]["name"] == "pbt":
+        header = (f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, best "
+                  f"{metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+                  f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
+                  f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
+                  f"retrain them unless you --set scheduler.name=fifo.\n")
     path.write_text(header + dump_spec(best_spec(spec, config, parent_run_id)))

@@ -122,7 +122,7 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=str(out.parent), callbacks=callbacks, verbose=1,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
     grid = tuner.fit()
@@ -143,6 +143,14 @@ def run_study(spec: dict[str, Any], backend: TrialBackend, *, file: str, resume:
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows)
     return StudyResult(out, rows, best, parent, chosen)
+
+
+def checkpoint_config(spec: dict[str, Any]) -> Any:
+    """A trial resumes from its latest checkpoint; PBT also restores other trials' recent ones, which Ray
+    warns may be deleted too early with num_to_keep <= 2: keep 4 there (as Ray's PBT examples do)."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=4 if spec["scheduler"]["name"] == "pbt" else 1)
 
 
 def trial_dirname(trial: Any) -> str:

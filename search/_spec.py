@@ -82,6 +82,8 @@ class Backend(Protocol):
 
     def check(self, spec: dict[str, Any]) -> list[tuple[str, str]]: ...
 
+    def checkpoint_conflict(self, key: str) -> str | None: ...
+
 
 def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
@@ -323,6 +325,7 @@ def resolve(raw: dict[str, Any], backend: Backend, *, file: str = "<spec>",
     _check_orchestration(file, spec, default_name)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
     _check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
+    _check_pbt_schedule(file, spec)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
     return {k: spec[k] for k in TOP_LEVEL}
@@ -378,6 +381,22 @@ def spec_epochs(spec: dict[str, Any]) -> int:
     return int(train.get("epochs") or 1)
 
 
+_PBT_IS_A_SCHEDULE = ("a pbt trial's hyperparameters change while it trains (a schedule, logged in the study "
+                      "folder's pbt_policy_*.txt), so its last values are no fixed recipe to retrain")
+
+
+def _check_pbt_schedule(file: str, spec: dict[str, Any]) -> None:
+    """A PBT study ends in a schedule, not a configuration: refuse to retrain one (best.yaml, final:)."""
+    if spec["scheduler"]["name"] != "pbt":
+        return
+    if not spec["space"]:  # a PBT study's best.yaml: its best trial's last values
+        raise SpecError(file, "scheduler.name", f"pbt perturbs the keys in space and this spec searches none; "
+                                                f"{_PBT_IS_A_SCHEDULE}; --set scheduler.name=fifo trains them "
+                                                f"as one anyway")
+    if spec["final"]["after_search"]:
+        raise SpecError(file, "final", f"no final training after a pbt search: {_PBT_IS_A_SCHEDULE}")
+
+
 def _longest_trial(spec: dict[str, Any]) -> tuple[int, str]:
     """The largest train.epochs a trial can have, and where it is set (spec, space or a branch option)."""
     def top(dist: dict[str, list[Any]]) -> int:
@@ -425,6 +444,10 @@ def _check_space(file: str, space: Any, spec: dict[str, Any],
             continue
         typ = _key_type(file, kp, str(key), spec, schemas)
         out[key] = check_distribution(file, kp, dist, typ, algo, coerce, SpecError)
+        why = backend.checkpoint_conflict(str(key)) if backend and spec["scheduler"]["name"] == "pbt" else None
+        if why:  # PBT resumes a trial from another trial's checkpoint, with this key perturbed
+            raise SpecError(file, kp, f"pbt cannot perturb {key}: {why}, so another trial's checkpoint would not "
+                                      f"load; search it with another scheduler")
     return out
 
 

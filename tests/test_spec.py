@@ -269,3 +269,41 @@ def test_max_t_below_a_searched_epochs_value_is_refused(backend, space, where):
     spec = resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "asha"}}, backend)
     assert spec["scheduler"]["max_t"] == 9
     resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "fifo", "max_t": 5}}, backend)
+
+
+@pytest.mark.parametrize("key,dist,why", [
+    ("model.hidden", {"choice": [16, 32]}, "it changes the model"),
+    ("model.dropout", {"uniform": [0.0, 0.5]}, "it changes the model"),
+    ("data.image_size", {"choice": [8, 16]}, "it changes the input size"),
+    ("train.optimizer", {"choice": ["adamw", "sgd"]}, "it changes the optimizer's state"),
+    ("train.loss", {"choice": ["ce", "bce"]}, "it changes the classifier head"),
+])
+def test_pbt_refuses_keys_another_trials_checkpoint_would_not_fit(backend, key, dist, why):
+    spec = with_(f"space.{key}", dist, with_("scheduler", {"name": "pbt"}))
+    with pytest.raises(SpecError) as exc:
+        resolve(spec, backend, file="s.yaml")
+    assert str(exc.value).startswith(f"s.yaml: space.{key}: pbt cannot perturb {key}: {why}"), str(exc.value)
+    # Other schedulers retrain each trial from its own start: the key is searchable there.
+    if key != "train.loss":  # digits has 10 classes: bce is refused for its own reason
+        resolve(with_(f"space.{key}", dist), backend, file="s.yaml")
+
+
+def test_pbt_perturbs_training_keys(backend):
+    spec = resolve(with_("space.train.weight_decay", {"loguniform": [1e-4, 1e-1]},
+                         with_("scheduler", {"name": "pbt"})), backend, file="s.yaml")
+    assert set(spec["space"]) == {"train.lr", "train.weight_decay"}
+
+
+def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
+    from search._export import best_spec
+
+    study = resolve(with_("scheduler", {"name": "pbt"}), backend, file="s.yaml")
+    best = best_spec(study, {"train.lr": 0.003})  # what best.yaml holds: the best trial's last values
+    with pytest.raises(SpecError) as exc:
+        resolve(best, backend, file="best.yaml")
+    assert str(exc.value).startswith("best.yaml: scheduler.name: pbt perturbs the keys in space and this spec "
+                                     "searches none; a pbt trial's hyperparameters change while it trains")
+    assert "--set scheduler.name=fifo" in str(exc.value)
+    assert resolve({**best, "scheduler": {"name": "fifo"}}, backend)["train"]["lr"] == 0.003
+    with pytest.raises(SpecError, match="s.yaml: final: no final training after a pbt search"):
+        resolve({**with_("scheduler", {"name": "pbt"}), "final": {"seeds": [0]}}, backend, file="s.yaml")

@@ -4,7 +4,7 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import apply_config, check, describe, infeasible, prepare, section_schemas
+from ._backend import apply_config, check, checkpoint_conflict, describe, infeasible, prepare, section_schemas
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import fit
 from .final import reevaluate
@@ -32,5 +32,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["USER_ERRORS", "DataError", "explain", "Pools", "WeightsNotFound", "apply_config", "check", "describe", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
+__all__ = ["USER_ERRORS", "DataError", "explain", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "describe", "create_model", "fit", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas"]

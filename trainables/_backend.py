@@ -103,6 +103,23 @@ def _unsearchable(space: dict[str, Any]) -> list[tuple[str, str]]:
             for where, key in _space_keys(space) if key.startswith("data.") and key[len("data."):] in NOT_SEARCHABLE]
 
 
+# Train keys whose value shapes saved state: a checkpoint of another value cannot be loaded into it.
+_STATE_SHAPING = {
+    "train.optimizer": "it changes the optimizer's state (adamw's moment estimates, sgd's momentum buffers)",
+    "train.schedule": "it changes the schedule's saved state",
+    "train.loss": "it changes the classifier head (one logit for bce, one per class for ce)",
+    "data.image_size": "it changes the input size, and with it the shapes of position embeddings",
+}
+
+
+def checkpoint_conflict(key: str) -> str | None:
+    """Why a trial resumed from a checkpoint saved under another value of ``key`` (a PBT exploit) would not
+    fit it; None = it would."""
+    if key.startswith("model."):
+        return "it changes the model (its layers and their shapes)"
+    return _STATE_SHAPING.get(key)
+
+
 def model_args(spec: dict[str, Any]) -> dict[str, Any]:
     side, chans = NATIVE.get(spec["data"]["dataset"], (None, 3))
     return {"image_size": spec["data"].get("image_size") or side, "in_chans": chans,
