@@ -484,7 +484,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
             if "." not in str(k):
                 raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
         sub = with_values(raw, consts)  # the whole spec with this option chosen
-        sub["scheduler"] = {**(sub.get("scheduler") or {}), "max_t": None}  # checked over all options, above
+        sub["scheduler"] = {**(sub.get("scheduler") or {}), "max_t": None}  # checked once, over all options
         sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}
         try:
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
