@@ -48,14 +48,16 @@ def param_space(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_scheduler(spec: dict[str, Any]) -> Any:
-    from ray.tune import schedulers as sch
+    from ray.tune.schedulers import FIFOScheduler
+
+    from . import _schedulers as sch  # Ray's, blind to infeasible trials
 
     c = spec["scheduler"]
     # metric/mode come from TuneConfig (Ray refuses them twice).
     common = dict(time_attr=TIME_ATTR)
     name = c["name"]
     if name == "fifo":
-        return sch.FIFOScheduler()
+        return FIFOScheduler()
     if name == "asha":
         return sch.ASHAScheduler(max_t=c["max_t"], grace_period=c["grace_period"],
                                  reduction_factor=c["reduction_factor"], brackets=c["brackets"], **common)

@@ -41,6 +41,10 @@ class TrialSide(Protocol):
     def apply_config(self, spec: Spec, values: dict[str, Any]) -> Spec:
         """A copy of a (raw or resolved) spec with dotted-key values set; keys without a dot are skipped."""
 
+    def checkpoint_conflict(self, key: str) -> str | None:
+        """Why a trial's checkpoint would not load once ``key`` is changed (a shape, the data), or None:
+        PBT may perturb only keys with None."""
+
     def smoke(self, spec: Spec) -> Spec:
         """A copy of a resolved spec whose trial-side sections are shrunk to a run of about a minute."""
 

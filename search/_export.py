@@ -12,12 +12,23 @@ from ._contract import TrialSide
 from ._spec import dump_spec
 
 
-def trial_status(metrics: dict[str, Any], error: str, max_epochs: int) -> str:
+STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "error")
+
+
+def trial_status(last: dict[str, Any], error: str, length: int) -> str:
+    """The one status rule, for trials.csv, MLflow and the console alike. ``last``: the trial's last
+    result; ``length``: its full length in epochs (``full_epochs``).
+
+    completed: ran its full length; early_stopped: the engine stopped it (``train.early_stopping``);
+    stopped: the scheduler did; infeasible: the model refused the configuration; error: it raised.
+    """
     if error:
         return "error"
-    if metrics.get("infeasible"):
+    if last.get("infeasible"):
         return "infeasible"
-    return "completed" if int(metrics.get("epoch", 0)) >= max_epochs else "stopped"
+    if int(last.get("epoch", 0)) >= length:
+        return "completed"
+    return "early_stopped" if last.get("early_stopped") else "stopped"
 
 
 def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
@@ -74,7 +85,8 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
     s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
     s["space"] = {}
     s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1}
-    s["scheduler"] = {**s["scheduler"], "name": "fifo"}
+    # A PBT trial's values are where its schedule ended; kept as pbt, the spec refuses to retrain them.
+    s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo"}
     s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
     return s
 
@@ -84,4 +96,10 @@ def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: di
     header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
               f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
               f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n")
+    if spec["scheduler"]["name"] == "pbt":
+        header = (f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, best "
+                  f"{metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+                  f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
+                  f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
+                  f"retrain them unless you --set scheduler.name=fifo.\n")
     path.write_text(header + dump_spec(best_spec(spec, config, backend, parent_run_id)))

@@ -118,7 +118,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose)],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
     grid = tuner.fit()
@@ -165,6 +165,14 @@ def _check_resumable(file: str, state_file: Path, spec: dict[str, Any]) -> None:
         raise SpecError(file, "--resume", f"a study resumes with the spec it started with ({state_file}); "
                                           f"these keys differ: {shown}. Drop the changes to resume, or start a "
                                           f"new study (--set experiment.name=…)")
+
+
+def checkpoint_config(spec: dict[str, Any]) -> Any:
+    """A trial resumes from its latest checkpoint; PBT also restores other trials' recent ones, which Ray
+    warns may be deleted too early with num_to_keep <= 2: keep 4 there (as Ray's PBT examples do)."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=4 if spec["scheduler"]["name"] == "pbt" else 1)
 
 
 def trial_dirname(trial: Any) -> str:

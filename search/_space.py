@@ -91,7 +91,7 @@ def _to_tune_flat(space: dict[str, dict[str, list[Any]]], algorithm: str) -> dic
     out: dict[str, Any] = {}
     for key, dist in space.items():
         (kind, a), = dist.items()
-        if kind == "grid" or (kind == "choice" and algorithm == "grid"):
+        if kind == "grid":
             out[key] = tune.grid_search(list(a))
         elif kind == "choice":
             out[key] = tune.choice(list(a))
@@ -240,17 +240,37 @@ def grid_points(space: dict[str, Any]) -> int:
     return n
 
 
+def as_searched(space: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """The space as ``algorithm`` runs it: the grid searcher tries every value of a ``choice`` and every
+    option of a choice branch, so they become grids (what Tune runs, counts and previews alike)."""
+    if algorithm != "grid":
+        return space
+
+    def grid(d: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        return {"grid": d["choice"]} if "choice" in d else d
+
+    out: dict[str, Any] = {}
+    for key, dist in space.items():
+        if is_branch(key, dist):
+            options = next(iter(dist.values()))
+            out[key] = {"grid": [{k: grid(v) if is_distribution(v) else v for k, v in o.items()} for o in options]}
+        else:
+            out[key] = grid(dist)
+    return out
+
+
 def to_tune(space: dict[str, Any], algorithm: str) -> dict[str, Any]:
     """Ray Tune domains for each searched key (``grid`` algorithm turns choices into grids); a branch
     becomes a grid or choice over dicts whose nested domains Ray resolves once that option is picked."""
     from ray import tune
 
+    space = as_searched(space, algorithm)
     out = _to_tune_flat(flat_space(space), algorithm)
     for key, (kind, options) in branches(space).items():
         parts = [option_parts(o) for o in options]
         values = [{LABEL: label, **consts, **_to_tune_flat(dists, algorithm)}
                   for label, (consts, dists) in zip(option_labels(options), parts)]
-        out[key] = tune.grid_search(values) if kind == "grid" or algorithm == "grid" else tune.choice(values)
+        out[key] = tune.grid_search(values) if kind == "grid" else tune.choice(values)
     return out
 
 

@@ -179,6 +179,8 @@ def resolve(raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>",
     _check_orchestration(file, spec, default_name)
     _check_metric(file, spec["experiment"], backend.METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
+    _check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
+    _check_pbt_schedule(file, spec)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
     return {k: spec[k] for k in TOP_LEVEL}
@@ -249,6 +251,51 @@ def spec_epochs(spec: dict[str, Any]) -> int:
     return int(train.get("epochs") or 1)
 
 
+_PBT_IS_A_SCHEDULE = ("a pbt trial's hyperparameters change while it trains (a schedule, logged in the study "
+                      "folder's pbt_policy_*.txt), so its last values are no fixed recipe to retrain")
+
+
+def _check_pbt_schedule(file: str, spec: dict[str, Any]) -> None:
+    """A PBT study ends in a schedule, not a configuration: refuse to retrain one (best.yaml, final:)."""
+    if spec["scheduler"]["name"] != "pbt":
+        return
+    if not spec["space"]:  # a PBT study's best.yaml: its best trial's last values
+        raise SpecError(file, "scheduler.name", f"pbt perturbs the keys in space and this spec searches none; "
+                                                f"{_PBT_IS_A_SCHEDULE}; --set scheduler.name=fifo trains them "
+                                                f"as one anyway")
+    if spec["final"]["after_search"]:
+        raise SpecError(file, "final", f"no final training after a pbt search: {_PBT_IS_A_SCHEDULE}")
+
+
+def _longest_trial(spec: dict[str, Any]) -> tuple[int, str]:
+    """The largest train.epochs a trial can have, and where it is set (spec, space or a branch option)."""
+    def top(dist: dict[str, list[Any]]) -> int:
+        (kind, args), = dist.items()
+        return int(max(args) if kind in ("grid", "choice") else args[1])
+
+    space = spec["space"]
+    found = [(top(space["train.epochs"]), "space.train.epochs") if "train.epochs" in space
+             else (int(spec["train"]["epochs"]), "train.epochs")]
+    for key, dist in space.items():
+        if is_branch(key, dist):
+            (kind, options), = dist.items()
+            found += [(top(o["train.epochs"]) if isinstance(o["train.epochs"], dict) else int(o["train.epochs"]),
+                       f"space.{key}.{kind}[{i}].train.epochs") for i, o in enumerate(options) if "train.epochs" in o]
+    return max(found)
+
+
+def _check_max_t(file: str, spec: dict[str, Any], given: bool) -> None:
+    """max_t (default: the longest trial) may not cut a trial short: ASHA and Hyperband stop every trial
+    at max_t, so a longer train.epochs would never be run, and its trial would read as stopped."""
+    sched = spec["scheduler"]
+    longest, where = _longest_trial(spec)
+    if not given:
+        sched["max_t"] = max(sched["max_t"], longest)
+    elif sched["name"] in ("asha", "hyperband") and sched["max_t"] < longest:
+        raise SpecError(file, "scheduler.max_t", f"max_t >= every train.epochs a trial can have must hold, got "
+                                                 f"max_t={sched['max_t']}, {where} up to {longest}")
+
+
 def _check_space(file: str, space: Any, spec: dict[str, Any],
                  schemas: dict[str, dict[str, tuple[Any, ...]] | None], raw: dict[str, Any] | None = None,
                  backend: TrialSide | None = None) -> dict[str, Any]:
@@ -267,6 +314,10 @@ def _check_space(file: str, space: Any, spec: dict[str, Any],
             continue
         typ = _key_type(file, kp, str(key), spec, schemas)
         out[key] = check_distribution(file, kp, dist, typ, algo)
+        why = backend.checkpoint_conflict(str(key)) if backend and spec["scheduler"]["name"] == "pbt" else None
+        if why:  # PBT resumes a trial from another trial's checkpoint, with this key perturbed
+            raise SpecError(file, kp, f"pbt cannot perturb {key}: {why}, so another trial's checkpoint would not "
+                                      f"load; search it with another scheduler")
     return out
 
 
@@ -303,6 +354,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
             if "." not in str(k):
                 raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
         sub = backend.apply_config(raw, consts)  # the whole spec with this option chosen
+        sub["scheduler"] = {**(sub.get("scheduler") or {}), "max_t": None}  # checked once, over all options
         sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}
         try:
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
@@ -333,7 +385,7 @@ def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
         raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}"
                                   f"{did_you_mean(leaf, schema)}")
-    if key in ("data.dataset", "model.name"):
+    if key == "model.name":
         # Each model family has its own keys: search families with a branch (conditional sub-space).
         raise SpecError(file, kp, f"{key} cannot be searched in a flat space; make it a branch, e.g. "
                                   f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}")

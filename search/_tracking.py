@@ -13,6 +13,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ._paths import artifact_location, tracking_uri
+from ._export import full_epochs, trial_status
 from ._space import branches, flat_config
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
@@ -163,11 +164,14 @@ class MlflowTrials(Callback):
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
             config = dict(trial.config)
-            own = flat_config(config, self.space) if branches(self.space) else config
-            log_params(c, rid, run_params(self.params, own))
+            log_params(c, rid, run_params(self.params, self.flat(config)))
             log_dataset(c, rid, self.dataset)
         self._runs[tid] = rid
         return rid
+
+    def flat(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trial's {dotted key: value} view (what trials.csv reads too)."""
+        return flat_config(config, self.space) if branches(self.space) else dict(config)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.run_id(trial)
@@ -194,9 +198,8 @@ class MlflowTrials(Callback):
         rid = self.run_id(trial)
         last = trial.last_result or {}
         tags = [RunTag("epochs", str(last.get("epoch", 0)))]
-        if not last.get("infeasible"):
-            done = int(last.get("epoch", 0)) >= self.max_epochs
-            tags.append(RunTag("status", "completed" if done else "stopped"))  # stopped = by the scheduler
+        if not last.get("infeasible"):  # its status and reason are tagged with the result
+            tags.append(RunTag("status", trial_status(last, "", full_epochs(self.flat(trial.config), self.max_epochs))))
         self.client.log_batch(rid, tags=tags)
         self.client.set_terminated(rid, status="FINISHED")
 

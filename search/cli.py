@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ._contract import TrialSide
 from ._paths import mlflow_uri, shown
-from ._space import grid_points, preview_configs
+from ._space import as_searched, grid_points, preview_configs
 from ._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 
 EXIT_USAGE = 2
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
     print(dump_spec(spec), end="")
-    space, search = spec["space"], spec["search"]
+    search = spec["search"]
+    space = as_searched(spec["space"], search["algorithm"])  # count and preview what Tune will run
     n_grid = grid_points(space)
     print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
           f"({search['algorithm']} search, num_samples={search['num_samples']})")

@@ -380,3 +380,28 @@ def test_streamed_loader_workers_persist_across_epochs(tmp_path):
         assert len(seen[0]) == 2 and seen[0] == seen[1] == seen[2]
     finally:
         batcher.close()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_resume_takes_the_new_configs_lr_weight_decay_and_momentum(setup, schedule):
+    """PBT exploit: a trial resumes from another trial's state with perturbed values; they take effect
+    (the schedule's progress kept), not the values saved with the state."""
+    spec, pools = setup
+    old = copy.deepcopy(spec)
+    old["train"].update(optimizer="sgd", lr=0.01, weight_decay=0.01, momentum=0.9, nesterov=False,
+                        schedule=schedule)
+    new = copy.deepcopy(old)
+    new["train"].update(lr=0.05, weight_decay=0.001, momentum=0.5, nesterov=True)
+    saved, groups = {}, []
+
+    def grab(metrics, get_state):
+        if metrics["epoch"] == 1:
+            saved.update(copy.deepcopy(get_state()))
+
+    fit(old, pools, on_epoch=grab)
+    resumed = fit(new, pools, state=saved,
+                  on_epoch=lambda m, get_state: groups.append(get_state()["optimizer"]["param_groups"][0])).history
+    straight = fit(new, pools).history  # the new values from the start: the lr the schedule gives at each epoch
+    assert [m["lr"] for m in resumed[1:]] == pytest.approx([m["lr"] for m in straight[1:]])
+    assert resumed[1]["lr"] != pytest.approx(fit(old, pools).history[1]["lr"])
+    assert {(g["weight_decay"], g["momentum"], g["nesterov"]) for g in groups} == {(0.001, 0.5, True)}

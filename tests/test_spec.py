@@ -213,3 +213,97 @@ def test_annotated_example_in_spaces_readme_is_valid(backend):
     block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
     spec = resolve(yaml.safe_load(block), backend, file="spaces/README.md")
     assert len(spec["space"]) == 9 and spec["model"]["name"] == "vit"
+
+
+# Keys the driver reads once (data loading and splits): a per-trial value would be ignored or move the test split.
+UNSEARCHABLE = [
+    ("data.root", {"choice": ["/a", "/b"]}, "loads the data once"),
+    ("data.dataset", {"choice": ["digits", "synthetic"]}, "loads one dataset for all trials"),
+    ("data.load_max_per_class", {"choice": [10, 20]}, "reads the files once"),
+    ("data.storage", {"choice": ["memory", "stream"]}, "decides once"),
+    ("data.split_seed", {"randint": [0, 3]}, "move the test and validation split"),
+    ("data.val_fraction", {"uniform": [0.1, 0.2]}, "move the validation split"),
+    ("data.test_fraction", {"uniform": [0.1, 0.2]}, "move the test split"),
+]
+
+
+@pytest.mark.parametrize("key,dist,why", UNSEARCHABLE, ids=[u[0] for u in UNSEARCHABLE])
+def test_keys_the_driver_reads_once_cannot_be_searched(backend, key, dist, why):
+    with pytest.raises(SpecError) as exc:
+        resolve(with_(f"space.{key}", dist), backend, file="s.yaml")
+    assert str(exc.value).startswith(f"s.yaml: space.{key}: {key} cannot be searched: "), str(exc.value)
+    assert why in str(exc.value) and "\n" not in str(exc.value)
+    # Inside a branch option, as a distribution or as the option's fixed value.
+    for i, value in enumerate((dist, next(iter(dist.values()))[0])):
+        branch = {"grid": [{"name": "a", "train.momentum": 0.9}, {"name": "b", key: value}]}
+        with pytest.raises(SpecError) as exc:
+            resolve(with_("space.recipe", branch), backend, file="s.yaml")
+        assert str(exc.value).startswith(f"s.yaml: space.recipe.grid[1].{key}: {key} cannot be searched: "), \
+            (i, str(exc.value))
+
+
+def test_data_keys_a_trial_reads_can_be_searched(backend):
+    spec = resolve(with_("space.data.train_fraction", {"uniform": [0.5, 1.0]},
+                         with_("space.data.augment.hflip", {"choice": [0.0, 0.5]})), backend, file="s.yaml")
+    assert "data.train_fraction" in spec["space"] and "data.augment.hflip" in spec["space"]
+
+
+@pytest.mark.parametrize("space,where", [
+    ({"train.epochs": {"grid": [3, 9]}}, "space.train.epochs up to 9"),
+    ({"train.epochs": {"choice": [3, 9]}}, "space.train.epochs up to 9"),
+    ({"train.epochs": {"randint": [2, 9]}}, "space.train.epochs up to 9"),
+    ({"recipe": {"grid": [{"name": "a", "train.epochs": 3}, {"name": "b", "train.epochs": 9}]}},
+     "space.recipe.grid[1].train.epochs up to 9"),
+    ({"recipe": {"choice": [{"name": "a", "train.momentum": 0.9},
+                            {"name": "b", "train.epochs": {"choice": [4, 9]}}]}},
+     "space.recipe.choice[1].train.epochs up to 9"),
+], ids=["grid", "choice", "randint", "branch-value", "branch-choice"])
+def test_max_t_below_a_searched_epochs_value_is_refused(backend, space, where):
+    for sched in ("asha", "hyperband"):
+        spec = {**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": sched, "max_t": 5}}
+        with pytest.raises(SpecError) as exc:
+            resolve(spec, backend, file="s.yaml")
+        assert str(exc.value) == ("s.yaml: scheduler.max_t: max_t >= every train.epochs a trial can have must "
+                                  f"hold, got max_t=5, {where}"), str(exc.value)
+    # Unset, max_t is the longest trial; fifo never stops a trial, so its max_t cuts nothing.
+    spec = resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "asha"}}, backend)
+    assert spec["scheduler"]["max_t"] == 9
+    resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "fifo", "max_t": 5}}, backend)
+
+
+@pytest.mark.parametrize("key,dist,why", [
+    ("model.hidden", {"choice": [16, 32]}, "it changes the model"),
+    ("model.dropout", {"uniform": [0.0, 0.5]}, "it changes the model"),
+    ("data.image_size", {"choice": [8, 16]}, "it changes the input size"),
+    ("train.optimizer", {"choice": ["adamw", "sgd"]}, "it changes the optimizer's state"),
+    ("train.loss", {"choice": ["ce", "bce"]}, "it changes the classifier head"),
+])
+def test_pbt_refuses_keys_another_trials_checkpoint_would_not_fit(backend, key, dist, why):
+    spec = with_(f"space.{key}", dist, with_("scheduler", {"name": "pbt"}))
+    with pytest.raises(SpecError) as exc:
+        resolve(spec, backend, file="s.yaml")
+    assert str(exc.value).startswith(f"s.yaml: space.{key}: pbt cannot perturb {key}: {why}"), str(exc.value)
+    # Other schedulers retrain each trial from its own start: the key is searchable there.
+    if key != "train.loss":  # digits has 10 classes: bce is refused for its own reason
+        resolve(with_(f"space.{key}", dist), backend, file="s.yaml")
+
+
+def test_pbt_perturbs_training_keys(backend):
+    spec = resolve(with_("space.train.weight_decay", {"loguniform": [1e-4, 1e-1]},
+                         with_("scheduler", {"name": "pbt"})), backend, file="s.yaml")
+    assert set(spec["space"]) == {"train.lr", "train.weight_decay"}
+
+
+def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
+    from search._export import best_spec
+
+    study = resolve(with_("scheduler", {"name": "pbt"}), backend, file="s.yaml")
+    best = best_spec(study, {"train.lr": 0.003}, backend)  # what best.yaml holds: the best trial's last values
+    with pytest.raises(SpecError) as exc:
+        resolve(best, backend, file="best.yaml")
+    assert str(exc.value).startswith("best.yaml: scheduler.name: pbt perturbs the keys in space and this spec "
+                                     "searches none; a pbt trial's hyperparameters change while it trains")
+    assert "--set scheduler.name=fifo" in str(exc.value)
+    assert resolve({**best, "scheduler": {"name": "fifo"}}, backend)["train"]["lr"] == 0.003
+    with pytest.raises(SpecError, match="s.yaml: final: no final training after a pbt search"):
+        resolve({**with_("scheduler", {"name": "pbt"}), "final": {"seeds": [0]}}, backend, file="s.yaml")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .augment import AUGMENT_DEFAULTS
-from .data import DATA_SCHEMA, NATIVE, ImageFiles, Pools, list_datasets, load_pools, make_splits
+from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits
 from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA
 from .models import PREFIXES, check_model, is_model, list_models, model_schema
@@ -86,7 +86,42 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("data.max_memory_gb", f"max_memory_gb > 0 must hold, got max_memory_gb={d['max_memory_gb']}"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
+    errs += _unsearchable(spec.get("space") or {})
     return errs
+
+
+def _space_keys(space: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, dotted key) of every key the space sets: its own, and each branch option's."""
+    out = []
+    for key, dist in space.items():
+        if "." in str(key):
+            out.append((f"space.{key}", str(key)))
+            continue
+        (kind, options), = dist.items()  # a branch: {grid|choice: [option mappings]}
+        out += [(f"space.{key}.{kind}[{i}].{k}", str(k)) for i, opt in enumerate(options) for k in opt if k != "name"]
+    return out
+
+
+def _unsearchable(space: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(where, f"{key} cannot be searched: {NOT_SEARCHABLE[key[len('data.'):]]}")
+            for where, key in _space_keys(space) if key.startswith("data.") and key[len("data."):] in NOT_SEARCHABLE]
+
+
+# Train keys whose value shapes saved state: a checkpoint of another value cannot be loaded into it.
+_STATE_SHAPING = {
+    "train.optimizer": "it changes the optimizer's state (adamw's moment estimates, sgd's momentum buffers)",
+    "train.schedule": "it changes the schedule's saved state",
+    "train.loss": "it changes the classifier head (one logit for bce, one per class for ce)",
+    "data.image_size": "it changes the input size, and with it the shapes of position embeddings",
+}
+
+
+def checkpoint_conflict(key: str) -> str | None:
+    """Why a trial resumed from a checkpoint saved under another value of ``key`` (a PBT exploit) would not
+    fit it; None = it would."""
+    if key.startswith("model."):
+        return "it changes the model (its layers and their shapes)"
+    return _STATE_SHAPING.get(key)
 
 
 def model_args(spec: dict[str, Any]) -> dict[str, Any]:

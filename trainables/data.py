@@ -501,5 +501,22 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "augment": (dict, None),                # see trainables.augment.AUGMENT_DEFAULTS
 }
 
+# Keys the driver reads once, to load and split the set for every trial (``load_pools``, ``make_splits``):
+# a trial's own value would be ignored, or would move the validation/test split between trials.
+NOT_SEARCHABLE: dict[str, str] = {
+    "dataset": "the driver loads one dataset for all trials; run one study per dataset",
+    "root": "the driver loads the data once for all trials; run one study per data.root",
+    "download": "the driver loads the data once for all trials",
+    "load_max_per_class": "the driver reads the files once for all trials, before any split",
+    "storage": "the driver decides once whether the set is held in memory or streamed",
+    "max_memory_gb": "the driver decides once whether the set is held in memory or streamed",
+    "split_seed": "it would move the test and validation split between trials (scores not comparable, "
+                  "test images trained on)",
+    "val_fraction": "it would move the validation split between trials (scores not comparable)",
+    "test_fraction": "it would move the test split between trials (test images trained on)",
+    "num_classes": "the driver generates the synthetic set once for all trials",
+    "num_samples": "the driver generates the synthetic set once for all trials",
+}
+
 # (side, channels) when no image_size is given; imagefolder reads it from its first image.
 NATIVE = {"digits": (8, 1), "cifar10": (32, 3), "cifar100": (32, 3), "synthetic": (16, 3), "imagefolder": (None, 3)}

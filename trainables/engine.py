@@ -389,6 +389,25 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> None:
+    """Give the optimizer and schedule this trial's lr, weight_decay, momentum and nesterov.
+
+    Restored optimizer and schedule state carry the values of the run they were saved in (after a PBT
+    exploit: another trial's), so a perturbed value would otherwise never take effect. The lr keeps the
+    schedule's progress: the new lr times the factor reached so far (lr / initial_lr of the saved run).
+    """
+    lr = float(t["lr"])
+    for g in opt.param_groups:
+        g["lr"] = lr * g["lr"] / g.get("initial_lr", lr)  # no initial_lr (plateau's first start): factor 1
+        g["initial_lr"] = lr  # saved with the optimizer: the next restore's reference
+        g["weight_decay"] = float(t["weight_decay"])
+        if "momentum" in g:  # sgd
+            g["momentum"], g["nesterov"] = float(t["momentum"]), bool(t["nesterov"])
+    if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
+        sched.base_lrs = [lr] * len(opt.param_groups)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
 @torch.no_grad()
 def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int,
             autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -528,12 +547,14 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
     model = build_model(spec, pools, size, device)
     batcher = Batcher(x, y, size, mean, std, device, wants_channels_last(model, device), int(data.get("workers", 0)))
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    sched = build_schedule(opt, t)
+    apply_recipe(opt, sched, t)  # records initial_lr, which a restore's schedule progress is measured against
     weight = None
     if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
         weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
     return Run(spec=spec, device=device, splits=splits, batcher=batcher, model=model,
                step_model=torch.compile(model) if t.get("compile") else model, opt=opt,
-               sched=build_schedule(opt, t), loss_fn=make_loss(t, weight),
+               sched=sched, loss_fn=make_loss(t, weight),
                autocast=t["precision"] == "bf16" or (t["precision"] == "auto" and device.type == "cuda"),
                threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
                held_out=not merge_val, mean=mean, std=std, size=size)
@@ -551,6 +572,7 @@ def restore(run: Run, state: dict[str, Any]) -> Progress:
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
     run.sched.load_state_dict(state["scheduler"])
+    apply_recipe(run.opt, run.sched, run.spec["train"])  # a PBT exploit's perturbed values, not the saved ones
     if "rng" in state:  # checkpoints written before the random streams were saved resume without them
         set_rng_state(state["rng"])
     return Progress(int(state["epoch"]), list(state.get("history", [])), float(state.get("best_loss", float("inf"))),

@@ -58,7 +58,7 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
     metric, mode = spec["experiment"]["metric"], spec["experiment"]["mode"]
     reason = _backend.infeasible(resolved)
     if reason is not None:
-        # The worst score keeps schedulers and model-based searchers consistent; ``infeasible`` marks it.
+        # The worst score steers model-based searchers away; schedulers skip results flagged ``infeasible``.
         tune.report({metric: worst(mode), "infeasible": 1, "reason": reason, "epoch": 0})
         return
     claim_resources(spec)
