@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import tarfile
@@ -57,3 +58,45 @@ def cifar_root(tmp_path_factory) -> Path:
     if not hits:
         pytest.skip("shared CIFAR-10 archive has no train/ + test/ folders")
     return hits[0]
+
+
+# --------------------------------------------------------------------------- shared by the Ray tests
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One Ray runtime for a module's in-process studies, shut down after it."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def small_spec(tmp_path: Path, name: str, **sections):
+    """A resolved spec of a tiny study (synthetic 16 px, a 1-block ViT) writing under ``tmp_path``."""
+    from search import resolve
+
+    spec = {
+        "experiment": {"name": name, "output_dir": str(tmp_path / "runs")},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400},
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
+        "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    for k, v in sections.items():
+        spec[k] = v if k == "model" else {**spec.get(k, {}), **v}  # a new model replaces the ViT
+    return resolve(spec, trainables)
+
+
+def mlflow_runs(db: Path, experiment: str):
+    """(client, every run of ``experiment``) in the SQLite store ``db``."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{db}")
+    exp = c.get_experiment_by_name(experiment)
+    return c, (c.search_runs([exp.experiment_id], max_results=1000) if exp else [])
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 import trainables
+from tests.conftest import mlflow_runs, read_rows, small_spec
 from search import resolve, run_study
 
 pytestmark = pytest.mark.ray
@@ -28,40 +28,6 @@ def cli(*args, cwd, timeout=600, **kw):
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kw)
-
-
-def mlflow_runs(db: Path, experiment: str):
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(f"sqlite:///{db}")
-    exp = c.get_experiment_by_name(experiment)
-    return c, (c.search_runs([exp.experiment_id], max_results=1000) if exp else [])
-
-
-def read_rows(path: Path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
-def small_spec(tmp_path: Path, name: str, **sections):
-    spec = {
-        "experiment": {"name": name, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400},
-        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
-        "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    }
-    for k, v in sections.items():
-        spec[k] = v if k == "model" else {**spec.get(k, {}), **v}  # a new model replaces the ViT
-    return resolve(spec, trainables)
 
 
 def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, ray_session):

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import mlflow_runs
+
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -29,14 +31,6 @@ def readme(command: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
     return subprocess.run([str(Path(sys.executable).parent / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=1200)
-
-
-def mlflow_runs(db: Path, experiment: str):
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(f"sqlite:///{db}")
-    exp = c.get_experiment_by_name(experiment)
-    return c, (c.search_runs([exp.experiment_id], max_results=1000) if exp else [])
 
 
 def test_readme_quickstart_final_eval_compare(tmp_path):

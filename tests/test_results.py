@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
 import trainables
-from search import resolve, run_study
+from tests.conftest import mlflow_runs, read_rows, small_spec
+from search import run_study
 
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
-def small_spec(tmp_path: Path, name: str, **sections):
-    spec = {
-        "experiment": {"name": name, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400},
-        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
-        "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-    }
-    for k, v in sections.items():
-        spec[k] = v if k == "model" else {**spec.get(k, {}), **v}
-    return resolve(spec, trainables)
-
-
 def trial_runs(db: Path, experiment: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(f"sqlite:///{db}")
-    exp = c.get_experiment_by_name(experiment)
-    return [r for r in c.search_runs([exp.experiment_id], max_results=1000) if r.data.tags.get("role") == "trial"]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return [r for r in mlflow_runs(db, experiment)[1] if r.data.tags.get("role") == "trial"]
 
 
 def test_trials_csv_and_mlflow_agree_on_each_trials_status(tmp_path, ray_session):
