@@ -12,18 +12,21 @@ from ._contract import TrialSide
 from ._spec import dump_spec
 
 
-STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "error")
+STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "error", "unfinished")
 
 
-def trial_status(last: dict[str, Any], error: str, length: int) -> str:
+def trial_status(last: dict[str, Any], error: str, length: int, finished: bool = True) -> str:
     """The one status rule, for trials.csv, MLflow and the console alike. ``last``: the trial's last
     result; ``length``: its full length in epochs (``full_epochs``).
 
     completed: ran its full length; early_stopped: the engine stopped it (``train.early_stopping``);
-    stopped: the scheduler did; infeasible: the model refused the configuration; error: it raised.
+    stopped: the scheduler did; infeasible: the model refused the configuration; error: it raised;
+    unfinished: the study was interrupted (Ctrl-C, SIGTERM) before the trial ended.
     """
     if error:
         return "error"
+    if not finished:  # the study was interrupted while it ran or waited: --resume continues it
+        return "unfinished"
     if last.get("infeasible"):
         return "infeasible"
     if int(last.get("epoch", 0)) >= length:
@@ -44,7 +47,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
-        status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs))
+        status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,

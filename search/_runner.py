@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -9,12 +10,14 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ._algorithms import build_scheduler, build_searcher, param_space
 from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
@@ -35,6 +38,7 @@ class StudyResult:
     best: dict[str, Any] | None
     parent_run_id: str | None
     best_config: dict[str, Any]  # the best trial's flat config ({} when no trial scored)
+    unfinished: int = 0  # trials an interruption (Ctrl-C, SIGTERM) left to --resume
 
 
 def provenance() -> dict[str, Any]:
@@ -121,8 +125,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
-    grid = tuner.fit()
+    with _sigterm_as_interrupt():
+        grid = tuner.fit()
     collected = _collect(grid, spec["space"])
+    unfinished = sum(not t["finished"] for t in collected)
     keys = searched_keys(spec["space"])
     rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"])
     write_csv(out / "trials.csv", rows)
@@ -131,14 +137,14 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
         write_best(out / "best.yaml", spec, best, chosen, metric, backend, parent)
-    record.update(finished=_now(), trials=len(rows),
+    record.update(finished=_now(), trials=len(rows), interrupted=bool(unfinished),
                   budget=_budget(rows, collected, spec["resources"]["gpu"], backend.gpu_hours),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
     state_file.write_text(json.dumps(record, indent=2, default=str))
     if parent:
-        _finish_parent(uri, parent, out, best, metric, rows)
-    return StudyResult(out, rows, best, parent, chosen)
+        _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(unfinished))
+    return StudyResult(out, rows, best, parent, chosen, unfinished)
 
 
 def check_tracking(spec: dict[str, Any], file: str) -> None:
@@ -173,6 +179,30 @@ def checkpoint_config(spec: dict[str, Any]) -> Any:
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=4 if spec["scheduler"]["name"] == "pbt" else 1)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler, ``timeout``) stops a study as Ctrl-C does: Tune ends the trials, saves
+    its state for --resume, and returns, so what finished is still written. A second signal of either
+    kind ends the process at once, as Tune's own handler does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        handler = signal.getsignal(signal.SIGINT)  # Tune's own while it runs
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -266,25 +296,28 @@ def _flat_params(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _collect(grid: Any, space: dict[str, Any]) -> list[dict[str, Any]]:
     trials = []
-    for r in grid:
+    # Tune's own record of each trial, in the grid's order: which ended, and under which id.
+    tune_trials = list(getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or [None] * len(grid))
+    for r, tt in zip(grid, tune_trials):
         hist = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
         last = r.metrics or {}
         err = ""
         if r.error is not None:
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             err = lines[-1].strip() if lines else type(r.error).__name__
-        tid = last.get("trial_id") or getattr(r, "_trial_id", None) or Path(r.path).name
+        tid = last.get("trial_id") or getattr(tt, "trial_id", None) or Path(r.path).name
         try:
             config = flat_config(r.config or {}, space)
         except (KeyError, TypeError):  # a trial that never got a config (errored before its first report)
             config = {}
+        finished = tt is None or getattr(tt, "status", "TERMINATED") in ("TERMINATED", "ERROR")
         trials.append({"trial_id": tid, "config": config, "last": last, "history": hist, "error": err,
-                       "seconds": last.get("time_total_s")})
+                       "seconds": last.get("time_total_s"), "finished": finished})
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
 def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
-                   rows: list[dict[str, Any]]) -> None:
+                   rows: list[dict[str, Any]], interrupted: bool = False) -> None:
     from ._tracking import client_for
 
     c = client_for(uri)
@@ -295,4 +328,4 @@ def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None
     for name in ("trials.csv", "best.yaml", STUDY_FILE):
         if (out / name).is_file():
             c.log_artifact(parent, str(out / name))
-    c.set_terminated(parent, status="FINISHED")
+    c.set_terminated(parent, status="KILLED" if interrupted else "FINISHED")

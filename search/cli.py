@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +14,7 @@ from ._space import as_searched, grid_points, preview_configs
 from ._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
 def _backend() -> TrialSide:
@@ -86,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
                            address=args.address, verbose=args.verbose)
         _summary(spec, result)
+        if result.unfinished:
+            resume = shlex.join(["tune-run", args.spec, *(x for o in args.overrides for x in ("--set", o)),
+                                 *(["--smoke"] if args.smoke else []), "--resume"])
+            print(f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
+                  f"Continue with: {resume}")
+            return EXIT_INTERRUPTED
         if spec["final"]["after_search"] and result.best is not None:
             from ._export import best_spec
             from ._final import run_final
@@ -96,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-run", args.spec, err)
+    except KeyboardInterrupt:  # before the trials started (data loading): nothing to resume yet
+        print("tune-run: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _user_error(prog: str, file: str, err: Exception) -> int:

@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, cwd, timeout=600, **kw):
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, ray_session):
@@ -120,25 +121,28 @@ def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_se
     assert ("conv1" in best["model"]) == (best["model"]["name"] == "cnn")
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
-    spec = {
-        "experiment": {"name": "killme"},
-        "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 3000},
-        "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 32, "hidden": 32},
-        "train": {"epochs": 4, "batch_size": 32},
-        "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}},
-        "search": {"algorithm": "grid"},
-    }
-    f = tmp_path / "killme.yaml"
-    f.write_text(yaml.safe_dump(spec))
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", str(f)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+KILLME = {
+    "experiment": {"name": "killme"},
+    "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 3000},
+    "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 32, "hidden": 32},
+    "train": {"epochs": 4, "batch_size": 32},
+    "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}},
+    "search": {"algorithm": "grid"},
+}
+
+
+def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start the 6-trial killme study with the console script; return once two trials have finished
+    (their MLflow run ids by trial id)."""
+    (tmp_path / "killme.yaml").write_text(yaml.safe_dump(KILLME))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), "killme.yaml"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     db = tmp_path / "mlflow.db"
-    finished_before: dict[str, str] = {}
     deadline = time.time() + 600  # generous: a loaded CI machine; the loop ends as soon as two finish
     while time.time() < deadline:
         time.sleep(1)
+        assert proc.poll() is None, "study ended before it could be stopped"
         if db.exists():
             try:
                 _, runs = mlflow_runs(db, "killme")
@@ -147,18 +151,16 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
             done = {x.data.tags["trial_id"]: x.info.run_id for x in runs
                     if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"}
             if len(done) >= 2:
-                finished_before = done
-                break
-        assert proc.poll() is None, "study ended before it could be killed"
-    assert finished_before, "no trial finished in time"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-    proc.wait()
-    time.sleep(2)
-    r = cli(str(f), "--resume", cwd=tmp_path)
+                return proc, done
+    raise AssertionError("no two trials finished in time")
+
+
+def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> None:
+    r = cli("killme.yaml", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(tmp_path / "runs" / "killme" / "trials.csv")
-    assert len(rows) == 6 and all(row["status"] == "completed" for row in rows)
-    c, runs = mlflow_runs(db, "killme")
+    assert len(rows) == 6 and all(row["status"] == "completed" for row in rows), rows
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "killme")
     children = [x for x in runs if x.data.tags.get("role") == "trial"]
     assert len(children) == 6, "a resumed study must not add duplicate MLflow runs"
     assert len({x.data.tags["trial_id"] for x in children}) == 6
@@ -166,6 +168,42 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
     for tid, run_id in finished_before.items():
         # Finished trials are kept as they were, not run again.
         assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
+    proc, finished_before = start_until_two_finish(tmp_path)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    time.sleep(2)
+    assert_resumed_whole(tmp_path, finished_before)
+
+
+def test_sigterm_keeps_what_finished_and_says_how_to_resume(tmp_path):
+    """A job scheduler's SIGTERM (or `timeout`) stops the study as Ctrl-C does: the finished trials are
+    in trials.csv, best.yaml and study.json, the rest are `unfinished`, and --resume completes them."""
+    proc, finished_before = start_until_two_finish(tmp_path)
+    proc.send_signal(signal.SIGTERM)  # the driver only, as a scheduler would
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Continue with: tune-run killme.yaml --resume" in out and "Traceback" not in out, out[-3000:]
+    study = tmp_path / "runs" / "killme"
+    rows = {row["trial_id"]: row for row in read_rows(study / "trials.csv")}
+    assert len(rows) == 6
+    assert all(rows[tid]["status"] == "completed" and rows[tid]["epochs"] == "4" for tid in finished_before)
+    assert {row["status"] for row in rows.values()} <= {"completed", "unfinished"}
+    assert any(row["status"] == "unfinished" for row in rows.values())
+    assert (study / "best.yaml").is_file() and json.loads((study / "study.json").read_text())["interrupted"]
+    if _alive(proc.pid):  # Ray's processes, if any are left
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert_resumed_whole(tmp_path, finished_before)
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
