@@ -17,7 +17,9 @@ import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from ray.tune import Callback
 
 from ._algorithms import build_scheduler, build_searcher, param_space
 from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
@@ -121,13 +123,13 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
-                                                   unit="trial", verbose=verbose)],
+                                                   unit="trial", verbose=verbose), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
         )
     with _sigterm_as_interrupt():
         grid = tuner.fit()
-    collected = _collect(grid, spec["space"])
+    collected = _collect(grid, spec["space"], _ended(tuner))
     unfinished = sum(not t["finished"] for t in collected)
     keys = searched_keys(spec["space"])
     rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"])
@@ -179,6 +181,26 @@ def checkpoint_config(spec: dict[str, Any]) -> Any:
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=4 if spec["scheduler"]["name"] == "pbt" else 1)
+
+
+class LastStep(Callback):
+    """Each trial's status after Tune's last step. An interrupted ``fit()`` returns with some trials still
+    running or pending (Tune then stops them, and they read as ended); a finished one, with none."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.status = {t.trial_id: t.status for t in trials}
+
+
+def _ended(tuner: Any) -> Callable[[str], bool]:
+    """Whether a trial had ended (completed, stopped, failed) when ``tuner.fit()`` returned."""
+    # A restored Tuner runs with the callbacks the study started with: find the LastStep among them.
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    last = next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, LastStep)), None)
+    status = last.status if last is not None else {}
+    return lambda trial_id: status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
 
 
 @contextlib.contextmanager
@@ -294,9 +316,9 @@ def _flat_params(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _collect(grid: Any, space: dict[str, Any]) -> list[dict[str, Any]]:
+def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> list[dict[str, Any]]:
     trials = []
-    # Tune's own record of each trial, in the grid's order: which ended, and under which id.
+    # Tune's own record of each trial, in the grid's order: its id, also for one that never reported.
     tune_trials = list(getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or [None] * len(grid))
     for r, tt in zip(grid, tune_trials):
         hist = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
@@ -310,9 +332,8 @@ def _collect(grid: Any, space: dict[str, Any]) -> list[dict[str, Any]]:
             config = flat_config(r.config or {}, space)
         except (KeyError, TypeError):  # a trial that never got a config (errored before its first report)
             config = {}
-        finished = tt is None or getattr(tt, "status", "TERMINATED") in ("TERMINATED", "ERROR")
         trials.append({"trial_id": tid, "config": config, "last": last, "history": hist, "error": err,
-                       "seconds": last.get("time_total_s"), "finished": finished})
+                       "seconds": last.get("time_total_s"), "finished": ended(getattr(tt, "trial_id", tid))})
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
