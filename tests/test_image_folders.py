@@ -103,6 +103,23 @@ def test_exif_rotation_is_applied_and_small_images_are_resized_up(tmp_path):
     assert tiny.shape == (3, 16, 16) and (tiny == 90).all()
 
 
+def test_final_metrics_count_the_skipped_test_images(tmp_path):
+    import trainables
+    from search import resolve
+    from trainables.final import train_final
+
+    make_image_tree(tmp_path / "t", {"a": 6, "b": 6}, split="train")
+    make_image_tree(tmp_path / "t", {"a": 3, "b": 3}, split="test")
+    break_files(tmp_path / "t" / "test" / "a")
+    spec = resolve({"experiment": {"name": "f"}, "data": data_for(tmp_path / "t"),
+                    "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+                    "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}, "final": {"bootstrap": 0}},
+                   trainables)
+    train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    test = json.loads((tmp_path / "0" / "metrics.json").read_text())["test"]
+    assert test["skipped_images"] == 2 and sum(map(sum, test["confusion_matrix"])) == 6
+
+
 # --------------------------------------------------------------------------- through the console script
 
 
