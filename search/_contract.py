@@ -61,6 +61,13 @@ class TrialSide(Protocol):
     def describe(self, pools: Any) -> str:
         """One line on what the trials will read and where it lives."""
 
+    def skipped_images(self, pools: Any) -> list[str]:
+        """Paths of image files that could not be read and were left out of the data (none: [])."""
+
+    def data_summary(self, spec: Spec) -> list[str]:
+        """Lines on the data a study would read (``--dry-run``), from listing files only, nothing decoded;
+        one of ``USER_ERRORS`` when the data is not there or not in the shape the dataset needs."""
+
     def dataset_info(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """The data set as tracking records it: name, source, digest, images per split, classes."""
 

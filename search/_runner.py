@@ -30,6 +30,9 @@ from ._paths import STUDY_FILE, claim, holds_study, mlflow_uri, study_dir
 from ._space import flat_config, searched_keys
 from ._spec import SpecError, dump_spec, spec_differences
 
+SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
+SKIPPED_SHOWN = 5  # of them, how many study.json names
+
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
 
 
@@ -83,6 +86,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         shutil.rmtree(out)
 
     log(f"data: {backend.describe(pools)}")
+    skipped = backend.skipped_images(pools)
     dashboard = init_ray(address, log, verbose)
     import ray
     from ray import tune
@@ -101,8 +105,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
               "mlflow_parent_run_id": parent,
               "dashboard": dashboard, "cluster": {k: v for k, v in ray.cluster_resources().items()
                                                  if k in ("CPU", "GPU", "memory")},
-              "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume}
+              "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume,
+              "skipped_images": {"count": len(skipped), "first": skipped[:SKIPPED_SHOWN], "all_in": SKIPPED_FILE}}
     state_file.write_text(json.dumps(record, indent=2, default=str))
+    (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
     trainable = backend.make_trainable(spec, pools, flat_config)

@@ -44,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
+    data_lines = backend.data_summary(spec)  # first: a bad data.root is the one line, not after the spec
     print(dump_spec(spec), end="")
     search = spec["search"]
     space = as_searched(spec["space"], search["algorithm"])  # count and preview what Tune will run
     n_grid = grid_points(space)
+    for line in data_lines:
+        print(f"# data: {line}")
     print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
           f"({search['algorithm']} search, num_samples={search['num_samples']})")
     configs = preview_configs(space, search["num_samples"], search["seed"])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .augment import AUGMENT_DEFAULTS
-from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits
+from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits, tree_summary
 from .engine import TRAIN_SCHEMA, model_kwargs
 from .final import FINAL_SCHEMA
 from .models import PREFIXES, check_model, is_model, list_models, model_schema
@@ -154,7 +154,26 @@ def describe(pools: Pools) -> str:
     where = (f"streamed from disk (decoded it would take {gb:.2f} GB; see data.storage)" if pools.streamed else
              f"decoded in memory, {gb:.2f} GB, one copy shared by all trials")
     classes = f"{pools.num_classes} classes" + (f" (positive: {pools.classes[1]})" if pools.num_classes == 2 else "")
-    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}"
+    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}{_skipped(pools)}"
+
+
+def _skipped(pools: Pools, shown: int = 3) -> str:
+    """The unreadable files left out, the first few by path (all of them: ``skipped_images``)."""
+    if not pools.skipped:
+        return ""
+    more = f", … {len(pools.skipped) - shown} more" if len(pools.skipped) > shown else ""
+    return (f"; skipped {len(pools.skipped)} unreadable image(s) ({pools.test_skipped} test): "
+            f"{', '.join(pools.skipped[:shown])}{more}")
+
+
+def skipped_images(pools: Pools) -> list[str]:
+    """Paths of the image files that could not be read and were left out (``data.on_bad_image: skip``)."""
+    return list(pools.skipped)
+
+
+def data_summary(spec: dict[str, Any]) -> list[str]:
+    """Lines on the data a study would read, from listing files only (``--dry-run``); DataError when bad."""
+    return tree_summary(spec["data"])
 
 
 def dataset_info(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:

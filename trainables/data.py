@@ -14,7 +14,7 @@ import os
 import pickle
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,14 +29,51 @@ class DataError(ValueError):
 
 
 def read_image(path: str, size: int) -> np.ndarray:
-    """One image file as uint8 (3, size, size): RGB, resized square (aspect ratio not kept, as in paper 002)."""
-    from PIL import Image
+    """One image file as uint8 (3, size, size): upright (EXIF), RGB, resized square (aspect ratio not kept,
+    as in paper 002; smaller images are resized up)."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = _as_rgb(ImageOps.exif_transpose(im))
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _as_rgb(im: Any) -> Any:
+    """Any PIL mode as RGB. 16/32-bit greyscale is scaled to 0..255 (PIL's own convert would clip it)."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        im = Image.fromarray(np.clip(np.rint(a * 255.0 / top), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # palette transparency goes through RGBA, as PIL recommends
+    return im.convert("RGB")
+
+
+# What PIL raises on a damaged or unsupported file (SyntaxError: some broken headers).
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def _readable(path: str) -> bool:
+    """Whether ``path`` opens as an image: headers and structure only (``verify``), no decoding."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except _UNREADABLE:
+        return False
+
+
+def _try_read(path: str, size: int) -> np.ndarray | None:
+    try:
+        return read_image(path, size)
+    except _UNREADABLE:
+        return None
 
 
 class ImageFiles:
@@ -86,6 +123,8 @@ class Pools:
     train_y: np.ndarray
     test_x: np.ndarray | ImageFiles | None = None
     test_y: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (data.on_bad_image: skip)
+    test_skipped: int = 0                             # how many of ``skipped`` were test files
 
     @property
     def num_classes(self) -> int:
@@ -152,7 +191,7 @@ def with_positive_class(pools: Pools, positive: str | None) -> Pools:
     if pools.classes[1] == positive:
         return pools
     return Pools(pools.name, pools.classes[::-1], pools.train_x, 1 - pools.train_y, pools.test_x,
-                 None if pools.test_y is None else 1 - pools.test_y)
+                 None if pools.test_y is None else 1 - pools.test_y, pools.skipped, pools.test_skipped)
 
 
 @register_dataset("digits")
@@ -250,9 +289,10 @@ def _imagefolder(data: dict[str, Any]) -> Pools:
 
 
 def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    # By extension only: notes.txt, .DS_Store, Thumbs.db and macOS "._x.jpg" forks are not images.
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     items = [(str(f), i) for i, c in enumerate(classes) for f in sorted((folder / c).rglob("*"))
-             if f.suffix.lower() in IMAGE_EXTS]
+             if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.is_file()]
     return classes, items
 
 
@@ -262,14 +302,23 @@ def _image_side(items: list[tuple[str, int]], size: int | None) -> int:
         return int(size)
     from PIL import Image
 
-    with Image.open(items[0][0]) as im:
-        return int(im.size[0])
+    for path, _ in items:  # the first readable one: an unreadable file is the decoder's to skip or report
+        try:
+            with Image.open(path) as im:
+                return int(im.size[0])
+        except _UNREADABLE:
+            continue
+    raise DataError(f"data.root: none of the {len(items)} image files can be read, e.g. {items[0][0]!r}")
 
 
-def _decode(items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode(items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels and labels of the readable files, and the positions of the unreadable ones."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        x = np.stack(list(pool.map(lambda p: read_image(p, size), (p for p, _ in items), chunksize=256)))
-    return x, np.asarray([c for _, c in items], np.int64)
+        images = list(pool.map(lambda p: _try_read(p, size), (p for p, _ in items), chunksize=256))
+    bad = np.asarray([i for i, im in enumerate(images) if im is None], np.int64)
+    kept = [im for im in images if im is not None]
+    x = np.stack(kept) if kept else np.empty((0, 3, size, size), np.uint8)
+    return x, np.asarray([c for (_, c), im in zip(items, images) if im is not None], np.int64), bad
 
 
 def _cap_items(items: list[tuple[str, int]], cap: int | None, seed: int) -> list[tuple[str, int]]:
@@ -290,43 +339,55 @@ def _listed(folder: Path, cap: int | None = None, seed: int = 0) -> tuple[list[s
     items = _cap_items(items, cap, seed)
     if not items:
         raise DataError(f"data.root: no images ({', '.join(IMAGE_EXTS)}) in class folders under {str(folder)!r}")
+    _check_classes(folder, classes, np.asarray([c for _, c in items]), "has no images")
     return classes, items
 
 
-def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_classes(folder: Path, classes: list[str], labels: np.ndarray, why: str) -> None:
+    """Every class folder holds at least one image (an empty one would be a class never seen)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"data.root: class folder {str(folder / empty[0])!r} {why} ({', '.join(IMAGE_EXTS)}); "
+                        f"every class folder needs at least one image")
+
+
+def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode ``items`` once at ``size``; later loads of the same files read a cache."""
     h = hashlib.sha1(f"{folder.resolve()}|{size}".encode())
     for path, c in items:
         st = os.stat(path)
         h.update(f"{path}|{c}|{st.st_size}|{st.st_mtime_ns}".encode())
     cache = CACHE_DIR / "imagefolder" / f"{h.hexdigest()[:20]}.npz"
-    shape = (len(items), 3, size, size)
-    cached = _read_cache(cache, shape)
+    cached = _read_cache(cache, len(items), size)
     if cached is not None:
         return cached
-    x, y = _decode(items, size)
-    _write_cache(cache, x, y)
-    return x, y
+    x, y, bad = _decode(items, size)
+    _write_cache(cache, x, y, bad)
+    return x, y, bad
 
 
-def _read_cache(cache: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached arrays, or None when the file is missing or not what we wrote: plain uint8 pixels of
-    ``shape`` and int64 labels. Never unpickles (a replaced file must not run code): it is then decoded again."""
+def _read_cache(cache: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None when the file is missing or not what we wrote: uint8 pixels and int64
+    labels of the readable files, int64 positions of the ``n`` files that were not. Never unpickles (a
+    replaced file must not run code): it is then decoded again."""
     try:
         with np.load(cache, allow_pickle=False) as f:
-            x, y = f["x"], f["y"]
+            x, y, bad = f["x"], f["y"], f["bad"]
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
         return None
-    if x.dtype != np.uint8 or x.shape != shape or y.dtype != np.int64 or y.shape != shape[:1]:
+    kept = n - len(bad)
+    if (x.dtype != np.uint8 or x.shape != (kept, 3, size, size) or y.dtype != np.int64 or y.shape != (kept,)
+            or bad.dtype != np.int64 or bad.ndim != 1):
         return None
-    return x, y
+    return x, y, bad
 
 
-def _write_cache(cache: Path, x: np.ndarray, y: np.ndarray) -> None:
+def _write_cache(cache: Path, x: np.ndarray, y: np.ndarray, bad: np.ndarray) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        np.savez(f, x=x, y=y)  # arrays only: no pickle in the file
+        np.savez(f, x=x, y=y, bad=bad)  # arrays only: no pickle in the file
     os.replace(tmp, cache)  # atomic: a concurrent reader never sees half a file
 
 
@@ -353,31 +414,83 @@ def streams(data: dict[str, Any], decoded_bytes: int) -> bool:
     return decoded_bytes > budget
 
 
-def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
-    if stream:
-        return ImageFiles([p for p, _ in items], size), np.asarray([c for _, c in items], np.int64)
-    return _cached_decode(folder, items, size)
+def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool,
+          data: dict[str, Any]) -> tuple[np.ndarray | ImageFiles, np.ndarray, list[str]]:
+    """Pixels (or files) and labels of the readable ``items``, and the unreadable files' paths; with
+    ``data.on_bad_image: error`` the first unreadable file is a DataError instead."""
+    if stream:  # files are decoded later, in loader workers: check them all now, under the same rule
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            ok = list(pool.map(_readable, (p for p, _ in items)))
+        bad = [p for (p, _), good in zip(items, ok) if not good]
+        items = [it for it, good in zip(items, ok) if good]
+        x: np.ndarray | ImageFiles = ImageFiles([p for p, _ in items], size)
+        y = np.asarray([c for _, c in items], np.int64)
+    else:
+        x, y, positions = _cached_decode(folder, items, size)
+        bad = [items[i][0] for i in positions.tolist()]
+    if bad and data.get("on_bad_image", "skip") == "error":
+        raise DataError(f"data.root: {bad[0]!r} is not a readable image ({_why_unreadable(bad[0])}); "
+                        f"{len(bad)} such file(s); data.on_bad_image: skip leaves them out")
+    return x, y, bad
+
+
+def _why_unreadable(path: str) -> str:
+    try:
+        read_image(path, 8)
+    except _UNREADABLE as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return "it fails PIL's verify()"
 
 
 def _folder_tree(data: dict[str, Any], name: str) -> Pools:
+    train_dir, test_dir, classes, items, test_items = list_tree(data)
+    size = _image_side(items, data.get("image_size"))
+    stream = streams(data, (len(items) + len(test_items)) * 3 * size * size)
+    x, y, skipped = _pool(train_dir, items, size, stream, data)
+    _check_classes(train_dir, classes, y, "has no readable images")
+    if test_dir is not None:
+        tx, ty, test_skipped = _pool(test_dir, test_items, size, stream, data)
+        _check_classes(test_dir, classes, ty, "has no readable images")
+        return Pools(name, classes, x, y, tx, ty, skipped + test_skipped, len(test_skipped))
+    return Pools(name, classes, x, y, skipped=skipped)
+
+
+def list_tree(data: dict[str, Any]) -> tuple[Path, Path | None, list[str], list[tuple[str, int]], list[tuple[str, int]]]:
+    """A class-per-folder ``data.root`` listed, nothing decoded: (train folder, test folder or None, classes,
+    train items, test items). DataError when it is not a tree a classifier can be trained on."""
     root = Path(data["root"]).expanduser().resolve()  # streamed paths are read in trials' own working folders
     if not root.is_dir():
         raise DataError(f"data.root: {str(root)!r} is not a folder")
     cap, seed = data.get("load_max_per_class"), int(data.get("split_seed", 0))
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes, items = _listed(train_dir, cap, seed)
-    test_items: list[tuple[str, int]] = []
-    if train_dir != root and (root / "test").is_dir():
-        test_classes, test_items = _listed(root / "test")
-        if test_classes != classes:
-            raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
-    size = _image_side(items, data.get("image_size"))
-    stream = streams(data, (len(items) + len(test_items)) * 3 * size * size)
-    x, y = _pool(train_dir, items, size, stream)
-    if test_items:
-        tx, ty = _pool(root / "test", test_items, size, stream)
-        return Pools(name, classes, x, y, tx, ty)
-    return Pools(name, classes, x, y)
+    if len(classes) < 2:
+        raise DataError(f"data.root: {str(train_dir)!r} has {len(classes)} class folder ({', '.join(classes)}); "
+                        f"a classifier needs at least 2 classes, one folder of images each")
+    if train_dir == root or not (root / "test").is_dir():
+        return train_dir, None, classes, items, []
+    test_classes, test_items = _listed(root / "test")
+    if test_classes != classes:
+        raise DataError(f"data.root: test/ classes {test_classes} differ from train/ classes {classes}")
+    return train_dir, root / "test", classes, items, test_items
+
+
+def tree_summary(data: dict[str, Any]) -> list[str]:
+    """What ``--dry-run`` reports of a folder ``data.root``: its class counts per split, from listing files
+    only (nothing decoded). [] when the data is not a class-per-folder tree. DataError when it is a bad one."""
+    if data.get("dataset") != "imagefolder" or not data.get("root"):
+        return []
+    train_dir, test_dir, classes, items, test_items = list_tree(data)
+    lines = []
+    for split, folder, its in (("train", train_dir, items), ("test", test_dir, test_items)):
+        if folder is None:
+            continue
+        counts = np.bincount([c for _, c in its], minlength=len(classes))
+        per = ", ".join(f"{c} {n}" for c, n in zip(classes, counts.tolist()))
+        lines.append(f"{split} ({folder}): {len(its):,} images, {len(classes)} classes: {per}")
+    if test_dir is None:
+        lines.append(f"test: carved from train (data.test_fraction={data.get('test_fraction', 0.2)})")
+    return lines
 
 
 def relabel(pools: Pools, classes: list[str], where: str) -> Pools:
@@ -391,7 +504,7 @@ def relabel(pools: Pools, classes: list[str], where: str) -> Pools:
                         f"(the model knows {classes})")
     order = np.asarray([classes.index(c) for c in pools.classes], np.int64)
     return Pools(pools.name, list(classes), pools.train_x, order[pools.train_y],
-                 pools.test_x, None if pools.test_y is None else order[pools.test_y])
+                 pools.test_x, None if pools.test_y is None else order[pools.test_y], pools.skipped, pools.test_skipped)
 
 
 def split_folder(root: str | Path, split: str) -> Path | None:
@@ -411,11 +524,11 @@ def load_folder(folder: Path, size: int, in_chans: int, data: dict[str, Any]) ->
     the train pool (``whole_splits`` makes all of it any split)."""
     classes, items = _listed(folder)
     stream = in_chans == 3 and streams(data, len(items) * 3 * size * size)
-    x, y = _pool(folder, items, size, stream)
+    x, y, skipped = _pool(folder, items, size, stream, data)
     if in_chans == 1:  # a greyscale model (digits): ITU-R 601 luma, as PIL's "L" mode
         x = np.tensordot(np.array([0.299, 0.587, 0.114]), x.astype(np.float32), axes=([0], [1]))
         x = np.clip(np.rint(x), 0, 255).astype(np.uint8)[:, None]
-    return Pools(f"folder {folder}", classes, x, y)
+    return Pools(f"folder {folder}", classes, x, y, skipped=skipped)
 
 
 def whole_splits(pools: Pools) -> Splits:
@@ -492,6 +605,8 @@ DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
     "workers": (int, 4),                    # streaming only: decoding processes per trial (in-memory: none)
     "val_max_per_class": (int, None),       # cap on validation images per class
     "split_seed": (int, 0),                 # every split above
+    "on_bad_image": (str, "skip", ("skip", "error")),  # imagefolder: leave unreadable files out (listed in
+                                            # the study folder), or stop naming the first
     "positive_class": (str, None),          # binary tasks: the class that is class 1 (thresholds, recall,
                                             # AUC); None = the second of the sorted class names
     "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split
@@ -508,6 +623,7 @@ NOT_SEARCHABLE: dict[str, str] = {
     "root": "the driver loads the data once for all trials; run one study per data.root",
     "download": "the driver loads the data once for all trials",
     "load_max_per_class": "the driver reads the files once for all trials, before any split",
+    "on_bad_image": "the driver reads the files once for all trials",
     "storage": "the driver decides once whether the set is held in memory or streamed",
     "max_memory_gb": "the driver decides once whether the set is held in memory or streamed",
     "split_seed": "it would move the test and validation split between trials (scores not comparable, "

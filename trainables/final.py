@@ -99,6 +99,7 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
         threshold = tune_threshold(res, pools)
     test, logits, labels = evaluate(res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed,
                                     threshold)
+    test["skipped_images"] = pools.test_skipped  # unreadable test files left out (data.on_bad_image: skip)
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(res, pools, s, out_dir, threshold)
