@@ -15,10 +15,9 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from ._export import full_epochs, trial_status
+from ._export import FAILED, full_epochs, status_reason, trial_status
 from ._space import flat_config
 
-FAILED = ("error", "infeasible")
 # Warnings already shown by this process: a search and the final training after it are one study.
 _WARNED: set[str] = set()
 
@@ -104,8 +103,8 @@ class StudyConsole(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        self._finish(trial, trial_status(last, "", self.lengths.get(trial.trial_id, self.max_epochs)),
-                     str(last.get("reason", "")) if last.get("infeasible") else "")
+        status = trial_status(last, "", self.lengths.get(trial.trial_id, self.max_epochs))
+        self._finish(trial, status, status_reason(last, status))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from ._tracking import error_text
@@ -131,12 +130,12 @@ class StudyConsole(Callback):
 
     def headline(self) -> str:
         done = len(self.status)
-        counts = {s: sum(v == s for v in self.status.values()) for s in ("stopped", "error", "infeasible")}
+        counts = {s: sum(v == s for v in self.status.values()) for s in ("stopped", *FAILED)}
         of = f"/{self.total}" if self.total else ""
         parts = [f"{done}{of} {self.unit}s done", f"{len(self.running)} running"]
         if self.unit == "trial":
             parts.append(f"{counts['stopped']} stopped")
-        parts.append(f"{counts['error'] + counts['infeasible']} failed")
+        parts.append(f"{sum(counts[s] for s in FAILED)} failed")
         if self.best is not None:
             parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.unit} {self.best[1]})")
         return f"{self.title}: " + " · ".join(parts)

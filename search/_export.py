@@ -12,7 +12,10 @@ from ._contract import TrialSide
 from ._spec import dump_spec
 
 
-STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "error", "unfinished")
+STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "oom", "error", "unfinished")
+# Statuses whose reason the trial reported with its last result; with "error", those that have no score.
+REASONED = ("infeasible", "diverged", "oom")
+FAILED = ("error", *REASONED)
 
 
 def trial_status(last: dict[str, Any], error: str, length: int, finished: bool = True) -> str:
@@ -20,18 +23,25 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
     result; ``length``: its full length in epochs (``full_epochs``).
 
     completed: ran its full length; early_stopped: the engine stopped it (``train.early_stopping``);
-    stopped: the scheduler did; infeasible: the model refused the configuration; error: it raised;
+    stopped: the scheduler did; infeasible: the model refused the configuration; diverged: its training
+    loss became NaN or inf; oom: the GPU ran out of memory; error: it raised;
     unfinished: the study was interrupted (Ctrl-C, SIGTERM) before the trial ended.
     """
     if error:
         return "error"
     if not finished:  # the study was interrupted while it ran or waited: --resume continues it
         return "unfinished"
-    if last.get("infeasible"):
-        return "infeasible"
+    for flag in REASONED:
+        if last.get(flag):
+            return flag
     if int(last.get("epoch", 0)) >= length:
         return "completed"
     return "early_stopped" if last.get("early_stopped") else "stopped"
+
+
+def status_reason(last: dict[str, Any], status: str) -> str:
+    """Why an infeasible, diverged or oom trial ended (its last result says); '' for the other statuses."""
+    return str(last.get("reason", "")) if status in REASONED else ""
 
 
 def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
@@ -44,16 +54,17 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
     """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error."""
     rows = []
     for t in trials:
-        last, hist = t["last"] or {}, [h for h in t["history"] if metric in h and not h.get("infeasible")]
+        last = t["last"] or {}
+        hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in REASONED)]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
         status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
-        row.update({f"final_{metric}": last.get(metric) if status not in ("infeasible", "error") else math.nan,
+        row.update({f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                     "device": last.get("device", ""), "seconds": plain(last.get("time_total_s", "")),
-                    "reason": t["error"] or (last.get("reason", "") if last.get("infeasible") else "")})
+                    "reason": t["error"] or status_reason(last, status)})
         rows.append(row)
     return rows
 
@@ -70,7 +81,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    scored = [r for r in rows if r["status"] not in ("infeasible", "error") and not math.isnan(r[f"best_{metric}"])]
+    scored = [r for r in rows if r["status"] not in FAILED and not math.isnan(r[f"best_{metric}"])]
     if not scored:
         return None
     key = (lambda r: r[f"best_{metric}"]) if mode == "max" else (lambda r: -r[f"best_{metric}"])

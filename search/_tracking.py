@@ -13,13 +13,13 @@ from typing import Any
 from ray.tune import Callback
 
 from ._paths import artifact_location, tracking_uri
-from ._export import full_epochs, trial_status
+from ._export import full_epochs, status_reason, trial_status
 from ._space import branches, flat_config
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
          "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
-         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible"}  # infeasible: the status tag says it
+         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible", "diverged", "oom"}  # the status tag says them
 
 
 def check_store(uri: str, timeout: float = 5.0) -> str | None:
@@ -199,7 +199,10 @@ class MlflowTrials(Callback):
         last = trial.last_result or {}
         tags = [RunTag("epochs", str(last.get("epoch", 0)))]
         if not last.get("infeasible"):  # its status and reason are tagged with the result
-            tags.append(RunTag("status", trial_status(last, "", full_epochs(self.flat(trial.config), self.max_epochs))))
+            status = trial_status(last, "", full_epochs(self.flat(trial.config), self.max_epochs))
+            tags.append(RunTag("status", status))
+            if status_reason(last, status):  # diverged, oom
+                tags.append(RunTag("reason", status_reason(last, status)[:5000]))
         self.client.log_batch(rid, tags=tags)
         self.client.set_terminated(rid, status="FINISHED")
 

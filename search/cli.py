@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_error(prog: str, file: str, err: Exception) -> int:
     """Bad input (spec, data, weights): one line on stderr, exit status 2, no traceback."""
-    where = "" if isinstance(err, SpecError) else f"{file}: "
+    where = "" if isinstance(err, SpecError) or getattr(err, "names_file", False) else f"{file}: "
     print(f"{prog}: error: {where}{err}", file=sys.stderr)
     return EXIT_USAGE
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,10 +30,9 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
     p = Path(source)
     for cand in (p / "final" / "metrics.json", p / "metrics.json"):
         if cand.is_file():
-            data = read_json(cand, "metrics file")
-            if "summary" in data:
-                # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
-                return {**data, "out_dir": str(cand.parent.resolve())}
+            data = final_metrics(cand)
+            # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
+            return {**data, "out_dir": str(cand.parent.resolve())}
     if p.exists():
         raise CompareError(f"{source}: no final/metrics.json (run tune-run {p / 'best.yaml'} --final first)")
     from ._tracking import client_for
@@ -47,10 +45,52 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
     if not runs:
         raise CompareError(f"{source}: MLflow experiment has no final run")
     local = c.download_artifacts(runs[0].info.run_id, "final/metrics.json")
-    return json.loads(Path(local).read_text())
+    return final_metrics(Path(local))
 
 
 FRACTION = "data.train_fraction"
+# What a report reads from a study's final/metrics.json (written by tune-run --final).
+FINAL_KEYS = {"summary": dict, "experiment": str, "model": str, "seeds": list}
+# ... and from its study.json's spec.
+STUDY_KEYS = {"space": dict, "experiment.name": str, "experiment.metric": str, "model.name": str}
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def checked(data: dict[str, Any], keys: dict[str, type], file: Path, what: str) -> dict[str, Any]:
+    """``data`` when each key holds its type; else one line naming the file and the first key that does not."""
+    for key, kind in keys.items():
+        if not isinstance(_lookup(data, key), kind):
+            raise SpecError(str(file), key, f"missing or not a {kind.__name__}: not {what} written by tune-run")
+    return data
+
+
+def final_metrics(path: Path) -> dict[str, Any]:
+    return checked(read_json(path, "metrics file"), FINAL_KEYS, path, "a final metrics file")
+
+
+def seed_confusion(path: Path) -> Any:
+    """A seed's test confusion matrix (None when its metrics.json has none)."""
+    test = read_json(path, "metrics file").get("test")
+    return test.get("confusion_matrix") if isinstance(test, dict) else None
+
+
+def read_trials(path: Path, columns: list[str]) -> Any:
+    """A study's trials.csv as a frame with ``columns``; a damaged file is one line naming it."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser and empty-data errors are ValueErrors
+        raise SpecError(str(path), "", f"not a trials table: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SpecError(str(path), "", f"has no column {missing[0]!r}: not a trials table written by tune-run")
+    return df
 
 
 def load_fraction_study(source: str) -> Any:
@@ -63,10 +103,13 @@ def load_fraction_study(source: str) -> Any:
     spec = read_json(p / "study.json", "study file").get("spec")
     if not isinstance(spec, dict):
         raise CompareError(f"{p / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
-    df = pd.read_csv(p / "trials.csv")
-    if FRACTION not in spec["space"] or FRACTION not in df.columns:
+    checked(spec, STUDY_KEYS, p / "study.json", "a study file")
+    if FRACTION not in spec["space"]:
         return None
     metric = spec["experiment"]["metric"]
+    df = read_trials(p / "trials.csv", ["status", f"best_{metric}"])
+    if FRACTION not in df.columns:
+        return None
     branch = [k for k in spec["space"] if "." not in k]  # a branch label names the model family
     model = df[branch[0]] if branch else df.get("model.name", pd.Series([spec["model"]["name"]] * len(df)))
     return pd.DataFrame({"study": spec["experiment"]["name"], "model": model.astype(str), "fraction": df[FRACTION],
@@ -271,14 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 curves.append(frame)
             else:
                 studies.append(load_final(src, tracking_uri(args.mlflow_uri)))
+        for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
+            out = Path(s.get("out_dir", ""))
+            seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
+            if seed_file and seed_file.is_file():
+                s["confusion_matrix"] = seed_confusion(seed_file)
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
-        out = Path(s.get("out_dir", ""))
-        seed_file = out / str(s["seeds"][0]) / "metrics.json" if s.get("seeds") else None
-        if seed_file and seed_file.is_file():
-            s["confusion_matrix"] = read_json(seed_file, "metrics file").get("test", {}).get("confusion_matrix")
     print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None))
     print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0

@@ -405,3 +405,44 @@ def test_resume_takes_the_new_configs_lr_weight_decay_and_momentum(setup, schedu
     assert [m["lr"] for m in resumed[1:]] == pytest.approx([m["lr"] for m in straight[1:]])
     assert resumed[1]["lr"] != pytest.approx(fit(old, pools).history[1]["lr"])
     assert {(g["weight_decay"], g["momentum"], g["nesterov"]) for g in groups} == {(0.001, 0.5, True)}
+
+
+class _OomModel(torch.nn.Module):
+    """Runs out of (simulated) GPU memory on batches larger than ``max_batch``."""
+
+    def __init__(self, num_classes: int, in_chans: int, image_size: int, max_batch: int) -> None:
+        super().__init__()
+        self.max_batch = max_batch
+        self.head = torch.nn.Linear(in_chans * image_size * image_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.max_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.head(x.flatten(1))
+
+
+@trainables.models.register_model("test_oom")
+def _test_oom(num_classes: int = 10, in_chans: int = 3, image_size: int = 32, max_batch: int = 16) -> torch.nn.Module:
+    return _OomModel(num_classes, in_chans, image_size, max_batch)
+
+
+@pytest.mark.parametrize("batch_size, expected", [
+    (64, {"epoch": 0, "oom": 1, "reason": "out of memory at batch_size=64, model=test_oom, image_size=16: "
+                                          "lower train.batch_size or data.image_size"}),
+    (16, None),
+])
+def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path, batch_size, expected):
+    from search._export import status_reason, trial_status
+    from tests.conftest import small_spec
+    from trainables.ray_adapter import fit_or_oom, scored
+
+    spec = small_spec(tmp_path, "oom", model={"name": "test_oom"},
+                      train={"epochs": 1, "batch_size": batch_size, "eval_batch_size": 16})
+    epochs = []
+    result = fit_or_oom(spec, trainables.prepare(spec), None, lambda m, _: epochs.append(m))
+    assert result == expected
+    if expected is None:  # it fits: trained as usual
+        assert [m["epoch"] for m in epochs] == [1]
+        return
+    assert trial_status(result, "", 1) == "oom" and status_reason(result, "oom") == expected["reason"]
+    assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")  # a bad result for searchers, not NaN

@@ -105,3 +105,19 @@ def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tm
     assert r.returncode == 2 and r.stderr.startswith(f"tune-run: error: {best}: scheduler.name: "), r.stderr
     assert "no fixed recipe" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (res.out_dir.parent / "pbt-best").exists()
+
+
+def test_a_diverging_trial_is_recorded_as_diverged_and_the_study_goes_on(tmp_path, ray_session):
+    # lr 1e6 makes the training loss NaN in its first epoch; the other trial trains normally.
+    spec = small_spec(tmp_path, "diverging", train={"epochs": 2},
+                      space={"train.lr": {"grid": [3e-3, 1.0e+6]}})
+    res = run_study(spec, trainables, file="diverging.yaml", log=lambda *_: None)
+    rows = {float(r["train.lr"]): r for r in read_rows(res.out_dir / "trials.csv")}
+    assert (rows[3e-3]["status"], rows[3e-3]["epochs"]) == ("completed", "2")
+    assert (rows[1e6]["status"], rows[1e6]["epochs"]) == ("diverged", "1")
+    assert rows[1e6]["reason"] == "training loss became nan at epoch 1"
+    tags = {r.data.tags["trial_id"]: r.data.tags for r in trial_runs(tmp_path / "mlflow.db", "diverging")}
+    assert tags[rows[1e6]["trial_id"]]["status"] == "diverged"
+    assert tags[rows[1e6]["trial_id"]]["reason"] == "training loss became nan at epoch 1"
+    assert res.best["trial_id"] == rows[3e-3]["trial_id"]
+    assert "lr: 0.003" in (res.out_dir / "best.yaml").read_text()

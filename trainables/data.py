@@ -28,6 +28,15 @@ class DataError(ValueError):
     """The data section points at data that is not there or not in a known layout."""
 
 
+class DamagedFile(DataError):
+    """A file a saved model's folder holds is damaged; the message starts with its path."""
+
+    names_file = True  # the CLI prints the message as is, without a file of its own in front
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+
+
 def read_image(path: str, size: int) -> np.ndarray:
     """One image file as uint8 (3, size, size): upright (EXIF), RGB, resized square (aspect ratio not kept,
     as in paper 002; smaller images are resized up)."""

@@ -647,6 +647,11 @@ def step_schedule(run: Run, metrics: dict[str, float]) -> None:
         run.sched.step()
 
 
+def diverged(epoch: int, loss: float) -> dict[str, Any]:
+    """The result of an epoch whose training loss is not finite: the run ends here, flagged ``diverged``."""
+    return {"epoch": epoch, "diverged": 1, "reason": f"training loss became {loss} at epoch {epoch}"}
+
+
 def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = None,
         on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
         device: torch.device | None = None, merge_val: bool = False) -> FitResult:
@@ -664,6 +669,12 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
         for epoch in range(start, int(spec["train"]["epochs"])):
             t0 = time.perf_counter()
             trained = train_epoch(run, epoch, first=epoch == start)
+            if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
+                metrics = diverged(epoch + 1, trained.loss)
+                progress.record(metrics, 0)
+                if on_epoch is not None:
+                    on_epoch(metrics, lambda: checkpoint(run, progress))
+                break
             metrics = {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
                        **(validate(run) if run.held_out else {}), "lr": run.opt.param_groups[0]["lr"]}
             step_schedule(run, metrics)

@@ -73,15 +73,50 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
-            tune.report({**metrics, "infeasible": 0, **device}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**scored(metrics, metric, mode), "infeasible": 0, **device},
+                        checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        fit(resolved, pools, state=state, on_epoch=on_epoch)
+        failed = fit_or_oom(resolved, pools, state, on_epoch)
     finally:
         # A reused actor (search.reuse_actors) starts its next trial with the GPU memory this one held.
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if failed is not None:
+        tune.report({**scored(failed, metric, mode), "infeasible": 0, **device})
+
+
+def scored(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
+    """A diverged or out-of-memory result carries the worst score: searchers and schedulers count it as a
+    bad result (unlike an infeasible one, it enters their statistics); never NaN, which they cannot rank."""
+    if metrics.get("diverged") or metrics.get("oom"):
+        return {**metrics, metric: worst(mode)}
+    return metrics
+
+
+def oom_reason(spec: dict[str, Any]) -> str:
+    return (f"out of memory at batch_size={spec['train']['batch_size']}, model={spec['model']['name']}, "
+            f"image_size={spec['data']['image_size']}: lower train.batch_size or data.image_size")
+
+
+def fit_or_oom(spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None,
+               on_epoch: Callable[[dict[str, float], Any], None]) -> dict[str, Any] | None:
+    """Train; None when training ended on its own, else the ``oom`` result that ends the trial (a result the
+    study records, not a crash)."""
+    done = [int(state["epoch"]) if state else 0]
+
+    def counted(metrics: dict[str, float], get_state: Any) -> None:
+        done[0] = int(metrics["epoch"])
+        on_epoch(metrics, get_state)
+
+    try:
+        fit(spec, pools, state=state, on_epoch=counted)
+    except torch.OutOfMemoryError:
+        pass  # handled outside the except block: its traceback holds the tensors that filled the memory
+    else:
+        return None
+    return {"epoch": done[0], "oom": 1, "reason": oom_reason(spec)}
 
 
 def _trainable(fn: Any, spec: dict[str, Any], pools: Pools, **params: Any) -> Any:
