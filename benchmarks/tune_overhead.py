@@ -46,6 +46,9 @@ class StubBackend:
     def dataset_info(self, spec: dict, pools: object) -> None:
         return None  # no data set to record
 
+    def skipped_images(self, pools: object) -> list:
+        return []  # no files read
+
     def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
         from ray import tune
 

@@ -7,9 +7,10 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 
 ``search`` reads these trial-side keys of a resolved spec, and no others:
 
-- ``train.epochs``: a trial's length in epochs, the schedulers' time unit;
-- ``final.seeds``, ``final.epochs``, ``final.after_search``: how many final models, how long, and
-  whether they follow the search.
+- ``train.epochs`` (also when searched): a trial's length in epochs, the schedulers' time unit;
+- ``final.seeds``, ``final.epochs``, ``final.after_search``, ``final.topk``: how many final models, how
+  long, whether they follow the search, and which top-k accuracy the summary averages;
+- ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 """
 
 from __future__ import annotations

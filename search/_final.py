@@ -11,7 +11,8 @@ from ._console import console_for, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
-from ._runner import _fit_resources, _now, check_tracking, init_ray, open_tracking, provenance
+from ._runner import (LastStep, _ended, _fit_resources, _now, _sigterm_as_interrupt, check_tracking, init_ray,
+                      open_tracking, provenance)
 from ._spec import dump_spec
 from ._stats import t_interval
 
@@ -68,13 +69,17 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=tune_verbosity(verbose),
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"])],
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"]), LastStep()],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
-    grid = tuner.fit()
+    with _sigterm_as_interrupt():
+        grid = tuner.fit()
+    ended = _ended(tuner)
     errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+    # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
+    unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
-                if (out / str(s) / "metrics.json").is_file()]
+                if s not in unfinished and (out / str(s) / "metrics.json").is_file()]
     search_budget = read_json(study_file, "study file").get("budget") if study_file.is_file() else None
     topk = int(spec["final"]["topk"])
     summary = {
@@ -85,7 +90,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                      for m in per_seed],
         "history": {m["seed"]: m["history"] for m in per_seed},
         "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
-        "mlflow_run_id": parent, "out_dir": str(out),
+        "mlflow_run_id": parent, "out_dir": str(out), "unfinished": unfinished,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
@@ -116,4 +121,5 @@ def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> Non
             if (d / name).is_file():
                 c.log_artifact(parent, str(d / name), artifact_path=f"final/{seed}")
     c.log_artifact(parent, str(out / "metrics.json"), artifact_path="final")
-    c.set_terminated(parent, status="FINISHED" if not summary["errors"] else "FAILED")
+    status = "KILLED" if summary["unfinished"] else "FAILED" if summary["errors"] else "FINISHED"
+    c.set_terminated(parent, status=status)

@@ -9,12 +9,16 @@ scores. These subclasses keep such a result out of the scheduler's statistics al
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.tune import schedulers as sch
 from ray.tune.schedulers import TrialScheduler
 
 INFEASIBLE = "infeasible"  # the result flag ray_adapter sets
+# A diverged or out-of-memory trial scores the worst value, -inf or inf: it must count as bad, but
+# ASHA's nanpercentile cutoff turns nan with two infinities in a rung. Schedulers see this instead.
+FINITE_WORST = 1e300
 
 
 class _FeasibleOnly:
@@ -23,13 +27,22 @@ class _FeasibleOnly:
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get(INFEASIBLE):
             return TrialScheduler.CONTINUE  # the trial returns right after this one result
-        return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+        return super().on_trial_result(tune_controller, trial, self._finite(result))  # type: ignore[misc]
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         if result.get(INFEASIBLE):
             self.on_trial_remove(tune_controller, trial)  # type: ignore[attr-defined]  # forget it (bracket, rungs)
             return
-        super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
+        super().on_trial_complete(tune_controller, trial, self._finite(result))  # type: ignore[misc]
+
+    def _finite(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``result`` with a non-finite score replaced by a finite worst one (see FINITE_WORST)."""
+        metric = getattr(self, "_metric", None)
+        value = result.get(metric) if metric else None
+        if isinstance(value, float) and not math.isfinite(value):
+            worst = -FINITE_WORST if getattr(self, "_mode", "max") == "max" else FINITE_WORST
+            return {**result, metric: worst}
+        return result
 
 
 class ASHAScheduler(_FeasibleOnly, sch.AsyncHyperBandScheduler):

@@ -213,9 +213,6 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
         raise SpecError(file, "search.max_concurrent", f"max_concurrent >= 0 must hold, got {search['max_concurrent']}")
     epochs = spec_epochs(spec)
     sched["max_t"] = sched["max_t"] or epochs
-    if sched["grace_period"] < 1 or sched["grace_period"] > sched["max_t"]:
-        raise SpecError(file, "scheduler.grace_period", f"1 <= grace_period <= max_t must hold, got "
-                                                        f"grace_period={sched['grace_period']}, max_t={sched['max_t']}")
     if sched["reduction_factor"] <= 1:
         raise SpecError(file, "scheduler.reduction_factor",
                         f"reduction_factor > 1 must hold, got {sched['reduction_factor']}")
@@ -294,6 +291,10 @@ def _check_max_t(file: str, spec: dict[str, Any], given: bool) -> None:
     elif sched["name"] in ("asha", "hyperband") and sched["max_t"] < longest:
         raise SpecError(file, "scheduler.max_t", f"max_t >= every train.epochs a trial can have must hold, got "
                                                  f"max_t={sched['max_t']}, {where} up to {longest}")
+    # After max_t took its final value: a searched train.epochs may raise it above train.epochs.
+    if sched["grace_period"] < 1 or sched["grace_period"] > sched["max_t"]:
+        raise SpecError(file, "scheduler.grace_period", f"1 <= grace_period <= max_t must hold, got "
+                                                        f"grace_period={sched['grace_period']}, max_t={sched['max_t']}")
 
 
 def _check_space(file: str, space: Any, spec: dict[str, Any],

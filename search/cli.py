@@ -84,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
                                 verbose=args.verbose)
-            _final_summary(summary)
-            return 0
+            return _final_summary(summary, args.spec)
         from ._runner import run_study
 
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
@@ -102,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._final import run_final
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
-            _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
-                                     address=args.address, study_file=result.out_dir / "study.json"))
+            return _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
+                                            verbose=args.verbose, address=args.address,
+                                            study_file=result.out_dir / "study.json"),
+                                  shown(result.out_dir / "best.yaml"))
         return 0
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-run", args.spec, err)
@@ -137,7 +138,8 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
               f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
 
 
-def _final_summary(summary: dict[str, Any]) -> None:
+def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
+    """Print the final numbers; the exit status (130 when seeds were left unfinished by an interruption)."""
     s = summary["summary"]
     print(f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
           + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else ""))
@@ -154,6 +156,11 @@ def _final_summary(summary: dict[str, Any]) -> None:
               f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
               f"{c['train_seconds_total']:.0f} s training")
     print(f"  models and metrics: {shown(Path(summary['out_dir']))}")
+    if summary.get("unfinished"):
+        print(f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "
+              f"Train them again with: {shlex.join(['tune-run', spec_file, '--final', '--overwrite'])}")
+        return EXIT_INTERRUPTED
+    return 0
 
 
 def eval_parser() -> argparse.ArgumentParser:

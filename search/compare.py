@@ -49,6 +49,7 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
 
 
 FRACTION = "data.train_fraction"
+SCORED = ("completed", "stopped", "early_stopped")  # trials whose best validation metric is a real score
 # What a report reads from a study's final/metrics.json (written by tune-run --final).
 FINAL_KEYS = {"summary": dict, "experiment": str, "model": str, "seeds": list}
 # ... and from its study.json's spec.
@@ -119,7 +120,7 @@ def load_fraction_study(source: str) -> Any:
 
 def fraction_table(df: Any) -> list[dict[str, str]]:
     """Paper 003's Table 4.5/4.6: per training fraction, each model's best validation metric over seeds."""
-    ok = df[df["status"].isin(["completed", "stopped"])]
+    ok = df[df["status"].isin(SCORED)]
     rows = []
     for frac, g in ok.groupby("fraction"):
         row = {"fraction": f"{frac:g}"}
@@ -138,7 +139,7 @@ def fraction_plot(df: Any) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = df[df["status"].isin(["completed", "stopped"])]
+    ok = df[df["status"].isin(SCORED)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, g in ok.groupby("model"):
         st = g.groupby("fraction")["value"].agg(["mean", "min", "max"]).reset_index()

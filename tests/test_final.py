@@ -226,3 +226,15 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
     assert eval_main([str(tmp_path / "0"), "--set", "data.positive_class=other"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["positive_class"] == "coin" and out["recall"] == m["recall"]
+
+
+def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
+    """NaN weights give no numbers worth averaging: the seed fails (run_final lists it under errors)."""
+    spec = resolve({
+        "experiment": {"name": "d"}, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 1.0e9, "device": "cpu"}, "final": {"seeds": [0]},
+    }, trainables)
+    with pytest.raises(FloatingPointError, match="final seed 0: training loss became nan at epoch 1"):
+        train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    assert not (tmp_path / "0" / "metrics.json").exists()

@@ -255,3 +255,19 @@ def test_dry_run_counts_and_previews_what_grid_search_runs(tmp_path):
     assert f"# grid points: {tune_runs // 2}; trials: {tune_runs} " in r.stdout
     # num_heads 5 does not divide embed_dim 48: a third of them, in every other combination.
     assert f"rejected by the model of {tune_runs} previewed configurations: {tune_runs // 3}" in r.stdout
+
+
+def test_schedulers_rank_a_diverged_trials_infinite_score_as_a_finite_worst():
+    """ASHA's rung cutoff is a nanpercentile: two -inf scores in a rung made it nan (nothing stopped)."""
+    import numpy as np
+
+    from search._schedulers import FINITE_WORST, ASHAScheduler, MedianStoppingRule
+
+    asha = ASHAScheduler(max_t=9, grace_period=1)
+    asha.set_search_properties("val_acc", "max")
+    seen = [asha._finite({"val_acc": v})["val_acc"] for v in (float("-inf"), float("nan"), 0.5)]
+    assert seen == [-FINITE_WORST, -FINITE_WORST, 0.5]
+    assert np.isfinite(np.nanpercentile(seen, 66.7))
+    median = MedianStoppingRule()
+    median.set_search_properties("val_loss", "min")
+    assert median._finite({"val_loss": float("inf")})["val_loss"] == FINITE_WORST

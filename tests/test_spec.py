@@ -224,6 +224,7 @@ UNSEARCHABLE = [
     ("data.split_seed", {"randint": [0, 3]}, "move the test and validation split"),
     ("data.val_fraction", {"uniform": [0.1, 0.2]}, "move the validation split"),
     ("data.test_fraction", {"uniform": [0.1, 0.2]}, "move the test split"),
+    ("data.positive_class", {"choice": ["0", "1"]}, "orders the classes once"),
 ]
 
 
@@ -307,3 +308,13 @@ def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
     assert resolve({**best, "scheduler": {"name": "fifo"}}, backend)["train"]["lr"] == 0.003
     with pytest.raises(SpecError, match="s.yaml: final: no final training after a pbt search"):
         resolve({**with_("scheduler", {"name": "pbt"}), "final": {"seeds": [0]}}, backend, file="s.yaml")
+
+
+def test_grace_period_is_checked_against_the_max_t_a_searched_epochs_raises(backend):
+    """max_t defaults to the longest trial; grace_period is compared with that, not with train.epochs."""
+    spec = resolve(with_("space.train.epochs", {"grid": [20, 40]},
+                         with_("scheduler", {"name": "asha", "grace_period": 12})), backend, file="s.yaml")
+    assert spec["scheduler"]["max_t"] == 40 and spec["scheduler"]["grace_period"] == 12
+    with pytest.raises(SpecError, match="1 <= grace_period <= max_t must hold, got grace_period=50, max_t=40"):
+        resolve(with_("space.train.epochs", {"grid": [20, 40]},
+                      with_("scheduler", {"name": "asha", "grace_period": 50})), backend, file="s.yaml")

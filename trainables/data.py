@@ -633,6 +633,7 @@ NOT_SEARCHABLE: dict[str, str] = {
     "download": "the driver loads the data once for all trials",
     "load_max_per_class": "the driver reads the files once for all trials, before any split",
     "on_bad_image": "the driver reads the files once for all trials",
+    "positive_class": "the driver orders the classes once for all trials (and metrics name the positive one)",
     "storage": "the driver decides once whether the set is held in memory or streamed",
     "max_memory_gb": "the driver decides once whether the set is held in memory or streamed",
     "split_seed": "it would move the test and validation split between trials (scores not comparable, "

@@ -90,6 +90,9 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     s = final_spec(spec, seed)
     f = spec.get("final") or {}
     res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
+    if res.history and res.history[-1].get("diverged"):  # NaN weights: no model, no numbers to average
+        raise FloatingPointError(f"final seed {seed}: {res.history[-1].get('reason', 'training diverged')}; "
+                                 f"lower train.lr or set train.grad_clip")
     threshold = f.get("threshold")
     if threshold is None:
         threshold = float(s["train"].get("threshold", 0.5))  # searched, as in paper 000
