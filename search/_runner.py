@@ -171,10 +171,12 @@ def _check_resumable(file: str, state_file: Path, spec: dict[str, Any]) -> None:
         raise SpecError(file, "--resume", f"no study to resume at {state_file.parent} (it has no {STUDY_FILE})")
     stored = read_json(state_file, "study file")
     # Studies recorded before spec_given kept only the spec fitted to the cluster.
-    before = stored.get("spec_given") or stored["spec"]
+    before = stored.get("spec_given") or stored.get("spec")
+    if not isinstance(before, dict):
+        raise SpecError(str(state_file), "spec", "missing: not a study written by tune-run, cannot resume it")
     now = json.loads(json.dumps(spec, default=str))  # as study.json holds it
     diffs = spec_differences(before, now)
-    if diffs and now != stored["spec"]:  # the study's own spec.yaml (fitted to the cluster) resumes too
+    if diffs and now != stored.get("spec"):  # the study's own spec.yaml (fitted to the cluster) resumes too
         shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise SpecError(file, "--resume", f"a study resumes with the spec it started with ({state_file}); "
                                           f"these keys differ: {shown}. Drop the changes to resume, or start a "

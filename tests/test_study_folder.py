@@ -84,3 +84,13 @@ def test_resume_uses_the_studys_own_spec(spec_file, tmp_path):
     r = tune_run("tiny.yaml", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((study / "study.json").read_text())["trials"] == 1
+
+
+def test_resume_names_a_study_file_without_its_spec(tmp_path):
+    """A study.json that lost its spec is one line naming it, not a KeyError traceback."""
+    from search import SpecError
+    from search._runner import _check_resumable
+
+    (tmp_path / "study.json").write_text('{"started": "2026-11-22"}')
+    with pytest.raises(SpecError, match=r"study.json: spec: missing: not a study written by tune-run"):
+        _check_resumable("s.yaml", tmp_path / "study.json", {"experiment": {"name": "s"}})
