@@ -117,7 +117,11 @@ def main() -> None:
     curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            curves[seed] = {m: study(m, data, n, epochs, seed, tmp, args.quick) for m in methods}
+            curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp, args.quick) for m in methods}
+            # As each seed ends, so that a run cut short still leaves its finished seeds in the log.
+            r = seed_ratio(c)
+            print(f"seed {seed}: ratio {'missed' if r is None else f'{r:.3f}'}; random's best {c['random'][-1][1]:.4f}; "
+                  + "; ".join(f"{m} {cm[-1][0]} epochs, best {cm[-1][1]:.4f}" for m, cm in c.items()), flush=True)
         ray.shutdown()
     per_seed = {s: {"ratio": seed_ratio(c), "random_best": c["random"][-1][1],
                     "epochs_to_reach_random_best": {m: reach(cm, c["random"][-1][1]) for m, cm in c.items()},
