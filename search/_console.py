@@ -300,6 +300,16 @@ def dashboard_line(url: str | None, joined: bool = False) -> str:
     return line
 
 
+def joined_dashboard(url: str, address: str) -> str:
+    """The dashboard of a cluster joined at ``address`` (``HOST:6379``, ``ray://HOST:10001``), as Ray reports it
+    (``host:port``): a head bound to every interface reports 0.0.0.0, which is the head's own host from here."""
+    host, _, port = url.rpartition(":")
+    head = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    if host in ("0.0.0.0", "::", "[::]", "") and head and head != "auto":
+        return f"{head}:{port}"
+    return url
+
+
 def token_auth_enabled() -> bool:
     try:
         from ray._private.authentication.authentication_utils import is_token_auth_enabled

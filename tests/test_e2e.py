@@ -55,6 +55,8 @@ def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_pa
     assert by[False]["status"] == "completed"
     err = by[str(tmp_path / "missing.pth")]
     assert err["status"] == "error" and "does not exist" in err["reason"]
+    # Ended as a result, not retried (resources.max_failures, default 3, is for lost nodes): Tune saw no failure.
+    assert not list(res2.out_dir.glob("trial_*/error.txt"))
     _, runs2 = mlflow_runs(tmp_path / "mlflow.db", "failing")
     assert sorted(x.info.status for x in runs2 if x.data.tags.get("role") == "trial") == ["FAILED", "FINISHED"]
 
