@@ -305,8 +305,8 @@ def joined_dashboard(url: str, address: str) -> str:
     (``host:port``): a head bound to every interface reports 0.0.0.0, which is the head's own host from here."""
     host, _, port = url.rpartition(":")
     head = address.split("://", 1)[-1].rsplit(":", 1)[0]
-    if host in ("0.0.0.0", "::", "[::]", "") and head and head != "auto":
-        return f"{head}:{port}"
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return f"{'127.0.0.1' if head in ('auto', 'localhost', '') else head}:{port}"  # auto: on this machine
     return url
 
 

@@ -1,4 +1,4 @@
-"""What an autoscaling cluster can ever hold, read from the node types its autoscaler reports (Ray's
+"""Rules for joining a cluster, on the numbers and structures Ray gives. What an autoscaling cluster can ever hold, read from the node types its autoscaler reports (Ray's
 ``autoscaler_pb2.ClusterConfig``, the structure ``ray._private.state.state.get_cluster_config()`` returns),
 and the rule that refuses a trial request no node type holds. No Ray runtime: the structure is built here."""
 
@@ -53,3 +53,17 @@ def test_a_cluster_of_cpu_node_types_refuses_any_gpu_request():
     types = [{"name": "cpu", "resources": {"CPU": 16}, "min_count": 0, "max_count": 5}]
     assert unsatisfiable({"cpu": 1, "gpu": 0.5}, types) == (
         "resources.gpu", "gpu=0.5 but no node type of this cluster offers more than 0 GPUs")
+
+
+@pytest.mark.parametrize("url, address, shown", [
+    ("10.0.0.5:8265", "10.0.0.5:6379", "10.0.0.5:8265"),  # the head's own address, as Ray reports it
+    ("0.0.0.0:8265", "head.example:6379", "head.example:8265"),  # bound to every interface: the head's host
+    ("0.0.0.0:8265", "ray://head.example:10001", "head.example:8265"),
+    ("127.0.0.1:8265", "10.0.0.5:6379", "127.0.0.1:8265"),  # bound to the head's loopback: as it is
+    ("0.0.0.0:8265", "auto", "127.0.0.1:8265"),  # auto: a cluster on this machine
+])
+def test_a_joined_clusters_dashboard_is_shown_at_an_address_this_machine_can_use(url, address, shown):
+    from search._console import dashboard_line, joined_dashboard
+
+    assert joined_dashboard(url, address) == shown
+    assert dashboard_line(f"http://{shown}", joined=True).startswith(f"Ray dashboard: http://{shown}")
