@@ -126,8 +126,10 @@ def test_a_data_root_is_checked_on_every_node(tmp_path, cluster):
     gone = tmp_path / "gone"
     blind = unseen_on_nodes([str(gone)], nodes)
     assert sorted(n["NodeID"] for n, _ in blind) == sorted(n["NodeID"] for n in nodes)
-    with pytest.raises(SpecError) as err:
-        check_paths_on_nodes([str(gone)], "s.yaml")
+    from search._runner import fit_to_cluster
+
+    with pytest.raises(SpecError) as err:  # as tune-run checks a streamed set's root before any trial runs
+        fit_to_cluster(small_spec(tmp_path, "s"), [str(gone)], "s.yaml", print)
     msg = str(err.value)
     assert msg.startswith(f"s.yaml: data.root: {gone} is not visible on node ")
     assert any(f"(node id {n['NodeID'][:12]})" in msg for n in nodes) and "more nodes" in msg

@@ -67,3 +67,17 @@ def test_a_joined_clusters_dashboard_is_shown_at_an_address_this_machine_can_use
 
     assert joined_dashboard(url, address) == shown
     assert dashboard_line(f"http://{shown}", joined=True).startswith(f"Ray dashboard: http://{shown}")
+
+
+@pytest.mark.parametrize("storage, needs_root", [("stream", True), ("memory", False)])
+def test_only_a_streamed_set_needs_its_root_on_every_node(tmp_path, storage, needs_root):
+    """A streamed set is read by each trial on its node; a set in memory travels in Ray's object store."""
+    import trainables
+    from tests.conftest import make_image_tree, small_spec
+
+    root = make_image_tree(tmp_path / "imgs", {"a": 4, "b": 4}, size=8)
+    spec = small_spec(tmp_path, "paths", data={"dataset": "imagefolder", "root": str(root), "image_size": 8,
+                                                "storage": storage, "num_classes": None, "num_samples": None})
+    pools = trainables.prepare(spec)
+    assert pools.streamed is needs_root
+    assert trainables.node_paths(spec, pools) == ([str(root.resolve())] if needs_root else [])
