@@ -111,6 +111,15 @@ class StudyConsole(Callback):
 
         self._finish(trial, "error", error_text(trial) or "failed")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune restarts a trial whose process or node died from its last checkpoint (resources.max_failures)."""
+        tid = trial.trial_id
+        failures = int(getattr(getattr(trial, "run_metadata", None), "num_failures", 0) or 0)
+        self._print(f"{self._name(tid, trial)} lost its process or node after epoch {self.epochs.get(tid, 0)}: "
+                    f"restarting it from its last checkpoint (failure {failures} of "
+                    f"{getattr(trial, 'max_failures', '?')} allowed)")
+        self._refresh()
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._refresh()
 

@@ -4,6 +4,7 @@ trial runs on a 1-CPU worker node; the study's storage is a local folder, which 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def kill_node_after(cluster, out: Path, epochs: int, killed: list, stop: threadi
         time.sleep(0.05)
 
 
-def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(tmp_path, cluster):
+def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(tmp_path, cluster, capsys):
     import pandas as pd
 
     spec = small_spec(tmp_path, "nodeloss", train={"epochs": EPOCHS},
@@ -80,6 +81,9 @@ def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(t
         watcher.join()
     assert killed, "the trial ended before its node could be killed"
     assert killed[0] < EPOCHS, f"the node died only after the trial's last epoch ({killed[0]})"
+    out_text = capsys.readouterr().out
+    assert re.search(r"^trial \S+ lost its process or node after epoch [2-5]: restarting it from its last "
+                     r"checkpoint \(failure 1 of 2 allowed\)$", out_text, re.M), out_text[-2000:]
 
     # One trial, completed with all its epochs, in trials.csv and the result alike.
     rows = read_rows(out / "trials.csv")
