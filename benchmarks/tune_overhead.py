@@ -49,6 +49,9 @@ class StubBackend:
     def skipped_images(self, pools: object) -> list:
         return []  # no files read
 
+    def node_paths(self, spec: dict, pools: object) -> list:
+        return []  # no files read on the nodes
+
     def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
         from ray import tune
 

@@ -111,6 +111,15 @@ class StudyConsole(Callback):
 
         self._finish(trial, "error", error_text(trial) or "failed")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune restarts a trial whose process or node died from its last checkpoint (resources.max_failures)."""
+        tid = trial.trial_id
+        failures = int(getattr(getattr(trial, "run_metadata", None), "num_failures", 0) or 0)
+        self._print(f"{self._name(tid, trial)} lost its process or node after epoch {self.epochs.get(tid, 0)}: "
+                    f"restarting it from its last checkpoint (failure {failures} of "
+                    f"{getattr(trial, 'max_failures', '?')} allowed)")
+        self._refresh()
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._refresh()
 
@@ -298,6 +307,16 @@ def dashboard_line(url: str | None, joined: bool = False) -> str:
         where = " on the cluster's head node" if joined else ""
         line += f" (it asks for a token: run `ray get-auth-token`{where} and paste what it prints)"
     return line
+
+
+def joined_dashboard(url: str, address: str) -> str:
+    """The dashboard of a cluster joined at ``address`` (``HOST:6379``, ``ray://HOST:10001``), as Ray reports it
+    (``host:port``): a head bound to every interface reports 0.0.0.0, which is the head's own host from here."""
+    host, _, port = url.rpartition(":")
+    head = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return f"{'127.0.0.1' if head in ('auto', 'localhost', '') else head}:{port}"  # auto: on this machine
+    return url
 
 
 def token_auth_enabled() -> bool:

@@ -69,6 +69,10 @@ class TrialSide(Protocol):
         """Lines on the data a study would read (``--dry-run``), from listing files only, nothing decoded;
         one of ``USER_ERRORS`` when the data is not there or not in the shape the dataset needs."""
 
+    def node_paths(self, spec: Spec, pools: Any) -> list[str]:
+        """Folders every trial reads from its own node (a streamed set's root); [] when the data travels in
+        Ray's object store. On a multi-node cluster each node must see them."""
+
     def dataset_info(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """The data set as tracking records it: name, source, digest, images per split, classes."""
 

@@ -16,6 +16,9 @@ STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "
 # Statuses whose reason the trial reported with its last result; with "error", those that have no score.
 REASONED = ("infeasible", "diverged", "oom")
 FAILED = ("error", *REASONED)
+# A trial that ended itself on a user error (missing weights or data) reports ``error`` with the reason
+# rather than raising, so Tune does not retry it (resources.max_failures is for lost nodes and processes).
+USER_ERROR = "error"
 
 
 def trial_status(last: dict[str, Any], error: str, length: int, finished: bool = True) -> str:
@@ -27,7 +30,7 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
     loss became NaN or inf; oom: the GPU ran out of memory; error: it raised;
     unfinished: the study was interrupted (Ctrl-C, SIGTERM) before the trial ended.
     """
-    if error:
+    if error or last.get(USER_ERROR):
         return "error"
     if not finished:  # the study was interrupted while it ran or waited: --resume continues it
         return "unfinished"
@@ -40,8 +43,9 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
 
 
 def status_reason(last: dict[str, Any], status: str) -> str:
-    """Why an infeasible, diverged or oom trial ended (its last result says); '' for the other statuses."""
-    return str(last.get("reason", "")) if status in REASONED else ""
+    """Why an infeasible, diverged, oom or user-error trial ended (its last result says); '' for the other
+    statuses (an exception's text comes from Tune)."""
+    return str(last.get("reason", "")) if status in REASONED or (status == "error" and last.get(USER_ERROR)) else ""
 
 
 def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
@@ -55,7 +59,7 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
     rows = []
     for t in trials:
         last = t["last"] or {}
-        hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in REASONED)]
+        hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in (*REASONED, USER_ERROR))]
         vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
         best = (max if mode == "max" else min)(vals) if vals else math.nan
         status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))

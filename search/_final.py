@@ -11,8 +11,8 @@ from ._console import console_for, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
-from ._runner import (LastStep, _ended, _fit_resources, _now, _sigterm_as_interrupt, check_tracking, init_ray,
-                      open_tracking, provenance)
+from ._runner import (LastStep, _ended, _now, _sigterm_as_interrupt, check_tracking, failure_config, fit_to_cluster,
+                      init_ray, open_tracking, provenance)
 from ._spec import dump_spec
 from ._stats import t_interval
 
@@ -48,13 +48,12 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                     missing="no metrics.json or seed folders", hint="pass --overwrite to replace them")
     check_tracking(spec, file)
     pools = backend.prepare(spec)  # before anything is written
-    if replace:
-        shutil.rmtree(out)
     init_ray(address, log, verbose)
-    import ray
     from ray import tune
 
-    _fit_resources(spec, ray.cluster_resources(), log)
+    fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)
+    if replace:
+        shutil.rmtree(out)
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
     parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
@@ -70,12 +69,14 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"]), LastStep()],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=failure_config(spec)),
     )
     with _sigterm_as_interrupt():
         grid = tuner.fit()
     ended = _ended(tuner)
     errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+    # A seed that ended itself on a user error or divergence reported it (not raised: Tune would retry it).
+    errors += [str(r.metrics["reason"]) for r in grid if r.error is None and (r.metrics or {}).get("error")]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
     unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds

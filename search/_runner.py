@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from ray.tune import Callback
 
 from ._algorithms import build_scheduler, build_searcher, param_space
-from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
+from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
@@ -82,16 +82,15 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     check_tracking(spec, file)
     # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
     pools = backend.prepare(spec)
-    if replace:
-        shutil.rmtree(out)
-
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
     dashboard = init_ray(address, log, verbose)
     import ray
     from ray import tune
 
-    _fit_resources(spec, ray.cluster_resources(), log)  # before it is recorded: study.json says what ran
+    fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)  # before it is recorded: study.json says what ran
+    if replace:  # only now: a study the cluster refuses leaves the old one in place
+        shutil.rmtree(out)
     exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
@@ -131,7 +130,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
-                failure_config=tune.FailureConfig(max_failures=0)),  # a failing trial is recorded; the study goes on
+                failure_config=failure_config(spec)),
         )
     with _sigterm_as_interrupt():
         grid = tuner.fit()
@@ -189,6 +188,16 @@ def checkpoint_config(spec: dict[str, Any]) -> Any:
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=4 if spec["scheduler"]["name"] == "pbt" else 1)
+
+
+def failure_config(spec: dict[str, Any]) -> Any:
+    """Tune retries a trial whose process or node died (``RayActorError``, ``WorkerCrashedError``,
+    ``NodeDiedError``) up to ``resources.max_failures`` times, from its last checkpoint. What a trial ends
+    itself with — infeasible, diverged, oom, a user error — is a result it reports, not an exception, so
+    none of those is retried (``trainables/ray_adapter.py``)."""
+    from ray import tune
+
+    return tune.FailureConfig(max_failures=int(spec["resources"]["max_failures"]))
 
 
 class LastStep(Callback):
@@ -256,8 +265,11 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
                    ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
-    dashboard = f"http://{ctx.dashboard_url}" if getattr(ctx, "dashboard_url", None) else "(dashboard not running)"
-    log(dashboard_line(dashboard if getattr(ctx, "dashboard_url", None) else None, joined=bool(address)))
+    url = getattr(ctx, "dashboard_url", None)
+    if url and address:  # a joined cluster's own dashboard, at an address this machine can use
+        url = joined_dashboard(url, address)
+    dashboard = f"http://{url}" if url else "(dashboard not running)"
+    log(dashboard_line(dashboard if url else None, joined=bool(address)))
     return dashboard
 
 
@@ -283,6 +295,22 @@ def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, ro
         f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
                                  spec.get("space"), dataset, _flat_params(spec))]
+
+
+def fit_to_cluster(spec: dict[str, Any], paths: list[str], file: str, log: Any) -> None:
+    """Check what the trials need of the cluster Ray joined: ``paths`` (folders every trial reads) visible on
+    every node; a request that no node type of an autoscaling cluster can hold refused; else, on a cluster
+    without a node-type list, the request fitted to what it has."""
+    import ray
+
+    from ._cluster import check_paths_on_nodes, read_node_types, refuse_unsatisfiable
+
+    check_paths_on_nodes(paths, file)
+    types = read_node_types()
+    if types is None:
+        _fit_resources(spec, ray.cluster_resources(), log)
+    else:  # the autoscaler adds nodes a request fits on: only one no node type holds would wait forever
+        refuse_unsatisfiable(spec["resources"], types, file)
 
 
 def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:

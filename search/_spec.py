@@ -53,6 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     "resources": {
         "cpu": (float, 1.0),
         "gpu": (float, 0.0),            # fractions pack several trials on one GPU
+        "max_failures": (int, 3),       # retries of a trial whose process or node died, from its last checkpoint
     },
     "tracking": {
         "mlflow_uri": (str, "sqlite:///mlflow.db"),  # relative to the working directory
@@ -226,6 +227,8 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
         raise SpecError(file, "resources.cpu", f"cpu > 0 must hold, got {res['cpu']}")
     if res["gpu"] < 0 or (res["gpu"] > 1 and not float(res["gpu"]).is_integer()):
         raise SpecError(file, "resources.gpu", f"gpu must be a fraction in [0, 1] or a whole number, got {res['gpu']}")
+    if res["max_failures"] < 0:
+        raise SpecError(file, "resources.max_failures", f"max_failures >= 0 must hold, got {res['max_failures']}")
 
 
 def _check_metric(file: str, exp: dict[str, Any], metrics: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from ._space import branches, flat_config
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
          "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
-         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible", "diverged", "oom"}  # the status tag says them
+         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible", "diverged", "oom", "error"}  # the status tag says them
 
 
 def check_store(uri: str, timeout: float = 5.0) -> str | None:
@@ -198,13 +198,14 @@ class MlflowTrials(Callback):
         rid = self.run_id(trial)
         last = trial.last_result or {}
         tags = [RunTag("epochs", str(last.get("epoch", 0)))]
+        status = "infeasible"
         if not last.get("infeasible"):  # its status and reason are tagged with the result
             status = trial_status(last, "", full_epochs(self.flat(trial.config), self.max_epochs))
             tags.append(RunTag("status", status))
-            if status_reason(last, status):  # diverged, oom
+            if status_reason(last, status):  # diverged, oom, a user error
                 tags.append(RunTag("reason", status_reason(last, status)[:5000]))
         self.client.log_batch(rid, tags=tags)
-        self.client.set_terminated(rid, status="FINISHED")
+        self.client.set_terminated(rid, status="FAILED" if status == "error" else "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self.run_id(trial)

@@ -55,6 +55,8 @@ def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_pa
     assert by[False]["status"] == "completed"
     err = by[str(tmp_path / "missing.pth")]
     assert err["status"] == "error" and "does not exist" in err["reason"]
+    # Ended as a result, not retried (resources.max_failures, default 3, is for lost nodes): Tune saw no failure.
+    assert not list(res2.out_dir.glob("trial_*/error.txt"))
     _, runs2 = mlflow_runs(tmp_path / "mlflow.db", "failing")
     assert sorted(x.info.status for x in runs2 if x.data.tags.get("role") == "trial") == ["FAILED", "FINISHED"]
 
@@ -321,3 +323,20 @@ def test_driver_frees_its_copy_of_the_data_while_trials_run(tmp_path, ray_sessio
     assert driver_copy_alive_while_trials_run(tmp_path / "runs", backend, study) is False
     final = lambda: run_final(spec, backend, file="memory.yaml", out=tmp_path / "final", log=lambda *_: None)  # noqa: E731
     assert driver_copy_alive_while_trials_run(tmp_path / "final", backend, final) is False
+
+
+def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session):
+    """Divergence repeats on any node: the seed ends as an error with its reason (a result it reports), not as
+    an exception Tune would retry resources.max_failures times."""
+    from search._final import run_final
+
+    spec = small_spec(tmp_path, "nanfinal", train={"epochs": 1, "lr": 1.0e9, "grad_clip": 0.0},
+                      final={"seeds": [0], "epochs": 1},
+                      model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8})
+    summary = run_final(spec, trainables, file="nanfinal.yaml", out=tmp_path / "final", log=lambda *_: None)
+    assert summary["seeds"] == [] and len(summary["errors"]) == 1
+    assert "final seed 0: training loss became" in summary["errors"][0]
+    assert not list((tmp_path / "final").glob("ray/*/error.txt"))  # Tune saw no failure: nothing retried
+    _, runs = mlflow_runs(tmp_path / "mlflow.db", "nanfinal")
+    seeds = [r for r in runs if r.data.tags.get("role") == "final-seed"]
+    assert len(seeds) == 1 and seeds[0].info.status == "FAILED" and seeds[0].data.tags["status"] == "error"

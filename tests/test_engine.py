@@ -446,3 +446,20 @@ def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path,
         return
     assert trial_status(result, "", 1) == "oom" and status_reason(result, "oom") == expected["reason"]
     assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")  # a bad result for searchers, not NaN
+
+
+def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry(tmp_path):
+    """Missing weights fail the same way on every node: the trial ends with status error and the reason,
+    as a result (Tune retries what raises, resources.max_failures times)."""
+    from search._export import status_reason, trial_status
+    from tests.conftest import small_spec
+    from trainables.ray_adapter import fit_or_oom, scored
+
+    missing = tmp_path / "missing.pth"
+    spec = small_spec(tmp_path, "weights", model={"name": "resnet18", "stem": "cifar", "pretrained": str(missing)},
+                      train={"epochs": 1})
+    result = fit_or_oom(spec, trainables.prepare(spec), None, lambda m, _: None)
+    assert result["epoch"] == 0 and result["error"] == 1
+    assert result["reason"].startswith("WeightsNotFound: ") and "does not exist" in result["reason"]
+    assert trial_status(result, "", 1) == "error" and status_reason(result, "error") == result["reason"]
+    assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")

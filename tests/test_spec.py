@@ -65,6 +65,7 @@ BAD = [
     (("data.val_fraction", 1.5), "data.val_fraction", ["0 < val_fraction < 1 must hold, got val_fraction=1.5"]),
     (("train.lr", -1.0), "train.lr", ["lr > 0 must hold"]),
     (("resources.gpu", 1.5), "resources.gpu", ["fraction in [0, 1] or a whole number"]),
+    (("resources.max_failures", -1), "resources.max_failures", ["max_failures >= 0 must hold, got -1"]),
     (("experiment.name", "a b"), "experiment.name", ["letters, digits"]),
     (("data.augment.hflipp", 0.5), "data.augment.hflipp", ["did you mean 'hflip'"]),
     (("data.storage", "stream"), "data.storage", ["stream reads image files", "digits is loaded whole"]),

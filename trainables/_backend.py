@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,13 @@ def _skipped(pools: Pools, shown: int = 3) -> str:
 def skipped_images(pools: Pools) -> list[str]:
     """Paths of the image files that could not be read and were left out (``data.on_bad_image: skip``)."""
     return list(pools.skipped)
+
+
+def node_paths(spec: dict[str, Any], pools: Pools) -> list[str]:
+    """A streamed set's root, which each trial reads on its own node; a set in memory is in the object store."""
+    if not pools.streamed:
+        return []
+    return [str(Path(spec["data"]["root"]).expanduser().resolve())]  # as list_tree resolves it
 
 
 def data_summary(spec: dict[str, Any]) -> list[str]:

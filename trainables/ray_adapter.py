@@ -2,8 +2,12 @@
 
 It applies the trial's sampled values to the study spec, ends infeasible configurations with
 their reason (a result, not a crash), reports once per epoch with a checkpoint, and resumes from
-``tune.get_checkpoint()`` — which is how Hyperband/PBT pause-and-resume, PBT exploit and
-``--resume`` continue where a trial was.
+``tune.get_checkpoint()`` — which is how Hyperband/PBT pause-and-resume, PBT exploit, ``--resume``
+and Tune's retry after a lost node (``resources.max_failures``) continue where a trial was.
+
+Outcomes that running again cannot change — infeasible, diverged, out of GPU memory, a user error
+(missing weights or data: ``USER_ERRORS``) — end the trial with a final result that says so, never
+with an exception: Tune retries a trial that raised as it retries one whose node died.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import _backend
+from . import USER_ERRORS, _backend
 from .data import Pools
 from .engine import device_warning, fit
 from .resources import apply_memory_cap, trial_request
@@ -88,9 +92,9 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
 
 
 def scored(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
-    """A diverged or out-of-memory result carries the worst score: searchers and schedulers count it as a
-    bad result (unlike an infeasible one, it enters their statistics); never NaN, which they cannot rank."""
-    if metrics.get("diverged") or metrics.get("oom"):
+    """A diverged, out-of-memory or user-error result carries the worst score: searchers and schedulers count
+    it as a bad result (unlike an infeasible one, it enters their statistics); never NaN, which they cannot rank."""
+    if metrics.get("diverged") or metrics.get("oom") or metrics.get("error"):
         return {**metrics, metric: worst(mode)}
     return metrics
 
@@ -100,10 +104,15 @@ def oom_reason(spec: dict[str, Any]) -> str:
             f"image_size={spec['data']['image_size']}: lower train.batch_size or data.image_size")
 
 
+def user_error(epoch: int, exc: Exception) -> dict[str, Any]:
+    """The result that ends a trial on a user error (status ``error`` with the message): not retried."""
+    return {"epoch": epoch, "error": 1, "reason": f"{type(exc).__name__}: {exc}"}
+
+
 def fit_or_oom(spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None,
                on_epoch: Callable[[dict[str, float], Any], None]) -> dict[str, Any] | None:
-    """Train; None when training ended on its own, else the ``oom`` result that ends the trial (a result the
-    study records, not a crash)."""
+    """Train; None when training ended on its own, else the ``oom`` or user-``error`` result that ends the
+    trial (a result the study records, not a crash Tune would retry)."""
     done = [int(state["epoch"]) if state else 0]
 
     def counted(metrics: dict[str, float], get_state: Any) -> None:
@@ -114,6 +123,8 @@ def fit_or_oom(spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None,
         fit(spec, pools, state=state, on_epoch=counted)
     except torch.OutOfMemoryError:
         pass  # handled outside the except block: its traceback holds the tensors that filled the memory
+    except USER_ERRORS as exc:  # missing weights or data: the same again on any node
+        return user_error(done[0], exc)
     else:
         return None
     return {"epoch": done[0], "oom": 1, "reason": oom_reason(spec)}
@@ -145,10 +156,17 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
     seed = int(config["seed"])
     device = device_fields(spec)
 
+    epoch = [0]
+
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
+        epoch[0] = int(metrics.get("epoch", epoch[0]))
         tune.report({**metrics, **device})
 
-    m = train_final(spec, pools, seed, Path(out_dir) / str(seed), on_epoch=on_epoch)
+    try:
+        m = train_final(spec, pools, seed, Path(out_dir) / str(seed), on_epoch=on_epoch)
+    except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
+        tune.report({**user_error(epoch[0], exc), **device})
+        return
     test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
     tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device})
 
