@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
-from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -22,9 +21,6 @@ def dockerfile_args() -> dict[str, str]:
     text = (DOCKER / "Dockerfile").read_text()
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
 
-
-def installed(pkg: str) -> str:
-    return Version(metadata.version(pkg)).base_version  # 2.14.1+cu128 -> 2.14.1
 
 
 def declared(pkg: str) -> Requirement:
@@ -36,9 +32,11 @@ def declared(pkg: str) -> Requirement:
 
 @pytest.mark.parametrize("pkg, arg", [("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION"),
                                       ("ray", "RAY_VERSION"), ("mlflow", "MLFLOW_VERSION")])
-def test_the_image_pins_the_versions_the_project_is_tested_with(pkg, arg):
+def test_the_image_pins_versions_the_project_accepts(pkg, arg):
+    # Not "== installed": CI installs whatever pip resolves today, and a new release on PyPI must not turn
+    # CI red; the pins are bumped by hand (README: Running on a cluster) and must satisfy pyproject.
     pinned = dockerfile_args()[arg]
-    assert pinned == installed(pkg)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned), f"{arg}={pinned}: pin an exact release"
     assert declared(pkg).specifier.contains(pinned)
 
 
@@ -122,7 +120,7 @@ def containers(rayjob: dict) -> list[dict]:
 def test_the_rayjob_requests_whole_gpus_and_shuts_its_cluster_down(rayjob):
     assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
     assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
-    assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == installed("ray")
+    assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == dockerfile_args()["RAY_VERSION"]  # one Ray everywhere
     workers = [c for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
                for c in g["template"]["spec"]["containers"]]
     assert workers and all(c["resources"]["requests"].get("nvidia.com/gpu") for c in workers)
