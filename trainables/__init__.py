@@ -9,6 +9,7 @@ from ._backend import (apply_config, check, checkpoint_conflict, data_summary, d
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import METRICS, fit
 from .final import eval_set, reevaluate
+from .probe import probe, probe_shape
 from .resources import gpu_hours
 
 
@@ -42,5 +43,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
 
 __all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "create_model", "data_summary", "dataset_info",
            "describe", "eval_set", "explain", "exportable", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
-           "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas",
+           "make_final_trainable", "make_splits", "make_trainable", "prepare", "probe", "probe_shape", "reevaluate", "section_schemas",
            "skipped_images", "smoke", "tags"]

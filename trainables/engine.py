@@ -587,9 +587,9 @@ class EpochStats:
     compile_s: float = 0.0  # the compiled run's first step (kept out of images/s)
 
 
-def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
+def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = None) -> EpochStats:
     """One pass over the training split (``first``: the first epoch this process runs, where a compiled
-    model pays for compilation)."""
+    model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
@@ -604,7 +604,11 @@ def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     compile_s = 0.0
+    n = 0
     for i, (xb, yb) in enumerate(run.batcher.batches(perm, bs, run.spec["data"]["augment"], g_dev)):
+        if max_batches is not None and i >= max_batches:
+            break
+        n += len(yb)
         if mixing:
             xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast):
@@ -627,7 +631,7 @@ def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
             compile_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.synchronize()
-    n = len(perm)
+    n = max(n, 1)
     return EpochStats(loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9),
                       compile_s)
 
