@@ -127,11 +127,15 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
         "num_samples": num_samples, "num_samples_from": "budget" if num_samples_given is None else "spec",
         "trials": trials, "trials_that_fit": fits, "trial_epochs": trial_epochs,
         "epoch_s": epoch_s, "parallel": parallel,
-        "estimated_seconds": {"search": trials * trial_epochs * epoch_s / parallel},
+        # What the plan should take by the probe (a wall-clock budget: its shares).
+        "planned_seconds": {"search": trials * trial_epochs * epoch_s / parallel},
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
-        out["estimated_seconds"]["final"] = out["final_epochs"] * out["final_epoch_s"] * out["final_rounds"]
+        out["planned_seconds"]["final"] = out["final_epochs"] * out["final_epoch_s"] * out["final_rounds"]
+    if budget.unit == "seconds":
+        out["planned_seconds"] = {k: v for k, v in out["planned"].items() if k != "total"}
+    out["planned_seconds"]["total"] = sum(out["planned_seconds"].values())
     return out
 
 
@@ -188,7 +192,7 @@ def lines(cb: dict[str, Any]) -> list[str]:
     """The summary's budget lines: planned against spent, per phase, in the budget's unit and seconds."""
     b = Budget(0.0, cb["unit"], cb["budget"])
     phases = [p for p in ("search", "final", "total") if p in cb["spent"]]
-    planned = " · ".join(f"{p} {b.show(cb['planned'][p])}" for p in phases)
+    planned = " · ".join(f"{p} {b.show(cb['planned'][p])} ({cb['planned_seconds'].get(p, 0):.0f} s)" for p in phases)
     spent = " · ".join(f"{p} {b.show(cb['spent'][p])} ({cb['spent_seconds'][p]:.0f} s)" for p in phases)
     out = [f"  budget:      {cb['budget']} · planned {planned}",
            f"               spent   {spent}"]
@@ -205,6 +209,8 @@ def log_to_mlflow(uri: str, run_id: str, cb: dict[str, Any], planned: bool) -> N
     if planned:
         for k, v in cb["planned"].items():
             c.log_param(run_id, f"budget.planned.{k}", v)
+        for k, v in cb["planned_seconds"].items():
+            c.log_param(run_id, f"budget.planned_seconds.{k}", round(v, 1))
         for k in ("unit", "num_samples", "final_epochs"):
             if k in cb:
                 c.log_param(run_id, f"budget.{k}", cb[k])
@@ -217,6 +223,7 @@ def log_to_mlflow(uri: str, run_id: str, cb: dict[str, Any], planned: bool) -> N
 # --------------------------------------------------------------------------- probing
 
 PROBE_LIMIT = 4  # distinct model shapes probed; a space with more is planned from the first ones
+PREVIEW_DRAWS = 16  # configurations previewed for their shapes when num_samples is left open
 
 
 def probe_configs(spec: dict[str, Any], backend: Any, pools: Any,
@@ -226,7 +233,9 @@ def probe_configs(spec: dict[str, Any], backend: Any, pools: Any,
     from ._space import as_searched, preview_configs
 
     space = as_searched(spec["space"], spec["search"]["algorithm"])
-    configs = preview_configs(space, spec["search"]["num_samples"] or 1, spec["search"]["seed"]) if space else [{}]
+    # num_samples left open: draw enough to meet the shapes a budget's trials would meet.
+    draws = spec["search"]["num_samples"] or PREVIEW_DRAWS
+    configs = preview_configs(space, draws, spec["search"]["seed"]) if space else [{}]
     shapes: dict[str, dict[str, Any]] = {}
     for cfg in configs:
         s = backend.apply_config(spec, cfg)
