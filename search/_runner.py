@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from ray.tune import Callback, Stopper
 
-from ._algorithms import build_scheduler, build_searcher, param_space
+from ._algorithms import build_scheduler, build_searcher, param_space, rungs
 from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, spent_search,
                       totals)
 from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
@@ -122,7 +122,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
-    trainable = backend.make_trainable(spec, pools, flat_config)
+    trial_spec = spec
+    if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
+        trial_spec = backend.data_fidelity(spec, rungs(spec), int(spec["scheduler"]["max_t"]))
+    trainable = backend.make_trainable(trial_spec, pools, flat_config)
     # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
     # would double the study's memory for as long as it runs.
     del pools

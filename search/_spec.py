@@ -22,6 +22,7 @@ from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, 
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
+FIDELITIES = ("epochs", "data")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # key -> (type, default[, allowed values]); the time unit of every scheduler is the epoch.
@@ -53,6 +54,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "perturbation_interval": (int, 2),  # pbt, epochs
         "quantile_fraction": (float, 0.25),  # pbt
         "resample_probability": (float, 0.25),  # pbt
+        "fidelity": (str, "epochs", FIDELITIES),  # asha, hyperband: what rungs grow (data: also the training set)
     },
     "resources": {
         "cpu": (float, 1.0),
@@ -227,6 +229,9 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
     if search["algorithm"] == "bohb" and sched["name"] != "hyperband":
         raise SpecError(file, "scheduler.name", f"search.algorithm=bohb needs scheduler.name=hyperband "
                                                 f"(BOHB's own bracket schedule), got {sched['name']!r}")
+    if sched["fidelity"] == "data" and sched["name"] not in ("asha", "hyperband"):
+        raise SpecError(file, "scheduler.fidelity", f"data grows the training set at asha's or hyperband's rungs; "
+                                                    f"scheduler.name is {sched['name']!r}")
     if res["cpu"] <= 0:
         raise SpecError(file, "resources.cpu", f"cpu > 0 must hold, got {res['cpu']}")
     if res["gpu"] < 0 or (res["gpu"] > 1 and not float(res["gpu"]).is_integer()):

@@ -190,3 +190,49 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path):
     ran = [row for row in rows if int(row["epochs"]) > 0]
     assert len(ran) < 40 and "spent   search" in r.stdout  # the rest were cut before they trained (stopped)
     assert {row["status"] for row in rows} <= {"completed", "stopped"}
+
+
+# --------------------------------------------------------------------------- training-set fraction as a fidelity
+
+
+def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
+    from search._algorithms import rungs
+    from trainables.engine import data_fraction, fidelity_subset
+
+    spec = resolve({**SPEC, "train": {"epochs": 12},
+                    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"}},
+                   trainables)
+    assert rungs(spec) == [2, 4, 8]
+    t = trainables.data_fidelity(spec, rungs(spec), 12)["train"]
+    assert [data_fraction(t, e) for e in range(1, 13)] == [2 / 12] * 2 + [4 / 12] * 2 + [8 / 12] * 4 + [1.0] * 4
+    assert "_data_rungs" not in spec["train"]  # the study's own spec (best.yaml, study.json) is left as it was
+    train = __import__("numpy").arange(100, 700)
+    small, large = fidelity_subset(train, 1 / 6, 0), fidelity_subset(train, 1 / 3, 0)
+    assert len(small) == 100 and len(large) == 200 and set(small) <= set(large)  # growing data, not a new draw
+    hb = resolve({**SPEC, "train": {"epochs": 9}, "scheduler": {"name": "hyperband", "fidelity": "data"}}, trainables)
+    assert rungs(hb) == [1, 3]
+    with pytest.raises(SpecError, match="scheduler.fidelity: data grows the training set at asha's or hyperband's "
+                                        "rungs; scheduler.name is 'fifo'"):
+        resolve({**SPEC, "scheduler": {"fidelity": "data"}}, trainables)
+
+
+@pytest.mark.ray
+def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
+    from search import run_study
+    from tests.conftest import small_spec
+
+    spec = small_spec(tmp_path, "fidelity", train={"epochs": 4}, search={"num_samples": 2},
+                      space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
+                      scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2, "fidelity": "data"})
+    res = run_study(spec, trainables, file="fidelity.yaml", log=lambda *_: None)
+    seen = {}
+    for trial_dir in res.out_dir.glob("trial_*"):
+        for line in (trial_dir / "result.json").read_text().splitlines():
+            r = json.loads(line)
+            seen.setdefault(int(r["epoch"]), set()).add((r["data_fraction"], r["train_images"]))
+    full = max(n for e in seen.values() for _, n in e)
+    # Rungs at epochs 1 and 2: a quarter, then half of the training split; all of it after the last rung.
+    assert {f for f, _ in seen[1]} == {0.25} and {f for f, _ in seen[2]} == {0.5}
+    assert {n for _, n in seen[1]} == {-(-full // 4)} and {n for _, n in seen[2]} == {-(-full // 2)}
+    assert all(f == 1.0 and n == full for e in (3, 4) for f, n in seen.get(e, ()))
+    assert "_data_rungs" not in (res.out_dir / "best.yaml").read_text()
