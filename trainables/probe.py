@@ -58,14 +58,17 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         sample = val[: eval_bs * TIMED_EVAL_BATCHES]
         predict(run.model, run.batcher, sample[:eval_bs], eval_bs, run.autocast)  # warm-up
         eval_s = _timed(lambda: predict(run.model, run.batcher, sample, eval_bs, run.autocast), device)
+        n_train, n_val, size = len(run.splits.train), len(run.splits.val), int(run.size)
     finally:
         run.batcher.close()
         torch.set_num_threads(threads)
+        del run
+        if device.type == "cuda":  # the driver probes, then trials need the GPU's memory
+            torch.cuda.empty_cache()
     train_ips, eval_ips = stats.images_per_s, len(sample) / max(eval_s, 1e-9)
-    n_train, n_val = len(run.splits.train), len(run.splits.val)
     return {"shape": probe_shape(spec), "model": str(spec["model"].get("name")), "device": str(device),
             "gpus": torch.cuda.device_count(),
-            "batch_size": int(spec["train"]["batch_size"]), "image_size": int(run.size),
+            "batch_size": int(spec["train"]["batch_size"]), "image_size": size,
             "train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
             "train_images": n_train, "val_images": n_val,
             "epoch_s": n_train / train_ips + n_val / eval_ips,
