@@ -47,6 +47,25 @@ def param_space(spec: dict[str, Any]) -> dict[str, Any]:
     return to_tune(spec["space"], spec["search"]["algorithm"])
 
 
+def rungs(spec: dict[str, Any]) -> list[int]:
+    """The epochs where asha or hyperband compare trials (asha: grace_period x rf^k; hyperband: max_t / rf^k),
+    below max_t: where a trial under ``scheduler.fidelity: data`` grows its training data."""
+    c = spec["scheduler"]
+    max_t, rf = int(c["max_t"]), float(c["reduction_factor"])
+    out: list[int] = []
+    if c["name"] == "asha":
+        r = float(c["grace_period"])
+        while r < max_t:
+            out.append(int(r))
+            r *= rf
+    elif c["name"] == "hyperband":
+        r = max_t / rf
+        while r >= 1:
+            out.append(int(r))
+            r /= rf
+    return sorted(set(out))
+
+
 def build_scheduler(spec: dict[str, Any]) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 

@@ -83,6 +83,18 @@ class TrialSide(Protocol):
     def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str) -> Any:
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
 
+    def data_fidelity(self, spec: Spec, rungs: list[int], max_t: int) -> Spec:
+        """A copy of ``spec`` whose trials train the epochs up to each scheduler rung on a growing share of the
+        training split (rung / max_t, nested), and report it as ``data_fraction`` (``scheduler.fidelity: data``)."""
+
+    def probe_shape(self, spec: Spec) -> str:
+        """An opaque key: configurations with the same key cost the same per image (the probe measures one)."""
+
+    def probe(self, spec: Spec, pools: Any) -> dict[str, Any]:
+        """A short measured throughput probe of ``spec``'s configuration on this device: ``train_images_per_s``,
+        ``eval_images_per_s``, ``epoch_s`` (one search epoch, validation included), ``final_epoch_s`` (one
+        final-training epoch), ``model``, ``device``, ``batch_size``, ``image_size``."""
+
     def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""
 

@@ -102,7 +102,8 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
     s["tracking"]["mlflow_experiment"] = spec["tracking"]["mlflow_experiment"] or spec["experiment"]["name"]
     s["tracking"]["parent_run_id"] = parent_run_id or spec["tracking"].get("parent_run_id")
     s["space"] = {}
-    s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1}
+    # One configuration; the study's budget (search.budget) was spent by the study, not by this spec.
+    s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1, "budget": None}
     # A PBT trial's values are where its schedule ended; kept as pbt, the spec refuses to retrain them.
     s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo"}
     s["experiment"]["name"] = f"{spec['experiment']['name']}-best"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+from ._budget import concurrency, final_plan, parse_budget
 from ._console import console_for, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
@@ -35,12 +37,13 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
 
 def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite: bool = False,
               address: str | None = None, log: Any = print, study_file: Path | None = None,
-              out: Path | None = None, verbose: bool = False) -> dict[str, Any]:
+              out: Path | None = None, verbose: bool = False, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
     whose budget is reported next to the final numbers. Models go to ``out``: by default
     ``runs/<study>/final`` for a study's best.yaml, else ``<output_dir>/<name>/final``.
+    ``budget``: the study's compute budget left for final training (``size_final``).
     """
     study_file, default_out = final_paths(spec, file, study_file)
     out = absolute(out) if out else default_out
@@ -51,9 +54,12 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     init_ray(address, log, verbose)
     from ray import tune
 
+    import ray
+
     fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)
     if replace:
         shutil.rmtree(out)
+    sized = size_final(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
     parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
@@ -92,6 +98,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         "history": {m["seed"]: m["history"] for m in per_seed},
         "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
         "mlflow_run_id": parent, "out_dir": str(out), "unfinished": unfinished,
+        **({"budget_plan": sized} if sized else {}),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
@@ -101,6 +108,22 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         log_final_models(uri, parent, out, summary["seeds"], backend, log)
         _log_final(uri, parent, out, summary)
     return summary
+
+
+def size_final(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dict[str, Any],
+               cluster: dict[str, float], log: Any) -> dict[str, Any]:
+    """Final epochs that fit what the study's budget left (``budget``: ``budget`` text, ``available`` in its
+    unit, or ``deadline`` in time.monotonic() for wall clock), from a probe of this configuration; a
+    final.epochs the spec sets is kept."""
+    b = parse_budget(budget["budget"], "study.json")
+    available = budget["deadline"] - time.monotonic() if b.unit == "seconds" else budget["available"]
+    fp = final_plan(spec, b, available, [backend.probe(spec, pools)], concurrency(spec, cluster.get("CPU", 1),
+                                                                                  cluster.get("GPU", 0)),
+                    backend.gpu_hours)
+    spec["final"]["epochs"] = fp["final_epochs"]
+    log(f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
+        f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})")
+    return {**fp, "available": available}
 
 
 def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> None:

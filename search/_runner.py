@@ -14,20 +14,23 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
-from ._algorithms import build_scheduler, build_searcher, param_space
+from ._algorithms import build_scheduler, build_searcher, param_space, rungs
+from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, spent_search,
+                      totals)
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
 from ._paths import STUDY_FILE, claim, holds_study, mlflow_uri, study_dir
-from ._space import flat_config, searched_keys
+from ._space import as_searched, flat_config, grid_points, searched_keys
 from ._spec import SpecError, dump_spec, spec_differences
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
@@ -44,6 +47,8 @@ class StudyResult:
     parent_run_id: str | None
     best_config: dict[str, Any]  # the best trial's flat config ({} when no trial scored)
     unfinished: int = 0  # trials an interruption (Ctrl-C, SIGTERM) left to --resume
+    compute_budget: dict[str, Any] | None = None  # search.budget: planned and spent (study.json's record)
+    search_started: float = 0.0  # time.monotonic() when the search began: a wall-clock budget's clock
 
 
 def provenance() -> dict[str, Any]:
@@ -68,7 +73,9 @@ def provenance() -> dict[str, Any]:
 
 def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bool = False,
               overwrite: bool = False, address: str | None = None, log: Any = print,
-              verbose: bool = False) -> StudyResult:
+              verbose: bool = False, started: float | None = None) -> StudyResult:
+    """``started``: time.monotonic() when the command began (study.json's ``startup_s`` counts from it)."""
+    started = time.monotonic() if started is None else started
     out = study_dir(spec)
     state_file = out / STUDY_FILE
     given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
@@ -91,6 +98,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)  # before it is recorded: study.json says what ran
     if replace:  # only now: a study the cluster refuses leaves the old one in place
         shutil.rmtree(out)
+    budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] and not resume else None
+    cb = plan_budget(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
     exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
@@ -106,14 +115,21 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                                                  if k in ("CPU", "GPU", "memory")},
               "provenance": provenance(), "started": previous.get("started") or _now(), "resumed": resume,
               "skipped_images": {"count": len(skipped), "first": skipped[:SKIPPED_SHOWN], "all_in": SKIPPED_FILE}}
+    if cb:
+        record["compute_budget"] = cb
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
     (out / "spec.yaml").write_text(dump_spec(spec))
 
-    trainable = backend.make_trainable(spec, pools, flat_config)
+    trial_spec = spec
+    if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
+        trial_spec = backend.data_fidelity(spec, rungs(spec), int(spec["scheduler"]["max_t"]))
+    trainable = backend.make_trainable(trial_spec, pools, flat_config)
     # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
     # would double the study's memory for as long as it runs.
     del pools
+    stopper = (BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
+               if budget and cb else None)
     if resume:
         tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -124,16 +140,21 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
                 num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
-                reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
+                reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname,
+                time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
+                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=failure_config(spec)),
         )
+    search_started = time.monotonic()
+    if stopper is not None:
+        stopper.t0 = search_started
     with _sigterm_as_interrupt():
         grid = tuner.fit()
+    search_s = time.monotonic() - search_started
     collected = _collect(grid, spec["space"], _ended(tuner))
     unfinished = sum(not t["finished"] for t in collected)
     keys = searched_keys(spec["space"])
@@ -148,10 +169,82 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                   budget=_budget(rows, collected, spec["resources"]["gpu"], backend.gpu_hours),
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
+    if cb:
+        _spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)
+        log(f"budget: {cb['reason']}" if cb["ended_by_budget"] else
+            f"budget: the search spent {budget.show(cb['spent']['search'])} of its {budget.show(cb['planned']['search'])}")
     state_file.write_text(json.dumps(record, indent=2, default=str))
     if parent:
+        if cb:
+            log_to_mlflow(uri, parent, cb, planned=True)
         _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(unfinished))
-    return StudyResult(out, rows, best, parent, chosen, unfinished)
+    return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started)
+
+
+def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Budget, cluster: dict[str, float],
+                log: Any) -> dict[str, Any]:
+    """Probe the configurations the search draws on this device, size what the spec leaves open
+    (num_samples, final epochs) to the budget, and say so; returns study.json's ``compute_budget``."""
+    probes, note = probe_configs(spec, backend, pools)
+    space = as_searched(spec["space"], spec["search"]["algorithm"])
+    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    cb = plan(spec, budget, probes, grid_points(space), parallel, backend.gpu_hours, spec["search"]["num_samples"])
+    spec["search"]["num_samples"] = cb["num_samples"]
+    cb["probe"], cb["probe_note"] = probes, note
+    final = (f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds"
+             if "final_epochs" in cb else "")
+    log(f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of up to "
+        f"{cb['trial_epochs']} epochs ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
+        f"{final}" + (f" ({note})" if note else ""))
+    return cb
+
+
+def _spent(cb: dict[str, Any], budget: Budget, stopper: Any, rows: list[dict[str, Any]],
+           search_budget: dict[str, float], search_s: float, startup_s: float) -> None:
+    """The search's spend against its share, and whether the budget ended it."""
+    cb["startup_s"] = startup_s
+    cb["spent"] = {"search": spent_search(budget.unit, rows, search_budget, search_s)}
+    cb["spent_seconds"] = {"search": search_s}
+    cut = stopper.exhausted or (budget.unit == "seconds" and search_s >= cb["planned"]["search"] - 1.0)
+    cb["ended_by_budget"] = bool(cut)
+    cb["reason"] = (f"the search's share of the budget ({budget.show(cb['planned']['search'])}) was spent; trials "
+                    f"still running were stopped" if cut else "")
+    totals(cb)
+
+
+class BudgetStopper(Stopper):
+    """Ends the search when its share is spent: epochs reported (summed over trials), GPU-hours (each trial's
+    time weighted by its GPU share, by the trial side's rule), or wall-clock seconds since the search began
+    (Tune's ``time_budget_s`` as well). Trials it cuts are ``stopped`` by the one status rule.
+
+    Epochs already being trained when the share runs out are not interrupted mid-way by Tune, so an epoch
+    budget can be passed by at most one epoch per other running trial; final training takes what is left.
+    """
+
+    def __init__(self, unit: str, limit: float, gpu: float = 0.0,
+                 gpu_hours: Callable[..., float] | None = None) -> None:
+        self.unit, self.limit, self.gpu, self.gpu_hours = unit, float(limit), float(gpu), gpu_hours
+        self.epochs: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.t0 = time.monotonic()
+        self.exhausted = False
+
+    def spent(self) -> float:
+        if self.unit == "epochs":
+            return float(sum(self.epochs.values()))
+        if self.unit == "gpu_hours":
+            return sum(self.gpu_hours(s, self.gpu, self.gpu > 0) for s in self.seconds.values())  # type: ignore[misc]
+        return time.monotonic() - self.t0
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.epochs[trial_id] = int(result.get("epoch", 0) or 0)
+        self.seconds[trial_id] = float(result.get("time_total_s", 0) or 0)
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        self.exhausted = self.exhausted or self.spent() >= self.limit
+        return self.exhausted
+
 
 
 def check_tracking(spec: dict[str, Any], file: str) -> None:

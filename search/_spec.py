@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ._budget import DEFAULT_SPLIT, check_budget
 from ._contract import TrialSide
 from ._files import read_yaml as read_yaml_file
 from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
@@ -21,6 +22,7 @@ from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, 
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
+FIDELITIES = ("epochs", "data")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # key -> (type, default[, allowed values]); the time unit of every scheduler is the epoch.
@@ -34,10 +36,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "search": {
         "algorithm": (str, "random", ALGORITHMS),
-        "num_samples": (int, 1),        # samples (random/optuna/bohb), or repeats of the grid
+        "num_samples": (int, None),     # samples (random/optuna/bohb), or repeats of the grid; None = sized
+                                        # from search.budget when there is one, else 1
         "max_concurrent": (int, 0),     # 0 = as many as the resources allow
         "seed": (int, 0),
         "reuse_actors": (bool, False),  # keep trial processes (and their imports) alive between trials
+        "budget": (str, None),          # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
+        "budget_split": (float, DEFAULT_SPLIT),  # the search's share of the budget; final training gets the rest
     },
     "scheduler": {
         "name": (str, "fifo", SCHEDULERS),
@@ -49,6 +54,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "perturbation_interval": (int, 2),  # pbt, epochs
         "quantile_fraction": (float, 0.25),  # pbt
         "resample_probability": (float, 0.25),  # pbt
+        "fidelity": (str, "epochs", FIDELITIES),  # asha, hyperband: what rungs grow (data: also the training set)
     },
     "resources": {
         "cpu": (float, 1.0),
@@ -208,7 +214,8 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
     exp["name"] = exp["name"] or default_name
     if not exp["name"] or not NAME_RE.match(exp["name"]):
         raise SpecError(file, "experiment.name", f"letters, digits, '.', '_' and '-' only, got {exp['name']!r}")
-    if search["num_samples"] < 1:
+    check_budget(file, spec)  # fills num_samples when it is left open without a budget
+    if search["num_samples"] is not None and search["num_samples"] < 1:
         raise SpecError(file, "search.num_samples", f"num_samples >= 1 must hold, got {search['num_samples']}")
     if search["max_concurrent"] < 0:
         raise SpecError(file, "search.max_concurrent", f"max_concurrent >= 0 must hold, got {search['max_concurrent']}")
@@ -223,6 +230,9 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
     if search["algorithm"] == "bohb" and sched["name"] != "hyperband":
         raise SpecError(file, "scheduler.name", f"search.algorithm=bohb needs scheduler.name=hyperband "
                                                 f"(BOHB's own bracket schedule), got {sched['name']!r}")
+    if sched["fidelity"] == "data" and sched["name"] not in ("asha", "hyperband"):
+        raise SpecError(file, "scheduler.fidelity", f"data grows the training set at asha's or hyperband's rungs; "
+                                                    f"scheduler.name is {sched['name']!r}")
     if res["cpu"] <= 0:
         raise SpecError(file, "resources.cpu", f"cpu > 0 must hold, got {res['cpu']}")
     if res["gpu"] < 0 or (res["gpu"] > 1 and not float(res["gpu"]).is_integer()):
@@ -400,7 +410,7 @@ def smoke_spec(spec: dict[str, Any], backend: TrialSide) -> dict[str, Any]:
     """Shrink a resolved spec to a run of about a minute: the trial side shrinks its sections (epochs,
     images); here, at most 2 trials, one grid point and one final seed."""
     s = backend.smoke(spec)
-    s["search"]["num_samples"] = min(s["search"]["num_samples"], 2)
+    s["search"]["num_samples"] = min(s["search"]["num_samples"] or 2, 2)
     # One grid point: the first value of every grid (a grid branch: its first option).
     # train.epochs leaves the space (and every option): the smoke's epochs hold for all trials.
     def first(space: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluate on the test split (typically with runs/<study>/best.yaml)")
     p.add_argument("--verbose", action="store_true",
                    help="also show Ray Tune's trial tables and the trial processes' own output")
+    p.add_argument("--budget", default=None, metavar="30m|2h|1.5gpu-h|400epochs",
+                   help="compute budget of the whole study, search and final training (sets search.budget)")
+    p.add_argument("--estimate", action="store_true",
+                   help="measure the model's throughput on this device and print the study's cost and what fits "
+                        "the budget; start no study, write nothing")
     return p
 
 
@@ -51,9 +58,13 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
     n_grid = grid_points(space)
     for line in data_lines:
         print(f"# data: {line}")
-    print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
-          f"({search['algorithm']} search, num_samples={search['num_samples']})")
-    configs = preview_configs(space, search["num_samples"], search["seed"])
+    if search["num_samples"] is None:
+        print(f"# grid points: {n_grid}; trials: sized from search.budget={search['budget']} at run time "
+              f"({search['algorithm']} search; tune-run --estimate shows the plan)")
+    else:
+        print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
+              f"({search['algorithm']} search, num_samples={search['num_samples']})")
+    configs = preview_configs(space, search["num_samples"] or 1, search["seed"])
     rejected = []
     for cfg in configs:
         reason = backend.infeasible(backend.apply_config(spec, cfg))
@@ -69,10 +80,18 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     backend = _backend()
     try:
-        spec = load_spec(args.spec, backend, args.overrides, smoke=args.smoke)
+        # --budget is search.budget given last: it overrides the spec and any --set of it.
+        overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
+        spec = load_spec(args.spec, backend, overrides, smoke=args.smoke)
+        if args.estimate:
+            from ._estimate import estimate
+
+            estimate(spec, backend)
+            return 0
         if args.dry_run:
             dry_run(spec, backend)
             return 0
@@ -88,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._runner import run_study
 
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
-                           address=args.address, verbose=args.verbose)
+                           address=args.address, verbose=args.verbose, started=started)
         _summary(spec, result)
         if result.unfinished:
-            resume = shlex.join(["tune-run", args.spec, *(x for o in args.overrides for x in ("--set", o)),
+            resume = shlex.join(["tune-run", args.spec, *(x for o in overrides for x in ("--set", o)),
                                  *(["--smoke"] if args.smoke else []), "--resume"])
             print(f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
                   f"Continue with: {resume}")
@@ -101,16 +120,55 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._final import run_final
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
-            return _final_summary(run_final(best, backend, file=args.spec, overwrite=args.overwrite,
-                                            verbose=args.verbose, address=args.address,
-                                            study_file=result.out_dir / "study.json"),
-                                  shown(result.out_dir / "best.yaml"))
+            t0 = time.monotonic()
+            summary = run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
+                                address=args.address, study_file=result.out_dir / "study.json",
+                                budget=_budget_left(result))
+            status = _final_summary(summary, shown(result.out_dir / "best.yaml"))
+            if result.compute_budget:
+                _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
+            return status
+        if result.compute_budget:
+            _budget_summary(result.compute_budget)
         return 0
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-run", args.spec, err)
     except KeyboardInterrupt:  # before the trials started (data loading): nothing to resume yet
         print("tune-run: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _budget_left(result: Any) -> dict[str, Any] | None:
+    """What the study's budget leaves final training: its share and whatever the search did not spend."""
+    cb = result.compute_budget
+    if not cb:
+        return None
+    left = cb["planned"]["total"] - cb["spent"]["search"]
+    return {"budget": cb["budget"], "available": left, "deadline": result.search_started + cb["planned"]["total"]}
+
+
+def _final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Add final training's spend to study.json's compute budget and the study's MLflow run."""
+    from ._budget import log_to_mlflow, spent_final, totals
+
+    cb = result.compute_budget
+    cb["spent"]["final"] = spent_final(cb["unit"], summary, seconds)
+    cb["spent_seconds"]["final"] = seconds
+    cb["final"] = summary.get("budget_plan")
+    totals(cb)
+    state = result.out_dir / "study.json"
+    record = json.loads(state.read_text())
+    record["compute_budget"] = cb
+    state.write_text(json.dumps(record, indent=2, default=str))
+    if result.parent_run_id:
+        log_to_mlflow(mlflow_uri(spec), result.parent_run_id, cb, planned=False)
+    return cb
+
+
+def _budget_summary(cb: dict[str, Any]) -> None:
+    from ._budget import lines
+
+    print("\n".join(lines(cb)))
 
 
 def _user_error(prog: str, file: str, err: Exception) -> int:

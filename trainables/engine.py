@@ -7,6 +7,7 @@ converted, augmented and normalised on the device. Per-epoch randomness is deriv
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -585,17 +586,19 @@ class EpochStats:
     acc: float
     images_per_s: float
     compile_s: float = 0.0  # the compiled run's first step (kept out of images/s)
+    images: int = 0  # images trained on
 
 
-def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
-    """One pass over the training split (``first``: the first epoch this process runs, where a compiled
-    model pays for compilation)."""
+def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = None) -> EpochStats:
+    """One pass over the training split, or its rung's share under a data fidelity (``first``: the first epoch this process runs, where a compiled
+    model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
     g_cpu = torch.Generator().manual_seed(seed * 100_003 + epoch)
     g_dev = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-    train_idx = torch.as_tensor(run.splits.train)
+    fraction = data_fraction(t, epoch + 1)
+    train_idx = torch.as_tensor(fidelity_subset(run.splits.train, fraction, int(run.spec["data"]["split_seed"])))
     perm = train_idx[torch.randperm(len(train_idx), generator=g_cpu)]
     bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
     mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
@@ -604,7 +607,11 @@ def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     compile_s = 0.0
+    n = 0
     for i, (xb, yb) in enumerate(run.batcher.batches(perm, bs, run.spec["data"]["augment"], g_dev)):
+        if max_batches is not None and i >= max_batches:
+            break
+        n += len(yb)
         if mixing:
             xb, ya, yb2, lam = mix_batch(xb, yb, float(t["mixup"]), float(t["cutmix"]), g_dev)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast):
@@ -627,9 +634,9 @@ def train_epoch(run: Run, epoch: int, first: bool) -> EpochStats:
             compile_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.synchronize()
-    n = len(perm)
+    n = max(n, 1)
     return EpochStats(loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9),
-                      compile_s)
+                      compile_s, n)
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -645,6 +652,32 @@ def step_schedule(run: Run, metrics: dict[str, float]) -> None:
         run.sched.step(metrics[run.monitor])
     else:
         run.sched.step()
+
+
+# A study's data fidelity (``scheduler.fidelity: data``): [(last epoch of a rung, its share of the training split)].
+DATA_RUNGS = "_data_rungs"
+
+
+def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:
+    """A copy of ``spec`` whose trials grow their data with the scheduler's rungs: the epochs up to rung r
+    train on r / max_t of the training split, the epochs after the last rung on all of it."""
+    s = copy.deepcopy(spec)
+    s["train"][DATA_RUNGS] = [[int(r), min(1.0, r / max_t)] for r in sorted(set(rungs)) if 0 < r < max_t]
+    return s
+
+
+def data_fraction(t: dict[str, Any], epoch: int) -> float:
+    """The share of the training split epoch ``epoch`` (1-based) trains on: its rung's, else all."""
+    return next((float(f) for last, f in t.get(DATA_RUNGS) or [] if epoch <= last), 1.0)
+
+
+def fidelity_subset(train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The first ``fraction`` of one seeded order of the training split: each rung's images include the
+    previous rung's (growing data, not a new draw), and the order does not depend on the trial."""
+    if fraction >= 1.0:
+        return train
+    order = np.random.default_rng([seed, 3]).permutation(len(train))
+    return np.sort(train[order[: max(1, math.ceil(fraction * len(train)))]])
 
 
 def diverged(epoch: int, loss: float) -> dict[str, Any]:
@@ -676,6 +709,8 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
                     on_epoch(metrics, lambda: checkpoint(run, progress))
                 break
             metrics = {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
+                       **({"data_fraction": data_fraction(spec["train"], epoch + 1), "train_images": trained.images}
+                          if spec["train"].get(DATA_RUNGS) else {}),
                        **(validate(run) if run.held_out else {}), "lr": run.opt.param_groups[0]["lr"]}
             step_schedule(run, metrics)
             metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)

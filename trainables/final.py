@@ -44,6 +44,7 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
     s["train"]["epochs"] = int(f.get("epochs") or s["train"]["epochs"])
+    s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s

@@ -1,0 +1,247 @@
+"""Compute budgets (``search.budget``, ``tune-run --budget``): parse, plan from a throughput probe, enforce,
+and report spent against planned.
+
+A budget is wall-clock time (``45s``, ``30m``, ``2h``), GPU-hours (``1.5gpu-h``, by the trial side's one
+GPU-hours rule) or epochs (``400epochs``, summed over trials). It covers the search and, when the spec has a
+``final:`` section, final training: ``search.budget_split`` (default 0.6) of it goes to the search, the rest
+to final training, which also gets whatever the search left unspent.
+
+What the spec leaves open is sized from the probe: ``search.num_samples`` unset (null) means "as many trials
+as the search share affords", and ``final.epochs`` unset means "as many epochs as the final share affords, at
+most the longest trial". Values the spec sets are kept; the stopper below still holds the search to its share.
+A wall-clock budget counts from the start of the search: Ray's start, data loading and the probe come before
+it (``startup_s`` in study.json) and are not under the budget's control.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._schema import SpecError
+
+DEFAULT_SPLIT = 0.6
+# What starting a trial costs beyond its epochs (a process, imports, the data from Ray's object store);
+# wall-clock plans only. Measured at 2-4 s on a quiet 2-core CPU host.
+TRIAL_START_S = 4.0
+# Final training's cost beyond its epochs: starting the seeds, test evaluation, cost measurement, plots and
+# MLflow's model logging (wall-clock plans only).
+FINAL_EXTRA_S = 15.0
+
+_UNITS = {"s": ("seconds", 1.0), "m": ("seconds", 60.0), "h": ("seconds", 3600.0),
+          "gpu-h": ("gpu_hours", 1.0), "epochs": ("epochs", 1.0)}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(s|m|h|gpu-h|epochs)\s*$")
+SHOWN = {"seconds": "s", "gpu_hours": "GPU-h", "epochs": "epochs"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    amount: float  # in ``unit``
+    unit: str      # seconds | gpu_hours | epochs
+    text: str      # as given
+
+    def show(self, value: float) -> str:
+        if self.unit == "epochs":
+            return f"{value:.0f} epochs"
+        return f"{value:.0f} s" if self.unit == "seconds" else f"{value:.3g} GPU-h"
+
+
+def parse_budget(text: Any, file: str, key: str = "search.budget") -> Budget:
+    """``30m``, ``2h``, ``45s``, ``1.5gpu-h`` or ``400epochs``; anything else is one SpecError line."""
+    m = _PATTERN.match(str(text)) if isinstance(text, (str, int, float)) and not isinstance(text, bool) else None
+    if m is None:
+        raise SpecError(file, key, f"expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got {str(text)!r}")
+    unit, scale = _UNITS[m.group(2)]
+    amount = float(m.group(1)) * scale
+    if amount <= 0:
+        raise SpecError(file, key, f"a budget > 0 must hold, got {text!r}")
+    if unit == "epochs" and not float(m.group(1)).is_integer():
+        raise SpecError(file, key, f"an epoch budget is a whole number of epochs, got {text!r}")
+    return Budget(amount, unit, str(text).strip())
+
+
+def check_budget(file: str, spec: dict[str, Any]) -> None:
+    """The budget keys of a resolved spec (``num_samples`` left open is sized from a budget, else 1)."""
+    search = spec["search"]
+    split = search["budget_split"]
+    if not 0 < split < 1:
+        raise SpecError(file, "search.budget_split", f"0 < budget_split < 1 must hold, got budget_split={split}")
+    if search["budget"] is None:
+        search["num_samples"] = 1 if search["num_samples"] is None else search["num_samples"]
+        return
+    budget = parse_budget(search["budget"], file)
+    if budget.unit == "gpu_hours" and spec["resources"]["gpu"] <= 0:
+        raise SpecError(file, "search.budget", f"a GPU-hour budget counts the GPUs trials hold: resources.gpu > 0 "
+                                               f"must hold, got gpu={spec['resources']['gpu']}")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def concurrency(spec: dict[str, Any], cpus: float, gpus: float) -> int:
+    """Trials that run at once on ``cpus`` and ``gpus`` (and under ``search.max_concurrent``)."""
+    res, cap = spec["resources"], spec["search"]["max_concurrent"] or math.inf
+    n = min(cap, max(1, int(cpus // max(res["cpu"], 1e-9))))
+    if res["gpu"] > 0:
+        n = min(n, max(1, int(gpus // res["gpu"])))
+    return int(n)
+
+
+def epoch_cost(budget: Budget, seconds: float, gpu: float, gpu_hours: Callable[..., float], parallel: int) -> float:
+    """What one epoch of ``seconds`` costs in the budget's unit (wall clock: shared by ``parallel`` trials)."""
+    if budget.unit == "epochs":
+        return 1.0
+    if budget.unit == "gpu_hours":
+        return gpu_hours(seconds, gpu, gpu > 0)
+    return seconds / parallel
+
+
+def final_epochs(available: float, per_epoch: float, cap: int) -> int:
+    """Final epochs a share affords (``per_epoch``: the cost of one epoch of every seed), 1 to ``cap``."""
+    return int(max(1, min(cap, math.floor(available / per_epoch + 1e-9)))) if per_epoch > 0 else int(cap)
+
+
+def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], grid: int, parallel: int,
+         gpu_hours: Callable[..., float], num_samples_given: int | None) -> dict[str, Any]:
+    """Shares, trials and final epochs of ``spec`` under ``budget``; ``probes``: the trial side's probes of
+    the configurations the search draws (their mean cost stands for a trial)."""
+    split, gpu = float(spec["search"]["budget_split"]), float(spec["resources"]["gpu"])
+    after = bool(spec["final"]["after_search"])
+    search_share = budget.amount * (split if after else 1.0)
+    epoch_s = sum(p["epoch_s"] for p in probes) / len(probes)
+    trial_epochs = int(spec["scheduler"]["max_t"])
+    per_trial = trial_epochs * epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel)
+    if budget.unit == "seconds":
+        per_trial += TRIAL_START_S / parallel
+    fits = max(1, math.floor(search_share / per_trial + 1e-9))
+    if num_samples_given is None:
+        num_samples = max(1, fits // max(grid, 1))
+    else:
+        num_samples = num_samples_given
+    trials = num_samples * grid
+    out: dict[str, Any] = {
+        "budget": budget.text, "unit": budget.unit, "split": split if after else 1.0,
+        "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
+        "num_samples": num_samples, "num_samples_from": "budget" if num_samples_given is None else "spec",
+        "trials": trials, "trials_that_fit": fits, "trial_epochs": trial_epochs,
+        "epoch_s": epoch_s, "parallel": parallel,
+        # What the plan should take by the probe (a wall-clock budget: its shares).
+        "planned_seconds": {"search": trials * trial_epochs * epoch_s / parallel},
+    }
+    if after:
+        out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
+        out["planned_seconds"]["final"] = out["final_epochs"] * out["final_epoch_s"] * out["final_rounds"]
+    if budget.unit == "seconds":
+        out["planned_seconds"] = {k: v for k, v in out["planned"].items() if k != "total"}
+    out["planned_seconds"]["total"] = sum(out["planned_seconds"].values())
+    return out
+
+
+def final_plan(spec: dict[str, Any], budget: Budget, available: float, probes: list[dict[str, Any]],
+               parallel: int, gpu_hours: Callable[..., float]) -> dict[str, Any]:
+    """Final epochs under ``available`` (left open in the spec: sized; given: kept)."""
+    seeds = len(spec["final"]["seeds"])
+    final_s = max(p["final_epoch_s"] for p in probes)  # the chosen configuration is not known yet: the dearest
+    rounds = math.ceil(seeds / parallel)  # seeds train in parallel, as many at once as fit
+    gpu = float(spec["resources"]["gpu"])
+    if budget.unit == "seconds":
+        per_epoch = final_s * rounds
+        available = available - FINAL_EXTRA_S
+    else:
+        per_epoch = seeds * epoch_cost(budget, final_s, gpu, gpu_hours, 1)
+    given = spec["final"]["epochs"]
+    epochs = int(given) if given else final_epochs(available, per_epoch, int(spec["scheduler"]["max_t"]))
+    return {"final_epochs": epochs, "final_epochs_from": "spec" if given else "budget",
+            "final_epoch_s": final_s, "final_rounds": rounds, "final_seeds": seeds}
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def budget_of(record: dict[str, Any]) -> Budget:
+    cb = record["compute_budget"]
+    return parse_budget(cb["budget"], "study.json")
+
+
+def spent_search(unit: str, rows: list[dict[str, Any]], search_budget: dict[str, float], seconds: float) -> float:
+    """The search's spend in ``unit``: epochs of trials.csv, GPU-hours of study.json's budget, wall seconds."""
+    if unit == "epochs":
+        return float(sum(int(r["epochs"]) for r in rows))
+    return float(search_budget["gpu_hours"]) if unit == "gpu_hours" else float(seconds)
+
+
+def spent_final(unit: str, summary: dict[str, Any], seconds: float) -> float:
+    """Final training's spend in ``unit``: epochs trained over seeds, their GPU-hours, wall seconds."""
+    if unit == "epochs":
+        return float(sum(len(h) for h in summary["history"].values()))
+    if unit == "gpu_hours":
+        cost = summary["summary"].get("cost", {})
+        return float(cost.get("gpu_hours", 0.0)) * len(summary["seeds"])
+    return float(seconds)
+
+
+def totals(cb: dict[str, Any]) -> None:
+    """Fill ``total`` of what was spent, in the budget's unit and in seconds."""
+    for key in ("spent", "spent_seconds"):
+        cb[key]["total"] = sum(v for k, v in cb[key].items() if k != "total")
+
+
+def lines(cb: dict[str, Any]) -> list[str]:
+    """The summary's budget lines: planned against spent, per phase, in the budget's unit and seconds."""
+    b = Budget(0.0, cb["unit"], cb["budget"])
+    phases = [p for p in ("search", "final", "total") if p in cb["spent"]]
+    planned = " · ".join(f"{p} {b.show(cb['planned'][p])} ({cb['planned_seconds'].get(p, 0):.0f} s)" for p in phases)
+    spent = " · ".join(f"{p} {b.show(cb['spent'][p])} ({cb['spent_seconds'][p]:.0f} s)" for p in phases)
+    out = [f"  budget:      {cb['budget']} · planned {planned}",
+           f"               spent   {spent}"]
+    if cb.get("ended_by_budget"):
+        out.append(f"               the search ended early: {cb['reason']}")
+    return out
+
+
+def log_to_mlflow(uri: str, run_id: str, cb: dict[str, Any], planned: bool) -> None:
+    """Planned figures as the study run's params (once), spent ones as its metrics."""
+    from ._tracking import client_for
+
+    c = client_for(uri)
+    if planned:
+        for k, v in cb["planned"].items():
+            c.log_param(run_id, f"budget.planned.{k}", v)
+        for k, v in cb["planned_seconds"].items():
+            c.log_param(run_id, f"budget.planned_seconds.{k}", round(v, 1))
+        for k in ("unit", "num_samples", "final_epochs"):
+            if k in cb:
+                c.log_param(run_id, f"budget.{k}", cb[k])
+    for k, v in cb["spent"].items():
+        c.log_metric(run_id, f"budget_spent_{k}", float(v))
+    for k, v in cb["spent_seconds"].items():
+        c.log_metric(run_id, f"budget_spent_seconds_{k}", float(v))
+
+
+# --------------------------------------------------------------------------- probing
+
+PROBE_LIMIT = 4  # distinct model shapes probed; a space with more is planned from the first ones
+PREVIEW_DRAWS = 16  # configurations previewed for their shapes when num_samples is left open
+
+
+def probe_configs(spec: dict[str, Any], backend: Any, pools: Any,
+                  limit: int = PROBE_LIMIT) -> tuple[list[dict[str, Any]], str]:
+    """The trial side's probes of the distinct model shapes (``backend.probe_shape``) among the configurations
+    the search would draw (previewed with search.seed), at most ``limit``; and a note when more were left out."""
+    from ._space import as_searched, preview_configs
+
+    space = as_searched(spec["space"], spec["search"]["algorithm"])
+    # num_samples left open: draw enough to meet the shapes a budget's trials would meet.
+    draws = spec["search"]["num_samples"] or PREVIEW_DRAWS
+    configs = preview_configs(space, draws, spec["search"]["seed"]) if space else [{}]
+    shapes: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        s = backend.apply_config(spec, cfg)
+        if backend.infeasible(s) is None:
+            shapes.setdefault(backend.probe_shape(s), s)
+    chosen = list(shapes.values())[:limit] or [spec]
+    note = (f"the space has {len(shapes)} distinct model shapes among {len(configs)} previewed configurations; "
+            f"probed the first {limit}" if len(shapes) > limit else "")
+    return [backend.probe(s, pools) for s in chosen], note

@@ -1,0 +1,237 @@
+"""Compute budgets (search.budget, --budget) and --estimate: parsing, planning from a measured probe,
+enforcement, and spent against planned in study.json, the summary and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import trainables
+from search import SpecError, resolve
+from search._budget import final_epochs, parse_budget, plan
+from tests.conftest import mlflow_runs, read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "spaces" / "quickstart.yaml"
+SPEC = {"experiment": {"name": "b"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
+        "train": {"epochs": 4}, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}
+
+
+def tune_run(*args, cwd, timeout=900):
+    """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("text,amount,unit", [
+    ("45s", 45, "seconds"), ("30m", 1800, "seconds"), ("2h", 7200, "seconds"), ("1.5h", 5400, "seconds"),
+    ("1.5gpu-h", 1.5, "gpu_hours"), ("400epochs", 400, "epochs"), (" 20 epochs ", 20, "epochs"),
+])
+def test_budget_parses(text, amount, unit):
+    b = parse_budget(text, "s.yaml")
+    assert (b.amount, b.unit) == (pytest.approx(amount), unit)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("3 parsecs", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '3 parsecs'"),
+    ("30", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '30'"),
+    ("-5m", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '-5m'"),
+    ("0s", "a budget > 0 must hold, got '0s'"),
+    ("2.5epochs", "an epoch budget is a whole number of epochs, got '2.5epochs'"),
+])
+def test_bad_budget_is_one_line(text, words):
+    with pytest.raises(SpecError) as e:
+        parse_budget(text, "s.yaml")
+    assert str(e.value) == f"s.yaml: search.budget: {words}"
+
+
+def test_budget_keys_are_checked_with_the_spec():
+    spec = resolve(SPEC, trainables)
+    assert spec["search"]["num_samples"] == 1 and spec["search"]["budget"] is None  # no budget: one sample
+    spec = resolve({**SPEC, "search": {"budget": "20epochs"}}, trainables)
+    assert spec["search"]["num_samples"] is None  # left open: sized from the budget at run time
+    assert spec["search"]["budget_split"] == 0.6
+    with pytest.raises(SpecError, match=r"search.budget_split: 0 < budget_split < 1 must hold, got budget_split=1.0"):
+        resolve({**SPEC, "search": {"budget": "1h", "budget_split": 1.0}}, trainables)
+    with pytest.raises(SpecError, match=r"search.budget: a GPU-hour budget counts the GPUs trials hold: "
+                                        r"resources.gpu > 0 must hold, got gpu=0.0"):
+        resolve({**SPEC, "search": {"budget": "2gpu-h"}}, trainables)
+
+
+def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path):
+    r = tune_run(str(QUICKSTART), "--dry-run", "--budget", "3 parsecs", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.budget: expected a duration like 30m, 2h, "
+                                f"1.5gpu-h or 400epochs, got '3 parsecs'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _probe(epoch_s: float, final_epoch_s: float | None = None) -> dict:
+    return {"epoch_s": epoch_s, "final_epoch_s": final_epoch_s or epoch_s, "train_images_per_s": 1000.0}
+
+
+def test_plan_sizes_what_the_spec_leaves_open():
+    spec = resolve({**SPEC, "search": {"budget": "100epochs"}, "final": {"seeds": [0, 1]}}, trainables)
+    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=2,
+             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    # 60 epochs of search hold 15 trials of 4 epochs; 40 epochs of final: 2 seeds, at most a trial's 4 epochs.
+    assert p["planned"] == {"search": 60.0, "final": 40.0, "total": 100.0}
+    assert (p["num_samples"], p["trials"], p["final_epochs"]) == (15, 15, 4)
+    # A wall-clock budget: trials run 2 at once, each paying its start; final seeds share the same parallelism.
+    spec = resolve({**SPEC, "search": {"budget": "120s"}, "final": {"seeds": [0, 1]}}, trainables)
+    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0, 3.0)], grid=1, parallel=2,
+             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    assert p["num_samples"] == 72 // (4 * 2.0 / 2 + 4.0 / 2)  # 72 s / 6 s a trial = 12
+    assert p["final_epochs"] == 4  # (48 s - 15 s of fixed costs) / 3 s: 11, capped at the longest trial
+    assert p["planned_seconds"]["total"] == 120
+    # A grid takes whole repeats; a num_samples the spec sets is kept.
+    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0)], grid=5, parallel=2, gpu_hours=trainables.gpu_hours,
+             num_samples_given=None)
+    assert (p["num_samples"], p["trials"]) == (2, 10)
+    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0)], grid=1, parallel=2, gpu_hours=trainables.gpu_hours,
+             num_samples_given=50)
+    assert (p["num_samples"], p["num_samples_from"]) == (50, "spec")
+    assert final_epochs(available=10, per_epoch=3, cap=100) == 3 and final_epochs(1, 3, 100) == 1
+
+
+def test_stopper_counts_epochs_and_gpu_hours_across_trials():
+    from search._runner import BudgetStopper
+
+    s = BudgetStopper("epochs", 5)
+    assert not s("a", {"epoch": 1}) and not s("b", {"epoch": 1}) and not s("a", {"epoch": 2})
+    assert not s.stop_all() and s("b", {"epoch": 3}) and s.exhausted  # 2 + 3 epochs reported
+    g = BudgetStopper("gpu_hours", 0.5, gpu=0.25, gpu_hours=trainables.gpu_hours)
+    assert not g("a", {"time_total_s": 3600}) and not g("b", {"time_total_s": 3000})
+    assert g("b", {"time_total_s": 3600})  # two trials an hour at a quarter GPU: half a GPU-hour
+
+
+def test_probe_measures_the_configuration_on_this_device():
+    spec = resolve({**SPEC, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}},
+                   trainables)
+    pools = trainables.prepare(spec)
+    p = trainables.probe(spec, pools)
+    assert p["train_images_per_s"] > 0 and p["eval_images_per_s"] > 0 and p["device"] in ("cpu", "cuda")
+    assert p["epoch_s"] == pytest.approx(p["train_images"] / p["train_images_per_s"]
+                                         + p["val_images"] / p["eval_images_per_s"])
+    assert (p["batch_size"], p["image_size"]) == (128, 8)
+    # Rates leave the cost as it is; widths change it.
+    other = trainables.apply_config(spec, {"model.dropout": 0.3, "train.lr": 0.1})
+    assert trainables.probe_shape(other) == trainables.probe_shape(spec)
+    assert trainables.probe_shape(trainables.apply_config(spec, {"model.conv1": 16})) != trainables.probe_shape(spec)
+
+
+def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path):
+    r = tune_run(str(QUICKSTART), "--estimate", "--budget", "60epochs", "--set", "search.num_samples=null",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    # quickstart searches model.hidden (3 widths; dropout is a rate): each width probed once.
+    assert sum("images/s training" in line for line in out.splitlines()) == 3, out
+    assert "study as written: 1 grid point(s) x num_samples sized from search.budget" in out
+    assert "budget 60epochs: search 60 epochs fits 5 trials of up to 12 epochs; planned 5" in out
+    assert "Ray dashboard" not in out and list(tmp_path.iterdir()) == []  # no Ray, no runs/, no MLflow store
+
+
+@pytest.mark.ray
+def test_epoch_budget_covers_search_and_final(tmp_path):
+    """quickstart under 60 epochs with 20 % for the search: ASHA's 6 trials would take 18 epochs, the stopper
+    ends them at 12, and final training gets the rest (4 epochs, its longest trial)."""
+    r = tune_run(str(QUICKSTART), "--budget", "60epochs", "--set", "search.budget_split=0.2",
+                 "--set", "search.num_samples=6", "--set", "train.epochs=4", "--set", "final.seeds=[0]",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "runs" / "quickstart"
+    rows = read_rows(out / "trials.csv")
+    cb = json.loads((out / "study.json").read_text())["compute_budget"]
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    search_epochs = sum(int(row["epochs"]) for row in rows)
+    final_epochs_run = sum(len(h) for h in final["history"].values())
+    assert search_epochs + final_epochs_run <= 60
+    assert cb["planned"] == {"search": 12.0, "final": 48.0, "total": 60.0}
+    assert cb["spent"] == {"search": search_epochs, "final": final_epochs_run,
+                           "total": search_epochs + final_epochs_run}
+    # Cut by the budget: at least its share, at most one epoch more per other running trial (2 CPUs).
+    assert 12 <= search_epochs <= 12 + (os.cpu_count() or 1) - 1
+    assert cb["ended_by_budget"] and "share of the budget (12 epochs) was spent" in cb["reason"]
+    assert {row["status"] for row in rows} <= {"completed", "stopped"}  # the one status rule
+    assert final_epochs_run == 4 and cb["final"]["final_epochs_from"] == "budget"
+    assert set(cb["spent_seconds"]) == {"search", "final", "total"} and cb["startup_s"] > 0
+    assert "budget:      60epochs · planned search 12 epochs" in r.stdout
+    assert f"spent   search {search_epochs} epochs" in r.stdout and "the search ended early" in r.stdout
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
+    study = next(x for x in runs if x.data.tags.get("role") == "study")
+    assert study.data.params["budget.planned.search"] == "12.0" and study.data.params["budget.unit"] == "epochs"
+    assert study.data.metrics["budget_spent_total"] == search_epochs + final_epochs_run
+
+
+@pytest.mark.ray
+def test_wall_clock_budget_ends_the_search_in_time(tmp_path):
+    """A 40 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
+    come before the budget's clock (study.json's startup_s, measured); the tolerance on top is Tune stopping
+    the running trials and the exports after it, measured at 18 s on a 2-core host under a load average of 20: 45 s here."""
+    t0 = time.monotonic()
+    r = tune_run(str(QUICKSTART), "--budget", "40s", "--set", "search.num_samples=40", "--set", "train.epochs=3",
+                 cwd=tmp_path)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    cb = json.loads((tmp_path / "runs" / "quickstart" / "study.json").read_text())["compute_budget"]
+    assert elapsed <= 40 + cb["startup_s"] + 45, (elapsed, cb["startup_s"])
+    assert cb["ended_by_budget"] and cb["spent_seconds"]["search"] <= 40 + 45
+    rows = read_rows(tmp_path / "runs" / "quickstart" / "trials.csv")
+    ran = [row for row in rows if int(row["epochs"]) > 0]
+    assert len(ran) < 40 and "spent   search" in r.stdout  # the rest were cut before they trained (stopped)
+    assert {row["status"] for row in rows} <= {"completed", "stopped"}
+
+
+# --------------------------------------------------------------------------- training-set fraction as a fidelity
+
+
+def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
+    from search._algorithms import rungs
+    from trainables.engine import data_fraction, fidelity_subset
+
+    spec = resolve({**SPEC, "train": {"epochs": 12},
+                    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"}},
+                   trainables)
+    assert rungs(spec) == [2, 4, 8]
+    t = trainables.data_fidelity(spec, rungs(spec), 12)["train"]
+    assert [data_fraction(t, e) for e in range(1, 13)] == [2 / 12] * 2 + [4 / 12] * 2 + [8 / 12] * 4 + [1.0] * 4
+    assert "_data_rungs" not in spec["train"]  # the study's own spec (best.yaml, study.json) is left as it was
+    train = __import__("numpy").arange(100, 700)
+    small, large = fidelity_subset(train, 1 / 6, 0), fidelity_subset(train, 1 / 3, 0)
+    assert len(small) == 100 and len(large) == 200 and set(small) <= set(large)  # growing data, not a new draw
+    hb = resolve({**SPEC, "train": {"epochs": 9}, "scheduler": {"name": "hyperband", "fidelity": "data"}}, trainables)
+    assert rungs(hb) == [1, 3]
+    with pytest.raises(SpecError, match="scheduler.fidelity: data grows the training set at asha's or hyperband's "
+                                        "rungs; scheduler.name is 'fifo'"):
+        resolve({**SPEC, "scheduler": {"fidelity": "data"}}, trainables)
+
+
+@pytest.mark.ray
+def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
+    from search import run_study
+    from tests.conftest import small_spec
+
+    spec = small_spec(tmp_path, "fidelity", train={"epochs": 4}, search={"num_samples": 2},
+                      space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
+                      scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2, "fidelity": "data"})
+    res = run_study(spec, trainables, file="fidelity.yaml", log=lambda *_: None)
+    seen = {}
+    for trial_dir in res.out_dir.glob("trial_*"):
+        for line in (trial_dir / "result.json").read_text().splitlines():
+            r = json.loads(line)
+            seen.setdefault(int(r["epoch"]), set()).add((r["data_fraction"], r["train_images"]))
+    full = max(n for e in seen.values() for _, n in e)
+    # Rungs at epochs 1 and 2: a quarter, then half of the training split; all of it after the last rung.
+    assert {f for f, _ in seen[1]} == {0.25} and {f for f, _ in seen[2]} == {0.5}
+    assert {n for _, n in seen[1]} == {-(-full // 4)} and {n for _, n in seen[2]} == {-(-full // 2)}
+    assert all(f == 1.0 and n == full for e in (3, 4) for f, n in seen.get(e, ()))
+    assert "_data_rungs" not in (res.out_dir / "best.yaml").read_text()
