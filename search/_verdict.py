@@ -152,7 +152,7 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
     acc = paired_difference(x, y, "accuracy")
     cheaper = _cheaper(sa, sb)
     note = f"; {cheaper} costs less to train and to run" if cheaper and not distinguishable(acc) else ""
-    lines = [f"- {a} vs {b}: {conclusion(acc, a, b)}{note} (test accuracy {_difference(acc, a, b)}; "
+    lines = [f"- {a} vs {b}: {conclusion(acc, a, b)}{note} ({_difference(acc, a, b)}; "
              f"{acc['images']:,} test images, {acc['seeds_a']} and {acc['seeds_b']} seeds)"]
     metrics = dict.fromkeys(((s.get("spec") or {}).get("experiment") or {}).get("metric") for s in (sa, sb))
     for metric in metrics:
