@@ -64,12 +64,14 @@ class StudyPredictions:
 def _seed_file(study: dict[str, Any], seed: int) -> Path | None:
     """Where a seed's predictions.npz is: beside the final metrics, or fetched from the final MLflow run."""
     if "mlflow_final_run" in study:
+        from mlflow.exceptions import MlflowException
+
         from ._tracking import client_for
 
         uri, run_id = study["mlflow_final_run"]
         try:
             return Path(client_for(uri).download_artifacts(run_id, f"final/{seed}/predictions.npz"))
-        except Exception:  # MLflow raises its own errors for an absent artifact  # noqa: BLE001
+        except (MlflowException, OSError):  # not logged: final models from before predictions.npz
             return None
     path = Path(study.get("out_dir", "")) / str(seed) / "predictions.npz"
     return path if path.is_file() else None

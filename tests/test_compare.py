@@ -190,3 +190,22 @@ def test_tune_compare_ends_with_a_verdict(tmp_path):
     bad.unlink()
     r = tune_compare(tmp_path, "good", "poor")
     assert r.returncode == 0 and "- good vs poor: cannot pair them: poor has no per-image test predictions" in r.stdout
+
+
+@pytest.mark.parametrize("arrays,words", [
+    ({"labels": np.array([0, 1], dtype=object), "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+     "not a predictions file: Object arrays cannot be loaded when allow_pickle=False"),
+    ({"labels": [0, 1], "pred": [0, 1], "probs": np.eye(2)}, "test_digest: missing or not 0-dimensional"),
+    ({"labels": [0, 1], "pred": [0, 1, 1], "probs": np.eye(2), "test_digest": "d"},
+     "pred: labels, pred and probs must list the same images, got 2, 3 and 2"),
+    ({"labels": [0, 2], "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+     "labels: class indices 0 <= i < 2 (the columns of probs) must hold"),
+])
+def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path, arrays, words):
+    from search._schema import SpecError
+    from search._verdict import read_predictions
+
+    np.savez(tmp_path / "p.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    with pytest.raises(SpecError) as err:
+        read_predictions(tmp_path / "p.npz")
+    assert str(err.value).startswith(f"{tmp_path / 'p.npz'}: {words}")
