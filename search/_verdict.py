@@ -181,4 +181,5 @@ def verdict(studies: list[dict[str, Any]]) -> list[str]:
 
 NOTE = (f"Paired bootstrap ({PAIRED_RESAMPLES:,} resamples, fixed seed): each resample draws the test images "
         "once for both studies and each study's seeds anew; 95 % percentile intervals, two-sided p-values. "
-        "A difference whose interval holds 0 is not distinguishable.")
+        "A difference whose interval holds 0 is not distinguishable. A study with one seed adds no "
+        "seed-to-seed variation to the interval.")

@@ -653,7 +653,7 @@ def validate(run: Run) -> dict[str, float]:
     pred = decide(logits, run.threshold)
     return {"val_loss": F.cross_entropy(logits, labels).item(),
             "val_acc": (pred == labels).float().mean().item(),
-            **selection_metrics(labels.numpy(), pred.numpy(), logits.softmax(1).double().numpy())}
+            **selection_metrics(labels.numpy(), pred.numpy(), logits.double().softmax(1).numpy())}
 
 
 def step_schedule(run: Run, metrics: dict[str, float]) -> None:
