@@ -1,9 +1,19 @@
-"""tune-compare's table and plots from final summaries (no training needed)."""
+"""tune-compare's table, plots and verdict from final summaries and predictions (no training needed)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from search._stats import SeedPredictions, paired_difference, seed_scorers
+from search._verdict import conclusion
 from search.compare import main, table_rows, write_reports
 
 
@@ -56,20 +66,7 @@ def test_learning_curves_plot_what_final_runs_measured(tmp_path):
     write_reports([s, summary("v", "vit", 1.0, 0.7, 2.0)], tmp_path)
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
-
 # --------------------------------------------------------------------------- the verdict's statistics
-
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
-
-from search._stats import SeedPredictions, paired_difference, seed_scorers  # noqa: E402
-from search._verdict import conclusion  # noqa: E402
 
 Y = np.array([0, 1, 1, 0])
 
