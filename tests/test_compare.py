@@ -66,6 +66,7 @@ def test_learning_curves_plot_what_final_runs_measured(tmp_path):
     write_reports([s, summary("v", "vit", 1.0, 0.7, 2.0)], tmp_path)
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
+
 # --------------------------------------------------------------------------- the verdict's statistics
 
 Y = np.array([0, 1, 1, 0])
