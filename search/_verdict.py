@@ -162,8 +162,9 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
         if stat is None or stat == "accuracy" or (stat == "auc_roc" and x.probs.shape[2] != 2):
             continue  # accuracy is above; a train_* metric has no test counterpart
         r = paired_difference(x, y, stat)
-        lines.append(f"  - {LABEL[stat]} (selection metric {metric}, {'higher' if STATISTICS[stat] == 'max' else 'lower'}"
-                     f" is better): {conclusion(r, a, b, stat)} ({_difference(r, a, b)})")
+        better = "higher" if STATISTICS[stat] == "max" else "lower"
+        lines.append(f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
+                     f"{conclusion(r, a, b, stat)} ({_difference(r, a, b)})")
     lines.append(f"  - cost per final model: {cost_line(sa)}; {cost_line(sb)}")
     return lines
 
