@@ -11,6 +11,9 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 - ``final.seeds``, ``final.epochs``, ``final.after_search``, ``final.topk``: how many final models, how
   long, whether they follow the search, and which top-k accuracy the summary averages;
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
+
+Of a final seed's folder, ``tune-compare`` reads ``metrics.json`` and ``predictions.npz`` (arrays ``labels``,
+``pred``, ``probs`` and ``test_digest``, per test image, for the paired verdict).
 """
 
 from __future__ import annotations

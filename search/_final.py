@@ -141,7 +141,7 @@ def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> Non
     for seed in summary["seeds"]:
         d = out / str(seed)
         for name in ("metrics.json", "per_class.csv", "confusion.png", "roc.png", "curves.png", "spec.yaml",
-                     "meta.json", "model.safetensors"):
+                     "meta.json", "model.safetensors", "predictions.npz"):
             if (d / name).is_file():
                 c.log_artifact(parent, str(d / name), artifact_path=f"final/{seed}")
     c.log_artifact(parent, str(out / "metrics.json"), artifact_path="final")

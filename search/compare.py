@@ -45,7 +45,8 @@ def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
     if not runs:
         raise CompareError(f"{source}: MLflow experiment has no final run")
     local = c.download_artifacts(runs[0].info.run_id, "final/metrics.json")
-    return final_metrics(Path(local))
+    # Seed files (predictions.npz) are artifacts of the same run, fetched when the verdict needs them.
+    return {**final_metrics(Path(local)), "mlflow_final_run": (mlflow_uri, runs[0].info.run_id)}
 
 
 FRACTION = "data.train_fraction"
@@ -263,8 +264,35 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     return out
 
 
-def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = None) -> str:
+def _html_list(lines: list[str]) -> str:
+    """Markdown list lines ("- item", "  - sub-item") as a nested HTML list."""
+    import html
+
+    out, open_sub = ["<ul>"], False
+    for line in lines:
+        sub = line.startswith("  ")
+        text = html.escape(line.strip().removeprefix("- "))
+        if sub and not open_sub:
+            out.append("<ul>")
+        elif not sub and open_sub:
+            out.append("</ul></li>")
+        elif not sub and len(out) > 1:
+            out.append("</li>")
+        out.append(f"<li>{text}</li>" if sub else f"<li>{text}")
+        open_sub = sub
+    out.append("</ul></li></ul>" if open_sub else "</li></ul>")
+    return "".join(out)
+
+
+def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = None,
+                  verdict: list[str] | None = None) -> str:
+    """report.md, report.html and the plots in ``out_dir``; returns the text the console shows.
+    ``verdict``: the lines of ``_verdict.verdict``, which end the report."""
+    import html
+
     from tabulate import tabulate
+
+    from ._verdict import NOTE
 
     rows = table_rows(studies) if studies else []
     md_parts, html_parts = [], []
@@ -282,6 +310,9 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
         html_parts += ["<h2>Data efficiency</h2>", tabulate(frows, headers="keys", tablefmt="html",
                                                              disable_numparse=True), f"<p>{note}</p>"]
         images["fraction_curve.png"] = fraction_plot(curves)
+    if verdict:  # last: what the comparison concludes
+        md_parts += ["## Verdict", "", *verdict, "", NOTE, ""]
+        html_parts += ["<h2>Verdict</h2>", _html_list(verdict), f"<p>{html.escape(NOTE)}</p>"]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():
         (out_dir / name).write_bytes(data)
@@ -320,10 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
             if seed_file and seed_file.is_file():
                 s["confusion_matrix"] = seed_confusion(seed_file)
+        from ._verdict import verdict
+
+        lines = verdict(studies)  # reads every seed's predictions: a damaged file stops here, before any report
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None))
+    print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None, lines))
     print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
     return 0
 

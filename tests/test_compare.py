@@ -1,9 +1,19 @@
-"""tune-compare's table and plots from final summaries (no training needed)."""
+"""tune-compare's table, plots and verdict from final summaries and predictions (no training needed)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from search._stats import SeedPredictions, paired_difference, seed_scorers
+from search._verdict import conclusion
 from search.compare import main, table_rows, write_reports
 
 
@@ -55,3 +65,145 @@ def test_learning_curves_plot_what_final_runs_measured(tmp_path):
     s["history"] = {0: [{"train_loss": 1.0, "train_acc": 0.5}, {"train_loss": 0.5, "train_acc": 0.9}]}
     write_reports([s, summary("v", "vit", 1.0, 0.7, 2.0)], tmp_path)
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- the verdict's statistics
+
+Y = np.array([0, 1, 1, 0])
+
+
+def seeds(y, *preds, k=2):
+    """A study's seeds: each seed's predicted classes, with one-hot probabilities."""
+    pred = np.array(preds)
+    return SeedPredictions(np.asarray(y), pred, np.eye(k)[pred])
+
+
+def test_identical_predictions_differ_by_exactly_zero():
+    a = seeds(Y, [0, 1, 0, 0], [0, 1, 0, 0])
+    r = paired_difference(a, a)
+    assert (r["difference"], r["ci_low"], r["ci_high"], r["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    assert conclusion(r, "a", "b") == "not distinguishable on test accuracy"
+
+
+def test_always_right_against_always_wrong():
+    y = np.tile([0, 1, 2], 20)
+    r = paired_difference(seeds(y, y, y, k=3), seeds(y, (y + 1) % 3, k=3))
+    assert (r["difference"], r["ci_low"], r["ci_high"], r["p_value"]) == (1.0, 1.0, 1.0, 0.0)
+    assert conclusion(r, "right", "wrong") == "right is better on test accuracy"
+    assert conclusion(paired_difference(seeds(y, (y + 1) % 3, k=3), seeds(y, y, k=3)), "wrong", "right") == \
+        "right is better on test accuracy"
+
+
+def test_hand_computed_point_estimates():
+    a = seeds(Y, [0, 1, 1, 1], [0, 0, 1, 1])  # accuracy 3/4 and 2/4: mean 5/8
+    b = seeds(Y, [1, 0, 0, 0])  # 1/4
+    r = paired_difference(a, b, n_boot=200)
+    assert r["difference"] == pytest.approx(5 / 8 - 1 / 4)
+    assert r["ci_low"] <= r["difference"] <= r["ci_high"] and (r["seeds_a"], r["seeds_b"], r["images"]) == (2, 1, 4)
+    # Macro F1 = mean over classes of 2tp / (2tp + fp + fn): a's seed 1 (2/3 + 4/5) / 2, seed 2 (2/4 + 2/4) / 2;
+    # b (2/5 + 0) / 2.
+    f1 = paired_difference(a, b, "f1_macro", n_boot=200)["difference"]
+    assert f1 == pytest.approx(((2 / 3 + 4 / 5) / 2 + 1 / 2) / 2 - 1 / 5)
+    assert paired_difference(a, b, n_boot=200) == r  # a fixed stream: the same report every time
+
+
+def test_weighted_statistics_equal_scikit_learn_on_the_repeated_images():
+    """A bootstrap resample weighs image i by how often it was drawn: the same as repeating it."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 40)
+    pred = np.where(rng.random(40) < 0.6, y, rng.integers(0, 3, 40))
+    probs = rng.dirichlet(np.ones(3), 40)
+    w = rng.integers(0, 4, 40).astype(float)
+    rep = np.repeat(np.arange(40), w.astype(int))
+    p = SeedPredictions(y, pred[None], probs[None])
+    value = {stat: seed_scorers(p, stat)[0](w) for stat in ("accuracy", "balanced_accuracy", "f1_macro", "mcc",
+                                                             "log_loss")}
+    assert value["accuracy"] == pytest.approx(skm.accuracy_score(y[rep], pred[rep]))
+    assert value["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y[rep], pred[rep]))
+    assert value["f1_macro"] == pytest.approx(skm.f1_score(y[rep], pred[rep], average="macro"))
+    assert value["mcc"] == pytest.approx(skm.matthews_corrcoef(y[rep], pred[rep]))
+    assert value["log_loss"] == pytest.approx(skm.log_loss(y[rep], probs[rep]))
+    yb, score = (y > 0).astype(int), np.round(probs[:, 1], 1)  # rounded: ties count one half
+    pb = SeedPredictions(yb, (score > 0.5)[None].astype(int), np.stack([1 - score, score], 1)[None])
+    assert seed_scorers(pb, "auc_roc")[0](w) == pytest.approx(skm.roc_auc_score(yb[rep], score[rep]))
+
+
+# --------------------------------------------------------------------------- the verdict through tune-compare
+
+
+def finished_study(root: Path, name: str, y: np.ndarray, preds: list[np.ndarray], digest: str = "d1",
+                   metric: str = "val_acc", train_s: float = 30.0, lat: float = 1.0) -> Path:
+    """A study folder as tune-run --final leaves it: final/metrics.json and a predictions.npz per seed."""
+    final = root / name / "final"
+    s = {**summary(name, name, 1.0, float(np.mean([(p == y).mean() for p in preds])), lat),
+         "seeds": list(range(len(preds))), "spec": {"experiment": {"metric": metric}}}
+    s["summary"]["cost"].update(train_seconds=train_s, gpu_hours=0.0)
+    for seed, pred in enumerate(preds):
+        (final / str(seed)).mkdir(parents=True)
+        np.savez_compressed(final / str(seed) / "predictions.npz", labels=y, pred=pred, probs=np.eye(2)[pred],
+                            test_digest=np.str_(digest), classes=np.array(["a", "b"]))
+    (final / "metrics.json").write_text(json.dumps(s))
+    return root / name
+
+
+def tune_compare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([str(Path(sys.executable).parent / "tune-compare"), *args, "--out", "cmp"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_tune_compare_ends_with_a_verdict(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    flip = lambda p: np.where(rng.random(400) < p, 1 - y, y)  # noqa: E731  (wrong on a share p of images)
+    finished_study(tmp_path, "good", y, [flip(0.05), flip(0.06)], metric="val_f1_macro", train_s=60, lat=2.0)
+    finished_study(tmp_path, "poor", y, [flip(0.30), flip(0.32)], train_s=20, lat=0.5)
+    finished_study(tmp_path, "twin", y, [flip(0.30), flip(0.31)], train_s=10, lat=0.4)
+    finished_study(tmp_path, "other", y, [flip(0.3)], digest="d2")
+    r = tune_compare(tmp_path, "good", "poor", "twin", "other")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.index("## Verdict") > out.index("test acc (95% CI)")  # the table, then the verdict
+    verdict = {line.split(":")[0]: line for line in out.splitlines() if line.startswith("- ")}
+    assert verdict["- good vs poor"].startswith("- good vs poor: good is better on test accuracy (good − poor "
+                                                "= +0.2")
+    assert "400 test images, 2 and 2 seeds" in verdict["- good vs poor"] and "p < 0.0005" in verdict["- good vs poor"]
+    assert "not distinguishable on test accuracy; twin costs less to train and to run" in verdict["- poor vs twin"]
+    assert verdict["- good vs other"] == ("- good vs other: cannot pair them: they were tested on different images "
+                                          "(test set d1 vs d2)")
+    assert "  - macro F1 (selection metric val_f1_macro, higher is better): good is better on macro F1" in out
+    assert ("  - cost per final model: poor 20 s training, 0.50 ms latency, 1,000 params; "
+            "twin 10 s training, 0.40 ms latency, 1,000 params") in out
+    md, page = (tmp_path / "cmp" / "report.md").read_text(), (tmp_path / "cmp" / "report.html").read_text()
+    assert "## Verdict" in md and verdict["- poor vs twin"] in md and "2,000 resamples" in md
+    assert "<h2>Verdict</h2>" in page and "good is better on test accuracy" in page
+
+    # Damaged predictions: one line naming the file, exit 2, no report.
+    bad = tmp_path / "poor" / "final" / "1" / "predictions.npz"
+    bad.write_bytes(b"not a zip")
+    r = tune_compare(tmp_path, "good", "poor", "--out", "cmp2")
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"tune-compare: error: {bad}: not a predictions file")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "cmp2").exists()
+    # Final models from before predictions.npz: the verdict says so, the table is still there.
+    bad.unlink()
+    r = tune_compare(tmp_path, "good", "poor")
+    assert r.returncode == 0 and "- good vs poor: cannot pair them: poor has no per-image test predictions" in r.stdout
+
+
+@pytest.mark.parametrize("arrays,words", [
+    ({"labels": np.array([0, 1], dtype=object), "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+     "not a predictions file: Object arrays cannot be loaded when allow_pickle=False"),
+    ({"labels": [0, 1], "pred": [0, 1], "probs": np.eye(2)}, "test_digest: missing or not 0-dimensional"),
+    ({"labels": [0, 1], "pred": [0, 1, 1], "probs": np.eye(2), "test_digest": "d"},
+     "pred: labels, pred and probs must list the same images, got 2, 3 and 2"),
+    ({"labels": [0, 2], "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+     "labels: class indices 0 <= i < 2 (the columns of probs) must hold"),
+])
+def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path, arrays, words):
+    from search._schema import SpecError
+    from search._verdict import read_predictions
+
+    np.savez(tmp_path / "p.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    with pytest.raises(SpecError) as err:
+        read_predictions(tmp_path / "p.npz")
+    assert str(err.value).startswith(f"{tmp_path / 'p.npz'}: {words}")

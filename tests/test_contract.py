@@ -48,7 +48,8 @@ def test_metric_names_come_from_the_trial_side():
     spec = resolve({**SPEC, "experiment": {"name": "c", "metric": "val_loss"}}, trainables)
     assert spec["experiment"]["mode"] == "min"  # the metric's better direction is the default
     with pytest.raises(SpecError, match=r"experiment.metric: 'val_los' is not reported by trials; allowed: "
-                                        r"val_acc, val_loss, train_acc, train_loss \(did you mean 'val_loss'\?\)"):
+                                        r"val_acc, val_loss, train_acc, train_loss, val_f1_macro, val_mcc, "
+                                        r"val_balanced_acc, val_auc \(did you mean 'val_loss'\?\)"):
         resolve({**SPEC, "experiment": {"name": "c", "metric": "val_los"}}, trainables)
     with pytest.raises(SpecError, match="val_loss is better when lower: mode must be min, got max"):
         resolve({**SPEC, "experiment": {"name": "c", "metric": "val_loss", "mode": "max"}}, trainables)

@@ -218,33 +218,53 @@ def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
 
 
 def test_search_final_compare_end_to_end(tmp_path, ray_session):
-    """Two model families: search, final training with seeds, then one comparison table and report."""
+    """Two model families: search (one selecting on val_f1_macro), final training with seeds, then one
+    comparison table, report and verdict."""
     from search._final import run_final
     from search.compare import main as compare_main
 
-    for name, model in (("cnnfam", {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}),
-                        ("vitfam", {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
-                                    "mlp_dim": 32})):
+    for name, model, metric in (
+            ("cnnfam", {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}, "val_f1_macro"),
+            ("vitfam", {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+             "val_acc")):
         spec = small_spec(tmp_path, name, model=model, space={"train.lr": {"grid": [1e-3, 3e-3]}},
-                          train={"epochs": 2}, final={"seeds": [0, 1], "bootstrap": 100})
+                          train={"epochs": 2}, final={"seeds": [0, 1], "bootstrap": 100},
+                          experiment={"metric": metric})
         res = run_study(spec, trainables, file=f"{name}.yaml", log=lambda *_: None)
-        best = resolve(yaml.safe_load((res.out_dir / "best.yaml").read_text()), trainables)
+        # The study selects on its metric: best.yaml is the trials.csv row with the highest best_<metric>.
+        rows = read_rows(res.out_dir / "trials.csv")
+        top = max(float(r[f"best_{metric}"]) for r in rows)
+        text = (res.out_dir / "best.yaml").read_text()
+        assert f"best {metric}={top:.4f}" in text.splitlines()[0]
+        best = resolve(yaml.safe_load(text), trainables)
+        assert best["experiment"]["metric"] == metric
+        assert best["train"]["lr"] in {float(r["train.lr"]) for r in rows if float(r[f"best_{metric}"]) == top}
         summary = run_final(best, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
         assert Path(summary["out_dir"]) == res.out_dir / "final"
         assert summary["search_budget"]["epochs"] == 4
+        assert all((res.out_dir / "final" / str(seed) / "predictions.npz").is_file() for seed in (0, 1))
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "cnnfam")
+    trial = next(r for r in runs if r.data.tags.get("role") == "trial")
+    assert len(c.get_metric_history(trial.info.run_id, "val_f1_macro")) == 2  # per epoch, as val_acc
+    final = next(r for r in runs if r.data.tags.get("role") == "final")
+    assert "final/1/predictions.npz" in [f.path for f in c.list_artifacts(final.info.run_id, "final/1")]
     out = tmp_path / "cmp"
     rc = compare_main([str(tmp_path / "runs" / "cnnfam"), str(tmp_path / "runs" / "vitfam"), "--out", str(out)])
     assert rc == 0
     md = (out / "report.md").read_text()
     assert "cnnfam" in md and "vitfam" in md and "test acc (95% CI)" in md and "MFLOPs/img" in md
+    verdict = md[md.index("## Verdict"):]
+    assert "- cnnfam-best vs vitfam-best: " in verdict and "80 test images, 2 and 2 seeds" in verdict
+    assert "  - macro F1 (selection metric val_f1_macro, higher is better): " in verdict
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
     for png in ("curves.png", "pareto.png", "confusion.png"):
         assert (out / png).stat().st_size > 1000
-    # MLflow experiment names work as sources too.
-    rc = compare_main(["cnnfam", "--out", str(tmp_path / "cmp2"), "--mlflow-uri",
+    # MLflow experiment names work as sources too, predictions included.
+    rc = compare_main(["cnnfam", "vitfam", "--out", str(tmp_path / "cmp2"), "--mlflow-uri",
                        f"sqlite:///{tmp_path / 'mlflow.db'}"])
-    assert rc == 0 and "cnnfam" in (tmp_path / "cmp2" / "report.md").read_text()
+    md2 = (tmp_path / "cmp2" / "report.md").read_text()
+    assert rc == 0 and "cnnfam" in md2 and verdict.splitlines()[2] in md2  # the same verdict line
     assert compare_main([str(tmp_path / "nowhere")]) == 2
 
 

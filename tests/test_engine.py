@@ -37,6 +37,9 @@ def test_learns_synthetic(setup):
     h = res.history
     assert [m["epoch"] for m in h] == [1, 2, 3]
     assert h[-1]["val_acc"] > 0.8 > 0.25  # 4 classes: chance is 0.25
+    # The selection metrics beyond accuracy, every epoch (val_auc: binary tasks only).
+    assert all({"val_f1_macro", "val_mcc", "val_balanced_acc"} <= m.keys() and "val_auc" not in m for m in h)
+    assert h[-1]["val_f1_macro"] > 0.8 and h[-1]["val_mcc"] > 0.7 and h[-1]["val_balanced_acc"] > 0.8
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert all(m["images_per_s"] > 0 and m["epoch_time_s"] > 0 for m in h)
 
@@ -281,6 +284,7 @@ def test_bce_head_has_one_logit_and_the_threshold_decides(setup):
     pools = trainables.prepare(spec)
     res = fit(spec, pools)
     assert res.model[-1].out_features == 1 and res.history[-1]["val_acc"] > 0.8
+    assert res.history[-1]["val_auc"] > 0.8  # ranks P(class 1), whatever the threshold
     logits, labels = predict_split(res, pools, "val")
     assert logits.shape[1] == 2 and np.allclose(logits[:, 0], 0)  # read as [0, z]: softmax = sigmoid
     # The threshold is applied: at 0.999 almost everything is class 0.

@@ -37,6 +37,27 @@ def test_metrics_match_scikit_learn_on_fixed_predictions():
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 1], [1, 0, 2]]
 
 
+def test_selection_metrics_match_scikit_learn_on_hand_made_labels():
+    from trainables.metrics import selection_metrics
+
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    pred = np.array([0, 1, 1, 1, 2, 0, 2, 2])  # LOGITS' arg-max
+    m = selection_metrics(y, pred, softmax(LOGITS))
+    # By hand: recall a 1/2, b 2/3, c 2/3 -> balanced accuracy 11/18; F1 = 2tp / (2tp + fp + fn) per class:
+    # a 2/4, b 4/6, c 4/6 -> macro 11/18 as well.
+    assert m["val_balanced_acc"] == pytest.approx(11 / 18) == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["val_f1_macro"] == pytest.approx(11 / 18) == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["val_mcc"] == pytest.approx(skm.matthews_corrcoef(y, pred))
+    assert "val_auc" not in m  # binary tasks only
+    yb, pb = np.array([1, 0, 0, 1, 0]), np.array([0.9, 0.2, 0.6, 0.4, 0.1])
+    m = selection_metrics(yb, (pb >= 0.5).astype(int), np.stack([1 - pb, pb], 1))
+    assert m["val_auc"] == pytest.approx(5 / 6)  # 5 of the 6 (positive, negative) pairs ranked right
+    assert m["val_mcc"] == pytest.approx(skm.matthews_corrcoef(yb, pb >= 0.5))
+    # A model that predicts one class only: F1 and MCC are defined (0 for the empty class), not errors.
+    m = selection_metrics(yb, np.zeros(5, int), np.stack([1 - pb, pb], 1))
+    assert m["val_f1_macro"] == pytest.approx(0.75 / 2) and m["val_mcc"] == 0.0 and m["val_balanced_acc"] == 0.5
+
+
 def test_binary_auc_uses_the_positive_score():
     logits = np.array([[0.0, 2.0], [0.0, -1.0], [0.0, 0.5], [0.0, -2.0]])
     y = np.array([1, 0, 0, 0])
@@ -82,8 +103,17 @@ def final_run(tmp_path_factory):
 def test_final_folder_has_everything_to_rebuild_and_recheck(final_run):
     spec, pools, out, m = final_run
     for name in ("model.safetensors", "spec.yaml", "meta.json", "metrics.json", "per_class.csv",
-                 "confusion.png", "roc.png", "curves.png"):
+                 "confusion.png", "roc.png", "curves.png", "predictions.npz"):
         assert (out / name).is_file(), name
+    # Per test image, what a paired comparison needs: plain arrays, no pickle.
+    with np.load(out / "predictions.npz", allow_pickle=False) as z:
+        labels, pred, probs, digest = z["labels"], z["pred"], z["probs"], str(z["test_digest"])
+        assert list(z["classes"]) == pools.classes
+    assert labels.shape == pred.shape == (60,) and probs.shape == (60, 3)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == pred).all()
+    assert (pred == labels).mean() == pytest.approx(m["test"]["accuracy"])
+    assert np.array_equal(np.bincount(labels * 3 + pred, minlength=9).reshape(3, 3), m["test"]["confusion_matrix"])
+    assert len(digest) == 16
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["seed"] == 5 and saved["test"]["n"] == 60  # 20 % of 300 held out, never trained on
     assert saved["cost"]["params"] > 0 and saved["cost"]["flops_per_image"] > 0 and saved["cost"]["latency_ms"] > 0
@@ -103,6 +133,8 @@ def test_same_seed_same_final_metrics(final_run, tmp_path):
     m2 = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
     assert m2["test"]["accuracy"] == m["test"]["accuracy"]
     assert m2["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
+    digest = lambda d: str(np.load(d / "predictions.npz", allow_pickle=False)["test_digest"])  # noqa: E731
+    assert digest(tmp_path / "5") == digest(out)  # the same test images: the two models pair
     assert [h["train_loss"] for h in m2["history"]] == [h["train_loss"] for h in m["history"]]
 
 

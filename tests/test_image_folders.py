@@ -178,6 +178,17 @@ def test_on_bad_image_error_stops_the_study_with_one_line(tmp_path):
     assert "Ray dashboard" not in r.stdout
 
 
+def test_val_auc_on_a_multi_class_folder_stops_before_the_study(tmp_path):
+    """An image folder's classes are counted when it is loaded: val_auc (binary only) is refused then."""
+    make_image_tree(tmp_path / "t", {"a": 3, "b": 3, "c": 3})
+    r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.metric=val_auc")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip() == ("tune-run: error: s.yaml: experiment.metric: val_auc needs a binary task (2 classes), "
+                                "got 3 classes; for more classes use val_f1_macro, val_mcc or val_balanced_acc "
+                                "(imagefolder)")
+    assert not (tmp_path / "runs").exists() and "Ray dashboard" not in r.stdout
+
+
 @pytest.mark.ray
 def test_study_skips_a_corrupt_image_and_lists_it(tmp_path):
     make_image_tree(tmp_path / "t", {"a": 8, "b": 8})

@@ -72,6 +72,10 @@ BAD = [
     (("data.storage", "disk"), "data.storage", ["not allowed", "auto, memory, stream"]),
     (("data.workers", -1), "data.workers", ["workers >= 0 must hold, got workers=-1"]),
     (("data.max_memory_gb", 0.0), "data.max_memory_gb", ["max_memory_gb > 0 must hold"]),
+    (("experiment.metric", "val_auc"), "experiment.metric",
+     ["val_auc needs a binary task (2 classes), got 10 classes", "val_f1_macro", "(digits)"]),
+    (("experiment.metric", "val_f1"), "experiment.metric", ["did you mean 'val_f1_macro'"]),
+    (("experiment.mode", "min"), "experiment.mode", ["val_acc is better when higher"]),
 ]
 
 
@@ -112,6 +116,13 @@ def test_defaults_and_types_filled(backend):
     assert spec["tracking"]["mlflow_uri"] == "sqlite:///mlflow.db"
     assert spec["data"]["augment"]["hflip"] == 0.0
     assert spec["model"]["dropout"] == 0.5  # the model's own default
+
+
+def test_selection_metrics_beyond_accuracy_are_maximised(backend):
+    for metric in ("val_f1_macro", "val_mcc", "val_balanced_acc"):
+        assert resolve(with_("experiment.metric", metric), backend)["experiment"]["mode"] == "max"
+    binary = with_("data", {"dataset": "synthetic", "num_classes": 2}, with_("experiment.metric", "val_auc"))
+    assert resolve(binary, backend)["experiment"]["mode"] == "max"
 
 
 def test_set_overrides_are_typed(tmp_path, backend):

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from .augment import AUGMENT_DEFAULTS
-from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits, tree_summary
-from .engine import TRAIN_SCHEMA, model_kwargs
+from .data import DATA_SCHEMA, NATIVE, DataError, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits, tree_summary
+from .engine import TRAIN_SCHEMA, metric_problem, model_kwargs
 from .final import FINAL_SCHEMA
 from .models import PREFIXES, check_model, is_model, list_models, model_schema
 
@@ -69,6 +69,9 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
                                                                    "cifar100": 100}.get(d["dataset"])
     if t["loss"] == "bce" and k is not None and k != 2:
         errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
+    metric = (spec.get("experiment") or {}).get("metric")
+    if k is not None and metric_problem(metric, k):  # an image folder's classes are counted when loaded
+        errs.append(("experiment.metric", f"{metric_problem(metric, k)} ({d['dataset']})"))
     thr = (spec.get("final") or {}).get("threshold")
     if isinstance(thr, str) and thr != "tune":
         errs.append(("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}"))
@@ -143,7 +146,11 @@ def infeasible(spec: dict[str, Any]) -> str | None:
 
 def prepare(spec: dict[str, Any]) -> Pools:
     """Load the dataset once (in the driver); trials receive it through the object store."""
-    return load_pools(spec["data"])
+    pools = load_pools(spec["data"])
+    problem = metric_problem((spec.get("experiment") or {}).get("metric"), pools.num_classes)
+    if problem:  # an image folder's class count is known only now (check() catches the built-in sets)
+        raise DataError(f"experiment.metric: {problem} ({pools.name})")
+    return pools
 
 
 def describe(pools: Pools) -> str:

@@ -27,7 +27,18 @@ from .resources import device_memory, pool_fits
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # What every epoch reports that a study can select on, with the direction that is better.
-METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
+METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min",
+           "val_f1_macro": "max", "val_mcc": "max", "val_balanced_acc": "max", "val_auc": "max"}
+# Metrics only a binary task reports (AUC-ROC ranks P(class 1)).
+BINARY_METRICS = ("val_auc",)
+
+
+def metric_problem(metric: str | None, num_classes: int) -> str | None:
+    """Why a task of ``num_classes`` classes cannot select on ``metric`` (None: it can)."""
+    if metric in BINARY_METRICS and num_classes != 2:
+        return (f"{metric} needs a binary task (2 classes), got {num_classes} classes; "
+                f"for more classes use val_f1_macro, val_mcc or val_balanced_acc")
+    return None
 SCHEDULES = ("none", "exponential", "multistep", "cosine", "plateau")
 
 # Schema of the sections this package owns: key -> (type, default[, allowed values]).
@@ -640,11 +651,16 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
 
 
 def validate(run: Run) -> dict[str, float]:
-    """Loss and accuracy (at the decision threshold) on the validation split."""
+    """Loss, accuracy and the selection metrics (``metrics.selection_metrics``; decisions at the threshold)
+    on the validation split."""
+    from .metrics import selection_metrics
+
     logits, labels = predict(run.model, run.batcher, run.splits.val, int(run.spec["train"]["eval_batch_size"]),
                              run.autocast)
+    pred = decide(logits, run.threshold)
     return {"val_loss": F.cross_entropy(logits, labels).item(),
-            "val_acc": (decide(logits, run.threshold) == labels).float().mean().item()}
+            "val_acc": (pred == labels).float().mean().item(),
+            **selection_metrics(labels.numpy(), pred.numpy(), logits.double().softmax(1).numpy())}
 
 
 def step_schedule(run: Run, metrics: dict[str, float]) -> None:

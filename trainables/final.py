@@ -2,13 +2,15 @@
 
 A final model folder holds everything needed to rebuild and re-check it:
 ``model.safetensors``, ``spec.yaml`` (the resolved spec, seed included), ``meta.json``
-(classes, normalisation, image size), ``metrics.json``, ``per_class.csv`` and plots.
+(classes, normalisation, image size), ``metrics.json``, ``per_class.csv`` and plots; and
+``predictions.npz``, what a paired comparison of models on the same test images needs (``tune-compare``).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import platform
 from pathlib import Path
@@ -19,9 +21,9 @@ import torch
 import yaml
 
 from .cost import measure_cost
-from .data import DamagedFile, Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
+from .data import DamagedFile, ImageFiles, Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
 from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device
-from .metrics import bootstrap_interval, classification_metrics, predict_labels
+from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
 
@@ -107,6 +109,8 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(res, pools, s, out_dir, threshold)
+    save_predictions(out_dir / "predictions.npz", logits, labels, threshold, test_digest(pools, res.splits),
+                     pools.classes)
     gpu = float((spec.get("resources") or {}).get("gpu", 0))
     metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
                                                          "gpu_hours": gpu_hours(res.train_seconds, gpu,
@@ -118,6 +122,32 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
     write_per_class(out_dir / "per_class.csv", test)
     plots(out_dir, test, logits, labels, res.history)
     return metrics
+
+
+def test_digest(pools: Pools, splits: Splits) -> str:
+    """What identifies the test images, in the order predictions list them: the classes, the labels, and
+    the files' paths (streamed) or the decoded pixels (in memory). Two models' predictions pair image by
+    image only when their digests agree."""
+    from_train = splits.test_from_train
+    x, y = (pools.train_x, pools.train_y) if from_train else (pools.test_x, pools.test_y)
+    idx = splits.test
+    h = hashlib.sha256(json.dumps(pools.classes).encode())
+    h.update(np.asarray(y)[idx].astype(np.int64).tobytes())
+    if isinstance(x, ImageFiles):
+        h.update("\n".join(x.paths[i] for i in idx).encode())
+    else:
+        for i in range(0, len(idx), 1024):  # in chunks: no second copy of a large test set
+            h.update(np.ascontiguousarray(x[idx[i:i + 1024]]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_predictions(path: Path, logits: np.ndarray, labels: np.ndarray, threshold: float | None, digest: str,
+                     classes: list[str]) -> None:
+    """Per test image: true label, predicted label (at ``threshold``) and class probabilities, with the test
+    set's digest and the class names; plain arrays (``np.load(..., allow_pickle=False)`` reads them)."""
+    np.savez_compressed(path, labels=labels.astype(np.int64), pred=predict_labels(logits, threshold).astype(np.int64),
+                        probs=softmax(logits.astype(np.float64)).astype(np.float32), test_digest=np.str_(digest),
+                        classes=np.asarray(classes, dtype=str))
 
 
 def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path,

@@ -21,6 +21,32 @@ def predict_labels(logits: np.ndarray, threshold: float | None = None) -> np.nda
     return logits.argmax(axis=1)
 
 
+# Selection metrics every validation epoch reports beside val_loss and val_acc (``engine.METRICS``);
+# val_auc only on binary tasks, where it ranks P(class 1) (``engine.BINARY_METRICS``).
+def selection_metrics(labels: np.ndarray, pred: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Macro F1, MCC, balanced accuracy and, for two classes, AUC-ROC of one validation pass (scikit-learn).
+
+    ``pred`` are the decided classes (at the binary threshold), ``probs`` the class probabilities (N x k).
+    """
+    import warnings
+
+    from sklearn import metrics as skm
+
+    k = probs.shape[1]
+    if not len(labels):  # no validation images: nothing to score (NaN, as val_loss then is)
+        return dict.fromkeys(("val_f1_macro", "val_mcc", "val_balanced_acc") + (("val_auc",) if k == 2 else ()),
+                             math.nan)
+    with warnings.catch_warnings():  # a class the model never predicts (early epochs) is a score, not a warning
+        warnings.simplefilter("ignore")
+        out = {"val_f1_macro": float(skm.f1_score(labels, pred, labels=list(range(k)), average="macro",
+                                                  zero_division=0)),
+               "val_mcc": float(skm.matthews_corrcoef(labels, pred)),
+               "val_balanced_acc": float(skm.balanced_accuracy_score(labels, pred))}
+    if k == 2:  # undefined with one class in the labels: NaN, which the schedulers score as the worst
+        out["val_auc"] = float(skm.roc_auc_score(labels, probs[:, 1])) if len(np.unique(labels)) == 2 else math.nan
+    return out
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
                            topk: int = 5, threshold: float | None = None) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro P/R/F1, MCC, top-k, AUC-ROC (binary or one-vs-rest), confusion.

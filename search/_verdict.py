@@ -1,0 +1,186 @@
+"""``tune-compare``'s verdict: for each pair of studies tested on the same images, the difference in test
+accuracy (and in each study's selection metric) with a paired bootstrap interval, its p-value, the cost of
+each, and a one-line conclusion. The statistics are ``_stats.paired_difference``; this module reads the
+seeds' ``predictions.npz`` files and words the result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._schema import SpecError
+from ._stats import PAIRED_RESAMPLES, STATISTICS, SeedPredictions, paired_difference
+
+# What a seed's predictions.npz (written by tune-run --final) holds: name -> number of dimensions.
+PREDICTION_ARRAYS = {"labels": 1, "pred": 1, "probs": 2, "test_digest": 0}
+# A study's selection metric (experiment.metric) and the test statistic that measures the same thing.
+SELECTION_STATISTIC = {"val_acc": "accuracy", "val_f1_macro": "f1_macro", "val_mcc": "mcc",
+                       "val_balanced_acc": "balanced_accuracy", "val_auc": "auc_roc", "val_loss": "log_loss"}
+LABEL = {"accuracy": "test accuracy", "f1_macro": "macro F1", "mcc": "MCC", "balanced_accuracy": "balanced accuracy",
+         "auc_roc": "AUC-ROC", "log_loss": "log loss"}
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """A seed's per-test-image predictions; a damaged file is one line naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in PREDICTION_ARRAYS if k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(str(path), "", f"not a predictions file: {why}") from None
+    for key, ndim in PREDICTION_ARRAYS.items():
+        if key not in arrays or arrays[key].ndim != ndim:
+            raise SpecError(str(path), key, f"missing or not {ndim}-dimensional: not a predictions file "
+                                            "written by tune-run --final")
+    labels, pred, probs = arrays["labels"], arrays["pred"], arrays["probs"]
+    if pred.shape != labels.shape or probs.shape[0] != len(labels):
+        raise SpecError(str(path), "pred", f"labels, pred and probs must list the same images, got "
+                                           f"{len(labels)}, {len(pred)} and {probs.shape[0]}")
+    k = probs.shape[1]
+    for key in ("labels", "pred"):
+        a = arrays[key]
+        if a.dtype.kind not in "iu" or (len(a) and not 0 <= a.min() <= a.max() < k):
+            raise SpecError(str(path), key, f"class indices 0 <= i < {k} (the columns of probs) must hold")
+    return arrays
+
+
+@dataclass
+class StudyPredictions:
+    """A study's seeds on its test set, or why there are none to pair (``missing``)."""
+
+    name: str
+    predictions: SeedPredictions | None = None
+    digest: str = ""
+    missing: str = ""
+
+
+def _seed_file(study: dict[str, Any], seed: int) -> Path | None:
+    """Where a seed's predictions.npz is: beside the final metrics, or fetched from the final MLflow run."""
+    if "mlflow_final_run" in study:
+        from mlflow.exceptions import MlflowException
+
+        from ._tracking import client_for
+
+        uri, run_id = study["mlflow_final_run"]
+        try:
+            return Path(client_for(uri).download_artifacts(run_id, f"final/{seed}/predictions.npz"))
+        except (MlflowException, OSError):  # not logged: final models from before predictions.npz
+            return None
+    path = Path(study.get("out_dir", "")) / str(seed) / "predictions.npz"
+    return path if path.is_file() else None
+
+
+def study_predictions(study: dict[str, Any]) -> StudyPredictions:
+    """The seeds' predictions stacked (S x N), when every seed has them, on one test set."""
+    name = study["experiment"]
+    files = [_seed_file(study, int(seed)) for seed in study["seeds"]]
+    if not files or None in files:
+        return StudyPredictions(name, missing=f"{name} has no per-image test predictions (predictions.npz; its "
+                                              "final models predate them: rerun its --final)")
+    seeds = [read_predictions(f) for f in files]  # type: ignore[arg-type]
+    digests = {str(s["test_digest"]) for s in seeds}
+    if len(digests) > 1 or any(not np.array_equal(s["labels"], seeds[0]["labels"]) for s in seeds):
+        return StudyPredictions(name, missing=f"{name}'s seeds were tested on different images")
+    return StudyPredictions(name, SeedPredictions(seeds[0]["labels"], np.stack([s["pred"] for s in seeds]),
+                                                  np.stack([s["probs"] for s in seeds])), digests.pop())
+
+
+def _p(r: dict[str, Any]) -> str:
+    return f"p < {1 / r['resamples']:.2g}" if r["p_value"] == 0 else f"p = {r['p_value']:.2g}"
+
+
+def _difference(r: dict[str, Any], a: str, b: str) -> str:
+    return (f"{a} − {b} = {r['difference']:+.4f}, 95 % CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], {_p(r)}")
+
+
+def _training(cost: dict[str, Any]) -> tuple[float | None, str]:
+    """A final model's training cost: GPU-hours when it trained on a GPU, else seconds."""
+    if cost.get("gpu_hours"):
+        return cost["gpu_hours"], f"{cost['gpu_hours']:.3f} GPU-h"
+    seconds = cost.get("train_seconds")
+    return seconds, ("–" if seconds is None else f"{seconds:,.0f} s") + " training"
+
+
+def cost_line(study: dict[str, Any]) -> str:
+    cost = study["summary"].get("cost", {})
+    lat, params = cost.get("latency_ms"), cost.get("params")
+    return (f"{study['experiment']} {_training(cost)[1]}, {'–' if lat is None else f'{lat:.2f}'} ms latency, "
+            f"{'–' if params is None else f'{params:,.0f}'} params")
+
+
+def _cheaper(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The study that costs less both to train and to run (batch-1 latency), or ''."""
+    ca, cb = a["summary"].get("cost", {}), b["summary"].get("cost", {})
+    ta, tb = _training(ca)[0], _training(cb)[0]
+    la, lb = ca.get("latency_ms"), cb.get("latency_ms")
+    if None in (ta, tb, la, lb) or bool(ca.get("gpu_hours")) != bool(cb.get("gpu_hours")):
+        return ""
+    if ta < tb and la < lb:
+        return a["experiment"]
+    if tb < ta and lb < la:
+        return b["experiment"]
+    return ""
+
+
+def distinguishable(r: dict[str, Any]) -> bool:
+    """Whether the interval of a difference leaves 0 out."""
+    return not r["ci_low"] <= 0 <= r["ci_high"]
+
+
+def conclusion(r: dict[str, Any], a: str, b: str, stat: str = "accuracy") -> str:
+    """'not distinguishable' when the interval holds 0; else which study is better on ``stat``."""
+    if not distinguishable(r):
+        return f"not distinguishable on {LABEL[stat]}"
+    a_higher = r["ci_low"] > 0  # the whole interval on one side of 0
+    return f"{a if a_higher == (STATISTICS[stat] == 'max') else b} is better on {LABEL[stat]}"
+
+
+def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, pb: StudyPredictions) -> list[str]:
+    """The verdict lines of one pair of studies: the conclusion, each selection metric, the costs."""
+    a, b = sa["experiment"], sb["experiment"]
+    if pa.missing or pb.missing:
+        return [f"- {a} vs {b}: cannot pair them: {pa.missing or pb.missing}"]
+    if pa.digest != pb.digest or not np.array_equal(pa.predictions.labels, pb.predictions.labels):
+        return [f"- {a} vs {b}: cannot pair them: they were tested on different images (test set "
+                f"{pa.digest} vs {pb.digest})"]
+    x, y = pa.predictions, pb.predictions
+    acc = paired_difference(x, y, "accuracy")
+    cheaper = _cheaper(sa, sb)
+    note = f"; {cheaper} costs less to train and to run" if cheaper and not distinguishable(acc) else ""
+    lines = [f"- {a} vs {b}: {conclusion(acc, a, b)}{note} ({_difference(acc, a, b)}; "
+             f"{acc['images']:,} test images, {acc['seeds_a']} and {acc['seeds_b']} seeds)"]
+    metrics = dict.fromkeys(((s.get("spec") or {}).get("experiment") or {}).get("metric") for s in (sa, sb))
+    for metric in metrics:
+        stat = SELECTION_STATISTIC.get(str(metric))
+        if stat is None or stat == "accuracy" or (stat == "auc_roc" and x.probs.shape[2] != 2):
+            continue  # accuracy is above; a train_* metric has no test counterpart
+        r = paired_difference(x, y, stat)
+        better = "higher" if STATISTICS[stat] == "max" else "lower"
+        lines.append(f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
+                     f"{conclusion(r, a, b, stat)} ({_difference(r, a, b)})")
+    lines.append(f"  - cost per final model: {cost_line(sa)}; {cost_line(sb)}")
+    return lines
+
+
+def verdict(studies: list[dict[str, Any]]) -> list[str]:
+    """Verdict lines for every pair of studies (none for a single study)."""
+    if len(studies) < 2:
+        return []
+    preds = [study_predictions(s) for s in studies]
+    out = []
+    for i, j in itertools.combinations(range(len(studies)), 2):
+        out += pair_verdict(studies[i], studies[j], preds[i], preds[j])
+    return out
+
+
+NOTE = (f"Paired bootstrap ({PAIRED_RESAMPLES:,} resamples, fixed seed): each resample draws the test images "
+        "once for both studies and each study's seeds anew; 95 % percentile intervals, two-sided p-values. "
+        "A difference whose interval holds 0 is not distinguishable. A study with one seed adds no "
+        "seed-to-seed variation to the interval.")
