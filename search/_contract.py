@@ -76,8 +76,9 @@ class TrialSide(Protocol):
                        flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
         """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
 
-    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str) -> Any:
-        """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
+    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None) -> Any:
+        """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;
+        with ``out_dir`` None, returning that folder as its last result's checkpoint instead."""
 
     def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from ._console import console_for, dashboard_line, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
-from ._paths import STUDY_FILE, claim, holds_study, mlflow_uri, study_dir
+from . import _storage as storage
+from ._paths import STUDY_FILE, check_storage, claim, holds_study, mlflow_uri, study_dir
 from ._space import flat_config, searched_keys
 from ._spec import SpecError, dump_spec, spec_differences
 
@@ -44,6 +44,7 @@ class StudyResult:
     parent_run_id: str | None
     best_config: dict[str, Any]  # the best trial's flat config ({} when no trial scored)
     unfinished: int = 0  # trials an interruption (Ctrl-C, SIGTERM) left to --resume
+    location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
 
 
 def provenance() -> dict[str, Any]:
@@ -69,21 +70,24 @@ def provenance() -> dict[str, Any]:
 def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bool = False,
               overwrite: bool = False, address: str | None = None, log: Any = print,
               verbose: bool = False) -> StudyResult:
-    out = study_dir(spec)
-    state_file = out / STUDY_FILE
+    target = study_dir(spec)
     given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
+    check_storage(target, file, "experiment.output_dir")
     if resume:
-        _check_resumable(file, state_file, given)
+        _check_resumable(file, storage.join(target, STUDY_FILE), given)
         replace = False
     else:
-        replace = claim(out, holds_study, "a study", file=file, key="experiment.name", overwrite=overwrite,
+        replace = claim(target, holds_study, "a study", file=file, key="experiment.name", overwrite=overwrite,
                         missing=f"no {STUDY_FILE}", hint="pass --resume to continue it, --overwrite to replace "
                                                          "it, or --set experiment.name=…")
     check_tracking(spec, file)
     # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
     pools = backend.prepare(spec)
     if replace:
-        shutil.rmtree(out)
+        storage.remove(target)
+    folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
+    out = folder.local
+    state_file = out / STUDY_FILE
 
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
@@ -95,7 +99,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
-    previous = read_json(state_file, "study file") if resume else {}
+    previous = read_json(storage.join(target, STUDY_FILE), "study file") if resume else {}
     parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
                                       reopen=previous.get("mlflow_parent_run_id"), log=log,
@@ -110,13 +114,14 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
     (out / "spec.yaml").write_text(dump_spec(spec))
+    folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
 
     trainable = backend.make_trainable(spec, pools, flat_config)
     # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
     # would double the study's memory for as long as it runs.
     del pools
     if resume:
-        tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(target, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         search = spec["search"]
         tuner = tune.Tuner(
@@ -127,7 +132,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose),
+                name=exp["name"], storage_path=storage.parent(target), verbose=tune_verbosity(verbose),
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
@@ -150,9 +155,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                   status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
                   best=best)
     state_file.write_text(json.dumps(record, indent=2, default=str))
+    folder.publish("trials.csv", "best.yaml", STUDY_FILE)
     if parent:
         _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(unfinished))
-    return StudyResult(out, rows, best, parent, chosen, unfinished)
+    return StudyResult(out, rows, best, parent, chosen, unfinished, folder.location)
 
 
 def check_tracking(spec: dict[str, Any], file: str) -> None:
@@ -165,10 +171,11 @@ def check_tracking(spec: dict[str, Any], file: str) -> None:
             raise SpecError(file, "tracking.mlflow_uri", problem)
 
 
-def _check_resumable(file: str, state_file: Path, spec: dict[str, Any]) -> None:
+def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
     """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
-    if not state_file.is_file():
-        raise SpecError(file, "--resume", f"no study to resume at {state_file.parent} (it has no {STUDY_FILE})")
+    if not storage.is_file(state_file):
+        raise SpecError(file, "--resume", f"no study to resume at {storage.parent(state_file)} "
+                                          f"(it has no {STUDY_FILE})")
     stored = read_json(state_file, "study file")
     # Studies recorded before spec_given kept only the spec fitted to the cluster.
     before = stored.get("spec_given") or stored.get("spec")
