@@ -95,7 +95,8 @@ def postgres() -> Iterator[str]:
     except subprocess.CalledProcessError as err:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         pytest.fail(f"PostgreSQL did not start: {err.stderr or err.stdout}{log[-2000:]}")
-    yield f"postgresql://postgres@/mlflow?host={root}&port={port}"
+    # psycopg2 named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3), which the extras do not install.
+    yield f"postgresql+psycopg2://postgres@/mlflow?host={root}&port={port}"
     subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                    capture_output=True, timeout=120)
     shutil.rmtree(root, ignore_errors=True)
