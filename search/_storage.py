@@ -68,8 +68,7 @@ def check(uri: str) -> str | None:
     unreachable endpoint, refused credentials or a missing bucket. Local paths: None (checked as written)."""
     if not is_uri(uri):
         return None
-    parts = urlsplit(uri)
-    if parts.username or parts.password or any(k in parse_qs(parts.query) for k in _SECRET_PARAMS):
+    if _has_secrets(uri):
         return (f"{redact(uri)}: credentials do not belong in a spec or on the command line; set them in the "
                 f"environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
     try:
@@ -92,11 +91,17 @@ def _endpoint_hint(uri: str) -> str:
     return ""
 
 
+def _has_secrets(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return bool(parts.username or parts.password or any(k in parse_qs(parts.query) for k in _SECRET_PARAMS))
+
+
 def redact(uri: str) -> str:
     """``uri`` without a user name, password or secret query values: what may be printed."""
+    if not _has_secrets(uri):
+        return uri
     parts = urlsplit(uri)
-    netloc = parts.hostname or ""
-    return parts._replace(netloc=netloc, query="").geturl()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
 
 
 def _entries(uri: str) -> dict[str, bool]:
