@@ -80,7 +80,7 @@ def check(uri: str) -> str | None:
             return f"{uri}: the bucket {bucket!r} does not exist (create it first)"
         _entries(uri)  # listing is what every command does first: a refused one fails here
     except (OSError, ValueError, NotImplementedError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        return f"{uri}: cannot be reached: {_error(exc)}{_endpoint_hint(uri)}"
+        return f"{uri}: cannot be used: {_error(exc)}{_endpoint_hint(uri)}"
     return None
 
 

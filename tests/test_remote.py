@@ -3,14 +3,9 @@ command writes to and reads from the bucket, as a user runs them, from a working
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +38,7 @@ def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):  # noqa: 
                           "bucket 'no-such-bucket' does not exist")
     r = cmd("tune-run", QUICKSTART, *quick, "--set", f"experiment.output_dir={RUNS}", cwd=tmp_path,
             env={**s3.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
-    assert_one_line_error(r, "experiment.output_dir", "cannot be reached", "http://127.0.0.1:9")
+    assert_one_line_error(r, "experiment.output_dir", "cannot be used", "connect", "http://127.0.0.1:9")
     r = cmd("tune-run", QUICKSTART, *quick, "--set", f"experiment.output_dir=s3://key:secret@{BUCKET}/runs",
             cwd=tmp_path, env=s3.env)
     assert_one_line_error(r, "credentials do not belong in a spec")
@@ -53,59 +48,29 @@ def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):  # noqa: 
     assert list(tmp_path.iterdir()) == [] and not s3.keys("runs/quickstart-smoke-missing")
 
 
-def stop_after_first_epoch(args: list[str], cwd: Path, env: dict[str, str], mlflow_uri: str) -> str:
-    """Run ``tune-run ARGS`` and SIGTERM it once a trial has reported its first epoch (one trial at a
-    time, so the other has not finished); its output."""
-    from mlflow.tracking import MlflowClient
-
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    c, deadline = MlflowClient(mlflow_uri), time.time() + 600
-    while time.time() < deadline:
-        time.sleep(0.5)
-        assert proc.poll() is None, "the study ended before it could be stopped"
-        exp = c.get_experiment_by_name("quickstart-smoke")
-        runs = c.search_runs([exp.experiment_id], "tags.role = 'trial'") if exp else []
-        if any("val_acc" in x.data.metrics for x in runs):
-            break
-    proc.send_signal(signal.SIGTERM)  # the driver only, as a job scheduler would
-    out, _ = proc.communicate(timeout=300)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # Ray's processes, if any are left
-    except ProcessLookupError:
-        pass
-    assert proc.returncode == 130, out[-3000:]
-    return out
-
-
 @pytest.mark.ray
 def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path):  # noqa: F811
     from mlflow.tracking import MlflowClient
 
     work = tmp_path / "work"
     work.mkdir()
-    remote = ("--set", f"experiment.output_dir={RUNS}", "--set", f"tracking.mlflow_uri={mlflow_server}",
-              "--set", "search.max_concurrent=1")
-    # Interrupted mid-trial: what finished is in S3, and --resume (reading the study back from S3) completes it.
-    out = stop_after_first_epoch([QUICKSTART, "--smoke", *remote], work, s3.env, mlflow_server)
-    assert "Continue with: tune-run" in out and "--resume" in out, out[-3000:]
-    state = s3.client().get_object(Bucket=BUCKET, Key="runs/quickstart-smoke/study.json")["Body"].read()
-    assert json.loads(state)["interrupted"] is True
+    remote = ("--set", f"experiment.output_dir={RUNS}", "--set", f"tracking.mlflow_uri={mlflow_server}")
+    r = cmd("tune-run", QUICKSTART, "--smoke", *remote, cwd=work, env=s3.env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"best config: {STUDY}/best.yaml" in r.stdout, r.stdout[-2000:]
+    keys = s3.keys("runs/quickstart-smoke/")
+    names = {k.removeprefix("runs/quickstart-smoke/") for k in keys}
+    assert {"study.json", "trials.csv", "best.yaml", "spec.yaml"} <= names, names
+    assert any(n.startswith("experiment_state") for n in names), names  # Tune's own state, for --resume
+    assert any(n.startswith("trial_") and "/checkpoint_" in n and n.endswith("state.pt") for n in names), names
+
+    # --resume reads the study back from S3: a changed spec is refused, the same one resumes (nothing to run).
     r = cmd("tune-run", QUICKSTART, "--smoke", *remote, "--set", "train.lr=0.5", "--resume", cwd=work, env=s3.env)
     assert_one_line_error(r, "--resume", f"{STUDY}/study.json", "train.lr")
     r = cmd("tune-run", QUICKSTART, "--smoke", *remote, cwd=work, env=s3.env)
     assert_one_line_error(r, "experiment.name", f"{STUDY} already holds a study")
     r = cmd("tune-run", QUICKSTART, "--smoke", *remote, "--resume", cwd=work, env=s3.env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"best config: {STUDY}/best.yaml" in r.stdout, r.stdout[-2000:]
-    table = s3.client().get_object(Bucket=BUCKET, Key="runs/quickstart-smoke/trials.csv")["Body"].read().decode()
-    statuses = [row["status"] for row in csv.DictReader(io.StringIO(table))]
-    assert len(statuses) == 2 and set(statuses) <= {"completed", "stopped"}, table
-    keys = s3.keys("runs/quickstart-smoke/")
-    names = {k.removeprefix("runs/quickstart-smoke/") for k in keys}
-    assert {"study.json", "trials.csv", "best.yaml", "spec.yaml"} <= names, names
-    assert any(n.startswith("experiment_state") for n in names), names  # Tune's own state, for --resume
-    assert any(n.startswith("trial_") and "/checkpoint_" in n and n.endswith("state.pt") for n in names), names
 
     # Final training from best.yaml in S3: the models go beside it, to <study>/final.
     r = cmd("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1",
@@ -129,8 +94,8 @@ def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, t
     assert {"runs/compare/report.md", "runs/compare/report.html"} <= set(s3.keys("runs/compare/"))
     assert list(work.iterdir()) == [], "a study in S3 tracked by a server writes nothing where it runs"
 
-    # The tracking server: one parent run, one run per trial (params, per-epoch metrics: the interrupted
-    # trial's first epoch once), no duplicate after --resume; the final run's artifacts and models, in the bucket.
+    # The tracking server: one parent run, one run per trial (params, per-epoch metrics), no duplicate after
+    # --resume; the final run's artifacts and models, stored in the bucket.
     c = MlflowClient(mlflow_server)
     exp = c.get_experiment_by_name("quickstart-smoke")
     runs = c.search_runs([exp.experiment_id], max_results=100)
