@@ -83,8 +83,9 @@ class TrialSide(Protocol):
                        flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
         """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
 
-    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str) -> Any:
-        """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing under ``out_dir``."""
+    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None) -> Any:
+        """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;
+        with ``out_dir`` None, returning that folder as its last result's checkpoint instead."""
 
     def data_fidelity(self, spec: Spec, rungs: list[int], max_t: int) -> Spec:
         """A copy of ``spec`` whose trials train the epochs up to each scheduler rung on a growing share of the

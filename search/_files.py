@@ -1,4 +1,5 @@
-"""Reading the files users hand us (specs, best.yaml, study.json, metrics.json) without ever a traceback.
+"""Reading the files users hand us (specs, best.yaml, study.json, metrics.json; local or at a storage URI)
+without ever a traceback.
 
 A damaged file — not UTF-8, binary, empty, nested thousands of levels deep, an alias bomb, a YAML tag
 naming a Python object — ends as one ``SpecError`` line naming the file and what is wrong with it.
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from ._schema import SpecError
+from ._storage import is_uri, read_bytes
 
 MAX_BYTES = 10 * 2**20  # specs and result files are small; a bigger one is the wrong file
 MAX_DEPTH = 64          # a spec nests 4 levels; a branch option a few more
@@ -21,14 +23,10 @@ MAX_NODES = 200_000     # after alias expansion: a billion-laughs bomb expands t
 
 def read_text(path: str | Path, kind: str = "file") -> str:
     p, name = Path(path), str(path)
-    if p.is_dir():
-        raise SpecError(name, "", f"is a directory, not a {kind}")
-    if not p.exists():
-        raise SpecError(name, "", f"no such {kind}")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise SpecError(name, "", f"cannot be read: {exc.strerror or exc}") from None
+    if is_uri(name):
+        data = read_bytes(name, kind, MAX_BYTES)
+    else:
+        data = _local_bytes(p, kind)
     if len(data) > MAX_BYTES:
         raise SpecError(name, "", f"is {len(data):,} bytes; a {kind} is at most {MAX_BYTES:,}")
     if b"\0" in data:
@@ -37,6 +35,19 @@ def read_text(path: str | Path, kind: str = "file") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(name, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _local_bytes(p: Path, kind: str) -> bytes:
+    name = str(p)
+    if p.is_dir():
+        raise SpecError(name, "", f"is a directory, not a {kind}")
+    if not p.exists():
+        raise SpecError(name, "", f"no such {kind}")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SpecError(name, "", f"cannot be read: {exc.strerror or exc}") from None
+    return data
 
 
 def _expanded_size(node: yaml.Node, depth: int, memo: dict[int, int], file: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from ._budget import concurrency, final_plan, parse_budget
 from ._console import console_for, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json
-from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
+from . import _storage as storage
+from ._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
 from ._runner import (LastStep, _ended, _now, _sigterm_as_interrupt, check_tracking, failure_config, fit_to_cluster,
                       init_ray, open_tracking, provenance)
 from ._spec import dump_spec
@@ -36,29 +36,32 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
 
 
 def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite: bool = False,
-              address: str | None = None, log: Any = print, study_file: Path | None = None,
-              out: Path | None = None, verbose: bool = False, budget: dict[str, Any] | None = None) -> dict[str, Any]:
+              address: str | None = None, log: Any = print, study_file: str | Path | None = None,
+              out: str | Path | None = None, verbose: bool = False, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
     whose budget is reported next to the final numbers. Models go to ``out``: by default
-    ``runs/<study>/final`` for a study's best.yaml, else ``<output_dir>/<name>/final``.
+    ``runs/<study>/final`` for a study's best.yaml, else ``<output_dir>/<name>/final`` (paths or URIs).
     ``budget``: the study's compute budget left for final training (``size_final``).
     """
     study_file, default_out = final_paths(spec, file, study_file)
-    out = absolute(out) if out else default_out
-    replace = claim(out, holds_final, "final models", file=file, key="--final", overwrite=overwrite,
+    target = location(out) if out else default_out
+    check_storage(target, file, "--final")
+    replace = claim(target, holds_final, "final models", file=file, key="--final", overwrite=overwrite,
                     missing="no metrics.json or seed folders", hint="pass --overwrite to replace them")
     check_tracking(spec, file)
     pools = backend.prepare(spec)  # before anything is written
+    folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
+    out = folder.local
     init_ray(address, log, verbose)
     from ray import tune
 
     import ray
 
     fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)
-    if replace:
-        shutil.rmtree(out)
+    if replace:  # only now: final models the cluster refuses to retrain are left in place
+        storage.remove(target)
     sized = size_final(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
@@ -66,12 +69,13 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log,
                                       dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
-    trainable = backend.make_final_trainable(spec, pools, str(out))
+    # Trials write their model folders into a local (or shared) out; to a URI they return them as checkpoints.
+    trainable = backend.make_final_trainable(spec, pools, None if folder.remote else str(out))
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
     tuner = tune.Tuner(
         trainable,
         param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=tune_verbosity(verbose),
+        run_config=tune.RunConfig(name="ray", storage_path=folder.location, verbose=tune_verbosity(verbose),
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"]), LastStep()],
@@ -85,9 +89,11 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     errors += [str(r.metrics["reason"]) for r in grid if r.error is None and (r.metrics or {}).get("error")]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
     unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
+    if folder.remote:
+        _fetch_models(grid, unfinished, folder)
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
                 if s not in unfinished and (out / str(s) / "metrics.json").is_file()]
-    search_budget = read_json(study_file, "study file").get("budget") if study_file.is_file() else None
+    search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
     topk = int(spec["final"]["topk"])
     summary = {
         "experiment": exp["name"], **backend.tags(spec),
@@ -97,11 +103,12 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                      for m in per_seed],
         "history": {m["seed"]: m["history"] for m in per_seed},
         "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
-        "mlflow_run_id": parent, "out_dir": str(out), "unfinished": unfinished,
+        "mlflow_run_id": parent, "out_dir": folder.location, "unfinished": unfinished,
         **({"budget_plan": sized} if sized else {}),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "spec.yaml").write_text(dump_spec(spec))
+    folder.publish("metrics.json", "spec.yaml")
     if parent:
         from ._models import log_final_models
 
@@ -124,6 +131,17 @@ def size_final(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dic
     log(f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
         f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})")
     return {**fp, "available": available}
+
+
+def _fetch_models(grid: Any, unfinished: list[int], folder: storage.Folder) -> None:
+    """Each finished seed's model folder, returned as its trial's checkpoint (already in storage, under
+    ``ray/``), copied to the staging folder's ``<seed>/`` and published there as ``<uri>/<seed>``."""
+    for r in grid:
+        seed = int((r.config or {}).get("seed", -1))
+        if r.checkpoint is None or seed in unfinished:
+            continue
+        r.checkpoint.to_directory(str(folder.local / str(seed)))
+        folder.publish(str(seed))
 
 
 def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> None:

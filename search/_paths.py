@@ -6,6 +6,9 @@ relative SQLite file or artifact location against whichever process happens to o
 ``output_dir`` and ``tracking.mlflow_uri`` are read against the working directory of the command
 (as the spec format documents), and what sits beside a spec file (best.yaml's study.json) against
 that file.
+
+A location may also be a storage URI (``s3://bucket/prefix``, ``gs://…``; see ``_storage``): kept as
+given, and what sits beside a file at a URI is beside it there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from . import _storage as storage
 from ._spec import SpecError
 
 STUDY_FILE = "study.json"
@@ -26,25 +30,33 @@ def absolute(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def study_dir(spec: dict[str, Any]) -> Path:
-    """``<output_dir>/<name>``: the study's results and Ray's experiment state."""
-    return absolute(spec["experiment"]["output_dir"]) / spec["experiment"]["name"]
+def location(path: str | Path) -> str:
+    """A place to read or write as every command keeps it: a URI as given, a local path made absolute."""
+    return str(path).rstrip("/") if storage.is_uri(path) else str(absolute(path))
 
 
-def shown(path: Path) -> str:
-    """``path`` as a user would type it: relative when under the working directory."""
+def study_dir(spec: dict[str, Any]) -> str:
+    """``<output_dir>/<name>``: the study's results and Ray's experiment state (a path or a URI)."""
+    return storage.join(location(spec["experiment"]["output_dir"]), spec["experiment"]["name"])
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as a user would type it: a URI as it is, a path relative when under the working directory."""
+    if storage.is_uri(path):
+        return storage.redact(str(path))
     rel = os.path.relpath(path)
-    return path.as_posix() if rel.startswith("..") else rel
+    return Path(path).as_posix() if rel.startswith("..") else rel
 
 
-def final_paths(spec: dict[str, Any], file: str | Path, study_file: Path | None = None) -> tuple[Path, Path]:
-    """(the search's study.json, the folder final models go to).
+def final_paths(spec: dict[str, Any], file: str | Path, study_file: str | Path | None = None) -> tuple[str, str]:
+    """(the search's study.json, the folder final models go to), as paths or URIs.
 
     The study.json beside the spec file (runs/<study>/best.yaml) by default; the models go beside
     that study.json when it exists, else to ``<output_dir>/<name>/final``.
     """
-    study_file = absolute(study_file) if study_file else absolute(file).parent / STUDY_FILE
-    return study_file, (study_file.parent if study_file.is_file() else study_dir(spec)) / FINAL_DIR
+    study_file = location(study_file) if study_file else storage.join(storage.parent(location(file)), STUDY_FILE)
+    beside = storage.is_file(study_file)
+    return study_file, storage.join(storage.parent(study_file) if beside else study_dir(spec), FINAL_DIR)
 
 
 def tracking_uri(uri: str) -> str:
@@ -71,16 +83,26 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return str(Path(uri[len(SQLITE):]).parent / "mlruns" / folder)
 
 
-def claim(out: Path, ours: Callable[[Path], bool], what: str, *, file: str, key: str, overwrite: bool,
-          hint: str, missing: str) -> bool:
-    """Whether ``out`` must be deleted before ``what`` is written there; refuses (SpecError) when it may not be.
+def check_storage(out: str, file: str, key: str) -> None:
+    """A storage URI that cannot hold the results (unreachable, no such bucket, refused credentials) is
+    one line before anything starts; local folders are checked as they are written."""
+    problem = storage.check(out)
+    if problem:
+        raise SpecError(file, key, problem)
 
-    Only a folder that ``ours`` recognises is ever deleted, and only with --overwrite: a mistyped
-    output_dir or a folder of the user's own files is left alone.
+
+def claim(out: str, ours: Callable[[dict[str, bool]], bool], what: str, *, file: str, key: str, overwrite: bool,
+          hint: str, missing: str) -> bool:
+    """Whether ``out`` (a path or URI) must be deleted before ``what`` is written there; refuses (SpecError)
+    when it may not be.
+
+    Only a folder that ``ours`` recognises (from its entries, ``{name: is a folder}``) is ever deleted,
+    and only with --overwrite: a mistyped output_dir or a folder of the user's own files is left alone.
     """
-    if not out.exists() or not any(out.iterdir()):
+    entries = storage.entries(out)
+    if not entries:
         return False
-    if not ours(out):
+    if not ours(entries):
         raise SpecError(file, "--overwrite" if overwrite else key,
                         f"{out} holds files that are not {what} ({missing}), so it is neither replaced nor "
                         f"reused; choose another experiment.name or output_dir, or move those files")
@@ -89,11 +111,11 @@ def claim(out: Path, ours: Callable[[Path], bool], what: str, *, file: str, key:
     return True
 
 
-def holds_study(folder: Path) -> bool:
-    return (folder / STUDY_FILE).is_file()
+def holds_study(entries: dict[str, bool]) -> bool:
+    return entries.get(STUDY_FILE) is False  # a file
 
 
-def holds_final(folder: Path) -> bool:
+def holds_final(entries: dict[str, bool]) -> bool:
     """Final models: the summary metrics.json, a seed folder (0, 1, …) or the Ray state of an interrupted run."""
-    return (folder / "metrics.json").is_file() or (folder / "ray").is_dir() or any(
-        d.is_dir() and d.name.lstrip("-").isdigit() for d in folder.iterdir())
+    return entries.get("metrics.json") is False or entries.get("ray") is True or any(
+        is_dir and name.lstrip("-").isdigit() for name, is_dir in entries.items())

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs,
 from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
-from ._paths import STUDY_FILE, claim, holds_study, mlflow_uri, study_dir
+from . import _storage as storage
+from ._paths import STUDY_FILE, check_storage, claim, holds_study, mlflow_uri, study_dir
 from ._space import as_searched, flat_config, grid_points, searched_keys
 from ._spec import SpecError, dump_spec, spec_differences
 
@@ -49,6 +49,7 @@ class StudyResult:
     unfinished: int = 0  # trials an interruption (Ctrl-C, SIGTERM) left to --resume
     compute_budget: dict[str, Any] | None = None  # search.budget: planned and spent (study.json's record)
     search_started: float = 0.0  # time.monotonic() when the search began: a wall-clock budget's clock
+    location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
 
 
 def provenance() -> dict[str, Any]:
@@ -76,19 +77,23 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
               verbose: bool = False, started: float | None = None) -> StudyResult:
     """``started``: time.monotonic() when the command began (study.json's ``startup_s`` counts from it)."""
     started = time.monotonic() if started is None else started
-    out = study_dir(spec)
-    state_file = out / STUDY_FILE
+    target = study_dir(spec)
     given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
+    check_storage(target, file, "experiment.output_dir")
     if resume:
-        _check_resumable(file, state_file, given)
+        _check_resumable(file, storage.join(target, STUDY_FILE), given)
         replace = False
     else:
-        replace = claim(out, holds_study, "a study", file=file, key="experiment.name", overwrite=overwrite,
+        replace = claim(target, holds_study, "a study", file=file, key="experiment.name", overwrite=overwrite,
                         missing=f"no {STUDY_FILE}", hint="pass --resume to continue it, --overwrite to replace "
                                                          "it, or --set experiment.name=…")
     check_tracking(spec, file)
     # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
     pools = backend.prepare(spec)
+    folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
+    out = folder.local
+    state_file = out / STUDY_FILE
+
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
     dashboard = init_ray(address, log, verbose)
@@ -97,13 +102,13 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
 
     fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)  # before it is recorded: study.json says what ran
     if replace:  # only now: a study the cluster refuses leaves the old one in place
-        shutil.rmtree(out)
+        storage.remove(target)
     budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] and not resume else None
     cb = plan_budget(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
     exp = spec["experiment"]
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
-    previous = read_json(state_file, "study file") if resume else {}
+    previous = read_json(storage.join(target, STUDY_FILE), "study file") if resume else {}
     parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
                                       max_epochs=spec["train"]["epochs"],
                                       reopen=previous.get("mlflow_parent_run_id"), log=log,
@@ -120,6 +125,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     state_file.write_text(json.dumps(record, indent=2, default=str))
     (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
     (out / "spec.yaml").write_text(dump_spec(spec))
+    folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
 
     trial_spec = spec
     if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
@@ -131,7 +137,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     stopper = (BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
                if budget and cb else None)
     if resume:
-        tuner = tune.Tuner.restore(str(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(target, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         search = spec["search"]
         tuner = tune.Tuner(
@@ -143,7 +149,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname,
                 time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=str(out.parent), verbose=tune_verbosity(verbose), stop=stopper,
+                name=exp["name"], storage_path=storage.parent(target), verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
@@ -174,11 +180,12 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         log(f"budget: {cb['reason']}" if cb["ended_by_budget"] else
             f"budget: the search spent {budget.show(cb['spent']['search'])} of its {budget.show(cb['planned']['search'])}")
     state_file.write_text(json.dumps(record, indent=2, default=str))
+    folder.publish("trials.csv", "best.yaml", STUDY_FILE)
     if parent:
         if cb:
             log_to_mlflow(uri, parent, cb, planned=True)
         _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(unfinished))
-    return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started)
+    return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started, folder.location)
 
 
 def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Budget, cluster: dict[str, float],
@@ -257,10 +264,11 @@ def check_tracking(spec: dict[str, Any], file: str) -> None:
             raise SpecError(file, "tracking.mlflow_uri", problem)
 
 
-def _check_resumable(file: str, state_file: Path, spec: dict[str, Any]) -> None:
+def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
     """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
-    if not state_file.is_file():
-        raise SpecError(file, "--resume", f"no study to resume at {state_file.parent} (it has no {STUDY_FILE})")
+    if not storage.is_file(state_file):
+        raise SpecError(file, "--resume", f"no study to resume at {storage.parent(state_file)} "
+                                          f"(it has no {STUDY_FILE})")
     stored = read_json(state_file, "study file")
     # Studies recorded before spec_given kept only the spec fitted to the cluster.
     before = stored.get("spec_given") or stored.get("spec")

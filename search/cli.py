@@ -7,9 +7,9 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
+from . import _storage as storage
 from ._contract import TrialSide
 from ._paths import mlflow_uri, shown
 from ._space import as_searched, grid_points, preview_configs
@@ -122,9 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
             t0 = time.monotonic()
             summary = run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
-                                address=args.address, study_file=result.out_dir / "study.json",
+                                address=args.address, study_file=storage.join(result.location, "study.json"),
                                 budget=_budget_left(result))
-            status = _final_summary(summary, shown(result.out_dir / "best.yaml"))
+            status = _final_summary(summary, shown(storage.join(result.location, "best.yaml")))
             if result.compute_budget:
                 _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
             return status
@@ -185,10 +185,10 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
           f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
-    print(f"  results:     {shown(result.out_dir)} (trials.csv, study.json)")
+    print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
     if result.best:
         print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
-        print(f"  best config: {shown(result.out_dir / 'best.yaml')}")
+        print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
     else:
         print("  best:        none (no trial produced a metric)")
     if result.parent_run_id:
@@ -213,7 +213,7 @@ def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
               f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
               f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
               f"{c['train_seconds_total']:.0f} s training")
-    print(f"  models and metrics: {shown(Path(summary['out_dir']))}")
+    print(f"  models and metrics: {shown(summary['out_dir'])}")
     if summary.get("unfinished"):
         print(f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "
               f"Train them again with: {shlex.join(['tune-run', spec_file, '--final', '--overwrite'])}")
@@ -238,20 +238,23 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     args = eval_parser().parse_args(argv)
     backend = _backend()
-    spec_file = Path(args.model_dir) / "spec.yaml"
+    spec_file = storage.join(args.model_dir, "spec.yaml")
     try:
+        model_dir = storage.local_copy(args.model_dir)  # a model folder at a URI: downloaded first
         for name in ("spec.yaml", "meta.json", "model.safetensors"):
-            if not (Path(args.model_dir) / name).is_file():
+            if not (model_dir / name).is_file():
                 raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
         spec = load_spec(spec_file, backend, args.overrides)
         # New labelled images (--set data.root=DIR) are checked whole, without the training data.
         new_root = any(parse_override(o, str(spec_file))[0] == "data.root" for o in args.overrides)
-        model_dir = Path(args.model_dir)
         pools, splits = backend.eval_set(model_dir, spec["data"], args.split, new_root)
         out = backend.reevaluate(model_dir, pools, spec["data"], args.split, splits)
         if args.explain > 0:
-            out["explain_dir"] = str(backend.explain(model_dir, pools, spec["data"], args.explain, args.split,
-                                                     splits))
+            explained = backend.explain(model_dir, pools, spec["data"], args.explain, args.split, splits)
+            out["explain_dir"] = str(explained)
+            if storage.is_uri(args.model_dir):  # the maps go beside the model, where the user looks
+                out["explain_dir"] = storage.join(args.model_dir, explained.name)
+                storage.upload(explained, out["explain_dir"])
     except (SpecError, *backend.USER_ERRORS) as err:
         return _user_error("tune-eval", str(spec_file), err)
     print(json.dumps(out, indent=2))

@@ -1,6 +1,6 @@
 """``tune-compare runs/vit runs/cnn …``: one table across model families, plus report.md and report.html.
 
-Each argument is a study folder (its ``final/metrics.json``), a final folder, or an MLflow
+Each argument is a study folder (its ``final/metrics.json``; a path or a storage URI), a final folder, or an MLflow
 experiment name (the newest final run's ``final/metrics.json`` artifact). A study folder without
 final models whose search varied ``data.train_fraction`` (paper 003's grid) is read from its
 ``trials.csv``: validation accuracy against training fraction per model, with the spread over seeds.
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import _storage as storage
 from ._files import read_json
 from ._paths import tracking_uri
 from ._schema import SpecError
@@ -26,15 +27,17 @@ class CompareError(Exception):
     pass
 
 
-def load_final(source: str, mlflow_uri: str) -> dict[str, Any]:
-    p = Path(source)
+def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[str, Any]:
+    """``local``: the folder's downloaded copy when ``source`` is a URI."""
+    p = local or Path(source)
     for cand in (p / "final" / "metrics.json", p / "metrics.json"):
         if cand.is_file():
             data = final_metrics(cand)
             # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
             return {**data, "out_dir": str(cand.parent.resolve())}
     if p.exists():
-        raise CompareError(f"{source}: no final/metrics.json (run tune-run {p / 'best.yaml'} --final first)")
+        raise CompareError(f"{source}: no final/metrics.json (run tune-run {storage.join(source, 'best.yaml')} "
+                           f"--final first)")
     from ._tracking import client_for
 
     c = client_for(mlflow_uri)
@@ -73,6 +76,25 @@ def checked(data: dict[str, Any], keys: dict[str, type], file: Path, what: str) 
 
 def final_metrics(path: Path) -> dict[str, Any]:
     return checked(read_json(path, "metrics file"), FINAL_KEYS, path, "a final metrics file")
+
+
+RESULT_FILES = ("study.json", "trials.csv", "metrics.json")
+
+
+def results_only(rel: str) -> bool:
+    """Of a study folder in storage, the files a report reads: not Tune's trial folders and checkpoints."""
+    *folders, file = rel.split("/")
+    return file in RESULT_FILES and not any(f == "ray" or f.startswith(("trial_", "checkpoint_")) for f in folders)
+
+
+def local_study(source: str) -> Path | None:
+    """A study or final folder at a URI, downloaded (its result files); None for a local path or an MLflow name."""
+    if not storage.is_uri(source):
+        return None
+    local = storage.local_copy(source, results_only)
+    if not local.exists():
+        raise CompareError(f"{source}: nothing there (not a study folder)")
+    return local
 
 
 def seed_confusion(path: Path) -> Any:
@@ -333,7 +355,8 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tune-compare", description=__doc__.splitlines()[0])
     p.add_argument("sources", nargs="+", help="study folders (runs/<study>) or MLflow experiment names")
-    p.add_argument("--out", default="runs/compare", help="where report.md, report.html and plots go")
+    p.add_argument("--out", default=None, help="where report.md, report.html and plots go (a path or URI; default: "
+                                               "runs/compare, or compare/ beside the first study at a URI)")
     p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
     args = p.parse_args(argv)
     import pandas as pd
@@ -341,11 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     studies, curves = [], []
     try:
         for src in args.sources:
-            frame = None if (Path(src) / "final" / "metrics.json").is_file() else load_fraction_study(src)
+            local = local_study(src)
+            here = str(local or src)
+            frame = None if (Path(here) / "final" / "metrics.json").is_file() else load_fraction_study(here)
             if frame is not None:
                 curves.append(frame)
             else:
-                studies.append(load_final(src, tracking_uri(args.mlflow_uri)))
+                studies.append(load_final(src, tracking_uri(args.mlflow_uri), local))
         for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
             out = Path(s.get("out_dir", ""))
             seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
@@ -354,11 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._verdict import verdict
 
         lines = verdict(studies)  # reads every seed's predictions: a damaged file stops here, before any report
+        first = args.sources[0]
+        out = args.out or (storage.join(storage.parent(first), "compare") if storage.is_uri(first) else "runs/compare")
+        folder = storage.folder(out)  # a URI: written in a staging folder, then uploaded
+        table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines)
+        folder.publish(*sorted(p.name for p in folder.local.iterdir()))
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(write_reports(studies, Path(args.out), pd.concat(curves) if curves else None, lines))
-    print(f"\nreport: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.html'}")
+    print(table)
+    print(f"\nreport: {storage.join(out, 'report.md')}, {storage.join(out, 'report.html')}")
     return 0
 
 

@@ -146,8 +146,12 @@ def make_trainable(spec: dict[str, Any], pools: Pools,
     return _trainable(trial, spec, pools, flatten=flatten)
 
 
-def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str) -> None:
-    """One final model (one seed): per-epoch results while training, then the test metrics."""
+def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str | None) -> None:
+    """One final model (one seed): per-epoch results while training, then the test metrics.
+
+    The model folder goes to ``out_dir/<seed>``; without an ``out_dir`` (results in remote storage, which
+    this node may not share) it is the last result's checkpoint, which Ray uploads to the run's storage.
+    """
     from ray import tune
 
     from .final import train_final
@@ -162,14 +166,17 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
         epoch[0] = int(metrics.get("epoch", epoch[0]))
         tune.report({**metrics, **device})
 
-    try:
-        m = train_final(spec, pools, seed, Path(out_dir) / str(seed), on_epoch=on_epoch)
-    except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
-        tune.report({**user_error(epoch[0], exc), **device})
-        return
-    test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
-    tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device})
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(out_dir or tmp) / str(seed)
+        try:
+            m = train_final(spec, pools, seed, model_dir, on_epoch=on_epoch)
+        except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
+            tune.report({**user_error(epoch[0], exc), **device})
+            return
+        test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
+        tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device},
+                    checkpoint=None if out_dir else tune.Checkpoint.from_directory(str(model_dir)))
 
 
-def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str) -> Any:
+def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str | None) -> Any:
     return _trainable(final_trial, spec, pools, out_dir=out_dir)
