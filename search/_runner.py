@@ -364,7 +364,9 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
-    ctx = ray.init(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
+    # "local", not None: Ray's None joins whatever cluster `ray start` last left on this host
+    # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
+    ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
                    ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
     url = getattr(ctx, "dashboard_url", None)
     if url and address:  # a joined cluster's own dashboard, at an address this machine can use
