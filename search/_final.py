@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ._console import console_for, tune_verbosity
+from ._export import error_reason
 from ._contract import TrialSide
 from ._files import read_json
 from ._paths import absolute, claim, final_paths, holds_final, mlflow_uri
@@ -69,13 +71,14 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         run_config=tune.RunConfig(name="ray", storage_path=str(out), verbose=tune_verbosity(verbose),
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"]), LastStep()],
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
+                                      oom_reason=partial(backend.oom_reason, spec)), LastStep()],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
     with _sigterm_as_interrupt():
         grid = tuner.fit()
     ended = _ended(tuner)
-    errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+    errors = [error_reason(str(r.error), {}, partial(backend.oom_reason, spec)) for r in grid if r.error is not None]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
     unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds

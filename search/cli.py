@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluate on the test split (typically with runs/<study>/best.yaml)")
     p.add_argument("--verbose", action="store_true",
                    help="also show Ray Tune's trial tables and the trial processes' own output")
+    p.add_argument("--sync-mlflow", action="store_true",
+                   help="SPEC is a study folder (runs/<study>): fill in the MLflow runs and metrics its tracking "
+                        "store missed (it was unreachable during the study); adds nothing twice")
     return p
 
 
@@ -72,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     backend = _backend()
     try:
+        if args.sync_mlflow:
+            from ._sync import sync_study
+
+            sync_study(Path(args.spec).resolve())
+            return 0
         spec = load_spec(args.spec, backend, args.overrides, smoke=args.smoke)
         if args.dry_run:
             dry_run(spec, backend)
@@ -128,6 +136,10 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
     print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
           f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
     print(f"  results:     {shown(result.out_dir)} (trials.csv, study.json)")
+    if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
+        print(f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
+              f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
+              f"resources.gpu per trial)")
     if result.best:
         print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
         print(f"  best config: {shown(result.out_dir / 'best.yaml')}")

@@ -4,8 +4,8 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import (apply_config, check, checkpoint_conflict, data_summary, dataset_info, describe, infeasible, prepare,
-                       section_schemas, skipped_images, smoke, tags)
+from ._backend import (apply_config, check, checkpoint_conflict, data_summary, dataset_info, describe, infeasible,
+                       oom_reason, prepare, section_schemas, skipped_images, smoke, tags)
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .engine import METRICS, fit
 from .final import eval_set, reevaluate
@@ -42,5 +42,5 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
 
 __all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "create_model", "data_summary", "dataset_info",
            "describe", "eval_set", "explain", "exportable", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
-           "make_final_trainable", "make_splits", "make_trainable", "prepare", "reevaluate", "section_schemas",
+           "make_final_trainable", "make_splits", "make_trainable", "oom_reason", "prepare", "reevaluate", "section_schemas",
            "skipped_images", "smoke", "tags"]

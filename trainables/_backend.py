@@ -226,6 +226,16 @@ def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def oom_reason(spec: dict[str, Any], values: dict[str, Any] | None = None, host: bool = True) -> str:
+    """Why a trial ran out of memory, naming its model and sizes and what to lower. ``values``: the trial's
+    dotted-key values over ``spec``; ``host``: Ray's memory monitor killed it for the node's memory (else
+    the GPU's ran out)."""
+    s = apply_config(spec, values) if values else spec
+    what = "host memory (Ray's memory monitor killed the trial)" if host else "memory"
+    return (f"out of {what} at batch_size={s['train']['batch_size']}, model={s['model']['name']}, "
+            f"image_size={s['data'].get('image_size')}: lower train.batch_size or data.image_size")
+
+
 def smoke(spec: dict[str, Any]) -> dict[str, Any]:
     """The trial-side sections shrunk to a run of about a minute: <= 2 epochs, 64 training and 32
     validation images per class, a short final training with a small bootstrap."""
