@@ -110,7 +110,7 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
 
     make_image_tree(tmp_path / "t", {"a": 6, "b": 6}, split="train")
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3}, split="test")
-    break_files(tmp_path / "t" / "test" / "a")
+    broken = break_files(tmp_path / "t" / "test" / "a")
     spec = resolve({"experiment": {"name": "f"}, "data": data_for(tmp_path / "t"),
                     "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
                     "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}, "final": {"bootstrap": 0}},
@@ -118,6 +118,11 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
     train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     test = json.loads((tmp_path / "0" / "metrics.json").read_text())["test"]
     assert test["skipped_images"] == 2 and sum(map(sum, test["confusion_matrix"])) == 6
+    # tune-eval counts them too, and names them.
+    r = subprocess.run([str(BIN / "tune-eval"), str(tmp_path / "0")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["skipped_images"] == 2 and sorted(out["skipped_first"]) == sorted(broken)
 
 
 # --------------------------------------------------------------------------- through the console script
