@@ -31,7 +31,8 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
                  "train_seconds", "gpu_hours")
     out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys
                    if per_seed and all(k in m["cost"] for m in per_seed)}
-    out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
+    if per_seed:  # none finished (an interruption): no cost to report, and the summary prints none
+        out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
     return out
 
 
