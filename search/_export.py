@@ -20,7 +20,7 @@ FAILED = ("error", *REASONED)
 
 # Ray's memory monitor killed the trial's process (ray.exceptions.OutOfMemoryError). Its message is a
 # page of Ray advice; these phrases of it identify it, whichever of its lines is kept.
-HOST_OOM_MARKS = ("OutOfMemoryError", "running low on memory", "RAY_memory_usage_threshold")
+HOST_OOM_MARKS = ("ray.exceptions.OutOfMemoryError", "running low on memory", "RAY_memory_usage_threshold")
 
 
 def killed_for_memory(error: str) -> bool:
