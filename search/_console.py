@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ray.tune import Callback
 
-from ._export import FAILED, full_epochs, status_reason, trial_status
+from ._export import FAILED, error_reason, full_epochs, status_reason, trial_status
 from ._space import flat_config
 
 # Warnings already shown by this process: a search and the final training after it are one study.
@@ -40,8 +40,9 @@ class StudyConsole(Callback):
 
     def __init__(self, title: str, metric: str, mode: str, max_epochs: int, space: dict[str, Any] | None = None,
                  *, unit: str = "trial", stream: TextIO | None = None, live: bool | None = None,
-                 interval: float = 30.0) -> None:
+                 interval: float = 30.0, oom_reason: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.title, self.metric, self.mode, self.unit = title, metric, mode, unit
+        self.oom_reason = oom_reason  # a trial killed for host memory: its reason, by its flat config
         self.max_epochs, self.space = max_epochs, space or {}
         self._stream = stream
         self.live = self.stream.isatty() if live is None else live
@@ -109,7 +110,8 @@ class StudyConsole(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from ._tracking import error_text
 
-        self._finish(trial, "error", error_text(trial) or "failed")
+        text = error_text(trial) or "failed"
+        self._finish(trial, trial_status({}, text, 0), error_reason(text, self._config(trial), self.oom_reason))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Tune restarts a trial whose process or node died from its last checkpoint (resources.max_failures)."""
@@ -293,6 +295,9 @@ def quiet_logs(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars, \r and all
     # Tune's newer output prints its experiment header even at verbose=0; the legacy one is silent.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune logs every failed trial's traceback (for a trial Ray's memory monitor killed, a page of Ray
+    # advice); the console's line per trial says what failed and why.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Its "token authentication is enabled" warning: the dashboard line says what to do about it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
@@ -327,8 +332,9 @@ def token_auth_enabled() -> bool:
     return bool(is_token_auth_enabled())
 
 
-def console_for(spec: dict[str, Any], *, title: str, max_epochs: int, unit: str, verbose: bool) -> StudyConsole:
+def console_for(spec: dict[str, Any], *, title: str, max_epochs: int, unit: str, verbose: bool,
+                oom_reason: Callable[[dict[str, Any]], str] | None = None) -> StudyConsole:
     """The console callback for one ``tuner.fit()``; plain lines under ``--verbose`` (beside Ray's tables)."""
     exp = spec["experiment"]
     return StudyConsole(title, exp["metric"], exp["mode"], max_epochs, spec.get("space") if unit == "trial" else {},
-                        unit=unit, live=False if verbose else None)
+                        unit=unit, live=False if verbose else None, oom_reason=oom_reason)

@@ -55,6 +55,10 @@ class TrialSide(Protocol):
     def infeasible(self, spec: Spec) -> str | None:
         """Why this configuration cannot be built (None when it can); cheap, builds nothing."""
 
+    def oom_reason(self, spec: Spec, values: dict[str, Any] | None = None, host: bool = True) -> str:
+        """Why a trial of ``spec`` with the dotted-key ``values`` ran out of memory (``host``: Ray's memory
+        monitor killed it), naming its model and sizes and what to lower."""
+
     def tags(self, spec: Spec) -> dict[str, str]:
         """Labels of a study for tracking and reports: ``model`` and ``dataset``."""
 

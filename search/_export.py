@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ._space import plain
 from ._contract import TrialSide
@@ -21,16 +21,30 @@ FAILED = ("error", *REASONED)
 USER_ERROR = "error"
 
 
+# Ray's memory monitor killed the trial's process (ray.exceptions.OutOfMemoryError). Its message is a
+# page of Ray advice; these phrases of it identify it, whichever of its lines is kept.
+HOST_OOM_MARKS = ("ray.exceptions.OutOfMemoryError", "running low on memory", "RAY_memory_usage_threshold")
+
+
+def killed_for_memory(error: str) -> bool:
+    """Whether a trial's error (its whole text or its last line) is Ray's memory monitor killing it."""
+    return any(mark in error for mark in HOST_OOM_MARKS)
+
+
 def trial_status(last: dict[str, Any], error: str, length: int, finished: bool = True) -> str:
     """The one status rule, for trials.csv, MLflow and the console alike. ``last``: the trial's last
-    result; ``length``: its full length in epochs (``full_epochs``).
+    result; ``error``: the text of what it raised ('' if nothing); ``length``: its full length in epochs
+    (``full_epochs``).
 
     completed: ran its full length; early_stopped: the engine stopped it (``train.early_stopping``);
     stopped: the scheduler did; infeasible: the model refused the configuration; diverged: its training
-    loss became NaN or inf; oom: the GPU ran out of memory; error: it raised;
-    unfinished: the study was interrupted (Ctrl-C, SIGTERM) before the trial ended.
+    loss became NaN or inf; oom: the GPU ran out of memory, or Ray's memory monitor killed the trial
+    for the node's (host) memory; error: it raised; unfinished: the study was interrupted (Ctrl-C,
+    SIGTERM) before the trial ended.
     """
-    if error or last.get(USER_ERROR):
+    if error:
+        return "oom" if killed_for_memory(error) else "error"
+    if last.get(USER_ERROR):
         return "error"
     if not finished:  # the study was interrupted while it ran or waited: --resume continues it
         return "unfinished"
@@ -48,14 +62,25 @@ def status_reason(last: dict[str, Any], status: str) -> str:
     return str(last.get("reason", "")) if status in REASONED or (status == "error" and last.get(USER_ERROR)) else ""
 
 
+def error_reason(error: str, config: dict[str, Any], oom_reason: Callable[[dict[str, Any]], str] | None) -> str:
+    """Why a trial that raised or was killed ended: its exception's last line, or for a trial Ray's memory
+    monitor killed, the trial side's out-of-memory reason for its configuration (model, sizes, what to
+    lower) instead of Ray's dump."""
+    if killed_for_memory(error):
+        return oom_reason(config) if oom_reason else "out of host memory: killed by Ray's memory monitor"
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
     """A trial's full length: a searched train.epochs (paper 000's grid, a branch's own epochs), else the spec's."""
     return int(config.get("train.epochs") or max_epochs)
 
 
 def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str, mode: str,
-               max_epochs: int) -> list[dict[str, Any]]:
-    """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error."""
+               max_epochs: int, oom_reason: Callable[[dict[str, Any]], str] | None = None) -> list[dict[str, Any]]:
+    """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error
+    (the text of what it raised); ``oom_reason``: the reason of a trial killed for host memory, by config."""
     rows = []
     for t in trials:
         last = t["last"] or {}
@@ -68,7 +93,8 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         row.update({f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                     "device": last.get("device", ""), "seconds": plain(last.get("time_total_s", "")),
-                    "reason": t["error"] or status_reason(last, status)})
+                    "reason": error_reason(t["error"], t["config"], oom_reason) if t["error"]
+                    else status_reason(last, status)})
         rows.append(row)
     return rows
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ._budget import concurrency, final_plan, parse_budget
 from ._console import console_for, tune_verbosity
+from ._export import error_reason
 from ._contract import TrialSide
 from ._files import read_json
 from . import _storage as storage
@@ -31,7 +33,8 @@ def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
                  "train_seconds", "gpu_hours")
     out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys
                    if per_seed and all(k in m["cost"] for m in per_seed)}
-    out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
+    if per_seed:  # none finished (an interruption): no cost to report, and the summary prints none
+        out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
     return out
 
 
@@ -78,13 +81,14 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         run_config=tune.RunConfig(name="ray", storage_path=folder.location, verbose=tune_verbosity(verbose),
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"]), LastStep()],
+                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
+                                      oom_reason=partial(backend.oom_reason, spec)), LastStep()],
                                   failure_config=failure_config(spec)),
     )
     with _sigterm_as_interrupt():
         grid = tuner.fit()
     ended = _ended(tuner)
-    errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error is not None]
+    errors = [error_reason(str(r.error), {}, partial(backend.oom_reason, spec)) for r in grid if r.error is not None]
     # A seed that ended itself on a user error or divergence reported it (not raised: Tune would retry it).
     errors += [str(r.metrics["reason"]) for r in grid if r.error is None and (r.metrics or {}).get("error")]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.

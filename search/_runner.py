@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,7 +30,8 @@ from ._contract import TrialSide
 from ._files import read_json
 from ._export import best_row, trial_rows, write_best, write_csv
 from . import _storage as storage
-from ._paths import STUDY_FILE, check_storage, claim, holds_study, mlflow_uri, study_dir
+from ._ray_oom import trials_survive_memory_kills
+from ._paths import STUDY_FILE, check_storage, claim, holds_study, mlflow_uri, shown, study_dir
 from ._space import as_searched, flat_config, grid_points, searched_keys
 from ._spec import SpecError, dump_spec, spec_differences
 
@@ -151,7 +153,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=storage.parent(target), verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
-                                                   unit="trial", verbose=verbose), LastStep()],
+                                                   unit="trial", verbose=verbose,
+                                                   oom_reason=partial(backend.oom_reason, spec)), LastStep()],
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=failure_config(spec)),
         )
@@ -164,7 +167,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     collected = _collect(grid, spec["space"], _ended(tuner))
     unfinished = sum(not t["finished"] for t in collected)
     keys = searched_keys(spec["space"])
-    rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"])
+    rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"], partial(backend.oom_reason, spec))
     write_csv(out / "trials.csv", rows)
     best = best_row(rows, metric, mode)
     chosen: dict[str, Any] = {}
@@ -184,7 +187,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     if parent:
         if cb:
             log_to_mlflow(uri, parent, cb, planned=True)
-        _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(unfinished))
+        _end_tracking(out, uri, lambda: _finish_parent(uri, parent, out, best, metric, rows, bool(unfinished)),
+                      tuner, resume, log)
     return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started, folder.location)
 
 
@@ -312,11 +316,16 @@ class LastStep(Callback):
         self.status = {t.trial_id: t.status for t in trials}
 
 
+def _callback(tuner: Any, cls: type) -> Any:
+    """The ``cls`` callback the Tuner ran with (None if none): a restored Tuner runs with the callbacks the
+    study started with, not those given to it."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    return next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, cls)), None)
+
+
 def _ended(tuner: Any) -> Callable[[str], bool]:
     """Whether a trial had ended (completed, stopped, failed) when ``tuner.fit()`` returned."""
-    # A restored Tuner runs with the callbacks the study started with: find the LastStep among them.
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-    last = next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, LastStep)), None)
+    last = _callback(tuner, LastStep)
     status = last.status if last is not None else {}
     return lambda trial_id: status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
 
@@ -361,6 +370,7 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
     import ray
 
     quiet_logs(verbose)
+    trials_survive_memory_kills()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
@@ -397,7 +407,7 @@ def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, ro
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
         f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"), dataset, _flat_params(spec))]
+                                 spec.get("space"), dataset, _flat_params(spec), partial(backend.oom_reason, spec))]
 
 
 def fit_to_cluster(spec: dict[str, Any], paths: list[str], file: str, log: Any) -> None:
@@ -463,9 +473,8 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
         hist = r.metrics_dataframe.to_dict("records") if r.metrics_dataframe is not None else []
         last = r.metrics or {}
         err = ""
-        if r.error is not None:
-            lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
-            err = lines[-1].strip() if lines else type(r.error).__name__
+        if r.error is not None:  # its whole text: the status rule reads more than its last line
+            err = str(r.error).strip() or type(r.error).__name__
         tid = last.get("trial_id") or getattr(tt, "trial_id", None) or Path(r.path).name
         try:
             config = flat_config(r.config or {}, space)
@@ -476,15 +485,42 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
+def _end_tracking(out: Path, uri: str, finish: Callable[[], None], tuner: Any, resume: bool, log: Any) -> None:
+    """The parent run's summary. When MLflow writes failed during the study (or it resumed), what MLflow
+    lacks is filled in from the study folder; what still cannot be written is named, with the command
+    that fills it in later. The study's own results are on disk either way."""
+    from ._sync import sync_study
+    from ._tracking import MlflowTrials
+
+    tracker = _callback(tuner, MlflowTrials)
+    down = tracker.down if tracker is not None else None
+    try:
+        if down or resume:
+            sync_study(out, log=log if down else (lambda *_: None))
+        else:
+            finish()
+    except Exception as err:  # noqa: BLE001  (whatever the store raises, the study's results stand)
+        trials = sorted(tracker.incomplete) if tracker is not None else []
+        runs = (f"the runs of {len(trials)} trial(s) ({', '.join(trials[:5])}{', …' if len(trials) > 5 else ''}) "
+                f"and " if trials else "")
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        log(f"warning: MLflow writes failed{' from ' + down if down else ''}: {runs}the study's parent run are "
+            f"incomplete in {uri} ({type(err).__name__}: {first}); every result is in {shown(out)}. When the "
+            f"store is back, fill them in with: tune-run --sync-mlflow {shown(out)}")
+
+
 def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
                    rows: list[dict[str, Any]], interrupted: bool = False) -> None:
     from ._tracking import client_for
 
     c = client_for(uri)
-    if best is not None and not math.isnan(best[f"best_{metric}"]):
-        c.log_metric(parent, f"best_{metric}", float(best[f"best_{metric}"]))
+    have = c.get_run(parent).data.metrics  # a repeated finish (--sync-mlflow) logs no value twice
+    if best is not None and not math.isnan(float(best[f"best_{metric}"])):
+        if have.get(f"best_{metric}") != float(best[f"best_{metric}"]):
+            c.log_metric(parent, f"best_{metric}", float(best[f"best_{metric}"]))
         c.set_tag(parent, "best_trial_id", best["trial_id"])
-    c.log_metric(parent, "trials", len(rows))
+    if have.get("trials") != len(rows):
+        c.log_metric(parent, "trials", len(rows))
     for name in ("trials.csv", "best.yaml", STUDY_FILE):
         if (out / name).is_file():
             c.log_artifact(parent, str(out / name))

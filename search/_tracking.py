@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune import Callback
 
 from ._paths import artifact_location, tracking_uri
-from ._export import full_epochs, status_reason, trial_status
+from ._export import error_reason, full_epochs, status_reason, trial_status
 from ._space import branches, flat_config
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
@@ -47,6 +47,15 @@ def check_store(uri: str, timeout: float = 5.0) -> str | None:
 
 def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
+
+    if uri.startswith(("http://", "https://")):
+        # A server that went away fails a write in seconds, not after minutes of the client's retries: a
+        # study goes on without it, and what was not written is filled in later (sync_study).
+        import os
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
     return MlflowClient(tracking_uri=tracking_uri(uri))
 
@@ -127,19 +136,38 @@ class MlflowTrials(Callback):
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
                  space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None) -> None:
+                 params: dict[str, Any] | None = None,
+                 oom_reason: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
+        self.oom_reason = oom_reason  # a trial killed for host memory: its reason, by its flat config
         self.dataset = dataset  # logged as each trial run's input
         self.params = params or {}  # the study's flat spec, under each run's own values
         self.space = space or {}  # conditional spaces: log the trial's flat {dotted key: value} view
         self.max_epochs = max_epochs
+        # MLflow writes that failed (the server went away mid-study): the first error and the trials whose
+        # runs are incomplete. The study's end fills them in, or says how to (tune-run --sync-mlflow).
+        self.down: str | None = None
+        self.incomplete: set[str] = set()
         self._runs: dict[str, str] = {}
         self._devices: set[str] = set()  # runs whose device tag is set (once, not every epoch)
         self._client: Any = None
         self._exp_id: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment state
-        return {**self.__dict__, "_client": None}
+        # A resumed study tries MLflow afresh (and fills in what is missing at its end).
+        return {**self.__dict__, "_client": None, "down": None, "incomplete": set()}
+
+    def _write(self, trial: Any, write: Callable[[], None]) -> None:
+        """One event's MLflow writes. Once one fails, the rest of the study's are skipped instead of each
+        waiting out the client's retries; the trials go on, and their runs are noted as incomplete."""
+        if self.down is None:
+            try:
+                write()
+                return
+            except Exception as err:  # noqa: BLE001  (whatever the client raises: MLflow is not the study)
+                first = (str(err).strip().splitlines() or [""])[0][:300]
+                self.down = f"{time.strftime('%H:%M:%S')} ({type(err).__name__}: {first})"
+        self.incomplete.add(trial.trial_id)
 
     @property
     def client(self) -> Any:
@@ -174,9 +202,15 @@ class MlflowTrials(Callback):
         return flat_config(config, self.space) if branches(self.space) else dict(config)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trial, lambda: self._start(trial))
+
+    def _start(self, trial: Any) -> None:
         self.run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        self._write(trial, lambda: self._result(trial, result))
+
+    def _result(self, trial: Any, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         rid = self.run_id(trial)
@@ -193,6 +227,9 @@ class MlflowTrials(Callback):
             self.client.log_batch(rid, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trial, lambda: self._complete(trial))
+
+    def _complete(self, trial: Any) -> None:
         from mlflow.entities import RunTag
 
         rid = self.run_id(trial)
@@ -208,18 +245,21 @@ class MlflowTrials(Callback):
         self.client.set_terminated(rid, status="FAILED" if status == "error" else "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trial, lambda: self._error(trial))
+
+    def _error(self, trial: Any) -> None:
         rid = self.run_id(trial)
-        self.client.set_tag(rid, "status", "error")
-        self.client.set_tag(rid, "reason", error_text(trial)[:5000])
+        text = error_text(trial)
+        self.client.set_tag(rid, "status", trial_status({}, text or "failed", 0))
+        self.client.set_tag(rid, "reason", error_reason(text, self.flat(dict(trial.config)), self.oom_reason)[:5000])
         self.client.set_terminated(rid, status="FAILED")
 
 
 def error_text(trial: Any) -> str:
-    """The last line of a trial's error (the exception), or ''."""
+    """The whole text of a trial's error (the exception, or Ray's reason for killing it), or ''."""
     path = getattr(trial, "error_file", None) or ""
     try:
         with open(path) as f:
-            lines = [ln.strip() for ln in f.read().strip().splitlines() if ln.strip()]
-        return lines[-1] if lines else ""
+            return f.read().strip()
     except OSError:
         return str(getattr(trial, "error_msg", "") or "")

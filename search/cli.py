@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 import time
 from typing import Any, Sequence
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="measure the model's throughput on this device and print the study's cost and what fits "
                         "the budget; start no study, write nothing")
+    p.add_argument("--sync-mlflow", action="store_true",
+                   help="SPEC is a study folder (runs/<study>): fill in the MLflow runs and metrics its tracking "
+                        "store missed (it was unreachable during the study); adds nothing twice")
     return p
 
 
@@ -84,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     backend = _backend()
     try:
+        if args.sync_mlflow:
+            from ._sync import sync_study
+
+            sync_study(Path(args.spec).resolve())
+            return 0
         # --budget is search.budget given last: it overrides the spec and any --set of it.
         overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
         spec = load_spec(args.spec, backend, overrides, smoke=args.smoke)
@@ -186,6 +195,10 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
     print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
           f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
     print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
+    if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
+        print(f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
+              f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
+              f"resources.gpu per trial)")
     if result.best:
         print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
         print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")

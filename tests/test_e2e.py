@@ -360,3 +360,38 @@ def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session
     _, runs = mlflow_runs(tmp_path / "mlflow.db", "nanfinal")
     seeds = [r for r in runs if r.data.tags.get("role") == "final-seed"]
     assert len(seeds) == 1 and seeds[0].info.status == "FAILED" and seeds[0].data.tags["status"] == "error"
+
+
+def test_sigint_during_final_training_keeps_finished_seeds_and_reports_the_rest(tmp_path):
+    """Ctrl-C while `tune-run --final` trains its seeds one after another (each asks for the whole cluster):
+    the seed that finished is a final model in the summary, the others are reported unfinished, exit 130,
+    and the last line says how to train them again."""
+    spec = {**{k: v for k, v in KILLME.items() if k not in ("space", "search")},
+            "experiment": {"name": "final-int"}, "train": {"epochs": 3, "batch_size": 32},
+            "resources": {"cpu": 64}, "final": {"seeds": [0, 1, 2], "bootstrap": 0}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), "f.yaml", "--final"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    final = tmp_path / "runs" / "final-int" / "final"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + 600
+    while not any(ln.startswith("seed 0 completed") for ln in list(lines)):  # Tune has ended seed 0
+        assert proc.poll() is None and time.time() < deadline, "final training ended before it could be stopped"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=300)
+    reader.join(timeout=60)
+    out = "".join(lines)
+    if _alive(proc.pid):  # Ray's processes, if any are left
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    summary = json.loads((final / "metrics.json").read_text())
+    assert 0 in summary["seeds"] and summary["unfinished"] and 0 not in summary["unfinished"], summary["unfinished"]
+    assert set(summary["seeds"]) | set(summary["unfinished"]) == {0, 1, 2}
+    assert (final / "0" / "model.safetensors").is_file()
+    assert f"Interrupted: seeds {summary['unfinished']} unfinished" in out and "Traceback" not in out, out[-3000:]
+    assert out.strip().splitlines()[-1].endswith("Train them again with: tune-run f.yaml --final --overwrite")

@@ -467,3 +467,21 @@ def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry
     assert result["reason"].startswith("WeightsNotFound: ") and "does not exist" in result["reason"]
     assert trial_status(result, "", 1) == "error" and status_reason(result, "error") == result["reason"]
     assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")
+
+
+def test_a_trial_rays_memory_monitor_killed_is_oom_with_its_sizes_not_rays_text(tmp_path):
+    """The status rule reads Ray's kill message (whichever of its lines is kept); the reason is the trial
+    side's, for the trial's own values. A torch OutOfMemoryError that escaped is an error, not this."""
+    from functools import partial
+
+    from search._export import error_reason, trial_status
+    from tests.conftest import small_spec
+
+    spec = small_spec(tmp_path, "oom")
+    ray_text = ("ray.exceptions.OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory.\n"
+                "To adjust the kill threshold, set the environment variable `RAY_memory_usage_threshold` ...")
+    assert trial_status({}, ray_text, 3) == "oom" and trial_status({}, ray_text.splitlines()[-1], 3) == "oom"
+    assert trial_status({}, "torch.OutOfMemoryError: CUDA out of memory.", 3) == "error"
+    reason = error_reason(ray_text, {"train.batch_size": 8}, partial(trainables.oom_reason, spec))
+    assert reason == ("out of host memory (Ray's memory monitor killed the trial) at batch_size=8, model=vit, "
+                      "image_size=16: lower train.batch_size or data.image_size")

@@ -270,3 +270,14 @@ def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
     with pytest.raises(FloatingPointError, match="final seed 0: training loss became nan at epoch 1"):
         train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     assert not (tmp_path / "0" / "metrics.json").exists()
+
+
+def test_an_interruption_before_any_seed_finished_is_reported_not_a_traceback(capsys):
+    """Ctrl-C before Tune ended any seed: no numbers and no cost to print (it raised KeyError: 'params')."""
+    from search._final import summarise
+    from search.cli import _final_summary
+
+    summary = {"summary": summarise([], 5), "experiment": "x", "seeds": [], "errors": [], "out_dir": "/tmp/x",
+               "unfinished": [0, 1]}
+    assert _final_summary(summary, "f.yaml") == 130
+    assert "Interrupted: seeds [0, 1] unfinished" in capsys.readouterr().out

@@ -42,6 +42,26 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, storage):
 
 
 @pytest.mark.parametrize("storage", ["memory", "stream"])
+def test_a_truncated_jpeg_that_passes_verify_is_skipped(tmp_path, storage):
+    """PIL's verify() reads a JPEG's headers only: a file cut short passes it and fails when decoded, which
+    for a streamed set would be in a loader worker, mid-training."""
+    from PIL import Image
+
+    make_image_tree(tmp_path / "t", {"a": 3, "b": 3}, split="train")
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(whole)
+    cut = tmp_path / "t" / "train" / "a" / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    with Image.open(cut) as im:
+        im.verify()  # passes: the case this test is about
+    pools = load_pools(data_for(tmp_path / "t", storage=storage))
+    assert pools.skipped == [str(cut)] and len(pools.train_x) == 6
+    assert pools.train_x[np.arange(6)].shape == (6, 3, 8, 8)  # every kept file decodes
+    with pytest.raises(DataError, match="cut.jpg"):
+        load_pools(data_for(tmp_path / "t", storage=storage, on_bad_image="error"))
+
+
+@pytest.mark.parametrize("storage", ["memory", "stream"])
 def test_on_bad_image_error_names_the_file(tmp_path, storage):
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3})
     bad = break_files(tmp_path / "t" / "b")
@@ -110,7 +130,7 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
 
     make_image_tree(tmp_path / "t", {"a": 6, "b": 6}, split="train")
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3}, split="test")
-    break_files(tmp_path / "t" / "test" / "a")
+    broken = break_files(tmp_path / "t" / "test" / "a")
     spec = resolve({"experiment": {"name": "f"}, "data": data_for(tmp_path / "t"),
                     "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
                     "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}, "final": {"bootstrap": 0}},
@@ -118,6 +138,11 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
     train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     test = json.loads((tmp_path / "0" / "metrics.json").read_text())["test"]
     assert test["skipped_images"] == 2 and sum(map(sum, test["confusion_matrix"])) == 6
+    # tune-eval counts them too, and names them.
+    r = subprocess.run([str(BIN / "tune-eval"), str(tmp_path / "0")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["skipped_images"] == 2 and sorted(out["skipped_first"]) == sorted(broken)
 
 
 # --------------------------------------------------------------------------- through the console script

@@ -78,8 +78,6 @@ def test_paper_spec_smoke_runs(name, trees, tmp_path):
             "--set", f"tracking.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     if name in PRETRAINED:  # no weights offline: the architecture from random weights, as the issue allows
         args += ["--set", "model.pretrained=false"]
-    if name in ("cars-hyperband", "coins-vit-pretrained"):  # ViT-B / ConvNeXt-B at full size: minutes on 2 cores
-        args += ["--set", "data.image_size=64"]  # timm resizes the ViT's token grid to fit
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / f"{name}-smoke"

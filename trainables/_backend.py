@@ -241,11 +241,72 @@ def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def oom_reason(spec: dict[str, Any], values: dict[str, Any] | None = None, host: bool = True) -> str:
+    """Why a trial ran out of memory, naming its model and sizes and what to lower. ``values``: the trial's
+    dotted-key values over ``spec``; ``host``: Ray's memory monitor killed it for the node's memory (else
+    the GPU's ran out)."""
+    s = apply_config(spec, values) if values else spec
+    what = "host memory (Ray's memory monitor killed the trial)" if host else "memory"
+    return (f"out of {what} at batch_size={s['train']['batch_size']}, model={s['model']['name']}, "
+            f"image_size={s['data'].get('image_size')}: lower train.batch_size or data.image_size")
+
+
+# A smoke run checks that a spec runs, not how well: each step's memory is capped, so that the smoke of any
+# shipped spec stays within a few GB of host memory (cars-hyperband's own sizes, 32 images of up to 300 px
+# through ImageNet models, peaked above 11 GB on CPU). 64 px is a multiple of every patch size the specs use
+# (2 to 16; timm resamples a pretrained ViT's position embeddings) and leaves every stage of a 32x-downsampling
+# CNN a feature map; Inception's stem needs at least 75 px, so Inception models get 96.
+SMOKE_BATCH = 64
+SMOKE_IMAGE = 64
+_SMOKE_IMAGE_AT_LEAST = {"inception": 96}  # model name part: the smallest size its layers take, rounded up
+_SMOKE_CAPPED = ("train.batch_size", "train.eval_batch_size", "data.image_size")
+
+
+def smoke_cap(key: str, model_name: Any) -> int:
+    """The largest value a smoke run gives ``key`` (one of ``_SMOKE_CAPPED``) for this model."""
+    if key != "data.image_size":
+        return SMOKE_BATCH
+    return max([SMOKE_IMAGE] + [v for part, v in _SMOKE_IMAGE_AT_LEAST.items() if part in str(model_name)])
+
+
+def _capped_dist(dist: dict[str, list[Any]], cap: int) -> dict[str, list[Any]]:
+    """A distribution with no value above ``cap``: lists capped (duplicates dropped), ranges' bounds capped."""
+    (kind, values), = dist.items()
+    if kind in ("grid", "choice"):
+        return {kind: list(dict.fromkeys(min(v, cap) for v in values))}
+    low, high, *rest = values
+    if min(high, cap) <= min(low, cap):  # the whole range lies above the cap
+        return {"grid": [cap]}
+    return {kind: [min(low, cap), min(high, cap), *rest]}
+
+
+def _smoke_caps(s: dict[str, Any]) -> None:
+    """Cap batch and image sizes in the spec's sections and wherever its space sets them (and its options)."""
+    name = s["model"].get("name")
+    d, t = s["data"], s["train"]
+    d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
+    for key in ("batch_size", "eval_batch_size"):
+        t[key] = min(t[key], SMOKE_BATCH)
+    for key, dist in (s.get("space") or {}).items():
+        if key in _SMOKE_CAPPED:
+            s["space"][key] = _capped_dist(dist, smoke_cap(key, name))
+        elif "." not in str(key):  # a branch: each option's own values (and its own model)
+            for opt in next(iter(dist.values())):
+                for k in _SMOKE_CAPPED:
+                    cap = smoke_cap(k, opt.get("model.name", name))
+                    if isinstance(opt.get(k), dict):
+                        opt[k] = _capped_dist(opt[k], cap)
+                    elif isinstance(opt.get(k), int):
+                        opt[k] = min(opt[k], cap)
+
+
 def smoke(spec: dict[str, Any]) -> dict[str, Any]:
     """The trial-side sections shrunk to a run of about a minute: <= 2 epochs, 64 training and 32
-    validation images per class, a short final training with a small bootstrap."""
+    validation images per class, batches of at most 64 images of at most 64 px (``smoke_cap``), a short
+    final training with a small bootstrap."""
     s = copy.deepcopy(spec)
     s["train"]["epochs"] = min(s["train"]["epochs"], 2)
+    _smoke_caps(s)
     d = s["data"]
     d["max_per_class"] = min(d["max_per_class"] or 64, 64)
     d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)

@@ -258,7 +258,21 @@ def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str =
     f = spec.get("final") or {}
     out, _, _ = evaluate(res, pools, split, int(f.get("topk", 5)), int(f.get("bootstrap", 1000)),
                          int(spec["train"]["seed"]), meta.get("threshold"))
+    skipped = skipped_in(pools, split)
+    out["skipped_images"], out["skipped_first"] = len(skipped), skipped[:SKIPPED_SHOWN]
     return out
+
+
+SKIPPED_SHOWN = 5  # unreadable files tune-eval names (it counts them all)
+
+
+def skipped_in(pools: Pools, split: str) -> list[str]:
+    """The unreadable files left out of the set ``split`` is drawn from: the test folder's for a test split
+    that has its own folder, else those of the pool the split is carved from."""
+    n_train = len(pools.skipped) - pools.test_skipped
+    if split == "test" and pools.test_x is not None:
+        return pools.skipped[n_train:]
+    return pools.skipped[:n_train]
 
 
 def write_per_class(path: Path, test: dict[str, Any]) -> None:

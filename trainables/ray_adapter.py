@@ -100,8 +100,7 @@ def scored(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
 
 
 def oom_reason(spec: dict[str, Any]) -> str:
-    return (f"out of memory at batch_size={spec['train']['batch_size']}, model={spec['model']['name']}, "
-            f"image_size={spec['data']['image_size']}: lower train.batch_size or data.image_size")
+    return _backend.oom_reason(spec, host=False)
 
 
 def user_error(epoch: int, exc: Exception) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Fill in a study's MLflow runs from its folder: what a tracking store that went away mid-study missed.
+
+The study folder holds everything a trial reported (Ray's ``trial_*/params.json`` and ``result.json``)
+and how each ended (``trials.csv``), so its runs can be completed at any time. Runs are found by their
+``trial_id`` tag under the study's parent run, and only what MLflow lacks is written (a metric's
+missing steps, absent params, changed tags): running it twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ._export import FAILED
+from ._files import read_json
+from ._paths import STUDY_FILE, shown
+from ._space import branches, flat_config
+from ._spec import SpecError
+
+
+def sync_study(out: Path, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Complete the MLflow runs of the study in ``out``; returns what was added (runs, metric values, tags)."""
+    from mlflow.entities import Metric, RunTag
+
+    from ._runner import _finish_parent, _flat_params
+    from ._tracking import check_store, client_for, log_params, numeric_metrics, run_params
+
+    state = out / STUDY_FILE
+    if not state.is_file():
+        raise SpecError(str(out), "--sync-mlflow", f"not a study folder (it has no {STUDY_FILE})")
+    record = read_json(state, "study file")
+    spec, uri, parent = record.get("spec"), record.get("mlflow_uri"), record.get("mlflow_parent_run_id")
+    if not isinstance(spec, dict) or not uri or not parent:
+        raise SpecError(str(state), "mlflow_parent_run_id", "the study has no MLflow run to fill in (tracking "
+                                                            "was off, or it was not written by tune-run)")
+    problem = check_store(uri)
+    if problem:
+        raise SpecError(str(state), "mlflow_uri", problem)
+    rows = _read_rows(out / "trials.csv")
+    c = client_for(uri)
+    parent_run = c.get_run(parent)
+    exp_id = parent_run.info.experiment_id
+    study_tags = {k: v for k, v in parent_run.data.tags.items() if not k.startswith("mlflow.") and k != "role"}
+    base, space = _flat_params(spec), spec.get("space") or {}
+    added = {"runs": 0, "metrics": 0, "tags": 0}
+    for row in rows:
+        tid = row["trial_id"]
+        config, results = _trial_files(out, tid)
+        flat = flat_config(config, space) if branches(space) else dict(config)
+        found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and "
+                                                      f"tags.`mlflow.parentRunId` = '{parent}'")
+        if found:
+            run = found[0]
+            rid, have_params, have_tags = run.info.run_id, run.data.params, run.data.tags
+        else:
+            rid = c.create_run(exp_id, run_name=f"trial_{tid}", tags={
+                **study_tags, "role": "trial", "mlflow.parentRunId": parent, "trial_id": tid}).info.run_id
+            have_params, have_tags = {}, {}
+            added["runs"] += 1
+        params = {k: v for k, v in run_params(base, flat).items() if k not in have_params}
+        if params:
+            log_params(c, rid, params)
+        metrics = _missing_metrics(c, rid, results, numeric_metrics, Metric)
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            c.log_batch(rid, metrics=metrics[i:i + 1000])
+        added["metrics"] += len(metrics)
+        tags = {"status": row["status"], "epochs": row["epochs"], **({"reason": row["reason"][:5000]}
+                                                                     if row["reason"] else {})}
+        device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
+        if device:
+            tags["device"] = device
+        changed = [RunTag(k, str(v)) for k, v in tags.items() if have_tags.get(k) != str(v)]
+        if changed:
+            c.log_batch(rid, tags=changed)
+            added["tags"] += len(changed)
+        if row["status"] != "unfinished":  # a resumed study continues the run of an unfinished trial
+            raised = row["status"] in FAILED and not any(r.get(row["status"]) for r in results[-1:])
+            end = "FAILED" if raised else "FINISHED"
+            if c.get_run(rid).info.status != end:
+                c.set_terminated(rid, status=end)
+    best, metric = record.get("best"), spec["experiment"]["metric"]
+    _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
+    what = (f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
+            if any(added.values()) else "nothing was missing")
+    log(f"MLflow: {uri} filled in from {shown(out)}: {what}")
+    return added
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise SpecError(str(path.parent), "--sync-mlflow", "the study has no trials.csv yet: it has not ended "
+                                                           "(resume it with --resume, which fills MLflow in too)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _trial_files(out: Path, trial_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(config, every result) of a trial, as Ray wrote them in its folder; ({}, []) for what is missing."""
+    folder = out / f"trial_{trial_id}"
+    try:
+        config = json.loads((folder / "params.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    results = []
+    try:
+        lines = (folder / "result.json").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            results.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed driver
+            continue
+    return config, results
+
+
+def _missing_metrics(c: Any, rid: str, results: list[dict[str, Any]], numeric: Callable[[dict[str, Any]], dict],
+                     metric_cls: Any) -> list[Any]:
+    """The per-epoch metric values of ``results`` whose step the run lacks."""
+    wanted: dict[str, dict[int, tuple[float, int]]] = {}
+    for r in results:
+        if r.get("infeasible"):
+            continue
+        step = int(r.get("epoch", r.get("training_iteration", 0)))
+        stamp = int(float(r.get("timestamp") or time.time()) * 1000)
+        for key, value in numeric(r).items():
+            wanted.setdefault(key, {})[step] = (value, stamp)
+    out = []
+    for key, steps in wanted.items():
+        have = {m.step for m in c.get_metric_history(rid, key)}
+        out += [metric_cls(key, v, stamp, step) for step, (v, stamp) in sorted(steps.items()) if step not in have]
+    return out

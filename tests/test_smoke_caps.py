@@ -1,0 +1,56 @@
+"""``--smoke`` caps every trial's batch and image sizes (``trainables._backend.smoke_cap``), in the spec's
+sections and wherever its space sets them, so that the smoke run of any shipped spec stays within a few GB
+of host memory: checked on the resolved spec ``--smoke --dry-run`` prints, for every shipped spec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_image_tree
+from trainables._backend import SMOKE_BATCH, smoke_cap
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = sorted(p.name for p in (REPO / "spaces").glob("*.yaml"))
+
+
+def _values(dist):
+    """The values a space entry can take: a fixed value, a list's values or a range's bounds."""
+    if not isinstance(dist, dict):
+        return [dist]
+    (kind, values), = dist.items()
+    return list(values) if kind in ("grid", "choice") else list(values[:2])
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tree")
+    make_image_tree(root, {"a": 3, "b": 3}, size=16, split="train")
+    return make_image_tree(root, {"a": 2, "b": 2}, size=16, split="test")
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree):
+    args = [str(REPO / "spaces" / name), "--smoke", "--dry-run"]
+    if name != "quickstart.yaml":  # the quickstart's digits come with scikit-learn
+        args += ["--set", f"data.root={tree}"]
+    r = subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], capture_output=True, text=True,
+                       timeout=300, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    spec = yaml.safe_load("\n".join(ln for ln in r.stdout.splitlines() if not ln.startswith("#")))
+    model = spec["model"]["name"]
+    assert spec["data"]["image_size"] <= smoke_cap("data.image_size", model)
+    assert spec["train"]["batch_size"] <= SMOKE_BATCH and spec["train"]["eval_batch_size"] <= SMOKE_BATCH
+    entries = [(k, d, model) for k, d in spec["space"].items() if "." in k]
+    for key, dist in spec["space"].items():
+        if "." not in key:  # a branch: each option's own keys, with its own model
+            entries += [(k, v, opt.get("model.name", model)) for opt in next(iter(dist.values()))
+                        for k, v in opt.items() if k != "name"]
+    for key, dist, m in entries:
+        if key in ("train.batch_size", "train.eval_batch_size", "data.image_size"):
+            assert max(_values(dist)) <= smoke_cap(key, m), (key, dist)
