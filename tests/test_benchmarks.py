@@ -31,6 +31,8 @@ def test_benchmark_quick(name, tmp_path):
             assert result["ratio"] is None and result["status"].startswith("pending")
     elif name == "search_efficiency":  # no ratio when ASHA missed random's best at the median seed
         assert result["ratio"] is None or result["ratio"] > 0
+    elif name == "memory":  # --quick's sets differ by a few MiB, within the noise: a number, not its sign
+        assert isinstance(result["ratio"], float) and result["ratio"] == result["ratio"]
     else:
         assert result["ratio"] > 0
     if name == "search_efficiency":
