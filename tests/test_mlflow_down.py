@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import read_rows
+from tests.servers import free_port
 
 pytestmark = pytest.mark.ray
 BIN = Path(sys.executable).parent
@@ -31,12 +31,6 @@ SPEC = {
     "search": {"algorithm": "grid", "max_concurrent": 1},
     "resources": {"cpu": 1},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
