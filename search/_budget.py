@@ -103,6 +103,40 @@ def final_epochs(available: float, per_epoch: float, cap: int) -> int:
     return int(max(1, min(cap, math.floor(available / per_epoch + 1e-9)))) if per_epoch > 0 else int(cap)
 
 
+def asha_rungs(sched: dict[str, Any]) -> list[int]:
+    """ASHA's rung milestones below ``max_t``: grace_period * reduction_factor**k (one bracket)."""
+    g, eta, max_t = int(sched["grace_period"]), float(sched["reduction_factor"]), int(sched["max_t"])
+    rungs, r = [], float(g)
+    while r < max_t:
+        rungs.append(int(r))
+        r *= eta
+    return rungs
+
+
+def expected_trial_epochs(sched: dict[str, Any]) -> float:
+    """What an average trial costs, in epochs of the full training split.
+
+    FIFO, median, PBT and Hyperband: every trial may run ``max_t`` epochs (Hyperband's brackets differ;
+    counted at full length, which plans fewer trials than run). ASHA with one bracket keeps about
+    1/reduction_factor of the trials at each rung, so epoch e is trained by reduction_factor**-k of them,
+    k the rungs before it; with ``fidelity: data`` the epochs up to rung r see r/max_t of the data. Early in
+    an asynchronous run ASHA promotes more than that, so the plan can hold more trials than the share pays
+    for: the budget's stopper then ends the search, and final training still gets its share.
+    """
+    max_t = int(sched["max_t"])
+    if sched["name"] != "asha" or int(sched["brackets"]) != 1:
+        return float(max_t)
+    rungs, eta = asha_rungs(sched), float(sched["reduction_factor"])
+    data = sched.get("fidelity") == "data"
+    total = 0.0
+    for e in range(1, max_t + 1):
+        passed = sum(r < e for r in rungs)
+        nxt = next((r for r in rungs if r >= e), None)
+        share = nxt / max_t if data and nxt is not None else 1.0
+        total += eta ** -passed * share
+    return total
+
+
 def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], grid: int, parallel: int,
          gpu_hours: Callable[..., float], num_samples_given: int | None) -> dict[str, Any]:
     """Shares, trials and final epochs of ``spec`` under ``budget``; ``probes``: the trial side's probes of
@@ -112,7 +146,8 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
     search_share = budget.amount * (split if after else 1.0)
     epoch_s = sum(p["epoch_s"] for p in probes) / len(probes)
     trial_epochs = int(spec["scheduler"]["max_t"])
-    per_trial = trial_epochs * epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel)
+    expected = expected_trial_epochs(spec["scheduler"])
+    per_trial = expected * epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel)
     if budget.unit == "seconds":
         per_trial += TRIAL_START_S / parallel
     fits = max(1, math.floor(search_share / per_trial + 1e-9))
@@ -126,9 +161,9 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
         "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
         "num_samples": num_samples, "num_samples_from": "budget" if num_samples_given is None else "spec",
         "trials": trials, "trials_that_fit": fits, "trial_epochs": trial_epochs,
-        "epoch_s": epoch_s, "parallel": parallel,
+        "trial_epochs_expected": round(expected, 3), "epoch_s": epoch_s, "parallel": parallel,
         # What the plan should take by the probe (a wall-clock budget: its shares).
-        "planned_seconds": {"search": trials * trial_epochs * epoch_s / parallel},
+        "planned_seconds": {"search": trials * expected * epoch_s / parallel},
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))

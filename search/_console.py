@@ -300,6 +300,9 @@ def quiet_logs(verbose: bool) -> None:
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Its "token authentication is enabled" warning: the dashboard line says what to do about it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # "Failed to fetch metrics for N trial(s)" with a path per trial: trials stopped before their first
+    # report (a spent budget) have none, and trials.csv and the console already say how each ended.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def dashboard_line(url: str | None, joined: bool = False) -> str:

@@ -54,7 +54,7 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
 
 def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
     out(f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of up to "
-        f"{p['trial_epochs']} epochs; planned {p['trials']} (num_samples={p['num_samples']}, from the "
+        f"{p['trial_epochs']} epochs ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
         f"{p['num_samples_from']})" + (" — more than fit: the budget's stopper ends the search when its share "
                                         "is spent" if p["trials"] > p["trials_that_fit"] else ""))
     if "final_epochs" in p:

@@ -124,10 +124,11 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
 def size_final(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dict[str, Any],
                cluster: dict[str, float], log: Any) -> dict[str, Any]:
     """Final epochs that fit what the study's budget left (``budget``: ``budget`` text, ``available`` in its
-    unit, or ``deadline`` in time.monotonic() for wall clock), from a probe of this configuration; a
+    unit, and for a study's wall clock its ``deadline`` in time.monotonic()), from a probe of this configuration; a
     final.epochs the spec sets is kept."""
     b = parse_budget(budget["budget"], "study.json")
-    available = budget["deadline"] - time.monotonic() if b.unit == "seconds" else budget["available"]
+    # A study's wall-clock share ends at its deadline; --final --budget alone has none: all of it, from now.
+    available = budget["deadline"] - time.monotonic() if budget.get("deadline") else budget["available"]
     fp = final_plan(spec, b, available, [backend.probe(spec, pools)], concurrency(spec, cluster.get("CPU", 1),
                                                                                   cluster.get("GPU", 0)),
                     backend.gpu_hours)

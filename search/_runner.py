@@ -205,7 +205,7 @@ def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Bu
     final = (f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds"
              if "final_epochs" in cb else "")
     log(f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of up to "
-        f"{cb['trial_epochs']} epochs ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
+        f"{cb['trial_epochs']} epochs, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
         f"{final}" + (f" ({note})" if note else ""))
     return cb
 

@@ -110,8 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "space, such as runs/<study>/best.yaml")
             from ._final import run_final
 
+            # --budget with --final sizes the final epochs to it (search.budget of a best.yaml does not: that was
+            # the whole study's); like a study's, it counts from the first trial, after Ray and data start.
+            budget = None
+            if args.budget is not None:
+                from ._budget import parse_budget
+
+                b = parse_budget(args.budget, args.spec, "--budget")
+                budget = {"budget": b.text, "available": b.amount}
             summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
-                                verbose=args.verbose)
+                                verbose=args.verbose, budget=budget)
             return _final_summary(summary, args.spec)
         from ._runner import run_study
 

@@ -102,6 +102,19 @@ def test_plan_sizes_what_the_spec_leaves_open():
     assert final_epochs(available=10, per_epoch=3, cap=100) == 3 and final_epochs(1, 3, 100) == 1
 
 
+def test_asha_trial_cost():
+    from search._budget import asha_rungs, expected_trial_epochs
+
+    sched = {"name": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": 12, "brackets": 1, "fidelity": "epochs"}
+    assert asha_rungs(sched) == [2, 4, 8]
+    # Epochs 1-2 by every trial, 3-4 by half, 5-8 by a quarter, 9-12 by an eighth: 2 + 1 + 1 + 0.5.
+    assert expected_trial_epochs(sched) == pytest.approx(4.5)
+    # Data fidelity: the epochs up to rung r see r/12 of the data: 2*2/12 + 2*.5*4/12 + 4*.25*8/12 + 4*.125.
+    assert expected_trial_epochs({**sched, "fidelity": "data"}) == pytest.approx(1 / 3 + 1 / 3 + 2 / 3 + 0.5)
+    for other in ({**sched, "name": "fifo"}, {**sched, "name": "hyperband"}, {**sched, "brackets": 2}):
+        assert expected_trial_epochs(other) == 12
+
+
 def test_stopper_counts_epochs_and_gpu_hours_across_trials():
     from search._runner import BudgetStopper
 
@@ -136,7 +149,9 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path):
     # quickstart searches model.hidden (3 widths; dropout is a rate): each width probed once.
     assert sum("images/s training" in line for line in out.splitlines()) == 3, out
     assert "study as written: 1 grid point(s) x num_samples sized from search.budget" in out
-    assert "budget 60epochs: search 60 epochs fits 5 trials of up to 12 epochs; planned 5" in out
+    # ASHA (grace 2, factor 2, 12 epochs) runs 4.5 epochs a trial on average (test_asha_trial_cost): 60 // 4.5.
+    assert ("budget 60epochs: search 60 epochs fits 13 trials of up to 12 epochs (4.5 on average under the "
+            "scheduler); planned 13") in out
     assert "Ray dashboard" not in out and list(tmp_path.iterdir()) == []  # no Ray, no runs/, no MLflow store
 
 

@@ -105,6 +105,8 @@ def test_pad_crop_is_a_shift():
     ({"schedule": "exponential", "gamma": 0.5}, [1.0, 0.5, 0.25, 0.125]),
     ({"schedule": "multistep", "gamma": 0.1, "milestones": [2, 3]}, [1.0, 1.0, 0.1, 0.01]),
     ({"schedule": "cosine", "warmup_epochs": 2}, [0.5, 1.0, 1.0, 0.5]),
+    ({"schedule": "linear", "warmup_epochs": 1}, [1.0, 1.0, 2 / 3, 1 / 3]),
+    ({"schedule": "linear", "warmup_epochs": 0}, [1.0, 0.75, 0.5, 0.25]),
     ({"schedule": "none"}, [1.0, 1.0, 1.0, 1.0]),
 ])
 def test_schedules(train, expected):

@@ -80,16 +80,50 @@ def test_vit_head_dim_decouples_attention_width():
     assert m.blocks[0].attn.qkv.out_features == 3 * 320
 
 
+def test_vit_small_data_options_keep_the_token_grid():
+    # Conv tokenizer at patch 4: two conv-pool stages give the same 8 x 8 grid; sequence pooling has no class
+    # token, so the position embedding has 64 rows, not 65.
+    m = create_model("vit", num_classes=10, in_chans=3, image_size=32, patch_size=4, embed_dim=64, depth=3,
+                     num_heads=4, mlp_dim=128, tokenizer="conv", pool="seq", drop_path=0.1)
+    assert m.pos_embed.shape == (1, 64, 64) and not hasattr(m, "cls_token")
+    assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.patch_embed) == 2
+    assert [b.drop_path for b in m.blocks] == [0.0, 0.05, 0.1]
+    x = torch.randn(4, 3, 32, 32)
+    m.eval()
+    assert torch.equal(m(x), m(x))  # stochastic depth is off in eval
+    m.train()
+    torch.manual_seed(0)
+    assert m(x).shape == (4, 10)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean():
+    from trainables.models.vit import drop_path
+
+    torch.manual_seed(0)
+    x = torch.ones(20000, 3, 2)
+    y = drop_path(x, 0.25, training=True)
+    per_sample = y.flatten(1)
+    assert per_sample.unique().tolist() == pytest.approx([0.0, 4 / 3])  # all or nothing per sample, rescaled
+    assert (per_sample == per_sample[:, :1]).all()
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert torch.equal(drop_path(x, 0.25, training=False), x)
+
+
 @pytest.mark.parametrize("args,needle", [
     (dict(embed_dim=48, num_heads=5), "embed_dim must be divisible by num_heads"),
+    (dict(tokenizer="conv", patch_size=1), "power of 2"),
+    (dict(tokenizer="linear"), "tokenizer must be one of patch, conv"),
+    (dict(pool="mean"), "pool must be one of cls, seq"),
+    (dict(drop_path=1.0), "0 <= drop_path < 1"),
     (dict(patch_size=5), "patch_size must divide image_size"),
     (dict(dropout=1.0), "0 <= dropout < 1"),
 ])
 def test_vit_constraints(args, needle):
-    reason = check_model("vit", num_classes=10, in_chans=3, image_size=32, **args)
+    args = {"image_size": 32, **args}
+    reason = check_model("vit", num_classes=10, in_chans=3, **args)
     assert reason and needle in reason
     with pytest.raises(ModelConfigError, match=needle):
-        create_model("vit", num_classes=10, in_chans=3, image_size=32, **args)
+        create_model("vit", num_classes=10, in_chans=3, **args)
 
 
 def test_cnn_constraints():

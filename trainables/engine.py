@@ -39,7 +39,7 @@ def metric_problem(metric: str | None, num_classes: int) -> str | None:
         return (f"{metric} needs a binary task (2 classes), got {num_classes} classes; "
                 f"for more classes use val_f1_macro, val_mcc or val_balanced_acc")
     return None
-SCHEDULES = ("none", "exponential", "multistep", "cosine", "plateau")
+SCHEDULES = ("none", "exponential", "multistep", "cosine", "linear", "plateau")
 
 # Schema of the sections this package owns: key -> (type, default[, allowed values]).
 TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
@@ -396,6 +396,9 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
         if name == "cosine":
             span = max(1, epochs - warm)
             return 0.5 * (1 + math.cos(math.pi * min(e - warm, span) / span))
+        if name == "linear":  # one-cycle's shape with warm-up (airbench, Page's ResNet-9): down to 1/span
+            span = max(1, epochs - warm)
+            return max(0.0, 1 - (e - warm) / span)
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -1,0 +1,126 @@
+"""Search value: one budget spent on the spec's fixed recipe alone vs. on search + final training.
+
+Both arms run through the console scripts, as a user runs them, one after the other in one run, each in
+its own fresh folder, at the same ``--budget``:
+
+(a) fixed: the spec without its ``space`` (its own recipe, as written): ``tune-run fixed.yaml --final
+    --budget B`` trains ``final.seeds`` models; ``final.epochs`` left null is sized to the whole budget by
+    the probe (at most ``train.epochs``).
+(b) searched: ``tune-run searched.yaml --budget B``: the search gets ``search.budget_split`` of B, final
+    training of the best configuration the rest (and what the search left).
+
+A budget counts from the first trial for both (Ray's start and data loading come before it, in both), so
+each arm's wall clock from command start to end is printed too. Both arms are tested on the same test
+images: ``tune-compare`` pairs them (paired bootstrap over test images and seeds) and its verdict is
+printed. ratio = (b)'s mean test accuracy over seeds ÷ (a)'s; the difference's 95 % interval comes from
+the verdict. Target (issue 13): (b) better than (a), interval above 0.
+
+Defaults: ``spaces/cnn.yaml`` at ``--budget 30m`` (``--set data.root=...`` for the data); ``--quick``:
+the quickstart on digits (4 trials of at most 6 epochs) at 60 s with one final seed, which checks the script, not the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import emit, parser  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = ("fixed", "searched")
+
+
+def arm_specs(spec_file: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The two arms' spec files: the same recipe, (a) without its space, (b) as written, each named for its arm."""
+    spec = yaml.safe_load(spec_file.read_text())
+    if quick:  # the quickstart has no final section: one seed after the search; fewer, shorter trials
+        spec["final"] = {"seeds": [0]}
+        spec["search"]["num_samples"] = 4
+        spec["train"]["epochs"] = 6
+    spec.setdefault("final", {})
+    out = {}
+    for arm in ARMS:
+        s = json.loads(json.dumps(spec))
+        s.setdefault("experiment", {})["name"] = arm
+        if arm == "fixed":
+            s.pop("space", None)
+        out[arm] = s
+    return out
+
+
+def run(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    """Run a console script; its wall clock and output (raises with the output on failure)."""
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    seconds = time.monotonic() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return seconds, r.stdout
+
+
+def accuracies(study: Path) -> list[float]:
+    summary = json.loads((study / "final" / "metrics.json").read_text())
+    return [float(s["accuracy"]) for s in summary["per_seed"]]
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--spec", default=None, help="study spec (default spaces/cnn.yaml; --quick: spaces/quickstart.yaml)")
+    p.add_argument("--budget", default=None, help="budget of each arm (default 30m; --quick: 60s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to both arms' tune-run (e.g. data.root=/tmp/cifar10)")
+    p.add_argument("--keep", metavar="DIR", help="run in DIR and keep both arms' studies (default: a temporary folder)")
+    args = p.parse_args()
+    spec_file = Path(args.spec or REPO / "spaces" / ("quickstart.yaml" if args.quick else "cnn.yaml")).resolve()
+    budget = args.budget or ("60s" if args.quick else "30m")
+    bin_dir = Path(sys.executable).parent
+    tune_run, tune_compare = str(bin_dir / "tune-run"), str(bin_dir / "tune-compare")
+    work = Path(args.keep or tempfile.mkdtemp(prefix="search-value-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sets = [x for kv in args.overrides for x in ("--set", kv)]
+    wall, acc = {}, {}
+    for arm, spec in arm_specs(spec_file, args.quick).items():
+        (work / f"{arm}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        cmd = [tune_run, f"{arm}.yaml", "--budget", budget, *sets, *(["--final"] if arm == "fixed" else [])]
+        print(f"{arm}: {' '.join(cmd[1:])}", flush=True)
+        wall[arm], out = run(cmd, work)
+        acc[arm] = accuracies(work / "runs" / arm)
+        plan = [line for line in out.splitlines() if line.startswith("budget:")]
+        print(f"{arm}: test accuracy {statistics.fmean(acc[arm]):.4f} (seeds: {', '.join(f'{a:.4f}' for a in acc[arm])}); "
+              f"{wall[arm]:.0f} s wall clock" + "".join(f"\n  {line}" for line in plan), flush=True)
+    _, report = run([tune_compare, "runs/fixed", "runs/searched"], work)
+    verdict = [line for line in report.splitlines() if line.startswith("- fixed vs searched")]
+    interval = _interval(verdict[0]) if verdict else None
+    print("\n".join(verdict) or report)
+    ratio = statistics.fmean(acc["searched"]) / statistics.fmean(acc["fixed"])
+    emit("search_value", {
+        "spec": str(spec_file.relative_to(REPO)) if spec_file.is_relative_to(REPO) else str(spec_file),
+        "budget": budget, "overrides": args.overrides,
+        "test_accuracy": {a: {"mean": statistics.fmean(v), "seeds": v} for a, v in acc.items()},
+        "wall_s": wall, "verdict": verdict, "difference_searched_minus_fixed_ci": interval,
+        "ratio": ratio, "target": "searched better than fixed (interval above 0)"}, args.quick)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _interval(line: str) -> list[float] | None:
+    """(searched - fixed) 95 % interval from the verdict line: it states fixed - searched."""
+    m = re.search(r"95 % (?:CI|interval) \[?([-+]?\d*\.?\d+(?:e-?\d+)?),\s*([-+]?\d*\.?\d+(?:e-?\d+)?)\]?", line)
+    return None if m is None else [-float(m.group(2)), -float(m.group(1))]
+
+
+if __name__ == "__main__":
+    main()
