@@ -22,6 +22,8 @@ def build_searcher(spec: dict[str, Any]) -> Any:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory": not news
+
         # Conditional spaces go to Optuna define-by-run; flat ones through Tune's param_space.
         searcher: Any = OptunaSearch(space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
                                      sampler=optuna.samplers.TPESampler(seed=s["seed"]),

@@ -131,7 +131,9 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
     # One configuration; the study's budget (search.budget) was spent by the study, not by this spec.
     s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1, "budget": None}
     # A PBT trial's values are where its schedule ended; kept as pbt, the spec refuses to retrain them.
-    s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo"}
+    # One trial has no rungs: nor a data fidelity (its training set is all of it, as in the search's last rungs).
+    s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo",
+                      "fidelity": "epochs"}
     s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
     return s
 

@@ -147,7 +147,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             param_space=param_space(spec),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
-                num_samples=search["num_samples"], max_concurrent_trials=search["max_concurrent"] or None,
+                num_samples=search["num_samples"],
+                # The searcher holds the limit already (BasicVariantGenerator, ConcurrencyLimiter); Tune warns
+                # when it is given twice.
+                max_concurrent_trials=None,
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname,
                 time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None),
             run_config=tune.RunConfig(

@@ -250,3 +250,8 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
     assert {n for _, n in seen[1]} == {-(-full // 4)} and {n for _, n in seen[2]} == {-(-full // 2)}
     assert all(f == 1.0 and n == full for e in (3, 4) for f, n in seen.get(e, ()))
     assert "_data_rungs" not in (res.out_dir / "best.yaml").read_text()
+    # best.yaml is one configuration (fifo): it trains on all the data and loads as a spec (--final retrains it).
+    from search import load_spec
+
+    best = load_spec(res.out_dir / "best.yaml", trainables)
+    assert (best["scheduler"]["name"], best["scheduler"]["fidelity"]) == ("fifo", "epochs")

@@ -44,8 +44,15 @@ def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree):
     assert r.returncode == 0, r.stderr[-2000:]
     spec = yaml.safe_load("\n".join(ln for ln in r.stdout.splitlines() if not ln.startswith("#")))
     model = spec["model"]["name"]
-    assert spec["data"]["image_size"] <= smoke_cap("data.image_size", model)
+    from trainables.data import NATIVE
+
+    size = spec["data"]["image_size"] or NATIVE[spec["data"]["dataset"]][0]  # null: the set's native size
+    assert size is not None and size <= smoke_cap("data.image_size", model)
+    if spec["data"]["dataset"] in ("cifar10", "digits"):  # a native size under the cap is kept, not upscaled
+        assert spec["data"]["image_size"] is None
     assert spec["train"]["batch_size"] <= SMOKE_BATCH and spec["train"]["eval_batch_size"] <= SMOKE_BATCH
+    # Final training reads the training split anew: capped too (it trained all 50,000 CIFAR images once).
+    assert spec["final"]["max_per_class"] <= 64 and spec["final"]["epochs"] <= 2
     entries = [(k, d, model) for k, d in spec["space"].items() if "." in k]
     for key, dist in spec["space"].items():
         if "." not in key:  # a branch: each option's own keys, with its own model

@@ -284,7 +284,10 @@ def _smoke_caps(s: dict[str, Any]) -> None:
     """Cap batch and image sizes in the spec's sections and wherever its space sets them (and its options)."""
     name = s["model"].get("name")
     d, t = s["data"], s["train"]
-    d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
+    # A dataset's native size stays (CIFAR's 32 px, not decoded again at 64); files of unknown size are capped.
+    native = NATIVE.get(d["dataset"], (None, 3))[0]
+    if d["image_size"] is not None or native is None or native > smoke_cap("data.image_size", name):
+        d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
     for key in ("batch_size", "eval_batch_size"):
         t[key] = min(t[key], SMOKE_BATCH)
     for key, dist in (s.get("space") or {}).items():
@@ -314,6 +317,8 @@ def smoke(spec: dict[str, Any]) -> dict[str, Any]:
         d["num_samples"] = min(d["num_samples"], 400)
     f = s["final"]
     f["bootstrap"] = min(f["bootstrap"], 200)
+    # Final training reads the training split anew (train + val), not the search's capped pools.
+    f["max_per_class"] = min(f["max_per_class"] or 64, 64)
     f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)
     return s
 
