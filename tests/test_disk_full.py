@@ -107,12 +107,14 @@ def test_a_full_disk_ends_the_study_in_one_line_and_resume_continues_it(tiny_dis
     m = re.fullmatch(rf"tune-run: error: {re.escape(str(mnt))}/runs/{study}(/\S+)?: no space left on device"
                      rf"(?: \(.*\))?; free space, then (tune-run .* --resume)", line)
     assert m, err[-3000:]
+    print(line)
     # Nothing half-written: what the study wrote parses, nothing of ours is truncated or left as a temporary.
     assert json.loads((folder / "study.json").read_text())["spec"]["experiment"]["name"] == study
     assert not list(folder.glob(".*.tmp")) and not (folder / "trials.csv").exists()
 
     filler.unlink()
-    r = subprocess.run([*enter, *shlex.split(m.group(2))], cwd=tmp_path, env=_env(), capture_output=True,
+    resume = shlex.split(m.group(2))  # the command the line says, with this environment's tune-run
+    r = subprocess.run([*enter, TUNE_RUN, *resume[1:]], cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = list(csv.DictReader((folder / "trials.csv").open()))
