@@ -29,7 +29,7 @@ from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, pr
                       totals)
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
-from ._files import read_json
+from ._files import read_json, read_text
 from ._export import best_row, trial_rows, write_best, write_csv
 from . import _storage as storage
 from ._ray_oom import trials_survive_memory_kills
@@ -295,6 +295,23 @@ def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
         raise SpecError(file, "--resume", f"a study resumes with the spec it started with ({state_file}); "
                                           f"these keys differ: {shown}. Drop the changes to resume, or start a "
                                           f"new study (--set experiment.name=…)")
+    _check_tune_state(file, storage.parent(state_file))
+
+
+def _check_tune_state(file: str, folder: str) -> None:
+    """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
+    up during a write can leave it cut short, and Tune would then silently start a new study instead."""
+    names = sorted(n for n, is_dir in storage.entries(folder).items()
+                   if not is_dir and n.startswith("experiment_state-") and n.endswith(".json"))
+    if not names:
+        return
+    newest = storage.join(folder, names[-1])  # what Tune restores from (its names sort by time)
+    try:
+        json.loads(read_text(newest, "Ray Tune state file"))
+    except ValueError as exc:  # JSONDecodeError; read_text's own problems are SpecErrors already
+        raise SpecError(newest, "", f"Ray Tune's record of the study is cut short ({exc}; written while the disk "
+                                    f"was full?), so it cannot be resumed; start the study again with "
+                                    f"{file} --overwrite") from None
 
 
 def checkpoint_config(spec: dict[str, Any]) -> Any:
@@ -372,7 +389,9 @@ def _fit(tuner: Any, out: Path) -> Any:
         return tuner.fit()
     except Exception as exc:
         stop = _callback(tuner, StopWhenFull)
-        reason = (stop.reason if stop is not None else None) or full_reason(exc) or probe_full(out)
+        if stop is not None and stop.reason:
+            raise StorageFull(out, f"{stop.reason} (a trial could not write its checkpoint)") from None
+        reason = full_reason(exc) or probe_full(out)
         if reason:
             raise StorageFull(out, reason) from None
         raise

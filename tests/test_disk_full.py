@@ -71,16 +71,11 @@ def tiny_disk(tmp_path):
         holder.wait()
 
 
-def _fill(folder: Path) -> Path:
-    """Take every free byte of ``folder``'s file system, as another program filling the disk would."""
+def _fill(folder: Path, leave: int) -> Path:
+    """Take all but ``leave`` bytes of ``folder``'s file system, as another program filling the disk would."""
+    st = os.statvfs(folder)
     filler = folder / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
     return filler
 
 
@@ -98,7 +93,9 @@ def test_a_full_disk_ends_the_study_in_one_line_and_resume_continues_it(tiny_dis
     while not list(folder.glob("trial_*/checkpoint_000000/state.pt")):  # the first epoch is safe on disk
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    filler = _fill(seen)
+    # Room for Tune's small state files (rewritten in place; Ray 2.60 writes them non-atomically, so a disk
+    # with no byte left can cut them short, which --resume then refuses), not for a checkpoint (~150 KB).
+    filler = _fill(seen, leave=80_000)
     out, err = proc.communicate(timeout=300)
 
     assert proc.returncode == 1, out[-3000:] + err[-3000:]
@@ -110,7 +107,9 @@ def test_a_full_disk_ends_the_study_in_one_line_and_resume_continues_it(tiny_dis
     print(line)
     # Nothing half-written: what the study wrote parses, nothing of ours is truncated or left as a temporary.
     assert json.loads((folder / "study.json").read_text())["spec"]["experiment"]["name"] == study
-    assert not list(folder.glob(".*.tmp")) and not (folder / "trials.csv").exists()
+    assert not list(folder.glob(".*.tmp"))
+    for name in ("trials.csv", "best.yaml"):  # whole if written at all
+        assert not (folder / name).exists() or (folder / name).read_text().endswith("\n")
 
     filler.unlink()
     resume = shlex.split(m.group(2))  # the command the line says, with this environment's tune-run
@@ -120,3 +119,25 @@ def test_a_full_disk_ends_the_study_in_one_line_and_resume_continues_it(tiny_dis
     rows = list(csv.DictReader((folder / "trials.csv").open()))
     assert [(r["status"], r["epochs"]) for r in rows] == [("completed", "6")] * 2, rows
     assert (folder / "best.yaml").is_file()
+
+
+def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend):
+    """Tune rewrites its experiment state in place: cut short by a full disk, Tune's restore would silently
+    start a new study. --resume names the file in one line instead (before Ray starts)."""
+    from search import resolve
+    from search._runner import _check_resumable
+    from search._spec import SpecError
+
+    spec = resolve({"experiment": {"name": "s", "output_dir": str(tmp_path)}, "data": {"dataset": "digits"},
+                    "model": {"name": "cnn"}, "train": {"epochs": 1}}, backend)
+    study = tmp_path / "s"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({"spec": spec, "spec_given": spec}, default=str))
+    state = study / "experiment_state-2026-11-22_09-00-00.json"
+    state.write_text('{"trial_data": [["{\\"status\\": \\"RUN')
+    with pytest.raises(SpecError) as err:
+        _check_resumable("spec.yaml", str(study / "study.json"), spec)
+    assert str(err.value).startswith(f"{state}: Ray Tune's record of the study is cut short")
+    assert "\n" not in str(err.value)
+    state.write_text('{"trial_data": []}')
+    _check_resumable("spec.yaml", str(study / "study.json"), spec)  # whole: resumable
