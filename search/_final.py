@@ -16,8 +16,8 @@ from ._contract import TrialSide
 from ._files import read_json
 from . import _storage as storage
 from ._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
-from ._runner import (LastStep, StopWhenFull, _callback, _ended, _fit, _now, _sigterm_as_interrupt, check_tracking, failure_config, fit_to_cluster,
-                      init_ray, open_tracking, provenance)
+from ._runner import (LastStep, StopWhenFull, _callback, _ended, _fit, _now, _sigterm_as_interrupt, check_tracking,
+                      failure_config, fit_to_cluster, init_ray, open_tracking, provenance)
 from ._spec import dump_spec
 from ._stats import t_interval
 

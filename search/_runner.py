@@ -311,7 +311,7 @@ def _check_tune_state(file: str, folder: str) -> None:
     except ValueError as exc:  # JSONDecodeError; read_text's own problems are SpecErrors already
         raise SpecError(newest, "", f"Ray Tune's record of the study is cut short ({exc}; written while the disk "
                                     f"was full?), so it cannot be resumed; start the study again with "
-                                    f"{file} --overwrite") from None
+                                    f"tune-run {file} --overwrite") from None
 
 
 def checkpoint_config(spec: dict[str, Any]) -> Any:
