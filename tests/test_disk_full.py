@@ -80,7 +80,7 @@ def _fill(folder: Path, leave: int) -> Path:
 
 
 @pytest.mark.ray
-def test_a_full_disk_ends_the_study_in_one_line_and_resume_continues_it(tiny_disk, tmp_path):
+def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_or_refuses_a_cut_tune_state(tiny_disk, tmp_path):
     enter, mnt, seen = tiny_disk
     study = "full"
     cmd = [TUNE_RUN, str(REPO / "spaces" / "quickstart.yaml"), "--set", f"experiment.output_dir={mnt}/runs",
