@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any, Callable
 
+from ._atomic import write_atomic
 from ._space import plain
 from ._contract import TrialSide
 from ._spec import dump_spec
@@ -100,14 +102,12 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    cols = list(rows[0])
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+    text = io.StringIO()
+    if rows:
+        w = csv.DictWriter(text, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
@@ -149,4 +149,4 @@ def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: di
                   f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
                   f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
                   f"retrain them unless you --set scheduler.name=fifo.\n")
-    path.write_text(header + dump_spec(best_spec(spec, config, backend, parent_run_id)))
+    write_atomic(path, header + dump_spec(best_spec(spec, config, backend, parent_run_id)))

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ._atomic import StorageFull, write_atomic
 from ._budget import concurrency, final_plan, parse_budget
 from ._console import console_for, tune_verbosity
 from ._export import error_reason
@@ -15,8 +16,8 @@ from ._contract import TrialSide
 from ._files import read_json
 from . import _storage as storage
 from ._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
-from ._runner import (LastStep, _ended, _now, _sigterm_as_interrupt, check_tracking, failure_config, fit_to_cluster,
-                      init_ray, open_tracking, provenance)
+from ._runner import (LastStep, StopWhenFull, _callback, _ended, _fit, _now, _sigterm_as_interrupt, check_tracking,
+                      failure_config, fit_to_cluster, init_ray, open_tracking, provenance)
 from ._spec import dump_spec
 from ._stats import t_interval
 
@@ -82,11 +83,12 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
-                                      oom_reason=partial(backend.oom_reason, spec)), LastStep()],
+                                      oom_reason=partial(backend.oom_reason, spec)), LastStep(),
+                                             StopWhenFull(str(out))],
                                   failure_config=failure_config(spec)),
     )
     with _sigterm_as_interrupt():
-        grid = tuner.fit()
+        grid = _fit(tuner, out)
     ended = _ended(tuner)
     errors = [error_reason(str(r.error), {}, partial(backend.oom_reason, spec)) for r in grid if r.error is not None]
     # A seed that ended itself on a user error or divergence reported it (not raised: Tune would retry it).
@@ -95,8 +97,10 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
     if folder.remote:
         _fetch_models(grid, unfinished, folder)
+    # A seed that raised (a full disk among the causes) is no final model, whatever it left in its folder.
+    failed = {int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None}
     per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
-                if s not in unfinished and (out / str(s) / "metrics.json").is_file()]
+                if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()]
     search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
     topk = int(spec["final"]["topk"])
     summary = {
@@ -110,8 +114,11 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         "mlflow_run_id": parent, "out_dir": folder.location, "unfinished": unfinished,
         **({"budget_plan": sized} if sized else {}),
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "spec.yaml").write_text(dump_spec(spec))
+    write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
+    write_atomic(out / "spec.yaml", dump_spec(spec))
+    full = _callback(tuner, StopWhenFull)
+    if full is not None and full.reason:
+        raise StorageFull(out, f"{full.reason} (a seed could not write its model folder)")
     folder.publish("metrics.json", "spec.yaml")
     if parent:
         from ._models import log_final_models

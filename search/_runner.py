@@ -6,6 +6,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import logging
 import math
 import os
 import platform
@@ -22,12 +23,13 @@ from typing import Any, Callable, Iterator
 
 from ray.tune import Callback, Stopper
 
+from ._atomic import HideFullDiskLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
 from ._algorithms import build_scheduler, build_searcher, param_space, rungs
 from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, spent_search,
                       totals)
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
-from ._files import read_json
+from ._files import read_json, read_text
 from ._export import best_row, trial_rows, write_best, write_csv
 from . import _storage as storage
 from ._ray_oom import trials_survive_memory_kills
@@ -124,9 +126,13 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
               "skipped_images": {"count": len(skipped), "first": skipped[:SKIPPED_SHOWN], "all_in": SKIPPED_FILE}}
     if cb:
         record["compute_budget"] = cb
-    state_file.write_text(json.dumps(record, indent=2, default=str))
-    (out / SKIPPED_FILE).write_text("".join(f"{p}\n" for p in skipped))
-    (out / "spec.yaml").write_text(dump_spec(spec))
+    try:
+        write_atomic(state_file, json.dumps(record, indent=2, default=str))
+        write_atomic(out / SKIPPED_FILE, "".join(f"{p}\n" for p in skipped))
+        write_atomic(out / "spec.yaml", dump_spec(spec))
+    except StorageFull as full:
+        full.started = resume  # a new study not yet started: nothing to resume, it runs again
+        raise
     folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
 
     trial_spec = spec
@@ -157,7 +163,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 name=exp["name"], storage_path=storage.parent(target), verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose,
-                                                   oom_reason=partial(backend.oom_reason, spec)), LastStep()],
+                                                   oom_reason=partial(backend.oom_reason, spec)), LastStep(),
+                           StopWhenFull(str(out))],
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=failure_config(spec)),
         )
@@ -165,7 +172,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     if stopper is not None:
         stopper.t0 = search_started
     with _sigterm_as_interrupt():
-        grid = tuner.fit()
+        grid = _fit(tuner, out)
     search_s = time.monotonic() - search_started
     collected = _collect(grid, spec["space"], _ended(tuner))
     unfinished = sum(not t["finished"] for t in collected)
@@ -185,7 +192,10 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         _spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)
         log(f"budget: {cb['reason']}" if cb["ended_by_budget"] else
             f"budget: the search spent {budget.show(cb['spent']['search'])} of its {budget.show(cb['planned']['search'])}")
-    state_file.write_text(json.dumps(record, indent=2, default=str))
+    write_atomic(state_file, json.dumps(record, indent=2, default=str))
+    full = _callback(tuner, StopWhenFull)
+    if full is not None and full.reason:  # what finished is written; the rest continues with --resume
+        raise StorageFull(out, f"{full.reason} (a trial could not write its checkpoint)")
     folder.publish("trials.csv", "best.yaml", STUDY_FILE)
     if parent:
         if cb:
@@ -288,6 +298,23 @@ def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
         raise SpecError(file, "--resume", f"a study resumes with the spec it started with ({state_file}); "
                                           f"these keys differ: {shown}. Drop the changes to resume, or start a "
                                           f"new study (--set experiment.name=…)")
+    _check_tune_state(file, storage.parent(state_file))
+
+
+def _check_tune_state(file: str, folder: str) -> None:
+    """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
+    up during a write can leave it cut short, and Tune would then silently start a new study instead."""
+    names = sorted(n for n, is_dir in storage.entries(folder).items()
+                   if not is_dir and n.startswith("experiment_state-") and n.endswith(".json"))
+    if not names:
+        return
+    newest = storage.join(folder, names[-1])  # what Tune restores from (its names sort by time)
+    try:
+        json.loads(read_text(newest, "Ray Tune state file"))
+    except ValueError as exc:  # JSONDecodeError; read_text's own problems are SpecErrors already
+        raise SpecError(newest, "", f"Ray Tune's record of the study is cut short ({exc}; written while the disk "
+                                    f"was full?), so it cannot be resumed; start the study again with "
+                                    f"tune-run {file} --overwrite") from None
 
 
 def checkpoint_config(spec: dict[str, Any]) -> Any:
@@ -333,6 +360,56 @@ def _ended(tuner: Any) -> Callable[[str], bool]:
     return lambda trial_id: status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
 
 
+class StopWhenFull(Callback):
+    """A trial that failed on a full disk (its checkpoint or results could not be written) stops the study as
+    Ctrl-C does: Tune keeps its unfinished trials for --resume, instead of retrying them into the same full
+    disk (``resources.max_failures`` times each) and failing them for good."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.reason: str | None = None
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def _check(self, trial: Any) -> None:
+        from ._tracking import error_text
+
+        # The trial's error file is on the same disk, so it may be empty: then the disk itself is asked.
+        reason = text_reason(error_text(trial)) or probe_full(self.folder)
+        if reason and self.reason is None:
+            self.reason = reason
+            _interrupt_tune()
+
+
+def _fit(tuner: Any, out: Path) -> Any:
+    """``tuner.fit()``; when the disk filled up, Tune's own reading of the files it could not write may fail
+    after the trials ended: that is ``StorageFull`` naming the study folder, not a traceback."""
+    try:
+        return tuner.fit()
+    except Exception as exc:
+        stop = _callback(tuner, StopWhenFull)
+        if stop is not None and stop.reason:
+            raise StorageFull(out, f"{stop.reason} (a trial could not write its checkpoint)") from None
+        reason = full_reason(exc) or probe_full(out)
+        if reason:
+            raise StorageFull(out, reason) from None
+        raise
+
+
+def _interrupt_tune() -> bool:
+    """Ask Tune for the graceful stop Ctrl-C gives (its SIGINT handler, installed while ``fit()`` runs);
+    False when none is installed."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler) or handler is signal.default_int_handler:
+        return False
+    handler(signal.SIGINT, None)
+    return True
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a job scheduler, ``timeout``) stops a study as Ctrl-C does: Tune ends the trials, saves
@@ -344,10 +421,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
     def forward(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, previous)
-        handler = signal.getsignal(signal.SIGINT)  # Tune's own while it runs
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
+        if not _interrupt_tune():  # Tune's own handler while it runs
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, forward)
@@ -381,6 +455,9 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
     # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
     ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
                    ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
+    if not verbose:  # Ray logs each write a full disk refused, with a traceback: the study's last line says it
+        for handler in logging.getLogger("ray").handlers:
+            handler.addFilter(HideFullDiskLogs())
     url = getattr(ctx, "dashboard_url", None)
     if url and address:  # a joined cluster's own dashboard, at an address this machine can use
         url = joined_dashboard(url, address)

@@ -11,6 +11,7 @@ import time
 from typing import Any, Sequence
 
 from . import _storage as storage
+from ._atomic import EXIT_FAULT, StorageFull, write_atomic
 from ._contract import TrialSide
 from ._paths import mlflow_uri, shown
 from ._space import as_searched, grid_points, preview_configs
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     backend = _backend()
+    overrides: list[str] = []
+    then = ""  # the command that goes on after a full disk stopped this one: set as each phase starts
     try:
         if args.sync_mlflow:
             from ._sync import sync_study
@@ -118,19 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 b = parse_budget(args.budget, args.spec, "--budget")
                 budget = {"budget": b.text, "available": b.amount}
+            then = _command(args, overrides, "--final", "--overwrite")
             summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
                                 verbose=args.verbose, budget=budget)
             return _final_summary(summary, args.spec)
         from ._runner import run_study
 
+        then = _command(args, overrides, "--resume")
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
                            address=args.address, verbose=args.verbose, started=started)
         _summary(spec, result)
         if result.unfinished:
-            resume = shlex.join(["tune-run", args.spec, *(x for o in overrides for x in ("--set", o)),
-                                 *(["--smoke"] if args.smoke else []), "--resume"])
             print(f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
-                  f"Continue with: {resume}")
+                  f"Continue with: {_command(args, overrides, '--resume')}")
             return EXIT_INTERRUPTED
         if spec["final"]["after_search"] and result.best is not None:
             from ._export import best_spec
@@ -138,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
             t0 = time.monotonic()
+            then = shlex.join(["tune-run", shown(storage.join(result.location, "best.yaml")), "--final", "--overwrite"])
             summary = run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
                                 address=args.address, study_file=storage.join(result.location, "study.json"),
                                 budget=_budget_left(result))
@@ -153,6 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the trials started (data loading): nothing to resume yet
         print("tune-run: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StorageFull as err:  # a fault of the machine, not of the input: exit 1, and how to go on
+        if then.endswith("--resume") and not err.started:  # no study to resume yet: the same command again
+            then = _command(args, overrides)
+        print(f"tune-run: error: {err}; free space, then {then or 'run the same command again'}", file=sys.stderr)
+        return EXIT_FAULT
+
+
+def _command(args: argparse.Namespace, overrides: list[str], *extra: str) -> str:
+    """This command line (spec, --set, --smoke) with ``extra`` flags: what continues or repeats it."""
+    return shlex.join(["tune-run", args.spec, *(x for o in overrides for x in ("--set", o)),
+                       *(["--smoke"] if args.smoke else []), *extra])
 
 
 def _budget_left(result: Any) -> dict[str, Any] | None:
@@ -176,7 +191,7 @@ def _final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], sec
     state = result.out_dir / "study.json"
     record = json.loads(state.read_text())
     record["compute_budget"] = cb
-    state.write_text(json.dumps(record, indent=2, default=str))
+    write_atomic(state, json.dumps(record, indent=2, default=str))
     if result.parent_run_id:
         log_to_mlflow(mlflow_uri(spec), result.parent_run_id, cb, planned=False)
     return cb

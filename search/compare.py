@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import _storage as storage
+from ._atomic import EXIT_FAULT, StorageFull, write_atomic
 from ._files import read_json
 from ._paths import tracking_uri
 from ._schema import SpecError
@@ -337,13 +338,13 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
         html_parts += ["<h2>Verdict</h2>", _html_list(verdict), f"<p>{html.escape(NOTE)}</p>"]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():
-        (out_dir / name).write_bytes(data)
+        write_atomic(out_dir / name, data)
     table = "\n".join(md_parts)
     md = ["# Model comparison", "", table] + [f"![{n}]({n})" for n in images]
-    (out_dir / "report.md").write_text("\n".join(md) + "\n")
+    write_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     html_table = "".join(html_parts)
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
-    (out_dir / "report.html").write_text(
+    write_atomic(out_dir / "report.html",
         "<!doctype html><html><head><meta charset='utf-8'><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:right}img{max-width:48%;margin:1em 1% 0 0}</style></head><body>"
@@ -387,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageFull as err:  # a fault of the machine, not of the input: exit 1
+        print(f"tune-compare: error: {err}; free space, then run tune-compare again", file=sys.stderr)
+        return EXIT_FAULT
     print(table)
     print(f"\nreport: {storage.join(out, 'report.md')}, {storage.join(out, 'report.html')}")
     return 0

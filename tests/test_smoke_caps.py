@@ -61,3 +61,15 @@ def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree):
     for key, dist, m in entries:
         if key in ("train.batch_size", "train.eval_batch_size", "data.image_size"):
             assert max(_values(dist)) <= smoke_cap(key, m), (key, dist)
+
+
+def test_smoke_floors_vit_patches_at_64_tokens(tree):
+    """vit.yaml's space samples patch 2 (1,024 tokens of a 64 px image, over 20 GB in one step: see
+    tests/test_smoke_memory.py); its smoke run samples patches of at least SMOKE_PATCH px."""
+    import trainables
+    from search import load_spec
+    from trainables._backend import SMOKE_PATCH
+
+    spec = load_spec(REPO / "spaces" / "vit.yaml", trainables, [f"data.root={tree}"], smoke=True)
+    assert spec["space"]["model.patch_size"] == {"choice": [SMOKE_PATCH]}
+    assert spec["model"]["patch_size"] >= SMOKE_PATCH and spec["data"]["image_size"] % SMOKE_PATCH == 0

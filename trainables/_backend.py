@@ -260,6 +260,10 @@ SMOKE_BATCH = 64
 SMOKE_IMAGE = 64
 _SMOKE_IMAGE_AT_LEAST = {"inception": 96}  # model name part: the smallest size its layers take, rounded up
 _SMOKE_CAPPED = ("train.batch_size", "train.eval_batch_size", "data.image_size")
+# A ViT's smallest patch in a smoke run: at most 64 tokens of a 64 px image. Attention's memory grows with the
+# square of the tokens (times batch, heads and depth; with dropout, CPU attention materialises it): vit.yaml's
+# space at patch 2 (1,024 tokens) took over 20 GB in one step (tests/test_smoke_memory.py).
+SMOKE_PATCH = 8
 
 
 def smoke_cap(key: str, model_name: Any) -> int:
@@ -269,15 +273,17 @@ def smoke_cap(key: str, model_name: Any) -> int:
     return max([SMOKE_IMAGE] + [v for part, v in _SMOKE_IMAGE_AT_LEAST.items() if part in str(model_name)])
 
 
-def _capped_dist(dist: dict[str, list[Any]], cap: int) -> dict[str, list[Any]]:
-    """A distribution with no value above ``cap``: lists capped (duplicates dropped), ranges' bounds capped."""
+def _capped_dist(dist: dict[str, list[Any]], cap: int, floor: bool = False) -> dict[str, list[Any]]:
+    """A distribution with no value above ``cap`` (``floor``: below it): lists capped (duplicates dropped),
+    ranges' bounds capped."""
+    bound = max if floor else min
     (kind, values), = dist.items()
     if kind in ("grid", "choice"):
-        return {kind: list(dict.fromkeys(min(v, cap) for v in values))}
+        return {kind: list(dict.fromkeys(bound(v, cap) for v in values))}
     low, high, *rest = values
-    if min(high, cap) <= min(low, cap):  # the whole range lies above the cap
+    if bound(high, cap) == bound(low, cap):  # the whole range lies beyond the cap
         return {"grid": [cap]}
-    return {kind: [min(low, cap), min(high, cap), *rest]}
+    return {kind: [bound(low, cap), bound(high, cap), *rest]}
 
 
 def _smoke_caps(s: dict[str, Any]) -> None:
@@ -290,9 +296,14 @@ def _smoke_caps(s: dict[str, Any]) -> None:
         d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
     for key in ("batch_size", "eval_batch_size"):
         t[key] = min(t[key], SMOKE_BATCH)
+    patch = SMOKE_PATCH if d["image_size"] % SMOKE_PATCH == 0 else 1  # a patch must divide the image
+    if isinstance(s["model"].get("patch_size"), int):
+        s["model"]["patch_size"] = max(s["model"]["patch_size"], patch)
     for key, dist in (s.get("space") or {}).items():
         if key in _SMOKE_CAPPED:
             s["space"][key] = _capped_dist(dist, smoke_cap(key, name))
+        elif key == "model.patch_size":
+            s["space"][key] = _capped_dist(dist, patch, floor=True)
         elif "." not in str(key):  # a branch: each option's own values (and its own model)
             for opt in next(iter(dist.values())):
                 for k in _SMOKE_CAPPED:
@@ -301,6 +312,10 @@ def _smoke_caps(s: dict[str, Any]) -> None:
                         opt[k] = _capped_dist(opt[k], cap)
                     elif isinstance(opt.get(k), int):
                         opt[k] = min(opt[k], cap)
+                if isinstance(opt.get("model.patch_size"), dict):
+                    opt["model.patch_size"] = _capped_dist(opt["model.patch_size"], patch, floor=True)
+                elif isinstance(opt.get("model.patch_size"), int):
+                    opt["model.patch_size"] = max(opt["model.patch_size"], patch)
 
 
 def smoke(spec: dict[str, Any]) -> dict[str, Any]:
