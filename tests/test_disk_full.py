@@ -148,3 +148,15 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
     assert "\n" not in str(err.value)
     state.write_text('{"trial_data": []}')
     _check_resumable("spec.yaml", str(study / "study.json"), spec)  # whole: resumable
+
+
+def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
+    # mkstemp makes 0600 files; results on a shared cluster file system must stay readable by the team.
+    from search._atomic import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "study.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "study.json").stat().st_mode & 0o777 == 0o644
