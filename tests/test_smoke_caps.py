@@ -63,13 +63,14 @@ def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree):
             assert max(_values(dist)) <= smoke_cap(key, m), (key, dist)
 
 
-def test_smoke_floors_vit_patches_at_64_tokens(tree):
-    """vit.yaml's space samples patch 2 (1,024 tokens of a 64 px image, over 20 GB in one step: see
-    tests/test_smoke_memory.py); its smoke run samples patches of at least SMOKE_PATCH px."""
+@pytest.mark.parametrize("size,floor", [(None, 4), (64, 8)])  # CIFAR's native 32 px: 4; 64 px: 8
+def test_smoke_floors_vit_patches_at_64_tokens(tree, size, floor):
+    """paper004-vit.yaml's space samples patch 2 (1,024 tokens of a 64 px image, over 20 GB in one step: see
+    tests/test_smoke_memory.py); its smoke run samples patches of at least side / 8 px (64 tokens)."""
     import trainables
     from search import load_spec
-    from trainables._backend import SMOKE_PATCH
 
-    spec = load_spec(REPO / "spaces" / "vit.yaml", trainables, [f"data.root={tree}"], smoke=True)
-    assert spec["space"]["model.patch_size"] == {"choice": [SMOKE_PATCH]}
-    assert spec["model"]["patch_size"] >= SMOKE_PATCH and spec["data"]["image_size"] % SMOKE_PATCH == 0
+    sets = [f"data.root={tree}", *([f"data.image_size={size}"] if size else [])]
+    spec = load_spec(REPO / "spaces" / "paper004-vit.yaml", trainables, sets, smoke=True)
+    assert min(spec["space"]["model.patch_size"]["choice"]) == floor  # {2, 4, 8} floored
+    assert spec["model"]["patch_size"] >= floor and (spec["data"]["image_size"] or 32) // floor == 8

@@ -10,7 +10,7 @@ runs), with each searched key at its most memory-hungry value — the largest ba
 and every option of a branch. Pretrained models are built without their weights (nothing is downloaded here;
 the weights do not change the model's size). The data is the smoke run's own size: 64 images per class.
 
-Measured peaks per spec: ``PEAKS_MB`` (the largest, cars-hyperband's ConvNeXt-B, 2.4 GB; before the caps its
+Measured peaks per spec: ``PEAKS_MB`` (the largest, cars-hyperband's ConvNeXt-B, 2.2 GB; before the caps its
 smoke run peaked above 11 GB, issue 11).
 """
 
@@ -30,20 +30,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted(p.name for p in (REPO / "spaces").glob("*.yaml"))
 BOUND_MB = 3 * 1024  # "a few GB": what a smoke run may take of a laptop or a CI runner
-# Measured 2026-11-22 on the development machine (2 shared cores, 23 GB, torch CPU build), peak resident MB of
-# the measuring process (about 600 MB of it is importing torch, timm and the project). vit.yaml measured
-# >20 GB (killed) at patch 2 before the smoke run's patch floor (trainables._backend.SMOKE_PATCH).
-PEAKS_MB = {"cars-hyperband.yaml": 2453,       # timm/convnext_base, 32 x 64 px, both augmentation options
-            "casting-freeze.yaml": 938,        # tv/alexnet (the family grid's first), 32 x 64 px
-            "paper004-cnn.yaml": 1171,         # cnn 64/128/256, hidden 512, 64 x 64 px (measured as cnn.yaml)
-            "coins-cnn.yaml": 720,             # coins_cnn, 32 x 64 px
-            "coins-vit-pretrained.yaml": 2173,  # timm/vit_base_patch16, 32 x 64 px
-            "coins-vit.yaml": 718,             # vit embed 256, depth 1, 8 x 64 px
-            "data-efficiency.yaml": 941,       # resnet18 (cifar stem), 64 x 64 px
-            "quickstart.yaml": 973,            # cnn on digits (8 px), 64 images
-            "resnet18.yaml": 971,              # resnet18, 64 x 64 px
-            "paper004-vit.yaml": 2369}         # vit patch 8, embed 256, 20 heads x 32, depth 8, mlp 1024, 64 x 64 px
-# (measured as vit.yaml, before paper 004's studies moved to paper004-*.yaml; the time they were upscaled to 64 px)
+# Measured 2026-11-22 10:00 UTC on the development machine (2 shared cores, 23 GB, torch CPU build), peak resident
+# MB of each spec's measuring child (about 450 MB of it is the imports of torch, timm and the project). Before the
+# smoke run's patch floor (trainables._backend.SMOKE_TOKENS) paper004-vit.yaml's patch 2 took >20 GB (killed);
+# before the caps, cars-hyperband's smoke run peaked above 11 GB (issue 11).
+PEAKS_MB = {"cars-hyperband.yaml": 2178,       # timm/convnext_base, 64 px, batch 32, both augmentation options
+            "casting-freeze.yaml": 693,        # tv/alexnet (the family grid's first), 64 px
+            "cnn.yaml": 502,                   # cnn 64/128/256, CIFAR's 32 px, batch 64
+            "coins-cnn.yaml": 492,             # coins_cnn, 64 px
+            "coins-vit-pretrained.yaml": 1943,  # timm/vit_base_patch16, 64 px
+            "coins-vit.yaml": 487,             # vit embed 256, depth 1, 64 px
+            "data-efficiency.yaml": 659,       # resnet18 (cifar stem), 32 px
+            "paper004-cnn.yaml": 501,          # cnn 64/128/256, hidden 512, 32 px
+            "paper004-vit.yaml": 847,          # vit patch 4 (the floor at 32 px), embed 256, depth 8, mlp 1024
+            "quickstart.yaml": 603,            # cnn on digits (8 px)
+            "resnet18.yaml": 662,              # resnet18, 32 px
+            "vit.yaml": 556}                   # vit conv tokenizer, patch 4, embed 128, depth 6, 32 px
 SMALLER_IS_LARGER = ("patch_size",)  # keys whose smallest value makes the largest activations
 
 

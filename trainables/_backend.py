@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -260,10 +261,10 @@ SMOKE_BATCH = 64
 SMOKE_IMAGE = 64
 _SMOKE_IMAGE_AT_LEAST = {"inception": 96}  # model name part: the smallest size its layers take, rounded up
 _SMOKE_CAPPED = ("train.batch_size", "train.eval_batch_size", "data.image_size")
-# A ViT's smallest patch in a smoke run: at most 64 tokens of a 64 px image. Attention's memory grows with the
+# A ViT's smallest patch in a smoke run: at most 64 tokens (8 px at 64 px, 4 px at CIFAR's 32). Attention's memory grows with the
 # square of the tokens (times batch, heads and depth; with dropout, CPU attention materialises it): vit.yaml's
-# space at patch 2 (1,024 tokens) took over 20 GB in one step (tests/test_smoke_memory.py).
-SMOKE_PATCH = 8
+# (now paper004-vit.yaml) space at patch 2 (1,024 tokens) took over 20 GB in one step (tests/test_smoke_memory.py).
+SMOKE_TOKENS = 64
 
 
 def smoke_cap(key: str, model_name: Any) -> int:
@@ -296,7 +297,11 @@ def _smoke_caps(s: dict[str, Any]) -> None:
         d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
     for key in ("batch_size", "eval_batch_size"):
         t[key] = min(t[key], SMOKE_BATCH)
-    patch = SMOKE_PATCH if d["image_size"] % SMOKE_PATCH == 0 else 1  # a patch must divide the image
+    size = d["image_size"] or native  # null: the set's native size
+    # At most SMOKE_TOKENS tokens: the patch floor is a side / sqrt(SMOKE_TOKENS) (8 px at 64, 4 at CIFAR's 32),
+    # where it divides the side (a patch must).
+    side = math.isqrt(SMOKE_TOKENS)
+    patch = size // side if size and size % side == 0 else 1
     if isinstance(s["model"].get("patch_size"), int):
         s["model"]["patch_size"] = max(s["model"]["patch_size"], patch)
     for key, dist in (s.get("space") or {}).items():
