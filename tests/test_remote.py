@@ -54,6 +54,26 @@ def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):  # noqa: 
     assert list(tmp_path.iterdir()) == [] and not s3.keys("runs/quickstart-smoke-missing")
 
 
+def test_compare_names_a_damaged_file_in_s3_by_its_uri(s3, tmp_path):  # noqa: F811
+    """tune-compare reads a study in S3 from a temporary copy; a damaged file is named as the user gave it."""
+    from tests.test_bad_result_files import study_folder
+
+    cases = [("final/metrics.json", b'{"summary": {', "invalid JSON"),
+             ("final/0/metrics.json", b'{"test": {"confusion_matrix": [[1', "invalid JSON"),
+             ("study.json", b"[]", "expected a JSON object, got list"),
+             ("trials.csv", b"trial_id,status\nt1,completed\n", "has no column 'best_val_acc'")]
+    for i, (name, content, words) in enumerate(cases):
+        (tmp_path / str(i)).mkdir()
+        local = study_folder(tmp_path / str(i), name)
+        (local / name).write_bytes(content)
+        for f in (p for p in local.rglob("*") if p.is_file()):
+            s3.client().upload_file(str(f), BUCKET, f"damaged/{i}/s/{f.relative_to(local).as_posix()}")
+        r = cmd("tune-compare", f"s3://{BUCKET}/damaged/{i}/s", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                cwd=tmp_path, env=s3.env)
+        assert_one_line_error(r, f"tune-compare: error: s3://{BUCKET}/damaged/{i}/s/{name}: ", words)
+        assert not s3.keys(f"damaged/{i}/compare"), "nothing half-written"
+
+
 @pytest.mark.ray
 def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path):  # noqa: F811
     from mlflow.tracking import MlflowClient
