@@ -98,7 +98,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
 
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
-    dashboard = init_ray(address, log, verbose)
+    dashboard = init_ray(address, log, verbose, file=file)
     import ray
     from ray import tune
 
@@ -359,8 +359,9 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
-    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL.
+def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "") -> str:
+    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL. A cluster that cannot be
+    joined is one line naming ``file`` and the address (SpecError).
 
     Workers' own output (Ray's per-checkpoint lines, library warnings) reaches the console only with
     ``verbose``; the console callback shows what trials report, each warning once.
@@ -376,8 +377,18 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     # "local", not None: Ray's None joins whatever cluster `ray start` last left on this host
     # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
-    ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
-                   ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
+    try:
+        ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
+                       ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True,
+                       logging_level="WARNING")
+    except ConnectionError as exc:
+        if not address:
+            raise
+        # Ray sends its token only to a cluster it found itself: a joined one that asks for it refuses the driver.
+        raise SpecError(file, "--address", f"cannot join the Ray cluster at {address} ({exc}): check the address "
+                                           f"(the head's HOST:PORT), and for a cluster that asks for a token set "
+                                           f"RAY_AUTH_MODE=token with its token (`ray get-auth-token` on the head) in "
+                                           f"RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
     url = getattr(ctx, "dashboard_url", None)
     if url and address:  # a joined cluster's own dashboard, at an address this machine can use
         url = joined_dashboard(url, address)

@@ -75,7 +75,10 @@ def cluster_memory(cwd: Path, name: str, env: dict[str, str], *args: str) -> flo
 
 def test_a_study_joins_a_cluster_on_the_host_only_when_told(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp)}
+    # RAY_AUTH_MODE set: whether `ray start` asks for a token must not depend on a ~/.ray/auth_token of this host
+    # (Ray sends one only to a cluster it found itself, never to a given address).
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp),
+           "RAY_AUTH_MODE": "disabled"}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     proc, address = start_stranger(env, temp)
     try:
