@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -377,6 +378,8 @@ def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     # "local", not None: Ray's None joins whatever cluster `ray start` last left on this host
     # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
+    if address:
+        _check_answers(address, file)
     try:
         ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
                        ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True,
@@ -395,6 +398,20 @@ def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "
     dashboard = f"http://{url}" if url else "(dashboard not running)"
     log(dashboard_line(dashboard if url else None, joined=bool(address)))
     return dashboard
+
+
+def _check_answers(address: str, file: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT nothing answers at is one line within seconds (Ray itself retries it for many minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():  # auto, local, ray://: Ray's own rules
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SpecError(file, "--address", f"no Ray cluster answers at {address} ({exc.strerror or exc}); give the "
+                                           f"head's HOST:PORT (--address or RAY_ADDRESS), or neither to start "
+                                           f"a local Ray") from None
 
 
 def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,
