@@ -58,7 +58,7 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     pools = backend.prepare(spec)  # before anything is written
     folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
     out = folder.local
-    init_ray(address, log, verbose)
+    init_ray(address, log, verbose, file=file)
     from ray import tune
 
     import ray

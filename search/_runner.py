@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -100,7 +101,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
 
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
-    dashboard = init_ray(address, log, verbose)
+    dashboard = init_ray(address, log, verbose, file=file)
     import ray
     from ray import tune
 
@@ -436,8 +437,9 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
-    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL.
+def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "") -> str:
+    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL. A cluster that cannot be
+    joined is one line naming ``file`` and the address (SpecError).
 
     Workers' own output (Ray's per-checkpoint lines, library warnings) reaches the console only with
     ``verbose``; the console callback shows what trials report, each warning once.
@@ -453,8 +455,20 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
         os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
     # "local", not None: Ray's None joins whatever cluster `ray start` last left on this host
     # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
-    ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
-                   ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True, logging_level="WARNING")
+    if address:
+        _check_answers(address, file)
+    try:
+        ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
+                       ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True,
+                       logging_level="WARNING")
+    except ConnectionError as exc:
+        if not address:
+            raise
+        # Ray sends its token only to a cluster it found itself: a joined one that asks for it refuses the driver.
+        raise SpecError(file, "--address", f"cannot join the Ray cluster at {address} ({exc}): check the address "
+                                           f"(the head's HOST:PORT), and for a cluster that asks for a token set "
+                                           f"RAY_AUTH_MODE=token with its token (`ray get-auth-token` on the head) in "
+                                           f"RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
     if not verbose:  # Ray logs each write a full disk refused, with a traceback: the study's last line says it
         for handler in logging.getLogger("ray").handlers:
             handler.addFilter(HideFullDiskLogs())
@@ -464,6 +478,20 @@ def init_ray(address: str | None, log: Any, verbose: bool = False) -> str:
     dashboard = f"http://{url}" if url else "(dashboard not running)"
     log(dashboard_line(dashboard if url else None, joined=bool(address)))
     return dashboard
+
+
+def _check_answers(address: str, file: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT nothing answers at is one line within seconds (Ray itself retries it for many minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():  # auto, local, ray://: Ray's own rules
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SpecError(file, "--address", f"no Ray cluster answers at {address} ({exc.strerror or exc}); give the "
+                                           f"head's HOST:PORT (--address or RAY_ADDRESS), or neither to start "
+                                           f"a local Ray") from None
 
 
 def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,

@@ -219,11 +219,25 @@ def staging(prefix: str = "tune-run-") -> Path:
     return path
 
 
+_COPIES: dict[str, str] = {}  # downloaded copy (local path) -> the URI it holds
+
+
 def local_copy(location: str | Path, keep: Callable[[str], bool] = lambda rel: True) -> Path:
     """A local path holding what ``location`` holds: the path itself, or a downloaded copy of a URI."""
     if not is_uri(location):
         return Path(location)
-    return download(str(location), staging() / name(location), keep)
+    copy = download(str(location), staging() / name(location), keep)
+    for local in {str(copy), str(copy.resolve())}:
+        _COPIES[local] = redact(str(location))
+    return copy
+
+
+def as_given(text: str) -> str:
+    """``text`` (a message naming files) with each path inside a downloaded copy named by its URI: a user
+    gave the URI and never sees the temporary copy."""
+    for local, uri in sorted(_COPIES.items(), key=lambda kv: -len(kv[0])):  # a resolved path may be longer
+        text = text.replace(local, uri)  # each copy is in its own fresh temporary folder: no other path shares it
+    return text
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ def _budget_summary(cb: dict[str, Any]) -> None:
 def _user_error(prog: str, file: str, err: Exception) -> int:
     """Bad input (spec, data, weights): one line on stderr, exit status 2, no traceback."""
     where = "" if isinstance(err, SpecError) or getattr(err, "names_file", False) else f"{file}: "
-    print(f"{prog}: error: {where}{err}", file=sys.stderr)
+    print(f"{prog}: error: {where}{storage.as_given(str(err))}", file=sys.stderr)  # a URI's file by its URI
     return EXIT_USAGE
 
 

@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines)
         folder.publish(*sorted(p.name for p in folder.local.iterdir()))
     except (CompareError, SpecError) as err:
-        print(f"tune-compare: error: {err}", file=sys.stderr)
+        print(f"tune-compare: error: {storage.as_given(str(err))}", file=sys.stderr)  # a URI's file by its URI
         return EXIT_USAGE
     except StorageFull as err:  # a fault of the machine, not of the input: exit 1
         print(f"tune-compare: error: {err}; free space, then run tune-compare again", file=sys.stderr)

@@ -81,3 +81,55 @@ def test_only_a_streamed_set_needs_its_root_on_every_node(tmp_path, storage, nee
     pools = trainables.prepare(spec)
     assert pools.streamed is needs_root
     assert trainables.node_paths(spec, pools) == ([str(root.resolve())] if needs_root else [])
+
+
+def test_a_trial_resumes_from_its_newest_checkpoint_when_the_one_tunes_state_names_is_gone(tmp_path):
+    """A killed driver's last uploaded experiment state can name a checkpoint Tune had already deleted
+    (num_to_keep) for a newer one: the trial continues from that newer one, with the result Tune logged for it,
+    or, when result.json lacks it, an iteration count grown by the checkpoints in between."""
+    import json
+
+    import pyarrow.fs
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+
+    from trainables.ray_adapter import _existing_checkpoint
+
+    trial = tmp_path / "trial_x"
+    (trial / "checkpoint_000002").mkdir(parents=True)
+    fs = pyarrow.fs.LocalFileSystem()
+    stale = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000000"), fs), {"training_iteration": 1})
+    got = _existing_checkpoint(stale)
+    assert got.checkpoint.path == str(trial / "checkpoint_000002") and got.metrics["training_iteration"] == 3
+    rows = [{"training_iteration": i, "epoch": i, "checkpoint_dir_name": f"checkpoint_{i - 1:06d}"} for i in (1, 2, 3)]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut sho')
+    assert _existing_checkpoint(stale).metrics == rows[2]
+    here = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000002"), fs), {"training_iteration": 3})
+    assert _existing_checkpoint(here) is here  # the checkpoint Tune names exists: used as it is
+
+
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
+def test_an_address_nothing_answers_at_is_one_line_within_seconds(tmp_path, how):
+    """Ray retries a dead cluster address for many minutes; tune-run says so at once, before Ray starts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from tests.servers import free_port
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "experiment": {"name": "nowhere"}, "data": {"dataset": "synthetic", "num_samples": 100, "image_size": 16},
+        "model": {"name": "cnn"}, "train": {"epochs": 1}, "tracking": {"enabled": False}}))
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    args = ["--address", address] if how == "--address" else []
+    r = subprocess.run([str(Path(sys.executable).parent / "tune-run"), "s.yaml", *args], cwd=tmp_path, timeout=120,
+                       env={**env, "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else env,
+                       capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith(f"tune-run: error: s.yaml: --address: no Ray cluster answers at {address}"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing written

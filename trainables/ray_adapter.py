@@ -137,7 +137,68 @@ def _trainable(fn: Any, spec: dict[str, Any], pools: Pools, **params: Any) -> An
 
     cluster = ray.cluster_resources().get("CPU") if ray.is_initialized() else None
     request = trial_request(spec["resources"], int(spec["data"].get("workers", 0)), pools.streamed, cluster)
-    return tune.with_resources(tune.with_parameters(fn, spec=spec, pools=pools, **params), request)
+    return tune.with_resources(_restorable(tune.with_parameters(fn, spec=spec, pools=pools, **params)), request)
+
+
+def _restorable(fn: Any) -> Any:
+    """``fn`` as a Tune trainable class that resumes from the newest checkpoint its trial has in storage when the
+    one Tune's experiment state names is gone.
+
+    Tune deletes a trial's superseded checkpoint (``num_to_keep``) as soon as the next one is reported, but
+    uploads the experiment state that stops naming it later and asynchronously: a driver killed in between
+    (SIGKILL, a lost head) leaves storage naming a deleted checkpoint, and ``--resume`` would end that trial
+    as an error. Its newer checkpoint is there, with the result Tune recorded for it in ``result.json``.
+    """
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(fn)
+
+    class Restorable(base):  # type: ignore[misc, valid-type]
+        def restore(self, checkpoint_path: Any) -> Any:
+            return super().restore(_existing_checkpoint(checkpoint_path))
+
+    Restorable.__name__ = Restorable._name = base._name  # Tune names trials and restores by the trainable's name
+    return Restorable
+
+
+def _existing_checkpoint(result: Any) -> Any:
+    """``result`` (Tune's ``_TrainingResult``), or when its checkpoint no longer exists, the newest checkpoint
+    in the same trial folder with the metrics Tune reported with it."""
+    import json
+
+    from pyarrow.fs import FileSelector, FileType
+    from ray import tune
+
+    ckpt = getattr(result, "checkpoint", None)
+    if ckpt is None or ckpt.filesystem.get_file_info(ckpt.path).type != FileType.NotFound:
+        return result
+    fs, trial_dir = ckpt.filesystem, os.path.dirname(ckpt.path.rstrip("/"))
+    found = sorted(i.base_name for i in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
+                   if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
+    if not found:
+        return result  # nothing to continue from: Tune's own error says so
+    try:
+        with fs.open_input_stream(f"{trial_dir}/result.json") as f:
+            lines = f.read().decode().splitlines()
+    except OSError:
+        lines = []
+    metrics = None
+    for line in lines:  # uploaded with the experiment state, so it may lack that result too
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the killed driver
+            continue
+        if row.get("checkpoint_dir_name") == found[-1]:
+            metrics = row
+    if metrics is None:  # every report checkpoints (once per epoch): the iteration grew with the index
+        gap = _index(found[-1]) - _index(os.path.basename(ckpt.path.rstrip("/")))
+        metrics = {**result.metrics, "training_iteration": result.metrics.get("training_iteration", 0) + gap}
+    return type(result)(checkpoint=tune.Checkpoint(f"{trial_dir}/{found[-1]}", fs), metrics=metrics)
+
+
+def _index(checkpoint_dir: str) -> int:
+    """Tune's checkpoint number: ``checkpoint_000002`` -> 2."""
+    return int(checkpoint_dir.rpartition("_")[2])
 
 
 def make_trainable(spec: dict[str, Any], pools: Pools,
