@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import emit, parser  # noqa: E402
 
 TRIALS = 4
-TRIAL_TITLE = "ray::ImplicitFunc"  # Ray's process title of a function trainable's actor (a running trial)
+# Ray's process titles of a trial's actor: "ray::<class>" between calls and "ray::<class>.train" in one; the
+# class is ImplicitFunc for a bare function trainable and ResourceTrainable once tune.with_resources wraps it
+# (trainables/ray_adapter.py's restorable class); "ray::IDLE" is a worker with no actor.
+TRIAL_TITLES = ("ray::ImplicitFunc", "ray::ResourceTrainable")
 SMALL = 8  # the small study has 1/SMALL of the images
 
 
@@ -69,7 +72,7 @@ def sample() -> tuple[int, int]:
         for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
             if line.startswith("Pss:"):
                 pss += int(line.split()[1]) * 1024
-        trials += _read(f"/proc/{pid}/cmdline").startswith(TRIAL_TITLE)
+        trials += _read(f"/proc/{pid}/cmdline").startswith(TRIAL_TITLES)
     return pss, trials
 
 
