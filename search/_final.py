@@ -135,7 +135,8 @@ def size_final(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dic
     final.epochs the spec sets is kept."""
     b = parse_budget(budget["budget"], "study.json")
     # A study's wall-clock share ends at its deadline; --final --budget alone has none: all of it, from now.
-    available = budget["deadline"] - time.monotonic() if budget.get("deadline") else budget["available"]
+    available = (budget["deadline"] - time.monotonic() if b.unit == "seconds" and budget.get("deadline")
+                 else budget["available"])
     fp = final_plan(spec, b, available, [backend.probe(spec, pools)], concurrency(spec, cluster.get("CPU", 1),
                                                                                   cluster.get("GPU", 0)),
                     backend.gpu_hours)
