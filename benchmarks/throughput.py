@@ -72,7 +72,7 @@ def main() -> None:
     import trainables
     from search import resolve, run_study
     from trainables.data import make_splits
-    from trainables.engine import as_tensor, model_kwargs
+    from trainables.engine import as_tensor, model_kwargs, use_autocast, wants_channels_last
 
     cuda = torch.cuda.is_available()
     n, epochs = (2000, 2) if args.quick else (20000, 3)
@@ -100,10 +100,10 @@ def main() -> None:
             y = as_tensor(pools.train_y[idx]).to(dev)
             net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32,
                                           **model_kwargs(spec["model"])).to(dev)
-            if cuda:
+            if wants_channels_last(net, dev):  # the bare loop gets the engine's layout and precision rules
                 net = net.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
-            return bare_loop(net, x, y, 256, epochs, autocast=cuda)
+            return bare_loop(net, x, y, 256, epochs, autocast=use_autocast("auto", dev))
 
         def trial(i: int) -> float:
             # One study per round, in the same Ray runtime; its first epoch (warm-up) is not counted.
