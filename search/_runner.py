@@ -31,6 +31,7 @@ from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, pr
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json, read_text
+from ._importance import IMPORTANCE_FILE, PARALLEL_FILE, write_importance
 from ._export import best_row, trial_rows, write_best, write_csv
 from . import _storage as storage
 from ._ray_oom import trials_survive_memory_kills
@@ -55,6 +56,7 @@ class StudyResult:
     compute_budget: dict[str, Any] | None = None  # search.budget: planned and spent (study.json's record)
     search_started: float = 0.0  # time.monotonic() when the search began: a wall-clock budget's clock
     location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
+    importance: str = ""  # which settings mattered, in one line ("" when nothing was searched)
 
 
 def provenance() -> dict[str, Any]:
@@ -146,11 +148,12 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     stopper = (BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
                if budget and cb else None)
     if resume:
-        tuner = tune.Tuner.restore(target, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(target, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=tune_filesystem(target))
     else:
         search = spec["search"]
-        tuner = tune.Tuner(
-            trainable,
+        tuner = new_tuner(
+            out, trainable,
             param_space=param_space(spec),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
@@ -161,7 +164,8 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname,
                 time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=storage.parent(target), verbose=tune_verbosity(verbose), stop=stopper,
+                name=exp["name"], storage_path=storage.parent(target), storage_filesystem=tune_filesystem(target),
+                verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
                                                    unit="trial", verbose=verbose,
                                                    oom_reason=partial(backend.oom_reason, spec)), LastStep(),
@@ -180,6 +184,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     keys = searched_keys(spec["space"])
     rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"], partial(backend.oom_reason, spec))
     write_csv(out / "trials.csv", rows)
+    imp = write_importance(out, spec, rows)
     best = best_row(rows, metric, mode)
     chosen: dict[str, Any] = {}
     if best is not None:
@@ -197,13 +202,14 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     full = _callback(tuner, StopWhenFull)
     if full is not None and full.reason:  # what finished is written; the rest continues with --resume
         raise StorageFull(out, f"{full.reason} (a trial could not write its checkpoint)")
-    folder.publish("trials.csv", "best.yaml", STUDY_FILE)
+    folder.publish("trials.csv", "best.yaml", STUDY_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
     if parent:
         if cb:
             log_to_mlflow(uri, parent, cb, planned=True)
         _end_tracking(out, uri, lambda: _finish_parent(uri, parent, out, best, metric, rows, bool(unfinished)),
-                      tuner, resume, log)
-    return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started, folder.location)
+                      tuner, resume, log, folder.location)
+    return StudyResult(out, rows, best, parent, chosen, unfinished, cb, search_started, folder.location,
+                       imp.line() if imp is not None else "")
 
 
 def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Budget, cluster: dict[str, float],
@@ -318,6 +324,16 @@ def _check_tune_state(file: str, folder: str) -> None:
                                     f"tune-run {file} --overwrite") from None
 
 
+def tune_filesystem(target: str) -> Any:
+    """Tune's storage file system for the study at ``target``: on a local or mounted path, one whose files appear
+    whole (``_tune_fs``: a full disk leaves Tune's last complete state); for a URI, Tune's own from the URI."""
+    if storage.is_uri(target):
+        return None
+    from ._tune_fs import whole_file_fs
+
+    return whole_file_fs()
+
+
 def checkpoint_config(spec: dict[str, Any]) -> Any:
     """A trial resumes from its latest checkpoint; PBT also restores other trials' recent ones, which Ray
     warns may be deleted too early with num_to_keep <= 2: keep 4 there (as Ray's PBT examples do)."""
@@ -384,6 +400,20 @@ class StopWhenFull(Callback):
         if reason and self.reason is None:
             self.reason = reason
             _interrupt_tune()
+
+
+def new_tuner(out: Path, *args: Any, **kwargs: Any) -> Any:
+    """``tune.Tuner(...)``, which writes its own state (tuner.pkl) at once: a full disk there is ``StorageFull``
+    naming the study folder, not a traceback."""
+    from ray import tune
+
+    try:
+        return tune.Tuner(*args, **kwargs)
+    except OSError as exc:
+        reason = full_reason(exc)
+        if reason:
+            raise StorageFull(out, reason) from None
+        raise
 
 
 def _fit(tuner: Any, out: Path) -> Any:
@@ -593,9 +623,11 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
-def _end_tracking(out: Path, uri: str, finish: Callable[[], None], tuner: Any, resume: bool, log: Any) -> None:
+def _end_tracking(out: Path, uri: str, finish: Callable[[], None], tuner: Any, resume: bool, log: Any,
+                  location: str = "") -> None:
     """The parent run's summary. When MLflow writes failed during the study (or it resumed), what MLflow
-    lacks is filled in from the study folder; what still cannot be written is named, with the command
+    lacks is filled in from the study folder (``location``: where the study is, a URI when ``out`` is only
+    its staging copy without Tune's trial folders); what still cannot be written is named, with the command
     that fills it in later. The study's own results are on disk either way."""
     from ._sync import sync_study
     from ._tracking import MlflowTrials
@@ -604,7 +636,7 @@ def _end_tracking(out: Path, uri: str, finish: Callable[[], None], tuner: Any, r
     down = tracker.down if tracker is not None else None
     try:
         if down or resume:
-            sync_study(out, log=log if down else (lambda *_: None))
+            sync_study(location or out, log=log if down else (lambda *_: None))
         else:
             finish()
     except Exception as err:  # noqa: BLE001  (whatever the store raises, the study's results stand)
@@ -613,8 +645,8 @@ def _end_tracking(out: Path, uri: str, finish: Callable[[], None], tuner: Any, r
                 f"and " if trials else "")
         first = (str(err).strip().splitlines() or [""])[0][:200]
         log(f"warning: MLflow writes failed{' from ' + down if down else ''}: {runs}the study's parent run are "
-            f"incomplete in {uri} ({type(err).__name__}: {first}); every result is in {shown(out)}. When the "
-            f"store is back, fill them in with: tune-run --sync-mlflow {shown(out)}")
+            f"incomplete in {uri} ({type(err).__name__}: {first}); every result is in {shown(location or out)}. "
+            f"When the store is back, fill them in with: tune-run --sync-mlflow {shown(location or out)}")
 
 
 def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
@@ -629,7 +661,7 @@ def _finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None
         c.set_tag(parent, "best_trial_id", best["trial_id"])
     if have.get("trials") != len(rows):
         c.log_metric(parent, "trials", len(rows))
-    for name in ("trials.csv", "best.yaml", STUDY_FILE):
+    for name in ("trials.csv", "best.yaml", STUDY_FILE, IMPORTANCE_FILE, PARALLEL_FILE):
         if (out / name).is_file():
             c.log_artifact(parent, str(out / name))
     c.set_terminated(parent, status="KILLED" if interrupted else "FINISHED")

@@ -15,19 +15,34 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._export import FAILED
+from . import _storage as storage
 from ._files import read_json
+from ._importance import IMPORTANCE_FILE, PARALLEL_FILE
 from ._paths import STUDY_FILE, shown
 from ._space import branches, flat_config
 from ._spec import SpecError
 
 
-def sync_study(out: Path, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Complete the MLflow runs of the study in ``out``; returns what was added (runs, metric values, tags)."""
+# Of a study folder in storage, what filling in MLflow reads: the study's files and each trial's reports.
+_STUDY_FILES = (STUDY_FILE, "trials.csv", "best.yaml", IMPORTANCE_FILE, PARALLEL_FILE)
+_TRIAL_FILES = ("params.json", "result.json")
+
+
+def _sync_files(rel: str) -> bool:
+    parts = rel.split("/")
+    return (len(parts) == 1 and parts[0] in _STUDY_FILES) or \
+        (len(parts) == 2 and parts[0].startswith("trial_") and parts[1] in _TRIAL_FILES)
+
+
+def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Complete the MLflow runs of the study at ``location`` (a folder, or a URI: its study files and trial
+    reports are read from a downloaded copy); returns what was added (runs, metric values, tags)."""
     from mlflow.entities import Metric, RunTag
 
     from ._runner import _finish_parent, _flat_params
     from ._tracking import check_store, client_for, log_params, numeric_metrics, run_params
 
+    out = storage.local_copy(location, _sync_files)
     state = out / STUDY_FILE
     if not state.is_file():
         raise SpecError(str(out), "--sync-mlflow", f"not a study folder (it has no {STUDY_FILE})")
@@ -85,7 +100,7 @@ def sync_study(out: Path, log: Callable[[str], None] = print) -> dict[str, int]:
     _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
     what = (f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
             if any(added.values()) else "nothing was missing")
-    log(f"MLflow: {uri} filled in from {shown(out)}: {what}")
+    log(f"MLflow: {uri} filled in from {shown(location)}: {what}")
     return added
 
 

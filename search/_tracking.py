@@ -149,13 +149,15 @@ class MlflowTrials(Callback):
         self.down: str | None = None
         self.incomplete: set[str] = set()
         self._runs: dict[str, str] = {}
+        self._steps: dict[str, dict[str, set[int]]] = {}  # reopened runs: metric -> the steps MLflow holds
         self._devices: set[str] = set()  # runs whose device tag is set (once, not every epoch)
         self._client: Any = None
         self._exp_id: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment state
-        # A resumed study tries MLflow afresh (and fills in what is missing at its end).
-        return {**self.__dict__, "_client": None, "down": None, "incomplete": set()}
+        # A resumed study tries MLflow afresh (and fills in what is missing at its end), and finds each trial's
+        # run again, as reopened: its trials continue from checkpoints and may repeat epochs the run holds.
+        return {**self.__dict__, "_client": None, "down": None, "incomplete": set(), "_runs": {}, "_steps": {}}
 
     def _write(self, trial: Any, write: Callable[[], None]) -> None:
         """One event's MLflow writes. Once one fails, the rest of the study's are skipped instead of each
@@ -188,6 +190,7 @@ class MlflowTrials(Callback):
         if found:
             rid = found[0].info.run_id
             c.update_run(rid, status="RUNNING")
+            self._steps[rid] = {}  # reopened (--resume, a retried trial): it may repeat epochs the run holds
         else:
             tags = {**self.tags, "mlflow.parentRunId": self.parent, "trial_id": tid, "status": "running"}
             rid = c.create_run(exp_id, run_name=str(trial), tags=tags).info.run_id
@@ -223,8 +226,19 @@ class MlflowTrials(Callback):
             self._devices.add(rid)
         step, now = int(result.get("epoch", result.get("training_iteration", 0))), int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
+        if rid in self._steps:  # a continued trial reruns the epochs after its checkpoint: each step once
+            metrics = [m for m in metrics if step not in self._logged(rid, m.key)]
         if metrics:
             self.client.log_batch(rid, metrics=metrics)
+            for m in metrics if rid in self._steps else ():
+                self._steps[rid][m.key].add(step)
+
+    def _logged(self, rid: str, key: str) -> set[int]:
+        """The steps of ``key`` a reopened run holds (read from MLflow once per key)."""
+        have = self._steps[rid]
+        if key not in have:
+            have[key] = {m.step for m in self.client.get_metric_history(rid, key)}
+        return have[key]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trial, lambda: self._complete(trial))

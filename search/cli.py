@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sync_mlflow:
             from ._sync import sync_study
 
-            sync_study(Path(args.spec).resolve())
+            sync_study(args.spec if storage.is_uri(args.spec) else Path(args.spec).resolve())
             return 0
         # --budget is search.budget given last: it overrides the spec and any --set of it.
         overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
@@ -227,6 +227,8 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
         print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
     else:
         print("  best:        none (no trial produced a metric)")
+    if result.importance:
+        print(f"  {result.importance} ({shown(storage.join(result.location, 'importance.json'))})")
     if result.parent_run_id:
         print(f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
               f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")

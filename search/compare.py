@@ -142,6 +142,51 @@ def load_fraction_study(source: str) -> Any:
                          "seconds": pd.to_numeric(df.get("seconds"), errors="coerce"), "status": df["status"]})
 
 
+def study_importance(folder: Path) -> Any:
+    """(study name, ``_importance.Importance``): which settings mattered in the search of the study at
+    ``folder``; None when it holds no search (no trials.csv, or nothing searched)."""
+    from ._importance import importance
+
+    if not (folder / "trials.csv").is_file() or not (folder / "study.json").is_file():
+        return None
+    spec = read_json(folder / "study.json", "study file").get("spec")
+    if not isinstance(spec, dict):
+        raise CompareError(f"{folder / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
+    checked(spec, STUDY_KEYS, folder / "study.json", "a study file")
+    if not spec["space"]:
+        return None
+    metric = spec["experiment"]["metric"]
+    df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])
+    return spec["experiment"]["name"], importance(df.to_dict("records"), spec["space"], metric,
+                                                  spec["experiment"].get("mode", "max"))
+
+
+def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str], dict[str, bytes]]:
+    """The report's "Which settings mattered" section: markdown, HTML and a parallel-coordinates plot per study."""
+    import html
+
+    from tabulate import tabulate
+
+    from ._importance import parallel_plot
+
+    md, htm, images = ["## Which settings mattered", ""], ["<h2>Which settings mattered</h2>"], {}
+    for name, imp in found:
+        line = f"**{name}**: {imp.line()}" + (f" (left out, set in some trials only: {', '.join(imp.left_out)})"
+                                               if imp.left_out else "")
+        md += [line, ""]
+        htm.append(f"<p>{html.escape(line.replace('**', ''))}</p>")
+        if imp.shares:
+            rows = [{"setting": k, "share of variance": f"{v:.3f}"} for k, v in imp.shares.items()]
+            md += [tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True), ""]
+            htm.append(tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True))
+        png = parallel_plot(imp, name)
+        if png is not None:
+            images[f"parallel_{name}.png"] = png
+    note = ("fANOVA (Optuna's evaluator, fixed seed) over each study's scored trials, each at the best value it "
+            "reached (trials a scheduler stopped count with theirs); few trials make these shares rough.")
+    return [*md, note, ""], [*htm, f"<p>{html.escape(note)}</p>"], images
+
+
 def fraction_table(df: Any) -> list[dict[str, str]]:
     """Paper 003's Table 4.5/4.6: per training fraction, each model's best validation metric over seeds."""
     ok = df[df["status"].isin(SCORED)]
@@ -238,12 +283,14 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
             ax.plot(range(1, n + 1), np.mean([[e[key] for e in h[:n]] for h in hists], axis=0),
                     label=f"{s['experiment']} ({key})")
     ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="Learning curves")
-    ax.legend()
+    if ax.lines:  # no history recorded: no legend (matplotlib would warn on stderr)
+        ax.legend()
     out["curves.png"] = _png(fig)
     plt.close(fig)
 
-    pts = [(s["summary"]["cost"].get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
-           for s in studies if s["summary"].get("accuracy", {}).get("mean") is not None]
+    pts = [(s["summary"].get("cost", {}).get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
+           for s in studies if s["summary"].get("accuracy", {}).get("mean") is not None
+           and s["summary"].get("cost", {}).get("latency_ms") is not None]
     fig, ax = plt.subplots(figsize=(6, 4))
     for lat, acc, name in pts:
         ax.scatter(lat, acc)
@@ -308,9 +355,9 @@ def _html_list(lines: list[str]) -> str:
 
 
 def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = None,
-                  verdict: list[str] | None = None) -> str:
+                  verdict: list[str] | None = None, importances: list[tuple[str, Any]] | None = None) -> str:
     """report.md, report.html and the plots in ``out_dir``; returns the text the console shows.
-    ``verdict``: the lines of ``_verdict.verdict``, which end the report."""
+    ``verdict``: the lines of ``_verdict.verdict``, which end the report; ``importances``: (study, Importance)."""
     import html
 
     from tabulate import tabulate
@@ -333,6 +380,11 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
         html_parts += ["<h2>Data efficiency</h2>", tabulate(frows, headers="keys", tablefmt="html",
                                                              disable_numparse=True), f"<p>{note}</p>"]
         images["fraction_curve.png"] = fraction_plot(curves)
+    if importances:
+        md_imp, html_imp, imp_images = importance_parts(importances)
+        md_parts += md_imp
+        html_parts += html_imp
+        images.update(imp_images)
     if verdict:  # last: what the comparison concludes
         md_parts += ["## Verdict", "", *verdict, "", NOTE, ""]
         html_parts += ["<h2>Verdict</h2>", _html_list(verdict), f"<p>{html.escape(NOTE)}</p>"]
@@ -362,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import pandas as pd
 
-    studies, curves = [], []
+    studies, curves, importances = [], [], []
     try:
         for src in args.sources:
             local = local_study(src)
@@ -370,8 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame = None if (Path(here) / "final" / "metrics.json").is_file() else load_fraction_study(here)
             if frame is not None:
                 curves.append(frame)
+                found = study_importance(Path(here))
             else:
                 studies.append(load_final(src, tracking_uri(args.mlflow_uri), local))
+                final = studies[-1].get("out_dir")  # None for an MLflow experiment: no trials table to read
+                found = study_importance(Path(final).parent) if final else None  # final/ lies in the study folder
+            if found is not None:
+                importances.append(found)
         for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
             out = Path(s.get("out_dir", ""))
             seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
@@ -383,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = args.sources[0]
         out = args.out or (storage.join(storage.parent(first), "compare") if storage.is_uri(first) else "runs/compare")
         folder = storage.folder(out)  # a URI: written in a staging folder, then uploaded
-        table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines)
+        table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines, importances)
         folder.publish(*sorted(p.name for p in folder.local.iterdir()))
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {storage.as_given(str(err))}", file=sys.stderr)  # a URI's file by its URI

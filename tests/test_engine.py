@@ -487,3 +487,29 @@ def test_a_trial_rays_memory_monitor_killed_is_oom_with_its_sizes_not_rays_text(
     reason = error_reason(ray_text, {"train.batch_size": 8}, partial(trainables.oom_reason, spec))
     assert reason == ("out of host memory (Ray's memory monitor killed the trial) at batch_size=8, model=vit, "
                       "image_size=16: lower train.batch_size or data.image_size")
+
+
+def test_a_trial_restored_from_its_last_epochs_checkpoint_reports_its_end_again(tmp_path, monkeypatch):
+    """A driver killed after a trial's last epoch, before Tune recorded it: the resumed trial restores a
+    checkpoint with nothing left to train and must report that last result again (Tune otherwise keeps the
+    older one it had as the trial's last: a completed trial read as stopped one epoch short)."""
+    import os
+
+    import ray.tune
+    from tests.conftest import small_spec
+    from trainables import ray_adapter
+
+    spec = small_spec(tmp_path, "restored", train={"epochs": 2})
+    pools = trainables.prepare(spec)
+    saved = []
+    ray_adapter.fit_or_oom(spec, pools, None, lambda m, get_state: saved.append((m, get_state())))
+    last_metrics, last_state = saved[-1]
+    folder = tmp_path / "checkpoint_000001"
+    folder.mkdir()
+    torch.save(last_state, os.path.join(folder, ray_adapter.CKPT_FILE))
+    reports = []
+    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: ray.tune.Checkpoint.from_directory(str(folder)))
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    ray_adapter.trial({}, spec=spec, pools=pools)
+    assert len(reports) == 1 and reports[0]["epoch"] == 2
+    assert reports[0]["val_acc"] == last_metrics["val_acc"]

@@ -8,9 +8,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn import metrics as skm
 
 import trainables
+import trainables.data
+import trainables.final
 from search import resolve
 from search._stats import t_interval
 from trainables.final import reevaluate, train_final
@@ -126,6 +129,58 @@ def test_weights_round_trip_to_the_same_numbers(final_run):
     again = reevaluate(out, pools, spec["data"], "test")
     for k in ("accuracy", "f1_macro", "mcc", "auc_roc", "confusion_matrix", "accuracy_bootstrap_ci"):
         assert again[k] == m["test"][k], k
+
+
+def test_test_metrics_are_fp32_whatever_trained_the_model(tmp_path):
+    """A model trained under bf16 autocast is tested in fp32, so tune-eval gives the same numbers on any machine
+    (bf16 arithmetic differs between CPUs and GPUs; here its re-check would differ in the third decimal)."""
+    spec = resolve({
+        "experiment": {"name": "f"},
+        "data": {"dataset": "digits"},
+        "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+        "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "bf16"},
+        "final": {"seeds": [0], "bootstrap": 100},
+    }, trainables)
+    pools = trainables.prepare(spec)
+    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
+    again = reevaluate(tmp_path / "0", pools, spec["data"], "test")
+    assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
+    with np.load(tmp_path / "0" / "predictions.npz", allow_pickle=False) as z:
+        probs = z["probs"]
+    model, _, meta = trainables.final.load_model(tmp_path / "0")
+    split = trainables.data.make_splits(pools, spec["data"]).test
+    x = torch.as_tensor(pools.train_x[split]).float().div(255)
+    x = (x - torch.tensor(meta["mean"]).view(1, -1, 1, 1)) / torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        fp32 = torch.softmax(model.eval()(x).double(), 1).float().numpy()
+    assert np.allclose(probs, fp32, atol=1e-5)  # the reported probabilities are the fp32 model's
+
+
+def test_a_seed_folder_appears_whole_or_leaves_the_previous_one(final_run, tmp_path, monkeypatch):
+    """A write that fails part-way (a full disk while plotting) leaves no partial seed folder, and a model
+    retrained over an earlier one keeps the earlier one until the new one is complete."""
+    import errno
+
+    import trainables.final as tf
+
+    spec, pools, out, m = final_run
+    seed = tmp_path / "5"
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf, "plots", full)
+    with pytest.raises(OSError, match="No space left"):
+        train_final(spec, pools, 5, seed, quick_cost=True)
+    assert list(tmp_path.iterdir()) == []  # neither the seed folder nor its staging copy
+    monkeypatch.undo()
+    train_final(spec, pools, 5, seed, quick_cost=True)
+    before = (seed / "model.safetensors").read_bytes()
+    monkeypatch.setattr(tf, "plots", full)
+    with pytest.raises(OSError):
+        train_final(spec, pools, 5, seed, quick_cost=True)
+    assert (seed / "model.safetensors").read_bytes() == before and (seed / "curves.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["5"]
 
 
 def test_same_seed_same_final_metrics(final_run, tmp_path):

@@ -66,6 +66,13 @@ def test_readme_quickstart_final_eval_compare(tmp_path):
     assert study["provenance"]["packages"]["torch"] and "git_commit" in study["provenance"]
     best = max(float(row["best_val_acc"]) for row in rows)
     assert best > 0.9
+    # Which settings mattered: one line in the summary, importance.json beside trials.csv, in MLflow too.
+    assert "  settings that mattered (val_acc variance explained, fANOVA over 12 trials): " in r.stdout
+    shares = json.loads((out / "importance.json").read_text())["shares"]
+    assert set(shares) == {"train.lr", "train.weight_decay", "model.dropout", "model.hidden"}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    logged = {a.path for a in c.list_artifacts(parents[0].info.run_id)}
+    assert {"importance.json", "parallel_coordinates.png", "trials.csv"} <= logged
 
     # best.yaml runs as is, with the winning values fixed.
     r = readme("tune-run runs/quickstart/best.yaml --dry-run", tmp_path)
@@ -110,4 +117,6 @@ def test_readme_quickstart_final_eval_compare(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     md = (tmp_path / "runs" / "compare" / "report.md").read_text()
     assert "quickstart-best" in md and "test acc (95% CI)" in md and f"{acc['mean']:.4f}" in md
+    assert "## Which settings mattered" in md and "**quickstart**: settings that mattered" in md
+    assert (tmp_path / "runs" / "compare" / "parallel_quickstart.png").stat().st_size > 10_000
     assert (tmp_path / "runs" / "compare" / "report.html").is_file()

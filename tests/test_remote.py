@@ -98,6 +98,15 @@ def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, t
     r = cmd("tune-run", QUICKSTART, "--smoke", *remote, "--resume", cwd=work, env=s3.env)
     assert r.returncode == 0, r.stderr[-3000:]
 
+    # A trial's run the server lost is filled in from the study in S3: its reports are read from the bucket.
+    c = MlflowClient(mlflow_server)
+    exp = c.get_experiment_by_name("quickstart-smoke")
+    c.delete_run(c.search_runs([exp.experiment_id], "tags.role = 'trial'")[0].info.run_id)
+    r = cmd("tune-run", "--sync-mlflow", STUDY, cwd=work, env=s3.env)
+    assert r.returncode == 0 and f"filled in from {STUDY}: 1 run(s) created" in r.stdout, r.stdout + r.stderr
+    r = cmd("tune-run", "--sync-mlflow", STUDY, cwd=work, env=s3.env)
+    assert r.returncode == 0 and f"filled in from {STUDY}: nothing was missing" in r.stdout, r.stdout + r.stderr
+
     # Final training from best.yaml in S3: the models go beside it, to <study>/final.
     r = cmd("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1",
             cwd=work, env=s3.env)
@@ -120,10 +129,8 @@ def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, t
     assert {"runs/compare/report.md", "runs/compare/report.html"} <= set(s3.keys("runs/compare/"))
     assert list(work.iterdir()) == [], "a study in S3 tracked by a server writes nothing where it runs"
 
-    # The tracking server: one parent run, one run per trial (params, per-epoch metrics), no duplicate after
-    # --resume; the final run's artifacts and models, stored in the bucket.
-    c = MlflowClient(mlflow_server)
-    exp = c.get_experiment_by_name("quickstart-smoke")
+    # The tracking server: one parent run, one run per trial (params, per-epoch metrics; the filled-in one too),
+    # no duplicate after --resume; the final run's artifacts and models, stored in the bucket.
     runs = c.search_runs([exp.experiment_id], max_results=100)
     roles = sorted(x.data.tags.get("role", "") for x in runs)
     assert roles == ["final", "final-seed", "study", "trial", "trial"], roles

@@ -765,7 +765,9 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of a trained model on ``split`` (train, val or test) of ``pools``."""
+    """Logits and labels of a trained model on ``split`` (train, val or test) of ``pools``, in fp32 whatever
+    trained it: reported numbers must come out the same when ``tune-eval`` re-checks them on another machine
+    (bf16 kernels round differently on CPUs and GPUs, and a CPU without AMX has none)."""
     idx = getattr(res.splits, split)
     from_train = split != "test" or res.splits.test_from_train
     x = pixels(pools.train_x if from_train else pools.test_x)
@@ -773,7 +775,7 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
     batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device),
                       workers=res.workers)
     try:
-        logits, labels = predict(res.model, batcher, idx, batch_size, res.autocast)
+        logits, labels = predict(res.model, batcher, idx, batch_size, autocast=False)
     finally:
         batcher.close()
     return logits.numpy(), labels.numpy()

@@ -8,13 +8,16 @@ A final model folder holds everything needed to rebuild and re-check it:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
 import json
+import os
 import platform
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,7 +25,7 @@ import yaml
 
 from .cost import measure_cost
 from .data import DamagedFile, ImageFiles, Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
-from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device
+from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device, use_autocast
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
@@ -107,10 +110,6 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
                                     threshold)
     test["skipped_images"] = pools.test_skipped  # unreadable test files left out (data.on_bad_image: skip)
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(res, pools, s, out_dir, threshold)
-    save_predictions(out_dir / "predictions.npz", logits, labels, threshold, test_digest(pools, res.splits),
-                     pools.classes)
     gpu = float((spec.get("resources") or {}).get("gpu", 0))
     metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
                                                          "gpu_hours": gpu_hours(res.train_seconds, gpu,
@@ -118,10 +117,40 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
                "device": _device_name(res.device), "torch": torch.__version__,
                "train_images": int(len(res.splits.train)), "training": training_record(f, res),
                "history": res.history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_per_class(out_dir / "per_class.csv", test)
-    plots(out_dir, test, logits, labels, res.history)
+    with whole_folder(out_dir) as folder:
+        save_model(res, pools, s, folder, threshold)
+        save_predictions(folder / "predictions.npz", logits, labels, threshold, test_digest(pools, res.splits),
+                         pools.classes)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_per_class(folder / "per_class.csv", test)
+        plots(folder, test, logits, labels, res.history)
     return metrics
+
+
+@contextlib.contextmanager
+def whole_folder(out_dir: Path) -> Iterator[Path]:
+    """A seed's folder appears whole or not at all: its files (model, meta.json, metrics.json, … which only make
+    sense together) are written in a hidden sibling, flushed to disk, and renamed to ``out_dir`` at the end. A
+    full disk or a crash leaves the previous folder (or none) and no partial one."""
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # what an earlier crash left
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        for file in staging.iterdir():  # a full disk may only say so when the data is flushed: before the rename
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if out_dir.exists():  # retrained (--overwrite): the old model goes only once the new one is complete
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def test_digest(pools: Pools, splits: Splits) -> str:
@@ -254,7 +283,7 @@ def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str =
     device = next(model.parameters()).device
     splits = splits or make_splits(pools, data)
     res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], device,
-                    device.type == "cuda" and spec["train"].get("precision", "auto") != "fp32")
+                    use_autocast(spec["train"].get("precision", "auto"), device))
     f = spec.get("final") or {}
     out, _, _ = evaluate(res, pools, split, int(f.get("topk", 5)), int(f.get("bootstrap", 1000)),
                          int(spec["train"]["seed"]), meta.get("threshold"))

@@ -73,8 +73,10 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
             state = torch.load(os.path.join(d, CKPT_FILE), map_location="cpu", weights_only=True)
 
     device = device_fields(resolved)
+    reported = [False]
 
     def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
+        reported[0] = True
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
             tune.report({**scored(metrics, metric, mode), "infeasible": 0, **device},
@@ -89,6 +91,10 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
             torch.cuda.empty_cache()
     if failed is not None:
         tune.report({**scored(failed, metric, mode), "infeasible": 0, **device})
+    elif not reported[0] and state and state.get("history"):
+        # Restored from the checkpoint of a run that had already ended (the driver was killed after the trial's
+        # last epoch, before Tune recorded it): its last result again, or Tune keeps an older one as the last.
+        tune.report({**scored(state["history"][-1], metric, mode), "infeasible": 0, **device})
 
 
 def scored(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
