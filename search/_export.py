@@ -94,7 +94,8 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update({f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
                     f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
-                    "device": last.get("device", ""), "seconds": plain(last.get("time_total_s", "")),
+                    "device": last.get("device", ""), "gpu": str(last.get("gpu_ids", "")),
+                    "seconds": plain(last.get("time_total_s", "")),
                     "reason": error_reason(t["error"], t["config"], oom_reason) if t["error"]
                     else status_reason(last, status)})
         rows.append(row)

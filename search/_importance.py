@@ -122,6 +122,22 @@ def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, m
     return imp
 
 
+def safe_importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, mode: str) -> Importance:
+    """``importance``, or when a trials table it was not made for breaks it, no shares with the reason: an
+    analysis of the results must never cost a study or a report its results."""
+    try:
+        return importance(rows, space, metric, mode)
+    except Exception as exc:  # noqa: BLE001
+        return Importance(metric, 0, reason=f"not computed ({type(exc).__name__}: {exc})")
+
+
+def safe_plot(imp: Importance, title: str) -> bytes | None:
+    try:
+        return parallel_plot(imp, title)
+    except Exception:  # noqa: BLE001  (a plot is not worth a report)
+        return None
+
+
 def parallel_plot(imp: Importance, title: str) -> bytes | None:
     """Optuna's parallel-coordinates plot of the scored trials (one line per trial, coloured by the metric),
     the settings ordered by importance; None without trials to draw."""
@@ -161,11 +177,8 @@ def write_importance(out: Any, spec: dict[str, Any], rows: list[dict[str, Any]])
     if not spec.get("space"):
         return None
     exp = spec["experiment"]
-    try:
-        imp = importance(rows, spec["space"], exp["metric"], exp["mode"])
-        png = parallel_plot(imp, exp["name"]) if imp.shares else None
-    except Exception as exc:  # noqa: BLE001  (an analysis of the results must never cost the study its results)
-        imp, png = Importance(exp["metric"], 0, reason=f"not computed ({type(exc).__name__}: {exc})"), None
+    imp = safe_importance(rows, spec["space"], exp["metric"], exp["mode"])
+    png = safe_plot(imp, exp["name"]) if imp.shares else None
     write_atomic(out / IMPORTANCE_FILE, json.dumps(imp.as_dict(), indent=2))
     if png is not None:
         write_atomic(out / PARALLEL_FILE, png)

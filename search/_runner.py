@@ -310,7 +310,8 @@ def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
 
 def _check_tune_state(file: str, folder: str) -> None:
     """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
-    up during a write can leave it cut short, and Tune would then silently start a new study instead."""
+    up during a write could leave it cut short (studies written before ``tune_filesystem``, or written by Tune
+    directly), and Tune would then silently start a new study instead."""
     names = sorted(n for n, is_dir in storage.entries(folder).items()
                    if not is_dir and n.startswith("experiment_state-") and n.endswith(".json"))
     if not names:
@@ -614,8 +615,8 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
         if r.error is not None:  # its whole text: the status rule reads more than its last line
             err = str(r.error).strip() or type(r.error).__name__
         tid = last.get("trial_id") or getattr(tt, "trial_id", None) or Path(r.path).name
-        try:
-            config = flat_config(r.config or {}, space)
+        try:  # a trial stopped before its first report has no result config: Tune's trial record has it
+            config = flat_config(r.config or getattr(tt, "config", None) or {}, space)
         except (KeyError, TypeError):  # a trial that never got a config (errored before its first report)
             config = {}
         trials.append({"trial_id": tid, "config": config, "last": last, "history": hist, "error": err,

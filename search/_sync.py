@@ -87,6 +87,8 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
         device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
         if device:
             tags["device"] = device
+        if row.get("gpu"):  # trials.csv's record of the GPU(s) Ray pinned the trial to
+            tags["gpu"] = row["gpu"]
         changed = [RunTag(k, str(v)) for k, v in tags.items() if have_tags.get(k) != str(v)]
         if changed:
             c.log_batch(rid, tags=changed)

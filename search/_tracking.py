@@ -223,6 +223,8 @@ class MlflowTrials(Callback):
             return
         if isinstance(result.get("device"), str) and rid not in self._devices:
             self.client.set_tag(rid, "device", result["device"])
+            if result.get("gpu_ids"):  # the GPU(s) Ray pinned the trial to
+                self.client.set_tag(rid, "gpu", str(result["gpu_ids"]))
             self._devices.add(rid)
         step, now = int(result.get("epoch", result.get("training_iteration", 0))), int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]

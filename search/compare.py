@@ -145,7 +145,7 @@ def load_fraction_study(source: str) -> Any:
 def study_importance(folder: Path) -> Any:
     """(study name, ``_importance.Importance``): which settings mattered in the search of the study at
     ``folder``; None when it holds no search (no trials.csv, or nothing searched)."""
-    from ._importance import importance
+    from ._importance import safe_importance
 
     if not (folder / "trials.csv").is_file() or not (folder / "study.json").is_file():
         return None
@@ -157,8 +157,8 @@ def study_importance(folder: Path) -> Any:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])
-    return spec["experiment"]["name"], importance(df.to_dict("records"), spec["space"], metric,
-                                                  spec["experiment"].get("mode", "max"))
+    return spec["experiment"]["name"], safe_importance(df.to_dict("records"), spec["space"], metric,
+                                                       spec["experiment"].get("mode", "max"))
 
 
 def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str], dict[str, bytes]]:
@@ -167,7 +167,7 @@ def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str]
 
     from tabulate import tabulate
 
-    from ._importance import parallel_plot
+    from ._importance import safe_plot
 
     md, htm, images = ["## Which settings mattered", ""], ["<h2>Which settings mattered</h2>"], {}
     for name, imp in found:
@@ -179,7 +179,7 @@ def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str]
             rows = [{"setting": k, "share of variance": f"{v:.3f}"} for k, v in imp.shares.items()]
             md += [tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True), ""]
             htm.append(tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True))
-        png = parallel_plot(imp, name)
+        png = safe_plot(imp, name) if imp.shares else None
         if png is not None:
             images[f"parallel_{name}.png"] = png
     note = ("fANOVA (Optuna's evaluator, fixed seed) over each study's scored trials, each at the best value it "

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["throughput", "tune_overhead", "memory", "search_efficiency", "gpu_mfu",
-                                  "search_value"])
+                                  "search_value", "precision"])
 def test_benchmark_quick(name, tmp_path):
     extra = ["--plot", str(tmp_path / "se.png")] if name == "search_efficiency" else []
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
@@ -44,6 +44,8 @@ def test_benchmark_quick(name, tmp_path):
         assert len(result["adjacent_ratios"]) == 2 * result["rounds"] == 2 * (len(result["bare_images_per_s"]) - 1)
     if name == "memory":
         assert all(s["samples_all_running"] > 0 for s in result["studies"])
+    if name == "precision":  # the rule against fp32, round by round
+        assert result["models"]["cnn"]["ratios"] and isinstance(result["native_bf16"], bool)
     if name == "search_value":  # both arms trained and were tested on the same images, paired by the verdict
         acc = result["test_accuracy"]
         assert set(acc) == {"fixed", "searched"} and all(0.5 < a["mean"] <= 1 for a in acc.values())

@@ -79,3 +79,14 @@ def test_written_beside_trials_csv_with_a_parallel_coordinates_plot(tmp_path):
     write_importance(tmp_path, spec, rows[:2])
     assert not (tmp_path / PARALLEL_FILE).exists() and json.loads((tmp_path / IMPORTANCE_FILE).read_text())["reason"]
     assert write_importance(tmp_path, {**spec, "space": {}}, rows) is None
+
+
+def test_a_table_it_cannot_read_gives_a_reason_not_an_exception(tmp_path):
+    from search._importance import safe_importance
+
+    rows = rows_where_lr_decides()
+    rows[4]["train.lr"] = "not a number"  # a hand-edited trials.csv
+    imp = safe_importance(rows, SPACE, "val_acc", "max")
+    assert not imp.shares and imp.reason.startswith("not computed (ValueError: ")
+    spec = {"space": SPACE, "experiment": {"name": "s", "metric": "val_acc", "mode": "max"}}
+    assert write_importance(tmp_path, spec, rows).reason == imp.reason  # the study's results are written regardless

@@ -137,7 +137,7 @@ def whole_folder(out_dir: Path) -> Iterator[Path]:
     staging.mkdir(parents=True)
     try:
         yield staging
-        for file in staging.iterdir():  # a full disk may only say so when the data is flushed: before the rename
+        for file in (f for f in staging.rglob("*") if f.is_file()):  # a full disk may only say so on flushing
             with open(file, "rb+") as fh:
                 os.fsync(fh.fileno())
         if out_dir.exists():  # retrained (--overwrite): the old model goes only once the new one is complete

@@ -36,10 +36,21 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def gpu_ids() -> str:
+    """The GPUs Ray pinned this trial to (it sets CUDA_VISIBLE_DEVICES to them), e.g. ``"1"``; ``""`` for none.
+    Logical GPUs count too (``ray start --num-gpus 2`` on a CPU machine): the record shows how trials shared them."""
+    import ray
+
+    if not ray.is_initialized():
+        return ""
+    return ",".join(str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+
+
 def device_fields(spec: dict[str, Any]) -> dict[str, str]:
-    """``device`` and, when training fell back to CPU, a ``warning`` the driver's console prints once."""
+    """``device``, ``gpu_ids`` and, when training fell back to CPU, a ``warning`` the driver's console prints
+    once."""
     note = device_warning(spec["train"].get("device", "auto"))
-    return {"device": device_name(), **({"warning": note} if note else {})}
+    return {"device": device_name(), "gpu_ids": gpu_ids(), **({"warning": note} if note else {})}
 
 
 def worst(mode: str) -> float:

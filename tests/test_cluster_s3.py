@@ -1,0 +1,122 @@
+"""The scale-out path end to end on one host, with real parts: a multi-node Ray cluster (a head without CPUs, two
+1-CPU worker nodes), the study in S3 (moto's server), MLflow on a tracking server (PostgreSQL, artifacts in S3).
+The node running the trial is killed mid-way; the trial continues from its checkpoint in S3 on the other node.
+Then final training and the comparison read the study back from S3, as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import trainables
+from search import run_study
+from tests.conftest import small_spec
+from tests.servers import BUCKET, mlflow_server, postgres, s3  # noqa: F401  (session fixtures)
+from tests.test_cluster import MB
+
+pytestmark = pytest.mark.ray
+EPOCHS = 6
+STUDY = f"s3://{BUCKET}/cluster-runs/nodeloss-s3"
+
+
+def trial_node(cluster):
+    """The worker node of ``cluster`` whose raylet started the running trial (its actor's process title), or None."""
+    import psutil
+    from ray._private import ray_constants
+
+    for node in cluster.worker_nodes:
+        raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+        for p in raylet.children(recursive=True):
+            try:
+                if any("ResourceTrainable" in part for part in p.cmdline()):
+                    return node
+            except psutil.Error:
+                continue
+    return None
+
+
+def kill_after(cluster, client, epochs: int, killed: list, stop: threading.Event) -> None:
+    """Once the trial's run on the tracking server holds ``epochs`` epochs, kill the node its process runs on."""
+    while not stop.is_set():
+        exp = client.get_experiment_by_name("nodeloss-s3")
+        runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'") if exp else []
+        steps = len(client.get_metric_history(runs[0].info.run_id, "val_acc")) if runs else 0
+        node = trial_node(cluster) if steps >= epochs else None
+        if node is not None:
+            cluster.remove_node(node, allow_graceful=False)
+            killed.append(steps)
+            return
+        time.sleep(0.1)
+
+
+def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path,  # noqa: F811
+                                                                      monkeypatch):
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray.cluster_utils import Cluster
+
+    for key, value in s3.env.items():  # the nodes started below inherit the standard AWS settings
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": 100 * MB, "dashboard_port": 0,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                           "health_check_initial_delay_ms": 0}})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, object_store_memory=100 * MB)
+    cluster.wait_for_nodes()
+    spec = small_spec(tmp_path, "nodeloss-s3", train={"epochs": EPOCHS}, data={"num_samples": 6000},
+                      resources={"max_failures": 2},
+                      experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
+                      tracking={"mlflow_uri": mlflow_server})
+    client = MlflowClient(mlflow_server)
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=kill_after, args=(cluster, client, 2, killed, stop), daemon=True)
+    watcher.start()
+    try:
+        res = run_study(spec, trainables, file="nodeloss-s3.yaml", address=cluster.address, log=lambda *_: None)
+    finally:
+        stop.set()
+        watcher.join()
+        ray.shutdown()
+        cluster.shutdown()
+    assert killed and killed[0] < EPOCHS, f"the node was not killed mid-trial ({killed})"
+
+    # Everything the study wrote is in S3: the trial completed all its epochs, continuing from its checkpoint.
+    get = lambda key: s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()  # noqa: E731
+    rows = list(csv.DictReader(io.StringIO(get("cluster-runs/nodeloss-s3/trials.csv"))))
+    assert [(r["status"], int(r["epochs"])) for r in rows] == [("completed", EPOCHS)], rows
+    assert [r["status"] for r in res.rows] == ["completed"]
+    assert json.loads(get("cluster-runs/nodeloss-s3/study.json"))["trials"] == 1
+    assert "best.yaml" in {k.rsplit("/", 1)[-1] for k in s3.keys("cluster-runs/nodeloss-s3/")}
+    tid = rows[0]["trial_id"]
+    results = [json.loads(line) for line in get(f"cluster-runs/nodeloss-s3/trial_{tid}/result.json").splitlines()]
+    assert [r["epoch"] for r in results] == list(range(1, EPOCHS + 1)), "each epoch once"
+    assert len({r["pid"] for r in results}) == 2 and results[-1]["iterations_since_restore"] < EPOCHS
+
+    # The tracking server: exactly one run for the trial, each epoch logged once.
+    exp = client.get_experiment_by_name("nodeloss-s3")
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'")
+    assert len(runs) == 1 and runs[0].data.tags["status"] == "completed"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == list(range(1, EPOCHS + 1))
+
+    # Final training and the comparison read the study back from S3 (their own Ray, on this machine).
+    work = tmp_path / "work"
+    work.mkdir()
+    run = lambda *args: subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]],  # noqa: E731
+                                       cwd=work, env=s3.env, capture_output=True, text=True, timeout=600)
+    r = run("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert f"cluster-runs/nodeloss-s3/final/0/model.safetensors" in s3.keys("cluster-runs/nodeloss-s3/final/")
+    r = run("tune-compare", STUDY)
+    assert r.returncode == 0 and f"report: s3://{BUCKET}/cluster-runs/compare/report.md" in r.stdout, r.stderr[-3000:]
+    assert list(work.iterdir()) == []
