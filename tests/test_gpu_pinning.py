@@ -24,9 +24,9 @@ from tests.test_ray_address import BIN, stop
 pytestmark = pytest.mark.ray
 SPEC = {
     "experiment": {"name": "pinned"},
-    "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 1500},
+    "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 3000},
     "model": {"name": "cnn", "conv1": 8, "conv2": 16, "conv3": 16, "hidden": 16},
-    "train": {"epochs": 4, "batch_size": 32},
+    "train": {"epochs": 6, "batch_size": 32},  # long enough (seconds) for the four to overlap
     "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3]}},
     "search": {"algorithm": "grid", "max_concurrent": 4},
     "resources": {"cpu": 1, "gpu": 0.5},
