@@ -281,7 +281,7 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
             # Final runs on train+val hold nothing out: they have train_acc only, and are labelled so.
             key = "val_acc" if all("val_acc" in e for h in hists for e in h[:n]) else "train_acc"
             ax.plot(range(1, n + 1), np.mean([[e[key] for e in h[:n]] for h in hists], axis=0),
-                    label=f"{s['experiment']} ({key})")
+                    marker="o" if n <= 30 else None, label=f"{s['experiment']} ({key})")  # one epoch shows too
     ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="Learning curves")
     if ax.lines:  # no history recorded: no legend (matplotlib would warn on stderr)
         ax.legend()
