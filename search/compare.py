@@ -118,18 +118,24 @@ def read_trials(path: Path, columns: list[str]) -> Any:
     return df
 
 
+def search_spec(folder: Path) -> dict[str, Any] | None:
+    """The resolved spec of the search study at ``folder`` (its study.json), or None when the folder holds no
+    search results (no trials.csv or study.json); a damaged study.json is one line naming it."""
+    if not (folder / "trials.csv").is_file() or not (folder / "study.json").is_file():
+        return None
+    spec = read_json(folder / "study.json", "study file").get("spec")
+    if not isinstance(spec, dict):
+        raise CompareError(f"{folder / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
+    return checked(spec, STUDY_KEYS, folder / "study.json", "a study file")
+
+
 def load_fraction_study(source: str) -> Any:
     """A search study's trials as a frame (model, fraction, seed, best validation metric, seconds), or None."""
     import pandas as pd
 
     p = Path(source)
-    if not (p / "trials.csv").is_file() or not (p / "study.json").is_file():
-        return None
-    spec = read_json(p / "study.json", "study file").get("spec")
-    if not isinstance(spec, dict):
-        raise CompareError(f"{p / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
-    checked(spec, STUDY_KEYS, p / "study.json", "a study file")
-    if FRACTION not in spec["space"]:
+    spec = search_spec(p)
+    if spec is None or FRACTION not in spec["space"]:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(p / "trials.csv", ["status", f"best_{metric}"])
@@ -147,13 +153,8 @@ def study_importance(folder: Path) -> Any:
     ``folder``; None when it holds no search (no trials.csv, or nothing searched)."""
     from ._importance import safe_importance
 
-    if not (folder / "trials.csv").is_file() or not (folder / "study.json").is_file():
-        return None
-    spec = read_json(folder / "study.json", "study file").get("spec")
-    if not isinstance(spec, dict):
-        raise CompareError(f"{folder / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
-    checked(spec, STUDY_KEYS, folder / "study.json", "a study file")
-    if not spec["space"]:
+    spec = search_spec(folder)
+    if spec is None or not spec["space"]:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])

@@ -20,10 +20,8 @@ MB = 1024 * 1024
 EPOCHS = 6
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def start_cluster():
     """Head (0 CPUs, dashboard) + two 1-CPU workers; node deaths noticed within seconds."""
-    import ray
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={
@@ -33,6 +31,14 @@ def cluster():
     for _ in range(2):
         c.add_node(num_cpus=1, object_store_memory=100 * MB)
     c.wait_for_nodes()
+    return c
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    c = start_cluster()
     yield c
     ray.shutdown()
     c.shutdown()

@@ -20,7 +20,7 @@ import trainables
 from search import run_study
 from tests.conftest import small_spec
 from tests.servers import BUCKET, mlflow_server, postgres, s3  # noqa: F401  (session fixtures)
-from tests.test_cluster import MB
+from tests.test_cluster import start_cluster
 
 pytestmark = pytest.mark.ray
 EPOCHS = 6
@@ -61,18 +61,11 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_s
                                                                       monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
-    from ray.cluster_utils import Cluster
 
     for key, value in s3.env.items():  # the nodes started below inherit the standard AWS settings
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": 100 * MB, "dashboard_port": 0,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                           "health_check_initial_delay_ms": 0}})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1, object_store_memory=100 * MB)
-    cluster.wait_for_nodes()
+    cluster = start_cluster()
     spec = small_spec(tmp_path, "nodeloss-s3", train={"epochs": EPOCHS}, data={"num_samples": 6000},
                       resources={"max_failures": 2},
                       experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
@@ -116,7 +109,7 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_s
                                        cwd=work, env=s3.env, capture_output=True, text=True, timeout=600)
     r = run("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert f"cluster-runs/nodeloss-s3/final/0/model.safetensors" in s3.keys("cluster-runs/nodeloss-s3/final/")
+    assert "cluster-runs/nodeloss-s3/final/0/model.safetensors" in s3.keys("cluster-runs/nodeloss-s3/final/")
     r = run("tune-compare", STUDY)
     assert r.returncode == 0 and f"report: s3://{BUCKET}/cluster-runs/compare/report.md" in r.stdout, r.stderr[-3000:]
     assert list(work.iterdir()) == []

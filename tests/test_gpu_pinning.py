@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import tempfile
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import mlflow_runs
-from tests.servers import free_port
-from tests.test_ray_address import BIN, stop
+from tests.test_ray_address import BIN, ray_env, ray_start, stop
 
 pytestmark = pytest.mark.ray
 SPEC = {
@@ -33,30 +28,10 @@ SPEC = {
 }
 
 
-def start_head(env: dict[str, str], temp: Path) -> tuple[subprocess.Popen, str]:
-    """``ray start --head`` with 4 logical CPUs and 2 logical GPUs; (its process, its address)."""
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
-                             "--num-gpus=2", "--object-store-memory=200000000", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    current = temp / "ray" / "ray_current_cluster"
-    for _ in range(360):
-        if current.is_file() and current.read_text().strip():
-            return proc, current.read_text().strip()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    stop(proc)
-    raise AssertionError(f"ray start did not start: {proc.stdout.read()[-3000:]}")
-
-
 def test_trials_share_logical_gpus_record_their_ids_and_train_on_cpu(tmp_path):
-    temp = Path(tempfile.mkdtemp(prefix="rg-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp),
-           "RAY_AUTH_MODE": "disabled"}
+    temp, env = ray_env()
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
-    proc, address = start_head(env, temp)
+    proc, address = ray_start(env, temp, "--num-cpus=4", "--num-gpus=2", "--object-store-memory=200000000")
     try:
         r = subprocess.run([str(BIN / "tune-run"), "spec.yaml", "--address", address], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=600)

@@ -30,13 +30,26 @@ SPEC = {
 }
 
 
+def ray_env() -> tuple[Path, dict[str, str]]:
+    """(a fresh RAY_TMPDIR, the environment of commands that use the Ray started there). RAY_AUTH_MODE set:
+    whether `ray start` asks for a token must not depend on a ~/.ray/auth_token of this host (Ray sends one only
+    to a cluster it found itself, never to a given address)."""
+    temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    return temp, {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp),
+                  "RAY_AUTH_MODE": "disabled"}
+
+
 def start_stranger(env: dict[str, str], temp: Path) -> tuple[subprocess.Popen, str]:
     """``ray start --head`` as another user of the host would leave it; (its process, its address from the file
     Ray's ``ray.init()`` reads without an address)."""
-    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=1",
-                             f"--memory={MEMORY}", "--object-store-memory=100000000", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return ray_start(env, temp, "--num-cpus=1", f"--memory={MEMORY}", "--object-store-memory=100000000")
+
+
+def ray_start(env: dict[str, str], temp: Path, *resources: str) -> tuple[subprocess.Popen, str]:
+    """``ray start --head --block`` with ``resources``; (its process, its address)."""
+    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", *resources,
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     current = temp / "ray" / "ray_current_cluster"  # $RAY_TMPDIR/ray/: this test's, not the host's /tmp/ray
     deadline = time.time() + 180
     while not (current.is_file() and current.read_text().strip()):
@@ -74,11 +87,7 @@ def cluster_memory(cwd: Path, name: str, env: dict[str, str], *args: str) -> flo
 
 
 def test_a_study_joins_a_cluster_on_the_host_only_when_told(tmp_path):
-    temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    # RAY_AUTH_MODE set: whether `ray start` asks for a token must not depend on a ~/.ray/auth_token of this host
-    # (Ray sends one only to a cluster it found itself, never to a given address).
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp),
-           "RAY_AUTH_MODE": "disabled"}
+    temp, env = ray_env()
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     proc, address = start_stranger(env, temp)
     try:
