@@ -18,6 +18,7 @@ STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "
 # Statuses whose reason the trial reported with its last result; with "error", those that have no score.
 REASONED = ("infeasible", "diverged", "oom")
 FAILED = ("error", *REASONED)
+SCORED = ("completed", "stopped", "early_stopped")  # trials whose best validation metric is a real score
 # A trial that ended itself on a user error (missing weights or data) reports ``error`` with the reason
 # rather than raising, so Tune does not retry it (resources.max_failures is for lost nodes and processes).
 USER_ERROR = "error"

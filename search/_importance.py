@@ -15,9 +15,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._export import SCORED
 from ._space import branches, flat_space, option_parts, searched_keys
 
-SCORED = ("completed", "stopped", "early_stopped")
 MIN_TRIALS = 5      # fewer scored trials cannot split a metric's variance between settings
 EVALUATOR_SEED = 0  # fANOVA's forest is random: a fixed seed makes the report repeatable
 _NUMERIC = {"uniform": False, "quniform": False, "loguniform": True, "qloguniform": True,

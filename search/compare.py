@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from . import _storage as storage
 from ._atomic import EXIT_FAULT, StorageFull, write_atomic
+from ._export import SCORED
 from ._files import read_json
 from ._paths import tracking_uri
 from ._schema import SpecError
@@ -54,7 +55,6 @@ def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[
 
 
 FRACTION = "data.train_fraction"
-SCORED = ("completed", "stopped", "early_stopped")  # trials whose best validation metric is a real score
 # What a report reads from a study's final/metrics.json (written by tune-run --final).
 FINAL_KEYS = {"summary": dict, "experiment": str, "model": str, "seeds": list}
 # ... and from its study.json's spec.
