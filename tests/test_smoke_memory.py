@@ -44,7 +44,8 @@ PEAKS_MB = {"cars-hyperband.yaml": 2178,       # timm/convnext_base, 64 px, batc
             "paper004-cnn.yaml": 501,          # cnn 64/128/256, hidden 512, 32 px
             "paper004-vit.yaml": 847,          # vit patch 4 (the floor at 32 px), embed 256, depth 8, mlp 1024
             "quickstart.yaml": 603,            # cnn on digits (8 px)
-            "resnet18.yaml": 662,              # resnet18, 32 px
+            "paper004-resnet18.yaml": 662,     # resnet18 (ImageNet stem), 32 px
+            "resnet18.yaml": 662,              # resnet18 (cifar stem), 32 px
             "vit.yaml": 556}                   # vit conv tokenizer, patch 4, embed 128, depth 6, 32 px
 SMALLER_IS_LARGER = ("patch_size",)  # keys whose smallest value makes the largest activations
 
