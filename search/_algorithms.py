@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._space import OptunaSpace, bohb_space, branches, to_tune
+from ._space import OptunaSpace, bohb_space, branches, recipe_point, to_tune
+from ._spec import get_path
 
 TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epochs
+
+
+def first_points(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """``search.recipe_first``: the spec's recipe as the first trial, so the search ranks its best against
+    the fixed recipe it must beat (as Optuna's ``enqueue_trial``); [] and why when it does not apply."""
+    if not spec["search"]["recipe_first"]:
+        return [], "search.recipe_first is off"
+    if spec["search"]["algorithm"] == "grid":
+        return [], "a grid names its own points"
+    values = {}
+    for key in spec["space"]:
+        try:
+            values[key] = get_path(spec, key)
+        except (KeyError, TypeError):
+            pass
+    point, why = recipe_point(spec["space"], values)
+    return ([point], "") if point else ([], why)
 
 
 def build_searcher(spec: dict[str, Any]) -> Any:
@@ -15,8 +33,10 @@ def build_searcher(spec: dict[str, Any]) -> Any:
     algo = s["algorithm"]
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+    points = first_points(spec)[0] or None
     if algo in ("random", "grid"):
-        return BasicVariantGenerator(random_state=s["seed"], max_concurrent=s["max_concurrent"])
+        return BasicVariantGenerator(random_state=s["seed"], max_concurrent=s["max_concurrent"],
+                                     points_to_evaluate=points)
 
     if algo == "optuna":
         import optuna
@@ -28,14 +48,16 @@ def build_searcher(spec: dict[str, Any]) -> Any:
         searcher: Any = OptunaSearch(space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
                                      sampler=optuna.samplers.TPESampler(seed=s["seed"]),
                                      metric=spec["experiment"]["metric"] if branches(spec["space"]) else None,
-                                     mode=spec["experiment"]["mode"] if branches(spec["space"]) else None)
+                                     mode=spec["experiment"]["mode"] if branches(spec["space"]) else None,
+                                     points_to_evaluate=points)
     else:  # bohb
         from ray.tune.search.bohb import TuneBOHB
 
         cs = bohb_space(spec["space"], s["seed"]) if branches(spec["space"]) else None
         searcher = TuneBOHB(space=cs, seed=s["seed"],
                             metric=spec["experiment"]["metric"] if cs is not None else None,
-                            mode=spec["experiment"]["mode"] if cs is not None else None)
+                            mode=spec["experiment"]["mode"] if cs is not None else None,
+                            points_to_evaluate=points)
     if s["max_concurrent"]:
         # Model-based searchers suggest better points when they have seen more results.
         searcher = ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])

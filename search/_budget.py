@@ -26,6 +26,9 @@ DEFAULT_SPLIT = 0.6
 # What starting a trial costs beyond its epochs (a process, imports, the data from Ray's object store);
 # wall-clock plans only. Measured at 2-4 s on a quiet 2-core CPU host.
 TRIAL_START_S = 4.0
+# search.epochs: auto shortens the search's trials until this many fit its share: Optuna's TPE draws its first
+# 10 trials at random (n_startup_trials), so fewer is a random search; fANOVA's shares need 5 scored trials.
+MIN_TRIALS = 10
 # Final training's cost beyond its epochs: starting the seeds, test evaluation, cost measurement, plots and
 # MLflow's model logging (wall-clock plans only).
 FINAL_EXTRA_S = 15.0
@@ -68,7 +71,14 @@ def check_budget(file: str, spec: dict[str, Any]) -> None:
     split = search["budget_split"]
     if not 0 < split < 1:
         raise SpecError(file, "search.budget_split", f"0 < budget_split < 1 must hold, got budget_split={split}")
-    if search["budget"] is None:
+    epochs, longest = search["epochs"], int((spec.get("train") or {}).get("epochs") or 1)
+    if isinstance(epochs, str) and epochs != "auto":
+        raise SpecError(file, "search.epochs", f"a whole number of epochs, auto (sized from search.budget) or null "
+                                               f"(train.epochs), got {epochs!r}")
+    if isinstance(epochs, int) and not 1 <= epochs <= longest:
+        raise SpecError(file, "search.epochs", f"1 <= epochs <= train.epochs must hold, got epochs={epochs}, "
+                                               f"train.epochs={longest}")
+    if search["budget"] is None:  # search.epochs: auto without a budget is train.epochs, as num_samples is 1
         search["num_samples"] = 1 if search["num_samples"] is None else search["num_samples"]
         return
     budget = parse_budget(search["budget"], file)
@@ -113,28 +123,65 @@ def asha_rungs(sched: dict[str, Any]) -> list[int]:
     return rungs
 
 
-def expected_trial_epochs(sched: dict[str, Any]) -> float:
-    """What an average trial costs, in epochs of the full training split.
+def search_epochs(spec: dict[str, Any], cb: dict[str, Any] | None) -> int:
+    """How many epochs the search's trials train: ``search.epochs`` (``auto``: the budget's plan), else
+    the scheduler's ``max_t`` (train.epochs)."""
+    given = spec["search"]["epochs"]
+    if given == "auto":
+        return int(cb["trial_epochs"]) if cb else int(spec["scheduler"]["max_t"])
+    return int(given) if given is not None else int(spec["scheduler"]["max_t"])
+
+
+def search_scheduler(sched: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The scheduler section for trials of ``epochs`` epochs (``search.epochs``): max_t is their length, and a
+    grace period cannot outlast it."""
+    return {**sched, "max_t": epochs, "grace_period": min(int(sched["grace_period"]), epochs)}
+
+
+def promoted(arrivals: float, eta: float) -> float:
+    """Trials ASHA is expected to let past a rung out of ``arrivals`` that reach it one after another. Ray's
+    ASHA compares the k-th arrival with the m = k - 1 recorded before it: it goes on when it is at least their
+    (1 - 1/eta) quantile (numpy's linear interpolation, h = (m - 1)(1 - 1/eta)), which a value as likely to
+    rank anywhere among them is with probability (m - h) / (m + 1): 1 for the first, 1/2 for the second,
+    tending to 1/eta. So early trials run long, and few trials cost more each than 1/eta per rung suggests."""
+    def p(m: int) -> float:
+        return 1.0 if m == 0 else (m - (m - 1) * (1 - 1 / eta)) / (m + 1)
+
+    whole = int(math.floor(arrivals))
+    return sum(p(m) for m in range(whole)) + (arrivals - whole) * p(whole)
+
+
+def search_cost(sched: dict[str, Any], trials: float) -> float:
+    """What ``trials`` trials are expected to cost, in epochs of the full training split.
 
     FIFO, median, PBT and Hyperband: every trial may run ``max_t`` epochs (Hyperband's brackets differ;
-    counted at full length, which plans fewer trials than run). ASHA with one bracket keeps about
-    1/reduction_factor of the trials at each rung, so epoch e is trained by reduction_factor**-k of them,
-    k the rungs before it; with ``fidelity: data`` the epochs up to rung r see r/max_t of the data. Early in
-    an asynchronous run ASHA promotes more than that, so the plan can hold more trials than the share pays
-    for: the budget's stopper then ends the search, and final training still gets its share.
+    counted at full length, which plans fewer trials than run). ASHA with one bracket: the epochs up to the
+    first rung are trained by every trial, those up to each next rung by the trials ``promoted`` past the
+    rungs before; with ``fidelity: data`` the epochs up to rung r see r/max_t of the data. Trials are counted
+    as arriving one at a time (concurrent ones meet fewer recorded results still, so the plan is a little
+    optimistic for them).
     """
     max_t = int(sched["max_t"])
     if sched["name"] != "asha" or int(sched["brackets"]) != 1:
-        return float(max_t)
-    rungs, eta = asha_rungs(sched), float(sched["reduction_factor"])
-    data = sched.get("fidelity") == "data"
-    total = 0.0
-    for e in range(1, max_t + 1):
-        passed = sum(r < e for r in rungs)
-        nxt = next((r for r in rungs if r >= e), None)
-        share = nxt / max_t if data and nxt is not None else 1.0
-        total += eta ** -passed * share
-    return total
+        return float(max_t) * trials
+    eta, data = float(sched["reduction_factor"]), sched.get("fidelity") == "data"
+    total, arrivals, last = 0.0, float(trials), 0
+    for r in asha_rungs(sched):
+        total += arrivals * (r - last) * (r / max_t if data else 1.0)
+        arrivals, last = promoted(arrivals, eta), r
+    return total + arrivals * (max_t - last)
+
+
+MAX_PLANNED = 10_000  # trials a plan counts up to (a budget that buys more is planned at this many)
+
+
+def trials_within(sched: dict[str, Any], share: float, per_epoch: float, per_trial: float) -> int:
+    """The most trials (at least 1) whose expected cost, ``search_cost`` epochs at ``per_epoch`` each plus
+    ``per_trial`` each to start, fits ``share``."""
+    n = 1
+    while n < MAX_PLANNED and search_cost(sched, n + 1) * per_epoch + (n + 1) * per_trial <= share + 1e-9:
+        n += 1
+    return n
 
 
 def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], grid: int, parallel: int,
@@ -145,12 +192,19 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
     after = bool(spec["final"]["after_search"])
     search_share = budget.amount * (split if after else 1.0)
     epoch_s = sum(p["epoch_s"] for p in probes) / len(probes)
+
+    def fitting(epochs: int) -> tuple[float, int]:  # (expected epochs of a trial, trials that fit)
+        sched = search_scheduler(spec["scheduler"], epochs)
+        start = TRIAL_START_S / parallel if budget.unit == "seconds" else 0.0
+        n = trials_within(sched, search_share, epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel), start)
+        return search_cost(sched, n) / n, n
+
     trial_epochs = int(spec["scheduler"]["max_t"])
-    expected = expected_trial_epochs(spec["scheduler"])
-    per_trial = expected * epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel)
-    if budget.unit == "seconds":
-        per_trial += TRIAL_START_S / parallel
-    fits = max(1, math.floor(search_share / per_trial + 1e-9))
+    if spec["search"]["epochs"] == "auto":  # the longest trials that still give the search MIN_TRIALS
+        trial_epochs = next((e for e in range(trial_epochs, 0, -1) if fitting(e)[1] >= MIN_TRIALS), 1)
+    elif spec["search"]["epochs"] is not None:
+        trial_epochs = int(spec["search"]["epochs"])
+    expected, fits = fitting(trial_epochs)
     if num_samples_given is None:
         num_samples = max(1, fits // max(grid, 1))
     else:
@@ -161,9 +215,12 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
         "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
         "num_samples": num_samples, "num_samples_from": "budget" if num_samples_given is None else "spec",
         "trials": trials, "trials_that_fit": fits, "trial_epochs": trial_epochs,
+        "trial_epochs_from": {"auto": "budget", None: "train.epochs"}.get(spec["search"]["epochs"], "spec"),
+        "train_epochs": int(spec["scheduler"]["max_t"]),
         "trial_epochs_expected": round(expected, 3), "epoch_s": epoch_s, "parallel": parallel,
         # What the plan should take by the probe (a wall-clock budget: its shares).
-        "planned_seconds": {"search": trials * expected * epoch_s / parallel},
+        "planned_seconds": {"search": search_cost(search_scheduler(spec["scheduler"], trial_epochs), trials)
+                                      * epoch_s / parallel},
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
@@ -190,6 +247,15 @@ def final_plan(spec: dict[str, Any], budget: Budget, available: float, probes: l
     epochs = int(given) if given else final_epochs(available, per_epoch, int(spec["scheduler"]["max_t"]))
     return {"final_epochs": epochs, "final_epochs_from": "spec" if given else "budget",
             "final_epoch_s": final_s, "final_rounds": rounds, "final_seeds": seeds}
+
+
+def trial_length(p: dict[str, Any]) -> str:
+    """"up to N epochs", and why when the search's trials are shorter than train.epochs."""
+    n, full = p["trial_epochs"], p.get("train_epochs", p["trial_epochs"])
+    if n >= full:
+        return f"up to {n} epochs"
+    why = f"search.epochs: auto, for {MIN_TRIALS} trials" if p.get("trial_epochs_from") == "budget" else "search.epochs"
+    return f"up to {n} epochs (train.epochs {full}, shortened by {why})"
 
 
 # --------------------------------------------------------------------------- reporting

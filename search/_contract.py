@@ -91,6 +91,10 @@ class TrialSide(Protocol):
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;
         with ``out_dir`` None, returning that folder as its last result's checkpoint instead."""
 
+    def shortened(self, spec: Spec, epochs: int) -> Spec:
+        """A copy of ``spec`` whose training lasts ``epochs`` epochs (fewer than ``train.epochs``) with the same
+        schedule's shape (``search.epochs``: the search's trials)."""
+
     def data_fidelity(self, spec: Spec, rungs: list[int], max_t: int) -> Spec:
         """A copy of ``spec`` whose trials train the epochs up to each scheduler rung on a growing share of the
         training split (rung / max_t, nested), and report it as ``data_fraction`` (``scheduler.fidelity: data``)."""

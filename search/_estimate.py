@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._budget import Budget, concurrency, parse_budget, plan, probe_configs
+from ._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
 from ._contract import TrialSide
 from ._space import as_searched, grid_points
 
@@ -53,8 +53,8 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
 
 
 def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
-    out(f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of up to "
-        f"{p['trial_epochs']} epochs ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
+    out(f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of "
+        f"{trial_length(p)} ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
         f"{p['num_samples_from']})" + (" — more than fit: the budget's stopper ends the search when its share "
                                         "is spent" if p["trials"] > p["trials_that_fit"] else ""))
     if "final_epochs" in p:

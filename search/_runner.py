@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterator
 from ray.tune import Callback, Stopper
 
 from ._atomic import HideFullDiskLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
-from ._algorithms import build_scheduler, build_searcher, param_space, rungs
-from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, spent_search,
-                      totals)
+from ._algorithms import build_scheduler, build_searcher, first_points, param_space, rungs
+from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, search_epochs,
+                      search_scheduler, spent_search, totals, trial_length)
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
 from ._contract import TrialSide
 from ._files import read_json, read_text
@@ -116,8 +116,9 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     metric, mode = exp["metric"], exp["mode"]
     uri = mlflow_uri(spec)
     previous = read_json(storage.join(target, STUDY_FILE), "study file") if resume else {}
+    search_side = _search_side(spec, backend, cb or previous.get("compute_budget"))
     parent, callbacks = open_tracking(spec, backend, run_name=exp["name"], role="study", child_role="trial",
-                                      max_epochs=spec["train"]["epochs"],
+                                      max_epochs=search_side["train"]["epochs"], child_spec=search_side,
                                       reopen=previous.get("mlflow_parent_run_id"), log=log,
                                       dataset=backend.dataset_info(spec, pools))
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,11 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
               "skipped_images": {"count": len(skipped), "first": skipped[:SKIPPED_SHOWN], "all_in": SKIPPED_FILE}}
     if cb:
         record["compute_budget"] = cb
+    if spec["search"]["recipe_first"] and not resume:
+        points, why = first_points(spec)
+        record["recipe_first"] = points[0] if points else {"not_applied": why}
+        log("search: the first trial is the spec's recipe (" + ", ".join(f"{k}={v}" for k, v in points[0].items())
+            + ")" if points else f"search.recipe_first: not applied: {why}")
     try:
         write_atomic(state_file, json.dumps(record, indent=2, default=str))
         write_atomic(out / SKIPPED_FILE, "".join(f"{p}\n" for p in skipped))
@@ -138,9 +144,9 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
         raise
     folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
 
-    trial_spec = spec
+    trial_spec = search_side
     if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
-        trial_spec = backend.data_fidelity(spec, rungs(spec), int(spec["scheduler"]["max_t"]))
+        trial_spec = backend.data_fidelity(search_side, rungs(search_side), int(search_side["scheduler"]["max_t"]))
     trainable = backend.make_trainable(trial_spec, pools, flat_config)
     # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
     # would double the study's memory for as long as it runs.
@@ -156,7 +162,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             out, trainable,
             param_space=param_space(spec),
             tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(spec),
+                metric=metric, mode=mode, search_alg=build_searcher(spec), scheduler=build_scheduler(search_side),
                 num_samples=search["num_samples"],
                 # The searcher holds the limit already (BasicVariantGenerator, ConcurrencyLimiter); Tune warns
                 # when it is given twice.
@@ -166,7 +172,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
             run_config=tune.RunConfig(
                 name=exp["name"], storage_path=storage.parent(target), storage_filesystem=tune_filesystem(target),
                 verbose=tune_verbosity(verbose), stop=stopper,
-                callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=spec["train"]["epochs"],
+                callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=search_side["train"]["epochs"],
                                                    unit="trial", verbose=verbose,
                                                    oom_reason=partial(backend.oom_reason, spec)), LastStep(),
                            StopWhenFull(str(out))],
@@ -182,7 +188,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     collected = _collect(grid, spec["space"], _ended(tuner))
     unfinished = sum(not t["finished"] for t in collected)
     keys = searched_keys(spec["space"])
-    rows = trial_rows(collected, keys, metric, mode, spec["train"]["epochs"], partial(backend.oom_reason, spec))
+    rows = trial_rows(collected, keys, metric, mode, search_side["train"]["epochs"], partial(backend.oom_reason, spec))
     write_csv(out / "trials.csv", rows)
     imp = write_importance(out, spec, rows)
     best = best_row(rows, metric, mode)
@@ -212,6 +218,15 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                        imp.line() if imp is not None else "")
 
 
+def _search_side(spec: dict[str, Any], backend: TrialSide, cb: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec the search's trials run: ``spec`` itself, or, under ``search.epochs``, a copy whose trials (and
+    scheduler) are shorter; best.yaml and final training keep ``spec``'s own length."""
+    epochs = search_epochs(spec, cb)
+    if epochs >= int(spec["train"]["epochs"]):
+        return spec
+    return backend.shortened({**spec, "scheduler": search_scheduler(spec["scheduler"], epochs)}, epochs)
+
+
 def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Budget, cluster: dict[str, float],
                 log: Any) -> dict[str, Any]:
     """Probe the configurations the search draws on this device, size what the spec leaves open
@@ -224,8 +239,8 @@ def plan_budget(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Bu
     cb["probe"], cb["probe_note"] = probes, note
     final = (f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds"
              if "final_epochs" in cb else "")
-    log(f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of up to "
-        f"{cb['trial_epochs']} epochs, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
+    log(f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of "
+        f"{trial_length(cb)}, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
         f"{final}" + (f" ({note})" if note else ""))
     return cb
 
@@ -526,9 +541,10 @@ def _check_answers(address: str, file: str, timeout: float = 5.0) -> None:
 
 
 def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,
-                  log: Any, reopen: str | None = None,
-                  dataset: dict[str, Any] | None = None) -> tuple[str | None, list[Any]]:
-    """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials.
+                  log: Any, reopen: str | None = None, dataset: dict[str, Any] | None = None,
+                  child_spec: dict[str, Any] | None = None) -> tuple[str | None, list[Any]]:
+    """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials
+    (their params: ``child_spec``'s, when they run a shortened copy of ``spec``, ``search.epochs``).
 
     A new parent nests under ``tracking.parent_run_id`` when set (best.yaml: the study it came from).
     """
@@ -546,7 +562,8 @@ def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, ro
     log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
         f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
     return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"), dataset, _flat_params(spec), partial(backend.oom_reason, spec))]
+                                 spec.get("space"), dataset, _flat_params(child_spec or spec),
+                                 partial(backend.oom_reason, spec))]
 
 
 def fit_to_cluster(spec: dict[str, Any], paths: list[str], file: str, log: Any) -> None:

@@ -126,6 +126,34 @@ def sample(dist: dict[str, list[Any]], rng: np.random.Generator) -> Any:
     return v
 
 
+def contains(dist: dict[str, list[Any]], value: Any) -> bool:
+    """Whether ``dist`` can draw ``value`` (a choice or grid holds it; a range covers it)."""
+    (kind, a), = dist.items()
+    if kind in ("choice", "grid"):
+        return any(value == x and isinstance(value, bool) == isinstance(x, bool) for x in a)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind in _INT_ONLY and not float(value).is_integer():
+        return False
+    return a[0] <= value <= a[1]
+
+
+def recipe_point(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The spec's own values of the searched keys (``values``: key -> value, absent keys missing), as one
+    point for the searcher to evaluate first, or None and why not: a grid already names its points, a
+    conditional space has no single recipe, and a value the space cannot draw is no point of it."""
+    if any("grid" in d for d in flat_space(space).values()) or branches(space):
+        return None, "a grid or conditional space"
+    point: dict[str, Any] = {}
+    for key, dist in space.items():
+        if key not in values:
+            return None, f"the spec sets no value for {key}"
+        if not contains(dist, values[key]):
+            return None, f"the spec's {key}={values[key]!r} lies outside space.{key}={dist}"
+        point[key] = values[key]
+    return point, ""
+
+
 def _preview_flat(space: dict[str, dict[str, list[Any]]], num_samples: int, seed: int,
                   limit: int = 10_000) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@ from ._budget import DEFAULT_SPLIT, check_budget
 from ._contract import TrialSide
 from ._files import read_yaml as read_yaml_file
 from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
-from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts
+from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts, searched_keys
 
 ALGORITHMS = ("random", "grid", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
@@ -40,6 +40,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
                                         # from search.budget when there is one, else 1
         "max_concurrent": (int, 0),     # 0 = as many as the resources allow
         "seed": (int, 0),
+        "epochs": (int | str | None, None),  # the search's trials: null = train.epochs; auto = sized from the budget
+        "recipe_first": (bool, False),  # the spec's own values of the searched keys are the first trial
         "reuse_actors": (bool, False),  # keep trial processes (and their imports) alive between trials
         "budget": (str, None),          # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
         "budget_split": (float, DEFAULT_SPLIT),  # the search's share of the budget; final training gets the rest
@@ -186,6 +188,9 @@ def resolve(raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>",
     _check_orchestration(file, spec, default_name)
     _check_metric(file, spec["experiment"], backend.METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
+    if spec["search"]["epochs"] is not None and "train.epochs" in searched_keys(spec["space"]):
+        raise SpecError(file, "search.epochs", "the space searches train.epochs, so the trials' length is not "
+                                               "search.epochs' to set: remove one of the two")
     _check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
     _check_pbt_schedule(file, spec)
     for path, msg in backend.check(spec):

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import trainables
 from search import SpecError, resolve
-from search._budget import final_epochs, parse_budget, plan
+from search._budget import final_epochs, parse_budget, plan, search_epochs
 from tests.conftest import mlflow_runs, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,16 +105,24 @@ def test_plan_sizes_what_the_spec_leaves_open():
 
 
 def test_asha_trial_cost():
-    from search._budget import asha_rungs, expected_trial_epochs
+    from search._budget import asha_rungs, promoted, search_cost
 
     sched = {"name": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": 12, "brackets": 1, "fidelity": "epochs"}
     assert asha_rungs(sched) == [2, 4, 8]
-    # Epochs 1-2 by every trial, 3-4 by half, 5-8 by a quarter, 9-12 by an eighth: 2 + 1 + 1 + 0.5.
-    assert expected_trial_epochs(sched) == pytest.approx(4.5)
-    # Data fidelity: the epochs up to rung r see r/12 of the data: 2*2/12 + 2*.5*4/12 + 4*.25*8/12 + 4*.125.
-    assert expected_trial_epochs({**sched, "fidelity": "data"}) == pytest.approx(1 / 3 + 1 / 3 + 2 / 3 + 0.5)
+    # Arriving one at a time, the first trial passes every rung (nothing recorded to compare with), the
+    # second passes with probability (1 - 0) / 2; at eta = 2 every later one with 1/2 too.
+    assert promoted(1, 2) == 1 and promoted(2, 2) == 1.5 and promoted(1.5, 2) == 1.25
+    assert promoted(2, 3) == 1.5 and promoted(3, 3) == pytest.approx(1.5 + (2 - 1 * 2 / 3) / 3)
+    assert search_cost(sched, 1) == 12  # a lone trial runs to max_t
+    # Two trials: epochs 1-2 by both, 3-4 by 1.5, 5-8 by 1.25, 9-12 by 1.125.
+    assert search_cost(sched, 2) == pytest.approx(2 * 2 + 1.5 * 2 + 1.25 * 4 + 1.125 * 4)
+    # Many trials: each epoch block by 2**-k of them, 2 + 1 + 1 + 0.5 epochs a trial.
+    assert search_cost(sched, 10_000) / 10_000 == pytest.approx(4.5, rel=1e-3)
+    # Data fidelity: the epochs up to rung r see r/12 of the data.
+    assert search_cost({**sched, "fidelity": "data"}, 2) == pytest.approx(
+        2 * 2 * 2 / 12 + 1.5 * 2 * 4 / 12 + 1.25 * 4 * 8 / 12 + 1.125 * 4)
     for other in ({**sched, "name": "fifo"}, {**sched, "name": "hyperband"}, {**sched, "brackets": 2}):
-        assert expected_trial_epochs(other) == 12
+        assert search_cost(other, 3) == 36
 
 
 def test_stopper_counts_epochs_and_gpu_hours_across_trials():
@@ -149,9 +159,11 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path):
     # quickstart searches model.hidden (3 widths; dropout is a rate): each width probed once.
     assert sum("images/s training" in line for line in out.splitlines()) == 3, out
     assert "study as written: 1 grid point(s) x num_samples sized from search.budget" in out
-    # ASHA (grace 2, factor 2, 12 epochs) runs 4.5 epochs a trial on average (test_asha_trial_cost): 60 // 4.5.
-    assert ("budget 60epochs: search 60 epochs fits 13 trials of up to 12 epochs (4.5 on average under the "
-            "scheduler); planned 13") in out
+    # ASHA (grace 2, factor 2, 12 epochs), trials one after another (test_asha_trial_cost): rungs 2, 4, 8 are
+    # reached by n, (n+1)/2, (n+3)/4 trials and (n+7)/8 go on to 12, so n trials cost 4.5 n + 7.5 epochs:
+    # 11 fit in 60 (57 epochs, 5.182 a trial).
+    assert ("budget 60epochs: search 60 epochs fits 11 trials of up to 12 epochs (5.182 on average under the "
+            "scheduler); planned 11") in out
     assert "Ray dashboard" not in out and list(tmp_path.iterdir()) == []  # no Ray, no runs/, no MLflow store
 
 
@@ -255,3 +267,61 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
 
     best = load_spec(res.out_dir / "best.yaml", trainables)
     assert (best["scheduler"]["name"], best["scheduler"]["fidelity"]) == ("fifo", "epochs")
+
+
+def test_search_epochs_auto_shortens_trials_until_enough_fit():
+    from search._budget import MIN_TRIALS
+
+    spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
+    # FIFO, 12 epochs of search: 4-epoch trials fit 3 times, 2-epoch ones 6, 1-epoch ones 12 >= MIN_TRIALS.
+    assert MIN_TRIALS == 10
+    p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
+             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"]) == (1, "budget", 12)
+    assert p["final_epochs"] == 4  # final training keeps train.epochs as its limit: 8 epochs, 1 seed, at most 4
+    # Without a budget, auto is train.epochs (as num_samples left open is 1).
+    assert search_epochs(resolve({**SPEC, "search": {"epochs": "auto"}}, trainables), None) == 4
+    # A budget that already fits MIN_TRIALS full-length trials keeps them whole.
+    spec = resolve({**SPEC, "search": {"budget": "100epochs", "epochs": "auto"}}, trainables)
+    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
+             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    assert (p["trial_epochs"], p["num_samples"]) == (4, 25)  # no final section: the search has all 100
+    spec = resolve({**SPEC, "search": {"budget": "100epochs", "epochs": 2}}, trainables)
+    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
+             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"]) == (2, "spec", 50)
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"epochs": "short", "budget": "1h"}, "search.epochs: a whole number of epochs, auto (sized from search.budget) "
+                                          "or null (train.epochs), got 'short'"),
+    ({"epochs": 5}, "search.epochs: 1 <= epochs <= train.epochs must hold, got epochs=5, train.epochs=4"),
+])
+def test_bad_search_epochs(search, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        resolve({**SPEC, "search": search}, trainables)
+    with pytest.raises(SpecError, match="the space searches train.epochs"):
+        resolve({**SPEC, "search": {"epochs": 2}, "space": {"train.epochs": {"choice": [2, 4]}}}, trainables)
+
+
+def test_cli_bad_search_epochs_exits_2_one_line_nothing_on_disk(tmp_path):
+    r = tune_run(str(QUICKSTART), "--set", "search.epochs=20", cwd=tmp_path)
+    assert r.returncode == 2 and list(tmp_path.iterdir()) == []
+    assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.epochs: 1 <= epochs <= train.epochs must "
+                                f"hold, got epochs=20, train.epochs=12")
+
+
+@pytest.mark.ray
+def test_short_search_trials_and_a_full_length_best_yaml(tmp_path):
+    """search.epochs=3 on the quickstart (12 epochs): its trials train 3 epochs with the schedule's shape and
+    end completed; best.yaml keeps the recipe's 12 epochs for final training."""
+    r = tune_run(str(QUICKSTART), "--set", "search.epochs=3", "--set", "search.num_samples=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "runs" / "quickstart"
+    rows = read_rows(out / "trials.csv")
+    assert len(rows) == 3 and {int(row["epochs"]) for row in rows} <= {2, 3}  # ASHA's rung 2 may stop one
+    assert any(row["status"] == "completed" and int(row["epochs"]) == 3 for row in rows)
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["train"]["epochs"] == 12
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
+    assert {x.data.params.get("train.epochs") for x in runs if x.data.tags.get("role") == "trial"} == {"3"}

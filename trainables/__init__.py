@@ -7,7 +7,7 @@ orchestration package (``search``) calls.
 from ._backend import (apply_config, check, checkpoint_conflict, data_summary, dataset_info, describe, infeasible, node_paths,
                        oom_reason, prepare, section_schemas, skipped_images, smoke, tags)
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
-from .engine import METRICS, data_fidelity, fit
+from .engine import METRICS, data_fidelity, fit, shortened
 from .final import eval_set, reevaluate
 from .probe import probe, probe_shape
 from .resources import gpu_hours
@@ -41,7 +41,7 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "create_model", "data_fidelity", "data_summary", "dataset_info",
+__all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "create_model", "data_fidelity", "data_summary", "shortened", "dataset_info",
            "describe", "eval_set", "explain", "exportable", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
            "make_final_trainable", "make_splits", "make_trainable", "node_paths", "oom_reason", "prepare", "probe", "probe_shape",
            "reevaluate", "section_schemas",

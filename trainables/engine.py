@@ -694,6 +694,20 @@ def step_schedule(run: Run, metrics: dict[str, float]) -> None:
 DATA_RUNGS = "_data_rungs"
 
 
+def shortened(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """A copy of ``spec`` that trains ``epochs`` epochs with the same schedule's shape: warm-up and step
+    milestones keep their share of the run (a search's short trials, ``search.epochs``)."""
+    s = copy.deepcopy(spec)
+    t, longest = s["train"], int(spec["train"]["epochs"])
+    if epochs >= longest:
+        return s
+    scale = epochs / longest
+    t["epochs"] = int(epochs)
+    t["warmup_epochs"] = int(round(int(t["warmup_epochs"]) * scale))
+    t["milestones"] = sorted({max(1, int(round(int(m) * scale))) for m in t["milestones"]})
+    return s
+
+
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:
     """A copy of ``spec`` whose trials grow their data with the scheduler's rungs: the epochs up to rung r
     train on r / max_t of the training split, the epochs after the last rung on all of it."""
