@@ -7,8 +7,8 @@ GPU-hours rule) or epochs (``400epochs``, summed over trials). It covers the sea
 to final training, which also gets whatever the search left unspent.
 
 What the spec leaves open is sized from the probe: ``search.num_samples`` unset (null) means "as many trials
-as the search share affords", and ``final.epochs`` unset means "as many epochs as the final share affords, at
-most the longest trial". Values the spec sets are kept; the stopper below still holds the search to its share.
+as the search share affords", ``search.epochs: auto`` "trials as long as leave the search MIN_TRIALS of them",
+and ``final.epochs`` unset means "as many epochs as the final share affords, at most train.epochs". Values the spec sets are kept; the stopper below still holds the search to its share.
 A wall-clock budget counts from the start of the search: Ray's start, data loading and the probe come before
 it (``startup_s`` in study.json) and are not under the budget's control.
 """

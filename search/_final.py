@@ -17,7 +17,7 @@ from ._files import read_json
 from . import _storage as storage
 from ._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
 from ._runner import (LastStep, StopWhenFull, _callback, _ended, _fit, _now, _sigterm_as_interrupt, check_tracking,
-                      failure_config, fit_to_cluster, init_ray, new_tuner, open_tracking, provenance, tune_filesystem)
+                      failure_config, fit_to_cluster, init_ray, new_tuner, open_tracking, provenance, tune_storage)
 from ._spec import dump_spec
 from ._stats import t_interval
 
@@ -76,11 +76,12 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     # Trials write their model folders into a local (or shared) out; to a URI they return them as checkpoints.
     trainable = backend.make_final_trainable(spec, pools, None if folder.remote else str(out))
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
+    storage_path, storage_fs = tune_storage(folder.location)
     tuner = new_tuner(
         out, trainable,
         param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(name="ray", storage_path=folder.location,
-                                  storage_filesystem=tune_filesystem(folder.location), verbose=tune_verbosity(verbose),
+        run_config=tune.RunConfig(name="ray", storage_path=storage_path,
+                                  storage_filesystem=storage_fs, verbose=tune_verbosity(verbose),
                                   callbacks=[*callbacks, console_for(
                                       spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
                                       max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],

@@ -154,8 +154,9 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     stopper = (BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
                if budget and cb else None)
     if resume:
-        tuner = tune.Tuner.restore(target, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=tune_filesystem(target))
+        path, fs = tune_storage(target)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
         search = spec["search"]
         tuner = new_tuner(
@@ -170,7 +171,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
                 reuse_actors=search["reuse_actors"], trial_dirname_creator=trial_dirname,
                 time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None),
             run_config=tune.RunConfig(
-                name=exp["name"], storage_path=storage.parent(target), storage_filesystem=tune_filesystem(target),
+                name=exp["name"], **_tune_storage_args(storage.parent(target)),
                 verbose=tune_verbosity(verbose), stop=stopper,
                 callbacks=[*callbacks, console_for(spec, title=exp["name"], max_epochs=search_side["train"]["epochs"],
                                                    unit="trial", verbose=verbose,
@@ -325,7 +326,7 @@ def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
 
 def _check_tune_state(file: str, folder: str) -> None:
     """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
-    up during a write could leave it cut short (studies written before ``tune_filesystem``, or written by Tune
+    up during a write could leave it cut short (studies written before ``tune_storage``, or written by Tune
     directly), and Tune would then silently start a new study instead."""
     names = sorted(n for n, is_dir in storage.entries(folder).items()
                    if not is_dir and n.startswith("experiment_state-") and n.endswith(".json"))
@@ -340,14 +341,20 @@ def _check_tune_state(file: str, folder: str) -> None:
                                     f"tune-run {file} --overwrite") from None
 
 
-def tune_filesystem(target: str) -> Any:
-    """Tune's storage file system for the study at ``target``: on a local or mounted path, one whose files appear
-    whole (``_tune_fs``: a full disk leaves Tune's last complete state); for a URI, Tune's own from the URI."""
-    if storage.is_uri(target):
-        return None
+def tune_storage(location: str) -> tuple[str, Any]:
+    """Tune's ``(storage_path, storage_filesystem)`` at ``location``: on a local or mounted path, a file system
+    whose files appear whole (``_tune_fs``: a full disk leaves Tune's last complete state); for a URI, what
+    ``_storage`` says (Tune's own from the URI, or a GCS emulator's)."""
+    if storage.is_uri(location):
+        return storage.tune_storage(location)
     from ._tune_fs import whole_file_fs
 
-    return whole_file_fs()
+    return location, whole_file_fs()
+
+
+def _tune_storage_args(location: str) -> dict[str, Any]:
+    path, fs = tune_storage(location)
+    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def checkpoint_config(spec: dict[str, Any]) -> Any:

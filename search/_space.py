@@ -142,6 +142,8 @@ def recipe_point(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict[st
     """The spec's own values of the searched keys (``values``: key -> value, absent keys missing), as one
     point for the searcher to evaluate first, or None and why not: a grid already names its points, a
     conditional space has no single recipe, and a value the space cannot draw is no point of it."""
+    if not space:
+        return None, "the spec searches nothing"
     if any("grid" in d for d in flat_space(space).values()) or branches(space):
         return None, "a grid or conditional space"
     point: dict[str, Any] = {}

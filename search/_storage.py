@@ -51,10 +51,31 @@ def name(location: str | Path) -> str:
     return str(location).rstrip("/").rpartition("/")[2] if is_uri(location) else Path(location).name
 
 
+GCS_EMULATOR = "STORAGE_EMULATOR_HOST"  # Google's client libraries' variable for a GCS-compatible endpoint
+
+
 def _fs(uri: str) -> tuple[Any, str]:
+    """pyarrow's file system for ``uri`` and the path in it. ``gs://`` with ``STORAGE_EMULATOR_HOST`` set
+    (``http://host:port``, as Google's client libraries read it) goes to that endpoint without credentials:
+    pyarrow's own GCS client does not read the variable."""
     import pyarrow.fs
 
+    emulator = os.environ.get(GCS_EMULATOR)
+    if uri.startswith("gs://") and emulator:
+        parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        fs = pyarrow.fs.GcsFileSystem(anonymous=True, endpoint_override=parts.netloc, scheme=parts.scheme)
+        return fs, uri[len("gs://"):].rstrip("/")
     return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def tune_storage(location: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray Tune at ``location``: Tune resolves URIs itself
+    (``None``), except a GCS endpoint from ``STORAGE_EMULATOR_HOST``, which needs this module's file system
+    and the path in it. Local paths: ``(location, None)`` (the caller picks the local file system)."""
+    if location.startswith("gs://") and os.environ.get(GCS_EMULATOR):
+        fs, path = _fs(location)
+        return path, fs
+    return location, None
 
 
 def _error(exc: BaseException) -> str:
@@ -88,6 +109,8 @@ def _endpoint_hint(uri: str) -> str:
     if uri.startswith("s3://"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         return f" (endpoint {endpoint}, from AWS_ENDPOINT_URL)" if endpoint else " (endpoint: AWS's default)"
+    if uri.startswith("gs://") and os.environ.get(GCS_EMULATOR):
+        return f" (endpoint {os.environ[GCS_EMULATOR]}, from {GCS_EMULATOR})"
     return ""
 
 

@@ -127,3 +127,33 @@ def mlflow_server(s3: S3, postgres: str) -> Iterator[str]:
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
     log.close()
+
+
+@dataclass
+class GCS:
+    endpoint: str
+    env: dict[str, str]  # the process environment with STORAGE_EMULATOR_HOST pointing at this server
+
+    def keys(self, prefix: str = "") -> list[str]:
+        import pyarrow.fs as pafs
+
+        host = self.endpoint.removeprefix("http://")
+        fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=host, scheme="http")
+        infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}".rstrip("/"), recursive=True,
+                                                   allow_not_found=True))
+        return [i.path.removeprefix(f"{BUCKET}/") for i in infos if i.type == pafs.FileType.File]
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[GCS]:
+    """A local GCS JSON API (gcp-storage-emulator, in memory) with the bucket ``bucket``."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "STORAGE_EMULATOR_HOST")},
+           "STORAGE_EMULATOR_HOST": endpoint}
+    yield GCS(endpoint, env)
+    server.stop()

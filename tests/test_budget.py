@@ -325,3 +325,21 @@ def test_short_search_trials_and_a_full_length_best_yaml(tmp_path):
     assert best["train"]["epochs"] == 12
     c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
     assert {x.data.params.get("train.epochs") for x in runs if x.data.tags.get("role") == "trial"} == {"3"}
+
+
+def test_shortened_trials_keep_the_schedules_shape():
+    spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2, "schedule": "multistep",
+                                      "milestones": [7, 10]}}, trainables)
+    short = trainables.shortened(spec, 7)
+    assert (short["train"]["epochs"], short["train"]["warmup_epochs"], short["train"]["milestones"]) == (7, 1, [4, 5])
+    assert spec["train"]["epochs"] == 14, "a copy: the study's own spec keeps its length"
+    assert trainables.shortened(spec, 14)["train"] == spec["train"]
+
+
+def test_final_training_at_fewer_epochs_keeps_the_schedules_shape():
+    from trainables.final import final_spec
+
+    spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2}, "final": {"epochs": 4}}, trainables)
+    assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (4, 1)
+    spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2}, "final": {"epochs": 20}}, trainables)
+    assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (20, 2)

@@ -25,7 +25,8 @@ import yaml
 
 from .cost import measure_cost
 from .data import DamagedFile, ImageFiles, Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
-from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device, use_autocast
+from .engine import (FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device, shortened,
+                     use_autocast)
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
@@ -48,6 +49,8 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     s = copy.deepcopy(spec)
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
+    # Fewer final epochs than the recipe's (a budget's): the same schedule's shape, warm-up scaled with it.
+    s = shortened(s, int(f.get("epochs") or s["train"]["epochs"]))
     s["train"]["epochs"] = int(f.get("epochs") or s["train"]["epochs"])
     s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
