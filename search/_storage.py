@@ -193,7 +193,12 @@ def upload(local: Path, uri: str) -> None:
     """Copy a finished file or folder to ``uri`` (replacing what is there)."""
     import pyarrow.fs
 
-    _wrapped(uri, "write", lambda: pyarrow.fs.copy_files(str(local), uri))
+    def put() -> None:
+        fs, path = _fs(uri)  # this module's file system for the URI (a GCS emulator's too), not pyarrow's guess
+        pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                              destination_filesystem=fs)
+
+    _wrapped(uri, "write", put)
 
 
 def download(uri: str, dest: Path, keep: Callable[[str], bool] = lambda rel: True) -> Path:
