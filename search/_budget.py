@@ -147,8 +147,18 @@ def promoted(arrivals: float, eta: float) -> float:
     def p(m: int) -> float:
         return 1.0 if m == 0 else (m - (m - 1) * (1 - 1 / eta)) / (m + 1)
 
+    def passed(w: int) -> float:  # p(0) + ... + p(w - 1), p(m) = (m + eta - 1) / (eta (m + 1)): harmonic numbers
+        return 0.0 if w == 0 else 1 + ((w - 1) + (eta - 2) * (_harmonic(w) - 1)) / eta
+
     whole = int(math.floor(arrivals))
-    return sum(p(m) for m in range(whole)) + (arrivals - whole) * p(whole)
+    return passed(whole) + (arrivals - whole) * p(whole)
+
+
+def _harmonic(n: int) -> float:
+    """1 + 1/2 + ... + 1/n (exact below 64, else the asymptotic series: error under 1e-12)."""
+    if n < 64:
+        return sum(1 / i for i in range(1, n + 1))
+    return math.log(n) + 0.5772156649015329 + 1 / (2 * n) - 1 / (12 * n * n) + 1 / (120 * n ** 4)
 
 
 def search_cost(sched: dict[str, Any], trials: float) -> float:
@@ -178,10 +188,17 @@ MAX_PLANNED = 10_000  # trials a plan counts up to (a budget that buys more is p
 def trials_within(sched: dict[str, Any], share: float, per_epoch: float, per_trial: float) -> int:
     """The most trials (at least 1) whose expected cost, ``search_cost`` epochs at ``per_epoch`` each plus
     ``per_trial`` each to start, fits ``share``."""
-    n = 1
-    while n < MAX_PLANNED and search_cost(sched, n + 1) * per_epoch + (n + 1) * per_trial <= share + 1e-9:
-        n += 1
-    return n
+    def fits(n: int) -> bool:
+        return search_cost(sched, n) * per_epoch + n * per_trial <= share + 1e-9
+
+    low, high = 1, 2  # the cost grows with n: double past the share, then halve the gap
+    while high <= MAX_PLANNED and fits(high):
+        low, high = high, high * 2
+    high = min(high, MAX_PLANNED + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
 def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], grid: int, parallel: int,
