@@ -212,7 +212,7 @@ def test_cli_dry_run_lists_rejected_configurations(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "vit", "cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["quickstart", "vit", "cnn", "resnet18", "paper004-cnn", "paper004-vit", "paper004-resnet18"])
 def test_shipped_specs_validate(backend, name):
     spec = load_spec(Path(__file__).resolve().parents[1] / "spaces" / f"{name}.yaml", backend)
     assert spec["experiment"]["name"] == name
