@@ -27,6 +27,14 @@ def first_points(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     return ([point], "") if point else ([], why)
 
 
+def first_points_line(spec: dict[str, Any]) -> str:
+    """What ``first_points`` gives, in one line for the console and ``--dry-run``."""
+    points, why = first_points(spec)
+    if not points:
+        return f"search.recipe_first: not applied: {why}"
+    return "the first trial is the spec's recipe (" + ", ".join(f"{k}={v}" for k, v in points[0].items()) + ")"
+
+
 def build_searcher(spec: dict[str, Any]) -> Any:
     """Random and grid: Ray's BasicVariantGenerator (it also mixes grid and sampled keys), seeded."""
     s = spec["search"]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from ray.tune import Callback, Stopper
 
 from ._atomic import HideFullDiskLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
-from ._algorithms import build_scheduler, build_searcher, first_points, param_space, rungs
+from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, search_epochs,
                       search_scheduler, spent_search, totals, trial_length)
 from ._console import console_for, dashboard_line, joined_dashboard, quiet_logs, tune_verbosity
@@ -133,8 +133,7 @@ def run_study(spec: dict[str, Any], backend: TrialSide, *, file: str, resume: bo
     if spec["search"]["recipe_first"] and not resume:
         points, why = first_points(spec)
         record["recipe_first"] = points[0] if points else {"not_applied": why}
-        log("search: the first trial is the spec's recipe (" + ", ".join(f"{k}={v}" for k, v in points[0].items())
-            + ")" if points else f"search.recipe_first: not applied: {why}")
+        log(("search: " if points else "") + first_points_line(spec))
     try:
         write_atomic(state_file, json.dumps(record, indent=2, default=str))
         write_atomic(out / SKIPPED_FILE, "".join(f"{p}\n" for p in skipped))

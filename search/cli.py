@@ -14,7 +14,7 @@ from . import _storage as storage
 from ._atomic import EXIT_FAULT, StorageFull, write_atomic
 from ._contract import TrialSide
 from ._paths import mlflow_uri, shown
-from ._algorithms import first_points
+from ._algorithms import first_points_line
 from ._space import as_searched, grid_points, preview_configs
 from ._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 
@@ -71,9 +71,7 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
         print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
               f"({search['algorithm']} search, num_samples={search['num_samples']})")
     if search["recipe_first"]:
-        points, why = first_points(spec)
-        print("# first trial: the spec's recipe (" + ", ".join(f"{k}={v}" for k, v in points[0].items()) + ")"
-              if points else f"# search.recipe_first: not applied: {why}")
+        print(f"# {first_points_line(spec)}")
     configs = preview_configs(space, search["num_samples"] or 1, search["seed"])
     rejected = []
     for cfg in configs:
