@@ -98,3 +98,16 @@ class HideFullDiskLogs(logging.Filter):
         if exc is not None and full_reason(exc):
             return False
         return text_reason(record.getMessage()) is None
+
+
+class HideSnapshotRaceLogs(logging.Filter):
+    """Drops Ray's error that uploading a snapshot of Tune's state found a file gone: Tune's searcher writes
+    its state as a ``-tmp-`` file and renames it while the previous snapshot's upload lists the folder (a
+    race inside Tune). Nothing is lost: each snapshot uploads the whole state again, and the last one runs
+    after the searcher's last save."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, FileNotFoundError) and "-tmp-" in str(exc)
+                    and record.getMessage().startswith("Saving experiment state to storage"))
+

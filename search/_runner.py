@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 from ray.tune import Callback, Stopper
 
-from ._atomic import HideFullDiskLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
+from ._atomic import HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, search_epochs,
                       search_scheduler, spent_search, totals, trial_length)
@@ -524,6 +524,7 @@ def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "
     if not verbose:  # Ray logs each write a full disk refused, with a traceback: the study's last line says it
         for handler in logging.getLogger("ray").handlers:
             handler.addFilter(HideFullDiskLogs())
+            handler.addFilter(HideSnapshotRaceLogs())
     url = getattr(ctx, "dashboard_url", None)
     if url and address:  # a joined cluster's own dashboard, at an address this machine can use
         url = joined_dashboard(url, address)

@@ -50,7 +50,24 @@ class ASHAScheduler(_FeasibleOnly, sch.AsyncHyperBandScheduler):
 
 
 class HyperBandScheduler(_FeasibleOnly, sch.HyperBandScheduler):
-    pass
+    """Ray's Hyperband, with a trial that reaches ``max_t`` stopped at once instead of paused.
+
+    Ray pauses the first trial of a bracket to reach ``max_t`` until its peers get there, and counts on the
+    last peer's result to stop it. That result may never come as one: when a function trainable returns
+    before Tune fetched its last report, Tune hands it to ``on_trial_complete``, and Ray then skips the
+    finished bracket; or the paused trial is still saving when the bracket finishes, and only PAUSED trials
+    are stopped. Either way the paused trial waits for ever, and so does the study (a CI hang of
+    benchmarks/search_efficiency.py --quick, reproduced under load). At ``max_t`` a trial has nothing left
+    to train and no later rung to be ranked for: stopping it is what Ray does once its peers arrive, and it
+    reads as completed. (BOHB's variant resumes stuck brackets itself when nothing runs.)
+    """
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if result.get(self._time_attr, 0) >= self._max_t_attr:
+            bracket, _ = self._trial_info[trial]
+            bracket.update_trial_stats(trial, result)
+            return TrialScheduler.STOP  # Tune then calls on_trial_complete: the bracket lets it go
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 class HyperBandForBOHB(_FeasibleOnly, sch.HyperBandForBOHB):

@@ -271,3 +271,44 @@ def test_schedulers_rank_a_diverged_trials_infinite_score_as_a_finite_worst():
     median = MedianStoppingRule()
     median.set_search_properties("val_loss", "min")
     assert median._finite({"val_loss": float("inf")})["val_loss"] == FINITE_WORST
+
+
+class _Controller:
+    """What Ray's Hyperband asks of Tune's controller here: stopping a trial."""
+
+    def __init__(self) -> None:
+        self.stopped: list = []
+
+    def stop_trial(self, trial) -> None:
+        self.stopped.append(trial)
+        trial.status = "TERMINATED"
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.status, self.is_saving = trial_id, "RUNNING", False
+
+
+def test_hyperband_stops_a_trial_at_max_t_instead_of_pausing_it_for_peers_whose_end_may_never_come():
+    """Ray's Hyperband paused the first bracket peer to reach max_t until the other got there; when the
+    other's last result reached Tune with its end (on_trial_complete, not on_trial_result), or while the
+    paused one was still saving, nothing resumed or stopped it and the study waited for ever (a CI hang of
+    search_efficiency.py --quick, reproduced under load; Ray 2.60's own class answers PAUSE below). Ours
+    stops it at max_t, where it has nothing left to train; the bracket ends with no trial left in it."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from search._schedulers import HyperBandScheduler
+
+    hb = HyperBandScheduler(time_attr="epoch", max_t=2, reduction_factor=3, metric="val_acc", mode="max")
+    ctl, a, b = _Controller(), _Trial("a"), _Trial("b")
+    hb.on_trial_add(ctl, a)
+    hb.on_trial_add(ctl, b)
+    bracket = hb._trial_info[a][0]
+    assert hb._trial_info[b][0] is bracket, "one bracket, so that a would wait for b"
+    for t in (a, b):
+        assert hb.on_trial_result(ctl, t, {"epoch": 1, "val_acc": 0.5}) == TrialScheduler.CONTINUE
+    assert hb.on_trial_result(ctl, a, {"epoch": 2, "val_acc": 0.6}) == TrialScheduler.STOP
+    a.status = "TERMINATED"
+    hb.on_trial_complete(ctl, a, {"epoch": 2, "val_acc": 0.6})  # what Tune does with a STOP
+    hb.on_trial_complete(ctl, b, {"epoch": 2, "val_acc": 0.7})  # b's last report arrives with its end
+    assert bracket.current_trials() == [] and hb.choose_trial_to_run(ctl) is None and ctl.stopped == []
