@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 
 from ray.tune import Callback, Stopper
 
-from ._atomic import HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason, write_atomic
+from ._atomic import (HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason,
+                      write_atomic)
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._budget import (Budget, concurrency, log_to_mlflow, parse_budget, plan, probe_configs, search_epochs,
                       search_scheduler, spent_search, totals, trial_length)
