@@ -293,7 +293,7 @@ def test_hyperband_stops_a_trial_at_max_t_instead_of_pausing_it_for_peers_whose_
     """Ray's Hyperband paused the first bracket peer to reach max_t until the other got there; when the
     other's last result reached Tune with its end (on_trial_complete, not on_trial_result), or while the
     paused one was still saving, nothing resumed or stopped it and the study waited for ever (a CI hang of
-    search_efficiency.py --quick, reproduced under load; Ray 2.60's own class answers PAUSE below). Ours
+    search_efficiency.py --quick, reproduced under load; Ray 2.60's own class answers PAUSE to a's epoch 2). Ours
     stops it at max_t, where it has nothing left to train; the bracket ends with no trial left in it."""
     from ray.tune.schedulers import TrialScheduler
 
