@@ -10,13 +10,13 @@ from pathlib import Path
 import time
 from typing import Any, Sequence
 
-from . import _storage as storage
-from ._atomic import EXIT_FAULT, StorageFull, write_atomic
+from .store import _storage as storage
+from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
 from ._contract import TrialSide
-from ._paths import mlflow_uri, shown
-from ._algorithms import first_points_line
-from ._space import as_searched, grid_points, preview_configs
-from ._spec import SpecError, dump_spec, load_spec, parse_override, resolve
+from .store._paths import mlflow_uri, shown
+from .run._algorithms import first_points_line
+from .spec._space import as_searched, grid_points, preview_configs
+from .spec._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     then = ""  # the command that goes on after a full disk stopped this one: set as each phase starts
     try:
         if args.sync_mlflow:
-            from ._sync import sync_study
+            from .store._sync import sync_study
 
             sync_study(args.spec if storage.is_uri(args.spec) else Path(args.spec).resolve())
             return 0
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
         spec = load_spec(args.spec, backend, overrides, smoke=args.smoke)
         if args.estimate:
-            from ._estimate import estimate
+            from .run._estimate import estimate
 
             estimate(spec, backend)
             return 0
@@ -114,13 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if spec["space"]:
                 raise SpecError(args.spec, "space", "--final trains one configuration; give a spec without a "
                                                     "space, such as runs/<study>/best.yaml")
-            from ._final import run_final
+            from .run._final import run_final
 
             # --budget with --final sizes the final epochs to it (search.budget of a best.yaml does not: that was
             # the whole study's); like a study's, it counts from the first trial, after Ray and data start.
             budget = None
             if args.budget is not None:
-                from ._budget import parse_budget
+                from .spec._budget import parse_budget
 
                 b = parse_budget(args.budget, args.spec, "--budget")
                 budget = {"budget": b.text, "available": b.amount}
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
                                 verbose=args.verbose, budget=budget)
             return _final_summary(summary, args.spec)
-        from ._runner import run_study
+        from .run._runner import run_study
 
         then = _command(args, overrides, "--resume")
         result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
@@ -139,8 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"Continue with: {_command(args, overrides, '--resume')}")
             return EXIT_INTERRUPTED
         if spec["final"]["after_search"] and result.best is not None:
-            from ._export import best_spec
-            from ._final import run_final
+            from .store._export import best_spec
+            from .run._final import run_final
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
             t0 = time.monotonic()
@@ -184,7 +184,8 @@ def _budget_left(result: Any) -> dict[str, Any] | None:
 
 def _final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Add final training's spend to study.json's compute budget and the study's MLflow run."""
-    from ._budget import log_to_mlflow, spent_final, totals
+    from .spec._budget import spent_final, totals
+    from .store._tracking import log_budget
 
     cb = result.compute_budget
     cb["spent"]["final"] = spent_final(cb["unit"], summary, seconds)
@@ -196,12 +197,12 @@ def _final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], sec
     record["compute_budget"] = cb
     write_atomic(state, json.dumps(record, indent=2, default=str))
     if result.parent_run_id:
-        log_to_mlflow(mlflow_uri(spec), result.parent_run_id, cb, planned=False)
+        log_budget(mlflow_uri(spec), result.parent_run_id, cb, planned=False)
     return cb
 
 
 def _budget_summary(cb: dict[str, Any]) -> None:
-    from ._budget import lines
+    from .spec._budget import lines
 
     print("\n".join(lines(cb)))
 

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import _storage as storage
-from ._atomic import EXIT_FAULT, StorageFull, write_atomic
-from ._export import SCORED
-from ._files import read_json
-from ._paths import tracking_uri
-from ._schema import SpecError
+from .store import _storage as storage
+from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
+from .store._export import SCORED
+from .spec._files import read_json
+from .store._paths import tracking_uri
+from .spec._schema import SpecError
 
 EXIT_USAGE = 2
 
@@ -40,7 +40,7 @@ def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[
     if p.exists():
         raise CompareError(f"{source}: no final/metrics.json (run tune-run {storage.join(source, 'best.yaml')} "
                            f"--final first)")
-    from ._tracking import client_for
+    from .store._tracking import client_for
 
     c = client_for(mlflow_uri)
     exp = c.get_experiment_by_name(source)
@@ -151,7 +151,7 @@ def load_fraction_study(source: str) -> Any:
 def study_importance(folder: Path) -> Any:
     """(study name, ``_importance.Importance``): which settings mattered in the search of the study at
     ``folder``; None when it holds no search (no trials.csv, or nothing searched)."""
-    from ._importance import safe_importance
+    from .report._importance import safe_importance
 
     spec = search_spec(folder)
     if spec is None or not spec["space"]:
@@ -168,7 +168,7 @@ def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str]
 
     from tabulate import tabulate
 
-    from ._importance import safe_plot
+    from .report._importance import safe_plot
 
     md, htm, images = ["## Which settings mattered", ""], ["<h2>Which settings mattered</h2>"], {}
     for name, imp in found:
@@ -363,7 +363,7 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
 
     from tabulate import tabulate
 
-    from ._verdict import NOTE
+    from .report._verdict import NOTE
 
     rows = table_rows(studies) if studies else []
     md_parts, html_parts = [], []
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
             if seed_file and seed_file.is_file():
                 s["confusion_matrix"] = seed_confusion(seed_file)
-        from ._verdict import verdict
+        from .report._verdict import verdict
 
         lines = verdict(studies)  # reads every seed's predictions: a damaged file stops here, before any report
         first = args.sources[0]

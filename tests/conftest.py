@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -13,6 +19,8 @@ import pytest
 import trainables
 
 REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+BIN = Path(sys.executable).parent  # the venv's console scripts
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -23,6 +31,24 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TUNE_CACHE_DIR"] = cache  # console scripts and Ray workers read it at import
     trainables.data.CACHE_DIR = Path(cache)  # this process imported trainables.data already
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+
+
+# xdist (``-n``): tests of these modules share an expensive module- or session-scoped fixture (a cluster, a
+# trained model, servers), so one worker runs each group and the fixture starts once. Every other test is
+# handed out on its own.
+XDIST_GROUPS = {
+    "test_readme": "quickstart", "test_console": "quickstart",  # the session's README quickstart
+    "test_remote": "servers", "test_cluster_s3": "servers",  # S3 (moto), PostgreSQL and an MLflow server
+    "test_cluster": "cluster", "test_final": "final", "test_eval": "eval", "test_engine": "engine",
+    "test_bad_result_files": "model", "test_smoke_memory": "smoke-memory", "test_gcs": "gcs",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
@@ -63,9 +89,11 @@ def cifar_root(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- shared by the Ray tests
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """One Ray runtime for a module's in-process studies, shut down after it."""
+    """One local Ray runtime for the in-process studies of a whole test session (of an xdist worker): the first
+    study starts it (``ray.init(..., ignore_reinit_error=True)``) and later ones join it; shut down at the end.
+    A test that needs another cluster shuts it down first (tests/test_cluster.py's ``start_cluster``)."""
     import ray
 
     yield
@@ -100,3 +128,82 @@ def mlflow_runs(db: Path, experiment: str):
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- commands as a user runs them
+
+
+def console_env(**extra: str) -> dict[str, str]:
+    """The environment of a console script started by a test: this checkout first on the path, no cluster
+    address inherited from the shell."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AIR_NEW_OUTPUT")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return {**env, **extra}
+
+
+def console(script: str, *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    """An installed console script (``tune-run``, ``tune-eval``, ``tune-compare``) as a separate process."""
+    return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env or console_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def readme(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A command exactly as README.md writes it, run as the console script it names."""
+    assert command in README, f"not in README.md: {command}"
+    script, *args = shlex.split(command)
+    return console(script, *args, cwd=cwd, timeout=1200)
+
+
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _entry(script: str):  # noqa: ANN202
+    from search import cli, compare
+
+    return {"tune-run": cli.main, "tune-eval": cli.eval_main, "tune-compare": compare.main}[script]
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """A console script's ``main(argv)`` in this process: its exit status and what it printed.
+
+    For the paths where the process boundary is not what a test checks (bad input, --dry-run): no interpreter
+    start and no torch import per call. One subprocess test per command keeps the console-script path."""
+
+    def run(script: str, *args: str, cwd: Path) -> Ran:
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as m:
+            m.chdir(cwd)
+            m.delenv("RAY_ADDRESS", raising=False)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = _entry(script)(list(args))
+                except SystemExit as exc:  # argparse's usage errors
+                    code = exc.code if isinstance(exc.code, int) else 1
+        return Ran(int(code or 0), out.getvalue(), err.getvalue())
+
+    return run
+
+
+class Quickstart(NamedTuple):
+    folder: Path
+    study: subprocess.CompletedProcess  # ``tune-run spaces/quickstart.yaml``
+    final: subprocess.CompletedProcess  # ``tune-run runs/quickstart/best.yaml --final``
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory) -> Quickstart:
+    """README's quickstart and its final training, verbatim, in a fresh folder: run once per test session and
+    read by every test that only looks at their results (README, console, MLflow, MLflow UI, report.html).
+    Tests that use it carry ``@pytest.mark.xdist_group("quickstart")`` so that one worker runs it once."""
+    d = tmp_path_factory.mktemp("quickstart")
+    shutil.copytree(REPO / "spaces", d / "spaces")
+    study = readme("tune-run spaces/quickstart.yaml", d)
+    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
+    final = readme("tune-run runs/quickstart/best.yaml --final", d)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    return Quickstart(d, study, final)

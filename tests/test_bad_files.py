@@ -1,16 +1,9 @@
-"""Damaged input files through the real command: exit status 2, one line naming the file, nothing written."""
+"""Damaged input files through tune-run's ``main``: exit status 2, one line naming the file, nothing written.
+(test_spec runs the console script on a bad spec: the same path, as a process.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 
 BOMB = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n".encode() for p, c in zip("abcdefg", "bcdefgh"))
@@ -33,19 +26,14 @@ CASES = [
 ]
 
 
-def run(cmd: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([str(BIN / cmd), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("name,content,words", CASES, ids=[c[0] for c in CASES])
-def test_damaged_spec_file_is_one_line_and_exit_2(tmp_path, name, content, words):
+def test_damaged_spec_file_is_one_line_and_exit_2(tmp_path, cli, name, content, words):
     if content is None:
         (tmp_path / name).mkdir()
     elif isinstance(content, bytes):
         (tmp_path / name).write_bytes(content)
     before = sorted(p.name for p in tmp_path.iterdir())
-    r = run("tune-run", name, cwd=tmp_path)
+    r = cli("tune-run", name, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -53,12 +41,12 @@ def test_damaged_spec_file_is_one_line_and_exit_2(tmp_path, name, content, words
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written (no pwned, no runs/)
 
 
-def test_unreachable_tracking_server_is_refused_before_ray_starts(tmp_path):
+def test_unreachable_tracking_server_is_refused_before_ray_starts(tmp_path, cli):
     import time
 
     (tmp_path / "s.yaml").write_text("data: {dataset: digits}\nmodel: {name: cnn}\n")
     t0 = time.monotonic()
-    r = run("tune-run", "s.yaml", "--set", "tracking.mlflow_uri=http://127.0.0.1:9", cwd=tmp_path)
+    r = cli("tune-run", "s.yaml", "--set", "tracking.mlflow_uri=http://127.0.0.1:9", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [
         r.stderr.strip()] and r.stderr.startswith("tune-run: error: s.yaml: tracking.mlflow_uri: http://127.0.0.1:9 "

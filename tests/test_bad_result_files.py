@@ -1,22 +1,18 @@
 """Damaged files beside a model (spec.yaml, meta.json, weights) and in a study (study.json, metrics.json,
-trials.csv) through the real tune-eval and tune-compare: exit status 2, one line naming the file, no traceback."""
+trials.csv) through tune-eval's and tune-compare's ``main``: exit status 2, one line naming the file, no traceback.
+(The console scripts themselves run in test_readme.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import trainables
-from tests.conftest import small_spec
+from tests.conftest import Ran, small_spec
 from trainables.final import train_final
-
-REPO = Path(__file__).resolve().parents[1]
 
 LATIN1 = '{"classes": "caf\xe9"}\n'.encode("latin-1")
 # (file, content, words the one line must hold): not UTF-8, truncated, a list, missing keys, empty
@@ -34,14 +30,7 @@ EVAL_CASES = [
 ]
 
 
-def console(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([str(Path(sys.executable).parent / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def one_error_line(r: subprocess.CompletedProcess, prog: str, file: str, words: str) -> None:
+def one_error_line(r: Ran, prog: str, file: str, words: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -59,10 +48,10 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name,content,words", EVAL_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(EVAL_CASES)])
-def test_tune_eval_names_a_damaged_file_in_one_line(model_dir, tmp_path, name, content, words):
+def test_tune_eval_names_a_damaged_file_in_one_line(model_dir, tmp_path, cli, name, content, words):
     shutil.copytree(model_dir, tmp_path / "m")
     (tmp_path / "m" / name).write_bytes(content)
-    one_error_line(console("tune-eval", "m", cwd=tmp_path), "tune-eval", f"m/{name}", words)
+    one_error_line(cli("tune-eval", "m", cwd=tmp_path), "tune-eval", f"m/{name}", words)
 
 
 SUMMARY = {"experiment": "s", "model": "vit", "seeds": [0],
@@ -104,9 +93,9 @@ def study_folder(root: Path, damaged: str) -> Path:
 
 @pytest.mark.parametrize("name,content,words", COMPARE_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(COMPARE_CASES)])
-def test_tune_compare_names_a_damaged_file_in_one_line(tmp_path, name, content, words):
+def test_tune_compare_names_a_damaged_file_in_one_line(tmp_path, cli, name, content, words):
     (study_folder(tmp_path, name) / name).write_bytes(content)
-    r = console("tune-compare", "s", "--out", "report", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
+    r = cli("tune-compare", "s", "--out", "report", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
                 cwd=tmp_path)
     one_error_line(r, "tune-compare", f"s/{name}", words)
     assert not (tmp_path / "report").exists()  # nothing half-written

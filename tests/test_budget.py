@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,21 +14,13 @@ import yaml
 
 import trainables
 from search import SpecError, resolve
-from search._budget import final_epochs, parse_budget, plan, search_epochs
+from search.spec._budget import final_epochs, parse_budget, plan, search_epochs
 from tests.conftest import mlflow_runs, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "spaces" / "quickstart.yaml"
 SPEC = {"experiment": {"name": "b"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
         "train": {"epochs": 4}, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}
-
-
-def tune_run(*args, cwd, timeout=900):
-    """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("text,amount,unit", [
@@ -68,8 +58,8 @@ def test_budget_keys_are_checked_with_the_spec():
         resolve({**SPEC, "search": {"budget": "2gpu-h"}}, trainables)
 
 
-def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path):
-    r = tune_run(str(QUICKSTART), "--dry-run", "--budget", "3 parsecs", cwd=tmp_path)
+def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path, cli):
+    r = cli("tune-run", str(QUICKSTART), "--dry-run", "--budget", "3 parsecs", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.budget: expected a duration like 30m, 2h, "
                                 f"1.5gpu-h or 400epochs, got '3 parsecs'")
@@ -105,7 +95,7 @@ def test_plan_sizes_what_the_spec_leaves_open():
 
 
 def test_asha_trial_cost():
-    from search._budget import asha_rungs, promoted, search_cost
+    from search.spec._budget import asha_rungs, promoted, search_cost
 
     sched = {"name": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": 12, "brackets": 1, "fidelity": "epochs"}
     assert asha_rungs(sched) == [2, 4, 8]
@@ -126,7 +116,7 @@ def test_asha_trial_cost():
 
 
 def test_stopper_counts_epochs_and_gpu_hours_across_trials():
-    from search._runner import BudgetStopper
+    from search.run._runner import BudgetStopper
 
     s = BudgetStopper("epochs", 5)
     assert not s("a", {"epoch": 1}) and not s("b", {"epoch": 1}) and not s("a", {"epoch": 2})
@@ -151,8 +141,8 @@ def test_probe_measures_the_configuration_on_this_device():
     assert trainables.probe_shape(trainables.apply_config(spec, {"model.conv1": 16})) != trainables.probe_shape(spec)
 
 
-def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path):
-    r = tune_run(str(QUICKSTART), "--estimate", "--budget", "60epochs", "--set", "search.num_samples=null",
+def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
+    r = cli("tune-run", str(QUICKSTART), "--estimate", "--budget", "60epochs", "--set", "search.num_samples=null",
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -168,10 +158,10 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path):
 
 
 @pytest.mark.ray
-def test_epoch_budget_covers_search_and_final(tmp_path):
+def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
     """quickstart under 60 epochs with 20 % for the search: ASHA's 6 trials would take 18 epochs, the stopper
     ends them at 12, and final training gets the rest (4 epochs, its longest trial)."""
-    r = tune_run(str(QUICKSTART), "--budget", "60epochs", "--set", "search.budget_split=0.2",
+    r = cli("tune-run", str(QUICKSTART), "--budget", "60epochs", "--set", "search.budget_split=0.2",
                  "--set", "search.num_samples=6", "--set", "train.epochs=4", "--set", "final.seeds=[0]",
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -193,6 +183,8 @@ def test_epoch_budget_covers_search_and_final(tmp_path):
     assert set(cb["spent_seconds"]) == {"search", "final", "total"} and cb["startup_s"] > 0
     assert "budget:      60epochs · planned search 12 epochs" in r.stdout
     assert f"spent   search {search_epochs} epochs" in r.stdout and "the search ended early" in r.stdout
+    if "GPU" not in __import__("ray").cluster_resources():  # each warning once, for the search and its final together
+        assert r.stdout.count("no GPU visible") == 1 and "warning: no GPU visible to the trials" in r.stdout
     c, runs = mlflow_runs(tmp_path / "mlflow.db", "quickstart")
     study = next(x for x in runs if x.data.tags.get("role") == "study")
     assert study.data.params["budget.planned.search"] == "12.0" and study.data.params["budget.unit"] == "epochs"
@@ -200,13 +192,13 @@ def test_epoch_budget_covers_search_and_final(tmp_path):
 
 
 @pytest.mark.ray
-def test_wall_clock_budget_ends_the_search_in_time(tmp_path):
+def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
     """A 40 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
     come before the budget's clock (study.json's startup_s, measured); the tolerance on top is Tune stopping
     the running trials and the exports after it, measured at 18 s on a 2-core host under a load average of 20: 45 s here."""
     t0 = time.monotonic()
-    r = tune_run(str(QUICKSTART), "--budget", "40s", "--set", "search.num_samples=40", "--set", "train.epochs=3",
-                 cwd=tmp_path)
+    r = cli("tune-run", str(QUICKSTART), "--budget", "40s", "--set", "search.num_samples=40", "--set", "train.epochs=3",
+            cwd=tmp_path)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     cb = json.loads((tmp_path / "runs" / "quickstart" / "study.json").read_text())["compute_budget"]
@@ -222,7 +214,7 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path):
 
 
 def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
-    from search._algorithms import rungs
+    from search.run._algorithms import rungs
     from trainables.engine import data_fraction, fidelity_subset
 
     spec = resolve({**SPEC, "train": {"epochs": 12},
@@ -270,7 +262,7 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
 
 
 def test_search_epochs_auto_shortens_trials_until_enough_fit():
-    from search._budget import MIN_TRIALS
+    from search.spec._budget import MIN_TRIALS
 
     spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
     # FIFO, 12 epochs of search: 4-epoch trials fit 3 times, 2-epoch ones 6, 1-epoch ones 12 >= MIN_TRIALS.
@@ -304,18 +296,18 @@ def test_bad_search_epochs(search, message):
         resolve({**SPEC, "search": {"epochs": 2}, "space": {"train.epochs": {"choice": [2, 4]}}}, trainables)
 
 
-def test_cli_bad_search_epochs_exits_2_one_line_nothing_on_disk(tmp_path):
-    r = tune_run(str(QUICKSTART), "--set", "search.epochs=20", cwd=tmp_path)
+def test_cli_bad_search_epochs_exits_2_one_line_nothing_on_disk(tmp_path, cli):
+    r = cli("tune-run", str(QUICKSTART), "--set", "search.epochs=20", cwd=tmp_path)
     assert r.returncode == 2 and list(tmp_path.iterdir()) == []
     assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.epochs: 1 <= epochs <= train.epochs must "
                                 f"hold, got epochs=20, train.epochs=12")
 
 
 @pytest.mark.ray
-def test_short_search_trials_and_a_full_length_best_yaml(tmp_path):
+def test_short_search_trials_and_a_full_length_best_yaml(tmp_path, cli, ray_session):
     """search.epochs=3 on the quickstart (12 epochs): its trials train 3 epochs with the schedule's shape and
     end completed; best.yaml keeps the recipe's 12 epochs for final training."""
-    r = tune_run(str(QUICKSTART), "--set", "search.epochs=3", "--set", "search.num_samples=3", cwd=tmp_path)
+    r = cli("tune-run", str(QUICKSTART), "--set", "search.epochs=3", "--set", "search.num_samples=3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "quickstart"
     rows = read_rows(out / "trials.csv")

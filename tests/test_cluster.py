@@ -21,8 +21,12 @@ EPOCHS = 6
 
 
 def start_cluster():
-    """Head (0 CPUs, dashboard) + two 1-CPU workers; node deaths noticed within seconds."""
+    """Head (0 CPUs, dashboard) + two 1-CPU workers; node deaths noticed within seconds. The test session's shared
+    local Ray (``ray_session``) is shut down first: a driver already connected would ignore the cluster's address."""
+    import ray
     from ray.cluster_utils import Cluster
+
+    ray.shutdown()
 
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "object_store_memory": 100 * MB, "dashboard_port": 0,
@@ -124,7 +128,7 @@ def test_a_data_root_is_checked_on_every_node(tmp_path, cluster):
     so a folder one node cannot see while another can is not made here: a missing folder stands for it."""
     import ray
 
-    from search._cluster import alive_nodes, check_paths_on_nodes, unseen_on_nodes
+    from search.run._cluster import alive_nodes, check_paths_on_nodes, unseen_on_nodes
 
     ray.init(address=cluster.address, ignore_reinit_error=True)
     nodes = alive_nodes()
@@ -136,7 +140,7 @@ def test_a_data_root_is_checked_on_every_node(tmp_path, cluster):
     gone = tmp_path / "gone"
     blind = unseen_on_nodes([str(gone)], nodes)
     assert sorted(n["NodeID"] for n, _ in blind) == sorted(n["NodeID"] for n in nodes)
-    from search._runner import fit_to_cluster
+    from search.run._lifecycle import fit_to_cluster
 
     with pytest.raises(SpecError) as err:  # as tune-run checks a streamed set's root before any trial runs
         fit_to_cluster(small_spec(tmp_path, "s"), [str(gone)], "s.yaml", print)
@@ -152,7 +156,7 @@ def test_an_autoscaling_cluster_refuses_a_request_no_node_type_holds(tmp_path, c
     from ray.core.generated import autoscaler_pb2
     from ray.experimental import internal_kv
 
-    from search._runner import fit_to_cluster
+    from search.run._lifecycle import fit_to_cluster
 
     ray.init(address=cluster.address, ignore_reinit_error=True)
     config = autoscaler_pb2.ClusterConfig(node_group_configs=[

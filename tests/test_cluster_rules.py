@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from search._cluster import node_type_limits, node_types, unsatisfiable
+from search.run._cluster import node_type_limits, node_types, unsatisfiable
 
 
 def cluster_config():
@@ -63,7 +63,7 @@ def test_a_cluster_of_cpu_node_types_refuses_any_gpu_request():
     ("0.0.0.0:8265", "auto", "127.0.0.1:8265"),  # auto: a cluster on this machine
 ])
 def test_a_joined_clusters_dashboard_is_shown_at_an_address_this_machine_can_use(url, address, shown):
-    from search._console import dashboard_line, joined_dashboard
+    from search.run._console import dashboard_line, joined_dashboard
 
     assert joined_dashboard(url, address) == shown
     assert dashboard_line(f"http://{shown}", joined=True).startswith(f"Ray dashboard: http://{shown}")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from search._stats import SeedPredictions, paired_difference, seed_scorers
-from search._verdict import conclusion
+from search.report._stats import SeedPredictions, paired_difference, seed_scorers
+from search.report._verdict import conclusion
 from search.compare import main, table_rows, write_reports
 
 
@@ -146,13 +143,10 @@ def finished_study(root: Path, name: str, y: np.ndarray, preds: list[np.ndarray]
     return root / name
 
 
-def tune_compare(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([str(Path(sys.executable).parent / "tune-compare"), *args, "--out", "cmp"], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+def test_tune_compare_ends_with_a_verdict(tmp_path, cli):
+    def tune_compare(cwd: Path, *args: str):  # noqa: ANN202  (tune-compare's main; its console script: test_readme)
+        return cli("tune-compare", *args, "--out", "cmp", cwd=cwd)
 
-
-def test_tune_compare_ends_with_a_verdict(tmp_path):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     flip = lambda p: np.where(rng.random(400) < p, 1 - y, y)  # noqa: E731  (wrong on a share p of images)
@@ -200,8 +194,8 @@ def test_tune_compare_ends_with_a_verdict(tmp_path):
      "labels: class indices 0 <= i < 2 (the columns of probs) must hold"),
 ])
 def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path, arrays, words):
-    from search._schema import SpecError
-    from search._verdict import read_predictions
+    from search.spec._schema import SpecError
+    from search.report._verdict import read_predictions
 
     np.savez(tmp_path / "p.npz", **{k: np.asarray(v) for k, v in arrays.items()})
     with pytest.raises(SpecError) as err:

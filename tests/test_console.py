@@ -1,7 +1,8 @@
 """What a person sees: tune-run's console (on a pipe, and Ray's tables behind --verbose), the MLflow UI
 and report.html in a real headless browser, and final models that MLflow loads and registers.
 
-One real quickstart (12 trials, then a one-seed final training) serves every test of this module.
+The session's README quickstart (12 trials, then final training of its best.yaml with three seeds; conftest)
+serves every test of this module but the --verbose one.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import console_env
 from tests.servers import free_port
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("quickstart")]
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but tab and newline
@@ -33,25 +35,12 @@ def console_script(name: str) -> str:
 
 
 def run(name: str, *args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AIR_NEW_OUTPUT")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([console_script(name), *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([console_script(name), *args], cwd=cwd, env=console_env(), capture_output=True, text=True,
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """``tune-run spaces/quickstart.yaml`` in a fresh folder, output to a pipe, with a short final training."""
-    d = tmp_path_factory.mktemp("quickstart")
-    shutil.copytree(REPO / "spaces", d / "spaces")
-    r = run("tune-run", "spaces/quickstart.yaml", "--set", "final.after_search=true", "--set", "final.seeds=[0]",
-            "--set", "final.epochs=3", cwd=d)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return d, r
-
-
 def test_default_console_is_a_compact_progress_view(quickstart):
-    d, r = quickstart
+    r = quickstart.study
     out, both = r.stdout, r.stdout + r.stderr
     # None of Ray's tables, per-checkpoint lines or per-trial warnings with their source line.
     for noise in ("Trial status", "Configuration for experiment", "Checkpoint successfully created", "╭",
@@ -70,14 +59,21 @@ def test_default_console_is_a_compact_progress_view(quickstart):
                       r"0\.\d{4} \(trial \w+\) · epochs (\d+)/(\d+) · elapsed", out, re.M)
     assert done and done[-1][1] == done[-1][2] == str(sum(int(e) for _, _, e in finished))
     assert int(done[-1][0]) == sum(s == "stopped" for _, s, _ in finished)
-    # Final training: every epoch of the seed with its time left, then its test accuracy.
-    epochs = re.findall(r"^seed 0 · epoch (\d)/3 · train_loss \d+\.\d{4} · train_acc .* · ETA \d+:\d\d$", out, re.M)
-    assert epochs == ["1", "2", "3"]
-    assert re.search(r"^seed 0 completed · 3/3 epochs · test_accuracy 0\.\d{4}", out, re.M)
-    if not torch.cuda.is_available():  # each warning once, for the search and its final training together
+    if not torch.cuda.is_available():  # each warning once
         assert out.count("no GPU visible") == 1 and "warning: no GPU visible to the trials" in out
-    # The closing summaries are unchanged.
     assert "Study 'quickstart': 12 trials" in out and "best config:" in out
+    # Final training (`--final`): every epoch of each seed with its time left, then its test accuracy.
+    out, both = quickstart.final.stdout, quickstart.final.stdout + quickstart.final.stderr
+    assert not CONTROL.search(both), "control characters in piped output"
+    for noise in ("Trial status", "╭", "engine.py:", "UserWarning"):
+        assert noise not in both, noise
+    for seed in (0, 1, 2):
+        epochs = re.findall(rf"^seed {seed} · epoch (\d+)/12 · train_loss \d+\.\d{{4}} · train_acc .* · ETA \d+:\d\d$",
+                            out, re.M)
+        assert epochs == [str(e) for e in range(1, 13)], seed
+        assert re.search(rf"^seed {seed} completed · 12/12 epochs · test_accuracy 0\.\d{{4}}", out, re.M)
+    if not torch.cuda.is_available():
+        assert out.count("no GPU visible") == 1
     assert "Final training of 'quickstart-best'" in out and "test accuracy" in out
 
 
@@ -98,7 +94,7 @@ def test_mlflow_records_training_runs_dataset_and_loadable_models(quickstart):
     import mlflow.pytorch
     from mlflow.tracking import MlflowClient
 
-    d, _ = quickstart
+    d = quickstart.folder
     uri = f"sqlite:///{d / 'mlflow.db'}"
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("quickstart")
@@ -117,11 +113,12 @@ def test_mlflow_records_training_runs_dataset_and_loadable_models(quickstart):
     assert all(set(x.data.params) == set(study.data.params) for x in trials)
     assert len({x.data.params["train.lr"] for x in trials}) == 12 and study.data.params["model.name"] == "cnn"
     assert "infeasible" not in trials[0].data.metrics  # a status (tag), not a metric
-    seed_run = next(x for x in runs if x.data.tags.get("role") == "final-seed")
-    assert seed_run.data.params["seed"] == "0" and seed_run.data.params["model.name"] == "cnn"
+    seed_runs = {x.data.params["seed"]: x for x in runs if x.data.tags.get("role") == "final-seed"}
+    assert set(seed_runs) == {"0", "1", "2"} and seed_runs["0"].data.params["model.name"] == "cnn"
     mlflow.set_tracking_uri(uri)
-    (logged,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-    assert logged.source_run_id == seed_run.info.run_id
+    models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert sorted(m.source_run_id for m in models) == sorted(x.info.run_id for x in seed_runs.values())
+    logged = next(m for m in models if m.source_run_id == seed_runs["0"].info.run_id)
     model = mlflow.pytorch.load_model(logged.model_uri)
     assert tuple(model(torch.zeros(2, 1, 8, 8)).shape) == (2, 10)
     info = mlflow.models.get_model_info(logged.model_uri)
@@ -175,7 +172,7 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
 
-    d, r = quickstart
+    d, r = quickstart.folder, quickstart.study
     uri = f"sqlite:///{d / 'mlflow.db'}"
     exp = MlflowClient(uri).get_experiment_by_name("quickstart")
     # The console names the page to open: the experiment's training runs.
@@ -212,7 +209,7 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
 def test_report_html_renders_its_table_and_every_plot(quickstart, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    d, _ = quickstart
+    d = quickstart.folder
     r = run("tune-compare", str(d / "runs" / "quickstart"), "--out", str(tmp_path / "compare"),
             "--mlflow-uri", f"sqlite:///{d / 'mlflow.db'}", cwd=d)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -36,7 +36,7 @@ def test_a_write_refused_for_space_leaves_the_previous_file(tmp_path):
     target.write_text('{"old": true}')
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-            "from search._atomic import StorageFull, write_atomic\n"
+            "from search.store._atomic import StorageFull, write_atomic\n"
             "try:\n"
             f"    write_atomic({str(target)!r}, '{{\"new\": \"' + 'x' * 100000 + '\"}}')\n"
             "except StorageFull as err:\n"
@@ -167,8 +167,8 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
     """Tune rewrites its experiment state in place: cut short by a full disk, Tune's restore would silently
     start a new study. --resume names the file in one line instead (before Ray starts)."""
     from search import resolve
-    from search._runner import _check_resumable
-    from search._spec import SpecError
+    from search.run._runner import _check_resumable
+    from search.spec._spec import SpecError
 
     spec = resolve({"experiment": {"name": "s", "output_dir": str(tmp_path)}, "data": {"dataset": "digits"},
                     "model": {"name": "cnn"}, "train": {"epochs": 1}}, backend)
@@ -188,7 +188,7 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
 
 def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
     # mkstemp makes 0600 files; results on a shared cluster file system must stay readable by the team.
-    from search._atomic import write_atomic
+    from search.store._atomic import write_atomic
 
     old = os.umask(0o022)
     try:
@@ -205,7 +205,7 @@ def test_tunes_own_snapshot_race_is_not_shown_but_other_sync_errors_are():
     import io
     import logging
 
-    from search._atomic import HideSnapshotRaceLogs
+    from search.store._atomic import HideSnapshotRaceLogs
 
     out = io.StringIO()
     handler = logging.StreamHandler(out)

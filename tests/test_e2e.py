@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, cwd, timeout=600, **kw):
+def tune_run(*args, cwd, timeout=600, **kw):
     """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
@@ -161,7 +161,7 @@ def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, 
 
 
 def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> None:
-    r = cli("killme.yaml", "--resume", cwd=tmp_path)
+    r = tune_run("killme.yaml", "--resume", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(tmp_path / "runs" / "killme" / "trials.csv")
     assert len(rows) == 6 and all(row["status"] == "completed" for row in rows), rows
@@ -211,8 +211,8 @@ def _alive(pgid: int) -> bool:
         return False
 
 
-def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
-    r = cli(str(REPO / "spaces" / "vit.yaml"), "--smoke", "--set", f"data.root={cifar_root}", cwd=tmp_path)
+def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
+    r = cli("tune-run", str(REPO / "spaces" / "vit.yaml"), "--smoke", "--set", f"data.root={cifar_root}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_rows(tmp_path / "runs" / "vit-smoke" / "trials.csv")
     # vit.yaml sizes its trials from a budget (none here: one sample); with two, ASHA may stop the second at
@@ -230,7 +230,7 @@ def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path):
 def test_search_final_compare_end_to_end(tmp_path, ray_session):
     """Two model families: search (one selecting on val_f1_macro), final training with seeds, then one
     comparison table, report and verdict."""
-    from search._final import run_final
+    from search.run._final import run_final
     from search.compare import main as compare_main
 
     for name, model, metric in (
@@ -281,7 +281,7 @@ def test_search_final_compare_end_to_end(tmp_path, ray_session):
 def test_streamed_dataset_search_and_final(tmp_path, ray_session):
     """A set read from disk every epoch (data.storage: stream): trials decode with loader workers inside
     Ray's workers, and the final model is tested on the streamed test split."""
-    from search._final import run_final
+    from search.run._final import run_final
     from tests.conftest import make_image_tree
 
     make_image_tree(tmp_path / "tree", {"a": 40, "b": 40, "c": 40}, size=12, split="train")
@@ -344,7 +344,7 @@ def driver_copy_alive_while_trials_run(out: Path, backend: WatchedBackend, run) 
 
 def test_driver_frees_its_copy_of_the_data_while_trials_run(tmp_path, ray_session):
     # A study's memory is one copy of the set (in Ray's object store), not that plus the driver's.
-    from search._final import run_final
+    from search.run._final import run_final
 
     spec = small_spec(tmp_path, "memory", train={"epochs": 4}, final={"seeds": [0], "epochs": 4},
                       model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8})
@@ -358,7 +358,7 @@ def test_driver_frees_its_copy_of_the_data_while_trials_run(tmp_path, ray_sessio
 def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session):
     """Divergence repeats on any node: the seed ends as an error with its reason (a result it reports), not as
     an exception Tune would retry resources.max_failures times."""
-    from search._final import run_final
+    from search.run._final import run_final
 
     spec = small_spec(tmp_path, "nanfinal", train={"epochs": 1, "lr": 1.0e9, "grad_clip": 0.0},
                       final={"seeds": [0], "epochs": 1},

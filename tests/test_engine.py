@@ -438,7 +438,7 @@ def _test_oom(num_classes: int = 10, in_chans: int = 3, image_size: int = 32, ma
     (16, None),
 ])
 def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path, batch_size, expected):
-    from search._export import status_reason, trial_status
+    from search.store._export import status_reason, trial_status
     from tests.conftest import small_spec
     from trainables.ray_adapter import fit_or_oom, scored
 
@@ -457,7 +457,7 @@ def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path,
 def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry(tmp_path):
     """Missing weights fail the same way on every node: the trial ends with status error and the reason,
     as a result (Tune retries what raises, resources.max_failures times)."""
-    from search._export import status_reason, trial_status
+    from search.store._export import status_reason, trial_status
     from tests.conftest import small_spec
     from trainables.ray_adapter import fit_or_oom, scored
 
@@ -476,7 +476,7 @@ def test_a_trial_rays_memory_monitor_killed_is_oom_with_its_sizes_not_rays_text(
     side's, for the trial's own values. A torch OutOfMemoryError that escaped is an error, not this."""
     from functools import partial
 
-    from search._export import error_reason, trial_status
+    from search.store._export import error_reason, trial_status
     from tests.conftest import small_spec
 
     spec = small_spec(tmp_path, "oom")

@@ -15,7 +15,7 @@ import trainables
 import trainables.data
 import trainables.final
 from search import resolve
-from search._stats import t_interval
+from search.report._stats import t_interval
 from trainables.final import reevaluate, train_final
 from trainables.metrics import bootstrap_interval, classification_metrics, softmax
 
@@ -329,7 +329,7 @@ def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
 
 def test_an_interruption_before_any_seed_finished_is_reported_not_a_traceback(capsys):
     """Ctrl-C before Tune ended any seed: no numbers and no cost to print (it raised KeyError: 'params')."""
-    from search._final import summarise
+    from search.run._final import summarise
     from search.cli import _final_summary
 
     summary = {"summary": summarise([], 5), "experiment": "x", "seeds": [], "errors": [], "out_dir": "/tmp/x",

@@ -148,15 +148,23 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
 # --------------------------------------------------------------------------- through the console script
 
 
-def tune_run(tmp_path: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
+def write_spec(tmp_path: Path, root: Path) -> None:
     (tmp_path / "s.yaml").write_text(f"data: {{dataset: imagefolder, root: {root}, image_size: 8}}\n"
                                      f"model: {{name: cnn}}\nexperiment: {{output_dir: {tmp_path / 'runs'}}}\n")
+
+
+def tune_run(tmp_path: Path, root: Path, *args: str, cli=None):  # noqa: ANN001, ANN201
+    """``tune-run s.yaml ARGS`` on an image folder: in this process through ``cli`` (bad input, --dry-run),
+    else as the console script."""
+    write_spec(tmp_path, root)
+    if cli is not None:
+        return cli("tune-run", "s.yaml", *args, cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([str(BIN / "tune-run"), "s.yaml", *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
-def one_line_error(r: subprocess.CompletedProcess, tmp_path: Path, *words: str) -> None:
+def one_line_error(r, tmp_path: Path, *words: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tune-run: error: s.yaml: data.root: "), r.stderr
@@ -164,10 +172,10 @@ def one_line_error(r: subprocess.CompletedProcess, tmp_path: Path, *words: str) 
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
-def test_dry_run_reports_class_counts_per_split(tmp_path):
+def test_dry_run_reports_class_counts_per_split(tmp_path, cli):
     make_image_tree(tmp_path / "t", {"cat": 3, "dog": 2}, split="train")
     make_image_tree(tmp_path / "t", {"cat": 1, "dog": 2}, split="test")
-    r = tune_run(tmp_path, tmp_path / "t", "--dry-run")
+    r = tune_run(tmp_path, tmp_path / "t", "--dry-run", cli=cli)
     assert r.returncode == 0, r.stderr
     data = [line for line in r.stdout.splitlines() if line.startswith("# data: ")]
     assert len(data) == 2 and "train" in data[0] and "5 images, 2 classes: cat 3, dog 2" in data[0]
@@ -175,7 +183,7 @@ def test_dry_run_reports_class_counts_per_split(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_class", "one_class", "classes_differ"])
-def test_dry_run_refuses_a_tree_that_cannot_train(tmp_path, case):
+def test_dry_run_refuses_a_tree_that_cannot_train(tmp_path, case, cli):
     root = tmp_path / "t"
     words: tuple[str, ...]
     if case == "missing":
@@ -192,21 +200,21 @@ def test_dry_run_refuses_a_tree_that_cannot_train(tmp_path, case):
         make_image_tree(root, {"cat": 2, "dog": 2}, split="train")
         make_image_tree(root, {"cat": 2, "cow": 2}, split="test")
         words = ("test/ classes ['cat', 'cow'] differ from train/ classes ['cat', 'dog']",)
-    one_line_error(tune_run(tmp_path, root, "--dry-run"), tmp_path, *words)
+    one_line_error(tune_run(tmp_path, root, "--dry-run", cli=cli), tmp_path, *words)
 
 
-def test_on_bad_image_error_stops_the_study_with_one_line(tmp_path):
+def test_on_bad_image_error_stops_the_study_with_one_line(tmp_path, cli):
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3})
     break_files(tmp_path / "t" / "b")
-    r = tune_run(tmp_path, tmp_path / "t", "--set", "data.on_bad_image=error")
+    r = tune_run(tmp_path, tmp_path / "t", "--set", "data.on_bad_image=error", cli=cli)
     one_line_error(r, tmp_path, "is not a readable image", "junk.jpg")
     assert "Ray dashboard" not in r.stdout
 
 
-def test_val_auc_on_a_multi_class_folder_stops_before_the_study(tmp_path):
+def test_val_auc_on_a_multi_class_folder_stops_before_the_study(tmp_path, cli):
     """An image folder's classes are counted when it is loaded: val_auc (binary only) is refused then."""
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3, "c": 3})
-    r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.metric=val_auc")
+    r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.metric=val_auc", cli=cli)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip() == ("tune-run: error: s.yaml: experiment.metric: val_auc needs a binary task (2 classes), "
                                 "got 3 classes; for more classes use val_f1_macro, val_mcc or val_balanced_acc "
@@ -215,13 +223,13 @@ def test_val_auc_on_a_multi_class_folder_stops_before_the_study(tmp_path):
 
 
 @pytest.mark.ray
-def test_study_skips_a_corrupt_image_and_lists_it(tmp_path):
+def test_study_skips_a_corrupt_image_and_lists_it(tmp_path, cli, ray_session):
     make_image_tree(tmp_path / "t", {"a": 8, "b": 8})
     bad = break_files(tmp_path / "t" / "a")[1:]  # the truncated PNG only
     (tmp_path / "t" / "a" / "junk.jpg").unlink()
     r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.name=skip", "--set", "train.epochs=1",
                  "--set", "search.num_samples=2", "--set", "final.after_search=false",
-                 "--set", "train.batch_size=8", "--set", "resources.cpu=1")
+                 "--set", "train.batch_size=8", "--set", "resources.cpu=1", cli=cli)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     data = next(line for line in r.stdout.splitlines() if line.startswith("data: "))
     assert "skipped 1 unreadable image(s) (0 test): " + bad[0] in data

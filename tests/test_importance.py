@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from search._importance import IMPORTANCE_FILE, PARALLEL_FILE, importance, parallel_plot, write_importance
+from search.report._importance import importance, parallel_plot, write_importance
+from search.store._paths import IMPORTANCE_FILE, PARALLEL_FILE
 
 SPACE = {"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0.0, 0.5]},
          "train.label_smoothing": {"choice": [0.0, 0.1, 0.2]}}
@@ -82,7 +83,7 @@ def test_written_beside_trials_csv_with_a_parallel_coordinates_plot(tmp_path):
 
 
 def test_a_table_it_cannot_read_gives_a_reason_not_an_exception(tmp_path):
-    from search._importance import safe_importance
+    from search.report._importance import safe_importance
 
     rows = rows_where_lr_decides()
     rows[4]["train.lr"] = "not a number"  # a hand-edited trials.csv

@@ -97,7 +97,7 @@ def test_vit_small_data_options_keep_the_token_grid():
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():
-    from trainables.models.vit import drop_path
+    from trainables.models._vit_layers import drop_path
 
     torch.manual_seed(0)
     x = torch.ones(20000, 3, 2)

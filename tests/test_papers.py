@@ -1,11 +1,9 @@
-"""The papers' studies (spaces/*.yaml): each validates and smoke-runs on generated class-per-folder trees."""
+"""The papers' studies (spaces/*.yaml): each validates and smoke-runs on generated class-per-folder trees, through
+tune-run's ``main`` on the test session's Ray (the console script itself: test_readme)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,21 +31,13 @@ def trees(tmp_path_factory) -> dict[str, Path]:
             "cars-hyperband": cars, "data-efficiency": cifar}
 
 
-def cli(*args: str, cwd: Path, module: str = "search.cli", timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
-    entry = (["-c", "import sys; from search.cli import eval_main; sys.exit(eval_main(sys.argv[1:]))"]
-             if module == "tune-eval" else ["-m", module])
-    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 PRETRAINED = {"coins-vit-pretrained", "casting-freeze", "cars-hyperband"}
 
 
 @pytest.mark.parametrize("name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze",
                                   "cars-hyperband", "data-efficiency"])
-def test_paper_spec_dry_runs(name, trees, tmp_path):
-    r = cli(str(SPACES / f"{name}.yaml"), "--dry-run", "--set", f"data.root={trees[name]}", cwd=tmp_path)
+def test_paper_spec_dry_runs(name, trees, tmp_path, cli):
+    r = cli("tune-run", str(SPACES / f"{name}.yaml"), "--dry-run", "--set", f"data.root={trees[name]}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     grid = {"coins-cnn": 3 ** 9, "coins-vit": 864, "casting-freeze": 22, "cars-hyperband": 6, "data-efficiency": 78}
     if name in grid:
@@ -73,12 +63,12 @@ def test_casting_grid_is_model_by_freezing_strategy():
 
 @pytest.mark.parametrize("name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze",
                                   "cars-hyperband", "data-efficiency"])
-def test_paper_spec_smoke_runs(name, trees, tmp_path):
+def test_paper_spec_smoke_runs(name, trees, tmp_path, cli, ray_session):
     args = [str(SPACES / f"{name}.yaml"), "--smoke", "--set", f"data.root={trees[name]}",
             "--set", f"tracking.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     if name in PRETRAINED:  # no weights offline: the architecture from random weights, as the issue allows
         args += ["--set", "model.pretrained=false"]
-    r = cli(*args, cwd=tmp_path)
+    r = cli("tune-run", *args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / f"{name}-smoke"
     study = json.loads((out / "study.json").read_text())
@@ -92,14 +82,14 @@ def test_paper_spec_smoke_runs(name, trees, tmp_path):
         assert {"recall", "precision", "f1", "auc_roc"} <= set(metrics["test"])
         assert metrics["cost"]["macs_per_image"] > 0
     if name in ("coins-cnn", "coins-vit"):  # Grad-CAM for CNNs, token maps for ViTs
-        r3 = cli(str(out / "final" / "0"), "--explain", "3", cwd=tmp_path, module="tune-eval")
+        r3 = cli("tune-eval", str(out / "final" / "0"), "--explain", "3", cwd=tmp_path)
         assert r3.returncode == 0, r3.stderr[-2000:]
         explain = out / "final" / "0" / "explain"
         assert len(list(explain.glob("*.png"))) == 3
         index = (explain / "index.csv").read_text()
         assert ("vit-tokens" if name == "coins-vit" else "last-conv") in index
     if name == "data-efficiency":
-        r2 = cli(str(out), "--out", str(tmp_path / "cmp"), cwd=tmp_path, module="search.compare")
+        r2 = cli("tune-compare", str(out), "--out", str(tmp_path / "cmp"), cwd=tmp_path)
         assert r2.returncode == 0, r2.stderr[-2000:]
         report = (tmp_path / "cmp" / "report.md").read_text()
         assert "## Data efficiency" in report and "resnet18 (val_acc)" in report

@@ -1,43 +1,26 @@
 """README.md's commands, verbatim, in a fresh folder: the quickstart, its final training, tune-eval, tune-compare.
 
 Each command is checked to appear in README.md as written, and runs as the installed console script
-with default settings and relative paths, as a user types it after the quickstart.
+with default settings and relative paths, as a user types it after the quickstart. The study and its final
+training are the session's shared ``quickstart`` (conftest), which other tests read too.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import mlflow_runs
+from tests.conftest import mlflow_runs, readme
 
-pytestmark = pytest.mark.ray
-REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("quickstart")]
 
 
-def readme(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    assert command in README, f"not in README.md: {command}"
-    script, *args = shlex.split(command)
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
-    return subprocess.run([str(Path(sys.executable).parent / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=1200)
-
-
-def test_readme_quickstart_final_eval_compare(tmp_path):
-    shutil.copytree(REPO / "spaces", tmp_path / "spaces")
-
-    r = readme("tune-run spaces/quickstart.yaml", tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_readme_quickstart_final_eval_compare(quickstart):
+    tmp_path, r = quickstart.folder, quickstart.study
     assert "Ray dashboard: http://127.0.0.1:" in r.stdout
     assert "data: digits, 1,797 train/val + 0 test images, 10 classes, 1x8x8, decoded in memory" in r.stdout
     # The summary README shows, paths as the user would type them.
@@ -87,8 +70,7 @@ def test_readme_quickstart_final_eval_compare(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr
 
     # Final training of the winner: the default three seeds, evaluated on the held-out test split.
-    r = readme("tune-run runs/quickstart/best.yaml --final", tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = quickstart.final  # readme("tune-run runs/quickstart/best.yaml --final", tmp_path)
     assert "test accuracy" in r.stdout and "95% CI" in r.stdout
     assert "models and metrics: runs/quickstart/final" in r.stdout
     final = out / "final"  # beside the study it came from

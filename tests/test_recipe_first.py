@@ -10,8 +10,8 @@ import pytest
 import trainables
 from tests.conftest import small_spec
 from search import run_study
-from search._algorithms import first_points
-from search._space import contains, recipe_point
+from search.run._algorithms import first_points
+from search.spec._space import contains, recipe_point
 
 
 def test_contains_is_the_distributions_domain():

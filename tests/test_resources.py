@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search._runner import _budget
+from search.run._runner import _budget
 from trainables.resources import cpu_request, gpu_hours, memory_budget, memory_cap, pool_fits, trial_request
 
 GB = 2**30

@@ -64,11 +64,8 @@ def test_infeasible_trials_do_not_blunt_asha(tmp_path, ray_session):
                for r in infeasible)
 
 
-def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tmp_path, ray_session):
+def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tmp_path, ray_session, cli):
     import json
-    import os
-    import subprocess
-    import sys
     import warnings
 
     from mlflow.tracking import MlflowClient
@@ -100,8 +97,7 @@ def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tm
     # best.yaml says it is a schedule; tune-run refuses to retrain its last values as a recipe.
     best = res.out_dir / "best.yaml"
     assert "A schedule, not a recipe" in best.read_text()
-    r = subprocess.run([sys.executable, "-m", "search.cli", str(best), "--final"], capture_output=True, text=True,
-                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    r = cli("tune-run", str(best), "--final", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith(f"tune-run: error: {best}: scheduler.name: "), r.stderr
     assert "no fixed recipe" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (res.out_dir.parent / "pbt-best").exists()

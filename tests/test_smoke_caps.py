@@ -4,9 +4,6 @@ of host memory: checked on the resolved spec ``--smoke --dry-run`` prints, for e
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,12 +32,11 @@ def tree(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree):
+def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree, cli):
     args = [str(REPO / "spaces" / name), "--smoke", "--dry-run"]
     if name != "quickstart.yaml":  # the quickstart's digits come with scikit-learn
         args += ["--set", f"data.root={tree}"]
-    r = subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], capture_output=True, text=True,
-                       timeout=300, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    r = cli("tune-run", *args, cwd=tree)
     assert r.returncode == 0, r.stderr[-2000:]
     spec = yaml.safe_load("\n".join(ln for ln in r.stdout.splitlines() if not ln.startswith("#")))
     model = spec["model"]["name"]

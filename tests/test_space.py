@@ -9,8 +9,8 @@ from ray.tune.search.sample import Categorical, Float, Integer
 
 import trainables
 from search import grid_points, preview_configs, resolve, to_tune
-from search._algorithms import build_scheduler, build_searcher
-from search._space import sample
+from search.run._algorithms import build_scheduler, build_searcher
+from search.spec._space import sample
 
 SPACE = {
     "train.lr": {"loguniform": [1e-4, 1e-2]},
@@ -147,7 +147,7 @@ def branch_spec(space, algorithm="random", sched="fifo"):
 
 
 def test_grid_branch_adds_its_options_grids_and_previews_only_chosen_keys():
-    from search._space import flat_config
+    from search.spec._space import flat_config
 
     spec = resolve(branch_spec({"family": FAMILIES, "train.lr": {"grid": [1e-3, 1e-2]}}), trainables)
     assert spec["model"]["name"] == "cnn"  # the first option's model stands in for the base spec
@@ -195,7 +195,7 @@ def test_branch_options_are_validated_as_whole_specs():
 def test_model_based_searchers_get_conditional_spaces():
     import optuna
 
-    from search._space import OptunaSpace, bohb_space
+    from search.spec._space import OptunaSpace, bohb_space
 
     space = {"family": {"choice": [{"name": "a", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}},
                                    {"name": "b", "model.name": "luna", "model.conv_channels": {"randint": [2, 6]}}]},
@@ -220,7 +220,7 @@ def test_model_based_searchers_get_conditional_spaces():
 
 
 def test_smoke_keeps_the_first_option_of_a_grid_branch():
-    from search._spec import smoke_spec
+    from search.spec._spec import smoke_spec
 
     spec = resolve(branch_spec({"family": FAMILIES}), trainables)
     smoke = resolve(smoke_spec(spec, trainables), trainables)
@@ -228,12 +228,8 @@ def test_smoke_keeps_the_first_option_of_a_grid_branch():
     assert len(opts) == 1 and opts[0]["model.conv1"] == {"grid": [4]}
 
 
-def test_dry_run_counts_and_previews_what_grid_search_runs(tmp_path):
+def test_dry_run_counts_and_previews_what_grid_search_runs(tmp_path, cli):
     """Under algorithm grid a choice is tried whole: 3 choices x 2 grid values are 6 trials, not 2."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import yaml
     from ray.tune.search.variant_generator import generate_variants
 
@@ -248,9 +244,7 @@ def test_dry_run_counts_and_previews_what_grid_search_runs(tmp_path):
     assert tune_runs == 3 * 2 * (2 + 1) * 2
     f = tmp_path / "g.yaml"
     f.write_text(yaml.safe_dump(raw))
-    r = subprocess.run([sys.executable, "-m", "search.cli", str(f), "--dry-run"], capture_output=True, text=True,
-                       cwd=tmp_path, env={**__import__("os").environ,
-                                          "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    r = cli("tune-run", str(f), "--dry-run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"# grid points: {tune_runs // 2}; trials: {tune_runs} " in r.stdout
     # num_heads 5 does not divide embed_dim 48: a third of them, in every other combination.
@@ -261,7 +255,7 @@ def test_schedulers_rank_a_diverged_trials_infinite_score_as_a_finite_worst():
     """ASHA's rung cutoff is a nanpercentile: two -inf scores in a rung made it nan (nothing stopped)."""
     import numpy as np
 
-    from search._schedulers import FINITE_WORST, ASHAScheduler, MedianStoppingRule
+    from search.run._schedulers import FINITE_WORST, ASHAScheduler, MedianStoppingRule
 
     asha = ASHAScheduler(max_t=9, grace_period=1)
     asha.set_search_properties("val_acc", "max")
@@ -297,7 +291,7 @@ def test_hyperband_stops_a_trial_at_max_t_instead_of_pausing_it_for_peers_whose_
     stops it at max_t, where it has nothing left to train; the bracket ends with no trial left in it."""
     from ray.tune.schedulers import TrialScheduler
 
-    from search._schedulers import HyperBandScheduler
+    from search.run._schedulers import HyperBandScheduler
 
     hb = HyperBandScheduler(time_attr="epoch", max_t=2, reduction_factor=3, metric="val_acc", mode="max")
     ctl, a, b = _Controller(), _Trial("a"), _Trial("b")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from search import SpecError, load_spec, resolve, smoke_spec
-from search._spec import coerce, parse_override
+from search.spec._spec import coerce, parse_override
+from tests.conftest import console, console_env
 
 BASE = {
     "experiment": {"name": "t"},
@@ -170,31 +169,34 @@ def test_yaml_error_is_one_line(tmp_path, backend):
     assert "invalid YAML" in str(exc.value) and "line" in str(exc.value) and "\n" not in str(exc.value)
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-
-
-def test_cli_bad_spec_exits_2_one_line_nothing_on_disk(tmp_path):
+def test_cli_bad_spec_exits_2_one_line_nothing_on_disk_without_importing_torch_or_ray(tmp_path):
+    """The console script itself, as a user meets it: one line, exit 2, nothing on disk, in well under a second
+    of imports (torch, Ray and MLflow are never loaded to refuse a spec)."""
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(with_("space.train.lr", {"uniform": [0.1, 0.01]})))
-    r = run_cli(str(f), cwd=tmp_path)
+    r = console("tune-run", "s.yaml", cwd=tmp_path, env=console_env(PYTHONPROFILEIMPORTTIME="1"))
     assert r.returncode == 2
-    assert r.stderr.strip() == f"tune-run: error: {f}: space.train.lr: low <= high must hold, got low=0.1, high=0.01"
-    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if not x.startswith("import time:")]
+    assert lines == ["tune-run: error: s.yaml: space.train.lr: low <= high must hold, got low=0.1, high=0.01"]
+    imported = {x.split("|")[-1].strip() for x in r.stderr.splitlines() if x.startswith("import time:")}
+    assert not imported & {"torch", "ray", "mlflow", "optuna", "sklearn"}, sorted(imported & {"torch", "ray"})
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+    # --help neither.
+    r = console("tune-run", "--help", cwd=tmp_path, env=console_env(PYTHONPROFILEIMPORTTIME="1"))
+    assert r.returncode == 0 and "usage: tune-run" in r.stdout
+    assert not {x.split("|")[-1].strip() for x in r.stderr.splitlines()} & {"torch", "ray", "mlflow"}
 
 
-def test_cli_missing_data_root_exits_2_nothing_on_disk(tmp_path):
+def test_cli_missing_data_root_exits_2_nothing_on_disk(tmp_path, cli):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(with_("data", {"dataset": "imagefolder", "root": str(tmp_path / "nope")})))
-    r = run_cli(str(f), cwd=tmp_path)
+    r = cli("tune-run", str(f), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "data.root" in r.stderr and "is not a folder" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_dry_run_lists_rejected_configurations(tmp_path):
+def test_cli_dry_run_lists_rejected_configurations(tmp_path, cli):
     spec = {
         "experiment": {"name": "dry"}, "data": {"dataset": "synthetic", "image_size": 16},
         "model": {"name": "vit", "embed_dim": 48, "depth": 1, "mlp_dim": 32},
@@ -203,7 +205,7 @@ def test_cli_dry_run_lists_rejected_configurations(tmp_path):
     }
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(spec))
-    r = run_cli(str(f), "--dry-run", cwd=tmp_path)
+    r = cli("tune-run", str(f), "--dry-run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "# grid points: 6; trials: 6" in r.stdout
     # num_heads=5 does not divide 48; patch 5 does not divide 16: 4 of 6 rejected.
@@ -308,7 +310,7 @@ def test_pbt_perturbs_training_keys(backend):
 
 
 def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
-    from search._export import best_spec
+    from search.store._export import best_spec
 
     study = resolve(with_("scheduler", {"name": "pbt"}), backend, file="s.yaml")
     best = best_spec(study, {"train.lr": 0.003}, backend)  # what best.yaml holds: the best trial's last values

@@ -7,10 +7,7 @@ orchestration package (``search``) calls.
 from ._backend import (apply_config, check, checkpoint_conflict, data_summary, dataset_info, describe, infeasible, node_paths,
                        oom_reason, prepare, section_schemas, skipped_images, smoke, tags)
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
-from .engine import METRICS, data_fidelity, fit, shortened
-from .final import eval_set, reevaluate
-from .probe import probe, probe_shape
-from .resources import gpu_hours
+from .sections import METRICS, data_fidelity, shortened
 
 
 def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)
@@ -20,13 +17,28 @@ def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an exampl
 
 
 def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
-    from .explain import explain as _explain
+    from .explaining import explain as _explain
 
     return _explain(model_dir, pools, data, n, split, splits=splits)
+from ._backend import USER_ERRORS
 from .models import WeightsNotFound, create_model, list_models
 
-# Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
-USER_ERRORS = (DataError, WeightsNotFound)
+
+# Names whose modules import torch, loaded on first use: checking a spec, refusing bad input and --help
+# never import torch (PEP 562). No module here is named like a function of this face (importing a submodule
+# binds its name on the package).
+_LAZY = {"fit": "engine", "eval_set": "final", "reevaluate": "final", "probe": "probing", "probe_shape": "probing",
+         "gpu_hours": "resources"}
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_trainable(spec, pools, flatten=None):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .augment import AUGMENT_DEFAULTS
+from .sections import AUGMENT_DEFAULTS, FINAL_SCHEMA, TRAIN_SCHEMA, metric_problem, model_kwargs
 from .data import DATA_SCHEMA, NATIVE, DataError, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits, tree_summary
-from .engine import TRAIN_SCHEMA, metric_problem, model_kwargs
-from .final import FINAL_SCHEMA
-from .models import PREFIXES, check_model, is_model, list_models, model_schema
+from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_schema
+
+# Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
+USER_ERRORS = (DataError, WeightsNotFound)
 
 AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
 

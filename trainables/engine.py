@@ -7,7 +7,6 @@ converted, augmented and normalised on the device. Per-epoch randomness is deriv
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -24,51 +23,9 @@ from .augment import augment_batch, mix_batch
 from .data import ImageFiles, Pools, Splits, make_splits
 from .models import create_model
 from .resources import device_memory, pool_fits
+from .sections import (BINARY_METRICS, DATA_RUNGS, METRICS, NOT_MODEL_ARGS, OPTIMIZERS, SCHEDULES,  # noqa: F401
+                       TRAIN_SCHEMA, data_fidelity, metric_problem, model_kwargs, shortened)
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-# What every epoch reports that a study can select on, with the direction that is better.
-METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min",
-           "val_f1_macro": "max", "val_mcc": "max", "val_balanced_acc": "max", "val_auc": "max"}
-# Metrics only a binary task reports (AUC-ROC ranks P(class 1)).
-BINARY_METRICS = ("val_auc",)
-
-
-def metric_problem(metric: str | None, num_classes: int) -> str | None:
-    """Why a task of ``num_classes`` classes cannot select on ``metric`` (None: it can)."""
-    if metric in BINARY_METRICS and num_classes != 2:
-        return (f"{metric} needs a binary task (2 classes), got {num_classes} classes; "
-                f"for more classes use val_f1_macro, val_mcc or val_balanced_acc")
-    return None
-SCHEDULES = ("none", "exponential", "multistep", "cosine", "linear", "plateau")
-
-# Schema of the sections this package owns: key -> (type, default[, allowed values]).
-TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "optimizer": (str, "adamw", OPTIMIZERS),
-    "lr": (float, 1e-3),                   # peak learning rate
-    "weight_decay": (float, 0.01),         # decoupled for adamw, L2 for adam/sgd
-    "momentum": (float, 0.9),              # sgd only
-    "nesterov": (bool, False),             # sgd only
-    "epochs": (int, 10),
-    "batch_size": (int, 128),
-    "eval_batch_size": (int, 512),         # inference only: no effect on results
-    "label_smoothing": (float, 0.0),
-    "loss": (str, "ce", ("ce", "bce")),    # bce: binary tasks, one sigmoid logit (paper 000)
-    "threshold": (float, 0.5),             # binary tasks: predict class 1 when P(class 1) >= threshold
-    "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
-    "gamma": (float, 0.1),                 # decay factor: exponential (per epoch), multistep, plateau
-    "milestones": (list, []),              # multistep: epochs where lr *= gamma
-    "warmup_epochs": (int, 0),             # linear warm-up before any schedule
-    "plateau_patience": (int, 2),          # plateau: epochs without val_loss improvement
-    "grad_clip": (float, 0.0),             # max gradient norm; 0 = off
-    "early_stopping": (int, 0),            # stop after this many epochs without a val_loss improvement; 0 = off
-    "class_weights": (str, "none", ("none", "balanced")),  # balanced: loss weights n / (k * n_class)
-    "mixup": (float, 0.0),                 # Mixup Beta(a, a) concentration; 0 = off
-    "cutmix": (float, 0.0),                # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
-    "seed": (int, 0),                      # weights, batch order, augmentation
-    "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast where native (CUDA, AMX CPUs)
-    "device": (str, "auto", ("auto", "cpu", "cuda")),
-    "compile": (bool, False),              # torch.compile; its cost is reported as compile_s (epoch 1)
-}
 
 
 @dataclass
@@ -298,15 +255,6 @@ class Batcher:
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
         self._loader = None
-
-
-# Keys of the model section that are not the builder's arguments.
-NOT_MODEL_ARGS = ("name", "freeze")
-
-
-def model_kwargs(model_section: dict[str, Any]) -> dict[str, Any]:
-    """The builder's keyword arguments from a spec's model section (``freeze`` is a training option)."""
-    return {k: v for k, v in model_section.items() if k not in NOT_MODEL_ARGS}
 
 
 def head_outputs(spec: dict[str, Any], num_classes: int) -> int:
@@ -688,32 +636,6 @@ def step_schedule(run: Run, metrics: dict[str, float]) -> None:
         run.sched.step(metrics[run.monitor])
     else:
         run.sched.step()
-
-
-# A study's data fidelity (``scheduler.fidelity: data``): [(last epoch of a rung, its share of the training split)].
-DATA_RUNGS = "_data_rungs"
-
-
-def shortened(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """A copy of ``spec`` that trains ``epochs`` epochs with the same schedule's shape: warm-up and step
-    milestones keep their share of the run (a search's short trials, ``search.epochs``)."""
-    s = copy.deepcopy(spec)
-    t, longest = s["train"], int(spec["train"]["epochs"])
-    if epochs >= longest:
-        return s
-    scale = epochs / longest
-    t["epochs"] = int(epochs)
-    t["warmup_epochs"] = int(round(int(t["warmup_epochs"]) * scale))
-    t["milestones"] = sorted({max(1, int(round(int(m) * scale))) for m in t["milestones"]})
-    return s
-
-
-def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:
-    """A copy of ``spec`` whose trials grow their data with the scheduler's rungs: the epochs up to rung r
-    train on r / max_t of the training split, the epochs after the last rung on all of it."""
-    s = copy.deepcopy(spec)
-    s["train"][DATA_RUNGS] = [[int(r), min(1.0, r / max_t)] for r in sorted(set(rungs)) if 0 < r < max_t]
-    return s
 
 
 def data_fraction(t: dict[str, Any], epoch: int) -> float:

@@ -30,19 +30,7 @@ from .engine import (FitResult, fit, head_outputs, model_kwargs, predict_split, 
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
-
-FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "seeds": (list, [0, 1, 2]),          # one final model per seed, run as parallel trials
-    "epochs": (int, None),               # None = train.epochs
-    "train_on": (str, "train+val", ("train+val", "train")),
-    "max_per_class": (int, None),        # cap per class for final training (paper 000: 5,000)
-    "train_fraction": (float, 1.0),      # stratified share of the training data (paper 003 keeps the search's)
-    "topk": (int, 5),                    # top-k accuracy (skipped when k >= number of classes)
-    "bootstrap": (int, 1000),            # resamples of the test images for a single run's interval
-    "threshold": (float | str, None),    # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
-    "after_search": (bool, None),        # None = true when the spec has a final section
-}
-
+from .sections import FINAL_SCHEMA  # noqa: F401  (re-exported: final training's section)
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     """The spec a final model trains with: all training data (up to the final cap), the final epochs, ``seed``."""

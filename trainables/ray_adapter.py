@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import torch
 
-from . import USER_ERRORS, _backend
+from . import _backend
+from ._backend import USER_ERRORS
 from .data import Pools
 from .engine import device_warning, fit
 from .resources import apply_memory_cap, trial_request

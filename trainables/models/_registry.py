@@ -9,11 +9,11 @@ single place its arguments are declared.
 from __future__ import annotations
 
 import inspect
-import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 # Arguments the data section supplies; a spec cannot set them under ``model``.
 DATA_ARGS = ("num_classes", "in_chans", "image_size")
@@ -51,11 +51,20 @@ def register_model(
             for k, p in params.items()
             if k not in DATA_ARGS and p.default is not inspect.Parameter.empty
         }
-        hints = typing.get_type_hints(builder)
-        _MODELS[key] = ModelEntry(key, builder, check, defaults, {k: hints.get(k, Any) for k in defaults})
+        _MODELS[key] = ModelEntry(key, builder, check, defaults, {k: _hint(builder, params[k]) for k in defaults})
         return builder
 
     return wrap
+
+
+def _hint(builder: Callable[..., Any], param: inspect.Parameter) -> Any:
+    """An argument's type, its annotation evaluated alone: the return type names torch, which a spec's
+    check does not import."""
+    if param.annotation is inspect.Parameter.empty:
+        return Any
+    if isinstance(param.annotation, str):
+        return eval(param.annotation, builder.__globals__)  # noqa: S307  (our own annotations)
+    return param.annotation
 
 
 def list_models() -> list[str]:

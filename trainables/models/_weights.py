@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -17,6 +19,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsNotFound(f"model.pretrained: weight file {str(p)!r} does not exist")
+    import torch
+
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ._registry import register_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _check(*, image_size: int, kernel_size: int, dropout: float, conv1: int, conv2: int, conv3: int,
@@ -24,6 +27,8 @@ def _check(*, image_size: int, kernel_size: int, dropout: float, conv1: int, con
 @register_model("cnn", check=_check)
 def cnn(*, num_classes: int, in_chans: int, image_size: int, conv1: int = 32, conv2: int = 64,
         conv3: int = 128, hidden: int = 256, dropout: float = 0.5, kernel_size: int = 3) -> nn.Module:
+    from torch import nn  # at build time only: a spec is checked without torch
+
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]

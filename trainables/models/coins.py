@@ -8,9 +8,12 @@ logit it has 849,331 parameters, as the paper reports.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ._registry import register_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CONV2_KERNEL, CONV2_STRIDE = 3, 2  # fixed in the paper's architecture description
 
@@ -46,6 +49,8 @@ def _check(*, image_size: int, out_channels_1: int, out_channels_2: int, kernel_
 def coins_cnn(*, num_classes: int, in_chans: int, image_size: int, out_channels_1: int = 20,
               out_channels_2: int = 10, kernel_size_conv: int = 5, padding_conv: int = 0, stride_conv: int = 1,
               kernel_size_pool: int = 4, stride_pool: int = 3, fnn_out_features: int = 500) -> nn.Module:
+    from torch import nn  # at build time only: a spec is checked without torch
+
     side = _sides(image_size, out_channels_1, out_channels_2, kernel_size_conv, padding_conv, stride_conv,
                   kernel_size_pool, stride_pool)[-1]
     return nn.Sequential(

@@ -8,9 +8,12 @@ count was taken at.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ._registry import register_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _check(*, image_size: int, conv_channels: int, **_: object) -> str | None:
@@ -23,6 +26,8 @@ def _check(*, image_size: int, conv_channels: int, **_: object) -> str | None:
 
 @register_model("luna", check=_check)
 def luna(*, num_classes: int, in_chans: int, image_size: int, conv_channels: int = 8) -> nn.Module:
+    from torch import nn  # at build time only: a spec is checked without torch
+
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
                 nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]

@@ -7,12 +7,14 @@ CIFAR stem 11,173,962.
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ._registry import register_model
 from ._weights import WeightsNotFound, load_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # torchvision's file name for IMAGENET1K_V1; looked up in torch.hub's checkpoint cache.
 _TV_FILE = "resnet18-f37072fd.pth"
@@ -27,6 +29,8 @@ def _check(*, stem: str, pretrained: bool | str, in_chans: int, **_: object) -> 
 
 
 def _imagenet_weights(pretrained: bool | str) -> dict[str, torch.Tensor]:
+    import torch
+
     if pretrained is True:
         path = Path(torch.hub.get_dir()) / "checkpoints" / _TV_FILE
         if not path.is_file():
@@ -41,6 +45,7 @@ def _imagenet_weights(pretrained: bool | str) -> dict[str, torch.Tensor]:
 @register_model("resnet18", check=_check)
 def resnet18(*, num_classes: int, in_chans: int, image_size: int, stem: str = "cifar",
              pretrained: bool | str = False) -> nn.Module:
+    from torch import nn  # at build time only: a spec is checked without torch
     from torchvision.models import resnet18 as tv_resnet18
 
     model = tv_resnet18(weights=None, num_classes=1000 if pretrained is not False else num_classes)

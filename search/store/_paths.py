@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import _storage as storage
-from ._spec import SpecError
+from ..spec._schema import SpecError
 
 STUDY_FILE = "study.json"
+# Which settings mattered (written by _importance): the shares, and the parallel-coordinates plot.
+IMPORTANCE_FILE, PARALLEL_FILE = "importance.json", "parallel_coordinates.png"
+# A finished study's summary files: published together, and attached to its MLflow run.
+STUDY_ARTIFACTS = ("trials.csv", "best.yaml", STUDY_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
 FINAL_DIR = "final"
 SQLITE = "sqlite:///"
 

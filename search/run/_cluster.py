@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._schema import SpecError
+from ..spec._schema import SpecError
 
 # Ray's resource names for the spec's resources keys.
 RESOURCE_NAMES = {"cpu": "CPU", "gpu": "GPU"}

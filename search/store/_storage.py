@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from ._schema import SpecError
+from ..spec._schema import SpecError
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Query parameters of pyarrow's S3 URIs that carry secrets: they belong in the environment.

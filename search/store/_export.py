@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._atomic import write_atomic
-from ._space import plain
-from ._contract import TrialSide
-from ._spec import dump_spec
+from ..spec._space import plain
+from .._contract import TrialSide
+from ..spec._files import dump_spec
 
 
 STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "oom", "error", "unfinished")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._schema import SpecError
+from ..spec._schema import SpecError
 from ._stats import PAIRED_RESAMPLES, STATISTICS, SeedPredictions, paired_difference
 
 # What a seed's predictions.npz (written by tune-run --final) holds: name -> number of dimensions.
@@ -66,7 +66,7 @@ def _seed_file(study: dict[str, Any], seed: int) -> Path | None:
     if "mlflow_final_run" in study:
         from mlflow.exceptions import MlflowException
 
-        from ._tracking import client_for
+        from ..store._tracking import client_for
 
         uri, run_id = study["mlflow_final_run"]
         try:

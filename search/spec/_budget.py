@@ -319,25 +319,6 @@ def lines(cb: dict[str, Any]) -> list[str]:
     return out
 
 
-def log_to_mlflow(uri: str, run_id: str, cb: dict[str, Any], planned: bool) -> None:
-    """Planned figures as the study run's params (once), spent ones as its metrics."""
-    from ._tracking import client_for
-
-    c = client_for(uri)
-    if planned:
-        for k, v in cb["planned"].items():
-            c.log_param(run_id, f"budget.planned.{k}", v)
-        for k, v in cb["planned_seconds"].items():
-            c.log_param(run_id, f"budget.planned_seconds.{k}", round(v, 1))
-        for k in ("unit", "num_samples", "final_epochs"):
-            if k in cb:
-                c.log_param(run_id, f"budget.{k}", cb[k])
-    for k, v in cb["spent"].items():
-        c.log_metric(run_id, f"budget_spent_{k}", float(v))
-    for k, v in cb["spent_seconds"].items():
-        c.log_metric(run_id, f"budget_spent_seconds_{k}", float(v))
-
-
 # --------------------------------------------------------------------------- probing
 
 PROBE_LIMIT = 4  # distinct model shapes probed; a space with more is planned from the first ones

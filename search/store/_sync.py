@@ -16,11 +16,10 @@ from typing import Any, Callable
 
 from ._export import FAILED
 from . import _storage as storage
-from ._files import read_json
-from ._importance import IMPORTANCE_FILE, PARALLEL_FILE
-from ._paths import STUDY_FILE, shown
-from ._space import branches, flat_config
-from ._spec import SpecError
+from ..spec._files import read_json
+from ._paths import IMPORTANCE_FILE, PARALLEL_FILE, STUDY_FILE, shown
+from ..spec._space import branches, flat_config
+from ..spec._spec import SpecError
 
 
 # Of a study folder in storage, what filling in MLflow reads: the study's files and each trial's reports.
@@ -39,8 +38,7 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
     reports are read from a downloaded copy); returns what was added (runs, metric values, tags)."""
     from mlflow.entities import Metric, RunTag
 
-    from ._runner import _finish_parent, _flat_params
-    from ._tracking import check_store, client_for, log_params, numeric_metrics, run_params
+    from ._tracking import check_store, client_for, finish_parent, flat_params, log_params, numeric_metrics, run_params
 
     out = storage.local_copy(location, _sync_files)
     state = out / STUDY_FILE
@@ -59,7 +57,7 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
     parent_run = c.get_run(parent)
     exp_id = parent_run.info.experiment_id
     study_tags = {k: v for k, v in parent_run.data.tags.items() if not k.startswith("mlflow.") and k != "role"}
-    base, space = _flat_params(spec), spec.get("space") or {}
+    base, space = flat_params(spec), spec.get("space") or {}
     added = {"runs": 0, "metrics": 0, "tags": 0}
     for row in rows:
         tid = row["trial_id"]
@@ -99,7 +97,7 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
             if c.get_run(rid).info.status != end:
                 c.set_terminated(rid, status=end)
     best, metric = record.get("best"), spec["experiment"]["metric"]
-    _finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
+    finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
     what = (f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
             if any(added.values()) else "nothing was missing")
     log(f"MLflow: {uri} filled in from {shown(location)}: {what}")

@@ -8,18 +8,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._atomic import StorageFull, write_atomic
-from ._budget import concurrency, final_plan, parse_budget
+from ..store._atomic import StorageFull, write_atomic
+from ..spec._budget import concurrency, final_plan, parse_budget
 from ._console import console_for, tune_verbosity
-from ._export import error_reason
-from ._contract import TrialSide
-from ._files import read_json
-from . import _storage as storage
-from ._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
-from ._runner import (LastStep, StopWhenFull, _callback, _ended, _fit, _now, _sigterm_as_interrupt, check_tracking,
-                      failure_config, fit_to_cluster, init_ray, new_tuner, open_tracking, provenance, tune_storage)
-from ._spec import dump_spec
-from ._stats import t_interval
+from ..store._export import error_reason
+from .._contract import TrialSide
+from ..spec._files import read_json
+from ..store import _storage as storage
+from ..store._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
+from ._lifecycle import (LastStep, StopWhenFull, callback, check_tracking, ended, failure_config, fit_to_cluster,
+                         fit_tuner, init_ray, new_tuner, now, open_tracking, provenance, sigterm_as_interrupt,
+                         tune_storage)
+from ..spec._files import dump_spec
+from ..report._stats import t_interval
 
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
 SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc",
@@ -89,14 +90,14 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                                              StopWhenFull(str(out))],
                                   failure_config=failure_config(spec)),
     )
-    with _sigterm_as_interrupt():
-        grid = _fit(tuner, out)
-    ended = _ended(tuner)
+    with sigterm_as_interrupt():
+        grid = fit_tuner(tuner, out)
+    is_ended = ended(tuner)
     errors = [error_reason(str(r.error), {}, partial(backend.oom_reason, spec)) for r in grid if r.error is not None]
     # A seed that ended itself on a user error or divergence reported it (not raised: Tune would retry it).
     errors += [str(r.metrics["reason"]) for r in grid if r.error is None and (r.metrics or {}).get("error")]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
-    unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not ended(tt.trial_id))
+    unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not is_ended(tt.trial_id))
     if folder.remote:
         _fetch_models(grid, unfinished, folder)
     # A seed that raised (a full disk among the causes) is no final model, whatever it left in its folder.
@@ -112,18 +113,18 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
                       "accuracy_bootstrap_ci": m["test"].get("accuracy_bootstrap_ci"), "device": m["device"]}
                      for m in per_seed],
         "history": {m["seed"]: m["history"] for m in per_seed},
-        "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": _now(),
+        "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": now(),
         "mlflow_run_id": parent, "out_dir": folder.location, "unfinished": unfinished,
         **({"budget_plan": sized} if sized else {}),
     }
     write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
     write_atomic(out / "spec.yaml", dump_spec(spec))
-    full = _callback(tuner, StopWhenFull)
+    full = callback(tuner, StopWhenFull)
     if full is not None and full.reason:
         raise StorageFull(out, f"{full.reason} (a seed could not write its model folder)")
     folder.publish("metrics.json", "spec.yaml")
     if parent:
-        from ._models import log_final_models
+        from ..store._models import log_final_models
 
         log_final_models(uri, parent, out, summary["seeds"], backend, log)
         _log_final(uri, parent, out, summary)
@@ -160,7 +161,7 @@ def _fetch_models(grid: Any, unfinished: list[int], folder: storage.Folder) -> N
 
 
 def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> None:
-    from ._tracking import client_for
+    from ..store._tracking import client_for
 
     c = client_for(uri)
     for k, v in summary["summary"].items():

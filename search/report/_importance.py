@@ -15,8 +15,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._export import SCORED
-from ._space import branches, flat_space, option_parts, searched_keys
+from ..store._export import SCORED
+from ..spec._space import branches, flat_space, option_parts, searched_keys
+from ..store._paths import IMPORTANCE_FILE, PARALLEL_FILE
 
 MIN_TRIALS = 5      # fewer scored trials cannot split a metric's variance between settings
 EVALUATOR_SEED = 0  # fANOVA's forest is random: a fixed seed makes the report repeatable
@@ -164,7 +165,6 @@ def parallel_plot(imp: Importance, title: str) -> bytes | None:
     return buf.getvalue()
 
 
-IMPORTANCE_FILE, PARALLEL_FILE = "importance.json", "parallel_coordinates.png"
 
 
 def write_importance(out: Any, spec: dict[str, Any], rows: list[dict[str, Any]]) -> Importance | None:
@@ -172,7 +172,7 @@ def write_importance(out: Any, spec: dict[str, Any], rows: list[dict[str, Any]])
     trials.csv; None for a study that searched nothing."""
     import json
 
-    from ._atomic import write_atomic
+    from ..store._atomic import write_atomic
 
     if not spec.get("space"):
         return None

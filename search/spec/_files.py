@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ._schema import SpecError
-from ._storage import is_uri, read_bytes
+from ..store._storage import is_uri, read_bytes
 
 MAX_BYTES = 10 * 2**20  # specs and result files are small; a bigger one is the wrong file
 MAX_DEPTH = 64          # a spec nests 4 levels; a branch option a few more
@@ -112,3 +112,8 @@ def read_json(path: str | Path, kind: str = "result file") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(file, "", f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def dump_spec(spec: dict[str, Any]) -> str:
+    """A spec as the YAML tune-run writes (spec.yaml, best.yaml, --dry-run): keys in the spec's order."""
+    return yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)

@@ -15,8 +15,8 @@ from typing import Any, Callable, TextIO
 
 from ray.tune import Callback
 
-from ._export import FAILED, error_reason, full_epochs, status_reason, trial_status
-from ._space import flat_config
+from ..store._export import FAILED, error_reason, full_epochs, status_reason, trial_status
+from ..spec._space import flat_config
 
 # Warnings already shown by this process: a search and the final training after it are one study.
 _WARNED: set[str] = set()
@@ -108,7 +108,7 @@ class StudyConsole(Callback):
         self._finish(trial, status, status_reason(last, status))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from ._tracking import error_text
+        from ..store._tracking import error_text
 
         text = error_text(trial) or "failed"
         self._finish(trial, trial_status({}, text, 0), error_reason(text, self._config(trial), self.oom_reason))

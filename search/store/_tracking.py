@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
 
-from ._paths import artifact_location, tracking_uri
+from ._paths import STUDY_ARTIFACTS, artifact_location, tracking_uri
 from ._export import error_reason, full_epochs, status_reason, trial_status
-from ._space import branches, flat_config
+from ..spec._space import branches, flat_config
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
 _SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
@@ -58,6 +59,56 @@ def client_for(uri: str) -> Any:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
     return MlflowClient(tracking_uri=tracking_uri(uri))
+
+
+def log_budget(uri: str, run_id: str, cb: dict[str, Any], planned: bool) -> None:
+    """A study's compute budget (``_budget``'s record): planned figures as the study run's params (once), spent
+    ones as its metrics."""
+    c = client_for(uri)
+    if planned:
+        for k, v in cb["planned"].items():
+            c.log_param(run_id, f"budget.planned.{k}", v)
+        for k, v in cb["planned_seconds"].items():
+            c.log_param(run_id, f"budget.planned_seconds.{k}", round(v, 1))
+        for k in ("unit", "num_samples", "final_epochs"):
+            if k in cb:
+                c.log_param(run_id, f"budget.{k}", cb[k])
+    for k, v in cb["spent"].items():
+        c.log_metric(run_id, f"budget_spent_{k}", float(v))
+    for k, v in cb["spent_seconds"].items():
+        c.log_metric(run_id, f"budget_spent_seconds_{k}", float(v))
+
+
+def flat_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec as MLflow params: dotted key paths to values (the space as one value)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and prefix != "space":
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+
+    walk("", {k: v for k, v in spec.items()})
+    return out
+
+
+def finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
+                  rows: list[dict[str, Any]], interrupted: bool = False) -> None:
+    """Close a study's MLflow run: its best value and trial, its trial count, its summary files."""
+    c = client_for(uri)
+    have = c.get_run(parent).data.metrics  # a repeated finish (--sync-mlflow) logs no value twice
+    if best is not None and not math.isnan(float(best[f"best_{metric}"])):
+        if have.get(f"best_{metric}") != float(best[f"best_{metric}"]):
+            c.log_metric(parent, f"best_{metric}", float(best[f"best_{metric}"]))
+        c.set_tag(parent, "best_trial_id", best["trial_id"])
+    if have.get("trials") != len(rows):
+        c.log_metric(parent, "trials", len(rows))
+    for name in STUDY_ARTIFACTS:
+        if (out / name).is_file():
+            c.log_artifact(parent, str(out / name))
+    c.set_terminated(parent, status="KILLED" if interrupted else "FINISHED")
 
 
 # MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it trains models (3.x up to

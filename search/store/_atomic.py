@@ -25,8 +25,8 @@ _FULL_TEXT = ("[errno 28]", "[errno 27]", "[errno 122]", "no space left on devic
               "file too large")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: umask has no getter
+UMASK = os.umask(0)
+os.umask(UMASK)  # read once: umask has no getter
 
 
 class StorageFull(Exception):
@@ -58,7 +58,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the rest of a team's cluster
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's 0600 would hide results from the rest of a team's cluster
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

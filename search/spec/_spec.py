@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from ._budget import DEFAULT_SPLIT, check_budget
-from ._contract import TrialSide
-from ._files import read_yaml as read_yaml_file
+from .._contract import TrialSide
+from ._files import dump_spec, read_yaml as read_yaml_file
 from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
 from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts, searched_keys
 
@@ -456,10 +456,6 @@ def spec_differences(before: Any, after: Any, prefix: str = "") -> list[str]:
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def dump_spec(spec: dict[str, Any]) -> str:
-    return yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
 
 
 __all__ = ["ALGORITHMS", "DISTRIBUTIONS", "SCHEDULERS", "SpecError", "load_spec", "resolve", "smoke_spec",

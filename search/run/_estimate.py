@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
-from ._contract import TrialSide
-from ._space import as_searched, grid_points
+from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
+from .._contract import TrialSide
+from ..spec._space import as_searched, grid_points
 
 
 def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None:

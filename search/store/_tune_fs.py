@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ._atomic import _UMASK
+from ._atomic import UMASK
 
 
 class _WholeFile:
@@ -29,7 +29,7 @@ class _WholeFile:
         self.path = path
         fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.",
                                         suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as a plain open() would make it
+        os.fchmod(fd, 0o666 & ~UMASK)  # as a plain open() would make it
         self.file = os.fdopen(fd, "wb")
         self.failed = False
         self.closed = False

@@ -1,0 +1,1 @@
+"""Reading finished studies: the paired verdict, its statistics, and which settings mattered (fANOVA)."""
