@@ -20,12 +20,21 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def machine() -> dict[str, Any]:
     import torch
 
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    dev = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or platform.machine()})"
+    )
     import os
 
-    return {"device": dev, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "ray": _version("ray"),
-            "date": dt.datetime.now(dt.timezone.utc).date().isoformat()}
+    return {
+        "device": dev,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "ray": _version("ray"),
+        "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
+    }
 
 
 def _version(pkg: str) -> str | None:

@@ -75,15 +75,25 @@ def main() -> None:
     vit = trainables.create_model(vit_name, num_classes=10, in_chans=3, image_size=224)
     cases = {
         "resnet18_cifar": mfu_case(rn, 8 if quick else 512, 32, 2 if quick else 50, device, channels_last=cuda),
-        vit_name.split("/")[1]: mfu_case(vit, 2 if quick else 128, 224, 1 if quick else 30, device,
-                                         channels_last=False),
+        vit_name.split("/")[1]: mfu_case(
+            vit, 2 if quick else 128, 224, 1 if quick else 30, device, channels_last=False
+        ),
     }
     for c in cases.values():
         c["mfu"] = c["achieved_flops"] / peak if peak else None
     vals = [c["mfu"] for c in cases.values() if c["mfu"] is not None]
-    emit("gpu_mfu", {"device_name": name, "peak_flops": peak, "cases": cases,
-                     "ratio": min(vals) if vals else None, "status": "measured" if vals else "pending: needs a GPU",
-                     "target": "resnet18 >= 0.30, vit_base >= 0.25 on an H100"}, args.quick)
+    emit(
+        "gpu_mfu",
+        {
+            "device_name": name,
+            "peak_flops": peak,
+            "cases": cases,
+            "ratio": min(vals) if vals else None,
+            "status": "measured" if vals else "pending: needs a GPU",
+            "target": "resnet18 >= 0.30, vit_base >= 0.25 on an H100",
+        },
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

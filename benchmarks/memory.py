@@ -101,18 +101,26 @@ def study(n: int, epochs: int, tmp: str) -> dict[str, Any]:
     import trainables
     from search import resolve, run_study
 
-    spec = resolve({
-        "experiment": {"name": f"mem{n}", "output_dir": f"{tmp}/runs"},
-        "data": {"dataset": "synthetic", "image_size": 64, "num_classes": 10, "num_samples": n,
-                 "augment": {"hflip": 0.5, "pad_crop": 4}},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        # Small batches keep the trials' transient memory (the noise here) small; host memory is measured.
-        "train": {"epochs": epochs, "batch_size": 64, "eval_batch_size": 256, "device": "cpu"},
-        "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3]}},
-        # A quarter of the machine each, so that the 4 trials run at once on any number of cores.
-        "resources": {"cpu": (os.cpu_count() or 1) / TRIALS, "gpu": 0},
-        "tracking": {"enabled": False},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": f"mem{n}", "output_dir": f"{tmp}/runs"},
+            "data": {
+                "dataset": "synthetic",
+                "image_size": 64,
+                "num_classes": 10,
+                "num_samples": n,
+                "augment": {"hflip": 0.5, "pad_crop": 4},
+            },
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            # Small batches keep the trials' transient memory (the noise here) small; host memory is measured.
+            "train": {"epochs": epochs, "batch_size": 64, "eval_batch_size": 256, "device": "cpu"},
+            "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3]}},
+            # A quarter of the machine each, so that the 4 trials run at once on any number of cores.
+            "resources": {"cpu": (os.cpu_count() or 1) / TRIALS, "gpu": 0},
+            "tracking": {"enabled": False},
+        },
+        trainables,
+    )
     samples: list[tuple[int, int]] = []
     done = threading.Event()
 
@@ -132,10 +140,17 @@ def study(n: int, epochs: int, tmp: str) -> dict[str, Any]:
         ray.shutdown()  # the next study starts a fresh runtime: no object store pages left over
     running = [pss for pss, k in samples if k == TRIALS]
     if not running:
-        raise SystemExit(f"memory: the {TRIALS} trials of the study on {n} images never ran at once "
-                         f"({len(samples)} samples); the machine may be too loaded")
-    return {"images": n, "dataset_bytes": backend.nbytes, "median_bytes": int(statistics.median(running)),
-            "peak_bytes": max(running), "samples_all_running": len(running)}
+        raise SystemExit(
+            f"memory: the {TRIALS} trials of the study on {n} images never ran at once "
+            f"({len(samples)} samples); the machine may be too loaded"
+        )
+    return {
+        "images": n,
+        "dataset_bytes": backend.nbytes,
+        "median_bytes": int(statistics.median(running)),
+        "peak_bytes": max(running),
+        "samples_all_running": len(running),
+    }
 
 
 def main() -> None:
@@ -148,12 +163,25 @@ def main() -> None:
     used = big["median_bytes"] - small["median_bytes"]
     peak_ratio = (big["peak_bytes"] - small["peak_bytes"]) / data
     mib = 2**20
-    print(f"data set {big['dataset_bytes'] / mib:.0f} MiB vs {small['dataset_bytes'] / mib:.0f} MiB; "
-          f"study with {TRIALS} trials running: {big['median_bytes'] / mib:.0f} vs {small['median_bytes'] / mib:.0f} MiB "
-          f"(median; peaks {big['peak_bytes'] / mib:.0f} vs {small['peak_bytes'] / mib:.0f}); "
-          f"{used / mib:.0f} MiB for {data / mib:.0f} MiB more data")
-    emit("memory", {"trials": TRIALS, "studies": [small, big], "dataset_bytes": data, "used_bytes_for_data": used,
-                    "ratio": used / data, "ratio_of_peaks": peak_ratio, "target": "<= 1.2"}, args.quick)
+    print(
+        f"data set {big['dataset_bytes'] / mib:.0f} MiB vs {small['dataset_bytes'] / mib:.0f} MiB; "
+        f"study with {TRIALS} trials running: {big['median_bytes'] / mib:.0f} vs {small['median_bytes'] / mib:.0f} MiB "
+        f"(median; peaks {big['peak_bytes'] / mib:.0f} vs {small['peak_bytes'] / mib:.0f}); "
+        f"{used / mib:.0f} MiB for {data / mib:.0f} MiB more data"
+    )
+    emit(
+        "memory",
+        {
+            "trials": TRIALS,
+            "studies": [small, big],
+            "dataset_bytes": data,
+            "used_bytes_for_data": used,
+            "ratio": used / data,
+            "ratio_of_peaks": peak_ratio,
+            "target": "<= 1.2",
+        },
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,21 @@ from benchmarks._common import emit, parser  # noqa: E402
 MODELS = {  # name: (create_model arguments, batch size, optimizer) as the shipped specs set them
     "cnn": ({"name": "cnn", "conv1": 64, "conv2": 128, "conv3": 256, "hidden": 256, "dropout": 0.2}, 256, "sgd"),
     "resnet18": ({"name": "resnet18", "stem": "cifar"}, 128, "sgd"),
-    "vit": ({"name": "vit", "tokenizer": "conv", "pool": "seq", "patch_size": 4, "embed_dim": 128, "depth": 6,
-             "num_heads": 4, "mlp_dim": 256, "drop_path": 0.1}, 128, "adamw"),
+    "vit": (
+        {
+            "name": "vit",
+            "tokenizer": "conv",
+            "pool": "seq",
+            "patch_size": 4,
+            "embed_dim": 128,
+            "depth": 6,
+            "num_heads": 4,
+            "mlp_dim": 256,
+            "drop_path": 0.1,
+        },
+        128,
+        "adamw",
+    ),
 }
 
 
@@ -43,8 +56,11 @@ def steps_per_s(args: dict, batch: int, opt_name: str, rule: bool, steps: int, d
     if rule and wants_channels_last(model, device):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True) if opt_name == "sgd"
-           else torch.optim.AdamW(model.parameters(), lr=1e-3))
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+        if opt_name == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=1e-3)
+    )
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -85,13 +101,31 @@ def main() -> None:
             fp32.append(steps_per_s(margs, batch, opt, False, steps, device))
             rule.append(steps_per_s(margs, batch, opt, True, steps, device))
         ratios = [r / f for r, f in zip(rule, fp32)]
-        out[name] = {"fp32_nchw_images_per_s": fp32, "rule_images_per_s": rule, "ratios": ratios,
-                     "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-        print(f"{name}: fp32 NCHW {statistics.median(fp32):,.0f} img/s, rule {statistics.median(rule):,.0f} img/s, "
-              f"ratio {out[name]['ratio']:.2f} (min {out[name]['min']:.2f}, max {out[name]['max']:.2f}, "
-              f"{rounds} rounds)", flush=True)
-    emit("precision", {"ratio": out["cnn"]["ratio"], "native_bf16": native_bf16(device), "rounds": rounds,
-                       "steps": steps, "models": out}, args.quick)
+        out[name] = {
+            "fp32_nchw_images_per_s": fp32,
+            "rule_images_per_s": rule,
+            "ratios": ratios,
+            "ratio": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
+        print(
+            f"{name}: fp32 NCHW {statistics.median(fp32):,.0f} img/s, rule {statistics.median(rule):,.0f} img/s, "
+            f"ratio {out[name]['ratio']:.2f} (min {out[name]['min']:.2f}, max {out[name]['max']:.2f}, "
+            f"{rounds} rounds)",
+            flush=True,
+        )
+    emit(
+        "precision",
+        {
+            "ratio": out["cnn"]["ratio"],
+            "native_bf16": native_bf16(device),
+            "rounds": rounds,
+            "steps": steps,
+            "models": out,
+        },
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

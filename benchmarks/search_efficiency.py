@@ -30,11 +30,15 @@ from benchmarks._common import emit, parser  # noqa: E402
 
 METHODS = {
     "random": {"search": {"algorithm": "random"}, "scheduler": {"name": "fifo"}},
-    "asha": {"search": {"algorithm": "random"}, "scheduler": {"name": "asha", "grace_period": 1,
-                                                              "reduction_factor": 3}},
+    "asha": {
+        "search": {"algorithm": "random"},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3},
+    },
     "hyperband": {"search": {"algorithm": "random"}, "scheduler": {"name": "hyperband", "reduction_factor": 3}},
-    "optuna+asha": {"search": {"algorithm": "optuna", "max_concurrent": 2},
-                    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3}},
+    "optuna+asha": {
+        "search": {"algorithm": "optuna", "max_concurrent": 2},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3},
+    },
 }
 
 
@@ -79,19 +83,25 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str, quick
     from search import resolve, run_study
 
     parts = METHODS[name]
-    spec = resolve({
-        "experiment": {"name": f"{name.replace('+', '-')}-{seed}", "output_dir": f"{tmp}/runs"},
-        "data": {**data, "val_fraction": 0.2, "split_seed": seed},
-        "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 64, "hidden": 64},
-        "train": {"epochs": epochs, "batch_size": 64, "schedule": "cosine", "seed": seed},
-        "space": {"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0.0, 0.7]},
-                  "train.weight_decay": {"loguniform": [1e-6, 1e-1]}},
-        # --quick keeps trial processes (their torch import) between trials: CI-sized; epochs are the same.
-        "search": {"num_samples": n, "seed": seed, "reuse_actors": quick, **parts["search"]},
-        "scheduler": parts["scheduler"],
-        "tracking": {"enabled": False},
-        "resources": {"cpu": 1, "gpu": 0},  # the same concurrency for every method
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": f"{name.replace('+', '-')}-{seed}", "output_dir": f"{tmp}/runs"},
+            "data": {**data, "val_fraction": 0.2, "split_seed": seed},
+            "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 64, "hidden": 64},
+            "train": {"epochs": epochs, "batch_size": 64, "schedule": "cosine", "seed": seed},
+            "space": {
+                "train.lr": {"loguniform": [1e-4, 1e-1]},
+                "model.dropout": {"uniform": [0.0, 0.7]},
+                "train.weight_decay": {"loguniform": [1e-6, 1e-1]},
+            },
+            # --quick keeps trial processes (their torch import) between trials: CI-sized; epochs are the same.
+            "search": {"num_samples": n, "seed": seed, "reuse_actors": quick, **parts["search"]},
+            "scheduler": parts["scheduler"],
+            "tracking": {"enabled": False},
+            "resources": {"cpu": 1, "gpu": 0},  # the same concurrency for every method
+        },
+        trainables,
+    )
     return curve(run_study(spec, trainables, file=name, log=lambda *_: None).out_dir)
 
 
@@ -101,8 +111,11 @@ def main() -> None:
     p.add_argument("--cifar", metavar="ROOT", help="CIFAR-10 class-folder tree (train/ and test/); default: digits")
     p.add_argument("--per-class", type=int, default=500, help="CIFAR-10 images read per class (default 500)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 3; --quick 2)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated, of {', '.join(METHODS)} (default all; random and asha always run)")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, of {', '.join(METHODS)} (default all; random and asha always run)",
+    )
     args = p.parse_args()
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
@@ -112,21 +125,39 @@ def main() -> None:
     import ray
 
     n, epochs = (3, 2) if args.quick else (27, 27)
-    data = ({"dataset": "imagefolder", "root": args.cifar, "load_max_per_class": args.per_class, "storage": "memory",
-             "augment": {"hflip": 0.5, "pad_crop": 2}} if args.cifar else {"dataset": "digits"})
+    data = (
+        {
+            "dataset": "imagefolder",
+            "root": args.cifar,
+            "load_max_per_class": args.per_class,
+            "storage": "memory",
+            "augment": {"hflip": 0.5, "pad_crop": 2},
+        }
+        if args.cifar
+        else {"dataset": "digits"}
+    )
     curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp, args.quick) for m in methods}
             # As each seed ends, so that a run cut short still leaves its finished seeds in the log.
             r = seed_ratio(c)
-            print(f"seed {seed}: ratio {'missed' if r is None else f'{r:.3f}'}; random's best {c['random'][-1][1]:.4f}; "
-                  + "; ".join(f"{m} {cm[-1][0]} epochs, best {cm[-1][1]:.4f}" for m, cm in c.items()), flush=True)
+            print(
+                f"seed {seed}: ratio {'missed' if r is None else f'{r:.3f}'}; random's best {c['random'][-1][1]:.4f}; "
+                + "; ".join(f"{m} {cm[-1][0]} epochs, best {cm[-1][1]:.4f}" for m, cm in c.items()),
+                flush=True,
+            )
         ray.shutdown()
-    per_seed = {s: {"ratio": seed_ratio(c), "random_best": c["random"][-1][1],
-                    "epochs_to_reach_random_best": {m: reach(cm, c["random"][-1][1]) for m, cm in c.items()},
-                    "total_epochs": {m: cm[-1][0] for m, cm in c.items()}, "best": {m: cm[-1][1] for m, cm in c.items()}}
-                for s, c in curves.items()}
+    per_seed = {
+        s: {
+            "ratio": seed_ratio(c),
+            "random_best": c["random"][-1][1],
+            "epochs_to_reach_random_best": {m: reach(cm, c["random"][-1][1]) for m, cm in c.items()},
+            "total_epochs": {m: cm[-1][0] for m, cm in c.items()},
+            "best": {m: cm[-1][1] for m, cm in c.items()},
+        }
+        for s, c in curves.items()
+    }
     ratios = [r["ratio"] for r in per_seed.values()]
     reached = [r for r in ratios if r is not None]
     import matplotlib
@@ -144,17 +175,30 @@ def main() -> None:
     ax.legend()
     fig.savefig(args.plot, dpi=100, bbox_inches="tight")
     ratio = median_ratio(ratios)
-    print(f"ASHA epochs to reach random's best ÷ random's epochs to its best, per seed: "
-          f"{', '.join('missed' if r is None else f'{r:.3f}' for r in ratios)}; median "
-          f"{'missed' if ratio is None else f'{ratio:.3f}'}")
-    emit("search_efficiency", {
-        "data": f"cifar10 subset, {args.per_class}/class" if args.cifar else "digits", "configurations": n,
-        "max_epochs": epochs, "seeds": seeds, "methods": methods, "per_seed": per_seed,
-        "total_epochs": {m: [per_seed[s]["total_epochs"][m] for s in seeds] for m in methods},
-        "ratios": ratios, "ratio": ratio,
-        "ratio_spread": {"min": min(reached), "max": max(reached)} if reached else None,
-        "asha_missed_seeds": [s for s in seeds if per_seed[s]["ratio"] is None],
-        "target": "<= 0.25", "plot": args.plot}, args.quick)
+    print(
+        f"ASHA epochs to reach random's best ÷ random's epochs to its best, per seed: "
+        f"{', '.join('missed' if r is None else f'{r:.3f}' for r in ratios)}; median "
+        f"{'missed' if ratio is None else f'{ratio:.3f}'}"
+    )
+    emit(
+        "search_efficiency",
+        {
+            "data": f"cifar10 subset, {args.per_class}/class" if args.cifar else "digits",
+            "configurations": n,
+            "max_epochs": epochs,
+            "seeds": seeds,
+            "methods": methods,
+            "per_seed": per_seed,
+            "total_epochs": {m: [per_seed[s]["total_epochs"][m] for s in seeds] for m in methods},
+            "ratios": ratios,
+            "ratio": ratio,
+            "ratio_spread": {"min": min(reached), "max": max(reached)} if reached else None,
+            "asha_missed_seeds": [s for s in seeds if per_seed[s]["ratio"] is None],
+            "target": "<= 0.25",
+            "plot": args.plot,
+        },
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

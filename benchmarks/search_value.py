@@ -63,8 +63,9 @@ def arm_specs(spec_file: Path, quick: bool) -> dict[str, dict[str, Any]]:
 def run(cmd: list[str], cwd: Path) -> tuple[float, str]:
     """Run a console script; its wall clock and output (raises with the output on failure)."""
     t0 = time.monotonic()
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                       env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    r = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    )
     seconds = time.monotonic() - t0
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -80,8 +81,14 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--spec", default=None, help="study spec (default spaces/cnn.yaml; --quick: spaces/quickstart.yaml)")
     p.add_argument("--budget", default=None, help="budget of each arm (default 30m; --quick: 60s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="passed to both arms' tune-run (e.g. data.root=/tmp/cifar10)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to both arms' tune-run (e.g. data.root=/tmp/cifar10)",
+    )
     p.add_argument("--keep", metavar="DIR", help="run in DIR and keep both arms' studies (default: a temporary folder)")
     args = p.parse_args()
     spec_file = Path(args.spec or REPO / "spaces" / ("quickstart.yaml" if args.quick else "cnn.yaml")).resolve()
@@ -99,19 +106,31 @@ def main() -> None:
         wall[arm], out = run(cmd, work)
         acc[arm] = accuracies(work / "runs" / arm)
         plan = [line for line in out.splitlines() if line.startswith("budget:")]
-        print(f"{arm}: test accuracy {statistics.fmean(acc[arm]):.4f} (seeds: {', '.join(f'{a:.4f}' for a in acc[arm])}); "
-              f"{wall[arm]:.0f} s wall clock" + "".join(f"\n  {line}" for line in plan), flush=True)
+        print(
+            f"{arm}: test accuracy {statistics.fmean(acc[arm]):.4f} (seeds: {', '.join(f'{a:.4f}' for a in acc[arm])}); "
+            f"{wall[arm]:.0f} s wall clock" + "".join(f"\n  {line}" for line in plan),
+            flush=True,
+        )
     _, report = run([tune_compare, "runs/fixed", "runs/searched"], work)
     verdict = [line for line in report.splitlines() if line.startswith("- fixed vs searched")]
     interval = _interval(verdict[0]) if verdict else None
     print("\n".join(verdict) or report)
     ratio = statistics.fmean(acc["searched"]) / statistics.fmean(acc["fixed"])
-    emit("search_value", {
-        "spec": str(spec_file.relative_to(REPO)) if spec_file.is_relative_to(REPO) else str(spec_file),
-        "budget": budget, "overrides": args.overrides,
-        "test_accuracy": {a: {"mean": statistics.fmean(v), "seeds": v} for a, v in acc.items()},
-        "wall_s": wall, "verdict": verdict, "difference_searched_minus_fixed_ci": interval,
-        "ratio": ratio, "target": "searched better than fixed (interval above 0)"}, args.quick)
+    emit(
+        "search_value",
+        {
+            "spec": str(spec_file.relative_to(REPO)) if spec_file.is_relative_to(REPO) else str(spec_file),
+            "budget": budget,
+            "overrides": args.overrides,
+            "test_accuracy": {a: {"mean": statistics.fmean(v), "seeds": v} for a, v in acc.items()},
+            "wall_s": wall,
+            "verdict": verdict,
+            "difference_searched_minus_fixed_ci": interval,
+            "ratio": ratio,
+            "target": "searched better than fixed (interval above 0)",
+        },
+        args.quick,
+    )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

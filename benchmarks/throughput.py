@@ -38,7 +38,7 @@ def bare_loop(model, x, y, batch: int, epochs: int, autocast: bool) -> float:
         t0 = time.perf_counter()
         perm = torch.randperm(len(x), device=dev)
         for i in range(0, len(x), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = loss_fn(model(x[idx]).float(), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -77,18 +77,31 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     n, epochs = (2000, 2) if args.quick else (20000, 3)
     rounds = args.rounds or (2 if args.quick else 5)
-    model = ({"name": "resnet18", "stem": "cifar"} if cuda and not args.quick else
-             {"name": "cnn", "conv1": 32, "conv2": 64, "conv3": 128, "hidden": 256})
+    model = (
+        {"name": "resnet18", "stem": "cifar"}
+        if cuda and not args.quick
+        else {"name": "cnn", "conv1": 32, "conv2": 64, "conv3": 128, "hidden": 256}
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        spec = resolve({
-            "experiment": {"name": "throughput", "output_dir": f"{tmp}/runs"},
-            "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 10, "num_samples": n,
-                     "val_fraction": 0.02, "test_fraction": 0.02, "augment": {"hflip": 0.5, "pad_crop": 4}},
-            "model": model,
-            "train": {"epochs": epochs, "batch_size": 256},
-            "resources": {"cpu": 2 if not cuda else 4, "gpu": 1 if cuda else 0},
-            "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
-        }, trainables)
+        spec = resolve(
+            {
+                "experiment": {"name": "throughput", "output_dir": f"{tmp}/runs"},
+                "data": {
+                    "dataset": "synthetic",
+                    "image_size": 32,
+                    "num_classes": 10,
+                    "num_samples": n,
+                    "val_fraction": 0.02,
+                    "test_fraction": 0.02,
+                    "augment": {"hflip": 0.5, "pad_crop": 4},
+                },
+                "model": model,
+                "train": {"epochs": epochs, "batch_size": 256},
+                "resources": {"cpu": 2 if not cuda else 4, "gpu": 1 if cuda else 0},
+                "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
+            },
+            trainables,
+        )
         pools = trainables.prepare(spec)
         idx = make_splits(pools, spec["data"]).train
         dev = torch.device("cuda" if cuda else "cpu")
@@ -98,8 +111,9 @@ def main() -> None:
             torch.set_num_threads(int(spec["resources"]["cpu"]))
             x = as_tensor(pools.train_x[idx]).to(dev).float().div(255).sub(0.5).div(0.25)
             y = as_tensor(pools.train_y[idx]).to(dev)
-            net = trainables.create_model(spec["model"]["name"], num_classes=10, in_chans=3, image_size=32,
-                                          **model_kwargs(spec["model"])).to(dev)
+            net = trainables.create_model(
+                spec["model"]["name"], num_classes=10, in_chans=3, image_size=32, **model_kwargs(spec["model"])
+            ).to(dev)
             if wants_channels_last(net, dev):  # the bare loop gets the engine's layout and precision rules
                 net = net.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -119,12 +133,27 @@ def main() -> None:
         ray.shutdown()
     ratios = adjacent_ratios(bare_ips, tune_ips)
     stats = spread(ratios)
-    print(f"tune {', '.join(f'{v:.0f}' for v in tune_ips)} img/s; bare {', '.join(f'{v:.0f}' for v in bare_ips)} img/s; "
-          f"ratio median {stats['median']:.3f} (min {stats['min']:.3f}, max {stats['max']:.3f}, "
-          f"IQR {stats['q1']:.3f}–{stats['q3']:.3f}) over {len(ratios)} adjacent pairs")
-    emit("throughput", {"model": spec["model"]["name"], "images": len(idx), "epochs_per_run": epochs, "rounds": rounds,
-                        "tune_images_per_s": tune_ips, "bare_images_per_s": bare_ips, "adjacent_ratios": ratios,
-                        "ratio": stats["median"], "ratio_spread": stats, "target": ">= 0.95"}, args.quick)
+    print(
+        f"tune {', '.join(f'{v:.0f}' for v in tune_ips)} img/s; bare {', '.join(f'{v:.0f}' for v in bare_ips)} img/s; "
+        f"ratio median {stats['median']:.3f} (min {stats['min']:.3f}, max {stats['max']:.3f}, "
+        f"IQR {stats['q1']:.3f}–{stats['q3']:.3f}) over {len(ratios)} adjacent pairs"
+    )
+    emit(
+        "throughput",
+        {
+            "model": spec["model"]["name"],
+            "images": len(idx),
+            "epochs_per_run": epochs,
+            "rounds": rounds,
+            "tune_images_per_s": tune_ips,
+            "bare_images_per_s": bare_ips,
+            "adjacent_ratios": ratios,
+            "ratio": stats["median"],
+            "ratio_spread": stats,
+            "target": ">= 0.95",
+        },
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

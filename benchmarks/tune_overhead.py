@@ -68,13 +68,18 @@ def main() -> None:
     n = 10 if args.quick else 100
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
-        spec = resolve({
-            "experiment": {"name": "overhead", "output_dir": f"{tmp}/runs"},
-            "data": {"dataset": "synthetic"}, "model": {"name": "cnn"}, "train": {"epochs": 1},
-            "space": {"train.lr": {"uniform": [0.0, 1.0]}},
-            "search": {"num_samples": n, "reuse_actors": True},
-            "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
-        }, trainables)
+        spec = resolve(
+            {
+                "experiment": {"name": "overhead", "output_dir": f"{tmp}/runs"},
+                "data": {"dataset": "synthetic"},
+                "model": {"name": "cnn"},
+                "train": {"epochs": 1},
+                "space": {"train.lr": {"uniform": [0.0, 1.0]}},
+                "search": {"num_samples": n, "reuse_actors": True},
+                "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
+            },
+            trainables,
+        )
         ray.init(num_cpus=cpus, include_dashboard=False)  # started outside the timed region
         t0 = time.perf_counter()
         res = run_study(spec, StubBackend(), file="overhead", log=lambda *_: None)
@@ -82,8 +87,11 @@ def main() -> None:
         ray.shutdown()
     ideal = n * WORK_S / cpus
     assert len(res.rows) == n
-    emit("tune_overhead", {"trials": n, "cpus": cpus, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal,
-                           "target": "<= 1.15"}, args.quick)
+    emit(
+        "tune_overhead",
+        {"trials": n, "cpus": cpus, "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "target": "<= 1.15"},
+        args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,18 @@ Knows nothing about models or data; the trial side is passed in as a backend.
 from .spec._space import DISTRIBUTIONS, grid_points, preview_configs, to_tune
 from .spec._spec import SpecError, dump_spec, load_spec, resolve, smoke_spec
 
-__all__ = ["DISTRIBUTIONS", "SpecError", "dump_spec", "grid_points", "load_spec", "preview_configs", "resolve",
-           "run_study", "smoke_spec", "to_tune"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "SpecError",
+    "dump_spec",
+    "grid_points",
+    "load_spec",
+    "preview_configs",
+    "resolve",
+    "run_study",
+    "smoke_spec",
+    "to_tune",
+]
 
 
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201  (imports Ray lazily)

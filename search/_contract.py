@@ -18,8 +18,9 @@ Of a final seed's folder, ``tune-compare`` reads ``metrics.json`` and ``predicti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Spec = dict[str, Any]
 Schema = dict[str, tuple[Any, ...]]
@@ -83,8 +84,9 @@ class TrialSide(Protocol):
     def dataset_info(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """The data set as tracking records it: name, source, digest, images per split, classes."""
 
-    def make_trainable(self, spec: Spec, pools: Any,
-                       flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+    def make_trainable(
+        self, spec: Spec, pools: Any, flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    ) -> Any:
         """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
 
     def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None) -> Any:
@@ -117,10 +119,12 @@ class TrialSide(Protocol):
     def eval_set(self, model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Any, Any]:
         """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""
 
-    def reevaluate(self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test",
-                   splits: Any = None) -> dict[str, Any]:
+    def reevaluate(
+        self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test", splits: Any = None
+    ) -> dict[str, Any]:
         """Metrics of a saved final model on ``split``."""
 
-    def explain(self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test",
-                splits: Any = None) -> Path:
+    def explain(
+        self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test", splits: Any = None
+    ) -> Path:
         """Grad-CAM / token maps of ``n`` images of ``split``; returns their folder."""

@@ -6,17 +6,18 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from .store import _storage as storage
-from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
 from ._contract import TrialSide
-from .store._paths import mlflow_uri, shown
 from .run._algorithms import first_points_line
 from .spec._space import as_searched, grid_points, preview_configs
 from .spec._spec import SpecError, dump_spec, load_spec, parse_override, resolve
+from .store import _storage as storage
+from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
+from .store._paths import mlflow_uri, shown
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
@@ -32,27 +33,50 @@ def _backend() -> TrialSide:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tune-run", description=__doc__)
     p.add_argument("spec", help="study spec (YAML), e.g. spaces/quickstart.yaml or runs/<study>/best.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a spec key, typed like the key (repeatable), e.g. --set train.epochs=5")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a spec key, typed like the key (repeatable), e.g. --set train.epochs=5",
+    )
     p.add_argument("--smoke", action="store_true", help="shrink the study to a run of about a minute")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate, print the resolved spec, grid size and rejected configurations; start nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, print the resolved spec, grid size and rejected configurations; start nothing",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--overwrite", action="store_true", help="replace an existing study of the same name")
     p.add_argument("--address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start one)")
-    p.add_argument("--final", action="store_true",
-                   help="train the spec's configuration on the full training data once per final.seeds and "
-                        "evaluate on the test split (typically with runs/<study>/best.yaml)")
-    p.add_argument("--verbose", action="store_true",
-                   help="also show Ray Tune's trial tables and the trial processes' own output")
-    p.add_argument("--budget", default=None, metavar="30m|2h|1.5gpu-h|400epochs",
-                   help="compute budget of the whole study, search and final training (sets search.budget)")
-    p.add_argument("--estimate", action="store_true",
-                   help="measure the model's throughput on this device and print the study's cost and what fits "
-                        "the budget; start no study, write nothing")
-    p.add_argument("--sync-mlflow", action="store_true",
-                   help="SPEC is a study folder (runs/<study>): fill in the MLflow runs and metrics its tracking "
-                        "store missed (it was unreachable during the study); adds nothing twice")
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="train the spec's configuration on the full training data once per final.seeds and "
+        "evaluate on the test split (typically with runs/<study>/best.yaml)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also show Ray Tune's trial tables and the trial processes' own output"
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        metavar="30m|2h|1.5gpu-h|400epochs",
+        help="compute budget of the whole study, search and final training (sets search.budget)",
+    )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="measure the model's throughput on this device and print the study's cost and what fits "
+        "the budget; start no study, write nothing",
+    )
+    p.add_argument(
+        "--sync-mlflow",
+        action="store_true",
+        help="SPEC is a study folder (runs/<study>): fill in the MLflow runs and metrics its tracking "
+        "store missed (it was unreachable during the study); adds nothing twice",
+    )
     return p
 
 
@@ -65,11 +89,15 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
     for line in data_lines:
         print(f"# data: {line}")
     if search["num_samples"] is None:
-        print(f"# grid points: {n_grid}; trials: sized from search.budget={search['budget']} at run time "
-              f"({search['algorithm']} search; tune-run --estimate shows the plan)")
+        print(
+            f"# grid points: {n_grid}; trials: sized from search.budget={search['budget']} at run time "
+            f"({search['algorithm']} search; tune-run --estimate shows the plan)"
+        )
     else:
-        print(f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
-              f"({search['algorithm']} search, num_samples={search['num_samples']})")
+        print(
+            f"# grid points: {n_grid}; trials: {n_grid * search['num_samples']} "
+            f"({search['algorithm']} search, num_samples={search['num_samples']})"
+        )
     if search["recipe_first"]:
         print(f"# {first_points_line(spec)}")
     configs = preview_configs(space, search["num_samples"] or 1, search["seed"])
@@ -79,7 +107,9 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
         if reason:
             rejected.append((cfg, reason))
     sampled = any("grid" not in d for d in space.values())
-    scope = f"of {len(configs)} previewed configurations" + (" (sampled keys drawn with search.seed)" if sampled else "")
+    scope = f"of {len(configs)} previewed configurations" + (
+        " (sampled keys drawn with search.seed)" if sampled else ""
+    )
     print(f"# rejected by the model {scope}: {len(rejected)}")
     for cfg, reason in rejected[:50]:
         print(f"#   {cfg}: {reason}")
@@ -112,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.final:
             if spec["space"]:
-                raise SpecError(args.spec, "space", "--final trains one configuration; give a spec without a "
-                                                    "space, such as runs/<study>/best.yaml")
+                raise SpecError(
+                    args.spec,
+                    "space",
+                    "--final trains one configuration; give a spec without a space, such as runs/<study>/best.yaml",
+                )
             from .run._final import run_final
 
             # --budget with --final sizes the final epochs to it (search.budget of a best.yaml does not: that was
@@ -125,29 +158,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                 b = parse_budget(args.budget, args.spec, "--budget")
                 budget = {"budget": b.text, "available": b.amount}
             then = _command(args, overrides, "--final", "--overwrite")
-            summary = run_final(spec, backend, file=args.spec, overwrite=args.overwrite, address=args.address,
-                                verbose=args.verbose, budget=budget)
+            summary = run_final(
+                spec,
+                backend,
+                file=args.spec,
+                overwrite=args.overwrite,
+                address=args.address,
+                verbose=args.verbose,
+                budget=budget,
+            )
             return _final_summary(summary, args.spec)
         from .run._runner import run_study
 
         then = _command(args, overrides, "--resume")
-        result = run_study(spec, backend, file=args.spec, resume=args.resume, overwrite=args.overwrite,
-                           address=args.address, verbose=args.verbose, started=started)
+        result = run_study(
+            spec,
+            backend,
+            file=args.spec,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            address=args.address,
+            verbose=args.verbose,
+            started=started,
+        )
         _summary(spec, result)
         if result.unfinished:
-            print(f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
-                  f"Continue with: {_command(args, overrides, '--resume')}")
+            print(
+                f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
+                f"Continue with: {_command(args, overrides, '--resume')}"
+            )
             return EXIT_INTERRUPTED
         if spec["final"]["after_search"] and result.best is not None:
-            from .store._export import best_spec
             from .run._final import run_final
+            from .store._export import best_spec
 
             best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
             t0 = time.monotonic()
             then = shlex.join(["tune-run", shown(storage.join(result.location, "best.yaml")), "--final", "--overwrite"])
-            summary = run_final(best, backend, file=args.spec, overwrite=args.overwrite, verbose=args.verbose,
-                                address=args.address, study_file=storage.join(result.location, "study.json"),
-                                budget=_budget_left(result))
+            summary = run_final(
+                best,
+                backend,
+                file=args.spec,
+                overwrite=args.overwrite,
+                verbose=args.verbose,
+                address=args.address,
+                study_file=storage.join(result.location, "study.json"),
+                budget=_budget_left(result),
+            )
             status = _final_summary(summary, shown(storage.join(result.location, "best.yaml")))
             if result.compute_budget:
                 _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
@@ -169,8 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace, overrides: list[str], *extra: str) -> str:
     """This command line (spec, --set, --smoke) with ``extra`` flags: what continues or repeats it."""
-    return shlex.join(["tune-run", args.spec, *(x for o in overrides for x in ("--set", o)),
-                       *(["--smoke"] if args.smoke else []), *extra])
+    return shlex.join(
+        [
+            "tune-run",
+            args.spec,
+            *(x for o in overrides for x in ("--set", o)),
+            *(["--smoke"] if args.smoke else []),
+            *extra,
+        ]
+    )
 
 
 def _budget_left(result: Any) -> dict[str, Any] | None:
@@ -219,13 +283,17 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
     counts: dict[str, int] = {}
     for r in result.rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    print(f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
-          f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
+    print(
+        f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+    )
     print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
     if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
-        print(f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
-              f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
-              f"resources.gpu per trial)")
+        print(
+            f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
+            f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
+            f"resources.gpu per trial)"
+        )
     if result.best:
         print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
         print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
@@ -234,15 +302,19 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
     if result.importance:
         print(f"  {result.importance} ({shown(storage.join(result.location, 'importance.json'))})")
     if result.parent_run_id:
-        print(f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
-              f"mlflow ui --backend-store-uri {mlflow_uri(spec)}")
+        print(
+            f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
+            f"mlflow ui --backend-store-uri {mlflow_uri(spec)}"
+        )
 
 
 def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
     """Print the final numbers; the exit status (130 when seeds were left unfinished by an interruption)."""
     s = summary["summary"]
-    print(f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
-          + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else ""))
+    print(
+        f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
+        + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else "")
+    )
     for key, v in s.items():
         if key == "cost" or v.get("mean") is None:
             continue
@@ -251,14 +323,18 @@ def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
         print(f"  test {key:<18} {v['mean']:.4f}{std}{ci}")
     c = s.get("cost", {})
     if c:
-        print(f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image "
-              f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
-              f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
-              f"{c['train_seconds_total']:.0f} s training")
+        print(
+            f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image "
+            f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
+            f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
+            f"{c['train_seconds_total']:.0f} s training"
+        )
     print(f"  models and metrics: {shown(summary['out_dir'])}")
     if summary.get("unfinished"):
-        print(f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "
-              f"Train them again with: {shlex.join(['tune-run', spec_file, '--final', '--overwrite'])}")
+        print(
+            f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "
+            f"Train them again with: {shlex.join(['tune-run', spec_file, '--final', '--overwrite'])}"
+        )
         return EXIT_INTERRUPTED
     return 0
 
@@ -266,12 +342,23 @@ def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tune-eval", description="Evaluate a final model folder; prints JSON.")
     p.add_argument("model_dir", help="runs/<study>/final/<seed>")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override the model's spec, e.g. --set data.root=/data/cifar10")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override the model's spec, e.g. --set data.root=/data/cifar10",
+    )
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
-    p.add_argument("--explain", type=int, default=0, metavar="N",
-                   help="also write Grad-CAM overlays (CNNs) / token attention maps (ViTs) for N images of the "
-                        "split into <model_dir>/explain/")
+    p.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write Grad-CAM overlays (CNNs) / token attention maps (ViTs) for N images of the "
+        "split into <model_dir>/explain/",
+    )
     return p
 
 

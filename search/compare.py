@@ -12,15 +12,16 @@ import argparse
 import base64
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from .spec._files import read_json
+from .spec._schema import SpecError
 from .store import _storage as storage
 from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
 from .store._export import SCORED
-from .spec._files import read_json
 from .store._paths import tracking_uri
-from .spec._schema import SpecError
 
 EXIT_USAGE = 2
 
@@ -38,8 +39,9 @@ def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[
             # Seed folders are read beside this file: the out_dir it records is stale once runs/ moves.
             return {**data, "out_dir": str(cand.parent.resolve())}
     if p.exists():
-        raise CompareError(f"{source}: no final/metrics.json (run tune-run {storage.join(source, 'best.yaml')} "
-                           f"--final first)")
+        raise CompareError(
+            f"{source}: no final/metrics.json (run tune-run {storage.join(source, 'best.yaml')} --final first)"
+        )
     from .store._tracking import client_for
 
     c = client_for(mlflow_uri)
@@ -143,9 +145,18 @@ def load_fraction_study(source: str) -> Any:
         return None
     branch = [k for k in spec["space"] if "." not in k]  # a branch label names the model family
     model = df[branch[0]] if branch else df.get("model.name", pd.Series([spec["model"]["name"]] * len(df)))
-    return pd.DataFrame({"study": spec["experiment"]["name"], "model": model.astype(str), "fraction": df[FRACTION],
-                         "seed": df.get("train.seed", 0), "metric": metric, "value": df[f"best_{metric}"],
-                         "seconds": pd.to_numeric(df.get("seconds"), errors="coerce"), "status": df["status"]})
+    return pd.DataFrame(
+        {
+            "study": spec["experiment"]["name"],
+            "model": model.astype(str),
+            "fraction": df[FRACTION],
+            "seed": df.get("train.seed", 0),
+            "metric": metric,
+            "value": df[f"best_{metric}"],
+            "seconds": pd.to_numeric(df.get("seconds"), errors="coerce"),
+            "status": df["status"],
+        }
+    )
 
 
 def study_importance(folder: Path) -> Any:
@@ -158,8 +169,9 @@ def study_importance(folder: Path) -> Any:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])
-    return spec["experiment"]["name"], safe_importance(df.to_dict("records"), spec["space"], metric,
-                                                       spec["experiment"].get("mode", "max"))
+    return spec["experiment"]["name"], safe_importance(
+        df.to_dict("records"), spec["space"], metric, spec["experiment"].get("mode", "max")
+    )
 
 
 def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str], dict[str, bytes]]:
@@ -172,8 +184,9 @@ def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str]
 
     md, htm, images = ["## Which settings mattered", ""], ["<h2>Which settings mattered</h2>"], {}
     for name, imp in found:
-        line = f"**{name}**: {imp.line()}" + (f" (left out, set in some trials only: {', '.join(imp.left_out)})"
-                                               if imp.left_out else "")
+        line = f"**{name}**: {imp.line()}" + (
+            f" (left out, set in some trials only: {', '.join(imp.left_out)})" if imp.left_out else ""
+        )
         md += [line, ""]
         htm.append(f"<p>{html.escape(line.replace('**', ''))}</p>")
         if imp.shares:
@@ -183,8 +196,10 @@ def importance_parts(found: list[tuple[str, Any]]) -> tuple[list[str], list[str]
         png = safe_plot(imp, name) if imp.shares else None
         if png is not None:
             images[f"parallel_{name}.png"] = png
-    note = ("fANOVA (Optuna's evaluator, fixed seed) over each study's scored trials, each at the best value it "
-            "reached (trials a scheduler stopped count with theirs); few trials make these shares rough.")
+    note = (
+        "fANOVA (Optuna's evaluator, fixed seed) over each study's scored trials, each at the best value it "
+        "reached (trials a scheduler stopped count with theirs); few trials make these shares rough."
+    )
     return [*md, note, ""], [*htm, f"<p>{html.escape(note)}</p>"], images
 
 
@@ -196,8 +211,9 @@ def fraction_table(df: Any) -> list[dict[str, str]]:
         row = {"fraction": f"{frac:g}"}
         for model, m in g.groupby("model"):
             v = m["value"]
-            row[f"{model} ({m['metric'].iloc[0]})"] = (f"{v.mean():.4f} ± {v.std(ddof=1):.4f} (n={len(v)})"
-                                                       if len(v) > 1 else f"{v.mean():.4f} (n=1)")
+            row[f"{model} ({m['metric'].iloc[0]})"] = (
+                f"{v.mean():.4f} ± {v.std(ddof=1):.4f} (n={len(v)})" if len(v) > 1 else f"{v.mean():.4f} (n=1)"
+            )
             row[f"{model} train s"] = f"{m['seconds'].mean():,.0f}" if m["seconds"].notna().any() else "–"
         rows.append(row)
     return rows
@@ -215,8 +231,12 @@ def fraction_plot(df: Any) -> bytes:
         st = g.groupby("fraction")["value"].agg(["mean", "min", "max"]).reset_index()
         ax.plot(st["fraction"], st["mean"], marker="o", label=f"{model} (mean over seeds)")
         ax.fill_between(st["fraction"], st["min"], st["max"], alpha=0.25)  # the spread over seeds
-    ax.set(xscale="log", xlabel="training fraction", ylabel=f"best {ok['metric'].iloc[0]}",
-           title="Data efficiency (band: min–max over seeds)")
+    ax.set(
+        xscale="log",
+        xlabel="training fraction",
+        ylabel=f"best {ok['metric'].iloc[0]}",
+        title="Data efficiency (band: min–max over seeds)",
+    )
     ax.legend()
     data = _png(fig)
     plt.close(fig)
@@ -239,24 +259,34 @@ def table_rows(studies: list[dict[str, Any]]) -> list[dict[str, str]]:
     rows = []
     for s in studies:
         sm, cost, budget = s["summary"], s["summary"].get("cost", {}), s.get("search_budget") or {}
-        rows.append({
-            "study": s["experiment"], "model": s["model"], "seeds": str(len(s["seeds"])),
-            "test acc (95% CI)": _pm(sm.get("accuracy")), "macro F1": _pm(sm.get("f1_macro")),
-            "MCC": _pm(sm.get("mcc")), "AUC": _pm(sm.get("auc_roc")),
-            **({"recall": _pm(sm["recall"]), "precision": _pm(sm["precision"]), "F1": _pm(sm["f1"])}
-               if "recall" in sm else {}),
-            "params": _num(cost.get("params"), ",.0f"),
-            "MFLOPs/img": _num(cost.get("flops_per_image") and cost["flops_per_image"] / 1e6, ",.1f"),
-            "M mult-adds/img": _num(cost.get("macs_per_image") and cost["macs_per_image"] / 1e6, ",.1f"),
-            "img/s": _num(cost.get("throughput_images_per_s"), ",.0f"),
-            "latency ms": _num(cost.get("latency_ms"), ".2f"),
-            "train s": _num(cost.get("train_seconds_total"), ",.0f"),
-            "search epochs": _num(budget.get("epochs"), ",.0f"),
-            "search trial-min": _num(budget.get("trial_seconds") and budget["trial_seconds"] / 60, ",.1f"),
-            "search GPU-h": _num(budget.get("gpu_hours"), ".2f"),
-            "final GPU-h": _num(cost["gpu_hours"] * len(s["seeds"]) if cost.get("gpu_hours") is not None else None,
-                                ".2f"),
-        })
+        rows.append(
+            {
+                "study": s["experiment"],
+                "model": s["model"],
+                "seeds": str(len(s["seeds"])),
+                "test acc (95% CI)": _pm(sm.get("accuracy")),
+                "macro F1": _pm(sm.get("f1_macro")),
+                "MCC": _pm(sm.get("mcc")),
+                "AUC": _pm(sm.get("auc_roc")),
+                **(
+                    {"recall": _pm(sm["recall"]), "precision": _pm(sm["precision"]), "F1": _pm(sm["f1"])}
+                    if "recall" in sm
+                    else {}
+                ),
+                "params": _num(cost.get("params"), ",.0f"),
+                "MFLOPs/img": _num(cost.get("flops_per_image") and cost["flops_per_image"] / 1e6, ",.1f"),
+                "M mult-adds/img": _num(cost.get("macs_per_image") and cost["macs_per_image"] / 1e6, ",.1f"),
+                "img/s": _num(cost.get("throughput_images_per_s"), ",.0f"),
+                "latency ms": _num(cost.get("latency_ms"), ".2f"),
+                "train s": _num(cost.get("train_seconds_total"), ",.0f"),
+                "search epochs": _num(budget.get("epochs"), ",.0f"),
+                "search trial-min": _num(budget.get("trial_seconds") and budget["trial_seconds"] / 60, ",.1f"),
+                "search GPU-h": _num(budget.get("gpu_hours"), ".2f"),
+                "final GPU-h": _num(
+                    cost["gpu_hours"] * len(s["seeds"]) if cost.get("gpu_hours") is not None else None, ".2f"
+                ),
+            }
+        )
     return rows
 
 
@@ -281,17 +311,24 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
             n = min(len(h) for h in hists)
             # Final runs on train+val hold nothing out: they have train_acc only, and are labelled so.
             key = "val_acc" if all("val_acc" in e for h in hists for e in h[:n]) else "train_acc"
-            ax.plot(range(1, n + 1), np.mean([[e[key] for e in h[:n]] for h in hists], axis=0),
-                    marker="o" if n <= 30 else None, label=f"{s['experiment']} ({key})")  # one epoch shows too
+            ax.plot(
+                range(1, n + 1),
+                np.mean([[e[key] for e in h[:n]] for h in hists], axis=0),
+                marker="o" if n <= 30 else None,
+                label=f"{s['experiment']} ({key})",
+            )  # one epoch shows too
     ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="Learning curves")
     if ax.lines:  # no history recorded: no legend (matplotlib would warn on stderr)
         ax.legend()
     out["curves.png"] = _png(fig)
     plt.close(fig)
 
-    pts = [(s["summary"].get("cost", {}).get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
-           for s in studies if s["summary"].get("accuracy", {}).get("mean") is not None
-           and s["summary"].get("cost", {}).get("latency_ms") is not None]
+    pts = [
+        (s["summary"].get("cost", {}).get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
+        for s in studies
+        if s["summary"].get("accuracy", {}).get("mean") is not None
+        and s["summary"].get("cost", {}).get("latency_ms") is not None
+    ]
     fig, ax = plt.subplots(figsize=(6, 4))
     for lat, acc, name in pts:
         ax.scatter(lat, acc)
@@ -312,8 +349,11 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     if len(fractions) > 1:  # the studies vary the training fraction: accuracy against it, per model
         fig, ax = plt.subplots(figsize=(6, 4))
         for model in sorted({s["model"] for s in studies}):
-            pts = sorted((s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"]) for s in studies
-                         if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None)
+            pts = sorted(
+                (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
+                for s in studies
+                if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
+            )
             x = [p[0] for p in pts]
             y = [p[1]["mean"] for p in pts]
             err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in pts]
@@ -355,8 +395,13 @@ def _html_list(lines: list[str]) -> str:
     return "".join(out)
 
 
-def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = None,
-                  verdict: list[str] | None = None, importances: list[tuple[str, Any]] | None = None) -> str:
+def write_reports(
+    studies: list[dict[str, Any]],
+    out_dir: Path,
+    curves: Any = None,
+    verdict: list[str] | None = None,
+    importances: list[tuple[str, Any]] | None = None,
+) -> str:
     """report.md, report.html and the plots in ``out_dir``; returns the text the console shows.
     ``verdict``: the lines of ``_verdict.verdict``, which end the report; ``importances``: (study, Importance)."""
     import html
@@ -368,18 +413,33 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
     rows = table_rows(studies) if studies else []
     md_parts, html_parts = [], []
     if rows:
-        md_parts += [tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True), "",
-                     "Test accuracy and the other test metrics: mean over seeds ± half the 95 % t-interval.", ""]
-        html_parts += [tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True),
-                       "<p>Mean over seeds ± half the 95 % t-interval.</p>"]
+        md_parts += [
+            tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True),
+            "",
+            "Test accuracy and the other test metrics: mean over seeds ± half the 95 % t-interval.",
+            "",
+        ]
+        html_parts += [
+            tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True),
+            "<p>Mean over seeds ± half the 95 % t-interval.</p>",
+        ]
     images = plots(studies) if studies else {}
     if curves is not None:
         frows = fraction_table(curves)
         note = "Best validation metric per run: mean ± standard deviation over seeds; train s: mean seconds per run."
-        md_parts += ["## Data efficiency", "", tabulate(frows, headers="keys", tablefmt="github",
-                                                        disable_numparse=True), "", note, ""]
-        html_parts += ["<h2>Data efficiency</h2>", tabulate(frows, headers="keys", tablefmt="html",
-                                                             disable_numparse=True), f"<p>{note}</p>"]
+        md_parts += [
+            "## Data efficiency",
+            "",
+            tabulate(frows, headers="keys", tablefmt="github", disable_numparse=True),
+            "",
+            note,
+            "",
+        ]
+        html_parts += [
+            "<h2>Data efficiency</h2>",
+            tabulate(frows, headers="keys", tablefmt="html", disable_numparse=True),
+            f"<p>{note}</p>",
+        ]
         images["fraction_curve.png"] = fraction_plot(curves)
     if importances:
         md_imp, html_imp, imp_images = importance_parts(importances)
@@ -396,21 +456,29 @@ def write_reports(studies: list[dict[str, Any]], out_dir: Path, curves: Any = No
     md = ["# Model comparison", "", table] + [f"![{n}]({n})" for n in images]
     write_atomic(out_dir / "report.md", "\n".join(md) + "\n")
     html_table = "".join(html_parts)
-    imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items())
-    write_atomic(out_dir / "report.html",
+    imgs = "".join(
+        f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items()
+    )
+    write_atomic(
+        out_dir / "report.html",
         "<!doctype html><html><head><meta charset='utf-8'><title>Model comparison</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:right}img{max-width:48%;margin:1em 1% 0 0}</style></head><body>"
         f"<h1>Model comparison</h1>{html_table}{imgs}"
-        "</body></html>\n")
+        "</body></html>\n",
+    )
     return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tune-compare", description=__doc__.splitlines()[0])
     p.add_argument("sources", nargs="+", help="study folders (runs/<study>) or MLflow experiment names")
-    p.add_argument("--out", default=None, help="where report.md, report.html and plots go (a path or URI; default: "
-                                               "runs/compare, or compare/ beside the first study at a URI)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where report.md, report.html and plots go (a path or URI; default: "
+        "runs/compare, or compare/ beside the first study at a URI)",
+    )
     p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
     args = p.parse_args(argv)
     import pandas as pd

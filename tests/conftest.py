@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import os
 import shlex
@@ -17,6 +18,9 @@ import numpy as np
 import pytest
 
 import trainables
+
+# The local servers (S3, PostgreSQL, an MLflow server, GCS) as session fixtures any test may ask for.
+pytest_plugins = ["tests.servers"]
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -37,10 +41,17 @@ def pytest_configure(config: pytest.Config) -> None:
 # trained model, servers), so one worker runs each group and the fixture starts once. Every other test is
 # handed out on its own.
 XDIST_GROUPS = {
-    "test_readme": "quickstart", "test_console": "quickstart",  # the session's README quickstart
-    "test_remote": "servers", "test_cluster_s3": "servers",  # S3 (moto), PostgreSQL and an MLflow server
-    "test_cluster": "cluster", "test_final": "final", "test_eval": "eval", "test_engine": "engine",
-    "test_bad_result_files": "model", "test_smoke_memory": "smoke-memory", "test_gcs": "gcs",
+    "test_readme": "quickstart",
+    "test_console": "quickstart",  # the session's README quickstart
+    "test_remote": "servers",
+    "test_cluster_s3": "servers",  # S3 (moto), PostgreSQL and an MLflow server
+    "test_cluster": "cluster",
+    "test_final": "final",
+    "test_eval": "eval",
+    "test_engine": "engine",
+    "test_bad_result_files": "model",
+    "test_smoke_memory": "smoke-memory",
+    "test_gcs": "gcs",
 }
 
 
@@ -51,13 +62,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.fixture(autouse=True)
+def alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Under xdist, a test marked ``alone`` (it measures the machine: memory thresholds, wall clocks, overlapping
+    trials) runs while no other test does: it takes a lock every worker's tests share, exclusively."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    lock = tmp_path_factory.getbasetemp().parent / "alone.lock"  # the run's folder, common to its workers
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture
 def backend():
     return trainables
 
 
-def make_image_tree(root: Path, classes: dict[str, int], size: int = 12, split: str | None = None,
-                    seed: int = 0) -> Path:
+def make_image_tree(
+    root: Path, classes: dict[str, int], size: int = 12, split: str | None = None, seed: int = 0
+) -> Path:
     """A class-per-folder tree of real PNG files whose colour depends on the class (learnable)."""
     from PIL import Image
 
@@ -141,11 +169,13 @@ def console_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def console(script: str, *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess:
+def console(
+    script: str, *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """An installed console script (``tune-run``, ``tune-eval``, ``tune-compare``) as a separate process."""
-    return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env or console_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / script), *args], cwd=cwd, env=env or console_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def readme(command: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -14,9 +14,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -37,8 +37,13 @@ class S3:
     def client(self):  # noqa: ANN201
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
-                            aws_secret_access_key="testing", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -54,9 +59,13 @@ def s3() -> Iterator[S3]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("AWS_")},
-           "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("AWS_")},
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     store = S3(endpoint, env)
     store.client().create_bucket(Bucket=BUCKET)
     yield store
@@ -67,8 +76,10 @@ def postgres_bin() -> Path:
     """Debian's PostgreSQL binaries; their absence fails (CI installs them), never skips."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
     if not found[-1]:
-        pytest.fail("PostgreSQL not found (no /usr/lib/postgresql/*/bin/initdb): install Debian's postgresql "
-                    "package, as .ci/run does")
+        pytest.fail(
+            "PostgreSQL not found (no /usr/lib/postgresql/*/bin/initdb): install Debian's postgresql "
+            "package, as .ci/run does"
+        )
     return Path(found[-1]).parent
 
 
@@ -85,20 +96,39 @@ def postgres() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "nobody")
     data, port = root / "data", free_port()
-    run = lambda *cmd: subprocess.run(_as_owner([str(bin_dir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
-                                      capture_output=True, text=True, timeout=300)
+    run = lambda *cmd: subprocess.run(
+        _as_owner([str(bin_dir / cmd[0]), *cmd[1:]]),
+        check=True,  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     try:
         run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        run("pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-t", "120", "start",
-            "-o", f"-p {port} -k {root} -c listen_addresses='' -c fsync=off")
+        run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "120",
+            "start",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses='' -c fsync=off",
+        )
         run("createdb", "-h", str(root), "-p", str(port), "-U", "postgres", "mlflow")
     except subprocess.CalledProcessError as err:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         pytest.fail(f"PostgreSQL did not start: {err.stderr or err.stdout}{log[-2000:]}")
     # psycopg2 named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3), which the extras do not install.
     yield f"postgresql+psycopg2://postgres@/mlflow?host={root}&port={port}"
-    subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+        capture_output=True,
+        timeout=120,
+    )
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -107,10 +137,26 @@ def mlflow_server(s3: S3, postgres: str) -> Iterator[str]:
     """``mlflow server`` on PostgreSQL with its artifacts in ``s3://bucket/mlflow``; its tracking URI."""
     port = free_port()
     log = open(Path(tempfile.mkdtemp(prefix="tune-run-mlflow-")) / "server.log", "w+")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres,
-                             "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            env=s3.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            postgres,
+            "--artifacts-destination",
+            f"s3://{BUCKET}/mlflow",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=s3.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300  # its first start creates the schema (a loaded machine: slow)
     while True:
@@ -139,8 +185,9 @@ class GCS:
 
         host = self.endpoint.removeprefix("http://")
         fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=host, scheme="http")
-        infos = fs.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}".rstrip("/"), recursive=True,
-                                                   allow_not_found=True))
+        infos = fs.get_file_info(
+            pafs.FileSelector(f"{BUCKET}/{prefix}".rstrip("/"), recursive=True, allow_not_found=True)
+        )
         return [i.path.removeprefix(f"{BUCKET}/") for i in infos if i.type == pafs.FileType.File]
 
 
@@ -153,7 +200,9 @@ def gcs() -> Iterator[GCS]:
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "STORAGE_EMULATOR_HOST")},
-           "STORAGE_EMULATOR_HOST": endpoint}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "STORAGE_EMULATOR_HOST")},
+        "STORAGE_EMULATOR_HOST": endpoint,
+    }
     yield GCS(endpoint, env)
     server.stop()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 BOMB = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
-    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n".encode() for p, c in zip("abcdefg", "bcdefgh"))
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n".encode() for p, c in zip("abcdefg", "bcdefgh")
+)
 
 # (file name, bytes or None for a directory, words the one line must hold)
 CASES = [
@@ -15,8 +16,11 @@ CASES = [
     ("deep.yaml", b"data: " + b"[" * 5000 + b"]" * 5000, "is nested more than 64 levels deep"),
     ("bomb.yaml", BOMB, "alias bomb"),
     ("self.yaml", b"data: &a [*a]\n", "an alias refers to itself"),
-    ("pytag.yaml", b"data: !!python/object/apply:os.system ['touch pwned']\nmodel: {name: cnn}\n",
-     "python/object/apply:os.system' is not allowed"),
+    (
+        "pytag.yaml",
+        b"data: !!python/object/apply:os.system ['touch pwned']\nmodel: {name: cnn}\n",
+        "python/object/apply:os.system' is not allowed",
+    ),
     ("empty.yaml", b"", "is empty; a spec is a mapping of sections"),
     ("list.yaml", b"- data\n- model\n", "expected a mapping of sections"),
     ("scalar.yaml", b"quickstart\n", "expected a mapping of sections"),
@@ -48,8 +52,8 @@ def test_unreachable_tracking_server_is_refused_before_ray_starts(tmp_path, cli)
     t0 = time.monotonic()
     r = cli("tune-run", "s.yaml", "--set", "tracking.mlflow_uri=http://127.0.0.1:9", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().splitlines() == [
-        r.stderr.strip()] and r.stderr.startswith("tune-run: error: s.yaml: tracking.mlflow_uri: http://127.0.0.1:9 "
-                                                  "cannot be reached")
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith(
+        "tune-run: error: s.yaml: tracking.mlflow_uri: http://127.0.0.1:9 cannot be reached"
+    )
     assert "Ray dashboard" not in r.stdout and time.monotonic() - t0 < 120  # it used to hang in MLflow's retries
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]

@@ -26,7 +26,7 @@ EVAL_CASES = [
     ("spec.yaml", b"model: {name: vit, depth: [1", "invalid YAML"),
     ("spec.yaml", b"- model\n- train\n", "expected a mapping of sections"),
     ("spec.yaml", b"", "is empty"),
-    ("model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":", "cannot be loaded"),
+    ("model.safetensors", b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":', "cannot be loaded"),
 ]
 
 
@@ -54,10 +54,19 @@ def test_tune_eval_names_a_damaged_file_in_one_line(model_dir, tmp_path, cli, na
     one_error_line(cli("tune-eval", "m", cwd=tmp_path), "tune-eval", f"m/{name}", words)
 
 
-SUMMARY = {"experiment": "s", "model": "vit", "seeds": [0],
-           "summary": {"accuracy": {"mean": 0.8, "std": 0.01, "ci_low": 0.78, "ci_high": 0.82, "n": 1}}}
-STUDY = {"spec": {"experiment": {"name": "s", "metric": "val_acc"}, "model": {"name": "vit"},
-                  "space": {"data.train_fraction": {"grid": [0.5, 1.0]}}}}
+SUMMARY = {
+    "experiment": "s",
+    "model": "vit",
+    "seeds": [0],
+    "summary": {"accuracy": {"mean": 0.8, "std": 0.01, "ci_low": 0.78, "ci_high": 0.82, "n": 1}},
+}
+STUDY = {
+    "spec": {
+        "experiment": {"name": "s", "metric": "val_acc"},
+        "model": {"name": "vit"},
+        "space": {"data.train_fraction": {"grid": [0.5, 1.0]}},
+    }
+}
 TRIALS = b"trial_id,status,data.train_fraction,best_val_acc,seconds\nt1,completed,0.5,0.7,3\n"
 # (file in the study folder, content, words); the study's other files are sound
 COMPARE_CASES = [
@@ -91,11 +100,9 @@ def study_folder(root: Path, damaged: str) -> Path:
     return s
 
 
-@pytest.mark.parametrize("name,content,words", COMPARE_CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(COMPARE_CASES)])
+@pytest.mark.parametrize("name,content,words", COMPARE_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(COMPARE_CASES)])
 def test_tune_compare_names_a_damaged_file_in_one_line(tmp_path, cli, name, content, words):
     (study_folder(tmp_path, name) / name).write_bytes(content)
-    r = cli("tune-compare", "s", "--out", "report", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
-                cwd=tmp_path)
+    r = cli("tune-compare", "s", "--out", "report", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
     one_error_line(r, "tune-compare", f"s/{name}", words)
     assert not (tmp_path / "report").exists()  # nothing half-written

@@ -14,13 +14,20 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["throughput", "tune_overhead", "memory", "search_efficiency", "gpu_mfu",
-                                  "search_value", "precision"])
+@pytest.mark.parametrize(
+    "name", ["throughput", "tune_overhead", "memory", "search_efficiency", "gpu_mfu", "search_value", "precision"]
+)
 def test_benchmark_quick(name, tmp_path):
     extra = ["--plot", str(tmp_path / "se.png")] if name == "search_efficiency" else []
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick", *extra], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick", *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == name and result["quick"] is True and "ratio" in result

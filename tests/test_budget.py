@@ -19,26 +19,42 @@ from tests.conftest import mlflow_runs, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "spaces" / "quickstart.yaml"
-SPEC = {"experiment": {"name": "b"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
-        "train": {"epochs": 4}, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}
+SPEC = {
+    "experiment": {"name": "b"},
+    "data": {"dataset": "digits"},
+    "model": {"name": "cnn"},
+    "train": {"epochs": 4},
+    "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}},
+}
 
 
-@pytest.mark.parametrize("text,amount,unit", [
-    ("45s", 45, "seconds"), ("30m", 1800, "seconds"), ("2h", 7200, "seconds"), ("1.5h", 5400, "seconds"),
-    ("1.5gpu-h", 1.5, "gpu_hours"), ("400epochs", 400, "epochs"), (" 20 epochs ", 20, "epochs"),
-])
+@pytest.mark.parametrize(
+    "text,amount,unit",
+    [
+        ("45s", 45, "seconds"),
+        ("30m", 1800, "seconds"),
+        ("2h", 7200, "seconds"),
+        ("1.5h", 5400, "seconds"),
+        ("1.5gpu-h", 1.5, "gpu_hours"),
+        ("400epochs", 400, "epochs"),
+        (" 20 epochs ", 20, "epochs"),
+    ],
+)
 def test_budget_parses(text, amount, unit):
     b = parse_budget(text, "s.yaml")
     assert (b.amount, b.unit) == (pytest.approx(amount), unit)
 
 
-@pytest.mark.parametrize("text,words", [
-    ("3 parsecs", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '3 parsecs'"),
-    ("30", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '30'"),
-    ("-5m", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '-5m'"),
-    ("0s", "a budget > 0 must hold, got '0s'"),
-    ("2.5epochs", "an epoch budget is a whole number of epochs, got '2.5epochs'"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("3 parsecs", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '3 parsecs'"),
+        ("30", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '30'"),
+        ("-5m", "expected a duration like 30m, 2h, 1.5gpu-h or 400epochs, got '-5m'"),
+        ("0s", "a budget > 0 must hold, got '0s'"),
+        ("2.5epochs", "an epoch budget is a whole number of epochs, got '2.5epochs'"),
+    ],
+)
 def test_bad_budget_is_one_line(text, words):
     with pytest.raises(SpecError) as e:
         parse_budget(text, "s.yaml")
@@ -53,16 +69,21 @@ def test_budget_keys_are_checked_with_the_spec():
     assert spec["search"]["budget_split"] == 0.6
     with pytest.raises(SpecError, match=r"search.budget_split: 0 < budget_split < 1 must hold, got budget_split=1.0"):
         resolve({**SPEC, "search": {"budget": "1h", "budget_split": 1.0}}, trainables)
-    with pytest.raises(SpecError, match=r"search.budget: a GPU-hour budget counts the GPUs trials hold: "
-                                        r"resources.gpu > 0 must hold, got gpu=0.0"):
+    with pytest.raises(
+        SpecError,
+        match=r"search.budget: a GPU-hour budget counts the GPUs trials hold: "
+        r"resources.gpu > 0 must hold, got gpu=0.0",
+    ):
         resolve({**SPEC, "search": {"budget": "2gpu-h"}}, trainables)
 
 
 def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path, cli):
     r = cli("tune-run", str(QUICKSTART), "--dry-run", "--budget", "3 parsecs", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.budget: expected a duration like 30m, 2h, "
-                                f"1.5gpu-h or 400epochs, got '3 parsecs'")
+    assert r.stderr.strip() == (
+        f"tune-run: error: {QUICKSTART}: search.budget: expected a duration like 30m, 2h, "
+        f"1.5gpu-h or 400epochs, got '3 parsecs'"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -72,24 +93,52 @@ def _probe(epoch_s: float, final_epoch_s: float | None = None) -> dict:
 
 def test_plan_sizes_what_the_spec_leaves_open():
     spec = resolve({**SPEC, "search": {"budget": "100epochs"}, "final": {"seeds": [0, 1]}}, trainables)
-    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=2,
-             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("100epochs", "s"),
+        [_probe(1.0)],
+        grid=1,
+        parallel=2,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     # 60 epochs of search hold 15 trials of 4 epochs; 40 epochs of final: 2 seeds, at most a trial's 4 epochs.
     assert p["planned"] == {"search": 60.0, "final": 40.0, "total": 100.0}
     assert (p["num_samples"], p["trials"], p["final_epochs"]) == (15, 15, 4)
     # A wall-clock budget: trials run 2 at once, each paying its start; final seeds share the same parallelism.
     spec = resolve({**SPEC, "search": {"budget": "120s"}, "final": {"seeds": [0, 1]}}, trainables)
-    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0, 3.0)], grid=1, parallel=2,
-             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("120s", "s"),
+        [_probe(2.0, 3.0)],
+        grid=1,
+        parallel=2,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     assert p["num_samples"] == 72 // (4 * 2.0 / 2 + 4.0 / 2)  # 72 s / 6 s a trial = 12
     assert p["final_epochs"] == 4  # (48 s - 15 s of fixed costs) / 3 s: 11, capped at the longest trial
     assert p["planned_seconds"]["total"] == 120
     # A grid takes whole repeats; a num_samples the spec sets is kept.
-    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0)], grid=5, parallel=2, gpu_hours=trainables.gpu_hours,
-             num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("120s", "s"),
+        [_probe(2.0)],
+        grid=5,
+        parallel=2,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     assert (p["num_samples"], p["trials"]) == (2, 10)
-    p = plan(spec, parse_budget("120s", "s"), [_probe(2.0)], grid=1, parallel=2, gpu_hours=trainables.gpu_hours,
-             num_samples_given=50)
+    p = plan(
+        spec,
+        parse_budget("120s", "s"),
+        [_probe(2.0)],
+        grid=1,
+        parallel=2,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=50,
+    )
     assert (p["num_samples"], p["num_samples_from"]) == (50, "spec")
     assert final_epochs(available=10, per_epoch=3, cap=100) == 3 and final_epochs(1, 3, 100) == 1
 
@@ -110,7 +159,8 @@ def test_asha_trial_cost():
     assert search_cost(sched, 10_000) / 10_000 == pytest.approx(4.5, rel=1e-3)
     # Data fidelity: the epochs up to rung r see r/12 of the data.
     assert search_cost({**sched, "fidelity": "data"}, 2) == pytest.approx(
-        2 * 2 * 2 / 12 + 1.5 * 2 * 4 / 12 + 1.25 * 4 * 8 / 12 + 1.125 * 4)
+        2 * 2 * 2 / 12 + 1.5 * 2 * 4 / 12 + 1.25 * 4 * 8 / 12 + 1.125 * 4
+    )
     for other in ({**sched, "name": "fifo"}, {**sched, "name": "hyperband"}, {**sched, "brackets": 2}):
         assert search_cost(other, 3) == 36
 
@@ -127,13 +177,13 @@ def test_stopper_counts_epochs_and_gpu_hours_across_trials():
 
 
 def test_probe_measures_the_configuration_on_this_device():
-    spec = resolve({**SPEC, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}},
-                   trainables)
+    spec = resolve({**SPEC, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}}, trainables)
     pools = trainables.prepare(spec)
     p = trainables.probe(spec, pools)
     assert p["train_images_per_s"] > 0 and p["eval_images_per_s"] > 0 and p["device"] in ("cpu", "cuda")
-    assert p["epoch_s"] == pytest.approx(p["train_images"] / p["train_images_per_s"]
-                                         + p["val_images"] / p["eval_images_per_s"])
+    assert p["epoch_s"] == pytest.approx(
+        p["train_images"] / p["train_images_per_s"] + p["val_images"] / p["eval_images_per_s"]
+    )
     assert (p["batch_size"], p["image_size"]) == (128, 8)
     # Rates leave the cost as it is; widths change it.
     other = trainables.apply_config(spec, {"model.dropout": 0.3, "train.lr": 0.1})
@@ -142,8 +192,16 @@ def test_probe_measures_the_configuration_on_this_device():
 
 
 def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
-    r = cli("tune-run", str(QUICKSTART), "--estimate", "--budget", "60epochs", "--set", "search.num_samples=null",
-                 cwd=tmp_path)
+    r = cli(
+        "tune-run",
+        str(QUICKSTART),
+        "--estimate",
+        "--budget",
+        "60epochs",
+        "--set",
+        "search.num_samples=null",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     # quickstart searches model.hidden (3 widths; dropout is a rate): each width probed once.
@@ -152,8 +210,10 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
     # ASHA (grace 2, factor 2, 12 epochs), trials one after another (test_asha_trial_cost): rungs 2, 4, 8 are
     # reached by n, (n+1)/2, (n+3)/4 trials and (n+7)/8 go on to 12, so n trials cost 4.5 n + 7.5 epochs:
     # 11 fit in 60 (57 epochs, 5.182 a trial).
-    assert ("budget 60epochs: search 60 epochs fits 11 trials of up to 12 epochs (5.182 on average under the "
-            "scheduler); planned 11") in out
+    assert (
+        "budget 60epochs: search 60 epochs fits 11 trials of up to 12 epochs (5.182 on average under the "
+        "scheduler); planned 11"
+    ) in out
     assert "Ray dashboard" not in out and list(tmp_path.iterdir()) == []  # no Ray, no runs/, no MLflow store
 
 
@@ -161,9 +221,21 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
 def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
     """quickstart under 60 epochs with 20 % for the search: ASHA's 6 trials would take 18 epochs, the stopper
     ends them at 12, and final training gets the rest (4 epochs, its longest trial)."""
-    r = cli("tune-run", str(QUICKSTART), "--budget", "60epochs", "--set", "search.budget_split=0.2",
-                 "--set", "search.num_samples=6", "--set", "train.epochs=4", "--set", "final.seeds=[0]",
-                 cwd=tmp_path)
+    r = cli(
+        "tune-run",
+        str(QUICKSTART),
+        "--budget",
+        "60epochs",
+        "--set",
+        "search.budget_split=0.2",
+        "--set",
+        "search.num_samples=6",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "final.seeds=[0]",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "quickstart"
     rows = read_rows(out / "trials.csv")
@@ -173,8 +245,11 @@ def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
     final_epochs_run = sum(len(h) for h in final["history"].values())
     assert search_epochs + final_epochs_run <= 60
     assert cb["planned"] == {"search": 12.0, "final": 48.0, "total": 60.0}
-    assert cb["spent"] == {"search": search_epochs, "final": final_epochs_run,
-                           "total": search_epochs + final_epochs_run}
+    assert cb["spent"] == {
+        "search": search_epochs,
+        "final": final_epochs_run,
+        "total": search_epochs + final_epochs_run,
+    }
     # Cut by the budget: at least its share, at most one epoch more per other running trial (2 CPUs).
     assert 12 <= search_epochs <= 12 + (os.cpu_count() or 1) - 1
     assert cb["ended_by_budget"] and "share of the budget (12 epochs) was spent" in cb["reason"]
@@ -192,13 +267,23 @@ def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
 
 
 @pytest.mark.ray
+@pytest.mark.alone  # a wall clock: another test's trials on the same 2 cores would slow this one's
 def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
     """A 40 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
     come before the budget's clock (study.json's startup_s, measured); the tolerance on top is Tune stopping
     the running trials and the exports after it, measured at 18 s on a 2-core host under a load average of 20: 45 s here."""
     t0 = time.monotonic()
-    r = cli("tune-run", str(QUICKSTART), "--budget", "40s", "--set", "search.num_samples=40", "--set", "train.epochs=3",
-            cwd=tmp_path)
+    r = cli(
+        "tune-run",
+        str(QUICKSTART),
+        "--budget",
+        "40s",
+        "--set",
+        "search.num_samples=40",
+        "--set",
+        "train.epochs=3",
+        cwd=tmp_path,
+    )
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     cb = json.loads((tmp_path / "runs" / "quickstart" / "study.json").read_text())["compute_budget"]
@@ -217,9 +302,14 @@ def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
     from search.run._algorithms import rungs
     from trainables.engine import data_fraction, fidelity_subset
 
-    spec = resolve({**SPEC, "train": {"epochs": 12},
-                    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"}},
-                   trainables)
+    spec = resolve(
+        {
+            **SPEC,
+            "train": {"epochs": 12},
+            "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"},
+        },
+        trainables,
+    )
     assert rungs(spec) == [2, 4, 8]
     t = trainables.data_fidelity(spec, rungs(spec), 12)["train"]
     assert [data_fraction(t, e) for e in range(1, 13)] == [2 / 12] * 2 + [4 / 12] * 2 + [8 / 12] * 4 + [1.0] * 4
@@ -229,8 +319,11 @@ def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
     assert len(small) == 100 and len(large) == 200 and set(small) <= set(large)  # growing data, not a new draw
     hb = resolve({**SPEC, "train": {"epochs": 9}, "scheduler": {"name": "hyperband", "fidelity": "data"}}, trainables)
     assert rungs(hb) == [1, 3]
-    with pytest.raises(SpecError, match="scheduler.fidelity: data grows the training set at asha's or hyperband's "
-                                        "rungs; scheduler.name is 'fifo'"):
+    with pytest.raises(
+        SpecError,
+        match="scheduler.fidelity: data grows the training set at asha's or hyperband's "
+        "rungs; scheduler.name is 'fifo'",
+    ):
         resolve({**SPEC, "scheduler": {"fidelity": "data"}}, trainables)
 
 
@@ -239,9 +332,14 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
     from search import run_study
     from tests.conftest import small_spec
 
-    spec = small_spec(tmp_path, "fidelity", train={"epochs": 4}, search={"num_samples": 2},
-                      space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
-                      scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2, "fidelity": "data"})
+    spec = small_spec(
+        tmp_path,
+        "fidelity",
+        train={"epochs": 4},
+        search={"num_samples": 2},
+        space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2, "fidelity": "data"},
+    )
     res = run_study(spec, trainables, file="fidelity.yaml", log=lambda *_: None)
     seen = {}
     for trial_dir in res.out_dir.glob("trial_*"):
@@ -267,28 +365,55 @@ def test_search_epochs_auto_shortens_trials_until_enough_fit():
     spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
     # FIFO, 12 epochs of search: 4-epoch trials fit 3 times, 2-epoch ones 6, 1-epoch ones 12 >= MIN_TRIALS.
     assert MIN_TRIALS == 10
-    p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
-             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("20epochs", "s"),
+        [_probe(1.0)],
+        grid=1,
+        parallel=1,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"]) == (1, "budget", 12)
     assert p["final_epochs"] == 4  # final training keeps train.epochs as its limit: 8 epochs, 1 seed, at most 4
     # Without a budget, auto is train.epochs (as num_samples left open is 1).
     assert search_epochs(resolve({**SPEC, "search": {"epochs": "auto"}}, trainables), None) == 4
     # A budget that already fits MIN_TRIALS full-length trials keeps them whole.
     spec = resolve({**SPEC, "search": {"budget": "100epochs", "epochs": "auto"}}, trainables)
-    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
-             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("100epochs", "s"),
+        [_probe(1.0)],
+        grid=1,
+        parallel=1,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     assert (p["trial_epochs"], p["num_samples"]) == (4, 25)  # no final section: the search has all 100
     spec = resolve({**SPEC, "search": {"budget": "100epochs", "epochs": 2}}, trainables)
-    p = plan(spec, parse_budget("100epochs", "s"), [_probe(1.0)], grid=1, parallel=1,
-             gpu_hours=trainables.gpu_hours, num_samples_given=None)
+    p = plan(
+        spec,
+        parse_budget("100epochs", "s"),
+        [_probe(1.0)],
+        grid=1,
+        parallel=1,
+        gpu_hours=trainables.gpu_hours,
+        num_samples_given=None,
+    )
     assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"]) == (2, "spec", 50)
 
 
-@pytest.mark.parametrize("search,message", [
-    ({"epochs": "short", "budget": "1h"}, "search.epochs: a whole number of epochs, auto (sized from search.budget) "
-                                          "or null (train.epochs), got 'short'"),
-    ({"epochs": 5}, "search.epochs: 1 <= epochs <= train.epochs must hold, got epochs=5, train.epochs=4"),
-])
+@pytest.mark.parametrize(
+    "search,message",
+    [
+        (
+            {"epochs": "short", "budget": "1h"},
+            "search.epochs: a whole number of epochs, auto (sized from search.budget) "
+            "or null (train.epochs), got 'short'",
+        ),
+        ({"epochs": 5}, "search.epochs: 1 <= epochs <= train.epochs must hold, got epochs=5, train.epochs=4"),
+    ],
+)
 def test_bad_search_epochs(search, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         resolve({**SPEC, "search": search}, trainables)
@@ -299,8 +424,10 @@ def test_bad_search_epochs(search, message):
 def test_cli_bad_search_epochs_exits_2_one_line_nothing_on_disk(tmp_path, cli):
     r = cli("tune-run", str(QUICKSTART), "--set", "search.epochs=20", cwd=tmp_path)
     assert r.returncode == 2 and list(tmp_path.iterdir()) == []
-    assert r.stderr.strip() == (f"tune-run: error: {QUICKSTART}: search.epochs: 1 <= epochs <= train.epochs must "
-                                f"hold, got epochs=20, train.epochs=12")
+    assert r.stderr.strip() == (
+        f"tune-run: error: {QUICKSTART}: search.epochs: 1 <= epochs <= train.epochs must "
+        f"hold, got epochs=20, train.epochs=12"
+    )
 
 
 @pytest.mark.ray
@@ -320,8 +447,10 @@ def test_short_search_trials_and_a_full_length_best_yaml(tmp_path, cli, ray_sess
 
 
 def test_shortened_trials_keep_the_schedules_shape():
-    spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2, "schedule": "multistep",
-                                      "milestones": [7, 10]}}, trainables)
+    spec = resolve(
+        {**SPEC, "train": {"epochs": 14, "warmup_epochs": 2, "schedule": "multistep", "milestones": [7, 10]}},
+        trainables,
+    )
     short = trainables.shortened(spec, 7)
     assert (short["train"]["epochs"], short["train"]["warmup_epochs"], short["train"]["milestones"]) == (7, 1, [4, 5])
     assert spec["train"]["epochs"] == 14, "a copy: the study's own spec keeps its length"

@@ -28,10 +28,19 @@ def start_cluster():
 
     ray.shutdown()
 
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": 100 * MB, "dashboard_port": 0,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                           "health_check_initial_delay_ms": 0}})
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "object_store_memory": 100 * MB,
+            "dashboard_port": 0,
+            "_system_config": {
+                "health_check_period_ms": 500,
+                "health_check_failure_threshold": 4,
+                "health_check_initial_delay_ms": 0,
+            },
+        },
+    )
     for _ in range(2):
         c.add_node(num_cpus=1, object_store_memory=100 * MB)
     c.wait_for_nodes()
@@ -54,8 +63,11 @@ def node_of(cluster, pid: int):
     from ray._private import ray_constants
 
     ancestors = {p.pid for p in psutil.Process(pid).parents()}
-    return next(n for n in cluster.worker_nodes
-                if n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid in ancestors)
+    return next(
+        n
+        for n in cluster.worker_nodes
+        if n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid in ancestors
+    )
 
 
 def kill_node_after(cluster, out: Path, epochs: int, killed: list, stop: threading.Event) -> None:
@@ -76,8 +88,9 @@ def kill_node_after(cluster, out: Path, epochs: int, killed: list, stop: threadi
 def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(tmp_path, cluster, capsys):
     import pandas as pd
 
-    spec = small_spec(tmp_path, "nodeloss", train={"epochs": EPOCHS},
-                      data={"num_samples": 6000}, resources={"max_failures": 2})
+    spec = small_spec(
+        tmp_path, "nodeloss", train={"epochs": EPOCHS}, data={"num_samples": 6000}, resources={"max_failures": 2}
+    )
     out = tmp_path / "runs" / "nodeloss"
     lines: list[str] = []
     killed: list[int] = []
@@ -92,8 +105,12 @@ def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(t
     assert killed, "the trial ended before its node could be killed"
     assert killed[0] < EPOCHS, f"the node died only after the trial's last epoch ({killed[0]})"
     out_text = capsys.readouterr().out
-    assert re.search(r"^trial \S+ lost its process or node after epoch [2-5]: restarting it from its last "
-                     r"checkpoint \(failure 1 of 2 allowed\)$", out_text, re.M), out_text[-2000:]
+    assert re.search(
+        r"^trial \S+ lost its process or node after epoch [2-5]: restarting it from its last "
+        r"checkpoint \(failure 1 of 2 allowed\)$",
+        out_text,
+        re.M,
+    ), out_text[-2000:]
 
     # One trial, completed with all its epochs, in trials.csv and the result alike.
     rows = read_rows(out / "trials.csv")
@@ -159,17 +176,22 @@ def test_an_autoscaling_cluster_refuses_a_request_no_node_type_holds(tmp_path, c
     from search.run._lifecycle import fit_to_cluster
 
     ray.init(address=cluster.address, ignore_reinit_error=True)
-    config = autoscaler_pb2.ClusterConfig(node_group_configs=[
-        autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 0}, min_count=1, max_count=1),
-        autoscaler_pb2.NodeGroupConfig(name="gpu-worker", resources={"CPU": 8, "GPU": 1}, min_count=0,
-                                       max_count=4)])
+    config = autoscaler_pb2.ClusterConfig(
+        node_group_configs=[
+            autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 0}, min_count=1, max_count=1),
+            autoscaler_pb2.NodeGroupConfig(name="gpu-worker", resources={"CPU": 8, "GPU": 1}, min_count=0, max_count=4),
+        ]
+    )
     key = ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode()
     namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
     internal_kv._internal_kv_put(key, config.SerializeToString(), overwrite=True, namespace=namespace)
     try:
         spec = small_spec(tmp_path, "big", resources={"gpu": 2, "cpu": 4})
-        with pytest.raises(SpecError, match=r"^big.yaml: resources.gpu: gpu=2 but no node type of this cluster "
-                                            r"offers more than 1 GPU$"):
+        with pytest.raises(
+            SpecError,
+            match=r"^big.yaml: resources.gpu: gpu=2 but no node type of this cluster "
+            r"offers more than 1 GPU$",
+        ):
             fit_to_cluster(spec, [], "big.yaml", print)
         fits = small_spec(tmp_path, "fits", resources={"gpu": 1, "cpu": 8})
         fit_to_cluster(fits, [], "fits.yaml", print)  # more than the cluster has now: the autoscaler adds it

@@ -13,12 +13,14 @@ def cluster_config():
     from ray.core.generated import autoscaler_pb2
 
     group = autoscaler_pb2.NodeGroupConfig
-    return autoscaler_pb2.ClusterConfig(node_group_configs=[
-        group(name="head", resources={"CPU": 4, "memory": 16 << 30}, min_count=1, max_count=1),
-        group(name="cpu", resources={"CPU": 32, "memory": 128 << 30}, min_count=0, max_count=10),
-        group(name="gpu", resources={"CPU": 8, "GPU": 1, "memory": 64 << 30}, min_count=0, max_count=-1),
-        group(name="disabled-8gpu", resources={"CPU": 96, "GPU": 8}, min_count=0, max_count=0),
-    ])
+    return autoscaler_pb2.ClusterConfig(
+        node_group_configs=[
+            group(name="head", resources={"CPU": 4, "memory": 16 << 30}, min_count=1, max_count=1),
+            group(name="cpu", resources={"CPU": 32, "memory": 128 << 30}, min_count=0, max_count=10),
+            group(name="gpu", resources={"CPU": 8, "GPU": 1, "memory": 64 << 30}, min_count=0, max_count=-1),
+            group(name="disabled-8gpu", resources={"CPU": 96, "GPU": 8}, min_count=0, max_count=0),
+        ]
+    )
 
 
 def test_node_types_are_read_from_rays_cluster_config():
@@ -26,8 +28,12 @@ def test_node_types_are_read_from_rays_cluster_config():
 
     types = node_types(cluster_config())
     assert [t["name"] for t in types] == ["head", "cpu", "gpu", "disabled-8gpu"]
-    assert types[2] == {"name": "gpu", "resources": {"CPU": 8, "GPU": 1, "memory": 64 << 30}, "min_count": 0,
-                        "max_count": -1}
+    assert types[2] == {
+        "name": "gpu",
+        "resources": {"CPU": 8, "GPU": 1, "memory": 64 << 30},
+        "min_count": 0,
+        "max_count": -1,
+    }
     # A node type with max_count 0 never has a node: its 8 GPUs do not count.
     assert node_type_limits(types) == {"CPU": 32.0, "memory": float(128 << 30), "GPU": 1.0}
     # No autoscaler reported node types: no limits, the cluster is taken as it is.
@@ -35,16 +41,26 @@ def test_node_types_are_read_from_rays_cluster_config():
     assert node_type_limits(None) is None
 
 
-@pytest.mark.parametrize("cpu, gpu, expected", [
-    (1, 0, None),
-    (32, 0, None),  # the largest node types, each on its own
-    (8, 1, None),
-    (1, 0.25, None),
-    (16, 1, ("resources", "cpu=16, gpu=1 on one node, but no node type of this cluster offers that (head: 4 CPU, "
-                          "0 GPU; cpu: 32 CPU, 0 GPU; gpu: 8 CPU, 1 GPU)")),
-    (1, 2, ("resources.gpu", "gpu=2 but no node type of this cluster offers more than 1 GPU")),
-    (33, 0, ("resources.cpu", "cpu=33 but no node type of this cluster offers more than 32 CPUs")),
-])
+@pytest.mark.parametrize(
+    "cpu, gpu, expected",
+    [
+        (1, 0, None),
+        (32, 0, None),  # the largest node types, each on its own
+        (8, 1, None),
+        (1, 0.25, None),
+        (
+            16,
+            1,
+            (
+                "resources",
+                "cpu=16, gpu=1 on one node, but no node type of this cluster offers that (head: 4 CPU, "
+                "0 GPU; cpu: 32 CPU, 0 GPU; gpu: 8 CPU, 1 GPU)",
+            ),
+        ),
+        (1, 2, ("resources.gpu", "gpu=2 but no node type of this cluster offers more than 1 GPU")),
+        (33, 0, ("resources.cpu", "cpu=33 but no node type of this cluster offers more than 32 CPUs")),
+    ],
+)
 def test_a_request_no_node_type_holds_is_refused(cpu, gpu, expected):
     assert unsatisfiable({"cpu": cpu, "gpu": gpu}, node_types(cluster_config())) == expected
 
@@ -52,16 +68,21 @@ def test_a_request_no_node_type_holds_is_refused(cpu, gpu, expected):
 def test_a_cluster_of_cpu_node_types_refuses_any_gpu_request():
     types = [{"name": "cpu", "resources": {"CPU": 16}, "min_count": 0, "max_count": 5}]
     assert unsatisfiable({"cpu": 1, "gpu": 0.5}, types) == (
-        "resources.gpu", "gpu=0.5 but no node type of this cluster offers more than 0 GPUs")
+        "resources.gpu",
+        "gpu=0.5 but no node type of this cluster offers more than 0 GPUs",
+    )
 
 
-@pytest.mark.parametrize("url, address, shown", [
-    ("10.0.0.5:8265", "10.0.0.5:6379", "10.0.0.5:8265"),  # the head's own address, as Ray reports it
-    ("0.0.0.0:8265", "head.example:6379", "head.example:8265"),  # bound to every interface: the head's host
-    ("0.0.0.0:8265", "ray://head.example:10001", "head.example:8265"),
-    ("127.0.0.1:8265", "10.0.0.5:6379", "127.0.0.1:8265"),  # bound to the head's loopback: as it is
-    ("0.0.0.0:8265", "auto", "127.0.0.1:8265"),  # auto: a cluster on this machine
-])
+@pytest.mark.parametrize(
+    "url, address, shown",
+    [
+        ("10.0.0.5:8265", "10.0.0.5:6379", "10.0.0.5:8265"),  # the head's own address, as Ray reports it
+        ("0.0.0.0:8265", "head.example:6379", "head.example:8265"),  # bound to every interface: the head's host
+        ("0.0.0.0:8265", "ray://head.example:10001", "head.example:8265"),
+        ("127.0.0.1:8265", "10.0.0.5:6379", "127.0.0.1:8265"),  # bound to the head's loopback: as it is
+        ("0.0.0.0:8265", "auto", "127.0.0.1:8265"),  # auto: a cluster on this machine
+    ],
+)
 def test_a_joined_clusters_dashboard_is_shown_at_an_address_this_machine_can_use(url, address, shown):
     from search.run._console import dashboard_line, joined_dashboard
 
@@ -76,8 +97,18 @@ def test_only_a_streamed_set_needs_its_root_on_every_node(tmp_path, storage, nee
     from tests.conftest import make_image_tree, small_spec
 
     root = make_image_tree(tmp_path / "imgs", {"a": 4, "b": 4}, size=8)
-    spec = small_spec(tmp_path, "paths", data={"dataset": "imagefolder", "root": str(root), "image_size": 8,
-                                                "storage": storage, "num_classes": None, "num_samples": None})
+    spec = small_spec(
+        tmp_path,
+        "paths",
+        data={
+            "dataset": "imagefolder",
+            "root": str(root),
+            "image_size": 8,
+            "storage": storage,
+            "num_classes": None,
+            "num_samples": None,
+        },
+    )
     pools = trainables.prepare(spec)
     assert pools.streamed is needs_root
     assert trainables.node_paths(spec, pools) == ([str(root.resolve())] if needs_root else [])
@@ -120,15 +151,28 @@ def test_an_address_nothing_answers_at_is_one_line_within_seconds(tmp_path, how)
 
     from tests.servers import free_port
 
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
-        "experiment": {"name": "nowhere"}, "data": {"dataset": "synthetic", "num_samples": 100, "image_size": 16},
-        "model": {"name": "cnn"}, "train": {"epochs": 1}, "tracking": {"enabled": False}}))
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "experiment": {"name": "nowhere"},
+                "data": {"dataset": "synthetic", "num_samples": 100, "image_size": 16},
+                "model": {"name": "cnn"},
+                "train": {"epochs": 1},
+                "tracking": {"enabled": False},
+            }
+        )
+    )
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     args = ["--address", address] if how == "--address" else []
-    r = subprocess.run([str(Path(sys.executable).parent / "tune-run"), "s.yaml", *args], cwd=tmp_path, timeout=120,
-                       env={**env, "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "tune-run"), "s.yaml", *args],
+        cwd=tmp_path,
+        timeout=120,
+        env={**env, "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else env,
+        capture_output=True,
+        text=True,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
     assert lines[0].startswith(f"tune-run: error: s.yaml: --address: no Ray cluster answers at {address}"), lines

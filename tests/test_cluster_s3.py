@@ -19,7 +19,7 @@ import pytest
 import trainables
 from search import run_study
 from tests.conftest import small_spec
-from tests.servers import BUCKET, mlflow_server, postgres, s3  # noqa: F401  (session fixtures)
+from tests.servers import BUCKET
 from tests.test_cluster import start_cluster
 
 pytestmark = pytest.mark.ray
@@ -57,8 +57,12 @@ def kill_after(cluster, client, epochs: int, killed: list, stop: threading.Event
         time.sleep(0.1)
 
 
-def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path,  # noqa: F811
-                                                                      monkeypatch):
+def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
+    s3,
+    mlflow_server,
+    tmp_path,
+    monkeypatch,
+):
     import ray
     from mlflow.tracking import MlflowClient
 
@@ -66,10 +70,15 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_s
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     cluster = start_cluster()
-    spec = small_spec(tmp_path, "nodeloss-s3", train={"epochs": EPOCHS}, data={"num_samples": 6000},
-                      resources={"max_failures": 2},
-                      experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
-                      tracking={"mlflow_uri": mlflow_server})
+    spec = small_spec(
+        tmp_path,
+        "nodeloss-s3",
+        train={"epochs": EPOCHS},
+        data={"num_samples": 6000},
+        resources={"max_failures": 2},
+        experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
+        tracking={"mlflow_uri": mlflow_server},
+    )
     client = MlflowClient(mlflow_server)
     killed: list[int] = []
     stop = threading.Event()
@@ -105,8 +114,14 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(s3, mlflow_s
     # Final training and the comparison read the study back from S3 (their own Ray, on this machine).
     work = tmp_path / "work"
     work.mkdir()
-    run = lambda *args: subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]],  # noqa: E731
-                                       cwd=work, env=s3.env, capture_output=True, text=True, timeout=600)
+    run = lambda *args: subprocess.run(
+        [str(Path(sys.executable).parent / args[0]), *args[1:]],  # noqa: E731
+        cwd=work,
+        env=s3.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     r = run("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "cluster-runs/nodeloss-s3/final/0/model.safetensors" in s3.keys("cluster-runs/nodeloss-s3/final/")

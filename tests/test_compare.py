@@ -9,19 +9,31 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from search.compare import main, table_rows, write_reports
 from search.report._stats import SeedPredictions, paired_difference, seed_scorers
 from search.report._verdict import conclusion
-from search.compare import main, table_rows, write_reports
 
 
 def summary(name, model, frac, acc, lat):
-    return {"experiment": name, "model": model, "seeds": [0, 1, 2],
-            "spec": {"data": {"train_fraction": frac}},
-            "summary": {"accuracy": {"mean": acc, "std": 0.01, "ci_low": acc - 0.02, "ci_high": acc + 0.02, "n": 3},
-                        "cost": {"params": 1000, "flops_per_image": 2e6, "throughput_images_per_s": 500.0,
-                                 "latency_ms": lat, "train_seconds_total": 30.0, "gpu_hours": 0.5}},
-            "search_budget": {"epochs": 40, "trial_seconds": 600.0, "gpu_hours": 0.25},
-            "history": {0: [{"val_acc": 0.5}, {"val_acc": acc}]}}
+    return {
+        "experiment": name,
+        "model": model,
+        "seeds": [0, 1, 2],
+        "spec": {"data": {"train_fraction": frac}},
+        "summary": {
+            "accuracy": {"mean": acc, "std": 0.01, "ci_low": acc - 0.02, "ci_high": acc + 0.02, "n": 3},
+            "cost": {
+                "params": 1000,
+                "flops_per_image": 2e6,
+                "throughput_images_per_s": 500.0,
+                "latency_ms": lat,
+                "train_seconds_total": 30.0,
+                "gpu_hours": 0.5,
+            },
+        },
+        "search_budget": {"epochs": 40, "trial_seconds": 600.0, "gpu_hours": 0.25},
+        "history": {0: [{"val_acc": 0.5}, {"val_acc": acc}]},
+    }
 
 
 def test_table_columns_and_values():
@@ -87,8 +99,10 @@ def test_always_right_against_always_wrong():
     r = paired_difference(seeds(y, y, y, k=3), seeds(y, (y + 1) % 3, k=3))
     assert (r["difference"], r["ci_low"], r["ci_high"], r["p_value"]) == (1.0, 1.0, 1.0, 0.0)
     assert conclusion(r, "right", "wrong") == "right is better on test accuracy"
-    assert conclusion(paired_difference(seeds(y, (y + 1) % 3, k=3), seeds(y, y, k=3)), "wrong", "right") == \
-        "right is better on test accuracy"
+    assert (
+        conclusion(paired_difference(seeds(y, (y + 1) % 3, k=3), seeds(y, y, k=3)), "wrong", "right")
+        == "right is better on test accuracy"
+    )
 
 
 def test_hand_computed_point_estimates():
@@ -113,8 +127,9 @@ def test_weighted_statistics_equal_scikit_learn_on_the_repeated_images():
     w = rng.integers(0, 4, 40).astype(float)
     rep = np.repeat(np.arange(40), w.astype(int))
     p = SeedPredictions(y, pred[None], probs[None])
-    value = {stat: seed_scorers(p, stat)[0](w) for stat in ("accuracy", "balanced_accuracy", "f1_macro", "mcc",
-                                                             "log_loss")}
+    value = {
+        stat: seed_scorers(p, stat)[0](w) for stat in ("accuracy", "balanced_accuracy", "f1_macro", "mcc", "log_loss")
+    }
     assert value["accuracy"] == pytest.approx(skm.accuracy_score(y[rep], pred[rep]))
     assert value["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y[rep], pred[rep]))
     assert value["f1_macro"] == pytest.approx(skm.f1_score(y[rep], pred[rep], average="macro"))
@@ -128,17 +143,34 @@ def test_weighted_statistics_equal_scikit_learn_on_the_repeated_images():
 # --------------------------------------------------------------------------- the verdict through tune-compare
 
 
-def finished_study(root: Path, name: str, y: np.ndarray, preds: list[np.ndarray], digest: str = "d1",
-                   metric: str = "val_acc", train_s: float = 30.0, lat: float = 1.0) -> Path:
+def finished_study(
+    root: Path,
+    name: str,
+    y: np.ndarray,
+    preds: list[np.ndarray],
+    digest: str = "d1",
+    metric: str = "val_acc",
+    train_s: float = 30.0,
+    lat: float = 1.0,
+) -> Path:
     """A study folder as tune-run --final leaves it: final/metrics.json and a predictions.npz per seed."""
     final = root / name / "final"
-    s = {**summary(name, name, 1.0, float(np.mean([(p == y).mean() for p in preds])), lat),
-         "seeds": list(range(len(preds))), "spec": {"experiment": {"metric": metric}}}
+    s = {
+        **summary(name, name, 1.0, float(np.mean([(p == y).mean() for p in preds])), lat),
+        "seeds": list(range(len(preds))),
+        "spec": {"experiment": {"metric": metric}},
+    }
     s["summary"]["cost"].update(train_seconds=train_s, gpu_hours=0.0)
     for seed, pred in enumerate(preds):
         (final / str(seed)).mkdir(parents=True)
-        np.savez_compressed(final / str(seed) / "predictions.npz", labels=y, pred=pred, probs=np.eye(2)[pred],
-                            test_digest=np.str_(digest), classes=np.array(["a", "b"]))
+        np.savez_compressed(
+            final / str(seed) / "predictions.npz",
+            labels=y,
+            pred=pred,
+            probs=np.eye(2)[pred],
+            test_digest=np.str_(digest),
+            classes=np.array(["a", "b"]),
+        )
     (final / "metrics.json").write_text(json.dumps(s))
     return root / name
 
@@ -159,15 +191,17 @@ def test_tune_compare_ends_with_a_verdict(tmp_path, cli):
     out = r.stdout
     assert out.index("## Verdict") > out.index("test acc (95% CI)")  # the table, then the verdict
     verdict = {line.split(":")[0]: line for line in out.splitlines() if line.startswith("- ")}
-    assert verdict["- good vs poor"].startswith("- good vs poor: good is better on test accuracy (good − poor "
-                                                "= +0.2")
+    assert verdict["- good vs poor"].startswith("- good vs poor: good is better on test accuracy (good − poor = +0.2")
     assert "400 test images, 2 and 2 seeds" in verdict["- good vs poor"] and "p < 0.0005" in verdict["- good vs poor"]
     assert "not distinguishable on test accuracy; twin costs less to train and to run" in verdict["- poor vs twin"]
-    assert verdict["- good vs other"] == ("- good vs other: cannot pair them: they were tested on different images "
-                                          "(test set d1 vs d2)")
+    assert verdict["- good vs other"] == (
+        "- good vs other: cannot pair them: they were tested on different images (test set d1 vs d2)"
+    )
     assert "  - macro F1 (selection metric val_f1_macro, higher is better): good is better on macro F1" in out
-    assert ("  - cost per final model: poor 20 s training, 0.50 ms latency, 1,000 params; "
-            "twin 10 s training, 0.40 ms latency, 1,000 params") in out
+    assert (
+        "  - cost per final model: poor 20 s training, 0.50 ms latency, 1,000 params; "
+        "twin 10 s training, 0.40 ms latency, 1,000 params"
+    ) in out
     md, page = (tmp_path / "cmp" / "report.md").read_text(), (tmp_path / "cmp" / "report.html").read_text()
     assert "## Verdict" in md and verdict["- poor vs twin"] in md and "2,000 resamples" in md
     assert "<h2>Verdict</h2>" in page and "good is better on test accuracy" in page
@@ -184,18 +218,27 @@ def test_tune_compare_ends_with_a_verdict(tmp_path, cli):
     assert r.returncode == 0 and "- good vs poor: cannot pair them: poor has no per-image test predictions" in r.stdout
 
 
-@pytest.mark.parametrize("arrays,words", [
-    ({"labels": np.array([0, 1], dtype=object), "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
-     "not a predictions file: Object arrays cannot be loaded when allow_pickle=False"),
-    ({"labels": [0, 1], "pred": [0, 1], "probs": np.eye(2)}, "test_digest: missing or not 0-dimensional"),
-    ({"labels": [0, 1], "pred": [0, 1, 1], "probs": np.eye(2), "test_digest": "d"},
-     "pred: labels, pred and probs must list the same images, got 2, 3 and 2"),
-    ({"labels": [0, 2], "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
-     "labels: class indices 0 <= i < 2 (the columns of probs) must hold"),
-])
+@pytest.mark.parametrize(
+    "arrays,words",
+    [
+        (
+            {"labels": np.array([0, 1], dtype=object), "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+            "not a predictions file: Object arrays cannot be loaded when allow_pickle=False",
+        ),
+        ({"labels": [0, 1], "pred": [0, 1], "probs": np.eye(2)}, "test_digest: missing or not 0-dimensional"),
+        (
+            {"labels": [0, 1], "pred": [0, 1, 1], "probs": np.eye(2), "test_digest": "d"},
+            "pred: labels, pred and probs must list the same images, got 2, 3 and 2",
+        ),
+        (
+            {"labels": [0, 2], "pred": [0, 1], "probs": np.eye(2), "test_digest": "d"},
+            "labels: class indices 0 <= i < 2 (the columns of probs) must hold",
+        ),
+    ],
+)
 def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path, arrays, words):
-    from search.spec._schema import SpecError
     from search.report._verdict import read_predictions
+    from search.spec._schema import SpecError
 
     np.savez(tmp_path / "p.npz", **{k: np.asarray(v) for k, v in arrays.items()})
     with pytest.raises(SpecError) as err:

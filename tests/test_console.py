@@ -35,28 +35,44 @@ def console_script(name: str) -> str:
 
 
 def run(name: str, *args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script(name), *args], cwd=cwd, env=console_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [console_script(name), *args], cwd=cwd, env=console_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_default_console_is_a_compact_progress_view(quickstart):
     r = quickstart.study
     out, both = r.stdout, r.stdout + r.stderr
     # None of Ray's tables, per-checkpoint lines or per-trial warnings with their source line.
-    for noise in ("Trial status", "Configuration for experiment", "Checkpoint successfully created", "╭",
-                  "engine.py:", "UserWarning", "Creating initial MLflow database tables"):
+    for noise in (
+        "Trial status",
+        "Configuration for experiment",
+        "Checkpoint successfully created",
+        "╭",
+        "engine.py:",
+        "UserWarning",
+        "Creating initial MLflow database tables",
+    ):
         assert noise not in both, noise
     assert not CONTROL.search(both), "control characters in piped output"
     assert len(out.splitlines()) < 80, f"{len(out.splitlines())} lines"
     # The dashboard line says how to get past its token page.
     assert re.search(r"^Ray dashboard: http://127\.0\.0\.1:\d+ .*`ray get-auth-token`", out, re.M)
     # One line per finished trial, and the study's progress with the best so far and the epochs planned.
-    finished = re.findall(r"^trial (\w+) (completed|stopped) · (\d+)/12 epochs · val_acc 0\.\d{4} \(best 0\.\d{4}\)"
-                          r" · \d+:\d\d · train\.lr=", out, re.M)
+    finished = re.findall(
+        r"^trial (\w+) (completed|stopped) · (\d+)/12 epochs · val_acc 0\.\d{4} \(best 0\.\d{4}\)"
+        r" · \d+:\d\d · train\.lr=",
+        out,
+        re.M,
+    )
     assert len(finished) == 12 and len({t for t, _, _ in finished}) == 12
     assert {s for _, s, _ in finished} == {"completed", "stopped"}
-    done = re.findall(r"^quickstart: 12/12 trials done · 0 running · (\d+) stopped · 0 failed · best val_acc "
-                      r"0\.\d{4} \(trial \w+\) · epochs (\d+)/(\d+) · elapsed", out, re.M)
+    done = re.findall(
+        r"^quickstart: 12/12 trials done · 0 running · (\d+) stopped · 0 failed · best val_acc "
+        r"0\.\d{4} \(trial \w+\) · epochs (\d+)/(\d+) · elapsed",
+        out,
+        re.M,
+    )
     assert done and done[-1][1] == done[-1][2] == str(sum(int(e) for _, _, e in finished))
     assert int(done[-1][0]) == sum(s == "stopped" for _, s, _ in finished)
     if not torch.cuda.is_available():  # each warning once
@@ -68,8 +84,9 @@ def test_default_console_is_a_compact_progress_view(quickstart):
     for noise in ("Trial status", "╭", "engine.py:", "UserWarning"):
         assert noise not in both, noise
     for seed in (0, 1, 2):
-        epochs = re.findall(rf"^seed {seed} · epoch (\d+)/12 · train_loss \d+\.\d{{4}} · train_acc .* · ETA \d+:\d\d$",
-                            out, re.M)
+        epochs = re.findall(
+            rf"^seed {seed} · epoch (\d+)/12 · train_loss \d+\.\d{{4}} · train_acc .* · ETA \d+:\d\d$", out, re.M
+        )
         assert epochs == [str(e) for e in range(1, 13)], seed
         assert re.search(rf"^seed {seed} completed · 12/12 epochs · test_accuracy 0\.\d{{4}}", out, re.M)
     if not torch.cuda.is_available():
@@ -78,10 +95,12 @@ def test_default_console_is_a_compact_progress_view(quickstart):
 
 
 def test_verbose_brings_back_rays_tables(tmp_path):
-    spec = {"experiment": {"name": "tiny"},
-            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 64},
-            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-            "train": {"epochs": 1, "batch_size": 32}}
+    spec = {
+        "experiment": {"name": "tiny"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 64},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
     r = run("tune-run", "tiny.yaml", "--verbose", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -142,8 +161,16 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1600,1000"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield driver
@@ -176,19 +203,36 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
     uri = f"sqlite:///{d / 'mlflow.db'}"
     exp = MlflowClient(uri).get_experiment_by_name("quickstart")
     # The console names the page to open: the experiment's training runs.
-    page = re.search(r"then http://127\.0\.0\.1:5000/(#/experiments/\d+/runs\?workflowType=machine_learning)",
-                     r.stdout).group(1)
+    page = re.search(
+        r"then http://127\.0\.0\.1:5000/(#/experiments/\d+/runs\?workflowType=machine_learning)", r.stdout
+    ).group(1)
     runs = MlflowClient(uri).search_runs([exp.experiment_id], max_results=100)
     trial_names = {x.info.run_name for x in runs if x.data.tags.get("role") == "trial"}
     port = free_port()
-    server = subprocess.Popen([console_script("mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"], cwd=d, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            console_script("mlflow"),
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=d,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         import urllib.request
 
-        assert wait_for(None, lambda _: urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200,
-                        120), "mlflow server did not come up"
+        assert wait_for(None, lambda _: urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200, 120), (
+            "mlflow server did not come up"
+        )
         browser.get(f"http://127.0.0.1:{port}/{page}")
         body = lambda drv: drv.find_element(By.TAG_NAME, "body").text  # noqa: E731
         assert wait_for(browser, lambda drv: "Run Name" in body(drv) and "quickstart" in body(drv), 120)
@@ -210,8 +254,15 @@ def test_report_html_renders_its_table_and_every_plot(quickstart, browser, tmp_p
     from selenium.webdriver.common.by import By
 
     d = quickstart.folder
-    r = run("tune-compare", str(d / "runs" / "quickstart"), "--out", str(tmp_path / "compare"),
-            "--mlflow-uri", f"sqlite:///{d / 'mlflow.db'}", cwd=d)
+    r = run(
+        "tune-compare",
+        str(d / "runs" / "quickstart"),
+        "--out",
+        str(tmp_path / "compare"),
+        "--mlflow-uri",
+        f"sqlite:///{d / 'mlflow.db'}",
+        cwd=d,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     browser.get((tmp_path / "compare" / "report.html").as_uri())
     assert wait_for(browser, lambda drv: drv.find_elements(By.TAG_NAME, "table"))
@@ -219,6 +270,7 @@ def test_report_html_renders_its_table_and_every_plot(quickstart, browser, tmp_p
     assert "quickstart" in browser.find_element(By.TAG_NAME, "table").text
     images = browser.find_elements(By.TAG_NAME, "img")
     assert images, "report.html has no plots"
-    widths = {img.get_attribute("alt"): browser.execute_script("return arguments[0].naturalWidth", img)
-              for img in images}
+    widths = {
+        img.get_attribute("alt"): browser.execute_script("return arguments[0].naturalWidth", img) for img in images
+    }
     assert all(w > 0 for w in widths.values()), widths

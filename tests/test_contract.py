@@ -56,8 +56,10 @@ def _imports(path: Path) -> list[tuple[str, int]]:
             module = ".".join([*base, *([node.module] if node.module else [])])
             for a in node.names:
                 sub = f"{module}.{a.name}"
-                is_module = any((REPO / Path(*sub.split("."))).with_suffix(s).exists() for s in (".py",)) or \
-                    (REPO / Path(*sub.split(".")) / "__init__.py").exists()
+                is_module = (
+                    any((REPO / Path(*sub.split("."))).with_suffix(s).exists() for s in (".py",))
+                    or (REPO / Path(*sub.split(".")) / "__init__.py").exists()
+                )
                 found.append((sub if is_module else module, node.lineno))
     return [(m, line) for m, line in found if m.split(".")[0] in PACKAGES]
 
@@ -115,8 +117,12 @@ def test_the_cycle_check_finds_a_cycle():
 def test_search_names_the_trial_side_only_in_the_composition_root():
     """No search/ module but cli.py (the composition root) imports trainables: everything else it needs
     comes through TrialSide."""
-    offenders = [f"{p.relative_to(REPO)}:{line}" for p in sorted((REPO / "search").rglob("*.py"))
-                 for m, line in _imports(p) if m.split(".")[0] == "trainables"]
+    offenders = [
+        f"{p.relative_to(REPO)}:{line}"
+        for p in sorted((REPO / "search").rglob("*.py"))
+        for m, line in _imports(p)
+        if m.split(".")[0] == "trainables"
+    ]
     assert len(offenders) == 1 and offenders[0].startswith("search/cli.py:"), offenders
 
 
@@ -126,9 +132,11 @@ def test_no_module_imports_another_modules_private_names():
     for p in [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]:
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PACKAGES):
-                offenders += [f"{p.relative_to(REPO)}:{node.lineno} {a.name}" for a in node.names
-                              if a.name.startswith("_") and not a.name.startswith("__")
-                              and not _is_module(p, node, a.name)]
+                offenders += [
+                    f"{p.relative_to(REPO)}:{node.lineno} {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__") and not _is_module(p, node, a.name)
+                ]
     assert offenders == [], offenders
 
 
@@ -143,9 +151,12 @@ def _is_module(path: Path, node: ast.ImportFrom, name: str) -> bool:
 def test_metric_names_come_from_the_trial_side():
     spec = resolve({**SPEC, "experiment": {"name": "c", "metric": "val_loss"}}, trainables)
     assert spec["experiment"]["mode"] == "min"  # the metric's better direction is the default
-    with pytest.raises(SpecError, match=r"experiment.metric: 'val_los' is not reported by trials; allowed: "
-                                        r"val_acc, val_loss, train_acc, train_loss, val_f1_macro, val_mcc, "
-                                        r"val_balanced_acc, val_auc \(did you mean 'val_loss'\?\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"experiment.metric: 'val_los' is not reported by trials; allowed: "
+        r"val_acc, val_loss, train_acc, train_loss, val_f1_macro, val_mcc, "
+        r"val_balanced_acc, val_auc \(did you mean 'val_loss'\?\)",
+    ):
         resolve({**SPEC, "experiment": {"name": "c", "metric": "val_los"}}, trainables)
     with pytest.raises(SpecError, match="val_loss is better when lower: mode must be min, got max"):
         resolve({**SPEC, "experiment": {"name": "c", "metric": "val_loss", "mode": "max"}}, trainables)

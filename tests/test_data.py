@@ -10,9 +10,20 @@ import pytest
 from tests.conftest import make_image_tree
 from trainables.data import DataError, ImageFiles, Pools, load_pools, make_splits, stratified_take
 
-DATA = {"dataset": "digits", "root": None, "download": False, "image_size": None, "val_fraction": 0.2,
-        "test_fraction": 0.2, "train_fraction": 1.0, "max_per_class": None, "val_max_per_class": None,
-        "split_seed": 0, "num_classes": 10, "num_samples": 500}
+DATA = {
+    "dataset": "digits",
+    "root": None,
+    "download": False,
+    "image_size": None,
+    "val_fraction": 0.2,
+    "test_fraction": 0.2,
+    "train_fraction": 1.0,
+    "max_per_class": None,
+    "val_max_per_class": None,
+    "split_seed": 0,
+    "num_classes": 10,
+    "num_samples": 500,
+}
 
 
 def test_digits_pool():

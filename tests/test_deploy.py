@@ -21,7 +21,6 @@ def dockerfile_args() -> dict[str, str]:
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
 
 
-
 def declared(pkg: str) -> Requirement:
     import tomllib
 
@@ -29,8 +28,15 @@ def declared(pkg: str) -> Requirement:
     return next(r for r in map(Requirement, deps) if r.name == pkg)
 
 
-@pytest.mark.parametrize("pkg, arg", [("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION"),
-                                      ("ray", "RAY_VERSION"), ("mlflow", "MLFLOW_VERSION")])
+@pytest.mark.parametrize(
+    "pkg, arg",
+    [
+        ("torch", "TORCH_VERSION"),
+        ("torchvision", "TORCHVISION_VERSION"),
+        ("ray", "RAY_VERSION"),
+        ("mlflow", "MLFLOW_VERSION"),
+    ],
+)
 def test_the_image_pins_versions_the_project_accepts(pkg, arg):
     # Not "== installed": CI installs whatever pip resolves today, and a new release on PyPI must not turn
     # CI red; the pins are bumped by hand (README: Running on a cluster) and must satisfy pyproject.
@@ -45,8 +51,10 @@ def test_the_image_runs_as_a_non_root_user_with_volumes_and_the_cluster_extra():
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^VOLUME .*/work/runs", text, re.M)
     assert '".[cluster]"' in text
-    assert "cluster" in __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
+    assert (
+        "cluster"
+        in __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
     # Ray runs the same Python on every node: the image's must be the one tested here.
     import sys
 
@@ -90,8 +98,11 @@ def test_compose_uses_published_images_and_no_credentials(compose):
     for key in ("POSTGRES_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
         for value in re.findall(rf"{key}: (\S+)", text):
             assert value.startswith("${"), f"{key} must come from docker/.env, got {value}"
-    env = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert env["POSTGRES_PASSWORD"] == env["AWS_SECRET_ACCESS_KEY"] == "change-me"
     assert "docker/.env" in (REPO / ".gitignore").read_text().split()
 
@@ -120,8 +131,9 @@ def test_the_rayjob_requests_whole_gpus_and_shuts_its_cluster_down(rayjob):
     assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
     assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
     assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == dockerfile_args()["RAY_VERSION"]  # one Ray everywhere
-    workers = [c for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-               for c in g["template"]["spec"]["containers"]]
+    workers = [
+        c for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]
+    ]
     assert workers and all(c["resources"]["requests"].get("nvidia.com/gpu") for c in workers)
     for c in containers(rayjob):
         assert c["resources"]["requests"] == c["resources"]["limits"], c["name"]
@@ -142,9 +154,14 @@ def test_the_rayjob_entrypoint_resumes_or_starts_a_real_tune_run_study(rayjob):
     parsed = []
     for argv in commands:
         assert argv[0] == "tune-run"
-        args = build_parser().parse_args([a.replace("$STUDY_STORAGE", env["STUDY_STORAGE"])
-                                          .replace("$MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
-                                          for a in argv[1:]])
+        args = build_parser().parse_args(
+            [
+                a.replace("$STUDY_STORAGE", env["STUDY_STORAGE"]).replace(
+                    "$MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"]
+                )
+                for a in argv[1:]
+            ]
+        )
         assert (REPO / args.spec).is_file()
         assert f"experiment.output_dir={env['STUDY_STORAGE']}" in args.overrides
         assert f"tracking.mlflow_uri={env['MLFLOW_TRACKING_URI']}" in args.overrides

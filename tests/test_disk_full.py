@@ -34,13 +34,15 @@ def test_a_write_refused_for_space_leaves_the_previous_file(tmp_path):
     ignores SIGXFSZ): StorageFull naming the file, the old content intact, no temporary file left."""
     target = tmp_path / "study.json"
     target.write_text('{"old": true}')
-    code = ("import resource, sys\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-            "from search.store._atomic import StorageFull, write_atomic\n"
-            "try:\n"
-            f"    write_atomic({str(target)!r}, '{{\"new\": \"' + 'x' * 100000 + '\"}}')\n"
-            "except StorageFull as err:\n"
-            "    print(err)\n")
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from search.store._atomic import StorageFull, write_atomic\n"
+        "try:\n"
+        f"    write_atomic({str(target)!r}, '{{\"new\": \"' + 'x' * 100000 + '\"}}')\n"
+        "except StorageFull as err:\n"
+        "    print(err)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{target}: file too large (file system or ulimit -f limit)"
@@ -54,10 +56,13 @@ def tiny_disk(tmp_path):
     commands there see it, the same folder as this process sees it)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    for unshare, enter in ((["unshare", "-m"], []), (["unshare", "-r", "-m"], ["-U", "--preserve-credentials"])):
-        holder = subprocess.Popen([*unshare, "sh", "-c", f"mount -t tmpfs -o size=4m tmpfs {mnt} && echo mounted "
-                                                         f"&& exec sleep 3600"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for unshare, enter in ((["unshare", "-m"], []), (["unshare", "-r", "-m"], ["-U", "--preserve-credentials"])):  # noqa: B007  (read after the loop breaks)
+        holder = subprocess.Popen(
+            [*unshare, "sh", "-c", f"mount -t tmpfs -o size=4m tmpfs {mnt} && echo mounted && exec sleep 3600"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if holder.stdout.readline().strip() == "mounted":
             break
         holder.wait()
@@ -83,11 +88,25 @@ def _fill(folder: Path, leave: int) -> Path:
 def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_it(tiny_disk, tmp_path):
     enter, mnt, seen = tiny_disk
     study = "full"
-    cmd = [TUNE_RUN, str(REPO / "spaces" / "quickstart.yaml"), "--set", f"experiment.output_dir={mnt}/runs",
-           "--set", f"experiment.name={study}", "--set", "tracking.enabled=false", "--set", "search.num_samples=2",
-           "--set", "train.epochs=6", "--set", "scheduler.name=fifo"]
-    proc = subprocess.Popen([*enter, *cmd], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        TUNE_RUN,
+        str(REPO / "spaces" / "quickstart.yaml"),
+        "--set",
+        f"experiment.output_dir={mnt}/runs",
+        "--set",
+        f"experiment.name={study}",
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "scheduler.name=fifo",
+    ]
+    proc = subprocess.Popen(
+        [*enter, *cmd], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     folder = seen / "runs" / study
     deadline = time.monotonic() + 240
     # A trial's newest checkpoint, whichever: Tune keeps one (num_to_keep=1), so checkpoint_000000 may come and
@@ -101,8 +120,11 @@ def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_it(tiny_di
     assert proc.returncode == 1, out[-3000:] + err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     line = err.strip().splitlines()[-1]
-    m = re.fullmatch(rf"tune-run: error: {re.escape(str(mnt))}/runs/{study}(/\S+)?: no space left on device"
-                     rf"(?: \(.*\))?; free space, then (tune-run .* --resume)", line)
+    m = re.fullmatch(
+        rf"tune-run: error: {re.escape(str(mnt))}/runs/{study}(/\S+)?: no space left on device"
+        rf"(?: \(.*\))?; free space, then (tune-run .* --resume)",
+        line,
+    )
     assert m, err[-3000:]
     print(line)
     # Nothing half-written: what the study wrote parses, nothing of ours is truncated or left as a temporary.
@@ -115,8 +137,9 @@ def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_it(tiny_di
 
     filler.unlink()
     resume = shlex.split(m.group(2))  # the command the line says, with this environment's tune-run
-    r = subprocess.run([*enter, TUNE_RUN, *resume[1:]], cwd=tmp_path, env=_env(), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [*enter, TUNE_RUN, *resume[1:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
     # Tune writes its experiment state and checkpoints through a file system whose files appear whole
     # (search/_tune_fs.py): whenever the disk filled, the last complete state is there and the study continues.
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -129,17 +152,27 @@ def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_it(tiny_di
     filler = _fill(seen, leave=0)
     r = subprocess.run([*enter, *final], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
-    m = re.fullmatch(rf"tune-run: error: {re.escape(str(mnt))}/runs/{study}\S*: no space left on device"
-                     rf"(?: \(.*\))?; free space, then (tune-run .* --final .*--overwrite)", r.stderr.strip().splitlines()[-1])
+    m = re.fullmatch(
+        rf"tune-run: error: {re.escape(str(mnt))}/runs/{study}\S*: no space left on device"
+        rf"(?: \(.*\))?; free space, then (tune-run .* --final .*--overwrite)",
+        r.stderr.strip().splitlines()[-1],
+    )
     assert m, r.stderr[-3000:]
     seeds = folder / "final"
+
     def seed_folders() -> list[str]:  # a seed's folder, or a partial one (hidden); not Tune's own ray/
         return sorted(p.name for p in seeds.iterdir() if p.is_dir() and p.name != "ray") if seeds.exists() else []
 
     assert seed_folders() == [], "no seed folder, whole or partial"
     filler.unlink()
-    r = subprocess.run([*enter, TUNE_RUN, *shlex.split(m.group(1))[1:]], cwd=tmp_path, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [*enter, TUNE_RUN, *shlex.split(m.group(1))[1:]],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert json.loads((seeds / "0" / "metrics.json").read_text())["seed"] == 0
     assert seed_folders() == ["0"]
@@ -151,13 +184,29 @@ def test_a_full_disk_stops_tune_compare_in_one_line_with_nothing_half_written(ti
     enter, mnt, seen = tiny_disk
     study = study_folder(tmp_path, "final/metrics.json")
     filler = _fill(seen, leave=0)
-    r = subprocess.run([*enter, str(Path(sys.executable).parent / "tune-compare"), str(study), "--out",
-                        f"{mnt}/compare", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"], cwd=tmp_path, env=_env(),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            *enter,
+            str(Path(sys.executable).parent / "tune-compare"),
+            str(study),
+            "--out",
+            f"{mnt}/compare",
+            "--mlflow-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    line, = r.stderr.strip().splitlines()
-    assert re.fullmatch(rf"tune-compare: error: {re.escape(str(mnt))}/compare/\S+: no space left on device"
-                        rf"(?: \(.*\))?; free space, then run tune-compare again", line), line
+    (line,) = r.stderr.strip().splitlines()
+    assert re.fullmatch(
+        rf"tune-compare: error: {re.escape(str(mnt))}/compare/\S+: no space left on device"
+        rf"(?: \(.*\))?; free space, then run tune-compare again",
+        line,
+    ), line
     written = [p.name for p in (seen / "compare").rglob("*")] if (seen / "compare").exists() else []
     assert "report.md" not in written and not [n for n in written if n.endswith(".tmp")], written
     filler.unlink()
@@ -170,8 +219,15 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
     from search.run._runner import _check_resumable
     from search.spec._spec import SpecError
 
-    spec = resolve({"experiment": {"name": "s", "output_dir": str(tmp_path)}, "data": {"dataset": "digits"},
-                    "model": {"name": "cnn"}, "train": {"epochs": 1}}, backend)
+    spec = resolve(
+        {
+            "experiment": {"name": "s", "output_dir": str(tmp_path)},
+            "data": {"dataset": "digits"},
+            "model": {"name": "cnn"},
+            "train": {"epochs": 1},
+        },
+        backend,
+    )
     study = tmp_path / "s"
     study.mkdir()
     (study / "study.json").write_text(json.dumps({"spec": spec, "spec_given": spec}, default=str))
@@ -217,8 +273,7 @@ def test_tunes_own_snapshot_race_is_not_shown_but_other_sync_errors_are():
             try:
                 raise FileNotFoundError(f"[Errno 2] Failed to open local file '/tmp/ray/driver_artifacts/{gone}'")
             except FileNotFoundError:
-                log.error("Saving experiment state to storage at '/tmp/runs/x' failed with exception: ",
-                          exc_info=True)
+                log.error("Saving experiment state to storage at '/tmp/runs/x' failed with exception: ", exc_info=True)
     finally:
         log.removeHandler(handler)
     shown = out.getvalue()

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import trainables
-from tests.conftest import mlflow_runs, read_rows, small_spec
 from search import resolve, run_study
+from tests.conftest import mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +27,24 @@ REPO = Path(__file__).resolve().parents[1]
 def tune_run(*args, cwd, timeout=600, **kw):
     """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([str(Path(sys.executable).parent / "tune-run"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "tune-run"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_path, ray_session):
-    spec = small_spec(tmp_path, "feasibility",
-                      space={"model.num_heads": {"grid": [2, 3]}, "train.lr": {"grid": [3e-3, 1.0e9]}},
-                      train={"epochs": 2, "grad_clip": 0.0})
+    spec = small_spec(
+        tmp_path,
+        "feasibility",
+        space={"model.num_heads": {"grid": [2, 3]}, "train.lr": {"grid": [3e-3, 1.0e9]}},
+        train={"epochs": 2, "grad_clip": 0.0},
+    )
     # num_heads=3 does not divide embed 16 (infeasible); lr=1e9 diverges to NaN loss, which is still a result.
     res = run_study(spec, trainables, file="feasibility.yaml", log=lambda *_: None)
     rows = {(r["model.num_heads"], r["train.lr"]): r for r in res.rows}
@@ -47,9 +57,13 @@ def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_pa
     assert all("reason" in t for t in tags if t["status"] == "infeasible")
 
     # A trial that raises (missing weight file) is recorded as an error with its reason; the others finish.
-    spec2 = small_spec(tmp_path, "failing", model={"name": "resnet18", "stem": "cifar"},
-                       space={"model.pretrained": {"grid": [False, str(tmp_path / "missing.pth")]}},
-                       train={"epochs": 1})
+    spec2 = small_spec(
+        tmp_path,
+        "failing",
+        model={"name": "resnet18", "stem": "cifar"},
+        space={"model.pretrained": {"grid": [False, str(tmp_path / "missing.pth")]}},
+        train={"epochs": 1},
+    )
     res2 = run_study(spec2, trainables, file="failing.yaml", log=lambda *_: None)
     by = {r["model.pretrained"]: r for r in res2.rows}
     assert by[False]["status"] == "completed"
@@ -62,10 +76,14 @@ def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_pa
 
 
 def test_hyperband_pauses_and_resumes_from_checkpoint(tmp_path, ray_session):
-    spec = small_spec(tmp_path, "hb", train={"epochs": 9},
-                      space={"train.lr": {"loguniform": [1e-4, 1e-2]}},
-                      search={"num_samples": 6, "seed": 1},
-                      scheduler={"name": "hyperband", "reduction_factor": 3})
+    spec = small_spec(
+        tmp_path,
+        "hb",
+        train={"epochs": 9},
+        space={"train.lr": {"loguniform": [1e-4, 1e-2]}},
+        search={"num_samples": 6, "seed": 1},
+        scheduler={"name": "hyperband", "reduction_factor": 3},
+    )
     res = run_study(spec, trainables, file="hb.yaml", log=lambda *_: None)
     restored = 0
     for trial_dir in res.out_dir.glob("trial_*"):
@@ -79,32 +97,57 @@ def test_hyperband_pauses_and_resumes_from_checkpoint(tmp_path, ray_session):
 
 def test_optuna_and_bohb_studies_run(tmp_path, ray_session):
     space = {"train.lr": {"loguniform": [1e-4, 1e-2]}, "model.mlp_dim": {"choice": [16, 32]}}
-    spec = small_spec(tmp_path, "tpe", space=space, search={"algorithm": "optuna", "num_samples": 4,
-                                                            "max_concurrent": 2},
-                      scheduler={"name": "asha", "grace_period": 1})
+    spec = small_spec(
+        tmp_path,
+        "tpe",
+        space=space,
+        search={"algorithm": "optuna", "num_samples": 4, "max_concurrent": 2},
+        scheduler={"name": "asha", "grace_period": 1},
+    )
     res = run_study(spec, trainables, file="tpe.yaml", log=lambda *_: None)
     assert len(res.rows) == 4 and res.best is not None
     assert all(1e-4 <= r["train.lr"] <= 1e-2 for r in res.rows)
-    spec = small_spec(tmp_path, "bohb", space=space, search={"algorithm": "bohb", "num_samples": 4},
-                      scheduler={"name": "hyperband"})
+    spec = small_spec(
+        tmp_path, "bohb", space=space, search={"algorithm": "bohb", "num_samples": 4}, scheduler={"name": "hyperband"}
+    )
     res = run_study(spec, trainables, file="bohb.yaml", log=lambda *_: None)
     assert len(res.rows) == 4 and res.best is not None and (res.out_dir / "best.yaml").is_file()
 
 
-BRANCH = {"choice": [
-    {"name": "vit", "model.name": "vit", "model.patch_size": 4, "model.embed_dim": 16, "model.depth": 1,
-     "model.num_heads": 2, "model.mlp_dim": {"choice": [16, 32]}},
-    {"name": "cnn", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}, "model.conv2": 8, "model.conv3": 8,
-     "model.hidden": 16},
-]}
+BRANCH = {
+    "choice": [
+        {
+            "name": "vit",
+            "model.name": "vit",
+            "model.patch_size": 4,
+            "model.embed_dim": 16,
+            "model.depth": 1,
+            "model.num_heads": 2,
+            "model.mlp_dim": {"choice": [16, 32]},
+        },
+        {
+            "name": "cnn",
+            "model.name": "cnn",
+            "model.conv1": {"choice": [4, 8]},
+            "model.conv2": 8,
+            "model.conv3": 8,
+            "model.hidden": 16,
+        },
+    ]
+}
 
 
 @pytest.mark.parametrize("algorithm", ["random", "optuna", "bohb"])
 def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_session, algorithm):
     sched = {"name": "hyperband"} if algorithm == "bohb" else {"name": "fifo"}
-    spec = small_spec(tmp_path, f"cond-{algorithm}", train={"epochs": 1},
-                      space={"family": BRANCH, "train.lr": {"loguniform": [1e-4, 1e-2]}},
-                      search={"algorithm": algorithm, "num_samples": 8, "seed": 3}, scheduler=sched)
+    spec = small_spec(
+        tmp_path,
+        f"cond-{algorithm}",
+        train={"epochs": 1},
+        space={"family": BRANCH, "train.lr": {"loguniform": [1e-4, 1e-2]}},
+        search={"algorithm": algorithm, "num_samples": 8, "seed": 3},
+        scheduler=sched,
+    )
     res = run_study(spec, trainables, file="cond.yaml", log=lambda *_: None)
     assert len(res.rows) == 8 and all(r["status"] == "completed" for r in res.rows), res.rows
     fams = {r["family"] for r in res.rows}
@@ -138,8 +181,15 @@ def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, 
     (their MLflow run ids by trial id)."""
     (tmp_path / "killme.yaml").write_text(yaml.safe_dump(KILLME))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), "killme.yaml"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tune-run"), "killme.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     db = tmp_path / "mlflow.db"
     deadline = time.time() + 600  # generous: a loaded CI machine; the loop ends as soon as two finish
     while time.time() < deadline:
@@ -153,8 +203,11 @@ def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, 
                 _, runs = mlflow_runs(db, "killme")
             except Exception:  # the store is being created
                 continue
-            done = {x.data.tags["trial_id"]: x.info.run_id for x in runs
-                    if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"}
+            done = {
+                x.data.tags["trial_id"]: x.info.run_id
+                for x in runs
+                if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"
+            }
             if len(done) >= 2:
                 return proc, done
     raise AssertionError("no two trials finished in time")
@@ -170,7 +223,7 @@ def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> Non
     assert len(children) == 6, "a resumed study must not add duplicate MLflow runs"
     assert len({x.data.tags["trial_id"] for x in children}) == 6
     assert len([x for x in runs if x.data.tags.get("role") == "study"]) == 1
-    for tid, run_id in finished_before.items():
+    for run_id in finished_before.values():
         # Finished trials are kept as they were, not run again.
         assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
 
@@ -230,16 +283,26 @@ def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
 def test_search_final_compare_end_to_end(tmp_path, ray_session):
     """Two model families: search (one selecting on val_f1_macro), final training with seeds, then one
     comparison table, report and verdict."""
-    from search.run._final import run_final
     from search.compare import main as compare_main
+    from search.run._final import run_final
 
     for name, model, metric in (
-            ("cnnfam", {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}, "val_f1_macro"),
-            ("vitfam", {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
-             "val_acc")):
-        spec = small_spec(tmp_path, name, model=model, space={"train.lr": {"grid": [1e-3, 3e-3]}},
-                          train={"epochs": 2}, final={"seeds": [0, 1], "bootstrap": 100},
-                          experiment={"metric": metric})
+        ("cnnfam", {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}, "val_f1_macro"),
+        (
+            "vitfam",
+            {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+            "val_acc",
+        ),
+    ):
+        spec = small_spec(
+            tmp_path,
+            name,
+            model=model,
+            space={"train.lr": {"grid": [1e-3, 3e-3]}},
+            train={"epochs": 2},
+            final={"seeds": [0, 1], "bootstrap": 100},
+            experiment={"metric": metric},
+        )
         res = run_study(spec, trainables, file=f"{name}.yaml", log=lambda *_: None)
         # The study selects on its metric: best.yaml is the trials.csv row with the highest best_<metric>.
         rows = read_rows(res.out_dir / "trials.csv")
@@ -263,7 +326,7 @@ def test_search_final_compare_end_to_end(tmp_path, ray_session):
     assert rc == 0
     md = (out / "report.md").read_text()
     assert "cnnfam" in md and "vitfam" in md and "test acc (95% CI)" in md and "MFLOPs/img" in md
-    verdict = md[md.index("## Verdict"):]
+    verdict = md[md.index("## Verdict") :]
     assert "- cnnfam-best vs vitfam-best: " in verdict and "80 test images, 2 and 2 seeds" in verdict
     assert "  - macro F1 (selection metric val_f1_macro, higher is better): " in verdict
     html = (out / "report.html").read_text()
@@ -271,8 +334,9 @@ def test_search_final_compare_end_to_end(tmp_path, ray_session):
     for png in ("curves.png", "pareto.png", "confusion.png"):
         assert (out / png).stat().st_size > 1000
     # MLflow experiment names work as sources too, predictions included.
-    rc = compare_main(["cnnfam", "vitfam", "--out", str(tmp_path / "cmp2"), "--mlflow-uri",
-                       f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    rc = compare_main(
+        ["cnnfam", "vitfam", "--out", str(tmp_path / "cmp2"), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    )
     md2 = (tmp_path / "cmp2" / "report.md").read_text()
     assert rc == 0 and "cnnfam" in md2 and verdict.splitlines()[2] in md2  # the same verdict line
     assert compare_main([str(tmp_path / "nowhere")]) == 2
@@ -286,15 +350,29 @@ def test_streamed_dataset_search_and_final(tmp_path, ray_session):
 
     make_image_tree(tmp_path / "tree", {"a": 40, "b": 40, "c": 40}, size=12, split="train")
     make_image_tree(tmp_path / "tree", {"a": 10, "b": 10, "c": 10}, size=12, split="test", seed=1)
-    spec = small_spec(tmp_path, "streamed", model={"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
-                      data={"dataset": "imagefolder", "root": str(tmp_path / "tree"), "image_size": 12,
-                            "storage": "stream", "workers": 2, "augment": {"hflip": 0.5}},
-                      space={"train.lr": {"grid": [3e-3, 1e-2]}}, train={"epochs": 3, "batch_size": 16},
-                      resources={"cpu": 1}, final={"seeds": [0], "bootstrap": 50})
+    spec = small_spec(
+        tmp_path,
+        "streamed",
+        model={"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+        data={
+            "dataset": "imagefolder",
+            "root": str(tmp_path / "tree"),
+            "image_size": 12,
+            "storage": "stream",
+            "workers": 2,
+            "augment": {"hflip": 0.5},
+        },
+        space={"train.lr": {"grid": [3e-3, 1e-2]}},
+        train={"epochs": 3, "batch_size": 16},
+        resources={"cpu": 1},
+        final={"seeds": [0], "bootstrap": 50},
+    )
     lines: list[str] = []
     res = run_study(spec, trainables, file="streamed.yaml", log=lambda *a: lines.append(" ".join(map(str, a))))
-    assert any(line.startswith("data: imagefolder, 120 train/val + 30 test images") and "streamed from disk" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("data: imagefolder, 120 train/val + 30 test images") and "streamed from disk" in line
+        for line in lines
+    ), lines
     assert [r["status"] for r in res.rows] == ["completed", "completed"]
     assert max(float(r["best_val_acc"]) for r in res.rows) > 0.6  # 3 colour-coded classes: well above chance
     best = resolve(yaml.safe_load((res.out_dir / "best.yaml").read_text()), trainables)
@@ -346,8 +424,13 @@ def test_driver_frees_its_copy_of_the_data_while_trials_run(tmp_path, ray_sessio
     # A study's memory is one copy of the set (in Ray's object store), not that plus the driver's.
     from search.run._final import run_final
 
-    spec = small_spec(tmp_path, "memory", train={"epochs": 4}, final={"seeds": [0], "epochs": 4},
-                      model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8})
+    spec = small_spec(
+        tmp_path,
+        "memory",
+        train={"epochs": 4},
+        final={"seeds": [0], "epochs": 4},
+        model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+    )
     backend = WatchedBackend()
     study = lambda: run_study(spec, backend, file="memory.yaml", log=lambda *_: None)  # noqa: E731
     assert driver_copy_alive_while_trials_run(tmp_path / "runs", backend, study) is False
@@ -360,9 +443,13 @@ def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session
     an exception Tune would retry resources.max_failures times."""
     from search.run._final import run_final
 
-    spec = small_spec(tmp_path, "nanfinal", train={"epochs": 1, "lr": 1.0e9, "grad_clip": 0.0},
-                      final={"seeds": [0], "epochs": 1},
-                      model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8})
+    spec = small_spec(
+        tmp_path,
+        "nanfinal",
+        train={"epochs": 1, "lr": 1.0e9, "grad_clip": 0.0},
+        final={"seeds": [0], "epochs": 1},
+        model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+    )
     summary = run_final(spec, trainables, file="nanfinal.yaml", out=tmp_path / "final", log=lambda *_: None)
     assert summary["seeds"] == [] and len(summary["errors"]) == 1
     assert "final seed 0: training loss became" in summary["errors"][0]
@@ -376,14 +463,24 @@ def test_sigint_during_final_training_keeps_finished_seeds_and_reports_the_rest(
     """Ctrl-C while `tune-run --final` trains its seeds one after another (each asks for the whole cluster):
     the seed that finished is a final model in the summary, the others are reported unfinished, exit 130,
     and the last line says how to train them again."""
-    spec = {**{k: v for k, v in KILLME.items() if k not in ("space", "search")},
-            "experiment": {"name": "final-int"}, "train": {"epochs": 3, "batch_size": 32},
-            "resources": {"cpu": 64}, "final": {"seeds": [0, 1, 2], "bootstrap": 0}}
+    spec = {
+        **{k: v for k, v in KILLME.items() if k not in ("space", "search")},
+        "experiment": {"name": "final-int"},
+        "train": {"epochs": 3, "batch_size": 32},
+        "resources": {"cpu": 64},
+        "final": {"seeds": [0, 1, 2], "bootstrap": 0},
+    }
     (tmp_path / "f.yaml").write_text(yaml.safe_dump(spec))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), "f.yaml", "--final"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tune-run"), "f.yaml", "--final"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     final = tmp_path / "runs" / "final-int" / "final"
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)

@@ -6,22 +6,34 @@ import copy
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 
 import trainables
 from search import resolve
-from trainables.augment import AUGMENT_DEFAULTS, augment_batch
+from trainables.augment import augment_batch
 from trainables.engine import build_schedule, fit
+from trainables.sections import AUGMENT_DEFAULTS
 
 SPEC = {
     "experiment": {"name": "e"},
-    "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400,
-             "augment": {"hflip": 0.5, "pad_crop": 2}},
+    "data": {
+        "dataset": "synthetic",
+        "image_size": 16,
+        "num_classes": 4,
+        "num_samples": 400,
+        "augment": {"hflip": 0.5, "pad_crop": 2},
+    },
     "model": {"name": "cnn", "conv1": 8, "conv2": 16, "conv3": 16, "hidden": 32, "dropout": 0.0},
-    "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 1, "seed": 3,
-              "device": "cpu"},
+    "train": {
+        "epochs": 3,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+        "seed": 3,
+        "device": "cpu",
+    },
 }
 
 
@@ -96,22 +108,35 @@ def test_pad_crop_is_a_shift():
     x = torch.arange(64.0).view(1, 1, 8, 8).repeat(4, 1, 1, 1)
     y = augment_batch(x, {**AUGMENT_DEFAULTS, "pad_crop": 1}, g)
     for i in range(4):  # every output is the input shifted by at most one pixel, zero-filled
-        ok = any(torch.equal(y[i, 0], torch.nn.functional.pad(x[i, 0], (1, 1, 1, 1))[dy:dy + 8, dx:dx + 8])
-                 for dy in range(3) for dx in range(3))
+        ok = any(
+            torch.equal(y[i, 0], torch.nn.functional.pad(x[i, 0], (1, 1, 1, 1))[dy : dy + 8, dx : dx + 8])
+            for dy in range(3)
+            for dx in range(3)
+        )
         assert ok
 
 
-@pytest.mark.parametrize("train,expected", [
-    ({"schedule": "exponential", "gamma": 0.5}, [1.0, 0.5, 0.25, 0.125]),
-    ({"schedule": "multistep", "gamma": 0.1, "milestones": [2, 3]}, [1.0, 1.0, 0.1, 0.01]),
-    ({"schedule": "cosine", "warmup_epochs": 2}, [0.5, 1.0, 1.0, 0.5]),
-    ({"schedule": "linear", "warmup_epochs": 1}, [1.0, 1.0, 2 / 3, 1 / 3]),
-    ({"schedule": "linear", "warmup_epochs": 0}, [1.0, 0.75, 0.5, 0.25]),
-    ({"schedule": "none"}, [1.0, 1.0, 1.0, 1.0]),
-])
+@pytest.mark.parametrize(
+    "train,expected",
+    [
+        ({"schedule": "exponential", "gamma": 0.5}, [1.0, 0.5, 0.25, 0.125]),
+        ({"schedule": "multistep", "gamma": 0.1, "milestones": [2, 3]}, [1.0, 1.0, 0.1, 0.01]),
+        ({"schedule": "cosine", "warmup_epochs": 2}, [0.5, 1.0, 1.0, 0.5]),
+        ({"schedule": "linear", "warmup_epochs": 1}, [1.0, 1.0, 2 / 3, 1 / 3]),
+        ({"schedule": "linear", "warmup_epochs": 0}, [1.0, 0.75, 0.5, 0.25]),
+        ({"schedule": "none"}, [1.0, 1.0, 1.0, 1.0]),
+    ],
+)
 def test_schedules(train, expected):
-    t = {"schedule": "none", "gamma": 0.1, "milestones": [], "warmup_epochs": 0, "epochs": 4,
-         "plateau_patience": 1, **train}
+    t = {
+        "schedule": "none",
+        "gamma": 0.1,
+        "milestones": [],
+        "warmup_epochs": 0,
+        "epochs": 4,
+        "plateau_patience": 1,
+        **train,
+    }
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = build_schedule(opt, t)
     lrs = []
@@ -157,12 +182,24 @@ def test_compile_switch_reports_compile_time_and_keeps_results(setup):
 
 
 def _trainable_modules(model):
-    return [type(m).__name__ for m in model.modules()
-            if any(True for _ in m.parameters(recurse=False)) and all(p.requires_grad for p in m.parameters(recurse=False))]
+    return [
+        type(m).__name__
+        for m in model.modules()
+        if any(True for _ in m.parameters(recurse=False)) and all(p.requires_grad for p in m.parameters(recurse=False))
+    ]
 
 
-@pytest.mark.parametrize("name,head", [("cnn", "Linear"), ("vit", "Linear"), ("resnet18", "Linear"),
-                                       ("luna", "Linear"), ("coins_cnn", "Linear"), ("tv/resnet18", "Linear")])
+@pytest.mark.parametrize(
+    "name,head",
+    [
+        ("cnn", "Linear"),
+        ("vit", "Linear"),
+        ("resnet18", "Linear"),
+        ("luna", "Linear"),
+        ("coins_cnn", "Linear"),
+        ("tv/resnet18", "Linear"),
+    ],
+)
 def test_freeze_head_only_leaves_only_the_classifier(name, head):
     from trainables.engine import freeze, head_module
 
@@ -180,8 +217,13 @@ def test_freeze_fraction_counts_parameterised_layers_before_the_head():
     # Layers before the head: conv, bn, conv, bn, conv, bn, linear (7); half -> the first 4 frozen.
     freeze(m, 0.5)
     assert _trainable_modules(m) == ["Conv2d", "BatchNorm2d", "Linear", "Linear"]
-    assert [mod.requires_grad for mod in [m[0].weight, m[1].weight, m[4].weight, m[5].weight, m[8].weight]] == \
-        [False, False, False, False, True]
+    assert [mod.requires_grad for mod in [m[0].weight, m[1].weight, m[4].weight, m[5].weight, m[8].weight]] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_frozen_weights_do_not_move_in_training(setup):
@@ -281,8 +323,14 @@ def test_mixup_training_runs_and_is_deterministic(setup):
 def test_bce_head_has_one_logit_and_the_threshold_decides(setup):
     from trainables.engine import decide, predict_split
 
-    spec = resolve({**copy.deepcopy(SPEC), "data": {**SPEC["data"], "num_classes": 2},
-                    "train": {**SPEC["train"], "loss": "bce", "epochs": 2}}, trainables)
+    spec = resolve(
+        {
+            **copy.deepcopy(SPEC),
+            "data": {**SPEC["data"], "num_classes": 2},
+            "train": {**SPEC["train"], "loss": "bce", "epochs": 2},
+        },
+        trainables,
+    )
     pools = trainables.prepare(spec)
     res = fit(spec, pools)
     assert res.model[-1].out_features == 1 and res.history[-1]["val_acc"] > 0.8
@@ -347,11 +395,21 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"a": 30, "b": 30, "c": 30}, size=12)
-    spec = resolve({"experiment": {"name": "s"}, "model": {"name": "cnn", "conv1": 4, "conv2": 8, "conv3": 8,
-                                                            "hidden": 16},
-                    "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "image_size": 12,
-                             "storage": "memory", "augment": {"hflip": 0.5, "pad_crop": 2}},
-                    "train": {"epochs": 2, "batch_size": 16, "device": "cpu"}}, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "s"},
+            "model": {"name": "cnn", "conv1": 4, "conv2": 8, "conv3": 8, "hidden": 16},
+            "data": {
+                "dataset": "imagefolder",
+                "root": str(tmp_path / "t"),
+                "image_size": 12,
+                "storage": "memory",
+                "augment": {"hflip": 0.5, "pad_crop": 2},
+            },
+            "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
+        },
+        trainables,
+    )
     ref = fit(spec, load_pools(spec["data"]))
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
     for workers in (0, 2):
@@ -370,12 +428,18 @@ def test_streamed_loader_workers_persist_across_epochs(tmp_path):
     from trainables.engine import Batcher, as_tensor
 
     make_image_tree(tmp_path / "t", {"a": 10, "b": 10}, size=8)
-    data = resolve({"experiment": {"name": "w"}, "model": {"name": "cnn"},
-                    "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "storage": "stream"}},
-                   trainables)["data"]
+    data = resolve(
+        {
+            "experiment": {"name": "w"},
+            "model": {"name": "cnn"},
+            "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "storage": "stream"},
+        },
+        trainables,
+    )["data"]
     pools = load_pools(data)
-    batcher = Batcher(pools.train_x, as_tensor(pools.train_y), 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"),
-                      False, workers=2)
+    batcher = Batcher(
+        pools.train_x, as_tensor(pools.train_y), 8, [0.5] * 3, [0.25] * 3, torch.device("cpu"), False, workers=2
+    )
     seen = []
     try:
         for epoch in range(3):
@@ -394,8 +458,7 @@ def test_resume_takes_the_new_configs_lr_weight_decay_and_momentum(setup, schedu
     (the schedule's progress kept), not the values saved with the state."""
     spec, pools = setup
     old = copy.deepcopy(spec)
-    old["train"].update(optimizer="sgd", lr=0.01, weight_decay=0.01, momentum=0.9, nesterov=False,
-                        schedule=schedule)
+    old["train"].update(optimizer="sgd", lr=0.01, weight_decay=0.01, momentum=0.9, nesterov=False, schedule=schedule)
     new = copy.deepcopy(old)
     new["train"].update(lr=0.05, weight_decay=0.001, momentum=0.5, nesterov=True)
     saved, groups = {}, []
@@ -405,8 +468,12 @@ def test_resume_takes_the_new_configs_lr_weight_decay_and_momentum(setup, schedu
             saved.update(copy.deepcopy(get_state()))
 
     fit(old, pools, on_epoch=grab)
-    resumed = fit(new, pools, state=saved,
-                  on_epoch=lambda m, get_state: groups.append(get_state()["optimizer"]["param_groups"][0])).history
+    resumed = fit(
+        new,
+        pools,
+        state=saved,
+        on_epoch=lambda m, get_state: groups.append(get_state()["optimizer"]["param_groups"][0]),
+    ).history
     straight = fit(new, pools).history  # the new values from the start: the lr the schedule gives at each epoch
     assert [m["lr"] for m in resumed[1:]] == pytest.approx([m["lr"] for m in straight[1:]])
     assert resumed[1]["lr"] != pytest.approx(fit(old, pools).history[1]["lr"])
@@ -432,18 +499,32 @@ def _test_oom(num_classes: int = 10, in_chans: int = 3, image_size: int = 32, ma
     return _OomModel(num_classes, in_chans, image_size, max_batch)
 
 
-@pytest.mark.parametrize("batch_size, expected", [
-    (64, {"epoch": 0, "oom": 1, "reason": "out of memory at batch_size=64, model=test_oom, image_size=16: "
-                                          "lower train.batch_size or data.image_size"}),
-    (16, None),
-])
+@pytest.mark.parametrize(
+    "batch_size, expected",
+    [
+        (
+            64,
+            {
+                "epoch": 0,
+                "oom": 1,
+                "reason": "out of memory at batch_size=64, model=test_oom, image_size=16: "
+                "lower train.batch_size or data.image_size",
+            },
+        ),
+        (16, None),
+    ],
+)
 def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path, batch_size, expected):
     from search.store._export import status_reason, trial_status
     from tests.conftest import small_spec
     from trainables.ray_adapter import fit_or_oom, scored
 
-    spec = small_spec(tmp_path, "oom", model={"name": "test_oom"},
-                      train={"epochs": 1, "batch_size": batch_size, "eval_batch_size": 16})
+    spec = small_spec(
+        tmp_path,
+        "oom",
+        model={"name": "test_oom"},
+        train={"epochs": 1, "batch_size": batch_size, "eval_batch_size": 16},
+    )
     epochs = []
     result = fit_or_oom(spec, trainables.prepare(spec), None, lambda m, _: epochs.append(m))
     assert result == expected
@@ -462,8 +543,12 @@ def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry
     from trainables.ray_adapter import fit_or_oom, scored
 
     missing = tmp_path / "missing.pth"
-    spec = small_spec(tmp_path, "weights", model={"name": "resnet18", "stem": "cifar", "pretrained": str(missing)},
-                      train={"epochs": 1})
+    spec = small_spec(
+        tmp_path,
+        "weights",
+        model={"name": "resnet18", "stem": "cifar", "pretrained": str(missing)},
+        train={"epochs": 1},
+    )
     result = fit_or_oom(spec, trainables.prepare(spec), None, lambda m, _: None)
     assert result["epoch"] == 0 and result["error"] == 1
     assert result["reason"].startswith("WeightsNotFound: ") and "does not exist" in result["reason"]
@@ -480,13 +565,17 @@ def test_a_trial_rays_memory_monitor_killed_is_oom_with_its_sizes_not_rays_text(
     from tests.conftest import small_spec
 
     spec = small_spec(tmp_path, "oom")
-    ray_text = ("ray.exceptions.OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory.\n"
-                "To adjust the kill threshold, set the environment variable `RAY_memory_usage_threshold` ...")
+    ray_text = (
+        "ray.exceptions.OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory.\n"
+        "To adjust the kill threshold, set the environment variable `RAY_memory_usage_threshold` ..."
+    )
     assert trial_status({}, ray_text, 3) == "oom" and trial_status({}, ray_text.splitlines()[-1], 3) == "oom"
     assert trial_status({}, "torch.OutOfMemoryError: CUDA out of memory.", 3) == "error"
     reason = error_reason(ray_text, {"train.batch_size": 8}, partial(trainables.oom_reason, spec))
-    assert reason == ("out of host memory (Ray's memory monitor killed the trial) at batch_size=8, model=vit, "
-                      "image_size=16: lower train.batch_size or data.image_size")
+    assert reason == (
+        "out of host memory (Ray's memory monitor killed the trial) at batch_size=8, model=vit, "
+        "image_size=16: lower train.batch_size or data.image_size"
+    )
 
 
 def test_a_trial_restored_from_its_last_epochs_checkpoint_reports_its_end_again(tmp_path, monkeypatch):
@@ -496,6 +585,7 @@ def test_a_trial_restored_from_its_last_epochs_checkpoint_reports_its_end_again(
     import os
 
     import ray.tune
+
     from tests.conftest import small_spec
     from trainables import ray_adapter
 

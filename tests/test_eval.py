@@ -24,8 +24,14 @@ CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 def console(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """A console script as installed beside this interpreter, run as a user would."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([str(Path(sys.executable).parent / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def write_cifar10_batches(folder: Path, per_batch: int = 20) -> Path:
@@ -34,8 +40,13 @@ def write_cifar10_batches(folder: Path, per_batch: int = 20) -> Path:
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                         "labels": [i % 10 for i in range(per_batch)]}, f)
+            pickle.dump(
+                {
+                    "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                    "labels": [i % 10 for i in range(per_batch)],
+                },
+                f,
+            )
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": CIFAR10}, f)
     return folder
@@ -45,14 +56,20 @@ def write_cifar10_batches(folder: Path, per_batch: int = 20) -> Path:
 def cifar_model(tmp_path_factory) -> Path:
     """A saved CIFAR-10 final model folder (one epoch of a tiny CNN; its training data then removed)."""
     tmp = tmp_path_factory.mktemp("model")
-    spec = resolve({
-        "experiment": {"name": "c"},
-        "data": {"dataset": "cifar10", "root": str(write_cifar10_batches(tmp / "cifar-10-batches-py")),
-                 "download": False},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
-        "final": {"bootstrap": 20},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "c"},
+            "data": {
+                "dataset": "cifar10",
+                "root": str(write_cifar10_batches(tmp / "cifar-10-batches-py")),
+                "download": False,
+            },
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+            "final": {"bootstrap": 20},
+        },
+        trainables,
+    )
     train_final(spec, trainables.prepare(spec), 0, tmp / "final" / "0", quick_cost=True)
     for f in (tmp / "cifar-10-batches-py").iterdir():  # re-checking must not need the training data
         f.unlink()
@@ -61,8 +78,9 @@ def cifar_model(tmp_path_factory) -> Path:
 
 def test_a_test_only_tree_is_evaluated_whole(cifar_model, tmp_path):
     make_image_tree(tmp_path / "new", {c: 2 for c in CIFAR10}, size=24, split="test")  # 24 px: resized to 32
-    r = console("tune-eval", str(cifar_model), "--set", f"data.root={tmp_path / 'new'}", "--split", "test",
-                cwd=tmp_path)
+    r = console(
+        "tune-eval", str(cifar_model), "--set", f"data.root={tmp_path / 'new'}", "--split", "test", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["n"] == 20 and out["classes"] == CIFAR10

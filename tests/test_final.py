@@ -20,9 +20,20 @@ from trainables.final import reevaluate, train_final
 from trainables.metrics import bootstrap_interval, classification_metrics, softmax
 
 LABELS = np.array([0, 0, 1, 1, 2, 2, 2, 1])
-LOGITS = np.log(np.array([
-    [0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3],
-    [0.1, 0.1, 0.8], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6], [0.1, 0.3, 0.6]]))
+LOGITS = np.log(
+    np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.1, 0.8],
+            [0.5, 0.2, 0.3],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.3, 0.6],
+        ]
+    )
+)
 
 
 def test_metrics_match_scikit_learn_on_fixed_predictions():
@@ -91,13 +102,16 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_n():
 
 @pytest.fixture(scope="module")
 def final_run(tmp_path_factory):
-    spec = resolve({
-        "experiment": {"name": "f"},
-        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
-        "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
-        "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
-        "final": {"seeds": [5], "bootstrap": 200, "topk": 2},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "f"},
+            "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
+            "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+            "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+            "final": {"seeds": [5], "bootstrap": 200, "topk": 2},
+        },
+        trainables,
+    )
     out = tmp_path_factory.mktemp("final") / "5"
     pools = trainables.prepare(spec)
     return spec, pools, out, train_final(spec, pools, 5, out, quick_cost=True)
@@ -105,8 +119,17 @@ def final_run(tmp_path_factory):
 
 def test_final_folder_has_everything_to_rebuild_and_recheck(final_run):
     spec, pools, out, m = final_run
-    for name in ("model.safetensors", "spec.yaml", "meta.json", "metrics.json", "per_class.csv",
-                 "confusion.png", "roc.png", "curves.png", "predictions.npz"):
+    for name in (
+        "model.safetensors",
+        "spec.yaml",
+        "meta.json",
+        "metrics.json",
+        "per_class.csv",
+        "confusion.png",
+        "roc.png",
+        "curves.png",
+        "predictions.npz",
+    ):
         assert (out / name).is_file(), name
     # Per test image, what a paired comparison needs: plain arrays, no pickle.
     with np.load(out / "predictions.npz", allow_pickle=False) as z:
@@ -134,13 +157,16 @@ def test_weights_round_trip_to_the_same_numbers(final_run):
 def test_test_metrics_are_fp32_whatever_trained_the_model(tmp_path):
     """A model trained under bf16 autocast is tested in fp32, so tune-eval gives the same numbers on any machine
     (bf16 arithmetic differs between CPUs and GPUs; here its re-check would differ in the third decimal)."""
-    spec = resolve({
-        "experiment": {"name": "f"},
-        "data": {"dataset": "digits"},
-        "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
-        "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "bf16"},
-        "final": {"seeds": [0], "bootstrap": 100},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "f"},
+            "data": {"dataset": "digits"},
+            "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+            "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "bf16"},
+            "final": {"seeds": [0], "bootstrap": 100},
+        },
+        trainables,
+    )
     pools = trainables.prepare(spec)
     m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
     again = reevaluate(tmp_path / "0", pools, spec["data"], "test")
@@ -196,36 +222,60 @@ def test_same_seed_same_final_metrics(final_run, tmp_path):
 def test_final_on_train_val_holds_nothing_out(tmp_path):
     """train+val: no val_* metric anywhere (it would be measured on training images), and the fixed number
     of epochs even with early stopping set (it would stop on that in-sample "validation")."""
-    spec = resolve({
-        "experiment": {"name": "tv"},
-        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "lr": 5.0, "early_stopping": 1,
-                  "schedule": "plateau", "plateau_patience": 0},
-        "final": {"epochs": 4, "bootstrap": 20},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "tv"},
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "device": "cpu",
+                "lr": 5.0,
+                "early_stopping": 1,
+                "schedule": "plateau",
+                "plateau_patience": 0,
+            },
+            "final": {"epochs": 4, "bootstrap": 20},
+        },
+        trainables,
+    )
     m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     saved = json.loads((tmp_path / "0" / "metrics.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]  # final.epochs, not train.epochs, all of them
     assert not any(k.startswith("val_") or k == "early_stopped" for h in saved["history"] for k in h)
-    assert saved["training"] == {"train_on": "train+val", "validation": False, "epochs": 4,
-                                 "epochs_from": "final.epochs", "early_stopping": 0,
-                                 "schedule_monitor": "train_loss"}
+    assert saved["training"] == {
+        "train_on": "train+val",
+        "validation": False,
+        "epochs": 4,
+        "epochs_from": "final.epochs",
+        "early_stopping": 0,
+        "schedule_monitor": "train_loss",
+    }
     assert (tmp_path / "0" / "curves.png").is_file() and m["history"] == saved["history"]
 
 
 def test_final_on_train_keeps_real_validation(tmp_path):
-    spec = resolve({
-        "experiment": {"name": "t"},
-        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "early_stopping": 3},
-        "final": {"train_on": "train", "bootstrap": 20},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "t"},
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "early_stopping": 3},
+            "final": {"train_on": "train", "bootstrap": 20},
+        },
+        trainables,
+    )
     m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     assert all("val_loss" in h and "val_acc" in h for h in m["history"]) and len(m["history"]) == 2
-    assert m["training"] == {"train_on": "train", "validation": True, "epochs": 2, "epochs_from": "train.epochs",
-                             "early_stopping": 3, "schedule_monitor": "val_loss"}
+    assert m["training"] == {
+        "train_on": "train",
+        "validation": True,
+        "epochs": 2,
+        "epochs_from": "train.epochs",
+        "early_stopping": 3,
+        "schedule_monitor": "val_loss",
+    }
 
 
 def test_reevaluate_refuses_other_classes(final_run):
@@ -246,13 +296,16 @@ def test_binary_threshold_changes_predictions():
 
 
 def test_threshold_tuned_on_validation_is_saved_and_reused(tmp_path):
-    spec = resolve({
-        "experiment": {"name": "b"},
-        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 200},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
-        "final": {"threshold": "tune", "train_on": "train", "bootstrap": 50},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "b"},
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 200},
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+            "final": {"threshold": "tune", "train_on": "train", "bootstrap": 50},
+        },
+        trainables,
+    )
     pools = trainables.prepare(spec)
     m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
     t = m["test"]["threshold"]
@@ -283,13 +336,16 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"coin": 30, "other": 40}, size=8)
-    spec = resolve({
-        "experiment": {"name": "coins"},
-        "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "positive_class": "coin"},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "loss": "bce", "threshold": 0.6},
-        "final": {"bootstrap": 20},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "coins"},
+            "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "positive_class": "coin"},
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "loss": "bce", "threshold": 0.6},
+            "final": {"bootstrap": 20},
+        },
+        trainables,
+    )
     pools = trainables.prepare(spec)
     assert "2 classes (positive: coin)" in trainables.describe(pools)
     m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)["test"]
@@ -298,8 +354,9 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
     # By hand: coin files are the first 30 of the listing (coin/ sorts first), whatever their label.
     model, _, meta = load_model(tmp_path / "0")
     splits = trainables.make_splits(pools, spec["data"])
-    res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], next(model.parameters()).device,
-                    False)
+    res = FitResult(
+        model, [], splits, meta["mean"], meta["std"], meta["image_size"], next(model.parameters()).device, False
+    )
     logits, _ = predict_split(res, pools, "test")
     coin_files = splits.test < 30
     pred = predict_labels(logits, 0.6)
@@ -317,11 +374,16 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
 
 def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
     """NaN weights give no numbers worth averaging: the seed fails (run_final lists it under errors)."""
-    spec = resolve({
-        "experiment": {"name": "d"}, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
-        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
-        "train": {"epochs": 2, "batch_size": 32, "lr": 1.0e9, "device": "cpu"}, "final": {"seeds": [0]},
-    }, trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "d"},
+            "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+            "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 1.0e9, "device": "cpu"},
+            "final": {"seeds": [0]},
+        },
+        trainables,
+    )
     with pytest.raises(FloatingPointError, match="final seed 0: training loss became nan at epoch 1"):
         train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     assert not (tmp_path / "0" / "metrics.json").exists()
@@ -329,10 +391,16 @@ def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
 
 def test_an_interruption_before_any_seed_finished_is_reported_not_a_traceback(capsys):
     """Ctrl-C before Tune ended any seed: no numbers and no cost to print (it raised KeyError: 'params')."""
-    from search.run._final import summarise
     from search.cli import _final_summary
+    from search.run._final import summarise
 
-    summary = {"summary": summarise([], 5), "experiment": "x", "seeds": [], "errors": [], "out_dir": "/tmp/x",
-               "unfinished": [0, 1]}
+    summary = {
+        "summary": summarise([], 5),
+        "experiment": "x",
+        "seeds": [],
+        "errors": [],
+        "out_dir": "/tmp/x",
+        "unfinished": [0, 1],
+    }
     assert _final_summary(summary, "f.yaml") == 130
     assert "Interrupted: seeds [0, 1] unfinished" in capsys.readouterr().out

@@ -7,23 +7,35 @@ import json
 
 import pytest
 
-from tests.servers import gcs  # noqa: F401  (session fixture)
 from tests.test_remote import QUICKSTART, assert_one_line_error, cmd
 
 RUNS = "gs://bucket/runs"
 STUDY = f"{RUNS}/quickstart-smoke"
 
 
-def test_a_missing_bucket_is_one_line(gcs, tmp_path):  # noqa: F811
-    r = cmd("tune-run", QUICKSTART, "--smoke", "--set", "tracking.enabled=false",
-            "--set", "experiment.output_dir=gs://no-such-bucket/runs", cwd=tmp_path, env=gcs.env)
-    assert_one_line_error(r, "experiment.output_dir", "gs://no-such-bucket/runs/quickstart-smoke",
-                          "bucket 'no-such-bucket' does not exist")
+def test_a_missing_bucket_is_one_line(gcs, tmp_path):
+    r = cmd(
+        "tune-run",
+        QUICKSTART,
+        "--smoke",
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        "experiment.output_dir=gs://no-such-bucket/runs",
+        cwd=tmp_path,
+        env=gcs.env,
+    )
+    assert_one_line_error(
+        r,
+        "experiment.output_dir",
+        "gs://no-such-bucket/runs/quickstart-smoke",
+        "bucket 'no-such-bucket' does not exist",
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.ray
-def test_study_resume_final_eval_compare_in_gcs(gcs, tmp_path):  # noqa: F811
+def test_study_resume_final_eval_compare_in_gcs(gcs, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     remote = ("--set", f"experiment.output_dir={RUNS}", "--set", f"tracking.mlflow_uri=sqlite:///{tmp_path / 'm.db'}")
@@ -38,8 +50,17 @@ def test_study_resume_final_eval_compare_in_gcs(gcs, tmp_path):  # noqa: F811
     r = cmd("tune-run", QUICKSTART, "--smoke", *remote, "--resume", cwd=work, env=gcs.env)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    r = cmd("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1",
-            cwd=work, env=gcs.env)
+    r = cmd(
+        "tune-run",
+        f"{STUDY}/best.yaml",
+        "--final",
+        "--set",
+        "final.seeds=[0]",
+        "--set",
+        "final.epochs=1",
+        cwd=work,
+        env=gcs.env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"models and metrics: {STUDY}/final" in r.stdout, r.stdout[-2000:]
     final = set(gcs.keys("runs/quickstart-smoke/final"))

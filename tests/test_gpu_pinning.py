@@ -28,13 +28,20 @@ SPEC = {
 }
 
 
+@pytest.mark.alone  # four trials must overlap in time on 2 cores
 def test_trials_share_logical_gpus_record_their_ids_and_train_on_cpu(tmp_path):
     temp, env = ray_env()
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     proc, address = ray_start(env, temp, "--num-cpus=4", "--num-gpus=2", "--object-store-memory=200000000")
     try:
-        r = subprocess.run([str(BIN / "tune-run"), "spec.yaml", "--address", address], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [str(BIN / "tune-run"), "spec.yaml", "--address", address],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         stop(proc)
         shutil.rmtree(temp, ignore_errors=True)

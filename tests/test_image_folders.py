@@ -99,9 +99,13 @@ def test_image_modes_become_rgb_and_16_bit_is_scaled(tmp_path):
     assert Image.open(root / "b" / "white16.png").mode.startswith("I")  # really a 16-bit file
     pools = load_pools(data_for(root))
     assert pools.train_x.shape == (6, 3, 8, 8) and pools.skipped == []
-    px = {Path(p).stem: pools.train_x[i, :, 0, 0].tolist() for i, p in enumerate(sorted(
-        [str(root / "a" / n) for n in ("cmyk.jpg", "grey.png", "rgba.png")]) + sorted(
-        [str(root / "b" / n) for n in ("mid16.png", "palette.png", "white16.png")]))}
+    px = {
+        Path(p).stem: pools.train_x[i, :, 0, 0].tolist()
+        for i, p in enumerate(
+            sorted([str(root / "a" / n) for n in ("cmyk.jpg", "grey.png", "rgba.png")])
+            + sorted([str(root / "b" / n) for n in ("mid16.png", "palette.png", "white16.png")])
+        )
+    }
     assert px["grey"] == [100] * 3 and px["rgba"] == [200] * 3 and px["palette"] == [51] * 3
     assert px["white16"] == [255] * 3 and px["mid16"] == [128] * 3  # scaled, not clipped to 255
     assert px["cmyk"][0] > 200 and px["cmyk"][1] < 60
@@ -131,10 +135,16 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
     make_image_tree(tmp_path / "t", {"a": 6, "b": 6}, split="train")
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3}, split="test")
     broken = break_files(tmp_path / "t" / "test" / "a")
-    spec = resolve({"experiment": {"name": "f"}, "data": data_for(tmp_path / "t"),
-                    "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-                    "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}, "final": {"bootstrap": 0}},
-                   trainables)
+    spec = resolve(
+        {
+            "experiment": {"name": "f"},
+            "data": data_for(tmp_path / "t"),
+            "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+            "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+            "final": {"bootstrap": 0},
+        },
+        trainables,
+    )
     train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     test = json.loads((tmp_path / "0" / "metrics.json").read_text())["test"]
     assert test["skipped_images"] == 2 and sum(map(sum, test["confusion_matrix"])) == 6
@@ -149,8 +159,10 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
 
 
 def write_spec(tmp_path: Path, root: Path) -> None:
-    (tmp_path / "s.yaml").write_text(f"data: {{dataset: imagefolder, root: {root}, image_size: 8}}\n"
-                                     f"model: {{name: cnn}}\nexperiment: {{output_dir: {tmp_path / 'runs'}}}\n")
+    (tmp_path / "s.yaml").write_text(
+        f"data: {{dataset: imagefolder, root: {root}, image_size: 8}}\n"
+        f"model: {{name: cnn}}\nexperiment: {{output_dir: {tmp_path / 'runs'}}}\n"
+    )
 
 
 def tune_run(tmp_path: Path, root: Path, *args: str, cli=None):  # noqa: ANN001, ANN201
@@ -160,8 +172,9 @@ def tune_run(tmp_path: Path, root: Path, *args: str, cli=None):  # noqa: ANN001,
     if cli is not None:
         return cli("tune-run", "s.yaml", *args, cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([str(BIN / "tune-run"), "s.yaml", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "tune-run"), "s.yaml", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def one_line_error(r, tmp_path: Path, *words: str) -> None:
@@ -216,9 +229,11 @@ def test_val_auc_on_a_multi_class_folder_stops_before_the_study(tmp_path, cli):
     make_image_tree(tmp_path / "t", {"a": 3, "b": 3, "c": 3})
     r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.metric=val_auc", cli=cli)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert r.stderr.strip() == ("tune-run: error: s.yaml: experiment.metric: val_auc needs a binary task (2 classes), "
-                                "got 3 classes; for more classes use val_f1_macro, val_mcc or val_balanced_acc "
-                                "(imagefolder)")
+    assert r.stderr.strip() == (
+        "tune-run: error: s.yaml: experiment.metric: val_auc needs a binary task (2 classes), "
+        "got 3 classes; for more classes use val_f1_macro, val_mcc or val_balanced_acc "
+        "(imagefolder)"
+    )
     assert not (tmp_path / "runs").exists() and "Ray dashboard" not in r.stdout
 
 
@@ -227,9 +242,23 @@ def test_study_skips_a_corrupt_image_and_lists_it(tmp_path, cli, ray_session):
     make_image_tree(tmp_path / "t", {"a": 8, "b": 8})
     bad = break_files(tmp_path / "t" / "a")[1:]  # the truncated PNG only
     (tmp_path / "t" / "a" / "junk.jpg").unlink()
-    r = tune_run(tmp_path, tmp_path / "t", "--set", "experiment.name=skip", "--set", "train.epochs=1",
-                 "--set", "search.num_samples=2", "--set", "final.after_search=false",
-                 "--set", "train.batch_size=8", "--set", "resources.cpu=1", cli=cli)
+    r = tune_run(
+        tmp_path,
+        tmp_path / "t",
+        "--set",
+        "experiment.name=skip",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "final.after_search=false",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "resources.cpu=1",
+        cli=cli,
+    )
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     data = next(line for line in r.stdout.splitlines() if line.startswith("data: "))
     assert "skipped 1 unreadable image(s) (0 test): " + bad[0] in data

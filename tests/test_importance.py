@@ -11,8 +11,11 @@ import pytest
 from search.report._importance import importance, parallel_plot, write_importance
 from search.store._paths import IMPORTANCE_FILE, PARALLEL_FILE
 
-SPACE = {"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.dropout": {"uniform": [0.0, 0.5]},
-         "train.label_smoothing": {"choice": [0.0, 0.1, 0.2]}}
+SPACE = {
+    "train.lr": {"loguniform": [1e-4, 1e-1]},
+    "model.dropout": {"uniform": [0.0, 0.5]},
+    "train.label_smoothing": {"choice": [0.0, 0.1, 0.2]},
+}
 
 
 def rows_where_lr_decides(n: int = 30, seed: int = 0) -> list[dict]:
@@ -21,10 +24,16 @@ def rows_where_lr_decides(n: int = 30, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(n):
         lr = float(10 ** rng.uniform(-4, -1))
-        rows.append({"trial_id": f"t{i}", "status": "completed" if i % 3 else "stopped", "train.lr": lr,
-                     "model.dropout": float(rng.uniform(0, 0.5)),
-                     "train.label_smoothing": float(rng.choice([0.0, 0.1, 0.2])),
-                     "best_val_acc": 0.9 - 0.1 * (math.log10(lr) + 2.5) ** 2 + 1e-3 * rng.normal()})
+        rows.append(
+            {
+                "trial_id": f"t{i}",
+                "status": "completed" if i % 3 else "stopped",
+                "train.lr": lr,
+                "model.dropout": float(rng.uniform(0, 0.5)),
+                "train.label_smoothing": float(rng.choice([0.0, 0.1, 0.2])),
+                "best_val_acc": 0.9 - 0.1 * (math.log10(lr) + 2.5) ** 2 + 1e-3 * rng.normal(),
+            }
+        )
     return rows
 
 
@@ -32,8 +41,9 @@ def test_the_setting_that_decides_the_metric_gets_almost_all_the_variance():
     imp = importance(rows_where_lr_decides(), SPACE, "val_acc", "max")
     assert imp.trials == 30 and list(imp.shares)[0] == "train.lr"
     assert imp.shares["train.lr"] > 0.8 and sum(imp.shares.values()) == pytest.approx(1.0)
-    assert imp.line().startswith("settings that mattered (val_acc variance explained, fANOVA over 30 trials): "
-                                 "train.lr 9")
+    assert imp.line().startswith(
+        "settings that mattered (val_acc variance explained, fANOVA over 30 trials): train.lr 9"
+    )
     again = importance(rows_where_lr_decides(), SPACE, "val_acc", "max")
     assert again.shares == imp.shares  # a fixed evaluator seed: the report is repeatable
 
@@ -49,17 +59,31 @@ def test_failed_trials_do_not_count_and_too_few_trials_give_a_reason():
 
 
 def test_keys_of_one_branch_are_left_out_and_named_the_branch_label_counts():
-    space = {"family": {"choice": [{"name": "cnn", "model.name": "cnn", "model.dropout": {"uniform": [0.0, 0.5]}},
-                                   {"name": "vit", "model.name": "vit", "model.depth": {"randint": [2, 6]}}]},
-             "train.lr": {"loguniform": [1e-4, 1e-1]}}
+    space = {
+        "family": {
+            "choice": [
+                {"name": "cnn", "model.name": "cnn", "model.dropout": {"uniform": [0.0, 0.5]}},
+                {"name": "vit", "model.name": "vit", "model.depth": {"randint": [2, 6]}},
+            ]
+        },
+        "train.lr": {"loguniform": [1e-4, 1e-1]},
+    }
     rng = np.random.default_rng(1)
     rows = []
     for i in range(24):
         fam = "cnn" if i % 2 else "vit"
-        rows.append({"trial_id": str(i), "status": "completed", "family": fam, "model.name": fam, "train.lr": float(10 ** rng.uniform(-4, -1)),
-                     "model.dropout": float(rng.uniform(0, 0.5)) if fam == "cnn" else "",
-                     "model.depth": int(rng.integers(2, 7)) if fam == "vit" else math.nan,
-                     "best_val_acc": (0.9 if fam == "cnn" else 0.6) + 1e-3 * rng.normal()})
+        rows.append(
+            {
+                "trial_id": str(i),
+                "status": "completed",
+                "family": fam,
+                "model.name": fam,
+                "train.lr": float(10 ** rng.uniform(-4, -1)),
+                "model.dropout": float(rng.uniform(0, 0.5)) if fam == "cnn" else "",
+                "model.depth": int(rng.integers(2, 7)) if fam == "vit" else math.nan,
+                "best_val_acc": (0.9 if fam == "cnn" else 0.6) + 1e-3 * rng.normal(),
+            }
+        )
     imp = importance(rows, space, "val_acc", "max")
     assert imp.left_out == ["model.dropout", "model.depth"]
     assert set(imp.shares) == {"family", "train.lr"} and imp.shares["family"] > 0.8  # model.name follows family
@@ -72,8 +96,11 @@ def test_written_beside_trials_csv_with_a_parallel_coordinates_plot(tmp_path):
         r["best_val_loss"] = 1 - r.pop("best_val_acc")
     imp = write_importance(tmp_path, spec, rows)
     saved = json.loads((tmp_path / IMPORTANCE_FILE).read_text())
-    assert saved["evaluator"] == "fanova" and saved["trials"] == 30 and max(saved["shares"], key=saved["shares"].get) \
-        == "train.lr"
+    assert (
+        saved["evaluator"] == "fanova"
+        and saved["trials"] == 30
+        and max(saved["shares"], key=saved["shares"].get) == "train.lr"
+    )
     assert (tmp_path / PARALLEL_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert parallel_plot(imp, "s")[:4] == b"\x89PNG"
     # A later state with too few trials keeps no plot of the earlier one.

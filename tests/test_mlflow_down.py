@@ -35,10 +35,26 @@ SPEC = {
 
 def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
     log = open(tmp_path / "server.log", "a")
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
@@ -61,8 +77,11 @@ def trial_runs(uri: str) -> tuple:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("mlflow-down")
     runs = c.search_runs([exp.experiment_id], max_results=1000) if exp else []
-    return c, [r for r in runs if r.data.tags.get("role") == "trial"], [r for r in runs
-                                                                        if r.data.tags.get("role") == "study"]
+    return (
+        c,
+        [r for r in runs if r.data.tags.get("role") == "trial"],
+        [r for r in runs if r.data.tags.get("role") == "study"],
+    )
 
 
 def test_server_lost_mid_study_is_filled_in_by_sync_mlflow(tmp_path):
@@ -71,8 +90,15 @@ def test_server_lost_mid_study_is_filled_in_by_sync_mlflow(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({**SPEC, "tracking": {"mlflow_uri": uri}}))
     server = start_server(tmp_path, port)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    study = subprocess.Popen([str(BIN / "tune-run"), "s.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    study = subprocess.Popen(
+        [str(BIN / "tune-run"), "s.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 600
         while time.time() < deadline:  # until the first trial has finished in MLflow
@@ -94,8 +120,14 @@ def test_server_lost_mid_study_is_filled_in_by_sync_mlflow(tmp_path):
 
     server = start_server(tmp_path, port)
     try:
-        sync = subprocess.run([str(BIN / "tune-run"), "--sync-mlflow", "runs/mlflow-down"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        sync = subprocess.run(
+            [str(BIN / "tune-run"), "--sync-mlflow", "runs/mlflow-down"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert sync.returncode == 0 and "filled in from runs/mlflow-down" in sync.stdout, sync.stdout + sync.stderr
         c, children, parents = trial_runs(uri)
         assert sorted(r.data.tags["trial_id"] for r in children) == sorted(r["trial_id"] for r in rows)
@@ -107,8 +139,14 @@ def test_server_lost_mid_study_is_filled_in_by_sync_mlflow(tmp_path):
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].data.metrics["trials"] == 3
         # Run again: nothing is missing, nothing is added.
-        again = subprocess.run([str(BIN / "tune-run"), "--sync-mlflow", "runs/mlflow-down"], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=300)
+        again = subprocess.run(
+            [str(BIN / "tune-run"), "--sync-mlflow", "runs/mlflow-down"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert again.returncode == 0 and "nothing was missing" in again.stdout, again.stdout + again.stderr
         c, children2, _ = trial_runs(uri)
         assert len(children2) == 3

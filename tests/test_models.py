@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.models import (ModelConfigError, WeightsNotFound, check_model, count_parameters, create_model,
-                               list_models)
+from trainables.models import (
+    ModelConfigError,
+    WeightsNotFound,
+    check_model,
+    count_parameters,
+    create_model,
+    list_models,
+)
 
 REGISTERED = [m for m in list_models() if "/" not in m]
 
@@ -29,13 +35,25 @@ def test_registry_lists_the_issue_models():
 
 def test_coins_cnn_paper000_parameter_count():
     # Paper 000's selected values at 256x256 with one BCE logit: 849,331 parameters (their Appendix A1).
-    m = create_model("coins_cnn", num_classes=1, in_chans=3, image_size=256, out_channels_1=20, out_channels_2=10,
-                     kernel_size_conv=5, padding_conv=0, stride_conv=1, kernel_size_pool=4, stride_pool=3,
-                     fnn_out_features=500)
+    m = create_model(
+        "coins_cnn",
+        num_classes=1,
+        in_chans=3,
+        image_size=256,
+        out_channels_1=20,
+        out_channels_2=10,
+        kernel_size_conv=5,
+        padding_conv=0,
+        stride_conv=1,
+        kernel_size_pool=4,
+        stride_pool=3,
+        fnn_out_features=500,
+    )
     assert count_parameters(m) == 849_331
     assert m(torch.zeros(2, 3, 256, 256)).shape == (2, 1)
-    assert "feature maps vanish" in check_model("coins_cnn", num_classes=1, in_chans=3, image_size=32,
-                                                stride_conv=3, stride_pool=5, kernel_size_pool=4)
+    assert "feature maps vanish" in check_model(
+        "coins_cnn", num_classes=1, in_chans=3, image_size=32, stride_conv=3, stride_pool=5, kernel_size_pool=4
+    )
 
 
 def test_luna_paper001_parameter_count():
@@ -60,22 +78,38 @@ def test_torchvision_models_replace_the_classifier(tmp_path, monkeypatch):
 
 
 def test_vit_paper003_parameter_count():
-    m = create_model("vit", num_classes=10, in_chans=3, image_size=32, patch_size=4, embed_dim=256,
-                     mlp_dim=512, num_heads=8, depth=6)
+    m = create_model(
+        "vit", num_classes=10, in_chans=3, image_size=32, patch_size=4, embed_dim=256, mlp_dim=512, num_heads=8, depth=6
+    )
     assert count_parameters(m) == 3_195_146
 
 
 def test_resnet18_parameter_counts():
-    assert count_parameters(create_model("resnet18", num_classes=10, in_chans=3, image_size=32,
-                                         stem="imagenet")) == 11_181_642  # paper 003, Table 4.1
-    assert count_parameters(create_model("resnet18", num_classes=10, in_chans=3, image_size=32,
-                                         stem="cifar")) == 11_173_962
+    assert (
+        count_parameters(create_model("resnet18", num_classes=10, in_chans=3, image_size=32, stem="imagenet"))
+        == 11_181_642
+    )  # paper 003, Table 4.1
+    assert (
+        count_parameters(create_model("resnet18", num_classes=10, in_chans=3, image_size=32, stem="cifar"))
+        == 11_173_962
+    )
 
 
 def test_vit_head_dim_decouples_attention_width():
     # Paper 004's best ViT: embed 32 with 20 heads of 16 (inner width 320 != 32).
-    m = create_model("vit", num_classes=10, in_chans=3, image_size=32, patch_size=2, embed_dim=32, depth=4,
-                     num_heads=20, head_dim=16, mlp_dim=1024, head_hidden=1024)
+    m = create_model(
+        "vit",
+        num_classes=10,
+        in_chans=3,
+        image_size=32,
+        patch_size=2,
+        embed_dim=32,
+        depth=4,
+        num_heads=20,
+        head_dim=16,
+        mlp_dim=1024,
+        head_hidden=1024,
+    )
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert m.blocks[0].attn.qkv.out_features == 3 * 320
 
@@ -83,8 +117,20 @@ def test_vit_head_dim_decouples_attention_width():
 def test_vit_small_data_options_keep_the_token_grid():
     # Conv tokenizer at patch 4: two conv-pool stages give the same 8 x 8 grid; sequence pooling has no class
     # token, so the position embedding has 64 rows, not 65.
-    m = create_model("vit", num_classes=10, in_chans=3, image_size=32, patch_size=4, embed_dim=64, depth=3,
-                     num_heads=4, mlp_dim=128, tokenizer="conv", pool="seq", drop_path=0.1)
+    m = create_model(
+        "vit",
+        num_classes=10,
+        in_chans=3,
+        image_size=32,
+        patch_size=4,
+        embed_dim=64,
+        depth=3,
+        num_heads=4,
+        mlp_dim=128,
+        tokenizer="conv",
+        pool="seq",
+        drop_path=0.1,
+    )
     assert m.pos_embed.shape == (1, 64, 64) and not hasattr(m, "cls_token")
     assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.patch_embed) == 2
     assert [b.drop_path for b in m.blocks] == [0.0, 0.05, 0.1]
@@ -109,15 +155,18 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
     assert torch.equal(drop_path(x, 0.25, training=False), x)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (dict(embed_dim=48, num_heads=5), "embed_dim must be divisible by num_heads"),
-    (dict(tokenizer="conv", patch_size=1), "power of 2"),
-    (dict(tokenizer="linear"), "tokenizer must be one of patch, conv"),
-    (dict(pool="mean"), "pool must be one of cls, seq"),
-    (dict(drop_path=1.0), "0 <= drop_path < 1"),
-    (dict(patch_size=5), "patch_size must divide image_size"),
-    (dict(dropout=1.0), "0 <= dropout < 1"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (dict(embed_dim=48, num_heads=5), "embed_dim must be divisible by num_heads"),
+        (dict(tokenizer="conv", patch_size=1), "power of 2"),
+        (dict(tokenizer="linear"), "tokenizer must be one of patch, conv"),
+        (dict(pool="mean"), "pool must be one of cls, seq"),
+        (dict(drop_path=1.0), "0 <= drop_path < 1"),
+        (dict(patch_size=5), "patch_size must divide image_size"),
+        (dict(dropout=1.0), "0 <= dropout < 1"),
+    ],
+)
 def test_vit_constraints(args, needle):
     args = {"image_size": 32, **args}
     reason = check_model("vit", num_classes=10, in_chans=3, **args)
@@ -147,14 +196,16 @@ def test_pretrained_from_file_loads_those_weights(tmp_path):
 
     src = resnet18(weights=None)
     torch.save(src.state_dict(), tmp_path / "r18.pth")
-    m = create_model("resnet18", num_classes=5, in_chans=3, image_size=32, stem="imagenet",
-                     pretrained=str(tmp_path / "r18.pth"))
+    m = create_model(
+        "resnet18", num_classes=5, in_chans=3, image_size=32, stem="imagenet", pretrained=str(tmp_path / "r18.pth")
+    )
     assert torch.equal(m.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
     assert m.fc.out_features == 5
     timm_src = create_model("timm/resnet10t", num_classes=1000, in_chans=3, image_size=32)
     from safetensors.torch import save_file
 
     save_file(timm_src.state_dict(), str(tmp_path / "r10.safetensors"))
-    t = create_model("timm/resnet10t", num_classes=3, in_chans=3, image_size=32,
-                     pretrained=str(tmp_path / "r10.safetensors"))
+    t = create_model(
+        "timm/resnet10t", num_classes=3, in_chans=3, image_size=32, pretrained=str(tmp_path / "r10.safetensors")
+    )
     assert torch.equal(t.layer1[0].conv1.weight, timm_src.layer1[0].conv1.weight)

@@ -11,7 +11,6 @@ import yaml
 
 import trainables
 from search import load_spec
-
 from tests.conftest import make_image_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,19 +26,26 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     cars = make_image_tree(root / "cars", {f"model{i}": n for i, n in enumerate([30, 8, 12, 20, 6])}, size=40)
     cifar = make_image_tree(root / "cifar", {f"c{i}": 12 for i in range(10)}, size=32, split="train")
     make_image_tree(cifar, {f"c{i}": 3 for i in range(10)}, size=32, split="test", seed=1)
-    return {"coins-cnn": binary, "coins-vit": binary, "coins-vit-pretrained": binary, "casting-freeze": casting,
-            "cars-hyperband": cars, "data-efficiency": cifar}
+    return {
+        "coins-cnn": binary,
+        "coins-vit": binary,
+        "coins-vit-pretrained": binary,
+        "casting-freeze": casting,
+        "cars-hyperband": cars,
+        "data-efficiency": cifar,
+    }
 
 
 PRETRAINED = {"coins-vit-pretrained", "casting-freeze", "cars-hyperband"}
 
 
-@pytest.mark.parametrize("name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze",
-                                  "cars-hyperband", "data-efficiency"])
+@pytest.mark.parametrize(
+    "name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze", "cars-hyperband", "data-efficiency"]
+)
 def test_paper_spec_dry_runs(name, trees, tmp_path, cli):
     r = cli("tune-run", str(SPACES / f"{name}.yaml"), "--dry-run", "--set", f"data.root={trees[name]}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    grid = {"coins-cnn": 3 ** 9, "coins-vit": 864, "casting-freeze": 22, "cars-hyperband": 6, "data-efficiency": 78}
+    grid = {"coins-cnn": 3**9, "coins-vit": 864, "casting-freeze": 22, "cars-hyperband": 6, "data-efficiency": 78}
     if name in grid:
         assert f"# grid points: {grid[name]};" in r.stdout
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
@@ -55,17 +61,23 @@ def test_casting_grid_is_model_by_freezing_strategy():
     spec = load_spec(SPACES / "casting-freeze.yaml", trainables)
     (options,) = spec["space"]["family"].values()
     pretrained = [o for o in options if o["model.name"] != "luna"]
-    assert len(pretrained) == 7 and all(o["model.freeze"] == {"grid": ["head_only", 0.333, "none"]}
-                                        for o in pretrained)
+    assert len(pretrained) == 7 and all(o["model.freeze"] == {"grid": ["head_only", 0.333, "none"]} for o in pretrained)
     luna = next(o for o in options if o["model.name"] == "luna")
     assert luna["train.epochs"] == 50 and "model.freeze" not in luna
 
 
-@pytest.mark.parametrize("name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze",
-                                  "cars-hyperband", "data-efficiency"])
+@pytest.mark.parametrize(
+    "name", ["coins-cnn", "coins-vit", "coins-vit-pretrained", "casting-freeze", "cars-hyperband", "data-efficiency"]
+)
 def test_paper_spec_smoke_runs(name, trees, tmp_path, cli, ray_session):
-    args = [str(SPACES / f"{name}.yaml"), "--smoke", "--set", f"data.root={trees[name]}",
-            "--set", f"tracking.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    args = [
+        str(SPACES / f"{name}.yaml"),
+        "--smoke",
+        "--set",
+        f"data.root={trees[name]}",
+        "--set",
+        f"tracking.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     if name in PRETRAINED:  # no weights offline: the architecture from random weights, as the issue allows
         args += ["--set", "model.pretrained=false"]
     r = cli("tune-run", *args, cwd=tmp_path)

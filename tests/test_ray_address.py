@@ -20,7 +20,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.ray
 BIN = Path(sys.executable).parent
-MEMORY = 3 * 1024 ** 3 + 4096  # the stranger's `--memory`: no Ray started here measures exactly this
+MEMORY = 3 * 1024**3 + 4096  # the stranger's `--memory`: no Ray started here measures exactly this
 SPEC = {
     "experiment": {"name": "own"},
     "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 200},
@@ -35,8 +35,11 @@ def ray_env() -> tuple[Path, dict[str, str]]:
     whether `ray start` asks for a token must not depend on a ~/.ray/auth_token of this host (Ray sends one only
     to a cluster it found itself, never to a given address)."""
     temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    return temp, {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(temp),
-                  "RAY_AUTH_MODE": "disabled"}
+    return temp, {
+        **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        "RAY_TMPDIR": str(temp),
+        "RAY_AUTH_MODE": "disabled",
+    }
 
 
 def start_stranger(env: dict[str, str], temp: Path) -> tuple[subprocess.Popen, str]:
@@ -47,9 +50,23 @@ def start_stranger(env: dict[str, str], temp: Path) -> tuple[subprocess.Popen, s
 
 def ray_start(env: dict[str, str], temp: Path, *resources: str) -> tuple[subprocess.Popen, str]:
     """``ray start --head --block`` with ``resources``; (its process, its address)."""
-    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", *resources,
-                             "--include-dashboard=false", "--disable-usage-stats"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={free_port()}",
+            *resources,
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     current = temp / "ray" / "ray_current_cluster"  # $RAY_TMPDIR/ray/: this test's, not the host's /tmp/ray
     deadline = time.time() + 180
     while not (current.is_file() and current.read_text().strip()):
@@ -80,8 +97,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 def cluster_memory(cwd: Path, name: str, env: dict[str, str], *args: str) -> float:
     """Run the tiny study ``name`` with ``args``; the memory of the cluster it ran on (its study.json)."""
-    r = subprocess.run([str(BIN / "tune-run"), "spec.yaml", "--set", f"experiment.name={name}", *args], cwd=cwd,
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [str(BIN / "tune-run"), "spec.yaml", "--set", f"experiment.name={name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     return float(json.loads((cwd / "runs" / name / "study.json").read_text())["cluster"]["memory"])
 
@@ -91,8 +114,17 @@ def test_a_study_joins_a_cluster_on_the_host_only_when_told(tmp_path):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     proc, address = start_stranger(env, temp)
     try:
-        probe = subprocess.run([sys.executable, "-c", "from ray._private.services import canonicalize_bootstrap_address"
-                                " as c; print(c(None))"], env=env, capture_output=True, text=True, timeout=120)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ray._private.services import canonicalize_bootstrap_address as c; print(c(None))",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert probe.stdout.strip() == address, probe  # what Ray's own default would join
         assert cluster_memory(tmp_path, "own", env) != pytest.approx(MEMORY)
         assert cluster_memory(tmp_path, "joined", env, "--address", address) == pytest.approx(MEMORY)

@@ -8,10 +8,10 @@ import json
 import pytest
 
 import trainables
-from tests.conftest import small_spec
 from search import run_study
 from search.run._algorithms import first_points
 from search.spec._space import contains, recipe_point
+from tests.conftest import small_spec
 
 
 def test_contains_is_the_distributions_domain():
@@ -31,9 +31,13 @@ def test_recipe_point_or_why_not():
 
 @pytest.mark.parametrize("algorithm", ["random", "optuna"])
 def test_the_first_trial_is_the_spec_recipe(tmp_path, ray_session, algorithm):
-    spec = small_spec(tmp_path, f"recipe-{algorithm}", train={"epochs": 1, "lr": 3e-3},
-                      space={"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.mlp_dim": {"choice": [16, 32]}},
-                      search={"algorithm": algorithm, "num_samples": 3, "recipe_first": True, "max_concurrent": 1})
+    spec = small_spec(
+        tmp_path,
+        f"recipe-{algorithm}",
+        train={"epochs": 1, "lr": 3e-3},
+        space={"train.lr": {"loguniform": [1e-4, 1e-1]}, "model.mlp_dim": {"choice": [16, 32]}},
+        search={"algorithm": algorithm, "num_samples": 3, "recipe_first": True, "max_concurrent": 1},
+    )
     assert first_points(spec) == ([{"train.lr": 3e-3, "model.mlp_dim": 32}], "")
     res = run_study(spec, trainables, file="recipe.yaml", log=lambda *_: None)
     configs = [(r["train.lr"], r["model.mlp_dim"]) for r in res.rows]
@@ -43,7 +47,12 @@ def test_the_first_trial_is_the_spec_recipe(tmp_path, ray_session, algorithm):
 
 
 def test_a_recipe_outside_the_space_is_said_and_not_run(tmp_path):
-    spec = small_spec(tmp_path, "outside", train={"lr": 0.5}, space={"train.lr": {"loguniform": [1e-4, 1e-1]}},
-                      search={"algorithm": "random", "num_samples": 2, "recipe_first": True})
+    spec = small_spec(
+        tmp_path,
+        "outside",
+        train={"lr": 0.5},
+        space={"train.lr": {"loguniform": [1e-4, 1e-1]}},
+        search={"algorithm": "random", "num_samples": 2, "recipe_first": True},
+    )
     points, why = first_points(spec)
     assert points == [] and "train.lr=0.5 lies outside" in why

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.servers import BUCKET, mlflow_server, postgres, s3  # noqa: F401  (session fixtures)
+from tests.servers import BUCKET
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "spaces" / "quickstart.yaml")
@@ -26,8 +26,14 @@ STUDY = f"{RUNS}/quickstart-smoke"
 
 def cmd(name: str, *args: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     """A console script (tune-run, tune-eval, tune-compare) as a user runs it, in ``cwd``."""
-    return subprocess.run([str(Path(sys.executable).parent / name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *parts: str) -> None:
@@ -36,17 +42,42 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *parts: str) -> None:
     assert all(p in lines[0] for p in parts), lines[0]
 
 
-def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):  # noqa: F811
+def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):
     quick = ("--smoke", "--set", "tracking.enabled=false")
-    r = cmd("tune-run", QUICKSTART, *quick, "--set", "experiment.output_dir=s3://no-such-bucket/runs",
-            cwd=tmp_path, env=s3.env)
-    assert_one_line_error(r, "experiment.output_dir", "s3://no-such-bucket/runs/quickstart-smoke",
-                          "bucket 'no-such-bucket' does not exist")
-    r = cmd("tune-run", QUICKSTART, *quick, "--set", f"experiment.output_dir={RUNS}", cwd=tmp_path,
-            env={**s3.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    r = cmd(
+        "tune-run",
+        QUICKSTART,
+        *quick,
+        "--set",
+        "experiment.output_dir=s3://no-such-bucket/runs",
+        cwd=tmp_path,
+        env=s3.env,
+    )
+    assert_one_line_error(
+        r,
+        "experiment.output_dir",
+        "s3://no-such-bucket/runs/quickstart-smoke",
+        "bucket 'no-such-bucket' does not exist",
+    )
+    r = cmd(
+        "tune-run",
+        QUICKSTART,
+        *quick,
+        "--set",
+        f"experiment.output_dir={RUNS}",
+        cwd=tmp_path,
+        env={**s3.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+    )
     assert_one_line_error(r, "experiment.output_dir", "cannot be used", "connect", "http://127.0.0.1:9")
-    r = cmd("tune-run", QUICKSTART, *quick, "--set", f"experiment.output_dir=s3://key:secret@{BUCKET}/runs",
-            cwd=tmp_path, env=s3.env)
+    r = cmd(
+        "tune-run",
+        QUICKSTART,
+        *quick,
+        "--set",
+        f"experiment.output_dir=s3://key:secret@{BUCKET}/runs",
+        cwd=tmp_path,
+        env=s3.env,
+    )
     assert_one_line_error(r, "credentials do not belong in a spec")
     assert "secret" not in r.stderr.replace("AWS_SECRET_ACCESS_KEY", "")
     r = cmd("tune-eval", f"{STUDY}-missing/final/0", cwd=tmp_path, env=s3.env)
@@ -54,28 +85,36 @@ def test_bad_storage_is_one_line_before_anything_starts(s3, tmp_path):  # noqa: 
     assert list(tmp_path.iterdir()) == [] and not s3.keys("runs/quickstart-smoke-missing")
 
 
-def test_compare_names_a_damaged_file_in_s3_by_its_uri(s3, tmp_path):  # noqa: F811
+def test_compare_names_a_damaged_file_in_s3_by_its_uri(s3, tmp_path):
     """tune-compare reads a study in S3 from a temporary copy; a damaged file is named as the user gave it."""
     from tests.test_bad_result_files import study_folder
 
-    cases = [("final/metrics.json", b'{"summary": {', "invalid JSON"),
-             ("final/0/metrics.json", b'{"test": {"confusion_matrix": [[1', "invalid JSON"),
-             ("study.json", b"[]", "expected a JSON object, got list"),
-             ("trials.csv", b"trial_id,status\nt1,completed\n", "has no column 'best_val_acc'")]
+    cases = [
+        ("final/metrics.json", b'{"summary": {', "invalid JSON"),
+        ("final/0/metrics.json", b'{"test": {"confusion_matrix": [[1', "invalid JSON"),
+        ("study.json", b"[]", "expected a JSON object, got list"),
+        ("trials.csv", b"trial_id,status\nt1,completed\n", "has no column 'best_val_acc'"),
+    ]
     for i, (name, content, words) in enumerate(cases):
         (tmp_path / str(i)).mkdir()
         local = study_folder(tmp_path / str(i), name)
         (local / name).write_bytes(content)
         for f in (p for p in local.rglob("*") if p.is_file()):
             s3.client().upload_file(str(f), BUCKET, f"damaged/{i}/s/{f.relative_to(local).as_posix()}")
-        r = cmd("tune-compare", f"s3://{BUCKET}/damaged/{i}/s", "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}",
-                cwd=tmp_path, env=s3.env)
+        r = cmd(
+            "tune-compare",
+            f"s3://{BUCKET}/damaged/{i}/s",
+            "--mlflow-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+            cwd=tmp_path,
+            env=s3.env,
+        )
         assert_one_line_error(r, f"tune-compare: error: s3://{BUCKET}/damaged/{i}/s/{name}: ", words)
         assert not s3.keys(f"damaged/{i}/compare"), "nothing half-written"
 
 
 @pytest.mark.ray
-def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path):  # noqa: F811
+def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
     work = tmp_path / "work"
@@ -108,19 +147,36 @@ def test_study_final_eval_compare_in_s3_tracked_by_a_server(s3, mlflow_server, t
     assert r.returncode == 0 and f"filled in from {STUDY}: nothing was missing" in r.stdout, r.stdout + r.stderr
 
     # Final training from best.yaml in S3: the models go beside it, to <study>/final.
-    r = cmd("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1",
-            cwd=work, env=s3.env)
+    r = cmd(
+        "tune-run",
+        f"{STUDY}/best.yaml",
+        "--final",
+        "--set",
+        "final.seeds=[0]",
+        "--set",
+        "final.epochs=1",
+        cwd=work,
+        env=s3.env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"models and metrics: {STUDY}/final" in r.stdout, r.stdout[-2000:]
     final = set(s3.keys("runs/quickstart-smoke/final/"))
-    for name in ("metrics.json", "spec.yaml", "0/model.safetensors", "0/meta.json", "0/spec.yaml", "0/metrics.json",
-                 "0/confusion.png"):
+    for name in (
+        "metrics.json",
+        "spec.yaml",
+        "0/model.safetensors",
+        "0/meta.json",
+        "0/spec.yaml",
+        "0/metrics.json",
+        "0/confusion.png",
+    ):
         assert f"runs/quickstart-smoke/final/{name}" in final, final
 
     r = cmd("tune-eval", f"{STUDY}/final/0", cwd=work, env=s3.env)
     assert r.returncode == 0, r.stderr[-3000:]
-    stored = json.loads(s3.client().get_object(Bucket=BUCKET, Key="runs/quickstart-smoke/final/0/metrics.json")
-                        ["Body"].read())
+    stored = json.loads(
+        s3.client().get_object(Bucket=BUCKET, Key="runs/quickstart-smoke/final/0/metrics.json")["Body"].read()
+    )
     assert json.loads(r.stdout)["accuracy"] == pytest.approx(stored["test"]["accuracy"])
 
     r = cmd("tune-compare", STUDY, cwd=work, env=s3.env)
@@ -170,7 +226,7 @@ def finished_trial_runs(client, experiment: str) -> dict[str, str]:
 
 
 @pytest.mark.ray
-def test_killed_driver_resumes_from_s3_without_losing_or_duplicating(s3, mlflow_server, tmp_path):  # noqa: F811
+def test_killed_driver_resumes_from_s3_without_losing_or_duplicating(s3, mlflow_server, tmp_path):
     """The driver and its Ray are killed (SIGKILL) mid-study; `tune-run SPEC --resume` finds the study in S3 and
     completes it: each trial once in trials.csv, one MLflow run per trial with each epoch logged once."""
     from mlflow.tracking import MlflowClient
@@ -179,8 +235,15 @@ def test_killed_driver_resumes_from_s3_without_losing_or_duplicating(s3, mlflow_
     work.mkdir()
     spec = tmp_path / "killed.yaml"
     spec.write_text(yaml.safe_dump({**KILLED, "tracking": {"mlflow_uri": mlflow_server}}))
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tune-run"), str(spec)], cwd=work, env=s3.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tune-run"), str(spec)],
+        cwd=work,
+        env=s3.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     c, deadline, before = MlflowClient(mlflow_server), time.time() + 600, {}
     while not before:
         time.sleep(0.5)

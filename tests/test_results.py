@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import trainables
-from tests.conftest import mlflow_runs, read_rows, small_spec
 from search import run_study
+from tests.conftest import mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 
@@ -21,30 +21,44 @@ def test_trials_csv_and_mlflow_agree_on_each_trials_status(tmp_path, ray_session
     # short: its own train.epochs (1) is its full length, though the spec says 3: completed.
     # flat: lr 1e-30 leaves the weights (and val_loss) unchanged, so early stopping (patience 1) ends it
     # after epoch 2 of 3: early_stopped (by the engine), not stopped (by the scheduler).
-    space = {"recipe": {"grid": [{"name": "short", "train.epochs": 1},
-                                 {"name": "flat", "train.lr": 1.0e-30, "train.early_stopping": 1},
-                                 {"name": "full", "train.seed": 0}]}}
+    space = {
+        "recipe": {
+            "grid": [
+                {"name": "short", "train.epochs": 1},
+                {"name": "flat", "train.lr": 1.0e-30, "train.early_stopping": 1},
+                {"name": "full", "train.seed": 0},
+            ]
+        }
+    }
     spec = small_spec(tmp_path, "statuses", space=space)
     res = run_study(spec, trainables, file="statuses.yaml", log=lambda *_: None)
     rows = read_rows(res.out_dir / "trials.csv")
     csv_status = {r["trial_id"]: r["status"] for r in rows}
     assert {r["recipe"]: (r["status"], r["epochs"]) for r in rows} == {
-        "short": ("completed", "1"), "flat": ("early_stopped", "2"), "full": ("completed", "3")}
-    mlflow_status = {r.data.tags["trial_id"]: r.data.tags["status"] for r in trial_runs(tmp_path / "mlflow.db",
-                                                                                         "statuses")}
+        "short": ("completed", "1"),
+        "flat": ("early_stopped", "2"),
+        "full": ("completed", "3"),
+    }
+    mlflow_status = {
+        r.data.tags["trial_id"]: r.data.tags["status"] for r in trial_runs(tmp_path / "mlflow.db", "statuses")
+    }
     assert mlflow_status == csv_status
 
 
 def test_infeasible_trials_do_not_blunt_asha(tmp_path, ray_session):
     # Digits are 8 px: patch sizes 3, 5 and 6 do not divide them, so about three trials in four are infeasible.
-    spec = small_spec(tmp_path, "asha-infeasible", data={"dataset": "digits"},
-                      model={"name": "vit", "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
-                      train={"epochs": 9, "batch_size": 128},
-                      space={"model.patch_size": {"choice": [3, 5, 6, 4]}, "train.lr": {"loguniform": [1e-4, 1e-2]}},
-                      # One trial at a time: ASHA's decisions then depend on the (seeded, CPU-deterministic)
-                      # scores alone, not on which trials happen to reach a rung together.
-                      search={"num_samples": 20, "seed": 0, "max_concurrent": 1, "reuse_actors": True},
-                      scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3})
+    spec = small_spec(
+        tmp_path,
+        "asha-infeasible",
+        data={"dataset": "digits"},
+        model={"name": "vit", "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+        train={"epochs": 9, "batch_size": 128},
+        space={"model.patch_size": {"choice": [3, 5, 6, 4]}, "train.lr": {"loguniform": [1e-4, 1e-2]}},
+        # One trial at a time: ASHA's decisions then depend on the (seeded, CPU-deterministic)
+        # scores alone, not on which trials happen to reach a rung together.
+        search={"num_samples": 20, "seed": 0, "max_concurrent": 1, "reuse_actors": True},
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3},
+    )
     res = run_study(spec, trainables, file="asha.yaml", log=lambda *_: None)
     feasible = [r for r in res.rows if r["status"] != "infeasible"]
     stopped = [r for r in feasible if r["status"] == "stopped"]
@@ -60,8 +74,10 @@ def test_infeasible_trials_do_not_blunt_asha(tmp_path, ray_session):
     infeasible = [r for r in res.rows if r["status"] == "infeasible"]
     assert all("patch_size must divide image_size" in r["reason"] for r in infeasible)
     tags = {r.data.tags["trial_id"]: r.data.tags for r in trial_runs(tmp_path / "mlflow.db", "asha-infeasible")}
-    assert all(tags[r["trial_id"]]["status"] == "infeasible" and "patch_size" in tags[r["trial_id"]]["reason"]
-               for r in infeasible)
+    assert all(
+        tags[r["trial_id"]]["status"] == "infeasible" and "patch_size" in tags[r["trial_id"]]["reason"]
+        for r in infeasible
+    )
 
 
 def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tmp_path, ray_session, cli):
@@ -70,18 +86,24 @@ def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tm
 
     from mlflow.tracking import MlflowClient
 
-    spec = small_spec(tmp_path, "pbt", train={"epochs": 4, "schedule": "none"},
-                      space={"train.lr": {"loguniform": [1e-5, 1e-1]}},
-                      search={"num_samples": 4, "seed": 0},
-                      scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.25})
+    spec = small_spec(
+        tmp_path,
+        "pbt",
+        train={"epochs": 4, "schedule": "none"},
+        space={"train.lr": {"loguniform": [1e-5, 1e-1]}},
+        search={"num_samples": 4, "seed": 0},
+        scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.25},
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = run_study(spec, trainables, file="pbt.yaml", log=lambda *_: None)
     assert not [w for w in caught if "num_to_keep" in str(w.message)]  # Ray's PBT checkpoint warning
     # Ray logs a trial's exploits in pbt_policy_<trial id>.txt, its latest last (earlier lines are inherited
     # from the trial it cloned): [target, clone, target iteration, clone iteration, clone's config, new config].
-    latest = {p.stem[len("pbt_policy_"):]: json.loads(p.read_text().splitlines()[-1])
-              for p in res.out_dir.glob("pbt_policy_*.txt")}
+    latest = {
+        p.stem[len("pbt_policy_") :]: json.loads(p.read_text().splitlines()[-1])
+        for p in res.out_dir.glob("pbt_policy_*.txt")
+    }
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = {r.data.tags["trial_id"]: r.info.run_id for r in trial_runs(tmp_path / "mlflow.db", "pbt")}
     checked = 0
@@ -105,8 +127,7 @@ def test_pbt_exploit_trains_with_the_perturbed_lr_and_best_yaml_is_a_schedule(tm
 
 def test_a_diverging_trial_is_recorded_as_diverged_and_the_study_goes_on(tmp_path, ray_session):
     # lr 1e6 makes the training loss NaN in its first epoch; the other trial trains normally.
-    spec = small_spec(tmp_path, "diverging", train={"epochs": 2},
-                      space={"train.lr": {"grid": [3e-3, 1.0e+6]}})
+    spec = small_spec(tmp_path, "diverging", train={"epochs": 2}, space={"train.lr": {"grid": [3e-3, 1.0e6]}})
     res = run_study(spec, trainables, file="diverging.yaml", log=lambda *_: None)
     rows = {float(r["train.lr"]): r for r in read_rows(res.out_dir / "trials.csv")}
     assert (rows[3e-3]["status"], rows[3e-3]["epochs"]) == ("completed", "2")

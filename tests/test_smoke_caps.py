@@ -20,7 +20,7 @@ def _values(dist):
     """The values a space entry can take: a fixed value, a list's values or a range's bounds."""
     if not isinstance(dist, dict):
         return [dist]
-    (kind, values), = dist.items()
+    ((kind, values),) = dist.items()
     return list(values) if kind in ("grid", "choice") else list(values[:2])
 
 
@@ -52,8 +52,12 @@ def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree, cli):
     entries = [(k, d, model) for k, d in spec["space"].items() if "." in k]
     for key, dist in spec["space"].items():
         if "." not in key:  # a branch: each option's own keys, with its own model
-            entries += [(k, v, opt.get("model.name", model)) for opt in next(iter(dist.values()))
-                        for k, v in opt.items() if k != "name"]
+            entries += [
+                (k, v, opt.get("model.name", model))
+                for opt in next(iter(dist.values()))
+                for k, v in opt.items()
+                if k != "name"
+            ]
     for key, dist, m in entries:
         if key in ("train.batch_size", "train.eval_batch_size", "data.image_size"):
             assert max(_values(dist)) <= smoke_cap(key, m), (key, dist)

@@ -34,19 +34,21 @@ BOUND_MB = 3 * 1024  # "a few GB": what a smoke run may take of a laptop or a CI
 # MB of each spec's measuring child (about 450 MB of it is the imports of torch, timm and the project). Before the
 # smoke run's patch floor (trainables._backend.SMOKE_TOKENS) paper004-vit.yaml's patch 2 took >20 GB (killed);
 # before the caps, cars-hyperband's smoke run peaked above 11 GB (issue 11).
-PEAKS_MB = {"cars-hyperband.yaml": 2178,       # timm/convnext_base, 64 px, batch 32, both augmentation options
-            "casting-freeze.yaml": 693,        # tv/alexnet (the family grid's first), 64 px
-            "cnn.yaml": 502,                   # cnn 64/128/256, CIFAR's 32 px, batch 64
-            "coins-cnn.yaml": 492,             # coins_cnn, 64 px
-            "coins-vit-pretrained.yaml": 1943,  # timm/vit_base_patch16, 64 px
-            "coins-vit.yaml": 487,             # vit embed 256, depth 1, 64 px
-            "data-efficiency.yaml": 659,       # resnet18 (cifar stem), 32 px
-            "paper004-cnn.yaml": 501,          # cnn 64/128/256, hidden 512, 32 px
-            "paper004-vit.yaml": 847,          # vit patch 4 (the floor at 32 px), embed 256, depth 8, mlp 1024
-            "quickstart.yaml": 603,            # cnn on digits (8 px)
-            "paper004-resnet18.yaml": 662,     # resnet18 (ImageNet stem), 32 px
-            "resnet18.yaml": 662,              # resnet18 (cifar stem), 32 px
-            "vit.yaml": 556}                   # vit conv tokenizer, patch 4, embed 128, depth 6, 32 px
+PEAKS_MB = {
+    "cars-hyperband.yaml": 2178,  # timm/convnext_base, 64 px, batch 32, both augmentation options
+    "casting-freeze.yaml": 693,  # tv/alexnet (the family grid's first), 64 px
+    "cnn.yaml": 502,  # cnn 64/128/256, CIFAR's 32 px, batch 64
+    "coins-cnn.yaml": 492,  # coins_cnn, 64 px
+    "coins-vit-pretrained.yaml": 1943,  # timm/vit_base_patch16, 64 px
+    "coins-vit.yaml": 487,  # vit embed 256, depth 1, 64 px
+    "data-efficiency.yaml": 659,  # resnet18 (cifar stem), 32 px
+    "paper004-cnn.yaml": 501,  # cnn 64/128/256, hidden 512, 32 px
+    "paper004-vit.yaml": 847,  # vit patch 4 (the floor at 32 px), embed 256, depth 8, mlp 1024
+    "quickstart.yaml": 603,  # cnn on digits (8 px)
+    "paper004-resnet18.yaml": 662,  # resnet18 (ImageNet stem), 32 px
+    "resnet18.yaml": 662,  # resnet18 (cifar stem), 32 px
+    "vit.yaml": 556,
+}  # vit conv tokenizer, patch 4, embed 128, depth 6, 32 px
 SMALLER_IS_LARGER = ("patch_size",)  # keys whose smallest value makes the largest activations
 
 
@@ -67,10 +69,18 @@ def largest_configs(space: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(dist, dict):
             fixed[key] = dist
             continue
-        (kind, values), = dist.items()
+        ((kind, values),) = dist.items()
         if "." not in key:  # a branch: every option, each with its own keys at their largest
-            branches.append([{k: _extreme(k, next(iter(v.values())) if isinstance(v, dict) else [v])
-                              for k, v in opt.items() if k != "name"} for opt in values])
+            branches.append(
+                [
+                    {
+                        k: _extreme(k, next(iter(v.values())) if isinstance(v, dict) else [v])
+                        for k, v in opt.items()
+                        if k != "name"
+                    }
+                    for opt in values
+                ]
+            )
         else:
             fixed[key] = _extreme(key, list(values) if kind in ("grid", "choice") else list(values[:2]))
     return [{**fixed, **{k: v for opt in combo for k, v in opt.items()}} for combo in itertools.product(*branches)]
@@ -85,8 +95,9 @@ def measure(spec_file: str, root: str) -> dict[str, Any]:
     from trainables.engine import setup, train_epoch
 
     # The tree's classes are a and b: binary specs name their own positive class, here b.
-    overrides = ["train.device=cpu"] + ([] if spec_file.endswith("quickstart.yaml") else
-                                        [f"data.root={root}", "data.positive_class=b"])
+    overrides = ["train.device=cpu"] + (
+        [] if spec_file.endswith("quickstart.yaml") else [f"data.root={root}", "data.positive_class=b"]
+    )
     spec = load_spec(spec_file, trainables, overrides, smoke=True)
     shapes = []
     for values in largest_configs(spec["space"]):
@@ -99,8 +110,13 @@ def measure(spec_file: str, root: str) -> dict[str, Any]:
             train_epoch(run, 0, first=True, max_batches=1)
         finally:
             run.batcher.close()
-        shapes.append({"batch_size": s["train"]["batch_size"], "image_size": s["data"]["image_size"],
-                       **{f"model.{k}": v for k, v in s["model"].items() if not isinstance(v, (float, dict))}})
+        shapes.append(
+            {
+                "batch_size": s["train"]["batch_size"],
+                "image_size": s["data"]["image_size"],
+                **{f"model.{k}": v for k, v in s["model"].items() if not isinstance(v, (float, dict))},
+            }
+        )
         del run, pools
     return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "configs": shapes}
 
@@ -122,8 +138,14 @@ def peaks(tree) -> dict[str, dict[str, Any]]:
     process's high-water mark begins at its parent's resident size), without paying them per spec."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    r = subprocess.run([sys.executable, __file__, str(tree), *(str(REPO / "spaces" / n) for n in SPECS)],
-                       capture_output=True, text=True, timeout=1200, env=env, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, __file__, str(tree), *(str(REPO / "spaces" / n) for n in SPECS)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return {Path(k).name: v for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
 

@@ -63,11 +63,23 @@ def test_preview_crosses_grid_with_samples():
 
 
 def spec_for(algo, sched="fifo"):
-    space = {k: v for k, v in SPACE.items() if not (algo == "optuna" and "qloguniform" in v)
-             and not (sched == "pbt" and k.startswith("model."))}  # pbt cannot perturb the model's shapes
-    return resolve({"experiment": {"name": "s"}, "data": {"dataset": "digits"}, "model": {"name": "cnn"},
-                    "train": {"epochs": 4}, "space": space, "search": {"algorithm": algo, "max_concurrent": 2},
-                    "scheduler": {"name": sched}}, trainables)
+    space = {
+        k: v
+        for k, v in SPACE.items()
+        if not (algo == "optuna" and "qloguniform" in v) and not (sched == "pbt" and k.startswith("model."))
+    }  # pbt cannot perturb the model's shapes
+    return resolve(
+        {
+            "experiment": {"name": "s"},
+            "data": {"dataset": "digits"},
+            "model": {"name": "cnn"},
+            "train": {"epochs": 4},
+            "space": space,
+            "search": {"algorithm": algo, "max_concurrent": 2},
+            "scheduler": {"name": sched},
+        },
+        trainables,
+    )
 
 
 def test_optuna_converts_every_sampled_distribution():
@@ -88,9 +100,16 @@ def test_bohb_converts_every_sampled_distribution():
     assert type(build_scheduler(spec_for("bohb", "hyperband"))).__name__ == "HyperBandForBOHB"
 
 
-@pytest.mark.parametrize("sched,cls", [("fifo", "FIFOScheduler"), ("asha", "AsyncHyperBandScheduler"),
-                                       ("hyperband", "HyperBandScheduler"), ("median", "MedianStoppingRule"),
-                                       ("pbt", "PopulationBasedTraining")])
+@pytest.mark.parametrize(
+    "sched,cls",
+    [
+        ("fifo", "FIFOScheduler"),
+        ("asha", "AsyncHyperBandScheduler"),
+        ("hyperband", "HyperBandScheduler"),
+        ("median", "MedianStoppingRule"),
+        ("pbt", "PopulationBasedTraining"),
+    ],
+)
 def test_schedulers(sched, cls):
     from ray.tune import schedulers
 
@@ -126,24 +145,37 @@ def test_optuna_refuses_quantized_log_ranges():
 
     with pytest.raises(SpecError, match="qloguniform is not supported by search.algorithm=optuna"):
         resolve(
-            {"data": {"dataset": "digits"}, "model": {"name": "cnn"}, "experiment": {"name": "q"},
-             "space": {"train.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}}, "search": {"algorithm": "optuna"}},
-            trainables)
+            {
+                "data": {"dataset": "digits"},
+                "model": {"name": "cnn"},
+                "experiment": {"name": "q"},
+                "space": {"train.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}},
+                "search": {"algorithm": "optuna"},
+            },
+            trainables,
+        )
 
 
 # ----------------------------------------------------------------------------- conditional sub-spaces
 
-FAMILIES = {"grid": [
-    {"name": "small", "model.name": "cnn", "model.conv1": {"grid": [4, 8]}, "model.conv2": 8},
-    {"name": "luna", "model.name": "luna", "model.conv_channels": {"grid": [2, 4, 8]}, "train.epochs": 3},
-    {"name": "pre", "model.name": "timm/resnet10t", "model.pretrained": False, "model.freeze": 0.33},
-]}
+FAMILIES = {
+    "grid": [
+        {"name": "small", "model.name": "cnn", "model.conv1": {"grid": [4, 8]}, "model.conv2": 8},
+        {"name": "luna", "model.name": "luna", "model.conv_channels": {"grid": [2, 4, 8]}, "train.epochs": 3},
+        {"name": "pre", "model.name": "timm/resnet10t", "model.pretrained": False, "model.freeze": 0.33},
+    ]
+}
 
 
 def branch_spec(space, algorithm="random", sched="fifo"):
-    return {"experiment": {"name": "b"}, "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 2},
-            "train": {"epochs": 2}, "search": {"algorithm": algorithm}, "scheduler": {"name": sched},
-            "space": space}
+    return {
+        "experiment": {"name": "b"},
+        "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 2},
+        "train": {"epochs": 2},
+        "search": {"algorithm": algorithm},
+        "scheduler": {"name": sched},
+        "space": space,
+    }
 
 
 def test_grid_branch_adds_its_options_grids_and_previews_only_chosen_keys():
@@ -157,17 +189,19 @@ def test_grid_branch_adds_its_options_grids_and_previews_only_chosen_keys():
     for c in configs:
         fam = c["family"]
         keys = {k for k in c if k.startswith("model.")}
-        expected = {"small": {"model.name", "model.conv1", "model.conv2"},
-                    "luna": {"model.name", "model.conv_channels"},
-                    "pre": {"model.name", "model.pretrained", "model.freeze"}}[fam]
+        expected = {
+            "small": {"model.name", "model.conv1", "model.conv2"},
+            "luna": {"model.name", "model.conv_channels"},
+            "pre": {"model.name", "model.pretrained", "model.freeze"},
+        }[fam]
         assert keys == expected, (fam, keys)
         model = trainables.apply_config(spec, c)["model"]
         # A branch naming another family starts a fresh model section: no cnn widths reach luna or timm.
         assert ("conv1" in model) == (fam == "small")
     # Optuna/BOHB put a branch's values under its label; random/grid directly — both read the same.
-    assert flat_config({"family": {"#": "luna", "luna": {"model.conv_channels": 4}}, "train.lr": 0.1},
-                       spec["space"]) == {"family": "luna", "model.name": "luna", "model.conv_channels": 4,
-                                          "train.epochs": 3, "train.lr": 0.1}
+    assert flat_config(
+        {"family": {"#": "luna", "luna": {"model.conv_channels": 4}}, "train.lr": 0.1}, spec["space"]
+    ) == {"family": "luna", "model.name": "luna", "model.conv_channels": 4, "train.epochs": 3, "train.lr": 0.1}
 
 
 def test_branch_options_are_validated_as_whole_specs():
@@ -197,9 +231,15 @@ def test_model_based_searchers_get_conditional_spaces():
 
     from search.spec._space import OptunaSpace, bohb_space
 
-    space = {"family": {"choice": [{"name": "a", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}},
-                                   {"name": "b", "model.name": "luna", "model.conv_channels": {"randint": [2, 6]}}]},
-             "train.lr": {"loguniform": [1e-4, 1e-2]}}
+    space = {
+        "family": {
+            "choice": [
+                {"name": "a", "model.name": "cnn", "model.conv1": {"choice": [4, 8]}},
+                {"name": "b", "model.name": "luna", "model.conv_channels": {"randint": [2, 6]}},
+            ]
+        },
+        "train.lr": {"loguniform": [1e-4, 1e-2]},
+    }
     spec = resolve(branch_spec(space, "optuna", "asha"), trainables)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     seen = set()
@@ -233,12 +273,22 @@ def test_dry_run_counts_and_previews_what_grid_search_runs(tmp_path, cli):
     import yaml
     from ray.tune.search.variant_generator import generate_variants
 
-    raw = {"experiment": {"name": "g"}, "data": {"dataset": "synthetic", "image_size": 16},
-           "model": {"name": "vit", "embed_dim": 48, "depth": 1, "mlp_dim": 32},
-           "space": {"model.num_heads": {"choice": [2, 3, 5]}, "model.patch_size": {"grid": [4, 8]},
-                     "recipe": {"choice": [{"name": "a", "train.momentum": {"choice": [0.8, 0.9]}},
-                                           {"name": "b", "train.optimizer": "sgd"}]}},
-           "search": {"algorithm": "grid", "num_samples": 2}}
+    raw = {
+        "experiment": {"name": "g"},
+        "data": {"dataset": "synthetic", "image_size": 16},
+        "model": {"name": "vit", "embed_dim": 48, "depth": 1, "mlp_dim": 32},
+        "space": {
+            "model.num_heads": {"choice": [2, 3, 5]},
+            "model.patch_size": {"grid": [4, 8]},
+            "recipe": {
+                "choice": [
+                    {"name": "a", "train.momentum": {"choice": [0.8, 0.9]}},
+                    {"name": "b", "train.optimizer": "sgd"},
+                ]
+            },
+        },
+        "search": {"algorithm": "grid", "num_samples": 2},
+    }
     spec = resolve(raw, trainables)
     tune_runs = len(list(generate_variants(to_tune(spec["space"], "grid")))) * 2  # what BasicVariantGenerator makes
     assert tune_runs == 3 * 2 * (2 + 1) * 2

@@ -49,7 +49,11 @@ BAD = [
     (("model.dropuot", 0.2), "model.dropuot", ["unknown key", "did you mean 'dropout'"]),
     (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, bohb"]),
     (("scheduler.name", "ashaa"), "scheduler.name", ["did you mean 'asha'"]),
-    (("space.train.lr", {"loguniform": [0.1, 0.01]}), "space.train.lr", ["low <= high must hold, got low=0.1, high=0.01"]),
+    (
+        ("space.train.lr", {"loguniform": [0.1, 0.01]}),
+        "space.train.lr",
+        ["low <= high must hold, got low=0.1, high=0.01"],
+    ),
     (("space.train.lr", {"loguniform": [0, 0.01]}), "space.train.lr", ["log range must lie above 0"]),
     (("space.train.lr", {"normal": [0, 1]}), "space.train.lr", ["unknown distribution", "allowed"]),
     (("space.train.lr", {"uniform": [1]}), "space.train.lr", ["uniform takes [low, high]"]),
@@ -71,8 +75,11 @@ BAD = [
     (("data.storage", "disk"), "data.storage", ["not allowed", "auto, memory, stream"]),
     (("data.workers", -1), "data.workers", ["workers >= 0 must hold, got workers=-1"]),
     (("data.max_memory_gb", 0.0), "data.max_memory_gb", ["max_memory_gb > 0 must hold"]),
-    (("experiment.metric", "val_auc"), "experiment.metric",
-     ["val_auc needs a binary task (2 classes), got 10 classes", "val_f1_macro", "(digits)"]),
+    (
+        ("experiment.metric", "val_auc"),
+        "experiment.metric",
+        ["val_auc needs a binary task (2 classes), got 10 classes", "val_f1_macro", "(digits)"],
+    ),
     (("experiment.metric", "val_f1"), "experiment.metric", ["did you mean 'val_f1_macro'"]),
     (("experiment.mode", "min"), "experiment.mode", ["val_acc is better when higher"]),
 ]
@@ -127,8 +134,17 @@ def test_selection_metrics_beyond_accuracy_are_maximised(backend):
 def test_set_overrides_are_typed(tmp_path, backend):
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(BASE))
-    spec = load_spec(f, backend, ["train.lr=1", "experiment.name=123", "model.dropout=0.25",
-                                  "space.model.hidden={choice: [16, 32]}", "data.augment.hflip=0.5"])
+    spec = load_spec(
+        f,
+        backend,
+        [
+            "train.lr=1",
+            "experiment.name=123",
+            "model.dropout=0.25",
+            "space.model.hidden={choice: [16, 32]}",
+            "data.augment.hflip=0.5",
+        ],
+    )
     assert spec["train"]["lr"] == 1.0 and isinstance(spec["train"]["lr"], float)
     assert spec["experiment"]["name"] == "123"
     assert spec["model"]["dropout"] == 0.25
@@ -198,7 +214,8 @@ def test_cli_missing_data_root_exits_2_nothing_on_disk(tmp_path, cli):
 
 def test_cli_dry_run_lists_rejected_configurations(tmp_path, cli):
     spec = {
-        "experiment": {"name": "dry"}, "data": {"dataset": "synthetic", "image_size": 16},
+        "experiment": {"name": "dry"},
+        "data": {"dataset": "synthetic", "image_size": 16},
         "model": {"name": "vit", "embed_dim": 48, "depth": 1, "mlp_dim": 32},
         "space": {"model.num_heads": {"grid": [2, 3, 5]}, "model.patch_size": {"grid": [4, 5]}},
         "search": {"algorithm": "random"},
@@ -214,7 +231,9 @@ def test_cli_dry_run_lists_rejected_configurations(tmp_path, cli):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "vit", "cnn", "resnet18", "paper004-cnn", "paper004-vit", "paper004-resnet18"])
+@pytest.mark.parametrize(
+    "name", ["quickstart", "vit", "cnn", "resnet18", "paper004-cnn", "paper004-vit", "paper004-resnet18"]
+)
 def test_shipped_specs_validate(backend, name):
     spec = load_spec(Path(__file__).resolve().parents[1] / "spaces" / f"{name}.yaml", backend)
     assert spec["experiment"]["name"] == name
@@ -253,46 +272,70 @@ def test_keys_the_driver_reads_once_cannot_be_searched(backend, key, dist, why):
         branch = {"grid": [{"name": "a", "train.momentum": 0.9}, {"name": "b", key: value}]}
         with pytest.raises(SpecError) as exc:
             resolve(with_("space.recipe", branch), backend, file="s.yaml")
-        assert str(exc.value).startswith(f"s.yaml: space.recipe.grid[1].{key}: {key} cannot be searched: "), \
-            (i, str(exc.value))
+        assert str(exc.value).startswith(f"s.yaml: space.recipe.grid[1].{key}: {key} cannot be searched: "), (
+            i,
+            str(exc.value),
+        )
 
 
 def test_data_keys_a_trial_reads_can_be_searched(backend):
-    spec = resolve(with_("space.data.train_fraction", {"uniform": [0.5, 1.0]},
-                         with_("space.data.augment.hflip", {"choice": [0.0, 0.5]})), backend, file="s.yaml")
+    spec = resolve(
+        with_(
+            "space.data.train_fraction",
+            {"uniform": [0.5, 1.0]},
+            with_("space.data.augment.hflip", {"choice": [0.0, 0.5]}),
+        ),
+        backend,
+        file="s.yaml",
+    )
     assert "data.train_fraction" in spec["space"] and "data.augment.hflip" in spec["space"]
 
 
-@pytest.mark.parametrize("space,where", [
-    ({"train.epochs": {"grid": [3, 9]}}, "space.train.epochs up to 9"),
-    ({"train.epochs": {"choice": [3, 9]}}, "space.train.epochs up to 9"),
-    ({"train.epochs": {"randint": [2, 9]}}, "space.train.epochs up to 9"),
-    ({"recipe": {"grid": [{"name": "a", "train.epochs": 3}, {"name": "b", "train.epochs": 9}]}},
-     "space.recipe.grid[1].train.epochs up to 9"),
-    ({"recipe": {"choice": [{"name": "a", "train.momentum": 0.9},
-                            {"name": "b", "train.epochs": {"choice": [4, 9]}}]}},
-     "space.recipe.choice[1].train.epochs up to 9"),
-], ids=["grid", "choice", "randint", "branch-value", "branch-choice"])
+@pytest.mark.parametrize(
+    "space,where",
+    [
+        ({"train.epochs": {"grid": [3, 9]}}, "space.train.epochs up to 9"),
+        ({"train.epochs": {"choice": [3, 9]}}, "space.train.epochs up to 9"),
+        ({"train.epochs": {"randint": [2, 9]}}, "space.train.epochs up to 9"),
+        (
+            {"recipe": {"grid": [{"name": "a", "train.epochs": 3}, {"name": "b", "train.epochs": 9}]}},
+            "space.recipe.grid[1].train.epochs up to 9",
+        ),
+        (
+            {
+                "recipe": {
+                    "choice": [{"name": "a", "train.momentum": 0.9}, {"name": "b", "train.epochs": {"choice": [4, 9]}}]
+                }
+            },
+            "space.recipe.choice[1].train.epochs up to 9",
+        ),
+    ],
+    ids=["grid", "choice", "randint", "branch-value", "branch-choice"],
+)
 def test_max_t_below_a_searched_epochs_value_is_refused(backend, space, where):
     for sched in ("asha", "hyperband"):
         spec = {**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": sched, "max_t": 5}}
         with pytest.raises(SpecError) as exc:
             resolve(spec, backend, file="s.yaml")
-        assert str(exc.value) == ("s.yaml: scheduler.max_t: max_t >= every train.epochs a trial can have must "
-                                  f"hold, got max_t=5, {where}"), str(exc.value)
+        assert str(exc.value) == (
+            f"s.yaml: scheduler.max_t: max_t >= every train.epochs a trial can have must hold, got max_t=5, {where}"
+        ), str(exc.value)
     # Unset, max_t is the longest trial; fifo never stops a trial, so its max_t cuts nothing.
     spec = resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "asha"}}, backend)
     assert spec["scheduler"]["max_t"] == 9
     resolve({**BASE, "train": {"epochs": 3}, "space": space, "scheduler": {"name": "fifo", "max_t": 5}}, backend)
 
 
-@pytest.mark.parametrize("key,dist,why", [
-    ("model.hidden", {"choice": [16, 32]}, "it changes the model"),
-    ("model.dropout", {"uniform": [0.0, 0.5]}, "it changes the model"),
-    ("data.image_size", {"choice": [8, 16]}, "it changes the input size"),
-    ("train.optimizer", {"choice": ["adamw", "sgd"]}, "it changes the optimizer's state"),
-    ("train.loss", {"choice": ["ce", "bce"]}, "it changes the classifier head"),
-])
+@pytest.mark.parametrize(
+    "key,dist,why",
+    [
+        ("model.hidden", {"choice": [16, 32]}, "it changes the model"),
+        ("model.dropout", {"uniform": [0.0, 0.5]}, "it changes the model"),
+        ("data.image_size", {"choice": [8, 16]}, "it changes the input size"),
+        ("train.optimizer", {"choice": ["adamw", "sgd"]}, "it changes the optimizer's state"),
+        ("train.loss", {"choice": ["ce", "bce"]}, "it changes the classifier head"),
+    ],
+)
 def test_pbt_refuses_keys_another_trials_checkpoint_would_not_fit(backend, key, dist, why):
     spec = with_(f"space.{key}", dist, with_("scheduler", {"name": "pbt"}))
     with pytest.raises(SpecError) as exc:
@@ -304,8 +347,11 @@ def test_pbt_refuses_keys_another_trials_checkpoint_would_not_fit(backend, key, 
 
 
 def test_pbt_perturbs_training_keys(backend):
-    spec = resolve(with_("space.train.weight_decay", {"loguniform": [1e-4, 1e-1]},
-                         with_("scheduler", {"name": "pbt"})), backend, file="s.yaml")
+    spec = resolve(
+        with_("space.train.weight_decay", {"loguniform": [1e-4, 1e-1]}, with_("scheduler", {"name": "pbt"})),
+        backend,
+        file="s.yaml",
+    )
     assert set(spec["space"]) == {"train.lr", "train.weight_decay"}
 
 
@@ -316,8 +362,10 @@ def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
     best = best_spec(study, {"train.lr": 0.003}, backend)  # what best.yaml holds: the best trial's last values
     with pytest.raises(SpecError) as exc:
         resolve(best, backend, file="best.yaml")
-    assert str(exc.value).startswith("best.yaml: scheduler.name: pbt perturbs the keys in space and this spec "
-                                     "searches none; a pbt trial's hyperparameters change while it trains")
+    assert str(exc.value).startswith(
+        "best.yaml: scheduler.name: pbt perturbs the keys in space and this spec "
+        "searches none; a pbt trial's hyperparameters change while it trains"
+    )
     assert "--set scheduler.name=fifo" in str(exc.value)
     assert resolve({**best, "scheduler": {"name": "fifo"}}, backend)["train"]["lr"] == 0.003
     with pytest.raises(SpecError, match="s.yaml: final: no final training after a pbt search"):
@@ -326,9 +374,15 @@ def test_a_pbt_result_is_a_schedule_not_a_recipe(backend):
 
 def test_grace_period_is_checked_against_the_max_t_a_searched_epochs_raises(backend):
     """max_t defaults to the longest trial; grace_period is compared with that, not with train.epochs."""
-    spec = resolve(with_("space.train.epochs", {"grid": [20, 40]},
-                         with_("scheduler", {"name": "asha", "grace_period": 12})), backend, file="s.yaml")
+    spec = resolve(
+        with_("space.train.epochs", {"grid": [20, 40]}, with_("scheduler", {"name": "asha", "grace_period": 12})),
+        backend,
+        file="s.yaml",
+    )
     assert spec["scheduler"]["max_t"] == 40 and spec["scheduler"]["grace_period"] == 12
     with pytest.raises(SpecError, match="1 <= grace_period <= max_t must hold, got grace_period=50, max_t=40"):
-        resolve(with_("space.train.epochs", {"grid": [20, 40]},
-                      with_("scheduler", {"name": "asha", "grace_period": 50})), backend, file="s.yaml")
+        resolve(
+            with_("space.train.epochs", {"grid": [20, 40]}, with_("scheduler", {"name": "asha", "grace_period": 50})),
+            backend,
+            file="s.yaml",
+        )

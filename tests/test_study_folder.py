@@ -62,8 +62,9 @@ def test_resume_uses_the_studys_own_spec(spec_file, tmp_path, cli, ray_session):
     study = tmp_path / "runs" / "tiny"
     before = snapshot(study)
     # A changed --set (or file) is refused, naming the keys; nothing on disk moves.
-    line = one_error_line(cli("tune-run", "tiny.yaml", "--resume", "--set", "train.epochs=3", "--set",
-                              "train.lr=0.1", cwd=tmp_path))
+    line = one_error_line(
+        cli("tune-run", "tiny.yaml", "--resume", "--set", "train.epochs=3", "--set", "train.lr=0.1", cwd=tmp_path)
+    )
     assert "--resume:" in line and "train.epochs (1 -> 3)" in line and "train.lr (0.001 -> 0.1)" in line
     spec_file.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "num_samples": 80}}))
     line = one_error_line(cli("tune-run", "tiny.yaml", "--resume", cwd=tmp_path))

@@ -4,9 +4,25 @@ Nothing here imports Ray except ``ray_adapter``; the backend functions below are
 orchestration package (``search``) calls.
 """
 
-from ._backend import (apply_config, check, checkpoint_conflict, data_summary, dataset_info, describe, infeasible, node_paths,
-                       oom_reason, prepare, section_schemas, skipped_images, smoke, tags)
+from ._backend import (
+    USER_ERRORS,
+    apply_config,
+    check,
+    checkpoint_conflict,
+    data_summary,
+    dataset_info,
+    describe,
+    infeasible,
+    node_paths,
+    oom_reason,
+    prepare,
+    section_schemas,
+    skipped_images,
+    smoke,
+    tags,
+)
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
+from .models import WeightsNotFound, create_model, list_models
 from .sections import METRICS, data_fidelity, shortened
 
 
@@ -20,15 +36,19 @@ def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN0
     from .explaining import explain as _explain
 
     return _explain(model_dir, pools, data, n, split, splits=splits)
-from ._backend import USER_ERRORS
-from .models import WeightsNotFound, create_model, list_models
 
 
 # Names whose modules import torch, loaded on first use: checking a spec, refusing bad input and --help
 # never import torch (PEP 562). No module here is named like a function of this face (importing a submodule
 # binds its name on the package).
-_LAZY = {"fit": "engine", "eval_set": "final", "reevaluate": "final", "probe": "probing", "probe_shape": "probing",
-         "gpu_hours": "resources"}
+_LAZY = {
+    "fit": "engine",
+    "eval_set": "final",
+    "reevaluate": "final",
+    "probe": "probing",
+    "probe_shape": "probing",
+    "gpu_hours": "resources",
+}
 
 
 def __getattr__(name: str):  # noqa: ANN202
@@ -53,8 +73,41 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
     return _make(spec, pools, out_dir)
 
 
-__all__ = ["METRICS", "USER_ERRORS", "DataError", "Pools", "WeightsNotFound", "apply_config", "check", "checkpoint_conflict", "create_model", "data_fidelity", "data_summary", "shortened", "dataset_info",
-           "describe", "eval_set", "explain", "exportable", "fit", "gpu_hours", "infeasible", "list_datasets", "list_models", "load_pools",
-           "make_final_trainable", "make_splits", "make_trainable", "node_paths", "oom_reason", "prepare", "probe", "probe_shape",
-           "reevaluate", "section_schemas",
-           "skipped_images", "smoke", "tags"]
+__all__ = [
+    "METRICS",
+    "USER_ERRORS",
+    "DataError",
+    "Pools",
+    "WeightsNotFound",
+    "apply_config",
+    "check",
+    "checkpoint_conflict",
+    "create_model",
+    "data_fidelity",
+    "data_summary",
+    "shortened",
+    "dataset_info",
+    "describe",
+    "eval_set",
+    "explain",
+    "exportable",
+    "fit",
+    "gpu_hours",
+    "infeasible",
+    "list_datasets",
+    "list_models",
+    "load_pools",
+    "make_final_trainable",
+    "make_splits",
+    "make_trainable",
+    "node_paths",
+    "oom_reason",
+    "prepare",
+    "probe",
+    "probe_shape",
+    "reevaluate",
+    "section_schemas",
+    "skipped_images",
+    "smoke",
+    "tags",
+]

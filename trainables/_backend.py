@@ -14,9 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from .sections import AUGMENT_DEFAULTS, FINAL_SCHEMA, TRAIN_SCHEMA, metric_problem, model_kwargs
-from .data import DATA_SCHEMA, NATIVE, DataError, NOT_SEARCHABLE, ImageFiles, Pools, list_datasets, load_pools, make_splits, tree_summary
+from .data import (
+    DATA_SCHEMA,
+    NATIVE,
+    NOT_SEARCHABLE,
+    DataError,
+    ImageFiles,
+    Pools,
+    list_datasets,
+    load_pools,
+    make_splits,
+    tree_summary,
+)
 from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_schema
+from .sections import AUGMENT_DEFAULTS, FINAL_SCHEMA, TRAIN_SCHEMA, metric_problem, model_kwargs
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
 USER_ERRORS = (DataError, WeightsNotFound)
@@ -35,8 +46,7 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
         model = {"name": (str, None), "freeze": (str | float, "none")} | (margs or {})
     data = dict(DATA_SCHEMA)
     data["dataset"] = (str, None, tuple(list_datasets()))
-    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA,
-            "final": FINAL_SCHEMA}
+    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA, "final": FINAL_SCHEMA}
 
 
 def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -67,8 +77,11 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
     if not 0.0 < t["threshold"] < 1.0:
         errs.append(("train.threshold", f"0 < threshold < 1 must hold, got threshold={t['threshold']}"))
-    k = d.get("num_classes") if d["dataset"] == "synthetic" else {"digits": 10, "cifar10": 10,
-                                                                   "cifar100": 100}.get(d["dataset"])
+    k = (
+        d.get("num_classes")
+        if d["dataset"] == "synthetic"
+        else {"digits": 10, "cifar10": 10, "cifar100": 100}.get(d["dataset"])
+    )
     if t["loss"] == "bce" and k is not None and k != 2:
         errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
     metric = (spec.get("experiment") or {}).get("metric")
@@ -80,12 +93,18 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
     elif isinstance(thr, float) and not 0.0 < thr < 1.0:
         errs.append(("final.threshold", f"0 < threshold < 1 must hold, got threshold={thr}"))
     elif thr == "tune" and spec["final"]["train_on"] != "train":
-        errs.append(("final.threshold", "tuning the threshold needs held-out validation data: set "
-                                        "final.train_on: train"))
+        errs.append(
+            ("final.threshold", "tuning the threshold needs held-out validation data: set final.train_on: train")
+        )
     files = d["dataset"] == "imagefolder" or (d["dataset"] in ("cifar10", "cifar100") and d.get("root"))
     if d["storage"] == "stream" and not files:
-        errs.append(("data.storage", f"stream reads image files (imagefolder, or cifar with a class-folder "
-                                     f"data.root); {d['dataset']} is loaded whole, use auto or memory"))
+        errs.append(
+            (
+                "data.storage",
+                f"stream reads image files (imagefolder, or cifar with a class-folder "
+                f"data.root); {d['dataset']} is loaded whole, use auto or memory",
+            )
+        )
     if d["workers"] < 0:
         errs.append(("data.workers", f"workers >= 0 must hold, got workers={d['workers']}"))
     if d["max_memory_gb"] is not None and d["max_memory_gb"] <= 0:
@@ -103,14 +122,17 @@ def _space_keys(space: dict[str, Any]) -> list[tuple[str, str]]:
         if "." in str(key):
             out.append((f"space.{key}", str(key)))
             continue
-        (kind, options), = dist.items()  # a branch: {grid|choice: [option mappings]}
+        ((kind, options),) = dist.items()  # a branch: {grid|choice: [option mappings]}
         out += [(f"space.{key}.{kind}[{i}].{k}", str(k)) for i, opt in enumerate(options) for k in opt if k != "name"]
     return out
 
 
 def _unsearchable(space: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(where, f"{key} cannot be searched: {NOT_SEARCHABLE[key[len('data.'):]]}")
-            for where, key in _space_keys(space) if key.startswith("data.") and key[len("data."):] in NOT_SEARCHABLE]
+    return [
+        (where, f"{key} cannot be searched: {NOT_SEARCHABLE[key[len('data.') :]]}")
+        for where, key in _space_keys(space)
+        if key.startswith("data.") and key[len("data.") :] in NOT_SEARCHABLE
+    ]
 
 
 # Train keys whose value shapes saved state: a checkpoint of another value cannot be loaded into it.
@@ -132,8 +154,11 @@ def checkpoint_conflict(key: str) -> str | None:
 
 def model_args(spec: dict[str, Any]) -> dict[str, Any]:
     side, chans = NATIVE.get(spec["data"]["dataset"], (None, 3))
-    return {"image_size": spec["data"].get("image_size") or side, "in_chans": chans,
-            "num_classes": spec["data"].get("num_classes", 10)}
+    return {
+        "image_size": spec["data"].get("image_size") or side,
+        "in_chans": chans,
+        "num_classes": spec["data"].get("num_classes", 10),
+    }
 
 
 def infeasible(spec: dict[str, Any]) -> str | None:
@@ -161,8 +186,11 @@ def describe(pools: Pools) -> str:
     n_test = 0 if pools.test_x is None else len(pools.test_x)
     shape = "x".join(str(v) for v in x.shape[1:])
     gb = (x.nbytes + (0 if pools.test_x is None else pools.test_x.nbytes)) / 2**30
-    where = (f"streamed from disk (decoded it would take {gb:.2f} GB; see data.storage)" if pools.streamed else
-             f"decoded in memory, {gb:.2f} GB, one copy shared by all trials")
+    where = (
+        f"streamed from disk (decoded it would take {gb:.2f} GB; see data.storage)"
+        if pools.streamed
+        else f"decoded in memory, {gb:.2f} GB, one copy shared by all trials"
+    )
     classes = f"{pools.num_classes} classes" + (f" (positive: {pools.classes[1]})" if pools.num_classes == 2 else "")
     return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}{_skipped(pools)}"
 
@@ -172,8 +200,10 @@ def _skipped(pools: Pools, shown: int = 3) -> str:
     if not pools.skipped:
         return ""
     more = f", … {len(pools.skipped) - shown} more" if len(pools.skipped) > shown else ""
-    return (f"; skipped {len(pools.skipped)} unreadable image(s) ({pools.test_skipped} test): "
-            f"{', '.join(pools.skipped[:shown])}{more}")
+    return (
+        f"; skipped {len(pools.skipped)} unreadable image(s) ({pools.test_skipped} test): "
+        f"{', '.join(pools.skipped[:shown])}{more}"
+    )
 
 
 def skipped_images(pools: Pools) -> list[str]:
@@ -207,9 +237,15 @@ def dataset_info(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
             h.update("\n".join(x.paths).encode())
         else:  # every image of a small set, an evenly spaced 10,000 of a large one: a digest in well under a second
             h.update(np.ascontiguousarray(x[:: max(1, len(x) // 10_000)]).tobytes())
-    return {"name": pools.name, "source": data.get("root") or data["dataset"], "local": bool(data.get("root")),
-            "digest": h.hexdigest()[:12], "counts": counts, "classes": list(pools.classes),
-            "image_shape": [int(v) for v in pools.train_x.shape[1:]]}
+    return {
+        "name": pools.name,
+        "source": data.get("root") or data["dataset"],
+        "local": bool(data.get("root")),
+        "digest": h.hexdigest()[:12],
+        "counts": counts,
+        "classes": list(pools.classes),
+        "image_shape": [int(v) for v in pools.train_x.shape[1:]],
+    }
 
 
 def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -249,8 +285,10 @@ def oom_reason(spec: dict[str, Any], values: dict[str, Any] | None = None, host:
     the GPU's ran out)."""
     s = apply_config(spec, values) if values else spec
     what = "host memory (Ray's memory monitor killed the trial)" if host else "memory"
-    return (f"out of {what} at batch_size={s['train']['batch_size']}, model={s['model']['name']}, "
-            f"image_size={s['data'].get('image_size')}: lower train.batch_size or data.image_size")
+    return (
+        f"out of {what} at batch_size={s['train']['batch_size']}, model={s['model']['name']}, "
+        f"image_size={s['data'].get('image_size')}: lower train.batch_size or data.image_size"
+    )
 
 
 # A smoke run checks that a spec runs, not how well: each step's memory is capped, so that the smoke of any
@@ -279,7 +317,7 @@ def _capped_dist(dist: dict[str, list[Any]], cap: int, floor: bool = False) -> d
     """A distribution with no value above ``cap`` (``floor``: below it): lists capped (duplicates dropped),
     ranges' bounds capped."""
     bound = max if floor else min
-    (kind, values), = dist.items()
+    ((kind, values),) = dist.items()
     if kind in ("grid", "choice"):
         return {kind: list(dict.fromkeys(bound(v, cap) for v in values))}
     low, high, *rest = values

@@ -14,8 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sections import AUGMENT_DEFAULTS  # noqa: F401  (tests and the engine read it here too)
-
 
 def _mask(n: int, p: float, gate: torch.Tensor, g: torch.Generator, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, generator=g, device=device) < p) & gate
@@ -36,8 +34,12 @@ def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator) -> t
         off = torch.where(m, off, torch.full_like(off, pad))  # unmasked: the centre crop = identity
         rows = (off[0][:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (off[1][:, None] + torch.arange(w, device=dev))[:, None, None, :]
-        x = xp[torch.arange(n, device=dev)[:, None, None, None], torch.arange(x.shape[1], device=dev)[None, :, None, None],
-               rows, cols]
+        x = xp[
+            torch.arange(n, device=dev)[:, None, None, None],
+            torch.arange(x.shape[1], device=dev)[None, :, None, None],
+            rows,
+            cols,
+        ]
     rot, rc = float(cfg["rotation"]), float(cfg["resized_crop"])
     if rot > 0 or rc > 0:
         x = _affine(x, cfg, gate, g)
@@ -95,7 +97,7 @@ def _randaugment(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: to
     u8 = x.clamp(0, 255).round().to(torch.uint8)  # RandAugment's ops are defined on 0..255 images
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = torch.cat([ra(u8[i:i + step]) for i in range(0, len(u8), step)]).float()
+        out = torch.cat([ra(u8[i : i + step]) for i in range(0, len(u8), step)]).float()
     return torch.where(gate.view(-1, 1, 1, 1), out, x)
 
 
@@ -115,8 +117,9 @@ def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator
     return torch.where(m.view(n, 1, 1, 1), out.clamp(0, 255), x)  # unmasked samples stay bit-identical
 
 
-def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float,
-              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Mixup or CutMix (one chosen per batch when both are on): returns x, y_a, y_b and the weight of y_a.
 
     The loss is ``lam * loss(out, y_a) + (1 - lam) * loss(out, y_b)``.

@@ -37,8 +37,15 @@ def _timed(model: nn.Module, x: torch.Tensor, autocast: bool, min_iters: int, mi
     return (time.perf_counter() - t0) / n
 
 
-def measure_cost(model: nn.Module, in_chans: int, size: int, device: torch.device, autocast: bool,
-                 batch: int = 256, quick: bool = False) -> dict[str, Any]:
+def measure_cost(
+    model: nn.Module,
+    in_chans: int,
+    size: int,
+    device: torch.device,
+    autocast: bool,
+    batch: int = 256,
+    quick: bool = False,
+) -> dict[str, Any]:
     """The columns of paper 002's Table 5.5 and paper 000's Table 1."""
     model.eval()
     flops = flops_per_image(model, in_chans, size, device)

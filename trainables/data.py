@@ -13,10 +13,11 @@ import hashlib
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class Pools:
     test_x: np.ndarray | ImageFiles | None = None
     test_y: np.ndarray | None = None
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (data.on_bad_image: skip)
-    test_skipped: int = 0                             # how many of ``skipped`` were test files
+    test_skipped: int = 0  # how many of ``skipped`` were test files
 
     @property
     def num_classes(self) -> int:
@@ -204,8 +205,16 @@ def with_positive_class(pools: Pools, positive: str | None) -> Pools:
         raise DataError(f"data.positive_class: binary tasks only (2 classes), got {pools.num_classes} classes")
     if pools.classes[1] == positive:
         return pools
-    return Pools(pools.name, pools.classes[::-1], pools.train_x, 1 - pools.train_y, pools.test_x,
-                 None if pools.test_y is None else 1 - pools.test_y, pools.skipped, pools.test_skipped)
+    return Pools(
+        pools.name,
+        pools.classes[::-1],
+        pools.train_x,
+        1 - pools.train_y,
+        pools.test_x,
+        None if pools.test_y is None else 1 - pools.test_y,
+        pools.skipped,
+        pools.test_skipped,
+    )
 
 
 @register_dataset("digits")
@@ -266,8 +275,10 @@ def _cifar(data: dict[str, Any], which: str) -> Pools:
     if root and (base / "train").is_dir():
         return _folder_tree(data, which)
     if data.get("storage") == "stream":
-        raise DataError(f"data.storage: stream reads image files; {str(base)!r} has no train/ class folders "
-                        f"(the pickle layout is loaded whole: use auto or memory)")
+        raise DataError(
+            f"data.storage: stream reads image files; {str(base)!r} has no train/ class folders "
+            f"(the pickle layout is loaded whole: use auto or memory)"
+        )
     folder = base if base.name == folder_name else base / folder_name
     if not folder.is_dir():
         if not data.get("download", True):
@@ -298,15 +309,21 @@ def _cifar100(data: dict[str, Any]) -> Pools:
 @register_dataset("imagefolder")
 def _imagefolder(data: dict[str, Any]) -> Pools:
     if not data.get("root"):
-        raise DataError("data.root: imagefolder needs a root folder (class-per-folder, optionally under train/ and test/)")
+        raise DataError(
+            "data.root: imagefolder needs a root folder (class-per-folder, optionally under train/ and test/)"
+        )
     return _folder_tree(data, "imagefolder")
 
 
 def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     # By extension only: notes.txt, .DS_Store, Thumbs.db and macOS "._x.jpg" forks are not images.
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    items = [(str(f), i) for i, c in enumerate(classes) for f in sorted((folder / c).rglob("*"))
-             if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.is_file()]
+    items = [
+        (str(f), i)
+        for i, c in enumerate(classes)
+        for f in sorted((folder / c).rglob("*"))
+        if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.is_file()
+    ]
     return classes, items
 
 
@@ -362,8 +379,10 @@ def _check_classes(folder: Path, classes: list[str], labels: np.ndarray, why: st
     counts = np.bincount(labels, minlength=len(classes))
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise DataError(f"data.root: class folder {str(folder / empty[0])!r} {why} ({', '.join(IMAGE_EXTS)}); "
-                        f"every class folder needs at least one image")
+        raise DataError(
+            f"data.root: class folder {str(folder / empty[0])!r} {why} ({', '.join(IMAGE_EXTS)}); "
+            f"every class folder needs at least one image"
+        )
 
 
 def _cached_decode(folder: Path, items: list[tuple[str, int]], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,8 +410,14 @@ def _read_cache(cache: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray,
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):
         return None
     kept = n - len(bad)
-    if (x.dtype != np.uint8 or x.shape != (kept, 3, size, size) or y.dtype != np.int64 or y.shape != (kept,)
-            or bad.dtype != np.int64 or bad.ndim != 1):
+    if (
+        x.dtype != np.uint8
+        or x.shape != (kept, 3, size, size)
+        or y.dtype != np.int64
+        or y.shape != (kept,)
+        or bad.dtype != np.int64
+        or bad.ndim != 1
+    ):
         return None
     return x, y, bad
 
@@ -428,8 +453,9 @@ def streams(data: dict[str, Any], decoded_bytes: int) -> bool:
     return decoded_bytes > budget
 
 
-def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool,
-          data: dict[str, Any]) -> tuple[np.ndarray | ImageFiles, np.ndarray, list[str]]:
+def _pool(
+    folder: Path, items: list[tuple[str, int]], size: int, stream: bool, data: dict[str, Any]
+) -> tuple[np.ndarray | ImageFiles, np.ndarray, list[str]]:
     """Pixels (or files) and labels of the readable ``items``, and the unreadable files' paths; with
     ``data.on_bad_image: error`` the first unreadable file is a DataError instead."""
     if stream:  # files are decoded later, in loader workers: check them all now, under the same rule
@@ -443,8 +469,10 @@ def _pool(folder: Path, items: list[tuple[str, int]], size: int, stream: bool,
         x, y, positions = _cached_decode(folder, items, size)
         bad = [items[i][0] for i in positions.tolist()]
     if bad and data.get("on_bad_image", "skip") == "error":
-        raise DataError(f"data.root: {bad[0]!r} is not a readable image ({_why_unreadable(bad[0])}); "
-                        f"{len(bad)} such file(s); data.on_bad_image: skip leaves them out")
+        raise DataError(
+            f"data.root: {bad[0]!r} is not a readable image ({_why_unreadable(bad[0])}); "
+            f"{len(bad)} such file(s); data.on_bad_image: skip leaves them out"
+        )
     return x, y, bad
 
 
@@ -469,7 +497,9 @@ def _folder_tree(data: dict[str, Any], name: str) -> Pools:
     return Pools(name, classes, x, y, skipped=skipped)
 
 
-def list_tree(data: dict[str, Any]) -> tuple[Path, Path | None, list[str], list[tuple[str, int]], list[tuple[str, int]]]:
+def list_tree(
+    data: dict[str, Any],
+) -> tuple[Path, Path | None, list[str], list[tuple[str, int]], list[tuple[str, int]]]:
     """A class-per-folder ``data.root`` listed, nothing decoded: (train folder, test folder or None, classes,
     train items, test items). DataError when it is not a tree a classifier can be trained on."""
     root = Path(data["root"]).expanduser().resolve()  # streamed paths are read in trials' own working folders
@@ -479,8 +509,10 @@ def list_tree(data: dict[str, Any]) -> tuple[Path, Path | None, list[str], list[
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes, items = _listed(train_dir, cap, seed)
     if len(classes) < 2:
-        raise DataError(f"data.root: {str(train_dir)!r} has {len(classes)} class folder ({', '.join(classes)}); "
-                        f"a classifier needs at least 2 classes, one folder of images each")
+        raise DataError(
+            f"data.root: {str(train_dir)!r} has {len(classes)} class folder ({', '.join(classes)}); "
+            f"a classifier needs at least 2 classes, one folder of images each"
+        )
     if train_dir == root or not (root / "test").is_dir():
         return train_dir, None, classes, items, []
     test_classes, test_items = _listed(root / "test")
@@ -514,11 +546,21 @@ def relabel(pools: Pools, classes: list[str], where: str) -> Pools:
     extra = sorted(set(pools.classes) - set(classes))
     missing = sorted(set(classes) - set(pools.classes))
     if extra or missing:
-        raise DataError(f"{where}: classes do not match the model's: not in the model {extra}, missing {missing} "
-                        f"(the model knows {classes})")
+        raise DataError(
+            f"{where}: classes do not match the model's: not in the model {extra}, missing {missing} "
+            f"(the model knows {classes})"
+        )
     order = np.asarray([classes.index(c) for c in pools.classes], np.int64)
-    return Pools(pools.name, list(classes), pools.train_x, order[pools.train_y],
-                 pools.test_x, None if pools.test_y is None else order[pools.test_y], pools.skipped, pools.test_skipped)
+    return Pools(
+        pools.name,
+        list(classes),
+        pools.train_x,
+        order[pools.train_y],
+        pools.test_x,
+        None if pools.test_y is None else order[pools.test_y],
+        pools.skipped,
+        pools.test_skipped,
+    )
 
 
 def split_folder(root: str | Path, split: str) -> Path | None:
@@ -553,8 +595,9 @@ def whole_splits(pools: Pools) -> Splits:
 # --------------------------------------------------------------------------- splits
 
 
-def stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator,
-                    cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stratified_take(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator, cap: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Split indices per class into (taken, rest): ``round(fraction * n_c)`` of each class, at most ``cap``.
 
     Every class with at least two members keeps at least one on each side, so small classes are
@@ -589,8 +632,9 @@ def make_splits(pools: Pools, data: dict[str, Any]) -> Splits:
         test_from_train = True
     else:
         test, test_from_train = np.arange(len(pools.test_y)), False
-    val_rel, train_rel = stratified_take(y[pool_idx], float(data["val_fraction"]), np.random.default_rng([seed, 1]),
-                                         cap=data.get("val_max_per_class"))
+    val_rel, train_rel = stratified_take(
+        y[pool_idx], float(data["val_fraction"]), np.random.default_rng([seed, 1]), cap=data.get("val_max_per_class")
+    )
     val, train = pool_idx[val_rel], pool_idx[train_rel]
     frac, cap = float(data["train_fraction"]), data.get("max_per_class")
     if frac < 1.0 or cap is not None:
@@ -603,31 +647,31 @@ def make_splits(pools: Pools, data: dict[str, Any]) -> Splits:
 
 # key -> (type, default[, allowed values]); ``None`` defaults take the type named first.
 DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "dataset": (str, None),                 # required: a registered dataset
-    "root": (str, None),                    # local data; None = torchvision download into the cache
-    "download": (bool, True),               # torchvision download when root lacks the files
-    "image_size": (int, None),              # None = the dataset's native size
-    "val_fraction": (float, 0.1),           # of the train pool, stratified
-    "test_fraction": (float, 0.2),          # carved from the train pool when the dataset has no test split
-    "train_fraction": (float, 1.0),         # of the training split used by search trials, stratified
-    "max_per_class": (int, None),           # cap on training images per class (balanced subsample)
-    "load_max_per_class": (int, None),      # imagefolder: files read per class (seeded), before any split;
-                                            # a tree larger than memory is never decoded whole (paper 000)
+    "dataset": (str, None),  # required: a registered dataset
+    "root": (str, None),  # local data; None = torchvision download into the cache
+    "download": (bool, True),  # torchvision download when root lacks the files
+    "image_size": (int, None),  # None = the dataset's native size
+    "val_fraction": (float, 0.1),  # of the train pool, stratified
+    "test_fraction": (float, 0.2),  # carved from the train pool when the dataset has no test split
+    "train_fraction": (float, 1.0),  # of the training split used by search trials, stratified
+    "max_per_class": (int, None),  # cap on training images per class (balanced subsample)
+    "load_max_per_class": (int, None),  # imagefolder: files read per class (seeded), before any split;
+    # a tree larger than memory is never decoded whole (paper 000)
     "storage": (str, "auto", ("auto", "memory", "stream")),  # files: decode once into shared memory, or
-                                            # read every epoch by loader workers; auto streams past max_memory_gb
-    "max_memory_gb": (float, None),         # auto's limit on decoded pixels; None = 1/4 of available memory
-    "workers": (int, 4),                    # streaming only: decoding processes per trial (in-memory: none)
-    "val_max_per_class": (int, None),       # cap on validation images per class
-    "split_seed": (int, 0),                 # every split above
+    # read every epoch by loader workers; auto streams past max_memory_gb
+    "max_memory_gb": (float, None),  # auto's limit on decoded pixels; None = 1/4 of available memory
+    "workers": (int, 4),  # streaming only: decoding processes per trial (in-memory: none)
+    "val_max_per_class": (int, None),  # cap on validation images per class
+    "split_seed": (int, 0),  # every split above
     "on_bad_image": (str, "skip", ("skip", "error")),  # imagefolder: leave unreadable files out (listed in
-                                            # the study folder), or stop naming the first
-    "positive_class": (str, None),          # binary tasks: the class that is class 1 (thresholds, recall,
-                                            # AUC); None = the second of the sorted class names
-    "mean": (list, None),                   # per-channel, 0..1 scale; None = from the training split
+    # the study folder), or stop naming the first
+    "positive_class": (str, None),  # binary tasks: the class that is class 1 (thresholds, recall,
+    # AUC); None = the second of the sorted class names
+    "mean": (list, None),  # per-channel, 0..1 scale; None = from the training split
     "std": (list, None),
-    "num_classes": (int, 10),               # synthetic only
-    "num_samples": (int, 2000),             # synthetic only
-    "augment": (dict, None),                # see trainables.augment.AUGMENT_DEFAULTS
+    "num_classes": (int, 10),  # synthetic only
+    "num_samples": (int, 2000),  # synthetic only
+    "augment": (dict, None),  # see trainables.augment.AUGMENT_DEFAULTS
 }
 
 # Keys the driver reads once, to load and split the set for every trial (``load_pools``, ``make_splits``):
@@ -642,7 +686,7 @@ NOT_SEARCHABLE: dict[str, str] = {
     "storage": "the driver decides once whether the set is held in memory or streamed",
     "max_memory_gb": "the driver decides once whether the set is held in memory or streamed",
     "split_seed": "it would move the test and validation split between trials (scores not comparable, "
-                  "test images trained on)",
+    "test images trained on)",
     "val_fraction": "it would move the validation split between trials (scores not comparable)",
     "test_fraction": "it would move the test split between trials (test images trained on)",
     "num_classes": "the driver generates the synthetic set once for all trials",

@@ -11,8 +11,9 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +24,10 @@ from .augment import augment_batch, mix_batch
 from .data import ImageFiles, Pools, Splits, make_splits
 from .models import create_model
 from .resources import device_memory, pool_fits
-from .sections import (BINARY_METRICS, DATA_RUNGS, METRICS, NOT_MODEL_ARGS, OPTIMIZERS, SCHEDULES,  # noqa: F401
-                       TRAIN_SCHEMA, data_fidelity, metric_problem, model_kwargs, shortened)
-
+from .sections import (
+    DATA_RUNGS,
+    model_kwargs,
+)
 
 
 @dataclass
@@ -142,7 +144,7 @@ def channel_stats(x: Pixels, idx: np.ndarray, limit: int = 10_000) -> tuple[list
     s = torch.zeros(x.shape[1], dtype=torch.float64, device=device)
     s2 = torch.zeros_like(s)
     for i in range(0, len(sub), 256):
-        xs = take(x, sub[i:i + 256]).double()
+        xs = take(x, sub[i : i + 256]).double()
         s += xs.sum(dim=(0, 2, 3))
         s2 += xs.square().sum(dim=(0, 2, 3))
     n = len(sub) * x.shape[2] * x.shape[3]
@@ -195,8 +197,17 @@ class Batcher:
     Either way the uint8 batch is converted, resized, augmented and normalised on the device.
     """
 
-    def __init__(self, x: Pixels, y: torch.Tensor, size: int, mean: list[float], std: list[float],
-                 device: torch.device, channels_last: bool, workers: int = 0) -> None:
+    def __init__(
+        self,
+        x: Pixels,
+        y: torch.Tensor,
+        size: int,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        channels_last: bool,
+        workers: int = 0,
+    ) -> None:
         self.x, self.y, self.size, self.device = x, y, size, device
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
@@ -205,8 +216,9 @@ class Batcher:
         self._order = _PassOrder()
         self._loader: torch.utils.data.DataLoader | None = None
 
-    def finish(self, xb: torch.Tensor, aug: dict[str, Any] | None = None,
-               g: torch.Generator | None = None) -> torch.Tensor:
+    def finish(
+        self, xb: torch.Tensor, aug: dict[str, Any] | None = None, g: torch.Generator | None = None
+    ) -> torch.Tensor:
         """A uint8 batch (any device) -> float, resized, augmented, normalised, on the device."""
         xb = xb.to(self.device, non_blocking=True).float()
         if xb.shape[-1] != self.size or xb.shape[-2] != self.size:
@@ -221,22 +233,29 @@ class Batcher:
     def labels(self, idx: torch.Tensor) -> torch.Tensor:
         return self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
 
-    def __call__(self, idx: torch.Tensor, aug: dict[str, Any] | None = None,
-                 g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, idx: torch.Tensor, aug: dict[str, Any] | None = None, g: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.finish(take(self.x, idx), aug, g), self.labels(idx)
 
     def _file_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
             self._loader = torch.utils.data.DataLoader(
-                _FileBatches(self.x), batch_sampler=self._order, collate_fn=_whole_batch,
-                num_workers=self.workers, persistent_workers=self.workers > 0,
-                pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None,
-                generator=torch.Generator().manual_seed(0))  # its own: a loader draws a seed, which must not move
-                                                             # the global stream that dropout and the weights use
+                _FileBatches(self.x),
+                batch_sampler=self._order,
+                collate_fn=_whole_batch,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if self.workers else None,
+                generator=torch.Generator().manual_seed(0),
+            )  # its own: a loader draws a seed, which must not move
+            # the global stream that dropout and the weights use
         return self._loader
 
-    def batches(self, order: torch.Tensor, batch_size: int, aug: dict[str, Any] | None = None,
-                g: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, order: torch.Tensor, batch_size: int, aug: dict[str, Any] | None = None, g: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``order`` in order. Augmentation draws from ``g`` lazily, batch by batch, so the
         random stream is the same whether the pixels come from memory or from loader workers."""
         chunks = list(order.split(batch_size))
@@ -316,9 +335,13 @@ def freeze(model: nn.Module, how: str | float) -> None:
         head_modules = {id(mod) for mod in head.modules()}
         frozen = [mod for mod in model.modules() if id(mod) not in head_modules]
     else:
-        layers = [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))
-                  and not any(id(p) in head_params for p in mod.parameters(recurse=False))]
-        frozen = layers[:round(float(how) * len(layers))]
+        layers = [
+            mod
+            for mod in model.modules()
+            if any(True for _ in mod.parameters(recurse=False))
+            and not any(id(p) in head_params for p in mod.parameters(recurse=False))
+        ]
+        frozen = layers[: round(float(how) * len(layers))]
     for mod in frozen:
         for p in mod.parameters(recurse=False):
             p.requires_grad_(False)
@@ -347,8 +370,9 @@ def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
 def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     name, gamma, warm, epochs = t["schedule"], float(t["gamma"]), int(t["warmup_epochs"]), int(t["epochs"])
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=gamma,
-                                                          patience=int(t["plateau_patience"]))
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=gamma, patience=int(t["plateau_patience"])
+        )
     milestones = sorted(int(m) for m in t["milestones"])
 
     def factor(e: int) -> float:  # lr multiplier for epoch e (0-based)
@@ -389,8 +413,9 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int,
-            autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int, autocast: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on CPU) and labels for the pool indices ``idx``."""
     model.eval()
     outs, ys = [], []
@@ -411,10 +436,17 @@ def rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "gauss": float(gauss)},
-        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {
+            "version": int(version),
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -429,7 +461,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s, i)
 
 
@@ -442,13 +474,13 @@ class Run:
     splits: Splits
     batcher: Batcher
     model: nn.Module
-    step_model: nn.Module                # ``model``, or its torch.compile wrapper (same parameters)
+    step_model: nn.Module  # ``model``, or its torch.compile wrapper (same parameters)
     opt: torch.optim.Optimizer
     sched: Any
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     autocast: bool
-    threshold: float                     # binary tasks' decision threshold on P(class 1); else 0.5
-    held_out: bool                       # a validation split exists (False when training on train + validation)
+    threshold: float  # binary tasks' decision threshold on P(class 1); else 0.5
+    held_out: bool  # a validation split exists (False when training on train + validation)
     mean: list[float]
     std: list[float]
     size: int
@@ -502,8 +534,13 @@ def build_model(spec: dict[str, Any], pools: Pools, size: int, device: torch.dev
     t, m = spec["train"], spec["model"]
     if t.get("loss") == "bce" and pools.num_classes != 2:
         raise ValueError(f"train.loss=bce needs a binary task (2 classes), got {pools.num_classes} classes")
-    model = create_model(m["name"], num_classes=head_outputs(spec, pools.num_classes), in_chans=pools.in_chans,
-                         image_size=size, **model_kwargs(m)).to(device)
+    model = create_model(
+        m["name"],
+        num_classes=head_outputs(spec, pools.num_classes),
+        in_chans=pools.in_chans,
+        image_size=size,
+        **model_kwargs(m),
+    ).to(device)
     freeze(model, m.get("freeze", "none"))
     if wants_channels_last(model, device):
         model = model.to(memory_format=torch.channels_last)
@@ -516,8 +553,9 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
     seed_everything(int(t["seed"]))
     splits = make_splits(pools, data)
     if merge_val:  # train on train + validation: no validation split is left
-        splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test,
-                        splits.test_from_train)
+        splits = Splits(
+            np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test, splits.test_from_train
+        )
     x, y = place_pool(pools, device, float(spec.get("resources", {}).get("gpu", 0)))
     size = int(data.get("image_size") or pools.image_size)
     if data.get("mean") and data.get("std"):
@@ -532,19 +570,37 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
     weight = None
     if t.get("class_weights") == "balanced":  # rare classes count as much as common ones (paper 002)
         weight = torch.tensor(balanced_weights(pools.train_y[splits.train], pools.num_classes), device=device)
-    return Run(spec=spec, device=device, splits=splits, batcher=batcher, model=model,
-               step_model=torch.compile(model) if t.get("compile") else model, opt=opt,
-               sched=sched, loss_fn=make_loss(t, weight),
-               autocast=use_autocast(t["precision"], device),
-               threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
-               held_out=not merge_val, mean=mean, std=std, size=size)
+    return Run(
+        spec=spec,
+        device=device,
+        splits=splits,
+        batcher=batcher,
+        model=model,
+        step_model=torch.compile(model) if t.get("compile") else model,
+        opt=opt,
+        sched=sched,
+        loss_fn=make_loss(t, weight),
+        autocast=use_autocast(t["precision"], device),
+        threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
+        held_out=not merge_val,
+        mean=mean,
+        std=std,
+        size=size,
+    )
 
 
 def checkpoint(run: Run, progress: Progress) -> dict[str, Any]:
     """The state ``restore`` continues from: weights, optimizer, schedule, progress and random streams."""
-    return {"epoch": progress.epoch, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
-            "scheduler": run.sched.state_dict(), "history": progress.history, "best_loss": progress.best_loss,
-            "bad_epochs": progress.bad_epochs, "rng": rng_state()}
+    return {
+        "epoch": progress.epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "history": progress.history,
+        "best_loss": progress.best_loss,
+        "bad_epochs": progress.bad_epochs,
+        "rng": rng_state(),
+    }
 
 
 def restore(run: Run, state: dict[str, Any]) -> Progress:
@@ -555,8 +611,12 @@ def restore(run: Run, state: dict[str, Any]) -> Progress:
     apply_recipe(run.opt, run.sched, run.spec["train"])  # a PBT exploit's perturbed values, not the saved ones
     if "rng" in state:  # checkpoints written before the random streams were saved resume without them
         set_rng_state(state["rng"])
-    return Progress(int(state["epoch"]), list(state.get("history", [])), float(state.get("best_loss", float("inf"))),
-                    int(state.get("bad_epochs", 0)))
+    return Progress(
+        int(state["epoch"]),
+        list(state.get("history", [])),
+        float(state.get("best_loss", float("inf"))),
+        int(state.get("bad_epochs", 0)),
+    )
 
 
 @dataclass
@@ -614,8 +674,9 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
     if device.type == "cuda":
         torch.cuda.synchronize()
     n = max(n, 1)
-    return EpochStats(loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9),
-                      compile_s, n)
+    return EpochStats(
+        loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9), compile_s, n
+    )
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -623,12 +684,15 @@ def validate(run: Run) -> dict[str, float]:
     on the validation split."""
     from .metrics import selection_metrics
 
-    logits, labels = predict(run.model, run.batcher, run.splits.val, int(run.spec["train"]["eval_batch_size"]),
-                             run.autocast)
+    logits, labels = predict(
+        run.model, run.batcher, run.splits.val, int(run.spec["train"]["eval_batch_size"]), run.autocast
+    )
     pred = decide(logits, run.threshold)
-    return {"val_loss": F.cross_entropy(logits, labels).item(),
-            "val_acc": (pred == labels).float().mean().item(),
-            **selection_metrics(labels.numpy(), pred.numpy(), logits.double().softmax(1).numpy())}
+    return {
+        "val_loss": F.cross_entropy(logits, labels).item(),
+        "val_acc": (pred == labels).float().mean().item(),
+        **selection_metrics(labels.numpy(), pred.numpy(), logits.double().softmax(1).numpy()),
+    }
 
 
 def step_schedule(run: Run, metrics: dict[str, float]) -> None:
@@ -657,9 +721,15 @@ def diverged(epoch: int, loss: float) -> dict[str, Any]:
     return {"epoch": epoch, "diverged": 1, "reason": f"training loss became {loss} at epoch {epoch}"}
 
 
-def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = None,
-        on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
-        device: torch.device | None = None, merge_val: bool = False) -> FitResult:
+def fit(
+    spec: dict[str, Any],
+    pools: Pools,
+    *,
+    state: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
+    device: torch.device | None = None,
+    merge_val: bool = False,
+) -> FitResult:
     """Train ``spec``'s model on ``pools`` for ``train.epochs`` epochs, resuming from ``state``.
 
     ``on_epoch(metrics, get_state)`` is called after every epoch; ``get_state()`` returns the
@@ -680,10 +750,18 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
                 if on_epoch is not None:
                     on_epoch(metrics, lambda: checkpoint(run, progress))
                 break
-            metrics = {"epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc,
-                       **({"data_fraction": data_fraction(spec["train"], epoch + 1), "train_images": trained.images}
-                          if spec["train"].get(DATA_RUNGS) else {}),
-                       **(validate(run) if run.held_out else {}), "lr": run.opt.param_groups[0]["lr"]}
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": trained.loss,
+                "train_acc": trained.acc,
+                **(
+                    {"data_fraction": data_fraction(spec["train"], epoch + 1), "train_images": trained.images}
+                    if spec["train"].get(DATA_RUNGS)
+                    else {}
+                ),
+                **(validate(run) if run.held_out else {}),
+                "lr": run.opt.param_groups[0]["lr"],
+            }
             step_schedule(run, metrics)
             metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
             if trained.compile_s:
@@ -696,9 +774,20 @@ def fit(spec: dict[str, Any], pools: Pools, *, state: dict[str, Any] | None = No
                 break
     finally:
         run.batcher.close()
-    return FitResult(run.model, progress.history, run.splits, run.mean, run.std, run.size, run.device, run.autocast,
-                     time.perf_counter() - t_start, int(spec["data"].get("workers", 0)),
-                     early_stopping=run.early_stopping, monitor=run.monitor)
+    return FitResult(
+        run.model,
+        progress.history,
+        run.splits,
+        run.mean,
+        run.std,
+        run.size,
+        run.device,
+        run.autocast,
+        time.perf_counter() - t_start,
+        int(spec["data"].get("workers", 0)),
+        early_stopping=run.early_stopping,
+        monitor=run.monitor,
+    )
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -709,8 +798,16 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
     from_train = split != "test" or res.splits.test_from_train
     x = pixels(pools.train_x if from_train else pools.test_x)
     y = as_tensor(pools.train_y if from_train else pools.test_y)
-    batcher = Batcher(x, y, res.image_size, res.mean, res.std, res.device, wants_channels_last(res.model, res.device),
-                      workers=res.workers)
+    batcher = Batcher(
+        x,
+        y,
+        res.image_size,
+        res.mean,
+        res.std,
+        res.device,
+        wants_channels_last(res.model, res.device),
+        workers=res.workers,
+    )
     try:
         logits, labels = predict(res.model, batcher, idx, batch_size, autocast=False)
     finally:

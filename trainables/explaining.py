@@ -36,7 +36,7 @@ def _token_layer(model: nn.Module) -> nn.Module | None:
 def _tokens_to_map(t: torch.Tensor) -> torch.Tensor:
     """(B, N, C) tokens -> (B, C, h, w), dropping class/register tokens in front of the square patch grid."""
     side = math.isqrt(t.shape[1])
-    grid = t[:, t.shape[1] - side * side:, :]
+    grid = t[:, t.shape[1] - side * side :, :]
     return grid.reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
 
 
@@ -50,13 +50,20 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, str]:
     return convs[-1], "last-conv"
 
 
-def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: str = "test",
-            out_dir: Path | None = None, splits: Splits | None = None) -> Path:
+def explain(
+    model_dir: Path,
+    pools: Pools,
+    data: dict[str, Any],
+    n: int,
+    split: str = "test",
+    out_dir: Path | None = None,
+    splits: Splits | None = None,
+) -> Path:
     """Write ``n`` overlays of ``split`` images (true / predicted class in the name) and index.csv."""
+    from PIL import Image
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
-    from PIL import Image
 
     from .final import load_model
 
@@ -76,8 +83,9 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
     out_dir.mkdir(parents=True, exist_ok=True)
     thr = meta.get("threshold")
     rows = []
-    with GradCAM(model=model, target_layers=[layer],
-                 reshape_transform=_tokens_to_map if kind == "vit-tokens" else None) as cam:
+    with GradCAM(
+        model=model, target_layers=[layer], reshape_transform=_tokens_to_map if kind == "vit-tokens" else None
+    ) as cam:
         for i, j in enumerate(idx):
             u8 = take(x, torch.as_tensor([j]))  # read once (a file decode when streamed), shown twice
             xb = batcher.finish(u8)
@@ -96,8 +104,16 @@ def explain(model_dir: Path, pools: Pools, data: dict[str, Any], n: int, split: 
             true = pools.classes[int(y[j])]
             name = f"{i:03d}_true-{true}_pred-{pools.classes[pred]}.png"
             Image.fromarray(overlay).save(out_dir / name)
-            rows.append({"file": name, "index": int(j), "true": true, "pred": pools.classes[pred],
-                         "map": kind, "layer": type(layer).__name__})
+            rows.append(
+                {
+                    "file": name,
+                    "index": int(j),
+                    "true": true,
+                    "pred": pools.classes[pred],
+                    "map": kind,
+                    "layer": type(layer).__name__,
+                }
+            )
     with open(out_dir / "index.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["file"])
         w.writeheader()

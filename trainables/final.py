@@ -16,21 +16,33 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
 from .cost import measure_cost
-from .data import DamagedFile, ImageFiles, Pools, Splits, load_folder, load_pools, make_splits, relabel, split_folder, whole_splits
-from .engine import (FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device, shortened,
-                     use_autocast)
+from .data import (
+    DamagedFile,
+    ImageFiles,
+    Pools,
+    Splits,
+    load_folder,
+    load_pools,
+    make_splits,
+    relabel,
+    split_folder,
+    whole_splits,
+)
+from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, resolve_device, use_autocast
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
-from .sections import FINAL_SCHEMA  # noqa: F401  (re-exported: final training's section)
+from .sections import shortened
+
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     """The spec a final model trains with: all training data (up to the final cap), the final epochs, ``seed``."""
@@ -47,7 +59,9 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _device_name(dev: torch.device) -> str:
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    return (
+        torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    )
 
 
 def tune_threshold(res: FitResult, pools: Pools) -> float:
@@ -61,8 +75,9 @@ def tune_threshold(res: FitResult, pools: Pools) -> float:
     return float(grid[int(np.argmax(accs))])
 
 
-def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, seed: int,
-             threshold: float | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def evaluate(
+    res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, seed: int, threshold: float | None = None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     logits, labels = predict_split(res, pools, split)
     m = classification_metrics(logits, labels, pools.classes, topk=topk, threshold=threshold)
     if n_boot > 0 and len(labels):
@@ -76,20 +91,33 @@ def evaluate(res: FitResult, pools: Pools, split: str, topk: int, n_boot: int, s
 def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
     """How the final model was trained: on what, for how many epochs and why, and what stopping and the
     plateau schedule could watch (train+val holds nothing out, so no early stopping, no val_* metrics)."""
-    return {"train_on": f.get("train_on", "train+val"), "validation": len(res.splits.val) > 0,
-            "epochs": len(res.history), "epochs_from": "final.epochs" if f.get("epochs") else "train.epochs",
-            "early_stopping": res.early_stopping, "schedule_monitor": res.monitor}
+    return {
+        "train_on": f.get("train_on", "train+val"),
+        "validation": len(res.splits.val) > 0,
+        "epochs": len(res.history),
+        "epochs_from": "final.epochs" if f.get("epochs") else "train.epochs",
+        "early_stopping": res.early_stopping,
+        "schedule_monitor": res.monitor,
+    }
 
 
-def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
-                on_epoch: Callable[..., None] | None = None, quick_cost: bool = False) -> dict[str, Any]:
+def train_final(
+    spec: dict[str, Any],
+    pools: Pools,
+    seed: int,
+    out_dir: Path,
+    on_epoch: Callable[..., None] | None = None,
+    quick_cost: bool = False,
+) -> dict[str, Any]:
     """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content."""
     s = final_spec(spec, seed)
     f = spec.get("final") or {}
     res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
     if res.history and res.history[-1].get("diverged"):  # NaN weights: no model, no numbers to average
-        raise FloatingPointError(f"final seed {seed}: {res.history[-1].get('reason', 'training diverged')}; "
-                                 f"lower train.lr or set train.grad_clip")
+        raise FloatingPointError(
+            f"final seed {seed}: {res.history[-1].get('reason', 'training diverged')}; "
+            f"lower train.lr or set train.grad_clip"
+        )
     threshold = f.get("threshold")
     if threshold is None:
         threshold = float(s["train"].get("threshold", 0.5))  # searched, as in paper 000
@@ -97,21 +125,31 @@ def train_final(spec: dict[str, Any], pools: Pools, seed: int, out_dir: Path,
         threshold = None
     elif threshold == "tune":
         threshold = tune_threshold(res, pools)
-    test, logits, labels = evaluate(res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed,
-                                    threshold)
+    test, logits, labels = evaluate(
+        res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed, threshold
+    )
     test["skipped_images"] = pools.test_skipped  # unreadable test files left out (data.on_bad_image: skip)
     cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     gpu = float((spec.get("resources") or {}).get("gpu", 0))
-    metrics = {"seed": int(seed), "test": test, "cost": {**cost, "train_seconds": res.train_seconds,
-                                                         "gpu_hours": gpu_hours(res.train_seconds, gpu,
-                                                                                res.device.type == "cuda")},
-               "device": _device_name(res.device), "torch": torch.__version__,
-               "train_images": int(len(res.splits.train)), "training": training_record(f, res),
-               "history": res.history}
+    metrics = {
+        "seed": int(seed),
+        "test": test,
+        "cost": {
+            **cost,
+            "train_seconds": res.train_seconds,
+            "gpu_hours": gpu_hours(res.train_seconds, gpu, res.device.type == "cuda"),
+        },
+        "device": _device_name(res.device),
+        "torch": torch.__version__,
+        "train_images": int(len(res.splits.train)),
+        "training": training_record(f, res),
+        "history": res.history,
+    }
     with whole_folder(out_dir) as folder:
         save_model(res, pools, s, folder, threshold)
-        save_predictions(folder / "predictions.npz", logits, labels, threshold, test_digest(pools, res.splits),
-                         pools.classes)
+        save_predictions(
+            folder / "predictions.npz", logits, labels, threshold, test_digest(pools, res.splits), pools.classes
+        )
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_per_class(folder / "per_class.csv", test)
         plots(folder, test, logits, labels, res.history)
@@ -157,29 +195,43 @@ def test_digest(pools: Pools, splits: Splits) -> str:
         h.update("\n".join(x.paths[i] for i in idx).encode())
     else:
         for i in range(0, len(idx), 1024):  # in chunks: no second copy of a large test set
-            h.update(np.ascontiguousarray(x[idx[i:i + 1024]]).tobytes())
+            h.update(np.ascontiguousarray(x[idx[i : i + 1024]]).tobytes())
     return h.hexdigest()[:16]
 
 
-def save_predictions(path: Path, logits: np.ndarray, labels: np.ndarray, threshold: float | None, digest: str,
-                     classes: list[str]) -> None:
+def save_predictions(
+    path: Path, logits: np.ndarray, labels: np.ndarray, threshold: float | None, digest: str, classes: list[str]
+) -> None:
     """Per test image: true label, predicted label (at ``threshold``) and class probabilities, with the test
     set's digest and the class names; plain arrays (``np.load(..., allow_pickle=False)`` reads them)."""
-    np.savez_compressed(path, labels=labels.astype(np.int64), pred=predict_labels(logits, threshold).astype(np.int64),
-                        probs=softmax(logits.astype(np.float64)).astype(np.float32), test_digest=np.str_(digest),
-                        classes=np.asarray(classes, dtype=str))
+    np.savez_compressed(
+        path,
+        labels=labels.astype(np.int64),
+        pred=predict_labels(logits, threshold).astype(np.int64),
+        probs=softmax(logits.astype(np.float64)).astype(np.float32),
+        test_digest=np.str_(digest),
+        classes=np.asarray(classes, dtype=str),
+    )
 
 
-def save_model(res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path,
-               threshold: float | None = None) -> None:
+def save_model(
+    res: FitResult, pools: Pools, spec: dict[str, Any], out_dir: Path, threshold: float | None = None
+) -> None:
     from safetensors.torch import save_model as st_save
 
     st_save(res.model.cpu(), str(out_dir / "model.safetensors"))
     res.model.to(res.device)
     (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    meta = {"classes": pools.classes, "mean": res.mean, "std": res.std, "image_size": res.image_size,
-            "in_chans": pools.in_chans, "dataset": pools.name, "threshold": threshold,
-            "positive_class": pools.classes[1] if pools.num_classes == 2 else None}
+    meta = {
+        "classes": pools.classes,
+        "mean": res.mean,
+        "std": res.std,
+        "image_size": res.image_size,
+        "in_chans": pools.in_chans,
+        "dataset": pools.name,
+        "threshold": threshold,
+        "positive_class": pools.classes[1] if pools.num_classes == 2 else None,
+    }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -239,8 +291,13 @@ def load_model(model_dir: Path, device: torch.device | None = None) -> tuple[tor
     name, m = spec["model"]["name"], model_kwargs(spec["model"])
     if "pretrained" in m:
         m["pretrained"] = False  # the saved weights replace the pretrained start
-    model = create_model(name, num_classes=head_outputs(spec, len(meta["classes"])), in_chans=meta["in_chans"],
-                         image_size=meta["image_size"], **m)
+    model = create_model(
+        name,
+        num_classes=head_outputs(spec, len(meta["classes"])),
+        in_chans=meta["in_chans"],
+        image_size=meta["image_size"],
+        **m,
+    )
     try:
         st_load(model, str(model_dir / "model.safetensors"))
     except Exception as exc:  # safetensors' own error, or weights that do not fit spec.yaml's model
@@ -265,19 +322,35 @@ def eval_set(model_dir: Path, data: dict[str, Any], split: str, new_root: bool) 
     return relabel(pools, meta["classes"], f"data.root: {folder}"), whole_splits(pools)
 
 
-def reevaluate(model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test",
-               splits: Splits | None = None) -> dict[str, Any]:
+def reevaluate(
+    model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test", splits: Splits | None = None
+) -> dict[str, Any]:
     """Metrics of a saved final model on ``split`` of ``pools`` (any dataset with the same classes);
     ``splits`` default to the spec's (``data``)."""
     model, spec, meta = load_model(model_dir)
     pools = relabel(pools, meta["classes"], "data")
     device = next(model.parameters()).device
     splits = splits or make_splits(pools, data)
-    res = FitResult(model, [], splits, meta["mean"], meta["std"], meta["image_size"], device,
-                    use_autocast(spec["train"].get("precision", "auto"), device))
+    res = FitResult(
+        model,
+        [],
+        splits,
+        meta["mean"],
+        meta["std"],
+        meta["image_size"],
+        device,
+        use_autocast(spec["train"].get("precision", "auto"), device),
+    )
     f = spec.get("final") or {}
-    out, _, _ = evaluate(res, pools, split, int(f.get("topk", 5)), int(f.get("bootstrap", 1000)),
-                         int(spec["train"]["seed"]), meta.get("threshold"))
+    out, _, _ = evaluate(
+        res,
+        pools,
+        split,
+        int(f.get("topk", 5)),
+        int(f.get("bootstrap", 1000)),
+        int(spec["train"]["seed"]),
+        meta.get("threshold"),
+    )
     skipped = skipped_in(pools, split)
     out["skipped_images"], out["skipped_first"] = len(skipped), skipped[:SKIPPED_SHOWN]
     return out
@@ -305,8 +378,9 @@ def write_per_class(path: Path, test: dict[str, Any]) -> None:
             w.writerow([c, int(cm[i].sum()), test["per_class_accuracy"][c], cm[i, i] / col if col else None])
 
 
-def plots(out_dir: Path, test: dict[str, Any], logits: np.ndarray, labels: np.ndarray,
-          history: list[dict[str, float]]) -> None:
+def plots(
+    out_dir: Path, test: dict[str, Any], logits: np.ndarray, labels: np.ndarray, history: list[dict[str, float]]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +392,8 @@ def plots(out_dir: Path, test: dict[str, Any], logits: np.ndarray, labels: np.nd
     classes = test["classes"]
     fig, ax = plt.subplots(figsize=(max(4, len(classes) * 0.5), max(4, len(classes) * 0.5)))
     ConfusionMatrixDisplay(np.asarray(test["confusion_matrix"]), display_labels=classes).plot(
-        ax=ax, colorbar=False, include_values=len(classes) <= 20, xticks_rotation="vertical")
+        ax=ax, colorbar=False, include_values=len(classes) <= 20, xticks_rotation="vertical"
+    )
     fig.tight_layout()
     fig.savefig(out_dir / "confusion.png", dpi=100)
     plt.close(fig)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,21 +35,24 @@ def selection_metrics(labels: np.ndarray, pred: np.ndarray, probs: np.ndarray) -
 
     k = probs.shape[1]
     if not len(labels):  # no validation images: nothing to score (NaN, as val_loss then is)
-        return dict.fromkeys(("val_f1_macro", "val_mcc", "val_balanced_acc") + (("val_auc",) if k == 2 else ()),
-                             math.nan)
+        return dict.fromkeys(
+            ("val_f1_macro", "val_mcc", "val_balanced_acc") + (("val_auc",) if k == 2 else ()), math.nan
+        )
     with warnings.catch_warnings():  # a class the model never predicts (early epochs) is a score, not a warning
         warnings.simplefilter("ignore")
-        out = {"val_f1_macro": float(skm.f1_score(labels, pred, labels=list(range(k)), average="macro",
-                                                  zero_division=0)),
-               "val_mcc": float(skm.matthews_corrcoef(labels, pred)),
-               "val_balanced_acc": float(skm.balanced_accuracy_score(labels, pred))}
+        out = {
+            "val_f1_macro": float(skm.f1_score(labels, pred, labels=list(range(k)), average="macro", zero_division=0)),
+            "val_mcc": float(skm.matthews_corrcoef(labels, pred)),
+            "val_balanced_acc": float(skm.balanced_accuracy_score(labels, pred)),
+        }
     if k == 2:  # undefined with one class in the labels: NaN, which the schedulers score as the worst
         out["val_auc"] = float(skm.roc_auc_score(labels, probs[:, 1])) if len(np.unique(labels)) == 2 else math.nan
     return out
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
-                           topk: int = 5, threshold: float | None = None) -> dict[str, Any]:
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, classes: list[str], topk: int = 5, threshold: float | None = None
+) -> dict[str, Any]:
     """Accuracy, per-class accuracy, macro P/R/F1, MCC, top-k, AUC-ROC (binary or one-vs-rest), confusion.
 
     ``threshold``: see ``predict_labels``.
@@ -60,27 +64,28 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
     pred = predict_labels(logits, threshold)
     labels_all = list(range(k))
     cm = skm.confusion_matrix(labels, pred, labels=labels_all)
-    p, r, f1, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="macro",
-                                                      zero_division=0)
+    p, r, f1, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="macro", zero_division=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(cm.sum(1) > 0, np.diag(cm) / cm.sum(1), np.nan)
     out: dict[str, Any] = {
         "n": int(len(labels)),
         "accuracy": float(skm.accuracy_score(labels, pred)),
-        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f1),
+        "precision_macro": float(p),
+        "recall_macro": float(r),
+        "f1_macro": float(f1),
         "mcc": float(skm.matthews_corrcoef(labels, pred)),
         "per_class_accuracy": {c: (None if math.isnan(v) else float(v)) for c, v in zip(classes, per_class)},
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
         "threshold": threshold,
     }
-    pc, rc, _, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average=None,
-                                                       zero_division=0)
+    pc, rc, _, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average=None, zero_division=0)
     out["per_class_precision"] = {c: float(v) for c, v in zip(classes, pc)}
     out["per_class_recall"] = {c: float(v) for c, v in zip(classes, rc)}
     if k == 2:  # binary tasks report the positive class (class 1: data.positive_class), as paper 000's Table 1
-        bp, br, bf, _ = skm.precision_recall_fscore_support(labels, pred, labels=labels_all, average="binary",
-                                                            pos_label=1, zero_division=0)
+        bp, br, bf, _ = skm.precision_recall_fscore_support(
+            labels, pred, labels=labels_all, average="binary", pos_label=1, zero_division=0
+        )
         out.update(positive_class=classes[1], precision=float(bp), recall=float(br), f1=float(bf))
     if 1 < topk < k:
         out[f"top{topk}_accuracy"] = float(skm.top_k_accuracy_score(labels, probs, k=topk, labels=labels_all))
@@ -94,8 +99,14 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
     return out
 
 
-def bootstrap_interval(labels: np.ndarray, pred: np.ndarray, stat: Callable[[np.ndarray, np.ndarray], float],
-                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    labels: np.ndarray,
+    pred: np.ndarray,
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat(labels, pred)`` over resampled test images."""
     rng = np.random.default_rng(seed)
     n = len(labels)

@@ -30,9 +30,17 @@ def probe_shape(spec: dict[str, Any]) -> str:
     rates (dropout, drop path) that leave the arithmetic as it is, as do learning rates and the like."""
     t, m = spec["train"], spec["model"]
     args = {k: v for k, v in model_kwargs(m).items() if not isinstance(v, float)}
-    return json.dumps({"model": m.get("name"), "args": args, "freeze": m.get("freeze", "none"),
-                       "image_size": model_args(spec)["image_size"], "batch_size": t["batch_size"]},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "model": m.get("name"),
+            "args": args,
+            "freeze": m.get("freeze", "none"),
+            "image_size": model_args(spec)["image_size"],
+            "batch_size": t["batch_size"],
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _timed(fn: Any, device: torch.device) -> float:
@@ -62,17 +70,24 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
     finally:
         run.batcher.close()
         torch.set_num_threads(threads)
-        del run
+        run = None  # the model freed before the cache is emptied
         if device.type == "cuda":  # the driver probes, then trials need the GPU's memory
             torch.cuda.empty_cache()
     train_ips, eval_ips = stats.images_per_s, len(sample) / max(eval_s, 1e-9)
-    return {"shape": probe_shape(spec), "model": str(spec["model"].get("name")), "device": str(device),
-            "gpus": torch.cuda.device_count(),
-            "batch_size": int(spec["train"]["batch_size"]), "image_size": size,
-            "train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
-            "train_images": n_train, "val_images": n_val,
-            "epoch_s": n_train / train_ips + n_val / eval_ips,
-            "final_epoch_s": float(final_epoch_images(spec, pools) @ np.array([1 / train_ips, 1 / eval_ips]))}
+    return {
+        "shape": probe_shape(spec),
+        "model": str(spec["model"].get("name")),
+        "device": str(device),
+        "gpus": torch.cuda.device_count(),
+        "batch_size": int(spec["train"]["batch_size"]),
+        "image_size": size,
+        "train_images_per_s": train_ips,
+        "eval_images_per_s": eval_ips,
+        "train_images": n_train,
+        "val_images": n_val,
+        "epoch_s": n_train / train_ips + n_val / eval_ips,
+        "final_epoch_s": float(final_epoch_images(spec, pools) @ np.array([1 / train_ips, 1 / eval_ips])),
+    }
 
 
 def final_epoch_images(spec: dict[str, Any], pools: Pools) -> np.ndarray:
@@ -81,5 +96,6 @@ def final_epoch_images(spec: dict[str, Any], pools: Pools) -> np.ndarray:
     fs = final_spec(spec, 0)
     splits = make_splits(pools, fs["data"])
     merged = (spec.get("final") or {}).get("train_on", "train+val") == "train+val"
-    return np.array([len(splits.train) + (len(splits.val) if merged else 0), 0 if merged else len(splits.val)],
-                    dtype=float)
+    return np.array(
+        [len(splits.train) + (len(splits.val) if merged else 0), 0 if merged else len(splits.val)], dtype=float
+    )

@@ -16,8 +16,9 @@ import gc
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -64,8 +65,13 @@ def claim_resources(spec: dict[str, Any]) -> None:
     apply_memory_cap(float(spec["resources"]["gpu"]))
 
 
-def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
-          flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> None:
+def trial(
+    config: dict[str, Any],
+    *,
+    spec: dict[str, Any],
+    pools: Pools,
+    flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
     from ray import tune
 
     if flatten is not None:  # the orchestrator's view of a conditional config: {dotted key: value}
@@ -91,8 +97,10 @@ def trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools,
         reported[0] = True
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
-            tune.report({**scored(metrics, metric, mode), "infeasible": 0, **device},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(
+                {**scored(metrics, metric, mode), "infeasible": 0, **device},
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )
 
     try:
         failed = fit_or_oom(resolved, pools, state, on_epoch)
@@ -126,8 +134,9 @@ def user_error(epoch: int, exc: Exception) -> dict[str, Any]:
     return {"epoch": epoch, "error": 1, "reason": f"{type(exc).__name__}: {exc}"}
 
 
-def fit_or_oom(spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None,
-               on_epoch: Callable[[dict[str, float], Any], None]) -> dict[str, Any] | None:
+def fit_or_oom(
+    spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None, on_epoch: Callable[[dict[str, float], Any], None]
+) -> dict[str, Any] | None:
     """Train; None when training ended on its own, else the ``oom`` or user-``error`` result that ends the
     trial (a result the study records, not a crash Tune would retry)."""
     done = [int(state["epoch"]) if state else 0]
@@ -191,8 +200,11 @@ def _existing_checkpoint(result: Any) -> Any:
     if ckpt is None or ckpt.filesystem.get_file_info(ckpt.path).type != FileType.NotFound:
         return result
     fs, trial_dir = ckpt.filesystem, os.path.dirname(ckpt.path.rstrip("/"))
-    found = sorted(i.base_name for i in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
-                   if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
+    found = sorted(
+        i.base_name
+        for i in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
+        if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
     if not found:
         return result  # nothing to continue from: Tune's own error says so
     try:
@@ -219,8 +231,11 @@ def _index(checkpoint_dir: str) -> int:
     return int(checkpoint_dir.rpartition("_")[2])
 
 
-def make_trainable(spec: dict[str, Any], pools: Pools,
-                   flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+def make_trainable(
+    spec: dict[str, Any],
+    pools: Pools,
+    flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
     return _trainable(trial, spec, pools, flatten=flatten)
 
 
@@ -252,8 +267,10 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
             tune.report({**user_error(epoch[0], exc), **device})
             return
         test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
-        tune.report({**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device},
-                    checkpoint=None if out_dir else tune.Checkpoint.from_directory(str(model_dir)))
+        tune.report(
+            {**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device},
+            checkpoint=None if out_dir else tune.Checkpoint.from_directory(str(model_dir)),
+        )
 
 
 def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str | None) -> Any:

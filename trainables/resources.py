@@ -32,7 +32,9 @@ def memory_budget(gpu: float, free_bytes: float, total_bytes: float, reserved_by
     return max(0.0, min(float(free_bytes), cap * total_bytes - reserved_bytes))
 
 
-def pool_fits(pool_bytes: float, gpu: float, free_bytes: float, total_bytes: float, reserved_bytes: float = 0.0) -> bool:
+def pool_fits(
+    pool_bytes: float, gpu: float, free_bytes: float, total_bytes: float, reserved_bytes: float = 0.0
+) -> bool:
     """Whether the uint8 pool goes to device memory (batches gathered there) rather than staying on the host."""
     return pool_bytes < POOL_SHARE * memory_budget(gpu, free_bytes, total_bytes, reserved_bytes)
 
@@ -60,8 +62,9 @@ def cpu_request(cpu: float, workers: int, streamed: bool, cluster_cpus: float | 
     return max(float(cpu), min(want, float(cluster_cpus)))
 
 
-def trial_request(resources: dict[str, Any], workers: int, streamed: bool,
-                  cluster_cpus: float | None = None) -> dict[str, float]:
+def trial_request(
+    resources: dict[str, Any], workers: int, streamed: bool, cluster_cpus: float | None = None
+) -> dict[str, float]:
     """The Ray resource request of one trial (search or final)."""
     return {"cpu": cpu_request(resources["cpu"], workers, streamed, cluster_cpus), "gpu": float(resources["gpu"])}
 

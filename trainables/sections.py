@@ -12,8 +12,16 @@ from typing import Any
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # What every epoch reports that a study can select on, with the direction that is better.
-METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min",
-           "val_f1_macro": "max", "val_mcc": "max", "val_balanced_acc": "max", "val_auc": "max"}
+METRICS = {
+    "val_acc": "max",
+    "val_loss": "min",
+    "train_acc": "max",
+    "train_loss": "min",
+    "val_f1_macro": "max",
+    "val_mcc": "max",
+    "val_balanced_acc": "max",
+    "val_auc": "max",
+}
 # Metrics only a binary task reports (AUC-ROC ranks P(class 1)).
 BINARY_METRICS = ("val_auc",)
 
@@ -21,8 +29,10 @@ BINARY_METRICS = ("val_auc",)
 def metric_problem(metric: str | None, num_classes: int) -> str | None:
     """Why a task of ``num_classes`` classes cannot select on ``metric`` (None: it can)."""
     if metric in BINARY_METRICS and num_classes != 2:
-        return (f"{metric} needs a binary task (2 classes), got {num_classes} classes; "
-                f"for more classes use val_f1_macro, val_mcc or val_balanced_acc")
+        return (
+            f"{metric} needs a binary task (2 classes), got {num_classes} classes; "
+            f"for more classes use val_f1_macro, val_mcc or val_balanced_acc"
+        )
     return None
 
 
@@ -31,59 +41,59 @@ SCHEDULES = ("none", "exponential", "multistep", "cosine", "linear", "plateau")
 # Schema of the sections this package owns: key -> (type, default[, allowed values]).
 TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "optimizer": (str, "adamw", OPTIMIZERS),
-    "lr": (float, 1e-3),                   # peak learning rate
-    "weight_decay": (float, 0.01),         # decoupled for adamw, L2 for adam/sgd
-    "momentum": (float, 0.9),              # sgd only
-    "nesterov": (bool, False),             # sgd only
+    "lr": (float, 1e-3),  # peak learning rate
+    "weight_decay": (float, 0.01),  # decoupled for adamw, L2 for adam/sgd
+    "momentum": (float, 0.9),  # sgd only
+    "nesterov": (bool, False),  # sgd only
     "epochs": (int, 10),
     "batch_size": (int, 128),
-    "eval_batch_size": (int, 512),         # inference only: no effect on results
+    "eval_batch_size": (int, 512),  # inference only: no effect on results
     "label_smoothing": (float, 0.0),
-    "loss": (str, "ce", ("ce", "bce")),    # bce: binary tasks, one sigmoid logit (paper 000)
-    "threshold": (float, 0.5),             # binary tasks: predict class 1 when P(class 1) >= threshold
+    "loss": (str, "ce", ("ce", "bce")),  # bce: binary tasks, one sigmoid logit (paper 000)
+    "threshold": (float, 0.5),  # binary tasks: predict class 1 when P(class 1) >= threshold
     "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
-    "gamma": (float, 0.1),                 # decay factor: exponential (per epoch), multistep, plateau
-    "milestones": (list, []),              # multistep: epochs where lr *= gamma
-    "warmup_epochs": (int, 0),             # linear warm-up before any schedule
-    "plateau_patience": (int, 2),          # plateau: epochs without val_loss improvement
-    "grad_clip": (float, 0.0),             # max gradient norm; 0 = off
-    "early_stopping": (int, 0),            # stop after this many epochs without a val_loss improvement; 0 = off
+    "gamma": (float, 0.1),  # decay factor: exponential (per epoch), multistep, plateau
+    "milestones": (list, []),  # multistep: epochs where lr *= gamma
+    "warmup_epochs": (int, 0),  # linear warm-up before any schedule
+    "plateau_patience": (int, 2),  # plateau: epochs without val_loss improvement
+    "grad_clip": (float, 0.0),  # max gradient norm; 0 = off
+    "early_stopping": (int, 0),  # stop after this many epochs without a val_loss improvement; 0 = off
     "class_weights": (str, "none", ("none", "balanced")),  # balanced: loss weights n / (k * n_class)
-    "mixup": (float, 0.0),                 # Mixup Beta(a, a) concentration; 0 = off
-    "cutmix": (float, 0.0),                # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
-    "seed": (int, 0),                      # weights, batch order, augmentation
+    "mixup": (float, 0.0),  # Mixup Beta(a, a) concentration; 0 = off
+    "cutmix": (float, 0.0),  # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
+    "seed": (int, 0),  # weights, batch order, augmentation
     "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast where native (CUDA, AMX CPUs)
     "device": (str, "auto", ("auto", "cpu", "cuda")),
-    "compile": (bool, False),              # torch.compile; its cost is reported as compile_s (epoch 1)
+    "compile": (bool, False),  # torch.compile; its cost is reported as compile_s (epoch 1)
 }
 
 # What final training reads (``final:``).
 FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "seeds": (list, [0, 1, 2]),          # one final model per seed, run as parallel trials
-    "epochs": (int, None),               # None = train.epochs
+    "seeds": (list, [0, 1, 2]),  # one final model per seed, run as parallel trials
+    "epochs": (int, None),  # None = train.epochs
     "train_on": (str, "train+val", ("train+val", "train")),
-    "max_per_class": (int, None),        # cap per class for final training (paper 000: 5,000)
-    "train_fraction": (float, 1.0),      # stratified share of the training data (paper 003 keeps the search's)
-    "topk": (int, 5),                    # top-k accuracy (skipped when k >= number of classes)
-    "bootstrap": (int, 1000),            # resamples of the test images for a single run's interval
-    "threshold": (float | str, None),    # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
-    "after_search": (bool, None),        # None = true when the spec has a final section
+    "max_per_class": (int, None),  # cap per class for final training (paper 000: 5,000)
+    "train_fraction": (float, 1.0),  # stratified share of the training data (paper 003 keeps the search's)
+    "topk": (int, 5),  # top-k accuracy (skipped when k >= number of classes)
+    "bootstrap": (int, 1000),  # resamples of the test images for a single run's interval
+    "threshold": (float | str, None),  # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
+    "after_search": (bool, None),  # None = true when the spec has a final section
 }
 
 # Keys of ``data.augment`` with their defaults (units and meaning in the comment).
 AUGMENT_DEFAULTS: dict[str, Any] = {
-    "p": 1.0,                # probability that a sample is augmented at all
-    "hflip": 0.0,            # probability of a horizontal flip
-    "vflip": 0.0,            # probability of a vertical flip
-    "pad_crop": 0,           # pixels of zero padding before a random crop back to size; 0 = off
-    "pad_crop_p": 1.0,       # probability of the pad+crop
-    "rotation": 0.0,         # max rotation in degrees (uniform in [-r, r]); 0 = off
-    "rotation_p": 1.0,       # probability of the rotation
-    "resized_crop": 0.0,     # min area fraction of a random resized crop (e.g. 0.08); 0 = off
-    "resized_crop_p": 1.0,   # probability of the resized crop
-    "color_jitter": 0.0,     # strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off
-    "color_jitter_p": 1.0,   # probability of the colour jitter
-    "randaugment": 0,        # RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off
+    "p": 1.0,  # probability that a sample is augmented at all
+    "hflip": 0.0,  # probability of a horizontal flip
+    "vflip": 0.0,  # probability of a vertical flip
+    "pad_crop": 0,  # pixels of zero padding before a random crop back to size; 0 = off
+    "pad_crop_p": 1.0,  # probability of the pad+crop
+    "rotation": 0.0,  # max rotation in degrees (uniform in [-r, r]); 0 = off
+    "rotation_p": 1.0,  # probability of the rotation
+    "resized_crop": 0.0,  # min area fraction of a random resized crop (e.g. 0.08); 0 = off
+    "resized_crop_p": 1.0,  # probability of the resized crop
+    "color_jitter": 0.0,  # strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off
+    "color_jitter_p": 1.0,  # probability of the colour jitter
+    "randaugment": 0,  # RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off
     "randaugment_magnitude": 9,  # RandAugment magnitude M on torchvision's 0..30 scale
     "randaugment_group": 8,  # images that share one draw of ops (per-image draws cost a call each)
 }

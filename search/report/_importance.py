@@ -15,28 +15,40 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store._export import SCORED
 from ..spec._space import branches, flat_space, option_parts, searched_keys
+from ..store._export import SCORED
 from ..store._paths import IMPORTANCE_FILE, PARALLEL_FILE
 
-MIN_TRIALS = 5      # fewer scored trials cannot split a metric's variance between settings
+MIN_TRIALS = 5  # fewer scored trials cannot split a metric's variance between settings
 EVALUATOR_SEED = 0  # fANOVA's forest is random: a fixed seed makes the report repeatable
-_NUMERIC = {"uniform": False, "quniform": False, "loguniform": True, "qloguniform": True,
-            "randint": False, "qrandint": False}  # distribution -> log scale
+_NUMERIC = {
+    "uniform": False,
+    "quniform": False,
+    "loguniform": True,
+    "qloguniform": True,
+    "randint": False,
+    "qrandint": False,
+}  # distribution -> log scale
 
 
 @dataclass
 class Importance:
     metric: str
-    trials: int                                   # scored trials the shares come from
+    trials: int  # scored trials the shares come from
     shares: dict[str, float] = field(default_factory=dict)  # setting -> share of variance, summing to 1
-    left_out: list[str] = field(default_factory=list)       # set in some trials only
-    reason: str = ""                              # why there are no shares, when there are none
-    study: Any = None                             # the Optuna study, for the plot
+    left_out: list[str] = field(default_factory=list)  # set in some trials only
+    reason: str = ""  # why there are no shares, when there are none
+    study: Any = None  # the Optuna study, for the plot
 
     def as_dict(self) -> dict[str, Any]:
-        return {"evaluator": "fanova", "metric": self.metric, "trials": self.trials, "shares": self.shares,
-                "left_out": self.left_out, "reason": self.reason}
+        return {
+            "evaluator": "fanova",
+            "metric": self.metric,
+            "trials": self.trials,
+            "shares": self.shares,
+            "left_out": self.left_out,
+            "reason": self.reason,
+        }
 
     def line(self) -> str:
         """One line for the console and the report."""
@@ -55,7 +67,7 @@ def _declared(space: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
         for opt in options:
             _, dists = option_parts(opt)  # an option's constants follow from its label: not settings of their own
             for k, d in dists.items():
-                (kind, args), = d.items()
+                ((kind, args),) = d.items()
                 if k not in out:
                     out[k] = {kind: list(args)}
                 elif kind in _NUMERIC and next(iter(out[k])) == kind:
@@ -71,7 +83,7 @@ def _present(v: Any) -> bool:
 def _distribution(dist: dict[str, list[Any]], seen: list[Any]) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    (kind, args), = dist.items()
+    ((kind, args),) = dist.items()
     if kind in _NUMERIC:
         values = [float(v) for v in seen]
         lo, hi = min(float(args[0]), *values), max(float(args[1]), *values)
@@ -85,8 +97,11 @@ def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, m
     """fANOVA shares of ``best_<metric>`` over the scored rows of a trials table (dicts as trials.csv reads)."""
     import optuna
 
-    scored = [r for r in rows if r.get("status") in SCORED and _present(r.get(f"best_{metric}"))
-              and math.isfinite(float(r[f"best_{metric}"]))]
+    scored = [
+        r
+        for r in rows
+        if r.get("status") in SCORED and _present(r.get(f"best_{metric}")) and math.isfinite(float(r[f"best_{metric}"]))
+    ]
     imp = Importance(metric, len(scored))
     declared = _declared(space)
     keys = [k for k in searched_keys(space) if k in declared]
@@ -102,11 +117,17 @@ def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, m
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for r in scored:
-        params = {k: (str(r[k]) if isinstance(d, optuna.distributions.CategoricalDistribution)
-                      else int(float(r[k])) if isinstance(d, optuna.distributions.IntDistribution) else float(r[k]))
-                  for k, d in dists.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
-                                                  value=float(r[f"best_{metric}"])))
+        params = {
+            k: (
+                str(r[k])
+                if isinstance(d, optuna.distributions.CategoricalDistribution)
+                else int(float(r[k]))
+                if isinstance(d, optuna.distributions.IntDistribution)
+                else float(r[k])
+            )
+            for k, d in dists.items()
+        }
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r[f"best_{metric}"])))
     imp.study = study
     varied = [k for k in keys if len({str(r[k]) for r in scored}) > 1]
     if not varied:
@@ -118,7 +139,8 @@ def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, m
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for the evaluator
         shares = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=EVALUATOR_SEED), params=varied)
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=EVALUATOR_SEED), params=varied
+        )
     imp.shares = {k: float(v) for k, v in shares.items()}
     return imp
 
@@ -163,8 +185,6 @@ def parallel_plot(imp: Importance, title: str) -> bytes | None:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
-
-
 
 
 def write_importance(out: Any, spec: dict[str, Any], rows: list[dict[str, Any]]) -> Importance | None:

@@ -4,8 +4,8 @@ bootstrap that compares two studies' final models on the same test images (``tun
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -80,8 +80,14 @@ def mcc(cm: np.ndarray) -> float:
 
 CONFUSION_STATS = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "f1_macro": f1_macro, "mcc": mcc}
 # Statistics of a study's predictions the verdict can compare, with the direction that is better.
-STATISTICS = {"accuracy": "max", "balanced_accuracy": "max", "f1_macro": "max", "mcc": "max", "auc_roc": "max",
-              "log_loss": "min"}
+STATISTICS = {
+    "accuracy": "max",
+    "balanced_accuracy": "max",
+    "f1_macro": "max",
+    "mcc": "max",
+    "auc_roc": "max",
+    "log_loss": "min",
+}
 
 
 def _auc_scorer(labels: np.ndarray, score: np.ndarray) -> Callable[[np.ndarray], float]:
@@ -117,9 +123,14 @@ def seed_scorers(p: SeedPredictions, stat: str) -> list[Callable[[np.ndarray], f
     raise ValueError(f"unknown statistic {stat!r}; known: {', '.join(STATISTICS)}")
 
 
-def paired_difference(a: SeedPredictions, b: SeedPredictions, stat: str = "accuracy",
-                      n_boot: int = PAIRED_RESAMPLES, level: float = 0.95,
-                      seed: int = VERDICT_SEED) -> dict[str, float | int]:
+def paired_difference(
+    a: SeedPredictions,
+    b: SeedPredictions,
+    stat: str = "accuracy",
+    n_boot: int = PAIRED_RESAMPLES,
+    level: float = 0.95,
+    seed: int = VERDICT_SEED,
+) -> dict[str, float | int]:
     """``stat`` of study A minus study B (each the mean over its seeds) on the same test images, with a
     two-level paired bootstrap: each resample draws the test images once, for both studies (the pairing),
     and each study's seeds anew (seed-to-seed variation). Returns the difference, the percentile
@@ -140,5 +151,13 @@ def paired_difference(a: SeedPredictions, b: SeedPredictions, stat: str = "accur
     d = d[~np.isnan(d)]  # AUC of a resample that drew one class only is undefined
     lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
     p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
-    return {"difference": diff, "ci_low": float(lo), "ci_high": float(hi), "p_value": p, "resamples": int(len(d)),
-            "images": n, "seeds_a": a.seeds, "seeds_b": b.seeds}
+    return {
+        "difference": diff,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "p_value": p,
+        "resamples": int(len(d)),
+        "images": n,
+        "seeds_a": a.seeds,
+        "seeds_b": b.seeds,
+    }

@@ -21,10 +21,22 @@ from ._stats import PAIRED_RESAMPLES, STATISTICS, SeedPredictions, paired_differ
 # What a seed's predictions.npz (written by tune-run --final) holds: name -> number of dimensions.
 PREDICTION_ARRAYS = {"labels": 1, "pred": 1, "probs": 2, "test_digest": 0}
 # A study's selection metric (experiment.metric) and the test statistic that measures the same thing.
-SELECTION_STATISTIC = {"val_acc": "accuracy", "val_f1_macro": "f1_macro", "val_mcc": "mcc",
-                       "val_balanced_acc": "balanced_accuracy", "val_auc": "auc_roc", "val_loss": "log_loss"}
-LABEL = {"accuracy": "test accuracy", "f1_macro": "macro F1", "mcc": "MCC", "balanced_accuracy": "balanced accuracy",
-         "auc_roc": "AUC-ROC", "log_loss": "log loss"}
+SELECTION_STATISTIC = {
+    "val_acc": "accuracy",
+    "val_f1_macro": "f1_macro",
+    "val_mcc": "mcc",
+    "val_balanced_acc": "balanced_accuracy",
+    "val_auc": "auc_roc",
+    "val_loss": "log_loss",
+}
+LABEL = {
+    "accuracy": "test accuracy",
+    "f1_macro": "macro F1",
+    "mcc": "MCC",
+    "balanced_accuracy": "balanced accuracy",
+    "auc_roc": "AUC-ROC",
+    "log_loss": "log loss",
+}
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray]:
@@ -37,12 +49,16 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
         raise SpecError(str(path), "", f"not a predictions file: {why}") from None
     for key, ndim in PREDICTION_ARRAYS.items():
         if key not in arrays or arrays[key].ndim != ndim:
-            raise SpecError(str(path), key, f"missing or not {ndim}-dimensional: not a predictions file "
-                                            "written by tune-run --final")
+            raise SpecError(
+                str(path), key, f"missing or not {ndim}-dimensional: not a predictions file written by tune-run --final"
+            )
     labels, pred, probs = arrays["labels"], arrays["pred"], arrays["probs"]
     if pred.shape != labels.shape or probs.shape[0] != len(labels):
-        raise SpecError(str(path), "pred", f"labels, pred and probs must list the same images, got "
-                                           f"{len(labels)}, {len(pred)} and {probs.shape[0]}")
+        raise SpecError(
+            str(path),
+            "pred",
+            f"labels, pred and probs must list the same images, got {len(labels)}, {len(pred)} and {probs.shape[0]}",
+        )
     k = probs.shape[1]
     for key in ("labels", "pred"):
         a = arrays[key]
@@ -82,14 +98,22 @@ def study_predictions(study: dict[str, Any]) -> StudyPredictions:
     name = study["experiment"]
     files = [_seed_file(study, int(seed)) for seed in study["seeds"]]
     if not files or None in files:
-        return StudyPredictions(name, missing=f"{name} has no per-image test predictions (predictions.npz; its "
-                                              "final models predate them: rerun its --final)")
+        return StudyPredictions(
+            name,
+            missing=f"{name} has no per-image test predictions (predictions.npz; its "
+            "final models predate them: rerun its --final)",
+        )
     seeds = [read_predictions(f) for f in files]  # type: ignore[arg-type]
     digests = {str(s["test_digest"]) for s in seeds}
     if len(digests) > 1 or any(not np.array_equal(s["labels"], seeds[0]["labels"]) for s in seeds):
         return StudyPredictions(name, missing=f"{name}'s seeds were tested on different images")
-    return StudyPredictions(name, SeedPredictions(seeds[0]["labels"], np.stack([s["pred"] for s in seeds]),
-                                                  np.stack([s["probs"] for s in seeds])), digests.pop())
+    return StudyPredictions(
+        name,
+        SeedPredictions(
+            seeds[0]["labels"], np.stack([s["pred"] for s in seeds]), np.stack([s["probs"] for s in seeds])
+        ),
+        digests.pop(),
+    )
 
 
 def _p(r: dict[str, Any]) -> str:
@@ -97,7 +121,7 @@ def _p(r: dict[str, Any]) -> str:
 
 
 def _difference(r: dict[str, Any], a: str, b: str) -> str:
-    return (f"{a} − {b} = {r['difference']:+.4f}, 95 % CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], {_p(r)}")
+    return f"{a} − {b} = {r['difference']:+.4f}, 95 % CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], {_p(r)}"
 
 
 def _training(cost: dict[str, Any]) -> tuple[float | None, str]:
@@ -111,8 +135,10 @@ def _training(cost: dict[str, Any]) -> tuple[float | None, str]:
 def cost_line(study: dict[str, Any]) -> str:
     cost = study["summary"].get("cost", {})
     lat, params = cost.get("latency_ms"), cost.get("params")
-    return (f"{study['experiment']} {_training(cost)[1]}, {'–' if lat is None else f'{lat:.2f}'} ms latency, "
-            f"{'–' if params is None else f'{params:,.0f}'} params")
+    return (
+        f"{study['experiment']} {_training(cost)[1]}, {'–' if lat is None else f'{lat:.2f}'} ms latency, "
+        f"{'–' if params is None else f'{params:,.0f}'} params"
+    )
 
 
 def _cheaper(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -148,14 +174,18 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
     if pa.missing or pb.missing:
         return [f"- {a} vs {b}: cannot pair them: {pa.missing or pb.missing}"]
     if pa.digest != pb.digest or not np.array_equal(pa.predictions.labels, pb.predictions.labels):
-        return [f"- {a} vs {b}: cannot pair them: they were tested on different images (test set "
-                f"{pa.digest} vs {pb.digest})"]
+        return [
+            f"- {a} vs {b}: cannot pair them: they were tested on different images (test set "
+            f"{pa.digest} vs {pb.digest})"
+        ]
     x, y = pa.predictions, pb.predictions
     acc = paired_difference(x, y, "accuracy")
     cheaper = _cheaper(sa, sb)
     note = f"; {cheaper} costs less to train and to run" if cheaper and not distinguishable(acc) else ""
-    lines = [f"- {a} vs {b}: {conclusion(acc, a, b)}{note} ({_difference(acc, a, b)}; "
-             f"{acc['images']:,} test images, {acc['seeds_a']} and {acc['seeds_b']} seeds)"]
+    lines = [
+        f"- {a} vs {b}: {conclusion(acc, a, b)}{note} ({_difference(acc, a, b)}; "
+        f"{acc['images']:,} test images, {acc['seeds_a']} and {acc['seeds_b']} seeds)"
+    ]
     metrics = dict.fromkeys(((s.get("spec") or {}).get("experiment") or {}).get("metric") for s in (sa, sb))
     for metric in metrics:
         stat = SELECTION_STATISTIC.get(str(metric))
@@ -163,8 +193,10 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
             continue  # accuracy is above; a train_* metric has no test counterpart
         r = paired_difference(x, y, stat)
         better = "higher" if STATISTICS[stat] == "max" else "lower"
-        lines.append(f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
-                     f"{conclusion(r, a, b, stat)} ({_difference(r, a, b)})")
+        lines.append(
+            f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
+            f"{conclusion(r, a, b, stat)} ({_difference(r, a, b)})"
+        )
     lines.append(f"  - cost per final model: {cost_line(sa)}; {cost_line(sb)}")
     return lines
 
@@ -180,7 +212,9 @@ def verdict(studies: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-NOTE = (f"Paired bootstrap ({PAIRED_RESAMPLES:,} resamples, fixed seed): each resample draws the test images "
-        "once for both studies and each study's seeds anew; 95 % percentile intervals, two-sided p-values. "
-        "A difference whose interval holds 0 is not distinguishable. A study with one seed adds no "
-        "seed-to-seed variation to the interval.")
+NOTE = (
+    f"Paired bootstrap ({PAIRED_RESAMPLES:,} resamples, fixed seed): each resample draws the test images "
+    "once for both studies and each study's seeds anew; 95 % percentile intervals, two-sided p-values. "
+    "A difference whose interval holds 0 is not distinguishable. A study with one seed adds no "
+    "seed-to-seed variation to the interval."
+)

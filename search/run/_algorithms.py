@@ -43,8 +43,9 @@ def build_searcher(spec: dict[str, Any]) -> Any:
 
     points = first_points(spec)[0] or None
     if algo in ("random", "grid"):
-        return BasicVariantGenerator(random_state=s["seed"], max_concurrent=s["max_concurrent"],
-                                     points_to_evaluate=points)
+        return BasicVariantGenerator(
+            random_state=s["seed"], max_concurrent=s["max_concurrent"], points_to_evaluate=points
+        )
 
     if algo == "optuna":
         import optuna
@@ -53,19 +54,24 @@ def build_searcher(spec: dict[str, Any]) -> Any:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory": not news
 
         # Conditional spaces go to Optuna define-by-run; flat ones through Tune's param_space.
-        searcher: Any = OptunaSearch(space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
-                                     sampler=optuna.samplers.TPESampler(seed=s["seed"]),
-                                     metric=spec["experiment"]["metric"] if branches(spec["space"]) else None,
-                                     mode=spec["experiment"]["mode"] if branches(spec["space"]) else None,
-                                     points_to_evaluate=points)
+        searcher: Any = OptunaSearch(
+            space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
+            sampler=optuna.samplers.TPESampler(seed=s["seed"]),
+            metric=spec["experiment"]["metric"] if branches(spec["space"]) else None,
+            mode=spec["experiment"]["mode"] if branches(spec["space"]) else None,
+            points_to_evaluate=points,
+        )
     else:  # bohb
         from ray.tune.search.bohb import TuneBOHB
 
         cs = bohb_space(spec["space"], s["seed"]) if branches(spec["space"]) else None
-        searcher = TuneBOHB(space=cs, seed=s["seed"],
-                            metric=spec["experiment"]["metric"] if cs is not None else None,
-                            mode=spec["experiment"]["mode"] if cs is not None else None,
-                            points_to_evaluate=points)
+        searcher = TuneBOHB(
+            space=cs,
+            seed=s["seed"],
+            metric=spec["experiment"]["metric"] if cs is not None else None,
+            mode=spec["experiment"]["mode"] if cs is not None else None,
+            points_to_evaluate=points,
+        )
     if s["max_concurrent"]:
         # Model-based searchers suggest better points when they have seen more results.
         searcher = ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])
@@ -110,18 +116,27 @@ def build_scheduler(spec: dict[str, Any]) -> Any:
     if name == "fifo":
         return FIFOScheduler()
     if name == "asha":
-        return sch.ASHAScheduler(max_t=c["max_t"], grace_period=c["grace_period"],
-                                 reduction_factor=c["reduction_factor"], brackets=c["brackets"], **common)
+        return sch.ASHAScheduler(
+            max_t=c["max_t"],
+            grace_period=c["grace_period"],
+            reduction_factor=c["reduction_factor"],
+            brackets=c["brackets"],
+            **common,
+        )
     if name == "hyperband":
         if spec["search"]["algorithm"] == "bohb":
             return sch.HyperBandForBOHB(max_t=c["max_t"], reduction_factor=c["reduction_factor"], **common)
         return sch.HyperBandScheduler(max_t=c["max_t"], reduction_factor=c["reduction_factor"], **common)
     if name == "median":
-        return sch.MedianStoppingRule(grace_period=c["grace_period"], min_samples_required=c["min_samples_required"],
-                                      **common)
+        return sch.MedianStoppingRule(
+            grace_period=c["grace_period"], min_samples_required=c["min_samples_required"], **common
+        )
     # pbt: the searched keys are what it perturbs; each trial resumes from a better one's checkpoint.
-    mutations = to_tune({k: ({"choice": v["grid"]} if "grid" in v else v) for k, v in spec["space"].items()},
-                        "random")
-    return sch.PopulationBasedTraining(perturbation_interval=c["perturbation_interval"],
-                                       hyperparam_mutations=mutations, quantile_fraction=c["quantile_fraction"],
-                                       resample_probability=c["resample_probability"], **common)
+    mutations = to_tune({k: ({"choice": v["grid"]} if "grid" in v else v) for k, v in spec["space"].items()}, "random")
+    return sch.PopulationBasedTraining(
+        perturbation_interval=c["perturbation_interval"],
+        hyperparam_mutations=mutations,
+        quantile_fraction=c["quantile_fraction"],
+        resample_probability=c["resample_probability"],
+        **common,
+    )

@@ -45,8 +45,10 @@ def unseen_on_nodes(paths: list[str], nodes: list[dict[str, Any]]) -> list[tuple
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0, max_retries=0)(unreadable)
-    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
-            for n in nodes]
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
+        for n in nodes
+    ]
     out = []
     for node, ref in zip(nodes, refs):
         try:
@@ -70,9 +72,13 @@ def check_paths_on_nodes(paths: list[str], file: str, key: str = "data.root") ->
     if blind:
         node, missing = blind[0]
         more = f" (and {len(blind) - 1} more nodes)" if len(blind) > 1 else ""
-        raise SpecError(file, key, f"{missing[0]} is not visible on node {node_label(node)}{more}: every node "
-                                   f"reads a streamed set; put it on storage all nodes mount (NFS), or hold it "
-                                   f"in memory (data.storage: memory)")
+        raise SpecError(
+            file,
+            key,
+            f"{missing[0]} is not visible on node {node_label(node)}{more}: every node "
+            f"reads a streamed set; put it on storage all nodes mount (NFS), or hold it "
+            f"in memory (data.storage: memory)",
+        )
 
 
 # --------------------------------------------------------------------------- autoscaler node types
@@ -94,8 +100,10 @@ def node_types(config: Any) -> list[dict[str, Any]] | None:
     """Ray's ``autoscaler_pb2.ClusterConfig`` as [{"name", "resources", "min_count", "max_count"}]."""
     if config is None or not config.node_group_configs:
         return None
-    return [{"name": g.name, "resources": dict(g.resources), "min_count": int(g.min_count),
-             "max_count": int(g.max_count)} for g in config.node_group_configs]
+    return [
+        {"name": g.name, "resources": dict(g.resources), "min_count": int(g.min_count), "max_count": int(g.max_count)}
+        for g in config.node_group_configs
+    ]
 
 
 def node_type_limits(node_types: list[dict[str, Any]] | None) -> dict[str, float] | None:
@@ -123,11 +131,15 @@ def unsatisfiable(resources: dict[str, Any], types: list[dict[str, Any]]) -> tup
         most = limits.get(name, 0.0)
         if want[name] > most:
             unit = name if most == 1 else f"{name}s"
-            return (f"resources.{key}", f"{key}={want[name]:g} but no node type of this cluster offers more than "
-                                        f"{most:g} {unit}")
+            return (
+                f"resources.{key}",
+                f"{key}={want[name]:g} but no node type of this cluster offers more than {most:g} {unit}",
+            )
     asked = ", ".join(f"{key}={want[name]:g}" for key, name in RESOURCE_NAMES.items())
-    offered = "; ".join(f"{t['name']}: " + ", ".join(f"{float(t['resources'].get(n, 0)):g} {n}"
-                                                     for n in RESOURCE_NAMES.values()) for t in usable)
+    offered = "; ".join(
+        f"{t['name']}: " + ", ".join(f"{float(t['resources'].get(n, 0)):g} {n}" for n in RESOURCE_NAMES.values())
+        for t in usable
+    )
     return ("resources", f"{asked} on one node, but no node type of this cluster offers that ({offered})")
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from ..store._export import FAILED, error_reason, full_epochs, status_reason, trial_status
 from ..spec._space import flat_config
+from ..store._export import FAILED, error_reason, full_epochs, status_reason, trial_status
 
 # Warnings already shown by this process: a search and the final training after it are one study.
 _WARNED: set[str] = set()
@@ -38,9 +39,20 @@ class StudyConsole(Callback):
     ``live``: draw a rich live display (default: when ``stream`` is a terminal), else plain lines.
     """
 
-    def __init__(self, title: str, metric: str, mode: str, max_epochs: int, space: dict[str, Any] | None = None,
-                 *, unit: str = "trial", stream: TextIO | None = None, live: bool | None = None,
-                 interval: float = 30.0, oom_reason: Callable[[dict[str, Any]], str] | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        space: dict[str, Any] | None = None,
+        *,
+        unit: str = "trial",
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        interval: float = 30.0,
+        oom_reason: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
         self.title, self.metric, self.mode, self.unit = title, metric, mode, unit
         self.oom_reason = oom_reason  # a trial killed for host memory: its reason, by its flat config
         self.max_epochs, self.space = max_epochs, space or {}
@@ -69,8 +81,9 @@ class StudyConsole(Callback):
 
     # --- Ray Tune events -------------------------------------------------------------------------
 
-    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
-              **info: Any) -> None:
+    def setup(
+        self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any
+    ) -> None:
         self.total = total_num_samples if total_num_samples and total_num_samples > 0 else None
         self.t0 = time.monotonic()
         if self.live:
@@ -84,8 +97,7 @@ class StudyConsole(Callback):
         self.lengths[tid] = full_epochs(self._config(trial), self.max_epochs)
         self._refresh()
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         tid = trial.trial_id
         if isinstance(result.get("warning"), str):
             self.warn(result["warning"])
@@ -117,9 +129,11 @@ class StudyConsole(Callback):
         """Tune restarts a trial whose process or node died from its last checkpoint (resources.max_failures)."""
         tid = trial.trial_id
         failures = int(getattr(getattr(trial, "run_metadata", None), "num_failures", 0) or 0)
-        self._print(f"{self._name(tid, trial)} lost its process or node after epoch {self.epochs.get(tid, 0)}: "
-                    f"restarting it from its last checkpoint (failure {failures} of "
-                    f"{getattr(trial, 'max_failures', '?')} allowed)")
+        self._print(
+            f"{self._name(tid, trial)} lost its process or node after epoch {self.epochs.get(tid, 0)}: "
+            f"restarting it from its last checkpoint (failure {failures} of "
+            f"{getattr(trial, 'max_failures', '?')} allowed)"
+        )
         self._refresh()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -169,11 +183,15 @@ class StudyConsole(Callback):
 
     def status_line(self) -> str:
         eta = self.eta()
-        line = (f"{self.headline()} · epochs {self.epochs_done()}/{self.planned_epochs()} · "
-                f"elapsed {duration(time.monotonic() - self.t0)}")
+        line = (
+            f"{self.headline()} · epochs {self.epochs_done()}/{self.planned_epochs()} · "
+            f"elapsed {duration(time.monotonic() - self.t0)}"
+        )
         if self.unit == "seed":
-            line += "".join(f" · {self.names.get(t, t)} epoch {self.epochs.get(t, 0)}/"
-                            f"{self.lengths.get(t, self.max_epochs)}" for t in sorted(self.running))
+            line += "".join(
+                f" · {self.names.get(t, t)} epoch {self.epochs.get(t, 0)}/{self.lengths.get(t, self.max_epochs)}"
+                for t in sorted(self.running)
+            )
         return line + (f" · ETA {duration(eta)}" if eta is not None else "")
 
     def epoch_line(self, tid: str, result: dict[str, Any]) -> str:
@@ -253,9 +271,15 @@ class StudyConsole(Callback):
                 yield self.make_tasks_table(self.tasks)
 
         self._progress = Display(
-            TextColumn("{task.description}"), BarColumn(bar_width=30), TextColumn("{task.completed}/{task.total} epochs"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(file=self.stream),
-            refresh_per_second=2)
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.completed}/{task.total} epochs"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(file=self.stream),
+            refresh_per_second=2,
+        )
         self._progress.start()
         self._tasks["study"] = self._progress.add_task("  all", total=self.planned_epochs())
 
@@ -335,9 +359,24 @@ def token_auth_enabled() -> bool:
     return bool(is_token_auth_enabled())
 
 
-def console_for(spec: dict[str, Any], *, title: str, max_epochs: int, unit: str, verbose: bool,
-                oom_reason: Callable[[dict[str, Any]], str] | None = None) -> StudyConsole:
+def console_for(
+    spec: dict[str, Any],
+    *,
+    title: str,
+    max_epochs: int,
+    unit: str,
+    verbose: bool,
+    oom_reason: Callable[[dict[str, Any]], str] | None = None,
+) -> StudyConsole:
     """The console callback for one ``tuner.fit()``; plain lines under ``--verbose`` (beside Ray's tables)."""
     exp = spec["experiment"]
-    return StudyConsole(title, exp["metric"], exp["mode"], max_epochs, spec.get("space") if unit == "trial" else {},
-                        unit=unit, live=False if verbose else None, oom_reason=oom_reason)
+    return StudyConsole(
+        title,
+        exp["metric"],
+        exp["mode"],
+        max_epochs,
+        spec.get("space") if unit == "trial" else {},
+        unit=unit,
+        live=False if verbose else None,
+        oom_reason=oom_reason,
+    )

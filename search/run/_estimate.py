@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
 from .._contract import TrialSide
+from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
 from ..spec._space import as_searched, grid_points
 
 
@@ -18,13 +18,17 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
     pools = backend.prepare(spec)
     probes, note = probe_configs(spec, backend, pools)
     parallel = concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0))
-    out(f"estimate of {spec['experiment']['name']!r} on {probes[0]['device']}: {parallel} trial(s) at once "
-        f"(resources.cpu={spec['resources']['cpu']:g}, resources.gpu={spec['resources']['gpu']:g})")
+    out(
+        f"estimate of {spec['experiment']['name']!r} on {probes[0]['device']}: {parallel} trial(s) at once "
+        f"(resources.cpu={spec['resources']['cpu']:g}, resources.gpu={spec['resources']['gpu']:g})"
+    )
     for p in probes:
-        out(f"  {p['model']} at batch {p['batch_size']}, {p['image_size']} px: {p['train_images_per_s']:,.0f} "
+        out(
+            f"  {p['model']} at batch {p['batch_size']}, {p['image_size']} px: {p['train_images_per_s']:,.0f} "
             f"images/s training, {p['eval_images_per_s']:,.0f} images/s evaluating; an epoch "
             f"{p['epoch_s']:.2f} s ({p['train_images']:,} train + {p['val_images']:,} val images), a final "
-            f"epoch {p['final_epoch_s']:.2f} s  [{p['shape']}]")
+            f"epoch {p['final_epoch_s']:.2f} s  [{p['shape']}]"
+        )
     if note:
         out(f"  note: {note}")
     search, final = spec["search"], spec["final"]
@@ -33,18 +37,25 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
     epochs = int(spec["scheduler"]["max_t"])
     if search["num_samples"] is not None:
         trials = grid * search["num_samples"]
-        out(f"study as written: {trials} trials x up to {epochs} epochs = {trials * epochs} epochs, about "
-            f"{trials * epochs * epoch_s / parallel:,.0f} s of training ({parallel} at once)")
+        out(
+            f"study as written: {trials} trials x up to {epochs} epochs = {trials * epochs} epochs, about "
+            f"{trials * epochs * epoch_s / parallel:,.0f} s of training ({parallel} at once)"
+        )
     else:
         out(f"study as written: {grid} grid point(s) x num_samples sized from search.budget")
     if final["after_search"]:
         seeds = len(final["seeds"])
         f_epochs = int(final["epochs"] or spec["train"]["epochs"])
         final_s = max(p["final_epoch_s"] for p in probes)
-        out(f"  + final training: {seeds} seeds x {f_epochs} epochs, about "
+        out(
+            f"  + final training: {seeds} seeds x {f_epochs} epochs, about "
             f"{f_epochs * final_s * -(-seeds // parallel):,.0f} s"
-            + (" (final.epochs sized from search.budget at run time)" if search["budget"] and not final["epochs"]
-               else ""))
+            + (
+                " (final.epochs sized from search.budget at run time)"
+                if search["budget"] and not final["epochs"]
+                else ""
+            )
+        )
     if not search["budget"]:
         out("budget: none given (search.budget or --budget 30m|2h|1.5gpu-h|400epochs shows what fits)")
         return
@@ -53,10 +64,18 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
 
 
 def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
-    out(f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of "
+    out(
+        f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of "
         f"{trial_length(p)} ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
-        f"{p['num_samples_from']})" + (" — more than fit: the budget's stopper ends the search when its share "
-                                        "is spent" if p["trials"] > p["trials_that_fit"] else ""))
+        f"{p['num_samples_from']})"
+        + (
+            " — more than fit: the budget's stopper ends the search when its share is spent"
+            if p["trials"] > p["trials_that_fit"]
+            else ""
+        )
+    )
     if "final_epochs" in p:
-        out(f"  final {b.show(p['planned']['final'])}: {p['final_epochs']} epochs x {p['final_seeds']} seeds "
-            f"(from the {p['final_epochs_from']})")
+        out(
+            f"  final {b.show(p['planned']['final'])}: {p['final_epochs']} epochs x {p['final_seeds']} seeds "
+            f"(from the {p['final_epochs_from']})"
+        )

@@ -8,41 +8,86 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..store._atomic import StorageFull, write_atomic
-from ..spec._budget import concurrency, final_plan, parse_budget
-from ._console import console_for, tune_verbosity
-from ..store._export import error_reason
 from .._contract import TrialSide
-from ..spec._files import read_json
-from ..store import _storage as storage
-from ..store._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
-from ._lifecycle import (LastStep, StopWhenFull, callback, check_tracking, ended, failure_config, fit_to_cluster,
-                         fit_tuner, init_ray, new_tuner, now, open_tracking, provenance, sigterm_as_interrupt,
-                         tune_storage)
-from ..spec._files import dump_spec
 from ..report._stats import t_interval
+from ..spec._budget import concurrency, final_plan, parse_budget
+from ..spec._files import dump_spec, read_json
+from ..store import _storage as storage
+from ..store._atomic import StorageFull, write_atomic
+from ..store._export import error_reason
+from ..store._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
+from ._console import console_for, tune_verbosity
+from ._lifecycle import (
+    LastStep,
+    StopWhenFull,
+    callback,
+    check_tracking,
+    ended,
+    failure_config,
+    fit_to_cluster,
+    fit_tuner,
+    init_ray,
+    new_tuner,
+    now,
+    open_tracking,
+    provenance,
+    sigterm_as_interrupt,
+    tune_storage,
+)
 
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
-SUMMARY = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "mcc", "auc_roc",
-           "precision", "recall", "f1")  # the last three: binary tasks' positive class (paper 000)
+SUMMARY = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "mcc",
+    "auc_roc",
+    "precision",
+    "recall",
+    "f1",
+)  # the last three: binary tasks' positive class (paper 000)
 
 
 def summarise(per_seed: list[dict[str, Any]], topk: int) -> dict[str, Any]:
     keys = list(SUMMARY) + [f"top{topk}_accuracy"]
-    out = {k: t_interval([m["test"].get(k) for m in per_seed]) for k in keys if per_seed
-           and any(m["test"].get(k) is not None for m in per_seed)}
-    cost_keys = ("params", "flops_per_image", "macs_per_image", "throughput_images_per_s", "latency_ms",
-                 "train_seconds", "gpu_hours")
-    out["cost"] = {k: sum(m["cost"][k] for m in per_seed) / len(per_seed) for k in cost_keys
-                   if per_seed and all(k in m["cost"] for m in per_seed)}
+    out = {
+        k: t_interval([m["test"].get(k) for m in per_seed])
+        for k in keys
+        if per_seed and any(m["test"].get(k) is not None for m in per_seed)
+    }
+    cost_keys = (
+        "params",
+        "flops_per_image",
+        "macs_per_image",
+        "throughput_images_per_s",
+        "latency_ms",
+        "train_seconds",
+        "gpu_hours",
+    )
+    out["cost"] = {
+        k: sum(m["cost"][k] for m in per_seed) / len(per_seed)
+        for k in cost_keys
+        if per_seed and all(k in m["cost"] for m in per_seed)
+    }
     if per_seed:  # none finished (an interruption): no cost to report, and the summary prints none
         out["cost"]["train_seconds_total"] = sum(m["cost"]["train_seconds"] for m in per_seed)
     return out
 
 
-def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite: bool = False,
-              address: str | None = None, log: Any = print, study_file: str | Path | None = None,
-              out: str | Path | None = None, verbose: bool = False, budget: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_final(
+    spec: dict[str, Any],
+    backend: TrialSide,
+    *,
+    file: str,
+    overwrite: bool = False,
+    address: str | None = None,
+    log: Any = print,
+    study_file: str | Path | None = None,
+    out: str | Path | None = None,
+    verbose: bool = False,
+    budget: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``spec`` once per ``final.seeds`` on the full training data and evaluate each on the test split.
 
     ``study_file`` is the search's study.json (default: beside the spec, as for runs/<study>/best.yaml),
@@ -53,16 +98,23 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     study_file, default_out = final_paths(spec, file, study_file)
     target = location(out) if out else default_out
     check_storage(target, file, "--final")
-    replace = claim(target, holds_final, "final models", file=file, key="--final", overwrite=overwrite,
-                    missing="no metrics.json or seed folders", hint="pass --overwrite to replace them")
+    replace = claim(
+        target,
+        holds_final,
+        "final models",
+        file=file,
+        key="--final",
+        overwrite=overwrite,
+        missing="no metrics.json or seed folders",
+        hint="pass --overwrite to replace them",
+    )
     check_tracking(spec, file)
     pools = backend.prepare(spec)  # before anything is written
     folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
     out = folder.local
     init_ray(address, log, verbose, file=file)
-    from ray import tune
-
     import ray
+    from ray import tune
 
     fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)
     if replace:  # only now: final models the cluster refuses to retrain are left in place
@@ -70,25 +122,45 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     sized = size_final(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
     exp, seeds = spec["experiment"], spec["final"]["seeds"]
     uri = mlflow_uri(spec)
-    parent, callbacks = open_tracking(spec, backend, run_name=f"{exp['name']}/final", role="final", child_role="final-seed",
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"], log=log,
-                                      dataset=backend.dataset_info(spec, pools))
+    parent, callbacks = open_tracking(
+        spec,
+        backend,
+        run_name=f"{exp['name']}/final",
+        role="final",
+        child_role="final-seed",
+        max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
+        log=log,
+        dataset=backend.dataset_info(spec, pools),
+    )
     out.mkdir(parents=True, exist_ok=True)
     # Trials write their model folders into a local (or shared) out; to a URI they return them as checkpoints.
     trainable = backend.make_final_trainable(spec, pools, None if folder.remote else str(out))
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
     storage_path, storage_fs = tune_storage(folder.location)
     tuner = new_tuner(
-        out, trainable,
+        out,
+        trainable,
         param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(name="ray", storage_path=storage_path,
-                                  storage_filesystem=storage_fs, verbose=tune_verbosity(verbose),
-                                  callbacks=[*callbacks, console_for(
-                                      spec, title=f"{exp['name']} final training", unit="seed", verbose=verbose,
-                                      max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
-                                      oom_reason=partial(backend.oom_reason, spec)), LastStep(),
-                                             StopWhenFull(str(out))],
-                                  failure_config=failure_config(spec)),
+        run_config=tune.RunConfig(
+            name="ray",
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            verbose=tune_verbosity(verbose),
+            callbacks=[
+                *callbacks,
+                console_for(
+                    spec,
+                    title=f"{exp['name']} final training",
+                    unit="seed",
+                    verbose=verbose,
+                    max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
+                    oom_reason=partial(backend.oom_reason, spec),
+                ),
+                LastStep(),
+                StopWhenFull(str(out)),
+            ],
+            failure_config=failure_config(spec),
+        ),
     )
     with sigterm_as_interrupt():
         grid = fit_tuner(tuner, out)
@@ -102,19 +174,36 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
         _fetch_models(grid, unfinished, folder)
     # A seed that raised (a full disk among the causes) is no final model, whatever it left in its folder.
     failed = {int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None}
-    per_seed = [json.loads((out / str(s) / "metrics.json").read_text()) for s in seeds
-                if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()]
+    per_seed = [
+        json.loads((out / str(s) / "metrics.json").read_text())
+        for s in seeds
+        if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()
+    ]
     search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
     topk = int(spec["final"]["topk"])
     summary = {
-        "experiment": exp["name"], **backend.tags(spec),
-        "seeds": [m["seed"] for m in per_seed], "errors": errors, "summary": summarise(per_seed, topk),
-        "per_seed": [{"seed": m["seed"], **{k: m["test"].get(k) for k in SUMMARY},
-                      "accuracy_bootstrap_ci": m["test"].get("accuracy_bootstrap_ci"), "device": m["device"]}
-                     for m in per_seed],
+        "experiment": exp["name"],
+        **backend.tags(spec),
+        "seeds": [m["seed"] for m in per_seed],
+        "errors": errors,
+        "summary": summarise(per_seed, topk),
+        "per_seed": [
+            {
+                "seed": m["seed"],
+                **{k: m["test"].get(k) for k in SUMMARY},
+                "accuracy_bootstrap_ci": m["test"].get("accuracy_bootstrap_ci"),
+                "device": m["device"],
+            }
+            for m in per_seed
+        ],
         "history": {m["seed"]: m["history"] for m in per_seed},
-        "search_budget": search_budget, "spec": spec, "provenance": provenance(), "finished": now(),
-        "mlflow_run_id": parent, "out_dir": folder.location, "unfinished": unfinished,
+        "search_budget": search_budget,
+        "spec": spec,
+        "provenance": provenance(),
+        "finished": now(),
+        "mlflow_run_id": parent,
+        "out_dir": folder.location,
+        "unfinished": unfinished,
         **({"budget_plan": sized} if sized else {}),
     }
     write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
@@ -131,21 +220,30 @@ def run_final(spec: dict[str, Any], backend: TrialSide, *, file: str, overwrite:
     return summary
 
 
-def size_final(spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dict[str, Any],
-               cluster: dict[str, float], log: Any) -> dict[str, Any]:
+def size_final(
+    spec: dict[str, Any], backend: TrialSide, pools: Any, budget: dict[str, Any], cluster: dict[str, float], log: Any
+) -> dict[str, Any]:
     """Final epochs that fit what the study's budget left (``budget``: ``budget`` text, ``available`` in its
     unit, and for a study's wall clock its ``deadline`` in time.monotonic()), from a probe of this configuration; a
     final.epochs the spec sets is kept."""
     b = parse_budget(budget["budget"], "study.json")
     # A study's wall-clock share ends at its deadline; --final --budget alone has none: all of it, from now.
-    available = (budget["deadline"] - time.monotonic() if b.unit == "seconds" and budget.get("deadline")
-                 else budget["available"])
-    fp = final_plan(spec, b, available, [backend.probe(spec, pools)], concurrency(spec, cluster.get("CPU", 1),
-                                                                                  cluster.get("GPU", 0)),
-                    backend.gpu_hours)
+    available = (
+        budget["deadline"] - time.monotonic() if b.unit == "seconds" and budget.get("deadline") else budget["available"]
+    )
+    fp = final_plan(
+        spec,
+        b,
+        available,
+        [backend.probe(spec, pools)],
+        concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0)),
+        backend.gpu_hours,
+    )
     spec["final"]["epochs"] = fp["final_epochs"]
-    log(f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
-        f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})")
+    log(
+        f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
+        f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"
+    )
     return {**fp, "available": available}
 
 
@@ -174,8 +272,17 @@ def _log_final(uri: str, parent: str, out: Path, summary: dict[str, Any]) -> Non
         c.log_metric(parent, f"cost_{k}", float(v))
     for seed in summary["seeds"]:
         d = out / str(seed)
-        for name in ("metrics.json", "per_class.csv", "confusion.png", "roc.png", "curves.png", "spec.yaml",
-                     "meta.json", "model.safetensors", "predictions.npz"):
+        for name in (
+            "metrics.json",
+            "per_class.csv",
+            "confusion.png",
+            "roc.png",
+            "curves.png",
+            "spec.yaml",
+            "meta.json",
+            "model.safetensors",
+            "predictions.npz",
+        ):
             if (d / name).is_file():
                 c.log_artifact(parent, str(d / name), artifact_path=f"final/{seed}")
     c.log_artifact(parent, str(out / "metrics.json"), artifact_path="final")

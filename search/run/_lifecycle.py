@@ -1,7 +1,6 @@
 """What a study and its final training share: Ray and the cluster fit, the tracking run, the Tuner with its
 callbacks and stoppers, SIGTERM as an interruption, and the provenance every result records."""
 
-
 from __future__ import annotations
 
 import contextlib
@@ -14,31 +13,33 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ray.tune import Callback
 
-from ..store._atomic import (HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason)
-from ._console import dashboard_line, joined_dashboard, quiet_logs
 from .._contract import TrialSide
-from ..store import _storage as storage
-from ._ray_oom import trials_survive_memory_kills
-from ..store._paths import mlflow_uri
 from ..spec._spec import SpecError
-
+from ..store import _storage as storage
+from ..store._atomic import HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason
+from ..store._paths import mlflow_uri
+from ._console import dashboard_line, joined_dashboard, quiet_logs
+from ._ray_oom import trials_survive_memory_kills
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
 
 
 def provenance() -> dict[str, Any]:
     """Git commit, package versions and the driver's machine, recorded with every result."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -48,9 +49,15 @@ def provenance() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain")),
-            "python": sys.version.split()[0], "packages": versions, "host": platform.node(),
-            "platform": platform.platform(), "argv": sys.argv}
+    return {
+        "git_commit": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain")),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }
 
 
 def check_tracking(spec: dict[str, Any], file: str) -> None:
@@ -215,17 +222,27 @@ def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "
     if address:
         _check_answers(address, file)
     try:
-        ctx = ray.init(address=address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
-                       ignore_reinit_error=True, log_to_driver=verbose, configure_logging=True,
-                       logging_level="WARNING")
+        ctx = ray.init(
+            address=address or "local",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            ignore_reinit_error=True,
+            log_to_driver=verbose,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
     except ConnectionError as exc:
         if not address:
             raise
         # Ray sends its token only to a cluster it found itself: a joined one that asks for it refuses the driver.
-        raise SpecError(file, "--address", f"cannot join the Ray cluster at {address} ({exc}): check the address "
-                                           f"(the head's HOST:PORT), and for a cluster that asks for a token set "
-                                           f"RAY_AUTH_MODE=token with its token (`ray get-auth-token` on the head) in "
-                                           f"RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
+        raise SpecError(
+            file,
+            "--address",
+            f"cannot join the Ray cluster at {address} ({exc}): check the address "
+            f"(the head's HOST:PORT), and for a cluster that asks for a token set "
+            f"RAY_AUTH_MODE=token with its token (`ray get-auth-token` on the head) in "
+            f"RAY_AUTH_TOKEN or ~/.ray/auth_token",
+        ) from None
     if not verbose:  # Ray logs each write a full disk refused, with a traceback: the study's last line says it
         for handler in logging.getLogger("ray").handlers:
             handler.addFilter(HideFullDiskLogs())
@@ -247,14 +264,28 @@ def _check_answers(address: str, file: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise SpecError(file, "--address", f"no Ray cluster answers at {address} ({exc.strerror or exc}); give the "
-                                           f"head's HOST:PORT (--address or RAY_ADDRESS), or neither to start "
-                                           f"a local Ray") from None
+        raise SpecError(
+            file,
+            "--address",
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); give the "
+            f"head's HOST:PORT (--address or RAY_ADDRESS), or neither to start "
+            f"a local Ray",
+        ) from None
 
 
-def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, role: str, child_role: str, max_epochs: int,
-                  log: Any, reopen: str | None = None, dataset: dict[str, Any] | None = None,
-                  child_spec: dict[str, Any] | None = None) -> tuple[str | None, list[Any]]:
+def open_tracking(
+    spec: dict[str, Any],
+    backend: TrialSide,
+    *,
+    run_name: str,
+    role: str,
+    child_role: str,
+    max_epochs: int,
+    log: Any,
+    reopen: str | None = None,
+    dataset: dict[str, Any] | None = None,
+    child_spec: dict[str, Any] | None = None,
+) -> tuple[str | None, list[Any]]:
     """The MLflow parent run for ``spec`` (``reopen``: a resumed one) and the callback mirroring its trials
     (their params: ``child_spec``'s, when they run a shortened copy of ``spec``, ``search.epochs``).
 
@@ -271,11 +302,23 @@ def open_tracking(spec: dict[str, Any], backend: TrialSide, *, run_name: str, ro
     parent = start_parent(uri, mlflow_exp, run_name, {**tags, "role": role}, flat_params(spec), reopen, dataset)
     if track["parent_run_id"] and not reopen:
         client_for(uri).set_tag(parent, "mlflow.parentRunId", track["parent_run_id"])
-    log(f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
-        f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}")
-    return parent, [MlflowTrials(uri, mlflow_exp, parent, {**tags, "role": child_role}, max_epochs,
-                                 spec.get("space"), dataset, flat_params(child_spec or spec),
-                                 partial(backend.oom_reason, spec))]
+    log(
+        f"MLflow: {uri} (experiment {mlflow_exp!r}, run {run_name!r} {parent}); browse with: mlflow ui "
+        f"--backend-store-uri {uri}, then http://127.0.0.1:5000/{ui_page(uri, mlflow_exp)}"
+    )
+    return parent, [
+        MlflowTrials(
+            uri,
+            mlflow_exp,
+            parent,
+            {**tags, "role": child_role},
+            max_epochs,
+            spec.get("space"),
+            dataset,
+            flat_params(child_spec or spec),
+            partial(backend.oom_reason, spec),
+        )
+    ]
 
 
 def fit_to_cluster(spec: dict[str, Any], paths: list[str], file: str, log: Any) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._schema import SpecError
 
@@ -33,8 +34,13 @@ MIN_TRIALS = 10
 # MLflow's model logging (wall-clock plans only).
 FINAL_EXTRA_S = 15.0
 
-_UNITS = {"s": ("seconds", 1.0), "m": ("seconds", 60.0), "h": ("seconds", 3600.0),
-          "gpu-h": ("gpu_hours", 1.0), "epochs": ("epochs", 1.0)}
+_UNITS = {
+    "s": ("seconds", 1.0),
+    "m": ("seconds", 60.0),
+    "h": ("seconds", 3600.0),
+    "gpu-h": ("gpu_hours", 1.0),
+    "epochs": ("epochs", 1.0),
+}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(s|m|h|gpu-h|epochs)\s*$")
 SHOWN = {"seconds": "s", "gpu_hours": "GPU-h", "epochs": "epochs"}
 
@@ -42,8 +48,8 @@ SHOWN = {"seconds": "s", "gpu_hours": "GPU-h", "epochs": "epochs"}
 @dataclass(frozen=True)
 class Budget:
     amount: float  # in ``unit``
-    unit: str      # seconds | gpu_hours | epochs
-    text: str      # as given
+    unit: str  # seconds | gpu_hours | epochs
+    text: str  # as given
 
     def show(self, value: float) -> str:
         if self.unit == "epochs":
@@ -73,18 +79,26 @@ def check_budget(file: str, spec: dict[str, Any]) -> None:
         raise SpecError(file, "search.budget_split", f"0 < budget_split < 1 must hold, got budget_split={split}")
     epochs, longest = search["epochs"], int((spec.get("train") or {}).get("epochs") or 1)
     if isinstance(epochs, str) and epochs != "auto":
-        raise SpecError(file, "search.epochs", f"a whole number of epochs, auto (sized from search.budget) or null "
-                                               f"(train.epochs), got {epochs!r}")
+        raise SpecError(
+            file,
+            "search.epochs",
+            f"a whole number of epochs, auto (sized from search.budget) or null (train.epochs), got {epochs!r}",
+        )
     if isinstance(epochs, int) and not 1 <= epochs <= longest:
-        raise SpecError(file, "search.epochs", f"1 <= epochs <= train.epochs must hold, got epochs={epochs}, "
-                                               f"train.epochs={longest}")
+        raise SpecError(
+            file, "search.epochs", f"1 <= epochs <= train.epochs must hold, got epochs={epochs}, train.epochs={longest}"
+        )
     if search["budget"] is None:  # search.epochs: auto without a budget is train.epochs, as num_samples is 1
         search["num_samples"] = 1 if search["num_samples"] is None else search["num_samples"]
         return
     budget = parse_budget(search["budget"], file)
     if budget.unit == "gpu_hours" and spec["resources"]["gpu"] <= 0:
-        raise SpecError(file, "search.budget", f"a GPU-hour budget counts the GPUs trials hold: resources.gpu > 0 "
-                                               f"must hold, got gpu={spec['resources']['gpu']}")
+        raise SpecError(
+            file,
+            "search.budget",
+            f"a GPU-hour budget counts the GPUs trials hold: resources.gpu > 0 "
+            f"must hold, got gpu={spec['resources']['gpu']}",
+        )
 
 
 # --------------------------------------------------------------------------- planning
@@ -144,6 +158,7 @@ def promoted(arrivals: float, eta: float) -> float:
     (1 - 1/eta) quantile (numpy's linear interpolation, h = (m - 1)(1 - 1/eta)), which a value as likely to
     rank anywhere among them is with probability (m - h) / (m + 1): 1 for the first, 1/2 for the second,
     tending to 1/eta. So early trials run long, and few trials cost more each than 1/eta per rung suggests."""
+
     def p(m: int) -> float:
         return 1.0 if m == 0 else (m - (m - 1) * (1 - 1 / eta)) / (m + 1)
 
@@ -158,7 +173,7 @@ def _harmonic(n: int) -> float:
     """1 + 1/2 + ... + 1/n (exact below 64, else the asymptotic series: error under 1e-12)."""
     if n < 64:
         return sum(1 / i for i in range(1, n + 1))
-    return math.log(n) + 0.5772156649015329 + 1 / (2 * n) - 1 / (12 * n * n) + 1 / (120 * n ** 4)
+    return math.log(n) + 0.5772156649015329 + 1 / (2 * n) - 1 / (12 * n * n) + 1 / (120 * n**4)
 
 
 def search_cost(sched: dict[str, Any], trials: float) -> float:
@@ -188,6 +203,7 @@ MAX_PLANNED = 10_000  # trials a plan counts up to (a budget that buys more is p
 def trials_within(sched: dict[str, Any], share: float, per_epoch: float, per_trial: float) -> int:
     """The most trials (at least 1) whose expected cost, ``search_cost`` epochs at ``per_epoch`` each plus
     ``per_trial`` each to start, fits ``share``."""
+
     def fits(n: int) -> bool:
         return search_cost(sched, n) * per_epoch + n * per_trial <= share + 1e-9
 
@@ -201,8 +217,15 @@ def trials_within(sched: dict[str, Any], share: float, per_epoch: float, per_tri
     return low
 
 
-def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], grid: int, parallel: int,
-         gpu_hours: Callable[..., float], num_samples_given: int | None) -> dict[str, Any]:
+def plan(
+    spec: dict[str, Any],
+    budget: Budget,
+    probes: list[dict[str, Any]],
+    grid: int,
+    parallel: int,
+    gpu_hours: Callable[..., float],
+    num_samples_given: int | None,
+) -> dict[str, Any]:
     """Shares, trials and final epochs of ``spec`` under ``budget``; ``probes``: the trial side's probes of
     the configurations the search draws (their mean cost stands for a trial)."""
     split, gpu = float(spec["search"]["budget_split"]), float(spec["resources"]["gpu"])
@@ -228,16 +251,24 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
         num_samples = num_samples_given
     trials = num_samples * grid
     out: dict[str, Any] = {
-        "budget": budget.text, "unit": budget.unit, "split": split if after else 1.0,
+        "budget": budget.text,
+        "unit": budget.unit,
+        "split": split if after else 1.0,
         "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
-        "num_samples": num_samples, "num_samples_from": "budget" if num_samples_given is None else "spec",
-        "trials": trials, "trials_that_fit": fits, "trial_epochs": trial_epochs,
+        "num_samples": num_samples,
+        "num_samples_from": "budget" if num_samples_given is None else "spec",
+        "trials": trials,
+        "trials_that_fit": fits,
+        "trial_epochs": trial_epochs,
         "trial_epochs_from": {"auto": "budget", None: "train.epochs"}.get(spec["search"]["epochs"], "spec"),
         "train_epochs": int(spec["scheduler"]["max_t"]),
-        "trial_epochs_expected": round(expected, 3), "epoch_s": epoch_s, "parallel": parallel,
+        "trial_epochs_expected": round(expected, 3),
+        "epoch_s": epoch_s,
+        "parallel": parallel,
         # What the plan should take by the probe (a wall-clock budget: its shares).
-        "planned_seconds": {"search": search_cost(search_scheduler(spec["scheduler"], trial_epochs), trials)
-                                      * epoch_s / parallel},
+        "planned_seconds": {
+            "search": search_cost(search_scheduler(spec["scheduler"], trial_epochs), trials) * epoch_s / parallel
+        },
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
@@ -248,8 +279,14 @@ def plan(spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], gri
     return out
 
 
-def final_plan(spec: dict[str, Any], budget: Budget, available: float, probes: list[dict[str, Any]],
-               parallel: int, gpu_hours: Callable[..., float]) -> dict[str, Any]:
+def final_plan(
+    spec: dict[str, Any],
+    budget: Budget,
+    available: float,
+    probes: list[dict[str, Any]],
+    parallel: int,
+    gpu_hours: Callable[..., float],
+) -> dict[str, Any]:
     """Final epochs under ``available`` (left open in the spec: sized; given: kept)."""
     seeds = len(spec["final"]["seeds"])
     final_s = max(p["final_epoch_s"] for p in probes)  # the chosen configuration is not known yet: the dearest
@@ -262,12 +299,17 @@ def final_plan(spec: dict[str, Any], budget: Budget, available: float, probes: l
         per_epoch = seeds * epoch_cost(budget, final_s, gpu, gpu_hours, 1)
     given = spec["final"]["epochs"]
     epochs = int(given) if given else final_epochs(available, per_epoch, int(spec["scheduler"]["max_t"]))
-    return {"final_epochs": epochs, "final_epochs_from": "spec" if given else "budget",
-            "final_epoch_s": final_s, "final_rounds": rounds, "final_seeds": seeds}
+    return {
+        "final_epochs": epochs,
+        "final_epochs_from": "spec" if given else "budget",
+        "final_epoch_s": final_s,
+        "final_rounds": rounds,
+        "final_seeds": seeds,
+    }
 
 
 def trial_length(p: dict[str, Any]) -> str:
-    """"up to N epochs", and why when the search's trials are shorter than train.epochs."""
+    """ "up to N epochs", and why when the search's trials are shorter than train.epochs."""
     n, full = p["trial_epochs"], p.get("train_epochs", p["trial_epochs"])
     if n >= full:
         return f"up to {n} epochs"
@@ -312,8 +354,7 @@ def lines(cb: dict[str, Any]) -> list[str]:
     phases = [p for p in ("search", "final", "total") if p in cb["spent"]]
     planned = " · ".join(f"{p} {b.show(cb['planned'][p])} ({cb['planned_seconds'].get(p, 0):.0f} s)" for p in phases)
     spent = " · ".join(f"{p} {b.show(cb['spent'][p])} ({cb['spent_seconds'][p]:.0f} s)" for p in phases)
-    out = [f"  budget:      {cb['budget']} · planned {planned}",
-           f"               spent   {spent}"]
+    out = [f"  budget:      {cb['budget']} · planned {planned}", f"               spent   {spent}"]
     if cb.get("ended_by_budget"):
         out.append(f"               the search ended early: {cb['reason']}")
     return out
@@ -325,8 +366,9 @@ PROBE_LIMIT = 4  # distinct model shapes probed; a space with more is planned fr
 PREVIEW_DRAWS = 16  # configurations previewed for their shapes when num_samples is left open
 
 
-def probe_configs(spec: dict[str, Any], backend: Any, pools: Any,
-                  limit: int = PROBE_LIMIT) -> tuple[list[dict[str, Any]], str]:
+def probe_configs(
+    spec: dict[str, Any], backend: Any, pools: Any, limit: int = PROBE_LIMIT
+) -> tuple[list[dict[str, Any]], str]:
     """The trial side's probes of the distinct model shapes (``backend.probe_shape``) among the configurations
     the search would draw (previewed with search.seed), at most ``limit``; and a note when more were left out."""
     from ._space import as_searched, preview_configs
@@ -341,6 +383,10 @@ def probe_configs(spec: dict[str, Any], backend: Any, pools: Any,
         if backend.infeasible(s) is None:
             shapes.setdefault(backend.probe_shape(s), s)
     chosen = list(shapes.values())[:limit] or [spec]
-    note = (f"the space has {len(shapes)} distinct model shapes among {len(configs)} previewed configurations; "
-            f"probed the first {limit}" if len(shapes) > limit else "")
+    note = (
+        f"the space has {len(shapes)} distinct model shapes among {len(configs)} previewed configurations; "
+        f"probed the first {limit}"
+        if len(shapes) > limit
+        else ""
+    )
     return [backend.probe(s, pools) for s in chosen], note

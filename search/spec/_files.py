@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from ._schema import SpecError
 from ..store._storage import is_uri, read_bytes
+from ._schema import SpecError
 
 MAX_BYTES = 10 * 2**20  # specs and result files are small; a bigger one is the wrong file
-MAX_DEPTH = 64          # a spec nests 4 levels; a branch option a few more
-MAX_NODES = 200_000     # after alias expansion: a billion-laughs bomb expands to ~10^9
+MAX_DEPTH = 64  # a spec nests 4 levels; a branch option a few more
+MAX_NODES = 200_000  # after alias expansion: a billion-laughs bomb expands to ~10^9
 
 
 def read_text(path: str | Path, kind: str = "file") -> str:
@@ -57,8 +57,9 @@ def _expanded_size(node: yaml.Node, depth: int, memo: dict[int, int], file: str)
     if id(node) in memo:
         return memo[id(node)]
     if isinstance(node, yaml.MappingNode):
-        n = 1 + sum(_expanded_size(k, depth + 1, memo, file) + _expanded_size(v, depth + 1, memo, file)
-                    for k, v in node.value)
+        n = 1 + sum(
+            _expanded_size(k, depth + 1, memo, file) + _expanded_size(v, depth + 1, memo, file) for k, v in node.value
+        )
     elif isinstance(node, yaml.SequenceNode):
         n = 1 + sum(_expanded_size(v, depth + 1, memo, file) for v in node.value)
     else:
@@ -75,8 +76,9 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> SpecError:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     if "constructor for the tag" in problem:
         tag = problem.split("tag", 1)[1].strip(" '")
-        return SpecError(file, "", f"{where}the YAML tag {tag!r} is not allowed: specs hold plain values, "
-                                   f"never Python objects")
+        return SpecError(
+            file, "", f"{where}the YAML tag {tag!r} is not allowed: specs hold plain values, never Python objects"
+        )
     return SpecError(file, "", f"{where}invalid YAML: {problem}")
 
 

@@ -33,8 +33,14 @@ def allowed(options: typing.Iterable[str]) -> str:
 def type_name(t: Any) -> str:
     if isinstance(t, (types.UnionType,)) or typing.get_origin(t) is typing.Union:
         return " or ".join(type_name(a) for a in typing.get_args(t))
-    return {float: "a number", int: "an integer", bool: "true/false", str: "a string", list: "a list",
-            dict: "a mapping"}.get(t, getattr(t, "__name__", str(t)))
+    return {
+        float: "a number",
+        int: "an integer",
+        bool: "true/false",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(t, getattr(t, "__name__", str(t)))
 
 
 def coerce(value: Any, t: Any) -> Any:
@@ -90,8 +96,13 @@ def coerce(value: Any, t: Any) -> Any:
     return value
 
 
-def check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any, ...]] | None,
-                   nested: dict[str, dict[str, tuple[Any, ...]] | None]) -> dict[str, Any]:
+def check_section(
+    file: str,
+    path: str,
+    given: Any,
+    schema: dict[str, tuple[Any, ...]] | None,
+    nested: dict[str, dict[str, tuple[Any, ...]] | None],
+) -> dict[str, Any]:
     """Fill defaults into one section and type-check it; ``nested`` holds sub-section schemas by path."""
     if given is None:
         given = {}
@@ -102,8 +113,9 @@ def check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any,
     out: dict[str, Any] = {}
     for key in given:
         if key not in schema:
-            raise SpecError(file, f"{path}.{key}",
-                            f"unknown key; allowed: {allowed(schema)}{did_you_mean(str(key), schema)}")
+            raise SpecError(
+                file, f"{path}.{key}", f"unknown key; allowed: {allowed(schema)}{did_you_mean(str(key), schema)}"
+            )
     for key, (typ, default, *rest) in schema.items():
         kp = f"{path}.{key}"
         if kp in nested:
@@ -118,7 +130,8 @@ def check_section(file: str, path: str, given: Any, schema: dict[str, tuple[Any,
         except TypeError:
             raise SpecError(file, kp, f"expected {type_name(typ)}, got {value!r}") from None
         if rest and value not in rest[0]:
-            raise SpecError(file, kp, f"{value!r} is not allowed; allowed: {allowed(rest[0])}"
-                                      f"{did_you_mean(str(value), rest[0])}")
+            raise SpecError(
+                file, kp, f"{value!r} is not allowed; allowed: {allowed(rest[0])}{did_you_mean(str(value), rest[0])}"
+            )
         out[key] = value
     return out

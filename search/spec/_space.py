@@ -40,13 +40,21 @@ def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str) 
     """Validate one distribution against the searched key's type and the searcher; return it normalised."""
     if not isinstance(dist, dict) or len(dist) != 1:
         raise SpecError(file, kp, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {dist!r}")
-    (kind, args), = dist.items()
+    ((kind, args),) = dist.items()
     if kind not in DISTRIBUTIONS:
-        raise SpecError(file, kp, f"unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}"
-                              f"{did_you_mean(str(kind), DISTRIBUTIONS)}")
+        raise SpecError(
+            file,
+            kp,
+            f"unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}"
+            f"{did_you_mean(str(kind), DISTRIBUTIONS)}",
+        )
     if kind not in SUPPORTED[algorithm]:
-        raise SpecError(file, kp, f"{kind} is not supported by search.algorithm={algorithm}; allowed with "
-                              f"{algorithm}: {', '.join(SUPPORTED[algorithm])}")
+        raise SpecError(
+            file,
+            kp,
+            f"{kind} is not supported by search.algorithm={algorithm}; allowed with "
+            f"{algorithm}: {', '.join(SUPPORTED[algorithm])}",
+        )
     nargs, what = DISTRIBUTIONS[kind]
     if not isinstance(args, list) or (nargs is None and not args) or (nargs is not None and len(args) != nargs):
         raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}")
@@ -90,7 +98,7 @@ def _to_tune_flat(space: dict[str, dict[str, list[Any]]], algorithm: str) -> dic
 
     out: dict[str, Any] = {}
     for key, dist in space.items():
-        (kind, a), = dist.items()
+        ((kind, a),) = dist.items()
         if kind == "grid":
             out[key] = tune.grid_search(list(a))
         elif kind == "choice":
@@ -112,7 +120,7 @@ def _to_tune_flat(space: dict[str, dict[str, list[Any]]], algorithm: str) -> dic
 
 def sample(dist: dict[str, list[Any]], rng: np.random.Generator) -> Any:
     """One draw (numpy), for previews such as ``--dry-run``; grids are handled by the caller."""
-    (kind, a), = dist.items()
+    ((kind, a),) = dist.items()
     if kind in ("choice", "grid"):
         return a[int(rng.integers(len(a)))]
     if kind in ("uniform", "quniform"):
@@ -128,7 +136,7 @@ def sample(dist: dict[str, list[Any]], rng: np.random.Generator) -> Any:
 
 def contains(dist: dict[str, list[Any]], value: Any) -> bool:
     """Whether ``dist`` can draw ``value`` (a choice or grid holds it; a range covers it)."""
-    (kind, a), = dist.items()
+    ((kind, a),) = dist.items()
     if kind in ("choice", "grid"):
         return any(value == x and isinstance(value, bool) == isinstance(x, bool) for x in a)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -156,8 +164,9 @@ def recipe_point(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict[st
     return point, ""
 
 
-def _preview_flat(space: dict[str, dict[str, list[Any]]], num_samples: int, seed: int,
-                  limit: int = 10_000) -> list[dict[str, Any]]:
+def _preview_flat(
+    space: dict[str, dict[str, list[Any]]], num_samples: int, seed: int, limit: int = 10_000
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     grid_keys = [k for k, d in space.items() if "grid" in d]
     other = [k for k in space if k not in grid_keys]
@@ -298,18 +307,22 @@ def to_tune(space: dict[str, Any], algorithm: str) -> dict[str, Any]:
     out = _to_tune_flat(flat_space(space), algorithm)
     for key, (kind, options) in branches(space).items():
         parts = [option_parts(o) for o in options]
-        values = [{LABEL: label, **consts, **_to_tune_flat(dists, algorithm)}
-                  for label, (consts, dists) in zip(option_labels(options), parts)]
+        values = [
+            {LABEL: label, **consts, **_to_tune_flat(dists, algorithm)}
+            for label, (consts, dists) in zip(option_labels(options), parts)
+        ]
         out[key] = tune.grid_search(values) if kind == "grid" else tune.choice(values)
     return out
 
 
 def _suggest(trial: Any, name: str, dist: dict[str, list[Any]]) -> Any:
-    (kind, a), = dist.items()
+    ((kind, a),) = dist.items()
     if kind in ("choice", "grid"):
         return trial.suggest_categorical(name, list(a))
     if kind in ("uniform", "quniform", "loguniform"):
-        return trial.suggest_float(name, a[0], a[1], log=kind == "loguniform", step=a[2] if kind == "quniform" else None)
+        return trial.suggest_float(
+            name, a[0], a[1], log=kind == "loguniform", step=a[2] if kind == "quniform" else None
+        )
     return trial.suggest_int(name, int(a[0]), int(a[1]), step=int(a[2]) if kind == "qrandint" else 1)
 
 
@@ -353,8 +366,7 @@ def bohb_space(space: dict[str, Any], seed: int) -> Any:
     return cs
 
 
-def preview_configs(space: dict[str, Any], num_samples: int, seed: int,
-                    limit: int = 10_000) -> list[dict[str, Any]]:
+def preview_configs(space: dict[str, Any], num_samples: int, seed: int, limit: int = 10_000) -> list[dict[str, Any]]:
     """The grid points crossed with ``num_samples`` draws of the sampled keys (at most ``limit``).
 
     A grid branch gives one flat space per option; a choice branch picks an option per sample."""

@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-from ._budget import DEFAULT_SPLIT, check_budget
 from .._contract import TrialSide
-from ._files import dump_spec, read_yaml as read_yaml_file
+from ._budget import DEFAULT_SPLIT, check_budget
+from ._files import dump_spec
+from ._files import read_yaml as read_yaml_file
 from ._schema import SpecError, allowed, check_section, coerce, did_you_mean
 from ._space import DISTRIBUTIONS, check_distribution, is_branch, option_label, option_parts, searched_keys
 
@@ -28,30 +29,30 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # key -> (type, default[, allowed values]); the time unit of every scheduler is the epoch.
 SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     "experiment": {
-        "name": (str, None),            # default: the spec file's stem
-        "metric": (str, "val_acc"),     # one of the trial side's METRICS
+        "name": (str, None),  # default: the spec file's stem
+        "metric": (str, "val_acc"),  # one of the trial side's METRICS
         "mode": (str, None, ("max", "min")),  # default: the metric's better direction
         "output_dir": (str, "runs"),
         "description": (str, ""),
     },
     "search": {
         "algorithm": (str, "random", ALGORITHMS),
-        "num_samples": (int, None),     # samples (random/optuna/bohb), or repeats of the grid; None = sized
-                                        # from search.budget when there is one, else 1
-        "max_concurrent": (int, 0),     # 0 = as many as the resources allow
+        "num_samples": (int, None),  # samples (random/optuna/bohb), or repeats of the grid; None = sized
+        # from search.budget when there is one, else 1
+        "max_concurrent": (int, 0),  # 0 = as many as the resources allow
         "seed": (int, 0),
         "epochs": (int | str | None, None),  # the search's trials: null = train.epochs; auto = sized from the budget
         "recipe_first": (bool, False),  # the spec's own values of the searched keys are the first trial
         "reuse_actors": (bool, False),  # keep trial processes (and their imports) alive between trials
-        "budget": (str, None),          # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
+        "budget": (str, None),  # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
         "budget_split": (float, DEFAULT_SPLIT),  # the search's share of the budget; final training gets the rest
     },
     "scheduler": {
         "name": (str, "fifo", SCHEDULERS),
-        "max_t": (int, None),           # epochs; default train.epochs
-        "grace_period": (int, 1),       # asha, median: epochs before a trial may be stopped
+        "max_t": (int, None),  # epochs; default train.epochs
+        "grace_period": (int, 1),  # asha, median: epochs before a trial may be stopped
         "reduction_factor": (float, 3.0),  # asha, hyperband
-        "brackets": (int, 1),           # asha
+        "brackets": (int, 1),  # asha
         "min_samples_required": (int, 3),  # median
         "perturbation_interval": (int, 2),  # pbt, epochs
         "quantile_fraction": (float, 0.25),  # pbt
@@ -60,19 +61,18 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "resources": {
         "cpu": (float, 1.0),
-        "gpu": (float, 0.0),            # fractions pack several trials on one GPU
-        "max_failures": (int, 3),       # retries of a trial whose process or node died, from its last checkpoint
+        "gpu": (float, 0.0),  # fractions pack several trials on one GPU
+        "max_failures": (int, 3),  # retries of a trial whose process or node died, from its last checkpoint
     },
     "tracking": {
         "mlflow_uri": (str, "sqlite:///mlflow.db"),  # relative to the working directory
         "mlflow_experiment": (str, None),  # default: experiment.name
-        "parent_run_id": (str, None),   # nest runs under this MLflow run (best.yaml: the study's run)
+        "parent_run_id": (str, None),  # nest runs under this MLflow run (best.yaml: the study's run)
         "enabled": (bool, True),
     },
 }
 BACKEND_SECTIONS = ("data", "model", "train")
-TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "scheduler", "resources", "tracking",
-             "final")
+TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "scheduler", "resources", "tracking", "final")
 
 
 # --------------------------------------------------------------------------- paths and overrides
@@ -130,8 +130,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise SpecError(str(path), "", f"is empty; a spec is a mapping of sections ({', '.join(TOP_LEVEL)})")
     if not isinstance(raw, dict):
-        raise SpecError(str(path), "", f"expected a mapping of sections ({', '.join(TOP_LEVEL)}), "
-                                       f"got {type(raw).__name__}")
+        raise SpecError(
+            str(path), "", f"expected a mapping of sections ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -145,8 +146,9 @@ def _override_in_branches(raw: dict[str, Any], key: str, value: Any) -> None:
                     opt[key] = value
 
 
-def load_spec(path: str | Path, backend: TrialSide, overrides: typing.Sequence[str] = (),
-              smoke: bool = False) -> dict[str, Any]:
+def load_spec(
+    path: str | Path, backend: TrialSide, overrides: typing.Sequence[str] = (), smoke: bool = False
+) -> dict[str, Any]:
     """Read, override, fill and validate a spec file; returns the resolved spec."""
     file = str(path)
     raw = read_yaml(path)
@@ -160,13 +162,15 @@ def load_spec(path: str | Path, backend: TrialSide, overrides: typing.Sequence[s
     return spec
 
 
-def resolve(raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>",
-            default_name: str | None = None) -> dict[str, Any]:
+def resolve(
+    raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>", default_name: str | None = None
+) -> dict[str, Any]:
     """Fill defaults into a raw spec mapping and validate everything; raises SpecError."""
     for key in raw:
         if key not in TOP_LEVEL:
-            raise SpecError(file, str(key), f"unknown section; allowed: {', '.join(TOP_LEVEL)}"
-                                            f"{did_you_mean(str(key), TOP_LEVEL)}")
+            raise SpecError(
+                file, str(key), f"unknown section; allowed: {', '.join(TOP_LEVEL)}{did_you_mean(str(key), TOP_LEVEL)}"
+            )
     raw = _model_from_branch(raw)
     for key in ("data", "model"):
         if not raw.get(key):
@@ -189,8 +193,12 @@ def resolve(raw: dict[str, Any], backend: TrialSide, *, file: str = "<spec>",
     _check_metric(file, spec["experiment"], backend.METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
     if spec["search"]["epochs"] is not None and "train.epochs" in searched_keys(spec["space"]):
-        raise SpecError(file, "search.epochs", "the space searches train.epochs, so the trials' length is not "
-                                               "search.epochs' to set: remove one of the two")
+        raise SpecError(
+            file,
+            "search.epochs",
+            "the space searches train.epochs, so the trials' length is not "
+            "search.epochs' to set: remove one of the two",
+        )
     _check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
     _check_pbt_schedule(file, spec)
     for path, msg in backend.check(spec):
@@ -206,10 +214,12 @@ def _model_from_branch(raw: dict[str, Any]) -> dict[str, Any]:
     for key, dist in (raw.get("space") or {}).items():
         if is_branch(str(key)) and isinstance(dist, dict) and len(dist) == 1:
             options = next(iter(dist.values()))
-            if isinstance(options, list) and options and all(isinstance(o, dict) and "model.name" in o
-                                                             for o in options):
-                raw = {**raw, "model": {**(model if isinstance(model, dict) else {}),
-                                        "name": options[0]["model.name"]}}
+            if (
+                isinstance(options, list)
+                and options
+                and all(isinstance(o, dict) and "model.name" in o for o in options)
+            ):
+                raw = {**raw, "model": {**(model if isinstance(model, dict) else {}), "name": options[0]["model.name"]}}
                 break
     return raw
 
@@ -227,17 +237,28 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
     epochs = spec_epochs(spec)
     sched["max_t"] = sched["max_t"] or epochs
     if sched["reduction_factor"] <= 1:
-        raise SpecError(file, "scheduler.reduction_factor",
-                        f"reduction_factor > 1 must hold, got {sched['reduction_factor']}")
+        raise SpecError(
+            file, "scheduler.reduction_factor", f"reduction_factor > 1 must hold, got {sched['reduction_factor']}"
+        )
     if sched["name"] == "pbt" and search["algorithm"] not in ("random", "grid"):
-        raise SpecError(file, "scheduler.name", f"pbt mutates trials itself and takes search.algorithm random or "
-                                                f"grid, got {search['algorithm']!r}")
+        raise SpecError(
+            file,
+            "scheduler.name",
+            f"pbt mutates trials itself and takes search.algorithm random or grid, got {search['algorithm']!r}",
+        )
     if search["algorithm"] == "bohb" and sched["name"] != "hyperband":
-        raise SpecError(file, "scheduler.name", f"search.algorithm=bohb needs scheduler.name=hyperband "
-                                                f"(BOHB's own bracket schedule), got {sched['name']!r}")
+        raise SpecError(
+            file,
+            "scheduler.name",
+            f"search.algorithm=bohb needs scheduler.name=hyperband "
+            f"(BOHB's own bracket schedule), got {sched['name']!r}",
+        )
     if sched["fidelity"] == "data" and sched["name"] not in ("asha", "hyperband"):
-        raise SpecError(file, "scheduler.fidelity", f"data grows the training set at asha's or hyperband's rungs; "
-                                                    f"scheduler.name is {sched['name']!r}")
+        raise SpecError(
+            file,
+            "scheduler.fidelity",
+            f"data grows the training set at asha's or hyperband's rungs; scheduler.name is {sched['name']!r}",
+        )
     if res["cpu"] <= 0:
         raise SpecError(file, "resources.cpu", f"cpu > 0 must hold, got {res['cpu']}")
     if res["gpu"] < 0 or (res["gpu"] > 1 and not float(res["gpu"]).is_integer()):
@@ -251,14 +272,21 @@ def _check_metric(file: str, exp: dict[str, Any], metrics: dict[str, str]) -> No
     better direction (maximising a loss is always a mistake)."""
     metric = exp["metric"]
     if metric not in metrics:
-        raise SpecError(file, "experiment.metric", f"{metric!r} is not reported by trials; allowed: "
-                                                   f"{allowed(metrics)}{did_you_mean(metric, metrics)}")
+        raise SpecError(
+            file,
+            "experiment.metric",
+            f"{metric!r} is not reported by trials; allowed: {allowed(metrics)}{did_you_mean(metric, metrics)}",
+        )
     better = metrics[metric]
     if exp["mode"] is None:
         exp["mode"] = better
     elif exp["mode"] != better:
-        raise SpecError(file, "experiment.mode", f"{metric} is better when {'higher' if better == 'max' else 'lower'}: "
-                                                 f"mode must be {better}, got {exp['mode']}")
+        raise SpecError(
+            file,
+            "experiment.mode",
+            f"{metric} is better when {'higher' if better == 'max' else 'lower'}: "
+            f"mode must be {better}, got {exp['mode']}",
+        )
 
 
 def spec_epochs(spec: dict[str, Any]) -> int:
@@ -266,8 +294,10 @@ def spec_epochs(spec: dict[str, Any]) -> int:
     return int(train.get("epochs") or 1)
 
 
-_PBT_IS_A_SCHEDULE = ("a pbt trial's hyperparameters change while it trains (a schedule, logged in the study "
-                      "folder's pbt_policy_*.txt), so its last values are no fixed recipe to retrain")
+_PBT_IS_A_SCHEDULE = (
+    "a pbt trial's hyperparameters change while it trains (a schedule, logged in the study "
+    "folder's pbt_policy_*.txt), so its last values are no fixed recipe to retrain"
+)
 
 
 def _check_pbt_schedule(file: str, spec: dict[str, Any]) -> None:
@@ -275,27 +305,41 @@ def _check_pbt_schedule(file: str, spec: dict[str, Any]) -> None:
     if spec["scheduler"]["name"] != "pbt":
         return
     if not spec["space"]:  # a PBT study's best.yaml: its best trial's last values
-        raise SpecError(file, "scheduler.name", f"pbt perturbs the keys in space and this spec searches none; "
-                                                f"{_PBT_IS_A_SCHEDULE}; --set scheduler.name=fifo trains them "
-                                                f"as one anyway")
+        raise SpecError(
+            file,
+            "scheduler.name",
+            f"pbt perturbs the keys in space and this spec searches none; "
+            f"{_PBT_IS_A_SCHEDULE}; --set scheduler.name=fifo trains them "
+            f"as one anyway",
+        )
     if spec["final"]["after_search"]:
         raise SpecError(file, "final", f"no final training after a pbt search: {_PBT_IS_A_SCHEDULE}")
 
 
 def _longest_trial(spec: dict[str, Any]) -> tuple[int, str]:
     """The largest train.epochs a trial can have, and where it is set (spec, space or a branch option)."""
+
     def top(dist: dict[str, list[Any]]) -> int:
-        (kind, args), = dist.items()
+        ((kind, args),) = dist.items()
         return int(max(args) if kind in ("grid", "choice") else args[1])
 
     space = spec["space"]
-    found = [(top(space["train.epochs"]), "space.train.epochs") if "train.epochs" in space
-             else (int(spec["train"]["epochs"]), "train.epochs")]
+    found = [
+        (top(space["train.epochs"]), "space.train.epochs")
+        if "train.epochs" in space
+        else (int(spec["train"]["epochs"]), "train.epochs")
+    ]
     for key, dist in space.items():
         if is_branch(key, dist):
-            (kind, options), = dist.items()
-            found += [(top(o["train.epochs"]) if isinstance(o["train.epochs"], dict) else int(o["train.epochs"]),
-                       f"space.{key}.{kind}[{i}].train.epochs") for i, o in enumerate(options) if "train.epochs" in o]
+            ((kind, options),) = dist.items()
+            found += [
+                (
+                    top(o["train.epochs"]) if isinstance(o["train.epochs"], dict) else int(o["train.epochs"]),
+                    f"space.{key}.{kind}[{i}].train.epochs",
+                )
+                for i, o in enumerate(options)
+                if "train.epochs" in o
+            ]
     return max(found)
 
 
@@ -307,17 +351,29 @@ def _check_max_t(file: str, spec: dict[str, Any], given: bool) -> None:
     if not given:
         sched["max_t"] = max(sched["max_t"], longest)
     elif sched["name"] in ("asha", "hyperband") and sched["max_t"] < longest:
-        raise SpecError(file, "scheduler.max_t", f"max_t >= every train.epochs a trial can have must hold, got "
-                                                 f"max_t={sched['max_t']}, {where} up to {longest}")
+        raise SpecError(
+            file,
+            "scheduler.max_t",
+            f"max_t >= every train.epochs a trial can have must hold, got "
+            f"max_t={sched['max_t']}, {where} up to {longest}",
+        )
     # After max_t took its final value: a searched train.epochs may raise it above train.epochs.
     if sched["grace_period"] < 1 or sched["grace_period"] > sched["max_t"]:
-        raise SpecError(file, "scheduler.grace_period", f"1 <= grace_period <= max_t must hold, got "
-                                                        f"grace_period={sched['grace_period']}, max_t={sched['max_t']}")
+        raise SpecError(
+            file,
+            "scheduler.grace_period",
+            f"1 <= grace_period <= max_t must hold, got grace_period={sched['grace_period']}, max_t={sched['max_t']}",
+        )
 
 
-def _check_space(file: str, space: Any, spec: dict[str, Any],
-                 schemas: dict[str, dict[str, tuple[Any, ...]] | None], raw: dict[str, Any] | None = None,
-                 backend: TrialSide | None = None) -> dict[str, Any]:
+def _check_space(
+    file: str,
+    space: Any,
+    spec: dict[str, Any],
+    schemas: dict[str, dict[str, tuple[Any, ...]] | None],
+    raw: dict[str, Any] | None = None,
+    backend: TrialSide | None = None,
+) -> dict[str, Any]:
     if space is None:
         return {}
     if not isinstance(space, dict):
@@ -335,24 +391,38 @@ def _check_space(file: str, space: Any, spec: dict[str, Any],
         out[key] = check_distribution(file, kp, dist, typ, algo)
         why = backend.checkpoint_conflict(str(key)) if backend and spec["scheduler"]["name"] == "pbt" else None
         if why:  # PBT resumes a trial from another trial's checkpoint, with this key perturbed
-            raise SpecError(file, kp, f"pbt cannot perturb {key}: {why}, so another trial's checkpoint would not "
-                                      f"load; search it with another scheduler")
+            raise SpecError(
+                file,
+                kp,
+                f"pbt cannot perturb {key}: {why}, so another trial's checkpoint would not "
+                f"load; search it with another scheduler",
+            )
     return out
 
 
-def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any],
-                  backend: TrialSide) -> dict[str, list[dict[str, Any]]]:
+def _check_branch(
+    file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any], backend: TrialSide
+) -> dict[str, list[dict[str, Any]]]:
     """A conditional sub-space: each option is checked as the whole spec would be with it chosen."""
     algo = spec["search"]["algorithm"]
     kinds = ("choice",) if algo in ("optuna", "bohb") else ("grid", "choice")
-    if (not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in kinds
-            or not isinstance(next(iter(dist.values())), list) or not next(iter(dist.values()))):
-        raise SpecError(file, kp, f"a key without a dot is a branch: {' or '.join(kinds)} over a list of options, "
-                                  f"each a mapping of dotted keys to values or distributions (with "
-                                  f"search.algorithm={algo})")
+    if (
+        not isinstance(dist, dict)
+        or len(dist) != 1
+        or next(iter(dist)) not in kinds
+        or not isinstance(next(iter(dist.values())), list)
+        or not next(iter(dist.values()))
+    ):
+        raise SpecError(
+            file,
+            kp,
+            f"a key without a dot is a branch: {' or '.join(kinds)} over a list of options, "
+            f"each a mapping of dotted keys to values or distributions (with "
+            f"search.algorithm={algo})",
+        )
     if spec["scheduler"]["name"] == "pbt":
         raise SpecError(file, kp, "pbt perturbs one flat space; conditional branches need another scheduler")
-    (kind, options), = dist.items()
+    ((kind, options),) = dist.items()
     labels: list[str] = []
     out: list[dict[str, Any]] = []
     for i, opt in enumerate(options):
@@ -378,7 +448,7 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
         try:
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
         except SpecError as err:
-            where = err.path[len("space."):] if err.path.startswith("space.") else err.path
+            where = err.path[len("space.") :] if err.path.startswith("space.") else err.path
             raise SpecError(file, f"{okp}.{where}", err.message) from None
         norm = {"name": label} if "name" in opt else {}
         norm.update({k: get_path(res, str(k)) for k in consts})
@@ -387,27 +457,41 @@ def _check_branch(file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict
     return {kind: out}
 
 
-def _key_type(file: str, kp: str, key: str, spec: dict[str, Any],
-              schemas: dict[str, dict[str, tuple[Any, ...]] | None]) -> Any:
+def _key_type(
+    file: str, kp: str, key: str, spec: dict[str, Any], schemas: dict[str, dict[str, tuple[Any, ...]] | None]
+) -> Any:
     """The schema type of a searched dotted path (Any for free-form model args)."""
     section, _, rest = key.partition(".")
     if section not in BACKEND_SECTIONS or not rest:
-        raise SpecError(file, kp, f"searched keys are dotted paths into {', '.join(BACKEND_SECTIONS)}, "
-                                  f"e.g. train.lr (a key without a dot is a branch whose options are mappings)")
+        raise SpecError(
+            file,
+            kp,
+            f"searched keys are dotted paths into {', '.join(BACKEND_SECTIONS)}, "
+            f"e.g. train.lr (a key without a dot is a branch whose options are mappings)",
+        )
     parent_path, _, leaf = key.rpartition(".")
     if parent_path not in schemas:
-        raise SpecError(file, kp, f"{parent_path!r} is not a section; sections: "
-                                  f"{', '.join(k for k in schemas)}{did_you_mean(parent_path, schemas)}")
+        raise SpecError(
+            file,
+            kp,
+            f"{parent_path!r} is not a section; sections: "
+            f"{', '.join(k for k in schemas)}{did_you_mean(parent_path, schemas)}",
+        )
     schema = schemas[parent_path]
     if schema is None:
         return Any
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
-        raise SpecError(file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}"
-                                  f"{did_you_mean(leaf, schema)}")
+        raise SpecError(
+            file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}{did_you_mean(leaf, schema)}"
+        )
     if key == "model.name":
         # Each model family has its own keys: search families with a branch (conditional sub-space).
-        raise SpecError(file, kp, f"{key} cannot be searched in a flat space; make it a branch, e.g. "
-                                  f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}")
+        raise SpecError(
+            file,
+            kp,
+            f"{key} cannot be searched in a flat space; make it a branch, e.g. "
+            f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}",
+        )
     return schema[leaf][0]
 
 
@@ -416,16 +500,20 @@ def smoke_spec(spec: dict[str, Any], backend: TrialSide) -> dict[str, Any]:
     images); here, at most 2 trials, one grid point and one final seed."""
     s = backend.smoke(spec)
     s["search"]["num_samples"] = min(s["search"]["num_samples"] or 2, 2)
+
     # One grid point: the first value of every grid (a grid branch: its first option).
     # train.epochs leaves the space (and every option): the smoke's epochs hold for all trials.
     def first(space: dict[str, Any]) -> dict[str, Any]:
-        return {k: ({"grid": v["grid"][:1]} if isinstance(v, dict) and "grid" in v and not is_branch(k) else v)
-                for k, v in space.items() if k != "train.epochs"}
+        return {
+            k: ({"grid": v["grid"][:1]} if isinstance(v, dict) and "grid" in v and not is_branch(k) else v)
+            for k, v in space.items()
+            if k != "train.epochs"
+        }
 
     s["space"] = first(s["space"])
     for key, dist in s["space"].items():
         if is_branch(key):
-            (kind, options), = dist.items()
+            ((kind, options),) = dist.items()
             options = options[:1] if kind == "grid" else options
             s["space"][key] = {kind: [first(o) for o in options]}
     sched = s["scheduler"]
@@ -455,8 +543,19 @@ def spec_differences(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-__all__ = ["ALGORITHMS", "DISTRIBUTIONS", "SCHEDULERS", "SpecError", "load_spec", "resolve", "smoke_spec",
-           "dump_spec", "set_path", "get_path", "coerce"]
+__all__ = [
+    "ALGORITHMS",
+    "DISTRIBUTIONS",
+    "SCHEDULERS",
+    "SpecError",
+    "load_spec",
+    "resolve",
+    "smoke_spec",
+    "dump_spec",
+    "set_path",
+    "get_path",
+    "coerce",
+]

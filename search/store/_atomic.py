@@ -18,11 +18,20 @@ EXIT_FAULT = 1  # the exit status of a command its storage stopped: a fault of t
 
 # Errors that mean "the output storage cannot take more", whatever the write: a full disk, a quota, a
 # file-size limit (RLIMIT_FSIZE, or the file system's own).
-FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-        errno.EFBIG: "file too large (file system or ulimit -f limit)"}
+FULL = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file system or ulimit -f limit)",
+}
 # The same, as they read in an error's text (a trial's error file, a pyarrow message).
-_FULL_TEXT = ("[errno 28]", "[errno 27]", "[errno 122]", "no space left on device", "disk quota exceeded",
-              "file too large")
+_FULL_TEXT = (
+    "[errno 28]",
+    "[errno 27]",
+    "[errno 122]",
+    "no space left on device",
+    "disk quota exceeded",
+    "file too large",
+)
 
 
 UMASK = os.umask(0)
@@ -108,6 +117,8 @@ class HideSnapshotRaceLogs(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, FileNotFoundError) and "-tmp-" in str(exc)
-                    and record.getMessage().startswith("Saving experiment state to storage"))
-
+        return not (
+            isinstance(exc, FileNotFoundError)
+            and "-tmp-" in str(exc)
+            and record.getMessage().startswith("Saving experiment state to storage")
+        )

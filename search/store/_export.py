@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ._atomic import write_atomic
-from ..spec._space import plain
 from .._contract import TrialSide
 from ..spec._files import dump_spec
-
+from ..spec._space import plain
+from ._atomic import write_atomic
 
 STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "oom", "error", "unfinished")
 # Statuses whose reason the trial reported with its last result; with "error", those that have no score.
@@ -80,8 +80,14 @@ def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
     return int(config.get("train.epochs") or max_epochs)
 
 
-def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str, mode: str,
-               max_epochs: int, oom_reason: Callable[[dict[str, Any]], str] | None = None) -> list[dict[str, Any]]:
+def trial_rows(
+    trials: list[dict[str, Any]],
+    space_keys: list[str],
+    metric: str,
+    mode: str,
+    max_epochs: int,
+    oom_reason: Callable[[dict[str, Any]], str] | None = None,
+) -> list[dict[str, Any]]:
     """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error
     (the text of what it raised); ``oom_reason``: the reason of a trial killed for host memory, by config."""
     rows = []
@@ -93,12 +99,19 @@ def trial_rows(trials: list[dict[str, Any]], space_keys: list[str], metric: str,
         status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
-        row.update({f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
-                    f"best_{metric}": best, "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
-                    "device": last.get("device", ""), "gpu": str(last.get("gpu_ids", "")),
-                    "seconds": plain(last.get("time_total_s", "")),
-                    "reason": error_reason(t["error"], t["config"], oom_reason) if t["error"]
-                    else status_reason(last, status)})
+        row.update(
+            {
+                f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
+                f"best_{metric}": best,
+                "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
+                "device": last.get("device", ""),
+                "gpu": str(last.get("gpu_ids", "")),
+                "seconds": plain(last.get("time_total_s", "")),
+                "reason": error_reason(t["error"], t["config"], oom_reason)
+                if t["error"]
+                else status_reason(last, status),
+            }
+        )
         rows.append(row)
     return rows
 
@@ -120,8 +133,9 @@ def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, An
     return max(scored, key=key)
 
 
-def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
-              parent_run_id: str | None = None) -> dict[str, Any]:
+def best_spec(
+    spec: dict[str, Any], config: dict[str, Any], backend: TrialSide, parent_run_id: str | None = None
+) -> dict[str, Any]:
     """The study's spec with the winning values fixed: one configuration, no search.
 
     Its MLflow runs (and its final training) nest under the study's parent run.
@@ -134,21 +148,35 @@ def best_spec(spec: dict[str, Any], config: dict[str, Any], backend: TrialSide,
     s["search"] = {**s["search"], "algorithm": "random", "num_samples": 1, "budget": None}
     # A PBT trial's values are where its schedule ended; kept as pbt, the spec refuses to retrain them.
     # One trial has no rungs: nor a data fidelity (its training set is all of it, as in the search's last rungs).
-    s["scheduler"] = {**s["scheduler"], "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo",
-                      "fidelity": "epochs"}
+    s["scheduler"] = {
+        **s["scheduler"],
+        "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo",
+        "fidelity": "epochs",
+    }
     s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
     return s
 
 
-def write_best(path: Path, spec: dict[str, Any], row: dict[str, Any], config: dict[str, Any], metric: str,
-               backend: TrialSide, parent_run_id: str | None = None) -> None:
-    header = (f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
-              f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
-              f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n")
+def write_best(
+    path: Path,
+    spec: dict[str, Any],
+    row: dict[str, Any],
+    config: dict[str, Any],
+    metric: str,
+    backend: TrialSide,
+    parent_run_id: str | None = None,
+) -> None:
+    header = (
+        f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
+        f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+        f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n"
+    )
     if spec["scheduler"]["name"] == "pbt":
-        header = (f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, best "
-                  f"{metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
-                  f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
-                  f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
-                  f"retrain them unless you --set scheduler.name=fifo.\n")
+        header = (
+            f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, best "
+            f"{metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+            f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
+            f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
+            f"retrain them unless you --set scheduler.name=fifo.\n"
+        )
     write_atomic(path, header + dump_spec(best_spec(spec, config, backend, parent_run_id)))

@@ -23,8 +23,9 @@ def seed_runs(client: Any, parent: str) -> dict[str, str]:
     return {r.data.params["seed"]: r.info.run_id for r in runs if "seed" in r.data.params}
 
 
-def log_final_models(uri: str, parent: str, out: Path, seeds: list[int], backend: ExportBackend,
-                     log: Any = print) -> dict[int, str]:
+def log_final_models(
+    uri: str, parent: str, out: Path, seeds: list[int], backend: ExportBackend, log: Any = print
+) -> dict[int, str]:
     """Log every seed's model (in its own run, else the final run); returns {seed: model URI}.
 
     A model MLflow cannot take is reported and skipped: the trained models and metrics are on disk already.
@@ -49,11 +50,16 @@ def log_final_models(uri: str, parent: str, out: Path, seeds: list[int], backend
             with torch.no_grad():
                 signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
             with mlflow.start_run(run_id=runs.get(str(seed), parent)):
-                info = mlflow.pytorch.log_model(model, name=f"model-seed{seed}", signature=signature,
-                                                extra_files=[str(d / "spec.yaml"), str(d / "meta.json")],
-                                                pip_requirements=reqs, params={"seed": seed},
-                                                # pickle, not MLflow's torch.export default: every model exports
-                                                serialization_format="pickle")
+                info = mlflow.pytorch.log_model(
+                    model,
+                    name=f"model-seed{seed}",
+                    signature=signature,
+                    extra_files=[str(d / "spec.yaml"), str(d / "meta.json")],
+                    pip_requirements=reqs,
+                    params={"seed": seed},
+                    # pickle, not MLflow's torch.export default: every model exports
+                    serialization_format="pickle",
+                )
             uris[seed] = info.model_uri
         except Exception as err:  # noqa: BLE001  (whatever MLflow or the model raises, the results stand)
             log(f"warning: seed {seed}'s model was not logged to MLflow: {type(err).__name__}: {err}")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import _storage as storage
 from ..spec._schema import SpecError
+from . import _storage as storage
 
 STUDY_FILE = "study.json"
 # Which settings mattered (written by _importance): the shares, and the parallel-coordinates plot.
@@ -66,7 +67,7 @@ def final_paths(spec: dict[str, Any], file: str | Path, study_file: str | Path |
 def tracking_uri(uri: str) -> str:
     """An MLflow tracking URI whose SQLite file is absolute (servers and other stores as given)."""
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
-        return SQLITE + str(absolute(uri[len(SQLITE):]))
+        return SQLITE + str(absolute(uri[len(SQLITE) :]))
     return uri
 
 
@@ -84,7 +85,7 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     if not uri.startswith(SQLITE):
         return None
     folder = re.sub(r"[^A-Za-z0-9._-]", "_", experiment)
-    return str(Path(uri[len(SQLITE):]).parent / "mlruns" / folder)
+    return str(Path(uri[len(SQLITE) :]).parent / "mlruns" / folder)
 
 
 def check_storage(out: str, file: str, key: str) -> None:
@@ -95,8 +96,17 @@ def check_storage(out: str, file: str, key: str) -> None:
         raise SpecError(file, key, problem)
 
 
-def claim(out: str, ours: Callable[[dict[str, bool]], bool], what: str, *, file: str, key: str, overwrite: bool,
-          hint: str, missing: str) -> bool:
+def claim(
+    out: str,
+    ours: Callable[[dict[str, bool]], bool],
+    what: str,
+    *,
+    file: str,
+    key: str,
+    overwrite: bool,
+    hint: str,
+    missing: str,
+) -> bool:
     """Whether ``out`` (a path or URI) must be deleted before ``what`` is written there; refuses (SpecError)
     when it may not be.
 
@@ -107,9 +117,12 @@ def claim(out: str, ours: Callable[[dict[str, bool]], bool], what: str, *, file:
     if not entries:
         return False
     if not ours(entries):
-        raise SpecError(file, "--overwrite" if overwrite else key,
-                        f"{out} holds files that are not {what} ({missing}), so it is neither replaced nor "
-                        f"reused; choose another experiment.name or output_dir, or move those files")
+        raise SpecError(
+            file,
+            "--overwrite" if overwrite else key,
+            f"{out} holds files that are not {what} ({missing}), so it is neither replaced nor "
+            f"reused; choose another experiment.name or output_dir, or move those files",
+        )
     if not overwrite:
         raise SpecError(file, key, f"{out} already holds {what}; {hint}")
     return True
@@ -121,5 +134,8 @@ def holds_study(entries: dict[str, bool]) -> bool:
 
 def holds_final(entries: dict[str, bool]) -> bool:
     """Final models: the summary metrics.json, a seed folder (0, 1, …) or the Ray state of an interrupted run."""
-    return entries.get("metrics.json") is False or entries.get("ray") is True or any(
-        is_dir and name.lstrip("-").isdigit() for name, is_dir in entries.items())
+    return (
+        entries.get("metrics.json") is False
+        or entries.get("ray") is True
+        or any(is_dir and name.lstrip("-").isdigit() for name, is_dir in entries.items())
+    )

@@ -17,9 +17,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..spec._schema import SpecError
@@ -64,7 +65,7 @@ def _fs(uri: str) -> tuple[Any, str]:
     if uri.startswith("gs://") and emulator:
         parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
         fs = pyarrow.fs.GcsFileSystem(anonymous=True, endpoint_override=parts.netloc, scheme=parts.scheme)
-        return fs, uri[len("gs://"):].rstrip("/")
+        return fs, uri[len("gs://") :].rstrip("/")
     return pyarrow.fs.FileSystem.from_uri(uri)
 
 
@@ -90,8 +91,10 @@ def check(uri: str) -> str | None:
     if not is_uri(uri):
         return None
     if _has_secrets(uri):
-        return (f"{redact(uri)}: credentials do not belong in a spec or on the command line; set them in the "
-                f"environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        return (
+            f"{redact(uri)}: credentials do not belong in a spec or on the command line; set them in the "
+            f"environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        )
     try:
         fs, path = _fs(uri)
         bucket = path.split("/", 1)[0]
@@ -195,8 +198,9 @@ def upload(local: Path, uri: str) -> None:
 
     def put() -> None:
         fs, path = _fs(uri)  # this module's file system for the URI (a GCS emulator's too), not pyarrow's guess
-        pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                              destination_filesystem=fs)
+        pyarrow.fs.copy_files(
+            str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
+        )
 
     _wrapped(uri, "write", put)
 
@@ -213,8 +217,13 @@ def download(uri: str, dest: Path, keep: Callable[[str], bool] = lambda rel: Tru
             files = [(top.path, dest)]
         elif top.type == FileType.Directory:
             infos = fs.get_file_info(FileSelector(path, recursive=True))
-            files = [(i.path, dest / rel) for i in infos if i.type == FileType.File
-                     for rel in [os.path.relpath(i.path, path)] if keep(rel)]
+            files = [
+                (i.path, dest / rel)
+                for i in infos
+                if i.type == FileType.File
+                for rel in [os.path.relpath(i.path, path)]
+                if keep(rel)
+            ]
             dest.mkdir(parents=True, exist_ok=True)
         else:
             return
@@ -232,7 +241,9 @@ def _wrapped(location: str | Path, what: str, op: Callable[[], Any]) -> Any:
         return op()
     except (OSError, ValueError) as exc:
         # A storage failure is the user's setting (endpoint, credentials, bucket): one line, exit 2.
-        raise SpecError(redact(str(location)), "", f"cannot {what}: {_error(exc)}{_endpoint_hint(str(location))}") from None
+        raise SpecError(
+            redact(str(location)), "", f"cannot {what}: {_error(exc)}{_endpoint_hint(str(location))}"
+        ) from None
 
 
 _STAGING: list[Path] = []

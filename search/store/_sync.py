@@ -11,16 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ._export import FAILED
-from . import _storage as storage
 from ..spec._files import read_json
-from ._paths import IMPORTANCE_FILE, PARALLEL_FILE, STUDY_FILE, shown
 from ..spec._space import branches, flat_config
 from ..spec._spec import SpecError
-
+from . import _storage as storage
+from ._export import FAILED
+from ._paths import IMPORTANCE_FILE, PARALLEL_FILE, STUDY_FILE, shown
 
 # Of a study folder in storage, what filling in MLflow reads: the study's files and each trial's reports.
 _STUDY_FILES = (STUDY_FILE, "trials.csv", "best.yaml", IMPORTANCE_FILE, PARALLEL_FILE)
@@ -29,8 +29,9 @@ _TRIAL_FILES = ("params.json", "result.json")
 
 def _sync_files(rel: str) -> bool:
     parts = rel.split("/")
-    return (len(parts) == 1 and parts[0] in _STUDY_FILES) or \
-        (len(parts) == 2 and parts[0].startswith("trial_") and parts[1] in _TRIAL_FILES)
+    return (len(parts) == 1 and parts[0] in _STUDY_FILES) or (
+        len(parts) == 2 and parts[0].startswith("trial_") and parts[1] in _TRIAL_FILES
+    )
 
 
 def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict[str, int]:
@@ -47,8 +48,11 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
     record = read_json(state, "study file")
     spec, uri, parent = record.get("spec"), record.get("mlflow_uri"), record.get("mlflow_parent_run_id")
     if not isinstance(spec, dict) or not uri or not parent:
-        raise SpecError(str(state), "mlflow_parent_run_id", "the study has no MLflow run to fill in (tracking "
-                                                            "was off, or it was not written by tune-run)")
+        raise SpecError(
+            str(state),
+            "mlflow_parent_run_id",
+            "the study has no MLflow run to fill in (tracking was off, or it was not written by tune-run)",
+        )
     problem = check_store(uri)
     if problem:
         raise SpecError(str(state), "mlflow_uri", problem)
@@ -63,14 +67,18 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
         tid = row["trial_id"]
         config, results = _trial_files(out, tid)
         flat = flat_config(config, space) if branches(space) else dict(config)
-        found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and "
-                                                      f"tags.`mlflow.parentRunId` = '{parent}'")
+        found = c.search_runs(
+            [exp_id], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{parent}'"
+        )
         if found:
             run = found[0]
             rid, have_params, have_tags = run.info.run_id, run.data.params, run.data.tags
         else:
-            rid = c.create_run(exp_id, run_name=f"trial_{tid}", tags={
-                **study_tags, "role": "trial", "mlflow.parentRunId": parent, "trial_id": tid}).info.run_id
+            rid = c.create_run(
+                exp_id,
+                run_name=f"trial_{tid}",
+                tags={**study_tags, "role": "trial", "mlflow.parentRunId": parent, "trial_id": tid},
+            ).info.run_id
             have_params, have_tags = {}, {}
             added["runs"] += 1
         params = {k: v for k, v in run_params(base, flat).items() if k not in have_params}
@@ -78,10 +86,13 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
             log_params(c, rid, params)
         metrics = _missing_metrics(c, rid, results, numeric_metrics, Metric)
         for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-            c.log_batch(rid, metrics=metrics[i:i + 1000])
+            c.log_batch(rid, metrics=metrics[i : i + 1000])
         added["metrics"] += len(metrics)
-        tags = {"status": row["status"], "epochs": row["epochs"], **({"reason": row["reason"][:5000]}
-                                                                     if row["reason"] else {})}
+        tags = {
+            "status": row["status"],
+            "epochs": row["epochs"],
+            **({"reason": row["reason"][:5000]} if row["reason"] else {}),
+        }
         device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
         if device:
             tags["device"] = device
@@ -98,16 +109,22 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
                 c.set_terminated(rid, status=end)
     best, metric = record.get("best"), spec["experiment"]["metric"]
     finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
-    what = (f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
-            if any(added.values()) else "nothing was missing")
+    what = (
+        f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
+        if any(added.values())
+        else "nothing was missing"
+    )
     log(f"MLflow: {uri} filled in from {shown(location)}: {what}")
     return added
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
-        raise SpecError(str(path.parent), "--sync-mlflow", "the study has no trials.csv yet: it has not ended "
-                                                           "(resume it with --resume, which fills MLflow in too)")
+        raise SpecError(
+            str(path.parent),
+            "--sync-mlflow",
+            "the study has no trials.csv yet: it has not ended (resume it with --resume, which fills MLflow in too)",
+        )
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -132,8 +149,9 @@ def _trial_files(out: Path, trial_id: str) -> tuple[dict[str, Any], list[dict[st
     return config, results
 
 
-def _missing_metrics(c: Any, rid: str, results: list[dict[str, Any]], numeric: Callable[[dict[str, Any]], dict],
-                     metric_cls: Any) -> list[Any]:
+def _missing_metrics(
+    c: Any, rid: str, results: list[dict[str, Any]], numeric: Callable[[dict[str, Any]], dict], metric_cls: Any
+) -> list[Any]:
     """The per-epoch metric values of ``results`` whose step the run lacks."""
     wanted: dict[str, dict[int, tuple[float, int]]] = {}
     for r in results:

@@ -8,19 +8,39 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune import Callback
 
-from ._paths import STUDY_ARTIFACTS, artifact_location, tracking_uri
-from ._export import error_reason, full_epochs, status_reason, trial_status
 from ..spec._space import branches, flat_config
+from ._export import error_reason, full_epochs, status_reason, trial_status
+from ._paths import STUDY_ARTIFACTS, artifact_location, tracking_uri
 
 # Result keys that are Ray bookkeeping, not metrics worth a chart.
-_SKIP = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
-         "iterations_since_restore", "done", "checkpoint_dir_name", "should_checkpoint", "config", "date",
-         "hostname", "node_ip", "trial_id", "experiment_tag", "infeasible", "diverged", "oom", "error"}  # the status tag says them
+_SKIP = {
+    "training_iteration",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "time_since_restore",
+    "iterations_since_restore",
+    "done",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "config",
+    "date",
+    "hostname",
+    "node_ip",
+    "trial_id",
+    "experiment_tag",
+    "infeasible",
+    "diverged",
+    "oom",
+    "error",
+}  # the status tag says them
 
 
 def check_store(uri: str, timeout: float = 5.0) -> str | None:
@@ -40,7 +60,7 @@ def check_store(uri: str, timeout: float = 5.0) -> str | None:
             reason = getattr(exc, "reason", exc)
             return f"{uri} cannot be reached ({reason}); start the server or fix the URI"
     if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             return f"{uri}: the folder {str(folder)!r} does not exist"
     return None
@@ -94,8 +114,15 @@ def flat_params(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def finish_parent(uri: str, parent: str, out: Path, best: dict[str, Any] | None, metric: str,
-                  rows: list[dict[str, Any]], interrupted: bool = False) -> None:
+def finish_parent(
+    uri: str,
+    parent: str,
+    out: Path,
+    best: dict[str, Any] | None,
+    metric: str,
+    rows: list[dict[str, Any]],
+    interrupted: bool = False,
+) -> None:
     """Close a study's MLflow run: its best value and trial, its trial count, its summary files."""
     c = client_for(uri)
     have = c.get_run(parent).data.metrics  # a repeated finish (--sync-mlflow) logs no value twice
@@ -140,15 +167,32 @@ def log_dataset(c: Any, run_id: str, info: dict[str, Any] | None, context: str =
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     local = info["local"]  # a folder on disk, else a built-in or downloaded set
-    ds = Dataset(name=info["name"], digest=info["digest"], source_type="local" if local else "code",
-                 source=json.dumps({"uri": str(info["source"])} if local else {"tags": {"dataset": info["source"]}}),
-                 profile=json.dumps({"num_rows": sum(info["counts"].values()), **info["counts"],
-                                     "classes": len(info["classes"]), "image_shape": info["image_shape"]}))
+    ds = Dataset(
+        name=info["name"],
+        digest=info["digest"],
+        source_type="local" if local else "code",
+        source=json.dumps({"uri": str(info["source"])} if local else {"tags": {"dataset": info["source"]}}),
+        profile=json.dumps(
+            {
+                "num_rows": sum(info["counts"].values()),
+                **info["counts"],
+                "classes": len(info["classes"]),
+                "image_shape": info["image_shape"],
+            }
+        ),
+    )
     c.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
 
 
-def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], run_id: str | None = None, dataset: dict[str, Any] | None = None) -> str:
+def start_parent(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    run_id: str | None = None,
+    dataset: dict[str, Any] | None = None,
+) -> str:
     """Create the study's parent run, or reopen ``run_id`` on resume."""
     c = client_for(uri)
     if run_id:
@@ -174,21 +218,32 @@ def log_params(c: Any, run_id: str, params: dict[str, Any]) -> None:
 
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        c.log_batch(run_id, params=items[i:i + 100])
+        c.log_batch(run_id, params=items[i : i + 100])
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in result.items()
-            if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], max_epochs: int,
-                 space: dict[str, Any] | None = None, dataset: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None,
-                 oom_reason: Callable[[dict[str, Any]], str] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        parent_run_id: str,
+        tags: dict[str, str],
+        max_epochs: int,
+        space: dict[str, Any] | None = None,
+        dataset: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        oom_reason: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
         self.uri, self.experiment, self.parent, self.tags = uri, experiment, parent_run_id, tags
         self.oom_reason = oom_reason  # a trial killed for host memory: its reason, by its flat config
         self.dataset = dataset  # logged as each trial run's input
@@ -236,8 +291,9 @@ class MlflowTrials(Callback):
         if self._exp_id is None:
             self._exp_id = experiment_id(c, self.experiment, self.uri)
         exp_id = self._exp_id
-        found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and "
-                                                      f"tags.`mlflow.parentRunId` = '{self.parent}'")
+        found = c.search_runs(
+            [exp_id], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'"
+        )
         if found:
             rid = found[0].info.run_id
             c.update_run(rid, status="RUNNING")

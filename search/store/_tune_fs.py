@@ -27,8 +27,9 @@ class _WholeFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.",
-                                        suffix=".tmp")
+        fd, self.tmp = tempfile.mkstemp(
+            dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        )
         os.fchmod(fd, 0o666 & ~UMASK)  # as a plain open() would make it
         self.file = os.fdopen(fd, "wb")
         self.failed = False

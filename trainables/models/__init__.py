@@ -18,6 +18,17 @@ from ._registry import (
 from ._weights import WeightsNotFound
 
 __all__ = [
-    "DATA_ARGS", "PREFIXES", "TIMM_PREFIX", "TV_PREFIX", "ModelConfigError", "WeightsNotFound", "check_model", "count_parameters",
-    "create_model", "is_model", "list_models", "model_schema", "register_model",
+    "DATA_ARGS",
+    "PREFIXES",
+    "TIMM_PREFIX",
+    "TV_PREFIX",
+    "ModelConfigError",
+    "WeightsNotFound",
+    "check_model",
+    "count_parameters",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_schema",
+    "register_model",
 ]

@@ -9,8 +9,9 @@ single place its arguments are declared.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,9 +48,7 @@ def register_model(
         key = name or builder.__name__
         params = inspect.signature(builder).parameters
         defaults = {
-            k: p.default
-            for k, p in params.items()
-            if k not in DATA_ARGS and p.default is not inspect.Parameter.empty
+            k: p.default for k, p in params.items() if k not in DATA_ARGS and p.default is not inspect.Parameter.empty
         }
         _MODELS[key] = ModelEntry(key, builder, check, defaults, {k: _hint(builder, params[k]) for k in defaults})
         return builder
@@ -98,13 +97,13 @@ def create_model(name: str, *, num_classes: int, in_chans: int, image_size: int,
         from ._torchvision import create_tv_model
 
         return create_tv_model(
-            name[len(TV_PREFIX):], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
+            name[len(TV_PREFIX) :], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
         )
     if name.startswith(TIMM_PREFIX):
         from ._timm import create_timm_model
 
         return create_timm_model(
-            name[len(TIMM_PREFIX):], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
+            name[len(TIMM_PREFIX) :], num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs
         )
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")

@@ -42,12 +42,16 @@ def _takes_img_size(name: str) -> bool:
     fn = timm.models.model_entrypoint(entry)
     module = inspect.getmodule(fn)
     # ViT-family builders pass **kwargs to a class whose __init__ has img_size.
-    return any("img_size" in inspect.signature(getattr(c, "__init__")).parameters
-               for c in vars(module).values() if isinstance(c, type) and issubclass(c, nn.Module))
+    return any(
+        "img_size" in inspect.signature(c.__init__).parameters
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, nn.Module)
+    )
 
 
-def create_timm_model(name: str, *, num_classes: int, in_chans: int, image_size: int,
-                      pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+def create_timm_model(
+    name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool | str = False, **kwargs: Any
+) -> nn.Module:
     import timm
 
     if not timm.is_model(name) and not timm.list_models(name):
@@ -71,8 +75,15 @@ def create_timm_model(name: str, *, num_classes: int, in_chans: int, image_size:
             raise WeightsNotFound(
                 f"model.pretrained=true: weights for timm/{name} are not in the local Hugging Face or torch.hub "
                 f"cache; fetch them where there is internet (timm.create_model({name!r}, pretrained=True)) "
-                "or set model.pretrained to a weight file")
+                "or set model.pretrained to a weight file"
+            )
         path = found
     # Loading through timm's own path keeps its head/in_chans adaptation of the checkpoint.
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
-                             num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return timm.create_model(
+        name,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=path),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        **kwargs,
+    )

@@ -27,8 +27,9 @@ def last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     return found
 
 
-def create_tv_model(name: str, *, num_classes: int, in_chans: int, image_size: int,
-                    pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+def create_tv_model(
+    name: str, *, num_classes: int, in_chans: int, image_size: int, pretrained: bool | str = False, **kwargs: Any
+) -> nn.Module:
     import torch
     import torchvision
 
@@ -47,7 +48,8 @@ def create_tv_model(name: str, *, num_classes: int, in_chans: int, image_size: i
                 raise WeightsNotFound(
                     f"model.pretrained=true: weights for tv/{name} ({weights}) are not in the torch.hub cache at "
                     f"{path}; fetch them where there is internet (torchvision.models.get_model({name!r}, "
-                    f"weights='DEFAULT')) or set model.pretrained to a weight file")
+                    f"weights='DEFAULT')) or set model.pretrained to a weight file"
+                )
             state = load_state_dict(path)
         model.load_state_dict(state)
     parent, attr, old = last_linear(model)

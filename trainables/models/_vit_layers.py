@@ -32,15 +32,24 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, dropout: float, act: type[nn.Module],
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        mlp_dim: int,
+        dropout: float,
+        act: type[nn.Module],
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, head_dim, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), act(), nn.Dropout(dropout),
-                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_dim), act(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
@@ -58,10 +67,26 @@ def conv_tokenizer(in_chans: int, dim: int, patch_size: int) -> nn.Sequential:
 
 
 class ViT(nn.Module):
-    def __init__(self, *, num_classes: int, in_chans: int, image_size: int, patch_size: int, embed_dim: int,
-                 depth: int, num_heads: int, head_dim: int, mlp_dim: int, dropout: float, head_hidden: int,
-                 activation: str, head_layers: int = 1, tokenizer: str = "patch", pool: str = "cls",
-                 drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_chans: int,
+        image_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        head_dim: int,
+        mlp_dim: int,
+        dropout: float,
+        head_hidden: int,
+        activation: str,
+        head_layers: int = 1,
+        tokenizer: str = "patch",
+        pool: str = "cls",
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
         n_patches = (image_size // patch_size) ** 2
@@ -76,8 +101,12 @@ class ViT(nn.Module):
             self.attn_pool = nn.Linear(embed_dim, 1)
         self.pos_embed = nn.Parameter(torch.randn(1, n_patches + (pool == "cls"), embed_dim) * 0.02)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, head_dim, mlp_dim, dropout, act,
-                                            drop_path * i / max(1, depth - 1)) for i in range(depth)])
+        self.blocks = nn.Sequential(
+            *[
+                Block(embed_dim, num_heads, head_dim, mlp_dim, dropout, act, drop_path * i / max(1, depth - 1))
+                for i in range(depth)
+            ]
+        )
         self.norm = nn.LayerNorm(embed_dim)
         if head_hidden > 0:  # paper 004's "MLP head"; paper 000's n_hidden is its number of hidden layers
             layers: list[nn.Module] = []

@@ -10,8 +10,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def _check(*, image_size: int, kernel_size: int, dropout: float, conv1: int, conv2: int, conv3: int,
-           hidden: int, **_: object) -> str | None:
+def _check(
+    *, image_size: int, kernel_size: int, dropout: float, conv1: int, conv2: int, conv3: int, hidden: int, **_: object
+) -> str | None:
     # Three 2x2 max-pools halve the side three times; below 8 px the last block has nothing to pool.
     if image_size < 8:
         return f"image_size >= 8 must hold for three 2x2 pools, got image_size={image_size}"
@@ -25,18 +26,36 @@ def _check(*, image_size: int, kernel_size: int, dropout: float, conv1: int, con
 
 
 @register_model("cnn", check=_check)
-def cnn(*, num_classes: int, in_chans: int, image_size: int, conv1: int = 32, conv2: int = 64,
-        conv3: int = 128, hidden: int = 256, dropout: float = 0.5, kernel_size: int = 3) -> nn.Module:
+def cnn(
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    conv1: int = 32,
+    conv2: int = 64,
+    conv3: int = 128,
+    hidden: int = 256,
+    dropout: float = 0.5,
+    kernel_size: int = 3,
+) -> nn.Module:
     from torch import nn  # at build time only: a spec is checked without torch
 
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
-                nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
 
     side = image_size // 8
     return nn.Sequential(
-        *block(in_chans, conv1), *block(conv1, conv2), *block(conv2, conv3),
+        *block(in_chans, conv1),
+        *block(conv1, conv2),
+        *block(conv2, conv3),
         nn.Flatten(),
-        nn.Linear(conv3 * side * side, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(conv3 * side * side, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )

@@ -18,9 +18,18 @@ if TYPE_CHECKING:
 CONV2_KERNEL, CONV2_STRIDE = 3, 2  # fixed in the paper's architecture description
 
 
-def _sides(image_size: int, out_channels_1: int, out_channels_2: int, kernel_size_conv: int, padding_conv: int,
-           stride_conv: int, kernel_size_pool: int, stride_pool: int) -> list[int]:
+def _sides(
+    image_size: int,
+    out_channels_1: int,
+    out_channels_2: int,
+    kernel_size_conv: int,
+    padding_conv: int,
+    stride_conv: int,
+    kernel_size_pool: int,
+    stride_pool: int,
+) -> list[int]:
     """Feature-map side after conv1, pool1, conv2, pool2."""
+
     def conv(s: int, k: int, st: int, p: int) -> int:
         return (s + 2 * p - k) // st + 1
 
@@ -31,34 +40,86 @@ def _sides(image_size: int, out_channels_1: int, out_channels_2: int, kernel_siz
     return [s1, s2, s3, s4]
 
 
-def _check(*, image_size: int, out_channels_1: int, out_channels_2: int, kernel_size_conv: int, padding_conv: int,
-           stride_conv: int, kernel_size_pool: int, stride_pool: int, fnn_out_features: int,
-           **_: object) -> str | None:
-    if min(out_channels_1, out_channels_2, kernel_size_conv, stride_conv, kernel_size_pool, stride_pool,
-           fnn_out_features) < 1 or padding_conv < 0:
+def _check(
+    *,
+    image_size: int,
+    out_channels_1: int,
+    out_channels_2: int,
+    kernel_size_conv: int,
+    padding_conv: int,
+    stride_conv: int,
+    kernel_size_pool: int,
+    stride_pool: int,
+    fnn_out_features: int,
+    **_: object,
+) -> str | None:
+    if (
+        min(
+            out_channels_1,
+            out_channels_2,
+            kernel_size_conv,
+            stride_conv,
+            kernel_size_pool,
+            stride_pool,
+            fnn_out_features,
+        )
+        < 1
+        or padding_conv < 0
+    ):
         return "channels, kernels, strides and fnn_out_features must be >= 1 and padding_conv >= 0"
-    sides = _sides(image_size, out_channels_1, out_channels_2, kernel_size_conv, padding_conv, stride_conv,
-                   kernel_size_pool, stride_pool)
+    sides = _sides(
+        image_size,
+        out_channels_1,
+        out_channels_2,
+        kernel_size_conv,
+        padding_conv,
+        stride_conv,
+        kernel_size_pool,
+        stride_pool,
+    )
     if min(sides) < 1:
-        return (f"feature maps vanish: sides after conv1, pool1, conv2, pool2 would be {sides} at "
-                f"image_size={image_size}")
+        return (
+            f"feature maps vanish: sides after conv1, pool1, conv2, pool2 would be {sides} at image_size={image_size}"
+        )
     return None
 
 
 @register_model("coins_cnn", check=_check)
-def coins_cnn(*, num_classes: int, in_chans: int, image_size: int, out_channels_1: int = 20,
-              out_channels_2: int = 10, kernel_size_conv: int = 5, padding_conv: int = 0, stride_conv: int = 1,
-              kernel_size_pool: int = 4, stride_pool: int = 3, fnn_out_features: int = 500) -> nn.Module:
+def coins_cnn(
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    out_channels_1: int = 20,
+    out_channels_2: int = 10,
+    kernel_size_conv: int = 5,
+    padding_conv: int = 0,
+    stride_conv: int = 1,
+    kernel_size_pool: int = 4,
+    stride_pool: int = 3,
+    fnn_out_features: int = 500,
+) -> nn.Module:
     from torch import nn  # at build time only: a spec is checked without torch
 
-    side = _sides(image_size, out_channels_1, out_channels_2, kernel_size_conv, padding_conv, stride_conv,
-                  kernel_size_pool, stride_pool)[-1]
+    side = _sides(
+        image_size,
+        out_channels_1,
+        out_channels_2,
+        kernel_size_conv,
+        padding_conv,
+        stride_conv,
+        kernel_size_pool,
+        stride_pool,
+    )[-1]
     return nn.Sequential(
         nn.Conv2d(in_chans, out_channels_1, kernel_size_conv, stride=stride_conv, padding=padding_conv),
-        nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size_pool, stride=stride_pool),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size_pool, stride=stride_pool),
         nn.Conv2d(out_channels_1, out_channels_2, CONV2_KERNEL, stride=CONV2_STRIDE, padding=padding_conv),
-        nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size_pool, stride=stride_pool),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size_pool, stride=stride_pool),
         nn.Flatten(),
-        nn.Linear(out_channels_2 * side * side, fnn_out_features), nn.ReLU(inplace=True),
+        nn.Linear(out_channels_2 * side * side, fnn_out_features),
+        nn.ReLU(inplace=True),
         nn.Linear(fnn_out_features, num_classes),
     )

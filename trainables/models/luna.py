@@ -29,13 +29,22 @@ def luna(*, num_classes: int, in_chans: int, image_size: int, conv_channels: int
     from torch import nn  # at build time only: a spec is checked without torch
 
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
 
     c = conv_channels
     side = image_size // 16
     return nn.Sequential(
         nn.BatchNorm2d(in_chans),
-        *block(in_chans, c), *block(c, 2 * c), *block(2 * c, 4 * c), *block(4 * c, 8 * c),
-        nn.Flatten(), nn.Linear(8 * c * side * side, num_classes),
+        *block(in_chans, c),
+        *block(c, 2 * c),
+        *block(2 * c, 4 * c),
+        *block(4 * c, 8 * c),
+        nn.Flatten(),
+        nn.Linear(8 * c * side * side, num_classes),
     )

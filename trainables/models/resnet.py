@@ -37,14 +37,16 @@ def _imagenet_weights(pretrained: bool | str) -> dict[str, torch.Tensor]:
             raise WeightsNotFound(
                 f"model.pretrained=true: ImageNet weights for resnet18 are not in the local cache ({path}); "
                 "download them where there is internet (torchvision.models.resnet18(weights='DEFAULT')) "
-                "or set model.pretrained to a weight file")
+                "or set model.pretrained to a weight file"
+            )
         return load_state_dict(path)
     return load_state_dict(str(pretrained))
 
 
 @register_model("resnet18", check=_check)
-def resnet18(*, num_classes: int, in_chans: int, image_size: int, stem: str = "cifar",
-             pretrained: bool | str = False) -> nn.Module:
+def resnet18(
+    *, num_classes: int, in_chans: int, image_size: int, stem: str = "cifar", pretrained: bool | str = False
+) -> nn.Module:
     from torch import nn  # at build time only: a spec is checked without torch
     from torchvision.models import resnet18 as tv_resnet18
 
@@ -52,8 +54,9 @@ def resnet18(*, num_classes: int, in_chans: int, image_size: int, stem: str = "c
     if pretrained is not False:
         missing, unexpected = model.load_state_dict(_imagenet_weights(pretrained), strict=False)
         if missing:
-            raise WeightsNotFound(f"model.pretrained: weight file lacks {len(missing)} resnet18 tensors, "
-                                  f"e.g. {missing[0]!r}")
+            raise WeightsNotFound(
+                f"model.pretrained: weight file lacks {len(missing)} resnet18 tensors, e.g. {missing[0]!r}"
+            )
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     if in_chans != 3 or stem == "cifar":
         # CIFAR stem keeps 32x32 inputs from shrinking to 1x1 before the last stage.

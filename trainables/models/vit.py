@@ -23,9 +23,22 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def _check(*, image_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, head_dim: int,
-           mlp_dim: int, dropout: float, activation: str, tokenizer: str = "patch", pool: str = "cls",
-           drop_path: float = 0.0, **_: object) -> str | None:
+def _check(
+    *,
+    image_size: int,
+    patch_size: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    head_dim: int,
+    mlp_dim: int,
+    dropout: float,
+    activation: str,
+    tokenizer: str = "patch",
+    pool: str = "cls",
+    drop_path: float = 0.0,
+    **_: object,
+) -> str | None:
     if patch_size < 1 or image_size % patch_size:
         return f"patch_size must divide image_size, got patch_size={patch_size}, image_size={image_size}"
     if tokenizer not in ("patch", "conv"):
@@ -37,11 +50,12 @@ def _check(*, image_size: int, patch_size: int, embed_dim: int, depth: int, num_
     if not 0.0 <= drop_path < 1.0:
         return f"0 <= drop_path < 1 must hold, got drop_path={drop_path}"
     if head_dim == 0 and embed_dim % num_heads:
-        return (f"embed_dim must be divisible by num_heads (or set head_dim), "
-                f"got embed_dim={embed_dim}, num_heads={num_heads}")
+        return (
+            f"embed_dim must be divisible by num_heads (or set head_dim), "
+            f"got embed_dim={embed_dim}, num_heads={num_heads}"
+        )
     if min(embed_dim, depth, num_heads, mlp_dim) < 1:
-        return (f"embed_dim, depth, num_heads, mlp_dim must be >= 1, got {embed_dim}, {depth}, "
-                f"{num_heads}, {mlp_dim}")
+        return f"embed_dim, depth, num_heads, mlp_dim must be >= 1, got {embed_dim}, {depth}, {num_heads}, {mlp_dim}"
     if not 0.0 <= dropout < 1.0:
         return f"0 <= dropout < 1 must hold, got dropout={dropout}"
     if activation not in ("gelu", "relu"):
@@ -50,17 +64,45 @@ def _check(*, image_size: int, patch_size: int, embed_dim: int, depth: int, num_
 
 
 @register_model("vit", check=_check)
-def vit(*, num_classes: int, in_chans: int, image_size: int, patch_size: int = 4, embed_dim: int = 256,
-        depth: int = 6, num_heads: int = 8, head_dim: int = 0, mlp_dim: int = 512, dropout: float = 0.1,
-        head_hidden: int = 0, activation: str = "gelu", head_layers: int = 1, tokenizer: str = "patch",
-        pool: str = "cls", drop_path: float = 0.0) -> nn.Module:
+def vit(
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    patch_size: int = 4,
+    embed_dim: int = 256,
+    depth: int = 6,
+    num_heads: int = 8,
+    head_dim: int = 0,
+    mlp_dim: int = 512,
+    dropout: float = 0.1,
+    head_hidden: int = 0,
+    activation: str = "gelu",
+    head_layers: int = 1,
+    tokenizer: str = "patch",
+    pool: str = "cls",
+    drop_path: float = 0.0,
+) -> nn.Module:
     """``head_dim=0`` means embed_dim // num_heads; ``head_hidden=0`` means a linear head, else
     ``head_layers`` hidden layers of width ``head_hidden``; ``tokenizer``, ``pool``, ``drop_path``: see
     the module's docstring."""
     from ._vit_layers import ViT
 
-    return ViT(num_classes=num_classes, in_chans=in_chans, image_size=image_size, patch_size=patch_size,
-               embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-               head_dim=head_dim or embed_dim // num_heads, mlp_dim=mlp_dim, dropout=dropout,
-               head_hidden=head_hidden, activation=activation, head_layers=head_layers, tokenizer=tokenizer,
-               pool=pool, drop_path=drop_path)
+    return ViT(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        image_size=image_size,
+        patch_size=patch_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        head_dim=head_dim or embed_dim // num_heads,
+        mlp_dim=mlp_dim,
+        dropout=dropout,
+        head_hidden=head_hidden,
+        activation=activation,
+        head_layers=head_layers,
+        tokenizer=tokenizer,
+        pool=pool,
+        drop_path=drop_path,
+    )
