@@ -55,11 +55,29 @@ XDIST_GROUPS = {
 }
 
 
+# Every test fails on its own after pyproject's --timeout (300 s, fixtures included); these modules' tests may
+# take longer, each for a reason: whichever test of a module first asks for its shared fixture pays for it.
+LONGER = {
+    "test_readme": (600, "the session's README quickstart: a study and three seeds of final training"),
+    "test_console": (600, "the same quickstart, when this module's test asks for it first"),
+    "test_benchmarks": (600, "each benchmark's --quick run: several studies through the console scripts"),
+    "test_cluster": (600, "a three-node Ray cluster on this host, one of whose nodes is killed mid-trial"),
+    "test_cluster_s3": (600, "a cluster, S3, PostgreSQL and an MLflow server, a node killed mid-trial"),
+    "test_remote": (600, "studies, final training and a killed driver's resume in S3 tracked by an MLflow server"),
+    "test_gcs": (600, "a study, its resume, final training, eval and compare in a GCS emulator"),
+    "test_papers": (600, "each paper's spec run end to end under --smoke"),
+    "test_smoke_memory": (600, "every shipped spec's smoke run, memory sampled"),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        group = XDIST_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        module = item.module.__name__.rpartition(".")[2]
+        group = XDIST_GROUPS.get(module)
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
+        if module in LONGER and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(LONGER[module][0]))
 
 
 @pytest.fixture(autouse=True)
