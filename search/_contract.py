@@ -93,6 +93,9 @@ class TrialSide(Protocol):
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;
         with ``out_dir`` None, returning that folder as its last result's checkpoint instead."""
 
+    def final_epochs(self, spec: Spec) -> int:
+        """How many epochs a final model of ``spec`` trains (``final.epochs`` unset: the recipe's)."""
+
     def shortened(self, spec: Spec, epochs: int) -> Spec:
         """A copy of ``spec`` whose training lasts ``epochs`` epochs (fewer than ``train.epochs``) with the same
         schedule's shape (``search.epochs``: the search's trials)."""

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ._contract import TrialSide
 from .run._algorithms import first_points_line
@@ -23,11 +23,17 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
+def _user_errors(backend: TrialSide) -> tuple[type[Exception], ...]:
+    """What a command reports as one line and exit status 2: a spec error, or the trial side's user errors."""
+    return (SpecError, *backend.USER_ERRORS)
+
+
 def _backend() -> TrialSide:
     # The composition root: the only place ``search`` names the trial side.
     import trainables
 
-    return trainables
+    # A module is the implementation (tests/test_contract.py checks it has every function the contract names).
+    return cast(TrialSide, trainables)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.compute_budget:
             _budget_summary(result.compute_budget)
         return 0
-    except (SpecError, *backend.USER_ERRORS) as err:
+    except _user_errors(backend) as err:
         return _user_error("tune-run", args.spec, err)
     except KeyboardInterrupt:  # before the trials started (data loading): nothing to resume yet
         print("tune-run: interrupted", file=sys.stderr)
@@ -384,7 +390,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             if storage.is_uri(args.model_dir):  # the maps go beside the model, where the user looks
                 out["explain_dir"] = storage.join(args.model_dir, explained.name)
                 storage.upload(explained, out["explain_dir"])
-    except (SpecError, *backend.USER_ERRORS) as err:
+    except _user_errors(backend) as err:
         return _user_error("tune-eval", str(spec_file), err)
     print(json.dumps(out, indent=2))
     return 0

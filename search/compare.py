@@ -58,12 +58,12 @@ def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[
 
 FRACTION = "data.train_fraction"
 # What a report reads from a study's final/metrics.json (written by tune-run --final).
-FINAL_KEYS = {"summary": dict, "experiment": str, "model": str, "seeds": list}
+FINAL_KEYS: dict[str, type] = {"summary": dict, "experiment": str, "model": str, "seeds": list}
 # ... and from its study.json's spec.
-STUDY_KEYS = {"space": dict, "experiment.name": str, "experiment.metric": str, "model.name": str}
+STUDY_KEYS: dict[str, type] = {"space": dict, "experiment.name": str, "experiment.metric": str, "model.name": str}
 
 
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
+def _lookup(data: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
@@ -349,14 +349,17 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     if len(fractions) > 1:  # the studies vary the training fraction: accuracy against it, per model
         fig, ax = plt.subplots(figsize=(6, 4))
         for model in sorted({s["model"] for s in studies}):
-            pts = sorted(
-                (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
-                for s in studies
-                if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
+            by_fraction = sorted(  # by fraction alone: two studies at one fraction tie, and dicts do not order
+                (
+                    (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
+                    for s in studies
+                    if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
+                ),
+                key=lambda p: p[0],
             )
-            x = [p[0] for p in pts]
-            y = [p[1]["mean"] for p in pts]
-            err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in pts]
+            x = [p[0] for p in by_fraction]
+            y = [p[1]["mean"] for p in by_fraction]
+            err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in by_fraction]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
         ax.set(xscale="log", xlabel="training fraction", ylabel="test accuracy", title="Data efficiency")
         ax.legend()
@@ -499,8 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if found is not None:
                 importances.append(found)
         for s in studies:  # the first seed's confusion matrix, for the side-by-side plot
-            out = Path(s.get("out_dir", ""))
-            seed_file = out / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
+            seed_file = Path(s.get("out_dir", "")) / str(s["seeds"][0]) / "metrics.json" if s["seeds"] else None
             if seed_file and seed_file.is_file():
                 s["confusion_matrix"] = seed_confusion(seed_file)
         from .report._verdict import verdict

@@ -166,7 +166,7 @@ def test_asha_trial_cost():
 
 
 def test_stopper_counts_epochs_and_gpu_hours_across_trials():
-    from search.run._runner import BudgetStopper
+    from search.run._study_budget import BudgetStopper
 
     s = BudgetStopper("epochs", 5)
     assert not s("a", {"epoch": 1}) and not s("b", {"epoch": 1}) and not s("a", {"epoch": 2})

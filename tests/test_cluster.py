@@ -157,7 +157,7 @@ def test_a_data_root_is_checked_on_every_node(tmp_path, cluster):
     gone = tmp_path / "gone"
     blind = unseen_on_nodes([str(gone)], nodes)
     assert sorted(n["NodeID"] for n, _ in blind) == sorted(n["NodeID"] for n in nodes)
-    from search.run._lifecycle import fit_to_cluster
+    from search.run._ray_runtime import fit_to_cluster
 
     with pytest.raises(SpecError) as err:  # as tune-run checks a streamed set's root before any trial runs
         fit_to_cluster(small_spec(tmp_path, "s"), [str(gone)], "s.yaml", print)
@@ -173,7 +173,7 @@ def test_an_autoscaling_cluster_refuses_a_request_no_node_type_holds(tmp_path, c
     from ray.core.generated import autoscaler_pb2
     from ray.experimental import internal_kv
 
-    from search.run._lifecycle import fit_to_cluster
+    from search.run._ray_runtime import fit_to_cluster
 
     ray.init(address=cluster.address, ignore_reinit_error=True)
     config = autoscaler_pb2.ClusterConfig(

@@ -216,7 +216,7 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
     """Tune rewrites its experiment state in place: cut short by a full disk, Tune's restore would silently
     start a new study. --resume names the file in one line instead (before Ray starts)."""
     from search import resolve
-    from search.run._runner import _check_resumable
+    from search.run._resume import check_resumable as _check_resumable
     from search.spec._spec import SpecError
 
     spec = resolve(

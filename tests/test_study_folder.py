@@ -80,7 +80,7 @@ def test_resume_uses_the_studys_own_spec(spec_file, tmp_path, cli, ray_session):
 def test_resume_names_a_study_file_without_its_spec(tmp_path):
     """A study.json that lost its spec is one line naming it, not a KeyError traceback."""
     from search import SpecError
-    from search.run._runner import _check_resumable
+    from search.run._resume import check_resumable as _check_resumable
 
     (tmp_path / "study.json").write_text('{"started": "2026-11-22"}')
     with pytest.raises(SpecError, match=r"study.json: spec: missing: not a study written by tune-run"):

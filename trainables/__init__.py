@@ -23,7 +23,7 @@ from ._backend import (
 )
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .models import WeightsNotFound, create_model, list_models
-from .sections import METRICS, data_fidelity, shortened
+from .sections import METRICS, data_fidelity, final_epochs, shortened
 
 
 def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)
@@ -85,6 +85,7 @@ __all__ = [
     "create_model",
     "data_fidelity",
     "data_summary",
+    "final_epochs",
     "shortened",
     "dataset_info",
     "describe",

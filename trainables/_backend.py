@@ -35,7 +35,7 @@ USER_ERRORS = (DataError, WeightsNotFound)
 AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
 
 
-def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]]]:
+def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]] | None]:
     """Schemas of the sections trainables owns, for this spec's model (None = free-form args)."""
     name = (spec.get("model") or {}).get("name")
     margs = model_schema(name) if isinstance(name, str) else None
@@ -46,7 +46,8 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
         model = {"name": (str, None), "freeze": (str | float, "none")} | (margs or {})
     data = dict(DATA_SCHEMA)
     data["dataset"] = (str, None, tuple(list_datasets()))
-    return {"data": data, "data.augment": AUGMENT_SCHEMA, "model": model, "train": TRAIN_SCHEMA, "final": FINAL_SCHEMA}
+    schemas: dict[str, dict[str, tuple[Any, ...]] | None] = {"data": data, "data.augment": AUGMENT_SCHEMA}
+    return schemas | {"model": model, "train": TRAIN_SCHEMA, "final": FINAL_SCHEMA}
 
 
 def check(spec: dict[str, Any]) -> list[tuple[str, str]]:

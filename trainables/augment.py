@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 
-def _mask(n: int, p: float, gate: torch.Tensor, g: torch.Generator, device: torch.device) -> torch.Tensor:
+def _mask(n: int, p: float, gate: torch.Tensor, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, generator=g, device=device) < p) & gate
 
 
-def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator | None) -> torch.Tensor:
     """Augment a float batch ``x`` (N, C, H, W); ``g`` lives on ``x.device``."""
     n, _, h, w = x.shape
     dev = x.device
@@ -56,7 +56,7 @@ def augment_batch(x: torch.Tensor, cfg: dict[str, Any], g: torch.Generator) -> t
     return x
 
 
-def _affine(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _affine(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     """Rotation and random resized crop folded into one affine warp per sample (one grid_sample)."""
     n, dev = x.shape[0], x.device
     theta = torch.zeros(n, 2, 3, device=dev)
@@ -84,7 +84,7 @@ def _affine(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.G
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _randaugment(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _randaugment(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     """torchvision's RandAugment on groups of ``randaugment_group`` images (each group draws its own ops).
 
     torchvision draws from the global RNG; it is forked and seeded from ``g`` so resumed runs repeat it.
@@ -101,7 +101,7 @@ def _randaugment(x: torch.Tensor, cfg: dict[str, Any], gate: torch.Tensor, g: to
     return torch.where(gate.view(-1, 1, 1, 1), out, x)
 
 
-def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     """Brightness, contrast and saturation, one random factor each per sample (0..255 scale kept)."""
     n, dev = x.shape[0], x.device
 
@@ -118,7 +118,7 @@ def _color_jitter(x: torch.Tensor, s: float, m: torch.Tensor, g: torch.Generator
 
 
 def mix_batch(
-    x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, g: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, g: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Mixup or CutMix (one chosen per batch when both are on): returns x, y_a, y_b and the weight of y_a.
 

@@ -46,7 +46,7 @@ def read_image(path: str, size: int) -> np.ndarray:
     with Image.open(path) as im:
         im = _as_rgb(ImageOps.exif_transpose(im))
         if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
@@ -156,6 +156,14 @@ class Pools:
     @property
     def streamed(self) -> bool:
         return isinstance(self.train_x, ImageFiles)
+
+    def pool(self, from_train: bool) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
+        """(pixels, labels) of the pool a split's indices point into: the train pool, or the test split's own."""
+        if from_train:
+            return self.train_x, self.train_y
+        if self.test_x is None or self.test_y is None:
+            raise ValueError(f"{self.name} has no test split of its own: its test images come from the train pool")
+        return self.test_x, self.test_y
 
 
 @dataclass
@@ -582,6 +590,7 @@ def load_folder(folder: Path, size: int, in_chans: int, data: dict[str, Any]) ->
     stream = in_chans == 3 and streams(data, len(items) * 3 * size * size)
     x, y, skipped = _pool(folder, items, size, stream, data)
     if in_chans == 1:  # a greyscale model (digits): ITU-R 601 luma, as PIL's "L" mode
+        assert isinstance(x, np.ndarray)  # only RGB sets stream
         x = np.tensordot(np.array([0.299, 0.587, 0.114]), x.astype(np.float32), axes=([0], [1]))
         x = np.clip(np.rint(x), 0, 255).astype(np.uint8)[:, None]
     return Pools(f"folder {folder}", classes, x, y, skipped=skipped)
@@ -627,7 +636,7 @@ def make_splits(pools: Pools, data: dict[str, Any]) -> Splits:
     seed = int(data["split_seed"])
     y = pools.train_y
     pool_idx = np.arange(len(y))
-    if pools.test_x is None:
+    if pools.test_x is None or pools.test_y is None:
         test, pool_idx = stratified_take(y, float(data["test_fraction"]), np.random.default_rng([seed, 0]))
         test_from_train = True
     else:

@@ -183,7 +183,7 @@ class _PassOrder(torch.utils.data.Sampler):
         return len(self.chunks)
 
 
-def _whole_batch(xb: torch.Tensor) -> torch.Tensor:
+def _whole_batch(xb: Any) -> Any:
     """Collation: ``__getitems__`` already returns the stacked batch."""
     return xb
 
@@ -240,6 +240,7 @@ class Batcher:
 
     def _file_loader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
+            assert isinstance(self.x, ImageFiles)  # the loader is for streamed sets only
             self._loader = torch.utils.data.DataLoader(
                 _FileBatches(self.x),
                 batch_sampler=self._order,
@@ -316,8 +317,9 @@ def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
 
 def head_module(model: nn.Module) -> nn.Module:
     """The classifier: timm's ``get_classifier()``, else the last module that owns parameters."""
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
+    classifier = getattr(model, "get_classifier", None)
+    if callable(classifier):
+        return classifier()
     return [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))][-1]
 
 
@@ -346,7 +348,7 @@ def freeze(model: nn.Module, how: str | float) -> None:
         for p in mod.parameters(recurse=False):
             p.requires_grad_(False)
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            mod.frozen_stats = True  # read by train_mode; not part of the state dict
+            mod.frozen_stats = True  # type: ignore[assignment]  # read by train_mode; not in the state dict
 
 
 def train_mode(model: nn.Module) -> None:
@@ -432,12 +434,12 @@ def rng_state() -> dict[str, Any]:
     """Every global random stream training may draw from — torch (dropout, stochastic depth), CUDA,
     numpy, python — in a form ``torch.load(weights_only=True)`` reads back. Batch order and augmentation
     use their own per-epoch generators; these streams are what a resumed run must continue."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # the tuple form (MT19937)
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "gauss": float(gauss),
@@ -474,7 +476,7 @@ class Run:
     splits: Splits
     batcher: Batcher
     model: nn.Module
-    step_model: nn.Module  # ``model``, or its torch.compile wrapper (same parameters)
+    step_model: Callable[..., Any]  # ``model``, or its torch.compile wrapper (same parameters)
     opt: torch.optim.Optimizer
     sched: Any
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -796,8 +798,8 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
     (bf16 kernels round differently on CPUs and GPUs, and a CPU without AMX has none)."""
     idx = getattr(res.splits, split)
     from_train = split != "test" or res.splits.test_from_train
-    x = pixels(pools.train_x if from_train else pools.test_x)
-    y = as_tensor(pools.train_y if from_train else pools.test_y)
+    px, py = pools.pool(from_train)
+    x, y = pixels(px), as_tensor(py)
     batcher = Batcher(
         x,
         y,

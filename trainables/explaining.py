@@ -25,11 +25,11 @@ from .metrics import predict_labels
 def _token_layer(model: nn.Module) -> nn.Module | None:
     """The first norm of the last transformer block, or None for models that are not ViTs."""
     blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return blocks[-1].norm1
+    if isinstance(blocks, nn.Sequential) and len(blocks) and isinstance(getattr(blocks[-1], "norm1", None), nn.Module):
+        return blocks[-1].norm1  # type: ignore[return-value]  # checked just above
     layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if isinstance(layers, nn.Sequential) and len(layers) and hasattr(layers[-1], "ln_1"):
-        return layers[-1].ln_1
+    if isinstance(layers, nn.Sequential) and len(layers) and isinstance(getattr(layers[-1], "ln_1", None), nn.Module):
+        return layers[-1].ln_1  # type: ignore[return-value]  # checked just above
     return None
 
 
@@ -73,8 +73,8 @@ def explain(
     splits = splits or make_splits(pools, data)
     idx = getattr(splits, split)[:n]
     from_train = split != "test" or splits.test_from_train
-    x = pixels(pools.train_x if from_train else pools.test_x)
-    y = as_tensor(pools.train_y if from_train else pools.test_y)
+    px, py = pools.pool(from_train)
+    x, y = pixels(px), as_tensor(py)
     size = int(meta["image_size"])
     batcher = Batcher(x, y, size, meta["mean"], meta["std"], device, False)
     raw = Batcher(x, y, size, [0.0] * pools.in_chans, [1 / 255] * pools.in_chans, device, False)  # 0..1 pixels

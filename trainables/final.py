@@ -41,7 +41,7 @@ from .engine import FitResult, fit, head_outputs, model_kwargs, predict_split, r
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .models import create_model
 from .resources import gpu_hours
-from .sections import shortened
+from .sections import final_epochs, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -50,8 +50,9 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
     # Fewer final epochs than the recipe's (a budget's): the same schedule's shape, warm-up scaled with it.
-    s = shortened(s, int(f.get("epochs") or s["train"]["epochs"]))
-    s["train"]["epochs"] = int(f.get("epochs") or s["train"]["epochs"])
+    epochs = final_epochs(spec)
+    s = shortened(s, epochs)
+    s["train"]["epochs"] = epochs
     s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
@@ -187,7 +188,7 @@ def test_digest(pools: Pools, splits: Splits) -> str:
     the files' paths (streamed) or the decoded pixels (in memory). Two models' predictions pair image by
     image only when their digests agree."""
     from_train = splits.test_from_train
-    x, y = (pools.train_x, pools.train_y) if from_train else (pools.test_x, pools.test_y)
+    x, y = pools.pool(from_train)
     idx = splits.test
     h = hashlib.sha256(json.dumps(pools.classes).encode())
     h.update(np.asarray(y)[idx].astype(np.int64).tobytes())

@@ -70,7 +70,7 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
     finally:
         run.batcher.close()
         torch.set_num_threads(threads)
-        run = None  # the model freed before the cache is emptied
+        run = None  # type: ignore[assignment]  # the model freed before the cache is emptied
         if device.type == "cuda":  # the driver probes, then trials need the GPU's memory
             torch.cuda.empty_cache()
     train_ips, eval_ips = stats.images_per_s, len(sample) / max(eval_s, 1e-9)

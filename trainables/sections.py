@@ -111,6 +111,12 @@ def model_kwargs(model_section: dict[str, Any]) -> dict[str, Any]:
 DATA_RUNGS = "_data_rungs"
 
 
+def final_epochs(spec: dict[str, Any]) -> int:
+    """How long a final model trains: ``final.epochs``, or the recipe's ``train.epochs`` when unset (the one rule:
+    final training, its estimate and its budget read it here)."""
+    return int((spec.get("final") or {}).get("epochs") or spec["train"]["epochs"])
+
+
 def shortened(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
     """A copy of ``spec`` that trains ``epochs`` epochs with the same schedule's shape: warm-up and step
     milestones keep their share of the run (a search's short trials, ``search.epochs``)."""

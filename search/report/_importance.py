@@ -179,7 +179,8 @@ def parallel_plot(imp: Importance, title: str) -> bytes | None:
         warnings.simplefilter("ignore")  # ExperimentalWarning
         ax = plot_parallel_coordinate(imp.study, params=params, target_name=f"best {imp.metric}")
     ax.set_title(f"{title}: {len(imp.study.trials)} trials")
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None
     fig.set_size_inches(max(6.0, 1.6 * (len(params) + 1)), 4.0)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -106,20 +107,29 @@ def _auc_scorer(labels: np.ndarray, score: np.ndarray) -> Callable[[np.ndarray],
     return auc
 
 
+def _confusion_stat(fn: Callable[[np.ndarray], float], codes: np.ndarray, k: int, w: np.ndarray) -> float:
+    """``fn`` of the confusion matrix whose images count ``w`` each (``codes``: each image's cell)."""
+    return fn(np.bincount(codes, weights=w, minlength=k * k).reshape(k, k))
+
+
+def _weighted_mean(v: np.ndarray, w: np.ndarray) -> float:
+    return float(v @ w / w.sum())
+
+
 def seed_scorers(p: SeedPredictions, stat: str) -> list[Callable[[np.ndarray], float]]:
     """Per seed, ``stat`` of its predictions as a function of the image weights."""
     k = p.probs.shape[2]
     if stat in CONFUSION_STATS:
         fn = CONFUSION_STATS[stat]
         codes = [p.labels * k + pr for pr in p.pred]  # (true, predicted) cell of each image, once
-        return [lambda w, c=c: fn(np.bincount(c, weights=w, minlength=k * k).reshape(k, k)) for c in codes]
+        return [partial(_confusion_stat, fn, c, k) for c in codes]
     if stat == "auc_roc":
         if k != 2:
             raise ValueError(f"auc_roc is compared for binary tasks only, got {k} classes")
         return [_auc_scorer(p.labels, pr[:, 1]) for pr in p.probs]
     if stat == "log_loss":  # mean negative log-probability of the true class
         nll = [-np.log(np.clip(pr[np.arange(len(p.labels)), p.labels], 1e-15, None)) for pr in p.probs]
-        return [lambda w, v=v: float(v @ w / w.sum()) for v in nll]
+        return [partial(_weighted_mean, v) for v in nll]
     raise ValueError(f"unknown statistic {stat!r}; known: {', '.join(STATISTICS)}")
 
 

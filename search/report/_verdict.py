@@ -146,7 +146,7 @@ def _cheaper(a: dict[str, Any], b: dict[str, Any]) -> str:
     ca, cb = a["summary"].get("cost", {}), b["summary"].get("cost", {})
     ta, tb = _training(ca)[0], _training(cb)[0]
     la, lb = ca.get("latency_ms"), cb.get("latency_ms")
-    if None in (ta, tb, la, lb) or bool(ca.get("gpu_hours")) != bool(cb.get("gpu_hours")):
+    if ta is None or tb is None or la is None or lb is None or bool(ca.get("gpu_hours")) != bool(cb.get("gpu_hours")):
         return ""
     if ta < tb and la < lb:
         return a["experiment"]
@@ -173,12 +173,13 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
     a, b = sa["experiment"], sb["experiment"]
     if pa.missing or pb.missing:
         return [f"- {a} vs {b}: cannot pair them: {pa.missing or pb.missing}"]
-    if pa.digest != pb.digest or not np.array_equal(pa.predictions.labels, pb.predictions.labels):
+    x, y = pa.predictions, pb.predictions
+    assert x is not None and y is not None  # neither is missing
+    if pa.digest != pb.digest or not np.array_equal(x.labels, y.labels):
         return [
             f"- {a} vs {b}: cannot pair them: they were tested on different images (test set "
             f"{pa.digest} vs {pb.digest})"
         ]
-    x, y = pa.predictions, pb.predictions
     acc = paired_difference(x, y, "accuracy")
     cheaper = _cheaper(sa, sb)
     note = f"; {cheaper} costs less to train and to run" if cheaper and not distinguishable(acc) else ""

@@ -111,7 +111,7 @@ def build_scheduler(spec: dict[str, Any]) -> Any:
 
     c = spec["scheduler"]
     # metric/mode come from TuneConfig (Ray refuses them twice).
-    common = dict(time_attr=TIME_ATTR)
+    common: dict[str, Any] = {"time_attr": TIME_ATTR}
     name = c["name"]
     if name == "fifo":
         return FIFOScheduler()

@@ -45,7 +45,7 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
         out(f"study as written: {grid} grid point(s) x num_samples sized from search.budget")
     if final["after_search"]:
         seeds = len(final["seeds"])
-        f_epochs = int(final["epochs"] or spec["train"]["epochs"])
+        f_epochs = backend.final_epochs(spec)
         final_s = max(p["final_epoch_s"] for p in probes)
         out(
             f"  + final training: {seeds} seeds x {f_epochs} epochs, about "

@@ -13,27 +13,10 @@ from ..report._stats import t_interval
 from ..spec._budget import concurrency, final_plan, parse_budget
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
-from ..store._atomic import StorageFull, write_atomic
+from ..store._atomic import write_atomic
 from ..store._export import error_reason
-from ..store._paths import check_storage, claim, final_paths, holds_final, location, mlflow_uri
-from ._console import console_for, tune_verbosity
-from ._lifecycle import (
-    LastStep,
-    StopWhenFull,
-    callback,
-    check_tracking,
-    ended,
-    failure_config,
-    fit_to_cluster,
-    fit_tuner,
-    init_ray,
-    new_tuner,
-    now,
-    open_tracking,
-    provenance,
-    sigterm_as_interrupt,
-    tune_storage,
-)
+from ..store._paths import final_paths, holds_final, location, mlflow_uri
+from ._lifecycle import Lifecycle, now, provenance
 
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
 SUMMARY = (
@@ -97,96 +80,75 @@ def run_final(
     """
     study_file, default_out = final_paths(spec, file, study_file)
     target = location(out) if out else default_out
-    check_storage(target, file, "--final")
-    replace = claim(
-        target,
+    run = Lifecycle(spec, backend, target, file=file, key="--final", address=address, log=log, verbose=verbose)
+    run.claim(
         holds_final,
         "final models",
-        file=file,
-        key="--final",
         overwrite=overwrite,
         missing="no metrics.json or seed folders",
         hint="pass --overwrite to replace them",
     )
-    check_tracking(spec, file)
-    pools = backend.prepare(spec)  # before anything is written
-    folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
-    out = folder.local
-    init_ray(address, log, verbose, file=file)
-    import ray
-    from ray import tune
-
-    fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)
-    if replace:  # only now: final models the cluster refuses to retrain are left in place
-        storage.remove(target)
-    sized = size_final(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
-    exp, seeds = spec["experiment"], spec["final"]["seeds"]
-    uri = mlflow_uri(spec)
-    parent, callbacks = open_tracking(
-        spec,
-        backend,
-        run_name=f"{exp['name']}/final",
+    pools = run.prepare()  # before anything is written
+    cluster = run.start_ray(pools)
+    sized = size_final(spec, backend, pools, budget, cluster, log) if budget else None
+    name, max_epochs = spec["experiment"]["name"], backend.final_epochs(spec)
+    run.track(
+        run_name=f"{name}/final",
         role="final",
         child_role="final-seed",
-        max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
-        log=log,
+        max_epochs=max_epochs,
         dataset=backend.dataset_info(spec, pools),
     )
-    out.mkdir(parents=True, exist_ok=True)
     # Trials write their model folders into a local (or shared) out; to a URI they return them as checkpoints.
-    trainable = backend.make_final_trainable(spec, pools, None if folder.remote else str(out))
+    trainable = backend.make_final_trainable(spec, pools, None if run.folder.remote else str(run.out))
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
-    storage_path, storage_fs = tune_storage(folder.location)
-    tuner = new_tuner(
-        out,
+    from ray import tune
+
+    run.tuner(
         trainable,
-        param_space={"seed": tune.grid_search(list(seeds))},
-        run_config=tune.RunConfig(
-            name="ray",
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            verbose=tune_verbosity(verbose),
-            callbacks=[
-                *callbacks,
-                console_for(
-                    spec,
-                    title=f"{exp['name']} final training",
-                    unit="seed",
-                    verbose=verbose,
-                    max_epochs=spec["final"]["epochs"] or spec["train"]["epochs"],
-                    oom_reason=partial(backend.oom_reason, spec),
-                ),
-                LastStep(),
-                StopWhenFull(str(out)),
-            ],
-            failure_config=failure_config(spec),
-        ),
+        name="ray",
+        location=run.folder.location,
+        title=f"{name} final training",
+        unit="seed",
+        max_epochs=max_epochs,
+        param_space={"seed": tune.grid_search(list(spec["final"]["seeds"]))},
     )
-    with sigterm_as_interrupt():
-        grid = fit_tuner(tuner, out)
-    is_ended = ended(tuner)
+    grid = run.fit()
+    summary = _summary(run, grid, study_file, sized)
+    run.publish("metrics.json", "spec.yaml", writer="a seed could not write its model folder")
+    if run.parent:
+        from ..store._models import log_final_models
+
+        uri = mlflow_uri(spec)
+        log_final_models(uri, run.parent, run.out, summary["seeds"], backend, log)
+        _log_final(uri, run.parent, run.out, summary)
+    return summary
+
+
+def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json (and spec.yaml) from the seeds that finished: per seed, summarised over seeds, and errors."""
+    spec, backend, out, folder = run.spec, run.backend, run.out, run.folder
     errors = [error_reason(str(r.error), {}, partial(backend.oom_reason, spec)) for r in grid if r.error is not None]
     # A seed that ended itself on a user error or divergence reported it (not raised: Tune would retry it).
     errors += [str(r.metrics["reason"]) for r in grid if r.error is None and (r.metrics or {}).get("error")]
     # Interrupted (Ctrl-C, SIGTERM): seeds Tune had not ended are not final models, whatever they wrote.
-    unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not is_ended(tt.trial_id))
+    unfinished = sorted(int(tt.config["seed"]) for tt in grid._experiment_analysis.trials if not run.ended(tt.trial_id))
     if folder.remote:
         _fetch_models(grid, unfinished, folder)
     # A seed that raised (a full disk among the causes) is no final model, whatever it left in its folder.
     failed = {int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None}
     per_seed = [
         json.loads((out / str(s) / "metrics.json").read_text())
-        for s in seeds
+        for s in spec["final"]["seeds"]
         if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()
     ]
     search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
-    topk = int(spec["final"]["topk"])
     summary = {
-        "experiment": exp["name"],
+        "experiment": spec["experiment"]["name"],
         **backend.tags(spec),
         "seeds": [m["seed"] for m in per_seed],
         "errors": errors,
-        "summary": summarise(per_seed, topk),
+        "summary": summarise(per_seed, int(spec["final"]["topk"])),
         "per_seed": [
             {
                 "seed": m["seed"],
@@ -201,22 +163,13 @@ def run_final(
         "spec": spec,
         "provenance": provenance(),
         "finished": now(),
-        "mlflow_run_id": parent,
+        "mlflow_run_id": run.parent,
         "out_dir": folder.location,
         "unfinished": unfinished,
         **({"budget_plan": sized} if sized else {}),
     }
     write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
     write_atomic(out / "spec.yaml", dump_spec(spec))
-    full = callback(tuner, StopWhenFull)
-    if full is not None and full.reason:
-        raise StorageFull(out, f"{full.reason} (a seed could not write its model folder)")
-    folder.publish("metrics.json", "spec.yaml")
-    if parent:
-        from ..store._models import log_final_models
-
-        log_final_models(uri, parent, out, summary["seeds"], backend, log)
-        _log_final(uri, parent, out, summary)
     return summary
 
 

@@ -1,35 +1,186 @@
-"""What a study and its final training share: Ray and the cluster fit, the tracking run, the Tuner with its
-callbacks and stoppers, SIGTERM as an interruption, and the provenance every result records."""
+"""One run of trials — a study's search or its final training — from claiming its folder to publishing its
+results: ``Lifecycle`` owns the steps both take, in their order, and the caller keeps what differs (searcher,
+scheduler and budget, or the seed grid, and what each writes). Also the provenance every result records."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
-import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
 from .._contract import TrialSide
 from ..spec._spec import SpecError
 from ..store import _storage as storage
-from ..store._atomic import HideFullDiskLogs, HideSnapshotRaceLogs, StorageFull, full_reason, probe_full, text_reason
-from ..store._paths import mlflow_uri
-from ._console import dashboard_line, joined_dashboard, quiet_logs
-from ._ray_oom import trials_survive_memory_kills
+from ..store._atomic import StorageFull
+from ..store._paths import check_storage, claim, mlflow_uri
+from ._console import console_for, tune_verbosity
+from ._ray_runtime import fit_to_cluster, init_ray
+from ._tune_parts import (
+    LastStep,
+    StopWhenFull,
+    callback,
+    ended,
+    failure_config,
+    fit_tuner,
+    new_tuner,
+    sigterm_as_interrupt,
+    tune_storage,
+)
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
+
+
+class Lifecycle:
+    """The steps a study's search and its final training share, each a method, called in this order:
+
+    1. ``claim`` the results folder (a resumed study checks its own instead), before anything is written;
+    2. ``prepare`` the data (the tracking store checked first), still writing nothing: bad data leaves nothing
+       half-done; then ``start_ray``: Ray started or joined, the trials' request fitted to the cluster, and only
+       then the old results removed (a run the cluster refuses leaves them in place);
+    3. ``track``: the MLflow parent run and the callback that mirrors each trial into it;
+    4. ``tuner`` (or a study's ``restore``): Tune with the callbacks every run has — tracking, the console, each
+       trial's last status, a full disk stopping the run — and the retry rule;
+    5. ``fit``: SIGTERM stops it as Ctrl-C does; a disk that filled up is one line naming the folder;
+    6. ``publish``: a full disk met by a trial raised (what finished is written first), the files uploaded.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        backend: TrialSide,
+        target: str,
+        *,
+        file: str,
+        key: str,
+        address: str | None = None,
+        log: Any = print,
+        verbose: bool = False,
+    ) -> None:
+        """``target``: the results' folder (path or URI); ``key``: what the user set it with, named in errors."""
+        check_storage(target, file, key)
+        self.spec, self.backend, self.target = spec, backend, target
+        self.file, self.key, self.address, self.log, self.verbose = file, key, address, log, verbose
+        self.replace = False  # whether the folder holds results the run replaces (--overwrite)
+        self.folder = storage.Folder(Path(target))  # the staging folder once prepared
+        self.dashboard = ""
+        self.parent: str | None = None  # the MLflow parent run
+        self.ended: Callable[[str], bool] = lambda trial_id: True
+        self._tracking: list[Any] = []
+        self._tuner: Any = None
+
+    @property
+    def out(self) -> Path:
+        """The local folder the run writes (a URI's staging copy)."""
+        return self.folder.local
+
+    def claim(
+        self, holds: Callable[[dict[str, bool]], bool], what: str, *, overwrite: bool, missing: str, hint: str
+    ) -> None:
+        """Refuse a folder that holds something else, or ``what`` without --overwrite (SpecError)."""
+        self.replace = claim(
+            self.target, holds, what, file=self.file, key=self.key, overwrite=overwrite, missing=missing, hint=hint
+        )
+
+    def prepare(self) -> Any:
+        """The trial side's data (``pools``), after the tracking store is checked; nothing is written yet."""
+        check_tracking(self.spec, self.file)
+        pools = self.backend.prepare(self.spec)
+        self.folder = storage.folder(self.target)  # a URI's files are written in a staging folder, then uploaded
+        return pools
+
+    def start_ray(self, pools: Any) -> dict[str, float]:
+        """Ray started or joined and the trials fitted to it; returns the cluster's resources."""
+        import ray
+
+        self.dashboard = init_ray(self.address, self.log, self.verbose, file=self.file)
+        fit_to_cluster(self.spec, self.backend.node_paths(self.spec, pools), self.file, self.log)
+        if self.replace:  # only now: results the cluster refuses to replace are left in place
+            storage.remove(self.target)
+        return ray.cluster_resources()
+
+    def track(self, **tracking: Any) -> str | None:
+        """Open the MLflow parent run (``open_tracking``'s arguments) and create the local folder."""
+        self.parent, self._tracking = open_tracking(self.spec, self.backend, log=self.log, **tracking)
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.parent
+
+    def tuner(
+        self,
+        trainable: Any,
+        *,
+        name: str,
+        location: str,
+        title: str,
+        unit: str,
+        max_epochs: int,
+        stop: Any = None,
+        checkpoint_config: Any = None,
+        **tuner_args: Any,
+    ) -> None:
+        """A new Tuner keeping its state in ``location``/``name``; ``tuner_args``: param_space, tune_config."""
+        from ray import tune
+
+        path, fs = tune_storage(location)
+        self._tuner = new_tuner(
+            self.out,
+            trainable,
+            **tuner_args,
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=path,
+                storage_filesystem=fs,
+                verbose=tune_verbosity(self.verbose),
+                stop=stop,
+                callbacks=self._callbacks(title, unit, max_epochs),
+                checkpoint_config=checkpoint_config,
+                failure_config=failure_config(self.spec),
+            ),
+        )
+
+    def restore(self, trainable: Any) -> None:
+        """The Tuner of an interrupted study in ``target``: it runs with the callbacks it started with."""
+        from ray import tune
+
+        path, fs = tune_storage(self.target)
+        self._tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+        )
+
+    def fit(self) -> Any:
+        """Run the trials; returns Tune's ResultGrid, and ``ended`` tells which trials had ended."""
+        with sigterm_as_interrupt():
+            grid = fit_tuner(self._tuner, self.out)
+        self.ended = ended(self._tuner)
+        return grid
+
+    def callback(self, cls: type) -> Any:
+        """The ``cls`` callback the Tuner ran with (None if none)."""
+        return callback(self._tuner, cls)
+
+    def publish(self, *names: str, writer: str) -> None:
+        """Upload ``names``; first, a trial that met a full disk (``writer`` says what it could not write) is
+        ``StorageFull``: what finished is written, and the rest continues with --resume."""
+        full = self.callback(StopWhenFull)
+        if full is not None and full.reason:
+            raise StorageFull(self.out, f"{full.reason} ({writer})")
+        self.folder.publish(*names)
+
+    def _callbacks(self, title: str, unit: str, max_epochs: int) -> list[Any]:
+        console = console_for(
+            self.spec,
+            title=title,
+            max_epochs=max_epochs,
+            unit=unit,
+            verbose=self.verbose,
+            oom_reason=partial(self.backend.oom_reason, self.spec),
+        )
+        return [*self._tracking, console, LastStep(), StopWhenFull(str(self.out))]
 
 
 def provenance() -> dict[str, Any]:
@@ -43,7 +194,7 @@ def provenance() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
@@ -68,209 +219,6 @@ def check_tracking(spec: dict[str, Any], file: str) -> None:
         problem = check_store(mlflow_uri(spec))
         if problem:
             raise SpecError(file, "tracking.mlflow_uri", problem)
-
-
-def tune_storage(location: str) -> tuple[str, Any]:
-    """Tune's ``(storage_path, storage_filesystem)`` at ``location``: on a local or mounted path, a file system
-    whose files appear whole (``_tune_fs``: a full disk leaves Tune's last complete state); for a URI, what
-    ``_storage`` says (Tune's own from the URI, or a GCS emulator's)."""
-    if storage.is_uri(location):
-        return storage.tune_storage(location)
-    from ..store._tune_fs import whole_file_fs
-
-    return location, whole_file_fs()
-
-
-def failure_config(spec: dict[str, Any]) -> Any:
-    """Tune retries a trial whose process or node died (``RayActorError``, ``WorkerCrashedError``,
-    ``NodeDiedError``) up to ``resources.max_failures`` times, from its last checkpoint. What a trial ends
-    itself with — infeasible, diverged, oom, a user error — is a result it reports, not an exception, so
-    none of those is retried (``trainables/ray_adapter.py``)."""
-    from ray import tune
-
-    return tune.FailureConfig(max_failures=int(spec["resources"]["max_failures"]))
-
-
-class LastStep(Callback):
-    """Each trial's status after Tune's last step. An interrupted ``fit()`` returns with some trials still
-    running or pending (Tune then stops them, and they read as ended); a finished one, with none."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, str] = {}
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.status = {t.trial_id: t.status for t in trials}
-
-
-def callback(tuner: Any, cls: type) -> Any:
-    """The ``cls`` callback the Tuner ran with (None if none): a restored Tuner runs with the callbacks the
-    study started with, not those given to it."""
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-    return next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, cls)), None)
-
-
-def ended(tuner: Any) -> Callable[[str], bool]:
-    """Whether a trial had ended (completed, stopped, failed) when ``tuner.fit()`` returned."""
-    last = callback(tuner, LastStep)
-    status = last.status if last is not None else {}
-    return lambda trial_id: status.get(trial_id, "TERMINATED") in ("TERMINATED", "ERROR")
-
-
-class StopWhenFull(Callback):
-    """A trial that failed on a full disk (its checkpoint or results could not be written) stops the study as
-    Ctrl-C does: Tune keeps its unfinished trials for --resume, instead of retrying them into the same full
-    disk (``resources.max_failures`` times each) and failing them for good."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.reason: str | None = None
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._check(trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._check(trial)
-
-    def _check(self, trial: Any) -> None:
-        from ..store._tracking import error_text
-
-        # The trial's error file is on the same disk, so it may be empty: then the disk itself is asked.
-        reason = text_reason(error_text(trial)) or probe_full(self.folder)
-        if reason and self.reason is None:
-            self.reason = reason
-            _interrupt_tune()
-
-
-def new_tuner(out: Path, *args: Any, **kwargs: Any) -> Any:
-    """``tune.Tuner(...)``, which writes its own state (tuner.pkl) at once: a full disk there is ``StorageFull``
-    naming the study folder, not a traceback."""
-    from ray import tune
-
-    try:
-        return tune.Tuner(*args, **kwargs)
-    except OSError as exc:
-        reason = full_reason(exc)
-        if reason:
-            raise StorageFull(out, reason) from None
-        raise
-
-
-def fit_tuner(tuner: Any, out: Path) -> Any:
-    """``tuner.fit()``; when the disk filled up, Tune's own reading of the files it could not write may fail
-    after the trials ended: that is ``StorageFull`` naming the study folder, not a traceback."""
-    try:
-        return tuner.fit()
-    except Exception as exc:
-        stop = callback(tuner, StopWhenFull)
-        if stop is not None and stop.reason:
-            raise StorageFull(out, f"{stop.reason} (a trial could not write its checkpoint)") from None
-        reason = full_reason(exc) or probe_full(out)
-        if reason:
-            raise StorageFull(out, reason) from None
-        raise
-
-
-def _interrupt_tune() -> bool:
-    """Ask Tune for the graceful stop Ctrl-C gives (its SIGINT handler, installed while ``fit()`` runs);
-    False when none is installed."""
-    handler = signal.getsignal(signal.SIGINT)
-    if not callable(handler) or handler is signal.default_int_handler:
-        return False
-    handler(signal.SIGINT, None)
-    return True
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler, ``timeout``) stops a study as Ctrl-C does: Tune ends the trials, saves
-    its state for --resume, and returns, so what finished is still written. A second signal of either
-    kind ends the process at once, as Tune's own handler does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def forward(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, previous)
-        if not _interrupt_tune():  # Tune's own handler while it runs
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "") -> str:
-    """Start (or join) Ray with the dashboard on 127.0.0.1; returns the dashboard URL. A cluster that cannot be
-    joined is one line naming ``file`` and the address (SpecError).
-
-    Workers' own output (Ray's per-checkpoint lines, library warnings) reaches the console only with
-    ``verbose``; the console callback shows what trials report, each warning once.
-    """
-    # Per-epoch checkpoints are the design (pause/resume, PBT); Ray's warning about them is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
-
-    quiet_logs(verbose)
-    trials_survive_memory_kills()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        os.environ.pop("RAY_ADDRESS", None)  # an empty value would reach Ray as a malformed address
-    # "local", not None: Ray's None joins whatever cluster `ray start` last left on this host
-    # (/tmp/ray/ray_current_cluster), and the README promises a fresh one without --address/RAY_ADDRESS.
-    if address:
-        _check_answers(address, file)
-    try:
-        ctx = ray.init(
-            address=address or "local",
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            ignore_reinit_error=True,
-            log_to_driver=verbose,
-            configure_logging=True,
-            logging_level="WARNING",
-        )
-    except ConnectionError as exc:
-        if not address:
-            raise
-        # Ray sends its token only to a cluster it found itself: a joined one that asks for it refuses the driver.
-        raise SpecError(
-            file,
-            "--address",
-            f"cannot join the Ray cluster at {address} ({exc}): check the address "
-            f"(the head's HOST:PORT), and for a cluster that asks for a token set "
-            f"RAY_AUTH_MODE=token with its token (`ray get-auth-token` on the head) in "
-            f"RAY_AUTH_TOKEN or ~/.ray/auth_token",
-        ) from None
-    if not verbose:  # Ray logs each write a full disk refused, with a traceback: the study's last line says it
-        for handler in logging.getLogger("ray").handlers:
-            handler.addFilter(HideFullDiskLogs())
-            handler.addFilter(HideSnapshotRaceLogs())
-    url = getattr(ctx, "dashboard_url", None)
-    if url and address:  # a joined cluster's own dashboard, at an address this machine can use
-        url = joined_dashboard(url, address)
-    dashboard = f"http://{url}" if url else "(dashboard not running)"
-    log(dashboard_line(dashboard if url else None, joined=bool(address)))
-    return dashboard
-
-
-def _check_answers(address: str, file: str, timeout: float = 5.0) -> None:
-    """A HOST:PORT nothing answers at is one line within seconds (Ray itself retries it for many minutes)."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():  # auto, local, ray://: Ray's own rules
-        return
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise SpecError(
-            file,
-            "--address",
-            f"no Ray cluster answers at {address} ({exc.strerror or exc}); give the "
-            f"head's HOST:PORT (--address or RAY_ADDRESS), or neither to start "
-            f"a local Ray",
-        ) from None
 
 
 def open_tracking(
@@ -319,34 +267,6 @@ def open_tracking(
             partial(backend.oom_reason, spec),
         )
     ]
-
-
-def fit_to_cluster(spec: dict[str, Any], paths: list[str], file: str, log: Any) -> None:
-    """Check what the trials need of the cluster Ray joined: ``paths`` (folders every trial reads) visible on
-    every node; a request that no node type of an autoscaling cluster can hold refused; else, on a cluster
-    without a node-type list, the request fitted to what it has."""
-    import ray
-
-    from ._cluster import check_paths_on_nodes, read_node_types, refuse_unsatisfiable
-
-    check_paths_on_nodes(paths, file)
-    types = read_node_types()
-    if types is None:
-        _fit_resources(spec, ray.cluster_resources(), log)
-    else:  # the autoscaler adds nodes a request fits on: only one no node type holds would wait forever
-        refuse_unsatisfiable(spec["resources"], types, file)
-
-
-def _fit_resources(spec: dict[str, Any], cluster: dict[str, float], log: Any) -> None:
-    """Ask for no more than the cluster has: a trial asking for a missing GPU would wait forever."""
-    res = spec["resources"]
-    if res["gpu"] > 0 and cluster.get("GPU", 0) == 0:
-        log(f"warning: resources.gpu={res['gpu']} but the cluster has no GPU: trials run on CPU")
-        res["gpu"] = 0.0
-    cpus = cluster.get("CPU", 1)
-    if res["cpu"] > cpus:
-        log(f"warning: resources.cpu={res['cpu']} but the cluster has {cpus:g} CPUs: using {cpus:g}")
-        res["cpu"] = float(cpus)
 
 
 def now() -> str:

@@ -1,4 +1,5 @@
-"""Run a study: Ray runtime, Tuner (or its restore), MLflow parent run, exports and provenance."""
+"""Run a study: its search through the shared lifecycle (``_lifecycle``), with what only a search has — the
+searcher, the scheduler, the budget, resume — and its exports: trials.csv, best.yaml, study.json."""
 
 from __future__ import annotations
 
@@ -11,48 +12,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Stopper
-
 from .._contract import TrialSide
 from ..report._importance import write_importance
-from ..spec._budget import (
-    Budget,
-    concurrency,
-    parse_budget,
-    plan,
-    probe_configs,
-    search_epochs,
-    search_scheduler,
-    spent_search,
-    totals,
-    trial_length,
-)
-from ..spec._files import dump_spec, read_json, read_text
-from ..spec._space import as_searched, flat_config, grid_points, searched_keys
-from ..spec._spec import SpecError, spec_differences
+from ..spec._budget import Budget, parse_budget
+from ..spec._files import dump_spec, read_json
+from ..spec._space import flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
 from ..store._export import best_row, trial_rows, write_best, write_csv
-from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, check_storage, claim, holds_study, mlflow_uri, shown, study_dir
+from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, shown, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
-from ._console import console_for, tune_verbosity
-from ._lifecycle import (
-    LastStep,
-    StopWhenFull,
-    callback,
-    check_tracking,
-    ended,
-    failure_config,
-    fit_to_cluster,
-    fit_tuner,
-    init_ray,
-    new_tuner,
-    now,
-    open_tracking,
-    provenance,
-    sigterm_as_interrupt,
-    tune_storage,
-)
+from ._lifecycle import Lifecycle, now, provenance
+from ._resume import check_resumable
+from ._study_budget import BudgetStopper, plan_budget, search_side, spent
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
 SKIPPED_SHOWN = 5  # of them, how many study.json names
@@ -86,68 +58,82 @@ def run_study(
 ) -> StudyResult:
     """``started``: time.monotonic() when the command began (study.json's ``startup_s`` counts from it)."""
     started = time.monotonic() if started is None else started
-    target = study_dir(spec)
-    given = copy.deepcopy(spec)  # as the file and --set say, before _fit_resources adapts it to the cluster
-    check_storage(target, file, "experiment.output_dir")
+    given = copy.deepcopy(spec)  # as the file and --set say, before the cluster fit adapts it
+    run = Lifecycle(
+        spec,
+        backend,
+        study_dir(spec),
+        file=file,
+        key="experiment.output_dir",
+        address=address,
+        log=log,
+        verbose=verbose,
+    )
     if resume:
-        _check_resumable(file, storage.join(target, STUDY_FILE), given)
-        replace = False
+        check_resumable(file, storage.join(run.target, STUDY_FILE), given)
     else:
-        replace = claim(
-            target,
+        run.claim(
             holds_study,
             "a study",
-            file=file,
-            key="experiment.name",
             overwrite=overwrite,
             missing=f"no {STUDY_FILE}",
             hint="pass --resume to continue it, --overwrite to replace it, or --set experiment.name=…",
         )
-    check_tracking(spec, file)
-    # Load data before anything is written: a bad data.root leaves nothing half-done on disk.
-    pools = backend.prepare(spec)
-    folder = storage.folder(target)  # a URI's files are written in a staging folder, then uploaded
-    out = folder.local
-    state_file = out / STUDY_FILE
-
+    pools = run.prepare()  # before anything is written: a bad data.root leaves nothing half-done on disk
     log(f"data: {backend.describe(pools)}")
     skipped = backend.skipped_images(pools)
-    dashboard = init_ray(address, log, verbose, file=file)
-    import ray
-    from ray import tune
-
-    fit_to_cluster(spec, backend.node_paths(spec, pools), file, log)  # before it is recorded: study.json says what ran
-    if replace:  # only now: a study the cluster refuses leaves the old one in place
-        storage.remove(target)
+    cluster = run.start_ray(pools)  # before it is recorded: study.json says what ran
     budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] and not resume else None
-    cb = plan_budget(spec, backend, pools, budget, ray.cluster_resources(), log) if budget else None
-    exp = spec["experiment"]
-    metric, mode = exp["metric"], exp["mode"]
-    uri = mlflow_uri(spec)
-    previous = read_json(storage.join(target, STUDY_FILE), "study file") if resume else {}
-    search_side = _search_side(spec, backend, cb or previous.get("compute_budget"))
-    parent, callbacks = open_tracking(
-        spec,
-        backend,
-        run_name=exp["name"],
+    cb = plan_budget(spec, backend, pools, budget, cluster, log) if budget else None
+    previous = read_json(storage.join(run.target, STUDY_FILE), "study file") if resume else {}
+    side = search_side(spec, backend, cb or previous.get("compute_budget"))
+    run.track(
+        run_name=spec["experiment"]["name"],
         role="study",
         child_role="trial",
-        max_epochs=search_side["train"]["epochs"],
-        child_spec=search_side,
+        max_epochs=side["train"]["epochs"],
+        child_spec=side,
         reopen=previous.get("mlflow_parent_run_id"),
-        log=log,
         dataset=backend.dataset_info(spec, pools),
     )
-    out.mkdir(parents=True, exist_ok=True)
+    record = _start_record(run, given, previous, cluster, skipped, cb, resume)
+    stopper = (
+        BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
+        if budget and cb
+        else None
+    )
+    _study_tuner(run, side, pools, stopper, cb, budget, resume)
+    # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
+    # would double the study's memory for as long as it runs.
+    del pools
+    search_started = time.monotonic()
+    if stopper is not None:
+        stopper.t0 = search_started
+    grid = run.fit()
+    search_s = time.monotonic() - search_started
+    return _finish(run, grid, record, side, cb, budget, stopper, search_s, search_started, started, resume)
+
+
+def _start_record(
+    run: Lifecycle,
+    given: dict[str, Any],
+    previous: dict[str, Any],
+    cluster: dict[str, float],
+    skipped: list[str],
+    cb: dict[str, Any] | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """study.json as the search starts (with the skipped images' list and spec.yaml), written and published."""
+    spec, out = run.spec, run.out
     record = {
         **previous,
         "spec": spec,
         "spec_given": given,
-        "spec_file": file,
-        "mlflow_uri": uri,
-        "mlflow_parent_run_id": parent,
-        "dashboard": dashboard,
-        "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")},
+        "spec_file": run.file,
+        "mlflow_uri": mlflow_uri(spec),
+        "mlflow_parent_run_id": run.parent,
+        "dashboard": run.dashboard,
+        "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
         "provenance": provenance(),
         "started": previous.get("started") or now(),
         "resumed": resume,
@@ -158,91 +144,92 @@ def run_study(
     if spec["search"]["recipe_first"] and not resume:
         points, why = first_points(spec)
         record["recipe_first"] = points[0] if points else {"not_applied": why}
-        log(("search: " if points else "") + first_points_line(spec))
+        run.log(("search: " if points else "") + first_points_line(spec))
     try:
-        write_atomic(state_file, json.dumps(record, indent=2, default=str))
+        write_atomic(out / STUDY_FILE, json.dumps(record, indent=2, default=str))
         write_atomic(out / SKIPPED_FILE, "".join(f"{p}\n" for p in skipped))
         write_atomic(out / "spec.yaml", dump_spec(spec))
     except StorageFull as full:
         full.started = resume  # a new study not yet started: nothing to resume, it runs again
         raise
-    folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
+    run.folder.publish(STUDY_FILE, SKIPPED_FILE, "spec.yaml")
+    return record
 
-    trial_spec = search_side
+
+def _study_tuner(
+    run: Lifecycle,
+    side: dict[str, Any],
+    pools: Any,
+    stopper: BudgetStopper | None,
+    cb: dict[str, Any] | None,
+    budget: Budget | None,
+    resume: bool,
+) -> None:
+    """The search's Tuner (a resumed study's restored one): searcher, scheduler, samples, stopper."""
+    from ray import tune
+
+    spec, backend = run.spec, run.backend
+    trial_spec = side
     if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
-        trial_spec = backend.data_fidelity(search_side, rungs(search_side), int(search_side["scheduler"]["max_t"]))
+        trial_spec = backend.data_fidelity(side, rungs(side), int(side["scheduler"]["max_t"]))
     trainable = backend.make_trainable(trial_spec, pools, flat_config)
-    # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
-    # would double the study's memory for as long as it runs.
-    del pools
-    stopper = (
-        BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
-        if budget and cb
-        else None
-    )
     if resume:
-        path, fs = tune_storage(target)
-        tuner = tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
-        )
-    else:
-        search = spec["search"]
-        tuner = new_tuner(
-            out,
-            trainable,
-            param_space=param_space(spec),
-            tune_config=tune.TuneConfig(
-                metric=metric,
-                mode=mode,
-                search_alg=build_searcher(spec),
-                scheduler=build_scheduler(search_side),
-                num_samples=search["num_samples"],
-                # The searcher holds the limit already (BasicVariantGenerator, ConcurrencyLimiter); Tune warns
-                # when it is given twice.
-                max_concurrent_trials=None,
-                reuse_actors=search["reuse_actors"],
-                trial_dirname_creator=trial_dirname,
-                time_budget_s=cb["planned"]["search"] if budget and budget.unit == "seconds" else None,
-            ),
-            run_config=tune.RunConfig(
-                name=exp["name"],
-                **_tune_storage_args(storage.parent(target)),
-                verbose=tune_verbosity(verbose),
-                stop=stopper,
-                callbacks=[
-                    *callbacks,
-                    console_for(
-                        spec,
-                        title=exp["name"],
-                        max_epochs=search_side["train"]["epochs"],
-                        unit="trial",
-                        verbose=verbose,
-                        oom_reason=partial(backend.oom_reason, spec),
-                    ),
-                    LastStep(),
-                    StopWhenFull(str(out)),
-                ],
-                checkpoint_config=checkpoint_config(spec),
-                failure_config=failure_config(spec),
-            ),
-        )
-    search_started = time.monotonic()
-    if stopper is not None:
-        stopper.t0 = search_started
-    with sigterm_as_interrupt():
-        grid = fit_tuner(tuner, out)
-    search_s = time.monotonic() - search_started
-    collected = _collect(grid, spec["space"], ended(tuner))
+        run.restore(trainable)
+        return
+    exp, search = spec["experiment"], spec["search"]
+    run.tuner(
+        trainable,
+        name=exp["name"],
+        location=storage.parent(run.target),
+        title=exp["name"],
+        unit="trial",
+        max_epochs=side["train"]["epochs"],
+        stop=stopper,
+        checkpoint_config=checkpoint_config(spec),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=exp["metric"],
+            mode=exp["mode"],
+            search_alg=build_searcher(spec),
+            scheduler=build_scheduler(side),
+            num_samples=search["num_samples"],
+            # The searcher holds the limit already (BasicVariantGenerator, ConcurrencyLimiter); Tune warns
+            # when it is given twice.
+            max_concurrent_trials=None,
+            reuse_actors=search["reuse_actors"],
+            trial_dirname_creator=trial_dirname,
+            time_budget_s=cb["planned"]["search"] if cb and budget and budget.unit == "seconds" else None,
+        ),
+    )
+
+
+def _finish(
+    run: Lifecycle,
+    grid: Any,
+    record: dict[str, Any],
+    side: dict[str, Any],
+    cb: dict[str, Any] | None,
+    budget: Budget | None,
+    stopper: BudgetStopper | None,
+    search_s: float,
+    search_started: float,
+    started: float,
+    resume: bool,
+) -> StudyResult:
+    """The study's results from Tune's: trials.csv, importance, best.yaml, study.json; published and tracked."""
+    spec, backend, out, log = run.spec, run.backend, run.out, run.log
+    metric, mode = spec["experiment"]["metric"], spec["experiment"]["mode"]
+    oom = partial(backend.oom_reason, spec)
+    collected = _collect(grid, spec["space"], run.ended)
     unfinished = sum(not t["finished"] for t in collected)
-    keys = searched_keys(spec["space"])
-    rows = trial_rows(collected, keys, metric, mode, search_side["train"]["epochs"], partial(backend.oom_reason, spec))
+    rows = trial_rows(collected, searched_keys(spec["space"]), metric, mode, side["train"]["epochs"], oom)
     write_csv(out / "trials.csv", rows)
     imp = write_importance(out, spec, rows)
     best = best_row(rows, metric, mode)
     chosen: dict[str, Any] = {}
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
-        write_best(out / "best.yaml", spec, best, chosen, metric, backend, parent)
+        write_best(out / "best.yaml", spec, best, chosen, metric, backend, run.parent)
     record.update(
         finished=now(),
         trials=len(rows),
@@ -251,186 +238,39 @@ def run_study(
         status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
         best=best,
     )
-    if cb:
-        _spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)
+    if cb and budget:
+        spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)
         log(
             f"budget: {cb['reason']}"
             if cb["ended_by_budget"]
             else f"budget: the search spent {budget.show(cb['spent']['search'])} of its {budget.show(cb['planned']['search'])}"
         )
-    write_atomic(state_file, json.dumps(record, indent=2, default=str))
-    full = callback(tuner, StopWhenFull)
-    if full is not None and full.reason:  # what finished is written; the rest continues with --resume
-        raise StorageFull(out, f"{full.reason} (a trial could not write its checkpoint)")
-    folder.publish(*STUDY_ARTIFACTS)
-    if parent:
-        from ..store._tracking import finish_parent, log_budget
-
-        if cb:
-            log_budget(uri, parent, cb, planned=True)
-        _end_tracking(
-            out,
-            uri,
-            lambda: finish_parent(uri, parent, out, best, metric, rows, bool(unfinished)),
-            tuner,
-            resume,
-            log,
-            folder.location,
-        )
-    return StudyResult(
-        out,
-        rows,
-        best,
-        parent,
-        chosen,
-        unfinished,
-        cb,
-        search_started,
-        folder.location,
-        imp.line() if imp is not None else "",
-    )
+    write_atomic(out / STUDY_FILE, json.dumps(record, indent=2, default=str))
+    run.publish(*STUDY_ARTIFACTS, writer="a trial could not write its checkpoint")
+    if run.parent:
+        _track_study(run, cb, best, rows, bool(unfinished), resume)
+    line = imp.line() if imp is not None else ""
+    return StudyResult(out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line)
 
 
-def _search_side(spec: dict[str, Any], backend: TrialSide, cb: dict[str, Any] | None) -> dict[str, Any]:
-    """The spec the search's trials run: ``spec`` itself, or, under ``search.epochs``, a copy whose trials (and
-    scheduler) are shorter; best.yaml and final training keep ``spec``'s own length."""
-    epochs = search_epochs(spec, cb)
-    if epochs >= int(spec["train"]["epochs"]):
-        return spec
-    return backend.shortened({**spec, "scheduler": search_scheduler(spec["scheduler"], epochs)}, epochs)
-
-
-def plan_budget(
-    spec: dict[str, Any], backend: TrialSide, pools: Any, budget: Budget, cluster: dict[str, float], log: Any
-) -> dict[str, Any]:
-    """Probe the configurations the search draws on this device, size what the spec leaves open
-    (num_samples, final epochs) to the budget, and say so; returns study.json's ``compute_budget``."""
-    probes, note = probe_configs(spec, backend, pools)
-    space = as_searched(spec["space"], spec["search"]["algorithm"])
-    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0))
-    cb = plan(spec, budget, probes, grid_points(space), parallel, backend.gpu_hours, spec["search"]["num_samples"])
-    spec["search"]["num_samples"] = cb["num_samples"]
-    cb["probe"], cb["probe_note"] = probes, note
-    final = f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds" if "final_epochs" in cb else ""
-    log(
-        f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of "
-        f"{trial_length(cb)}, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
-        f"{final}" + (f" ({note})" if note else "")
-    )
-    return cb
-
-
-def _spent(
-    cb: dict[str, Any],
-    budget: Budget,
-    stopper: Any,
-    rows: list[dict[str, Any]],
-    search_budget: dict[str, float],
-    search_s: float,
-    startup_s: float,
+def _track_study(
+    run: Lifecycle, cb: dict[str, Any] | None, best: Any, rows: list[dict[str, Any]], unfinished: bool, resume: bool
 ) -> None:
-    """The search's spend against its share, and whether the budget ended it."""
-    cb["startup_s"] = startup_s
-    cb["spent"] = {"search": spent_search(budget.unit, rows, search_budget, search_s)}
-    cb["spent_seconds"] = {"search": search_s}
-    cut = stopper.exhausted or (budget.unit == "seconds" and search_s >= cb["planned"]["search"] - 1.0)
-    cb["ended_by_budget"] = bool(cut)
-    cb["reason"] = (
-        f"the search's share of the budget ({budget.show(cb['planned']['search'])}) was spent; trials "
-        f"still running were stopped"
-        if cut
-        else ""
+    from ..store._tracking import MlflowTrials, finish_parent, log_budget
+
+    uri, parent, out, metric = mlflow_uri(run.spec), run.parent, run.out, run.spec["experiment"]["metric"]
+    assert parent is not None
+    if cb:
+        log_budget(uri, parent, cb, planned=True)
+    _end_tracking(
+        out,
+        uri,
+        lambda: finish_parent(uri, parent, out, best, metric, rows, unfinished),
+        run.callback(MlflowTrials),
+        resume,
+        run.log,
+        run.folder.location,
     )
-    totals(cb)
-
-
-class BudgetStopper(Stopper):
-    """Ends the search when its share is spent: epochs reported (summed over trials), GPU-hours (each trial's
-    time weighted by its GPU share, by the trial side's rule), or wall-clock seconds since the search began
-    (Tune's ``time_budget_s`` as well). Trials it cuts are ``stopped`` by the one status rule.
-
-    Epochs already being trained when the share runs out are not interrupted mid-way by Tune, so an epoch
-    budget can be passed by at most one epoch per other running trial; final training takes what is left.
-    """
-
-    def __init__(
-        self, unit: str, limit: float, gpu: float = 0.0, gpu_hours: Callable[..., float] | None = None
-    ) -> None:
-        self.unit, self.limit, self.gpu, self.gpu_hours = unit, float(limit), float(gpu), gpu_hours
-        self.epochs: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-        self.t0 = time.monotonic()
-        self.exhausted = False
-
-    def spent(self) -> float:
-        if self.unit == "epochs":
-            return float(sum(self.epochs.values()))
-        if self.unit == "gpu_hours":
-            return sum(self.gpu_hours(s, self.gpu, self.gpu > 0) for s in self.seconds.values())  # type: ignore[misc]
-        return time.monotonic() - self.t0
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.epochs[trial_id] = int(result.get("epoch", 0) or 0)
-        self.seconds[trial_id] = float(result.get("time_total_s", 0) or 0)
-        return self.stop_all()
-
-    def stop_all(self) -> bool:
-        self.exhausted = self.exhausted or self.spent() >= self.limit
-        return self.exhausted
-
-
-def _check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
-    """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
-    if not storage.is_file(state_file):
-        raise SpecError(
-            file, "--resume", f"no study to resume at {storage.parent(state_file)} (it has no {STUDY_FILE})"
-        )
-    stored = read_json(state_file, "study file")
-    # Studies recorded before spec_given kept only the spec fitted to the cluster.
-    before = stored.get("spec_given") or stored.get("spec")
-    if not isinstance(before, dict):
-        raise SpecError(str(state_file), "spec", "missing: not a study written by tune-run, cannot resume it")
-    now = json.loads(json.dumps(spec, default=str))  # as study.json holds it
-    diffs = spec_differences(before, now)
-    if diffs and now != stored.get("spec"):  # the study's own spec.yaml (fitted to the cluster) resumes too
-        shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
-        raise SpecError(
-            file,
-            "--resume",
-            f"a study resumes with the spec it started with ({state_file}); "
-            f"these keys differ: {shown}. Drop the changes to resume, or start a "
-            f"new study (--set experiment.name=…)",
-        )
-    _check_tune_state(file, storage.parent(state_file))
-
-
-def _check_tune_state(file: str, folder: str) -> None:
-    """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
-    up during a write could leave it cut short (studies written before ``tune_storage``, or written by Tune
-    directly), and Tune would then silently start a new study instead."""
-    names = sorted(
-        n
-        for n, is_dir in storage.entries(folder).items()
-        if not is_dir and n.startswith("experiment_state-") and n.endswith(".json")
-    )
-    if not names:
-        return
-    newest = storage.join(folder, names[-1])  # what Tune restores from (its names sort by time)
-    try:
-        json.loads(read_text(newest, "Ray Tune state file"))
-    except ValueError as exc:  # JSONDecodeError; read_text's own problems are SpecErrors already
-        raise SpecError(
-            newest,
-            "",
-            f"Ray Tune's record of the study is cut short ({exc}; written while the disk "
-            f"was full?), so it cannot be resumed; start the study again with "
-            f"tune-run {file} --overwrite",
-        ) from None
-
-
-def _tune_storage_args(location: str) -> dict[str, Any]:
-    path, fs = tune_storage(location)
-    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def checkpoint_config(spec: dict[str, Any]) -> Any:
@@ -487,16 +327,14 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
 
 
 def _end_tracking(
-    out: Path, uri: str, finish: Callable[[], None], tuner: Any, resume: bool, log: Any, location: str = ""
+    out: Path, uri: str, finish: Callable[[], None], tracker: Any, resume: bool, log: Any, location: str = ""
 ) -> None:
     """The parent run's summary. When MLflow writes failed during the study (or it resumed), what MLflow
     lacks is filled in from the study folder (``location``: where the study is, a URI when ``out`` is only
     its staging copy without Tune's trial folders); what still cannot be written is named, with the command
     that fills it in later. The study's own results are on disk either way."""
     from ..store._sync import sync_study
-    from ..store._tracking import MlflowTrials
 
-    tracker = callback(tuner, MlflowTrials)
     down = tracker.down if tracker is not None else None
     try:
         if down or resume:

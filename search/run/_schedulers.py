@@ -39,7 +39,7 @@ class _FeasibleOnly:
         """``result`` with a non-finite score replaced by a finite worst one (see FINITE_WORST)."""
         metric = getattr(self, "_metric", None)
         value = result.get(metric) if metric else None
-        if isinstance(value, float) and not math.isfinite(value):
+        if metric and isinstance(value, float) and not math.isfinite(value):
             worst = -FINITE_WORST if getattr(self, "_mode", "max") == "max" else FINITE_WORST
             return {**result, metric: worst}
         return result

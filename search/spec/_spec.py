@@ -118,7 +118,7 @@ def _is_str_key(key: str) -> bool:
     """Keys typed as strings keep override text verbatim (``--set experiment.name=123``)."""
     section, _, name = key.partition(".")
     entry = SCHEMA.get(section, {}).get(name)
-    return bool(entry) and entry[0] is str
+    return entry is not None and entry[0] is str
 
 
 # --------------------------------------------------------------------------- load and validate

@@ -249,11 +249,16 @@ def _wrapped(location: str | Path, what: str, op: Callable[[], Any]) -> Any:
 _STAGING: list[Path] = []
 
 
+def _remove_staging() -> None:
+    for p in _STAGING:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def staging(prefix: str = "tune-run-") -> Path:
     """A fresh local folder for this process's copies of remote files, removed when it exits."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     if not _STAGING:
-        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _STAGING])
+        atexit.register(_remove_staging)
     _STAGING.append(path)
     return path
 

@@ -27,7 +27,8 @@ def _cached_weights(name: str) -> str | None:
             if isinstance(hit, str):
                 return hit
     if cfg.url:
-        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        url = cfg.url if isinstance(cfg.url, str) else cfg.url[0]  # timm also allows (url, file name)
+        hub_file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         if hub_file.is_file():
             return str(hub_file)
     return None

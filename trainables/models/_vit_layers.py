@@ -112,7 +112,7 @@ class ViT(nn.Module):
             layers: list[nn.Module] = []
             for i in range(max(1, head_layers)):
                 layers += [nn.Linear(embed_dim if i == 0 else head_hidden, head_hidden), act(), nn.Dropout(dropout)]
-            self.head = nn.Sequential(*layers, nn.Linear(head_hidden, num_classes))
+            self.head: nn.Module = nn.Sequential(*layers, nn.Linear(head_hidden, num_classes))
         else:
             self.head = nn.Linear(embed_dim, num_classes)
 

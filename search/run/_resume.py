@@ -1,0 +1,60 @@
+"""Whether a study may be resumed: the spec it started with, and Tune's own record of it whole."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..spec._files import read_json, read_text
+from ..spec._spec import SpecError, spec_differences
+from ..store import _storage as storage
+from ..store._paths import STUDY_FILE
+
+
+def check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
+    """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
+    if not storage.is_file(state_file):
+        raise SpecError(
+            file, "--resume", f"no study to resume at {storage.parent(state_file)} (it has no {STUDY_FILE})"
+        )
+    stored = read_json(state_file, "study file")
+    # Studies recorded before spec_given kept only the spec fitted to the cluster.
+    before = stored.get("spec_given") or stored.get("spec")
+    if not isinstance(before, dict):
+        raise SpecError(str(state_file), "spec", "missing: not a study written by tune-run, cannot resume it")
+    now = json.loads(json.dumps(spec, default=str))  # as study.json holds it
+    diffs = spec_differences(before, now)
+    if diffs and now != stored.get("spec"):  # the study's own spec.yaml (fitted to the cluster) resumes too
+        shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise SpecError(
+            file,
+            "--resume",
+            f"a study resumes with the spec it started with ({state_file}); "
+            f"these keys differ: {shown}. Drop the changes to resume, or start a "
+            f"new study (--set experiment.name=…)",
+        )
+    _check_tune_state(file, storage.parent(state_file))
+
+
+def _check_tune_state(file: str, folder: str) -> None:
+    """Tune's own record of the study must be whole: Tune (Ray 2.60) rewrites it in place, so a disk that filled
+    up during a write could leave it cut short (studies written before ``tune_storage``, or written by Tune
+    directly), and Tune would then silently start a new study instead."""
+    names = sorted(
+        n
+        for n, is_dir in storage.entries(folder).items()
+        if not is_dir and n.startswith("experiment_state-") and n.endswith(".json")
+    )
+    if not names:
+        return
+    newest = storage.join(folder, names[-1])  # what Tune restores from (its names sort by time)
+    try:
+        json.loads(read_text(newest, "Ray Tune state file"))
+    except ValueError as exc:  # JSONDecodeError; read_text's own problems are SpecErrors already
+        raise SpecError(
+            newest,
+            "",
+            f"Ray Tune's record of the study is cut short ({exc}; written while the disk "
+            f"was full?), so it cannot be resumed; start the study again with "
+            f"tune-run {file} --overwrite",
+        ) from None
