@@ -73,11 +73,23 @@ LONGER = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
-        group = XDIST_GROUPS.get(module)
+        group = "alone" if item.get_closest_marker("alone") else XDIST_GROUPS.get(module)
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
         if module in LONGER and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(LONGER[module][0]))
+    items.sort(key=_order)
+
+
+def _order(item: pytest.Item) -> int:
+    """Run order (a stable sort): the tests marked alone first, back to back on one worker, while the other
+    worker's first tests are the quick ones without Ray, which let go of the machine within moments; then the
+    long modules, so that none of them starts last and leaves a worker idle at the end; then the rest."""
+    if item.get_closest_marker("alone"):
+        return 0
+    if item.module.__name__.rpartition(".")[2] in LONGER:
+        return 2
+    return 3 if item.get_closest_marker("ray") else 1
 
 
 @pytest.fixture(autouse=True)

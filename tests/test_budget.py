@@ -279,7 +279,7 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
         "--budget",
         "40s",
         "--set",
-        "search.num_samples=40",
+        "search.num_samples=300",  # more than 40 s can train, trial processes reused or not
         "--set",
         "train.epochs=3",
         cwd=tmp_path,
@@ -291,7 +291,7 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
     assert cb["ended_by_budget"] and cb["spent_seconds"]["search"] <= 40 + 45
     rows = read_rows(tmp_path / "runs" / "quickstart" / "trials.csv")
     ran = [row for row in rows if int(row["epochs"]) > 0]
-    assert len(ran) < 40 and "spent   search" in r.stdout  # the rest were cut before they trained (stopped)
+    assert len(ran) < 300 and "spent   search" in r.stdout  # the rest were cut before they trained (stopped)
     assert {row["status"] for row in rows} <= {"completed", "stopped"}
 
 
