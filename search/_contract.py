@@ -67,8 +67,9 @@ class TrialSide(Protocol):
     def prepare(self, spec: Spec) -> Any:
         """Load the data once, in the driver; trials receive it through Ray's object store."""
 
-    def describe(self, pools: Any) -> str:
-        """One line on what the trials will read and where it lives."""
+    def describe(self, pools: Any, data: dict[str, Any] | None = None) -> str:
+        """One line on what the trials will read and where it lives; given the spec's ``data``, with the sizes of
+        the train, validation and test splits as the trials use them."""
 
     def skipped_images(self, pools: Any) -> list[str]:
         """Paths of image files that could not be read and were left out of the data (none: [])."""
@@ -116,8 +117,9 @@ class TrialSide(Protocol):
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""
 
     # --- saved models
-    def exportable(self, model_dir: Path) -> tuple[Any, Any]:
-        """(model, example input) of a saved final model, for MLflow's model format and registry."""
+    def log_model(self, model_dir: Path, name: str, params: dict[str, int | str]) -> str:
+        """Log the final model of ``model_dir`` as MLflow model ``name`` (with ``params``) into MLflow's active
+        run, with its input signature and the files that rebuild it; returns its model URI."""
 
     def eval_set(self, model_dir: Path, data: dict[str, Any], split: str, new_root: bool) -> tuple[Any, Any]:
         """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""

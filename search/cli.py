@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -123,111 +124,138 @@ def dry_run(spec: dict[str, Any], backend: TrialSide) -> None:
         print(f"#   … and {len(rejected) - 50} more")
 
 
+@dataclass
+class _Phase:
+    """What a tune-run command is doing, for its error lines: its overrides, and the command that goes on after
+    a full disk stopped it (set as each phase starts)."""
+
+    overrides: list[str] = field(default_factory=list)
+    then: str = ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     backend = _backend()
-    overrides: list[str] = []
-    then = ""  # the command that goes on after a full disk stopped this one: set as each phase starts
+    phase = _Phase()
     try:
-        if args.sync_mlflow:
-            from .store._sync import sync_study
-
-            sync_study(args.spec if storage.is_uri(args.spec) else Path(args.spec).resolve())
-            return 0
-        # --budget is search.budget given last: it overrides the spec and any --set of it.
-        overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
-        spec = load_spec(args.spec, backend, overrides, smoke=args.smoke)
-        if args.estimate:
-            from .run._estimate import estimate
-
-            estimate(spec, backend)
-            return 0
-        if args.dry_run:
-            dry_run(spec, backend)
-            return 0
-        if args.final:
-            if spec["space"]:
-                raise SpecError(
-                    args.spec,
-                    "space",
-                    "--final trains one configuration; give a spec without a space, such as runs/<study>/best.yaml",
-                )
-            from .run._final import run_final
-
-            # --budget with --final sizes the final epochs to it (search.budget of a best.yaml does not: that was
-            # the whole study's); like a study's, it counts from the first trial, after Ray and data start.
-            budget = None
-            if args.budget is not None:
-                from .spec._budget import parse_budget
-
-                b = parse_budget(args.budget, args.spec, "--budget")
-                budget = {"budget": b.text, "available": b.amount}
-            then = _command(args, overrides, "--final", "--overwrite")
-            summary = run_final(
-                spec,
-                backend,
-                file=args.spec,
-                overwrite=args.overwrite,
-                address=args.address,
-                verbose=args.verbose,
-                budget=budget,
-            )
-            return _final_summary(summary, args.spec)
-        from .run._runner import run_study
-
-        then = _command(args, overrides, "--resume")
-        result = run_study(
-            spec,
-            backend,
-            file=args.spec,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            address=args.address,
-            verbose=args.verbose,
-            started=started,
-        )
-        _summary(spec, result)
-        if result.unfinished:
-            print(
-                f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
-                f"Continue with: {_command(args, overrides, '--resume')}"
-            )
-            return EXIT_INTERRUPTED
-        if spec["final"]["after_search"] and result.best is not None:
-            from .run._final import run_final
-            from .store._export import best_spec
-
-            best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
-            t0 = time.monotonic()
-            then = shlex.join(["tune-run", shown(storage.join(result.location, "best.yaml")), "--final", "--overwrite"])
-            summary = run_final(
-                best,
-                backend,
-                file=args.spec,
-                overwrite=args.overwrite,
-                verbose=args.verbose,
-                address=args.address,
-                study_file=storage.join(result.location, "study.json"),
-                budget=_budget_left(result),
-            )
-            status = _final_summary(summary, shown(storage.join(result.location, "best.yaml")))
-            if result.compute_budget:
-                _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
-            return status
-        if result.compute_budget:
-            _budget_summary(result.compute_budget)
-        return 0
+        return _run(args, backend, phase, started)
     except _user_errors(backend) as err:
         return _user_error("tune-run", args.spec, err)
     except KeyboardInterrupt:  # before the trials started (data loading): nothing to resume yet
         print("tune-run: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except StorageFull as err:  # a fault of the machine, not of the input: exit 1, and how to go on
+        then = phase.then
         if then.endswith("--resume") and not err.started:  # no study to resume yet: the same command again
-            then = _command(args, overrides)
+            then = _command(args, phase.overrides)
         print(f"tune-run: error: {err}; free space, then {then or 'run the same command again'}", file=sys.stderr)
         return EXIT_FAULT
+
+
+def _run(args: argparse.Namespace, backend: TrialSide, phase: _Phase, started: float) -> int:
+    """The command's work: --sync-mlflow, --estimate, --dry-run, --final, or a study (and its final training)."""
+    if args.sync_mlflow:
+        from .store._sync import sync_study
+
+        sync_study(args.spec if storage.is_uri(args.spec) else Path(args.spec).resolve())
+        return 0
+    # --budget is search.budget given last: it overrides the spec and any --set of it.
+    phase.overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
+    spec = load_spec(args.spec, backend, phase.overrides, smoke=args.smoke)
+    if args.estimate:
+        from .run._estimate import estimate
+
+        estimate(spec, backend)
+        return 0
+    if args.dry_run:
+        dry_run(spec, backend)
+        return 0
+    if args.final:
+        return _final_only(args, spec, backend, phase)
+    return _study(args, spec, backend, phase, started)
+
+
+def _final_only(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, phase: _Phase) -> int:
+    """``--final``: train the spec's one configuration per seed and test it."""
+    if spec["space"]:
+        raise SpecError(
+            args.spec,
+            "space",
+            "--final trains one configuration; give a spec without a space, such as runs/<study>/best.yaml",
+        )
+    from .run._console import new_study
+    from .run._final import run_final
+
+    new_study()  # a command is one study: its warnings shown once, as in a process of its own
+    # --budget with --final sizes the final epochs to it (search.budget of a best.yaml does not: that was
+    # the whole study's); like a study's, it counts from the first trial, after Ray and data start.
+    budget = None
+    if args.budget is not None:
+        from .spec._budget import parse_budget
+
+        b = parse_budget(args.budget, args.spec, "--budget")
+        budget = {"budget": b.text, "available": b.amount}
+    phase.then = _command(args, phase.overrides, "--final", "--overwrite")
+    summary = run_final(
+        spec,
+        backend,
+        file=args.spec,
+        overwrite=args.overwrite,
+        address=args.address,
+        verbose=args.verbose,
+        budget=budget,
+    )
+    return _final_summary(summary, args.spec)
+
+
+def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, phase: _Phase, started: float) -> int:
+    """A study, then (``final.after_search``) final training of its best configuration."""
+    from .run._runner import run_study
+
+    phase.then = _command(args, phase.overrides, "--resume")
+    result = run_study(
+        spec,
+        backend,
+        file=args.spec,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        address=args.address,
+        verbose=args.verbose,
+        started=started,
+    )
+    _summary(spec, result)
+    if result.unfinished:
+        print(
+            f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "
+            f"Continue with: {_command(args, phase.overrides, '--resume')}"
+        )
+        return EXIT_INTERRUPTED
+    if not (spec["final"]["after_search"] and result.best is not None):
+        if result.compute_budget:
+            _budget_summary(result.compute_budget)
+        return 0
+    from .run._final import run_final
+    from .store._export import best_spec
+
+    best = resolve(best_spec(spec, result.best_config, backend, result.parent_run_id), backend, file=args.spec)
+    t0 = time.monotonic()
+    best_file = shown(storage.join(result.location, "best.yaml"))
+    phase.then = shlex.join(["tune-run", best_file, "--final", "--overwrite"])
+    summary = run_final(
+        best,
+        backend,
+        file=args.spec,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+        address=args.address,
+        study_file=storage.join(result.location, "study.json"),
+        budget=_budget_left(result),
+    )
+    status = _final_summary(summary, best_file)
+    if result.compute_budget:
+        _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
+    return status
 
 
 def _command(args: argparse.Namespace, overrides: list[str], *extra: str) -> str:

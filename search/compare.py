@@ -297,15 +297,33 @@ def _png(fig: Any) -> bytes:
 
 
 def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The report's figures by file name: learning curves, accuracy against latency, accuracy against the
+    training fraction (when the studies vary it), confusion matrices side by side (when recorded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     out: dict[str, bytes] = {}
+    for name, draw in (
+        ("curves.png", _curves),
+        ("pareto.png", _pareto),
+        ("fraction.png", _fraction),
+        ("confusion.png", _confusion),
+    ):
+        fig = draw(plt, studies)
+        if fig is not None:
+            out[name] = _png(fig)
+            plt.close(fig)
+    return out
+
+
+def _curves(plt: Any, studies: list[dict[str, Any]]) -> Any:
+    """Accuracy per epoch, mean over seeds."""
+    import numpy as np
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for s in studies:  # accuracy per epoch, mean over seeds
+    for s in studies:
         hists = [h for h in s.get("history", {}).values() if h]
         if hists:
             n = min(len(h) for h in hists)
@@ -320,9 +338,11 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
     ax.set(xlabel="epoch", ylabel="accuracy (mean over seeds)", title="Learning curves")
     if ax.lines:  # no history recorded: no legend (matplotlib would warn on stderr)
         ax.legend()
-    out["curves.png"] = _png(fig)
-    plt.close(fig)
+    return fig
 
+
+def _pareto(plt: Any, studies: list[dict[str, Any]]) -> Any:
+    """Test accuracy against batch-1 latency, with the front no faster model is as accurate as."""
     pts = [
         (s["summary"].get("cost", {}).get("latency_ms"), s["summary"]["accuracy"]["mean"], s["experiment"])
         for s in studies
@@ -334,7 +354,7 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
         ax.scatter(lat, acc)
         ax.annotate(name, (lat, acc))
     front, best = [], -1.0
-    for lat, acc, _ in sorted(pts):  # Pareto front: no faster model is as accurate
+    for lat, acc, _ in sorted(pts):
         if acc > best:
             front.append((lat, acc))
             best = acc
@@ -342,40 +362,46 @@ def plots(studies: list[dict[str, Any]]) -> dict[str, bytes]:
         ax.step(*zip(*front), where="post", linestyle="--", label="Pareto front")
         ax.legend()
     ax.set(xlabel="latency, ms (batch 1)", ylabel="test accuracy", title="Accuracy against latency")
-    out["pareto.png"] = _png(fig)
-    plt.close(fig)
+    return fig
 
+
+def _fraction(plt: Any, studies: list[dict[str, Any]]) -> Any:
+    """Accuracy against the training fraction, per model; None unless the studies vary the fraction."""
     fractions = {(s.get("spec") or {}).get("data", {}).get("train_fraction") for s in studies}
-    if len(fractions) > 1:  # the studies vary the training fraction: accuracy against it, per model
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for model in sorted({s["model"] for s in studies}):
-            by_fraction = sorted(  # by fraction alone: two studies at one fraction tie, and dicts do not order
-                (
-                    (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
-                    for s in studies
-                    if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
-                ),
-                key=lambda p: p[0],
-            )
-            x = [p[0] for p in by_fraction]
-            y = [p[1]["mean"] for p in by_fraction]
-            err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in by_fraction]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
-        ax.set(xscale="log", xlabel="training fraction", ylabel="test accuracy", title="Data efficiency")
-        ax.legend()
-        out["fraction.png"] = _png(fig)
-        plt.close(fig)
+    if len(fractions) <= 1:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in sorted({s["model"] for s in studies}):
+        by_fraction = sorted(  # by fraction alone: two studies at one fraction tie, and dicts do not order
+            (
+                (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
+                for s in studies
+                if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
+            ),
+            key=lambda p: p[0],
+        )
+        x = [p[0] for p in by_fraction]
+        y = [p[1]["mean"] for p in by_fraction]
+        err = [(p[1]["ci_high"] - p[1]["ci_low"]) / 2 if p[1].get("ci_low") is not None else 0 for p in by_fraction]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=model)
+    ax.set(xscale="log", xlabel="training fraction", ylabel="test accuracy", title="Data efficiency")
+    ax.legend()
+    return fig
+
+
+def _confusion(plt: Any, studies: list[dict[str, Any]]) -> Any:
+    """Each study's first seed's confusion matrix (rows normalised); None when none was recorded."""
+    import numpy as np
 
     with_cm = [s for s in studies if s.get("confusion_matrix")]
-    if with_cm:
-        fig, axes = plt.subplots(1, len(with_cm), figsize=(4 * len(with_cm), 4), squeeze=False)
-        for ax, s in zip(axes[0], with_cm):
-            cm = np.asarray(s["confusion_matrix"], dtype=float)
-            ax.imshow(cm / cm.sum(1, keepdims=True).clip(min=1), vmin=0, vmax=1, cmap="Blues")
-            ax.set_title(s["experiment"])
-        out["confusion.png"] = _png(fig)
-        plt.close(fig)
-    return out
+    if not with_cm:
+        return None
+    fig, axes = plt.subplots(1, len(with_cm), figsize=(4 * len(with_cm), 4), squeeze=False)
+    for ax, s in zip(axes[0], with_cm):
+        cm = np.asarray(s["confusion_matrix"], dtype=float)
+        ax.imshow(cm / cm.sum(1, keepdims=True).clip(min=1), vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(s["experiment"])
+    return fig
 
 
 def _html_list(lines: list[str]) -> str:
@@ -428,21 +454,9 @@ def write_reports(
         ]
     images = plots(studies) if studies else {}
     if curves is not None:
-        frows = fraction_table(curves)
-        note = "Best validation metric per run: mean ± standard deviation over seeds; train s: mean seconds per run."
-        md_parts += [
-            "## Data efficiency",
-            "",
-            tabulate(frows, headers="keys", tablefmt="github", disable_numparse=True),
-            "",
-            note,
-            "",
-        ]
-        html_parts += [
-            "<h2>Data efficiency</h2>",
-            tabulate(frows, headers="keys", tablefmt="html", disable_numparse=True),
-            f"<p>{note}</p>",
-        ]
+        md_frac, html_frac = _fraction_parts(curves)
+        md_parts += md_frac
+        html_parts += html_frac
         images["fraction_curve.png"] = fraction_plot(curves)
     if importances:
         md_imp, html_imp, imp_images = importance_parts(importances)
@@ -452,13 +466,33 @@ def write_reports(
     if verdict:  # last: what the comparison concludes
         md_parts += ["## Verdict", "", *verdict, "", NOTE, ""]
         html_parts += ["<h2>Verdict</h2>", _html_list(verdict), f"<p>{html.escape(NOTE)}</p>"]
+    table = "\n".join(md_parts)
+    _write_files(out_dir, table, "".join(html_parts), images)
+    return table
+
+
+def _fraction_parts(curves: Any) -> tuple[list[str], list[str]]:
+    """The data-efficiency table, in markdown and in HTML."""
+    from tabulate import tabulate
+
+    frows = fraction_table(curves)
+    note = "Best validation metric per run: mean ± standard deviation over seeds; train s: mean seconds per run."
+    md = ["## Data efficiency", "", tabulate(frows, headers="keys", tablefmt="github", disable_numparse=True), ""]
+    html = [
+        "<h2>Data efficiency</h2>",
+        tabulate(frows, headers="keys", tablefmt="html", disable_numparse=True),
+        f"<p>{note}</p>",
+    ]
+    return md + [note, ""], html
+
+
+def _write_files(out_dir: Path, table: str, html_table: str, images: dict[str, bytes]) -> None:
+    """The plots, report.md (linking them) and report.html (holding them), each written whole."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():
         write_atomic(out_dir / name, data)
-    table = "\n".join(md_parts)
     md = ["# Model comparison", "", table] + [f"![{n}]({n})" for n in images]
     write_atomic(out_dir / "report.md", "\n".join(md) + "\n")
-    html_table = "".join(html_parts)
     imgs = "".join(
         f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in images.items()
     )
@@ -470,7 +504,6 @@ def write_reports(
         f"<h1>Model comparison</h1>{html_table}{imgs}"
         "</body></html>\n",
     )
-    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,6 +70,9 @@ LONGER = {
 }
 
 
+RAY_FIXTURES = {"ray_session", "quickstart", "cluster"}  # fixtures that start (or share) a Ray runtime
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
@@ -78,16 +81,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if module in LONGER and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(LONGER[module][0]))
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)  # `-m "not ray"` leaves out every test that starts Ray
     items.sort(key=_order)
+
+
+# Modules whose tests each take a minute or more (--durations), started before the short Ray tests.
+SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address"}
 
 
 def _order(item: pytest.Item) -> int:
     """Run order (a stable sort): the tests marked alone first, back to back on one worker, while the other
-    worker's first tests are the quick ones without Ray, which let go of the machine within moments; then the
-    long modules, so that none of them starts last and leaves a worker idle at the end; then the rest."""
+    worker runs the quick ones without Ray; then the long modules, so that none of them starts last and leaves
+    a worker idle at the end; then the rest."""
     if item.get_closest_marker("alone"):
         return 0
-    if item.module.__name__.rpartition(".")[2] in LONGER:
+    module = item.module.__name__.rpartition(".")[2]
+    if module in LONGER or module in SLOW:
         return 2
     return 3 if item.get_closest_marker("ray") else 1
 
@@ -95,13 +105,16 @@ def _order(item: pytest.Item) -> int:
 @pytest.fixture(autouse=True)
 def alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Under xdist, a test marked ``alone`` (it measures the machine: memory thresholds, wall clocks, overlapping
-    trials) runs while no other test does: it takes a lock every worker's tests share, exclusively."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
+    trials) runs while no test that starts Ray does: it takes a lock the Ray tests of every worker share,
+    exclusively. Tests without Ray (a spec check, a tiny model's few steps) take a fraction of one core and a
+    few hundred MB, well inside what the alone tests allow for, so they go on meanwhile."""
+    alone = request.node.get_closest_marker("alone")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not (alone or request.node.get_closest_marker("ray")):
         yield
         return
     lock = tmp_path_factory.getbasetemp().parent / "alone.lock"  # the run's folder, common to its workers
     with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH)
+        fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         try:
             yield
         finally:

@@ -177,3 +177,22 @@ def test_an_address_nothing_answers_at_is_one_line_within_seconds(tmp_path, how)
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
     assert lines[0].startswith(f"tune-run: error: s.yaml: --address: no Ray cluster answers at {address}"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing written
+
+
+def test_each_study_shows_its_warnings_once_even_after_another_in_the_same_process():
+    """A warning is shown once per study (a search and its final training together), not once per process: a
+    second ``run_study`` in one process (a notebook, a benchmark) shows it again."""
+    import io
+
+    from search.run._console import StudyConsole, new_study
+
+    shown = []
+    for _ in range(2):
+        new_study()  # what run_study does as it starts
+        for unit in ("trial", "seed"):  # the search, then its final training
+            out = io.StringIO()
+            console = StudyConsole("s", "val_acc", "max", 2, unit=unit, stream=out, live=False)
+            console.warn("no GPU visible to the trials: training on CPU")
+            console.warn("no GPU visible to the trials: training on CPU")
+            shown.append(out.getvalue().count("no GPU visible"))
+    assert shown == [1, 0, 1, 0]

@@ -221,3 +221,18 @@ def test_tests_use_a_cache_of_their_own():
     from trainables import data
 
     assert os.environ["TUNE_CACHE_DIR"] == str(data.CACHE_DIR) and "tune-run-test-cache-" in str(data.CACHE_DIR)
+
+
+def test_the_data_line_gives_the_splits_as_the_trials_use_them():
+    """Digits has no test split: 20 % of it is held out as one, and the line says so, not "+ 0 test images"."""
+    import trainables
+
+    data = {**DATA, "dataset": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0}
+    pools = load_pools(data)
+    s = make_splits(pools, data)
+    line = trainables.describe(pools, data)
+    assert (
+        f"{len(s.train):,} train + {len(s.val):,} val + {len(s.test):,} test images (held out of the train pool)"
+        in line
+    )
+    assert len(s.train) + len(s.val) + len(s.test) == 1797 and len(s.test) == 359

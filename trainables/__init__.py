@@ -32,6 +32,12 @@ def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an exampl
     return _exportable(model_dir)
 
 
+def log_model(model_dir, name, params):  # noqa: ANN001, ANN201  (MLflow's model format, torch lazily)
+    from .export import log_model as _log_model
+
+    return _log_model(model_dir, name, params)
+
+
 def explain(model_dir, pools, data, n, split="test", splits=None):  # noqa: ANN001, ANN201  (grad-cam lazily)
     from .explaining import explain as _explain
 
@@ -92,6 +98,7 @@ __all__ = [
     "eval_set",
     "explain",
     "exportable",
+    "log_model",
     "fit",
     "gpu_hours",
     "infeasible",

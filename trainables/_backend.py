@@ -181,10 +181,16 @@ def prepare(spec: dict[str, Any]) -> Pools:
     return pools
 
 
-def describe(pools: Pools) -> str:
-    """One line on what the trials will read and where it lives."""
+def describe(pools: Pools, data: dict[str, Any] | None = None) -> str:
+    """One line on what the trials will read and where it lives; with the spec's ``data`` section, the sizes of
+    the splits as the trials use them (a test split held out of the train pool counted as test, not train)."""
     x = pools.train_x
     n_test = 0 if pools.test_x is None else len(pools.test_x)
+    sizes = f"{len(x):,} train/val + {n_test:,} test images"
+    if data is not None:
+        s = make_splits(pools, data)
+        held = " (held out of the train pool)" if s.test_from_train else ""
+        sizes = f"{len(s.train):,} train + {len(s.val):,} val + {len(s.test):,} test images{held}"
     shape = "x".join(str(v) for v in x.shape[1:])
     gb = (x.nbytes + (0 if pools.test_x is None else pools.test_x.nbytes)) / 2**30
     where = (
@@ -193,7 +199,7 @@ def describe(pools: Pools) -> str:
         else f"decoded in memory, {gb:.2f} GB, one copy shared by all trials"
     )
     classes = f"{pools.num_classes} classes" + (f" (positive: {pools.classes[1]})" if pools.num_classes == 2 else "")
-    return f"{pools.name}, {len(x):,} train/val + {n_test:,} test images, {classes}, {shape}, {where}{_skipped(pools)}"
+    return f"{pools.name}, {sizes}, {classes}, {shape}, {where}{_skipped(pools)}"
 
 
 def _skipped(pools: Pools, shown: int = 3) -> str:

@@ -19,8 +19,14 @@ from ray.tune import Callback
 from ..spec._space import flat_config
 from ..store._export import FAILED, error_reason, full_epochs, status_reason, trial_status
 
-# Warnings already shown by this process: a search and the final training after it are one study.
+# Warnings already shown in this study: a search and the final training after it are one study, so each starts
+# the set anew (``new_study``) and final training does not.
 _WARNED: set[str] = set()
+
+
+def new_study() -> None:
+    """Show each warning again: a new study (a command, or another ``run_study`` in the same process) starts."""
+    _WARNED.clear()
 
 
 def duration(seconds: float) -> str:

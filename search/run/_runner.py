@@ -22,6 +22,7 @@ from ..store._atomic import StorageFull, write_atomic
 from ..store._export import best_row, trial_rows, write_best, write_csv
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, shown, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
+from ._console import new_study
 from ._lifecycle import Lifecycle, now, provenance
 from ._resume import check_resumable
 from ._study_budget import BudgetStopper, plan_budget, search_side, spent
@@ -58,6 +59,7 @@ def run_study(
 ) -> StudyResult:
     """``started``: time.monotonic() when the command began (study.json's ``startup_s`` counts from it)."""
     started = time.monotonic() if started is None else started
+    new_study()  # its warnings are shown once, whatever studies ran before in this process
     given = copy.deepcopy(spec)  # as the file and --set say, before the cluster fit adapts it
     run = Lifecycle(
         spec,
@@ -80,7 +82,7 @@ def run_study(
             hint="pass --resume to continue it, --overwrite to replace it, or --set experiment.name=…",
         )
     pools = run.prepare()  # before anything is written: a bad data.root leaves nothing half-done on disk
-    log(f"data: {backend.describe(pools)}")
+    log(f"data: {backend.describe(pools, spec['data'])}")
     skipped = backend.skipped_images(pools)
     cluster = run.start_ray(pools)  # before it is recorded: study.json says what ran
     budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] and not resume else None

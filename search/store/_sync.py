@@ -37,9 +37,7 @@ def _sync_files(rel: str) -> bool:
 def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict[str, int]:
     """Complete the MLflow runs of the study at ``location`` (a folder, or a URI: its study files and trial
     reports are read from a downloaded copy); returns what was added (runs, metric values, tags)."""
-    from mlflow.entities import Metric, RunTag
-
-    from ._tracking import check_store, client_for, finish_parent, flat_params, log_params, numeric_metrics, run_params
+    from ._tracking import check_store, client_for, finish_parent, flat_params
 
     out = storage.local_copy(location, _sync_files)
     state = out / STUDY_FILE
@@ -64,49 +62,7 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
     base, space = flat_params(spec), spec.get("space") or {}
     added = {"runs": 0, "metrics": 0, "tags": 0}
     for row in rows:
-        tid = row["trial_id"]
-        config, results = _trial_files(out, tid)
-        flat = flat_config(config, space) if branches(space) else dict(config)
-        found = c.search_runs(
-            [exp_id], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{parent}'"
-        )
-        if found:
-            run = found[0]
-            rid, have_params, have_tags = run.info.run_id, run.data.params, run.data.tags
-        else:
-            rid = c.create_run(
-                exp_id,
-                run_name=f"trial_{tid}",
-                tags={**study_tags, "role": "trial", "mlflow.parentRunId": parent, "trial_id": tid},
-            ).info.run_id
-            have_params, have_tags = {}, {}
-            added["runs"] += 1
-        params = {k: v for k, v in run_params(base, flat).items() if k not in have_params}
-        if params:
-            log_params(c, rid, params)
-        metrics = _missing_metrics(c, rid, results, numeric_metrics, Metric)
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-            c.log_batch(rid, metrics=metrics[i : i + 1000])
-        added["metrics"] += len(metrics)
-        tags = {
-            "status": row["status"],
-            "epochs": row["epochs"],
-            **({"reason": row["reason"][:5000]} if row["reason"] else {}),
-        }
-        device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
-        if device:
-            tags["device"] = device
-        if row.get("gpu"):  # trials.csv's record of the GPU(s) Ray pinned the trial to
-            tags["gpu"] = row["gpu"]
-        changed = [RunTag(k, str(v)) for k, v in tags.items() if have_tags.get(k) != str(v)]
-        if changed:
-            c.log_batch(rid, tags=changed)
-            added["tags"] += len(changed)
-        if row["status"] != "unfinished":  # a resumed study continues the run of an unfinished trial
-            raised = row["status"] in FAILED and not any(r.get(row["status"]) for r in results[-1:])
-            end = "FAILED" if raised else "FINISHED"
-            if c.get_run(rid).info.status != end:
-                c.set_terminated(rid, status=end)
+        _sync_trial(c, out, exp_id, parent, study_tags, base, space, row, added)
     best, metric = record.get("best"), spec["experiment"]["metric"]
     finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
     what = (
@@ -116,6 +72,66 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
     )
     log(f"MLflow: {uri} filled in from {shown(location)}: {what}")
     return added
+
+
+def _sync_trial(
+    c: Any,
+    out: Path,
+    exp_id: str,
+    parent: str,
+    study_tags: dict[str, str],
+    base: dict[str, Any],
+    space: dict[str, Any],
+    row: dict[str, str],
+    added: dict[str, int],
+) -> None:
+    """Fill in one trial's MLflow run (created when missing): params, metrics, tags, and its end; counts what it
+    added in ``added``."""
+    from mlflow.entities import Metric, RunTag
+
+    from ._tracking import log_params, numeric_metrics, run_params
+
+    tid = row["trial_id"]
+    config, results = _trial_files(out, tid)
+    flat = flat_config(config, space) if branches(space) else dict(config)
+    found = c.search_runs([exp_id], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{parent}'")
+    if found:
+        run = found[0]
+        rid, have_params, have_tags = run.info.run_id, run.data.params, run.data.tags
+    else:
+        rid = c.create_run(
+            exp_id,
+            run_name=f"trial_{tid}",
+            tags={**study_tags, "role": "trial", "mlflow.parentRunId": parent, "trial_id": tid},
+        ).info.run_id
+        have_params, have_tags = {}, {}
+        added["runs"] += 1
+    params = {k: v for k, v in run_params(base, flat).items() if k not in have_params}
+    if params:
+        log_params(c, rid, params)
+    metrics = _missing_metrics(c, rid, results, numeric_metrics, Metric)
+    for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        c.log_batch(rid, metrics=metrics[i : i + 1000])
+    added["metrics"] += len(metrics)
+    tags = {
+        "status": row["status"],
+        "epochs": row["epochs"],
+        **({"reason": row["reason"][:5000]} if row["reason"] else {}),
+    }
+    device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
+    if device:
+        tags["device"] = device
+    if row.get("gpu"):  # trials.csv's record of the GPU(s) Ray pinned the trial to
+        tags["gpu"] = row["gpu"]
+    changed = [RunTag(k, str(v)) for k, v in tags.items() if have_tags.get(k) != str(v)]
+    if changed:
+        c.log_batch(rid, tags=changed)
+        added["tags"] += len(changed)
+    if row["status"] != "unfinished":  # a resumed study continues the run of an unfinished trial
+        raised = row["status"] in FAILED and not any(r.get(row["status"]) for r in results[-1:])
+        end = "FAILED" if raised else "FINISHED"
+        if c.get_run(rid).info.status != end:
+            c.set_terminated(rid, status=end)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
