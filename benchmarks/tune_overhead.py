@@ -40,7 +40,7 @@ class StubBackend:
     def prepare(self, spec: dict) -> None:
         return None
 
-    def describe(self, pools: object) -> str:
+    def describe(self, pools: object, data: dict | None = None) -> str:
         return "none (one second of arithmetic per trial)"
 
     def dataset_info(self, spec: dict, pools: object) -> None:
