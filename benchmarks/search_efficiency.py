@@ -77,7 +77,7 @@ def median_ratio(ratios: list[float | None]) -> float | None:
     return None if lo is None or hi is None else (lo + hi) / 2
 
 
-def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str, quick: bool) -> list[tuple[int, float]]:
+def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> list[tuple[int, float]]:
     """One method's study at one seed; its best-so-far curve."""
     import trainables
     from search import resolve, run_study
@@ -94,8 +94,7 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str, quick
                 "model.dropout": {"uniform": [0.0, 0.7]},
                 "train.weight_decay": {"loguniform": [1e-6, 1e-1]},
             },
-            # --quick keeps trial processes (their torch import) between trials: CI-sized; epochs are the same.
-            "search": {"num_samples": n, "seed": seed, "reuse_actors": quick, **parts["search"]},
+            "search": {"num_samples": n, "seed": seed, **parts["search"]},
             "scheduler": parts["scheduler"],
             "tracking": {"enabled": False},
             "resources": {"cpu": 1, "gpu": 0},  # the same concurrency for every method
@@ -139,7 +138,7 @@ def main() -> None:
     curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp, args.quick) for m in methods}
+            curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp) for m in methods}
             # As each seed ends, so that a run cut short still leaves its finished seeds in the log.
             r = seed_ratio(c)
             print(

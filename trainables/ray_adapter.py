@@ -29,6 +29,7 @@ from .engine import device_warning, fit
 from .resources import apply_memory_cap, trial_request
 
 CKPT_FILE = "state.pt"
+RESET_TIMEOUT_S = 300  # s a reused trial process waits for the previous trial to end (see reset_config)
 
 
 def device_name() -> str:
@@ -183,6 +184,13 @@ def _restorable(fn: Any) -> Any:
     class Restorable(base):  # type: ignore[misc, valid-type]
         def restore(self, checkpoint_path: Any) -> Any:
             return super().restore(_existing_checkpoint(checkpoint_path))
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            # A reused actor (search.reuse_actors) first waits for the stopped trial's thread to end: its loader
+            # processes closed, its model collected. Ray waits 2 s by default, less than that takes on a busy
+            # 2-core machine, and a failed reset ends the next trial in error.
+            os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(RESET_TIMEOUT_S))
+            return bool(super().reset_config(new_config))
 
     Restorable.__name__ = Restorable._name = base._name  # Tune names trials and restores by the trainable's name
     return Restorable

@@ -44,10 +44,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "epochs": (int | str | None, None),  # the search's trials: null = train.epochs; auto = sized from the budget
         "recipe_first": (bool, False),  # the spec's own values of the searched keys are the first trial
         # Keep trial processes (and their imports) alive between trials: a new process costs about 4 s of a
-        # 2-core CPU per trial (6 one-epoch trials: 28 s without, 7 s with). Off by default: Ray 2.60 sometimes
-        # refuses to reset an actor whose trial a scheduler or the budget stopped ("Could not re-use actor"),
-        # and that trial ends in error.
-        "reuse_actors": (bool, False),
+        # 2-core CPU per trial (6 one-epoch trials: 28 s without, 7 s with). The reset that reuses one waits for
+        # the previous trial to end (trainables/ray_adapter.py, RESET_TIMEOUT_S).
+        "reuse_actors": (bool, True),
         "budget": (str, None),  # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
         "budget_split": (float, DEFAULT_SPLIT),  # the search's share of the budget; final training gets the rest
     },
