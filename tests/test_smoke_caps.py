@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_image_tree
-from trainables._backend import SMOKE_BATCH, smoke_cap
+from trainables._backend import SMOKE_BATCH, SMOKE_LOAD_PER_CLASS, smoke_cap
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted(p.name for p in (REPO / "spaces").glob("*.yaml"))
@@ -49,6 +49,8 @@ def test_smoke_caps_batch_and_image_size_of_every_shipped_spec(name, tree, cli):
     assert spec["train"]["batch_size"] <= SMOKE_BATCH and spec["train"]["eval_batch_size"] <= SMOKE_BATCH
     # Final training reads the training split anew: capped too (it trained all 50,000 CIFAR images once).
     assert spec["final"]["max_per_class"] <= 64 and spec["final"]["epochs"] <= 2
+    # An image tree is read up to a few hundred files per class, not decoded whole (CIFAR-10's 50,000 took 17 s).
+    assert spec["data"]["load_max_per_class"] <= SMOKE_LOAD_PER_CLASS
     entries = [(k, d, model) for k, d in spec["space"].items() if "." in k]
     for key, dist in spec["space"].items():
         if "." not in key:  # a branch: each option's own keys, with its own model
