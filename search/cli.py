@@ -364,6 +364,8 @@ def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
             f"{c['train_seconds_total']:.0f} s training"
         )
     print(f"  models and metrics: {shown(summary['out_dir'])}")
+    if summary.get("previous_models"):
+        print(f"  seeds {summary['previous_models']} keep their previous final models: not retrained this time")
     if summary.get("unfinished"):
         print(
             f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "

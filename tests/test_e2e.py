@@ -458,6 +458,32 @@ def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session
     assert len(seeds) == 1 and seeds[0].info.status == "FAILED" and seeds[0].data.tags["status"] == "error"
 
 
+def test_final_overwrite_keeps_each_old_model_until_its_replacement_is_complete(tmp_path, ray_session):
+    """--overwrite retrains: a seed whose new model fails keeps its old one (reported, not in the numbers); once a
+    retrain runs to its end, the folder holds exactly its own seeds."""
+    from search.run._final import run_final
+
+    def final(seeds, **train):
+        spec = small_spec(
+            tmp_path,
+            "again",
+            train={"epochs": 1, **train},
+            final={"seeds": seeds, "epochs": 1, "bootstrap": 0},
+            model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        )
+        return run_final(spec, trainables, file="again.yaml", out=out, overwrite=True, log=lambda *_: None)
+
+    out = tmp_path / "final"
+    assert final([0, 1])["seeds"] == [0, 1]
+    models = {s: (out / str(s) / "model.safetensors").read_bytes() for s in (0, 1)}
+    failed = final([0, 1], lr=1.0e9, grad_clip=0.0)  # every new seed diverges
+    assert failed["seeds"] == [] and len(failed["errors"]) == 2 and failed["previous_models"] == [0, 1]
+    assert {s: (out / str(s) / "model.safetensors").read_bytes() for s in (0, 1)} == models
+    redone = final([0], lr=3e-2)
+    assert redone["seeds"] == [0] and redone["previous_models"] == []
+    assert (out / "0" / "model.safetensors").read_bytes() != models[0] and not (out / "1").exists()
+
+
 def test_sigint_during_final_training_keeps_finished_seeds_and_reports_the_rest(tmp_path):
     """Ctrl-C while `tune-run --final` trains its seeds one after another (each asks for the whole cluster):
     the seed that finished is a final model in the summary, the others are reported unfinished, exit 130,

@@ -15,7 +15,7 @@ from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
 from ..store._export import error_reason
-from ..store._paths import final_paths, holds_final, location, mlflow_uri
+from ..store._paths import final_paths, holds_final, location, mlflow_uri, seed_folder
 from ._lifecycle import Lifecycle, now, provenance
 
 # Test metrics summarised over seeds (each seed's metrics.json has them all).
@@ -87,6 +87,7 @@ def run_final(
         overwrite=overwrite,
         missing="no metrics.json or seed folders",
         hint="pass --overwrite to replace them",
+        keep=seed_folder,  # each old model stays until its seed's new one is complete (trainables' whole_folder)
     )
     pools = run.prepare()  # before anything is written
     cluster = run.start_ray(pools)
@@ -116,6 +117,7 @@ def run_final(
     grid = run.fit()
     summary = _summary(run, grid, study_file, sized)
     run.publish("metrics.json", "spec.yaml", writer="a seed could not write its model folder")
+    _drop_dropped_seeds(run, summary)
     if run.parent:
         from ..store._models import log_final_models
 
@@ -136,13 +138,17 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
     if folder.remote:
         _fetch_models(grid, unfinished, folder)
     # A seed that raised (a full disk among the causes) is no final model, whatever it left in its folder.
-    failed = {int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None}
+    # So is one that reported an error: its folder may still hold the model it replaces (--overwrite).
+    failed = {
+        int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None or (r.metrics or {}).get("error")
+    }
     per_seed = [
         json.loads((out / str(s) / "metrics.json").read_text())
         for s in spec["final"]["seeds"]
         if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()
     ]
     search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
+    seeds, retrained = list(spec["final"]["seeds"]), {m["seed"] for m in per_seed}
     summary = {
         "experiment": spec["experiment"]["name"],
         **backend.tags(spec),
@@ -166,6 +172,8 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
         "mlflow_run_id": run.parent,
         "out_dir": folder.location,
         "unfinished": unfinished,
+        # --overwrite: seeds whose new model did not complete keep their previous one (not in these numbers).
+        "previous_models": [int(n) for n in run.kept if int(n) in seeds and int(n) not in retrained],
         **({"budget_plan": sized} if sized else {}),
     }
     write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
@@ -198,6 +206,16 @@ def size_final(
         f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"
     )
     return {**fp, "available": available}
+
+
+def _drop_dropped_seeds(run: Lifecycle, summary: dict[str, Any]) -> None:
+    """After a retrain that ran to its end (--overwrite), the previous models of seeds no longer in final.seeds
+    go: the folder then holds this run's seeds only. An interrupted retrain leaves them."""
+    if summary["unfinished"]:
+        return
+    for name in run.kept:
+        if int(name) not in run.spec["final"]["seeds"]:
+            storage.remove(storage.join(run.target, name))
 
 
 def _fetch_models(grid: Any, unfinished: list[int], folder: storage.Folder) -> None:

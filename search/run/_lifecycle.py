@@ -67,6 +67,7 @@ class Lifecycle:
         self.spec, self.backend, self.target = spec, backend, target
         self.file, self.key, self.address, self.log, self.verbose = file, key, address, log, verbose
         self.replace = False  # whether the folder holds results the run replaces (--overwrite)
+        self.kept: list[str] = []  # what --overwrite leaves in place until the run replaces it (final models)
         self.folder = storage.Folder(Path(target))  # the staging folder once prepared
         self.dashboard = ""
         self.parent: str | None = None  # the MLflow parent run
@@ -80,12 +81,22 @@ class Lifecycle:
         return self.folder.local
 
     def claim(
-        self, holds: Callable[[dict[str, bool]], bool], what: str, *, overwrite: bool, missing: str, hint: str
+        self,
+        holds: Callable[[dict[str, bool]], bool],
+        what: str,
+        *,
+        overwrite: bool,
+        missing: str,
+        hint: str,
+        keep: Callable[[str, bool], bool] | None = None,
     ) -> None:
-        """Refuse a folder that holds something else, or ``what`` without --overwrite (SpecError)."""
+        """Refuse a folder that holds something else, or ``what`` without --overwrite (SpecError). ``keep``
+        (name, is a folder) picks the entries --overwrite leaves until the run replaces them; the rest goes."""
         self.replace = claim(
             self.target, holds, what, file=self.file, key=self.key, overwrite=overwrite, missing=missing, hint=hint
         )
+        if self.replace and keep is not None:
+            self.kept = sorted(name for name, is_dir in storage.entries(self.target).items() if keep(name, is_dir))
 
     def prepare(self) -> Any:
         """The trial side's data (``pools``), after the tracking store is checked; nothing is written yet."""
@@ -101,7 +112,11 @@ class Lifecycle:
         self.dashboard = init_ray(self.address, self.log, self.verbose, file=self.file)
         fit_to_cluster(self.spec, self.backend.node_paths(self.spec, pools), self.file, self.log)
         if self.replace:  # only now: results the cluster refuses to replace are left in place
-            storage.remove(self.target)
+            if self.kept:
+                for entry in set(storage.entries(self.target)) - set(self.kept):
+                    storage.remove(storage.join(self.target, entry))
+            else:
+                storage.remove(self.target)
         return ray.cluster_resources()
 
     def track(self, **tracking: Any) -> str | None:

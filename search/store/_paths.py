@@ -137,5 +137,10 @@ def holds_final(entries: dict[str, bool]) -> bool:
     return (
         entries.get("metrics.json") is False
         or entries.get("ray") is True
-        or any(is_dir and name.lstrip("-").isdigit() for name, is_dir in entries.items())
+        or any(seed_folder(name, is_dir) for name, is_dir in entries.items())
     )
+
+
+def seed_folder(name: str, is_dir: bool) -> bool:
+    """One final model's folder, named for its seed (``0``, ``1``, ``-3``)."""
+    return is_dir and name.lstrip("-").isdigit()

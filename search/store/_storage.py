@@ -180,14 +180,22 @@ def read_bytes(uri: str, kind: str, limit: int) -> bytes:
 
 
 def remove(location: str | Path) -> None:
-    """Delete a folder and everything in it."""
+    """Delete a file, or a folder and everything in it."""
     if not is_uri(location):
-        shutil.rmtree(location)
+        if Path(location).is_dir():
+            shutil.rmtree(location)
+        else:
+            Path(location).unlink()
         return
 
     def delete() -> None:
+        from pyarrow.fs import FileType
+
         fs, path = _fs(str(location))
-        fs.delete_dir(path)
+        if fs.get_file_info(path).type == FileType.File:
+            fs.delete_file(path)
+        else:
+            fs.delete_dir(path)
 
     _wrapped(location, "delete", delete)
 
