@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -174,6 +175,25 @@ def test_stopper_counts_epochs_and_gpu_hours_across_trials():
     g = BudgetStopper("gpu_hours", 0.5, gpu=0.25, gpu_hours=trainables.gpu_hours)
     assert not g("a", {"time_total_s": 3600}) and not g("b", {"time_total_s": 3000})
     assert g("b", {"time_total_s": 3600})  # two trials an hour at a quarter GPU: half a GPU-hour
+
+
+def test_a_resumed_stopper_goes_on_from_what_was_spent_on_its_own_clock():
+    """--resume: Tune runs the stopper it pickled with its experiment state; the copy spends from what the
+    interrupted run spent (50 s of a 60 s share here), on this process's clock."""
+    import pickle
+
+    from search.run._study_budget import BudgetStopper
+
+    s = BudgetStopper("seconds", 60)
+    copy = pickle.loads(pickle.dumps(s))  # as Tune restores it
+    s.carry_on(50.0, [{"trial_id": "a", "epoch": 3, "time_total_s": 40.0}])
+    s.start(time.monotonic())
+    assert not copy.stop_all() and 50 <= copy.elapsed() < 55
+    s.start(time.monotonic() - 11)  # 11 s into the resumed run: 61 s in all
+    assert copy.stop_all() and s.exhausted
+    e = BudgetStopper("epochs", 5)
+    e.carry_on(0.0, [{"trial_id": "a", "epoch": 4}])
+    assert pickle.loads(pickle.dumps(e))("b", {"epoch": 1}) and e.exhausted  # 4 before, 1 now
 
 
 def test_probe_measures_the_configuration_on_this_device():
@@ -464,3 +484,47 @@ def test_final_training_at_fewer_epochs_keeps_the_schedules_shape():
     assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (4, 1)
     spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2}, "final": {"epochs": 20}}, trainables)
     assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (20, 2)
+
+
+@pytest.mark.ray
+def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session):
+    """Interrupted (SIGTERM) after its first trial, a study under an epoch budget resumes with the budget it started
+    with: the search's share is spent once over both runs, not again in the second, and study.json records it."""
+    import signal
+
+    from search import run_study
+    from tests.conftest import small_spec
+
+    spec = small_spec(
+        tmp_path,
+        "resumed",
+        train={"epochs": 4},
+        space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
+        # one trial at a time: the stopper sees every epoch as it is reported, so the share is met exactly
+        search={"num_samples": 6, "max_concurrent": 1, "budget": "20epochs", "budget_split": 0.7},
+        scheduler={"name": "fifo"},
+        final={"seeds": [0]},  # final training takes the rest of the budget
+    )
+    sent = []
+
+    def stop_after_first_trial() -> None:  # as a job scheduler stops the driver, once a trial has ended
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            for progress in (tmp_path / "runs" / "resumed").glob("trial_*/progress.csv"):
+                if len(progress.read_text().splitlines()) > 4:  # a header and 4 epochs
+                    sent.append(True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=stop_after_first_trial, daemon=True)
+    watcher.start()
+    first = run_study(spec, trainables, file="resumed.yaml", log=lambda *_: None)
+    watcher.join()
+    assert sent and first.unfinished, "the study was not interrupted"
+    res = run_study(spec, trainables, file="resumed.yaml", resume=True, log=lambda *_: None)
+    cb = json.loads((res.out_dir / "study.json").read_text())["compute_budget"]
+    search_epochs = sum(int(row["epochs"]) for row in read_rows(res.out_dir / "trials.csv"))
+    assert cb["planned"]["search"] == 14.0 and search_epochs == 14  # 4 before the interruption, 10 after
+    assert cb["spent"]["search"] == 14 and cb["ended_by_budget"], cb
+    assert res.compute_budget is not None and res.compute_budget["planned"]["final"] == 6.0  # final is sized

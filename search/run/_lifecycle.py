@@ -30,6 +30,7 @@ from ._tune_parts import (
     fit_tuner,
     new_tuner,
     sigterm_as_interrupt,
+    stop_condition,
     tune_storage,
 )
 
@@ -173,6 +174,11 @@ class Lifecycle:
             grid = fit_tuner(self._tuner, self.out)
         self.ended = ended(self._tuner)
         return grid
+
+    def restored_state(self) -> tuple[Any, list[dict[str, Any]]]:
+        """A restored Tuner's stopper (as the study started with it) and each trial's last reported result."""
+        results = [dict(r.metrics or {}) for r in self._tuner.get_results()]
+        return stop_condition(self._tuner), results
 
     def callback(self, cls: type) -> Any:
         """The ``cls`` callback the Tuner ran with (None if none)."""

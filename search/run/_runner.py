@@ -25,7 +25,7 @@ from ._algorithms import build_scheduler, build_searcher, first_points, first_po
 from ._console import new_study
 from ._lifecycle import Lifecycle, now, provenance
 from ._resume import check_resumable
-from ._study_budget import BudgetStopper, plan_budget, search_side, spent
+from ._study_budget import BudgetStopper, plan_budget, search_side, seconds_before, spent
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
 SKIPPED_SHOWN = 5  # of them, how many study.json names
@@ -85,10 +85,19 @@ def run_study(
     log(f"data: {backend.describe(pools, spec['data'])}")
     skipped = backend.skipped_images(pools)
     cluster = run.start_ray(pools)  # before it is recorded: study.json says what ran
-    budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] and not resume else None
-    cb = plan_budget(spec, backend, pools, budget, cluster, log) if budget else None
+    budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] else None
     previous = read_json(storage.join(run.target, STUDY_FILE), "study file") if resume else {}
-    side = search_side(spec, backend, cb or previous.get("compute_budget"))
+    # A resumed study keeps the plan it started with (its trials, their length, final training's share).
+    cb = (
+        previous.get("compute_budget")
+        if resume
+        else plan_budget(spec, backend, pools, budget, cluster, log)
+        if budget
+        else None
+    )
+    if resume and cb:
+        spec["search"]["num_samples"] = cb["num_samples"]
+    side = search_side(spec, backend, cb)
     run.track(
         run_name=spec["experiment"]["name"],
         role="study",
@@ -98,21 +107,23 @@ def run_study(
         reopen=previous.get("mlflow_parent_run_id"),
         dataset=backend.dataset_info(spec, pools),
     )
+    if cb and not resume:
+        cb["search_started_unix"] = time.time()  # a killed driver's --resume counts the search's time from it
     record = _start_record(run, given, previous, cluster, skipped, cb, resume)
     stopper = (
         BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
         if budget and cb
         else None
     )
-    _study_tuner(run, side, pools, stopper, cb, budget, resume)
+    stopper = _study_tuner(run, side, pools, stopper, cb, budget, resume)
     # Ray is up, so the trainable's set is in Ray's object store now: the driver's decoded copy
     # would double the study's memory for as long as it runs.
     del pools
     search_started = time.monotonic()
     if stopper is not None:
-        stopper.t0 = search_started
+        stopper.start(search_started)
     grid = run.fit()
-    search_s = time.monotonic() - search_started
+    search_s = stopper.elapsed() if stopper is not None else time.monotonic() - search_started
     return _finish(run, grid, record, side, cb, budget, stopper, search_s, search_started, started, resume)
 
 
@@ -166,8 +177,9 @@ def _study_tuner(
     cb: dict[str, Any] | None,
     budget: Budget | None,
     resume: bool,
-) -> None:
-    """The search's Tuner (a resumed study's restored one): searcher, scheduler, samples, stopper."""
+) -> BudgetStopper | None:
+    """The search's Tuner (a resumed study's restored one): searcher, scheduler, samples, stopper. Returns the
+    budget's stopper the Tuner runs with."""
     from ray import tune
 
     spec, backend = run.spec, run.backend
@@ -177,7 +189,7 @@ def _study_tuner(
     trainable = backend.make_trainable(trial_spec, pools, flat_config)
     if resume:
         run.restore(trainable)
-        return
+        return _carry_on(run, cb)
     exp, search = spec["experiment"], spec["search"]
     run.tuner(
         trainable,
@@ -203,6 +215,22 @@ def _study_tuner(
             time_budget_s=cb["planned"]["search"] if cb and budget and budget.unit == "seconds" else None,
         ),
     )
+    return stopper
+
+
+def _carry_on(run: Lifecycle, cb: dict[str, Any] | None) -> BudgetStopper | None:
+    """A resumed study's budget goes on from what the interrupted run spent (study.json says so at once, in
+    case this run is interrupted too)."""
+    stopper, last = run.restored_state()
+    if not isinstance(stopper, BudgetStopper) or cb is None:
+        return None
+    before = seconds_before(cb, last)
+    stopper.carry_on(before, last)
+    cb["search_started_unix"] = time.time() - before  # the time between the runs is not the search's
+    record = read_json(run.out / STUDY_FILE, "study file")
+    write_atomic(run.out / STUDY_FILE, json.dumps({**record, "compute_budget": cb}, indent=2, default=str))
+    run.folder.publish(STUDY_FILE)
+    return stopper
 
 
 def _finish(

@@ -4,7 +4,9 @@ run, the stopper that ends it when its share is spent, and what it spent."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune import Stopper
@@ -53,6 +55,16 @@ def plan_budget(
     return cb
 
 
+def seconds_before(cb: dict[str, Any], last_results: list[dict[str, Any]]) -> float:
+    """Wall seconds an interrupted search had run: what its end recorded (Ctrl-C, SIGTERM), or for a killed
+    driver, until its last result (``search_started_unix`` moves on each resume to leave out the time between
+    runs). The larger: a record from an earlier run is older than the results of a later one killed."""
+    recorded = float(cb.get("spent_seconds", {}).get("search", 0.0))
+    stamps = [float(r["timestamp"]) for r in last_results if r.get("timestamp")]
+    start = cb.get("search_started_unix")
+    return max(recorded, max(stamps) - float(start) if stamps and start else 0.0)
+
+
 def spent(
     cb: dict[str, Any],
     budget: Budget,
@@ -77,6 +89,22 @@ def spent(
     totals(cb)
 
 
+@dataclass
+class Spend:
+    """What a budgeted search has spent so far, in this driver process."""
+
+    epochs: dict[str, int] = field(default_factory=dict)  # each trial's last reported epoch
+    seconds: dict[str, float] = field(default_factory=dict)  # each trial's training time so far
+    t0: float = field(default_factory=time.monotonic)  # when this run's search began
+    before: float = 0.0  # wall seconds the search ran before an interruption (--resume)
+    exhausted: bool = False
+
+
+# Tune keeps a pickled copy of the stopper in its experiment state and runs a resumed study with that copy, not
+# with the one it was given: every copy in this process shares the spend of its key, which the runner sets.
+_SPEND: dict[str, Spend] = {}
+
+
 class BudgetStopper(Stopper):
     """Ends the search when its share is spent: epochs reported (summed over trials), GPU-hours (each trial's
     time weighted by its GPU share, by the trial side's rule), or wall-clock seconds since the search began
@@ -90,23 +118,49 @@ class BudgetStopper(Stopper):
         self, unit: str, limit: float, gpu: float = 0.0, gpu_hours: Callable[..., float] | None = None
     ) -> None:
         self.unit, self.limit, self.gpu, self.gpu_hours = unit, float(limit), float(gpu), gpu_hours
-        self.epochs: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-        self.t0 = time.monotonic()
-        self.exhausted = False
+        self.key = uuid.uuid4().hex
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: self.__dict__[k] for k in ("unit", "limit", "gpu", "gpu_hours", "key")}  # not the spend
+
+    @property
+    def spend(self) -> Spend:
+        return _SPEND.setdefault(self.key, Spend())
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spend.exhausted
+
+    def start(self, t0: float) -> None:
+        """The search (or its resumed run) begins now (``time.monotonic()``)."""
+        self.spend.t0 = t0
+
+    def carry_on(self, seconds_before: float, last_results: list[dict[str, Any]]) -> None:
+        """A resumed study's stopper goes on from what the interrupted run spent — each trial's last reported
+        epoch and time, the search's wall seconds so far; the time between the runs is not counted."""
+        spend = _SPEND[self.key] = Spend(before=float(seconds_before))
+        for r in last_results:
+            if r.get("trial_id"):
+                spend.epochs[r["trial_id"]] = int(r.get("epoch", 0) or 0)
+                spend.seconds[r["trial_id"]] = float(r.get("time_total_s", 0) or 0)
+
+    def elapsed(self) -> float:
+        """The search's wall seconds, over every run of a resumed study."""
+        return self.spend.before + time.monotonic() - self.spend.t0
 
     def spent(self) -> float:
         if self.unit == "epochs":
-            return float(sum(self.epochs.values()))
+            return float(sum(self.spend.epochs.values()))
         if self.unit == "gpu_hours":
-            return sum(self.gpu_hours(s, self.gpu, self.gpu > 0) for s in self.seconds.values())  # type: ignore[misc]
-        return time.monotonic() - self.t0
+            hours = self.gpu_hours
+            return sum(hours(s, self.gpu, self.gpu > 0) for s in self.spend.seconds.values())  # type: ignore[misc]
+        return self.elapsed()
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.epochs[trial_id] = int(result.get("epoch", 0) or 0)
-        self.seconds[trial_id] = float(result.get("time_total_s", 0) or 0)
+        self.spend.epochs[trial_id] = int(result.get("epoch", 0) or 0)
+        self.spend.seconds[trial_id] = float(result.get("time_total_s", 0) or 0)
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        self.exhausted = self.exhausted or self.spent() >= self.limit
-        return self.exhausted
+        self.spend.exhausted = self.spend.exhausted or self.spent() >= self.limit
+        return self.spend.exhausted

@@ -55,6 +55,12 @@ def callback(tuner: Any, cls: type) -> Any:
     return next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, cls)), None)
 
 
+def stop_condition(tuner: Any) -> Any:
+    """The stopper the Tuner runs with: a restored Tuner's is the one the study started with, unpickled."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    return getattr(run_config, "stop", None)
+
+
 def ended(tuner: Any) -> Callable[[str], bool]:
     """Whether a trial had ended (completed, stopped, failed) when ``tuner.fit()`` returned."""
     last = callback(tuner, LastStep)
