@@ -225,6 +225,15 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
         started=started,
     )
     _summary(spec, result)
+    if result.stalled:
+        timeout = spec["search"]["stall_timeout_s"]
+        print(
+            f"tune-run: error: {args.spec}: search.stall_timeout_s: trials {', '.join(result.stalled)} were paused "
+            f"with none running for {timeout:g} s (their scheduler did not resume them); what finished is in the "
+            f"files above. Continue with: {_command(args, phase.overrides, '--resume')}",
+            file=sys.stderr,
+        )
+        return 1
     if result.unfinished:
         print(
             f"\nInterrupted: {result.unfinished} trial(s) unfinished; what finished is in the files above. "

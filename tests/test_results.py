@@ -138,3 +138,43 @@ def test_a_diverging_trial_is_recorded_as_diverged_and_the_study_goes_on(tmp_pat
     assert tags[rows[1e6]["trial_id"]]["reason"] == "training loss became nan at epoch 1"
     assert res.best["trial_id"] == rows[3e-3]["trial_id"]
     assert "lr: 0.003" in (res.out_dir / "best.yaml").read_text()
+
+
+def test_a_study_whose_trials_stay_paused_ends_and_says_how_to_resume(tmp_path, ray_session, cli, monkeypatch):
+    """A scheduler that pauses trials and never resumes them (Tune's scheduler contract allows it) would keep the
+    study waiting for ever: after search.stall_timeout_s it ends with one line naming the paused trials, exit 1,
+    what finished exported, and the --resume command."""
+    import yaml
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class PausesForEver(FIFOScheduler):  # the first trial runs to its end, the others pause after one epoch
+        first: str | None = None
+
+        def on_trial_result(self, tune_controller, trial, result):  # noqa: ANN001, ANN201
+            PausesForEver.first = PausesForEver.first or trial.trial_id
+            return TrialScheduler.CONTINUE if trial.trial_id == PausesForEver.first else TrialScheduler.PAUSE
+
+        def choose_trial_to_run(self, tune_controller):  # noqa: ANN001, ANN201
+            return next((t for t in tune_controller.get_trials() if t.status == "PENDING"), None)
+
+    monkeypatch.setattr("search.run._runner.build_scheduler", lambda side: PausesForEver())
+    spec = {
+        "experiment": {"name": "stuck"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 64},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2, "batch_size": 32},
+        "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3]}},
+        "search": {"algorithm": "grid", "max_concurrent": 1, "stall_timeout_s": 3},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "stuck.yaml").write_text(yaml.safe_dump(spec))
+    r = cli("tune-run", "stuck.yaml", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = {row["trial_id"]: row for row in read_rows(tmp_path / "runs" / "stuck" / "trials.csv")}
+    paused = sorted(tid for tid, row in rows.items() if row["status"] == "unfinished")
+    # One at a time: the paused trial holds the concurrency slot, so the third is never drawn.
+    assert rows[PausesForEver.first]["status"] == "completed" and paused == sorted(set(rows) - {PausesForEver.first})
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"tune-run: error: stuck.yaml: search.stall_timeout_s: trials {', '.join(paused)} were ")
+    assert line.endswith("Continue with: tune-run stuck.yaml --resume")
+    assert (tmp_path / "runs" / "stuck" / "best.yaml").is_file()  # the finished trial, exported

@@ -23,6 +23,7 @@ from ._console import console_for, tune_verbosity
 from ._ray_runtime import fit_to_cluster, init_ray
 from ._tune_parts import (
     LastStep,
+    Stalled,
     StopWhenFull,
     callback,
     ended,
@@ -201,7 +202,8 @@ class Lifecycle:
             verbose=self.verbose,
             oom_reason=partial(self.backend.oom_reason, self.spec),
         )
-        return [*self._tracking, console, LastStep(), StopWhenFull(str(self.out))]
+        stalled = Stalled(self.spec["search"]["stall_timeout_s"])
+        return [*self._tracking, console, LastStep(), StopWhenFull(str(self.out)), stalled]
 
 
 def provenance() -> dict[str, Any]:

@@ -7,7 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ._console import new_study
 from ._lifecycle import Lifecycle, now, provenance
 from ._resume import check_resumable
 from ._study_budget import BudgetStopper, plan_budget, search_side, seconds_before, spent
+from ._tune_parts import Stalled
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
 SKIPPED_SHOWN = 5  # of them, how many study.json names
@@ -43,6 +44,7 @@ class StudyResult:
     search_started: float = 0.0  # time.monotonic() when the search began: a wall-clock budget's clock
     location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
     importance: str = ""  # which settings mattered, in one line ("" when nothing was searched)
+    stalled: list[str] = field(default_factory=list)  # paused trials the study ended on (search.stall_timeout_s)
 
 
 def run_study(
@@ -252,6 +254,8 @@ def _finish(
     oom = partial(backend.oom_reason, spec)
     collected = _collect(grid, spec["space"], run.ended)
     unfinished = sum(not t["finished"] for t in collected)
+    watch = run.callback(Stalled)
+    stalled = list(watch.paused) if watch is not None else []
     rows = trial_rows(collected, searched_keys(spec["space"]), metric, mode, side["train"]["epochs"], oom)
     write_csv(out / "trials.csv", rows)
     imp = write_importance(out, spec, rows)
@@ -264,6 +268,7 @@ def _finish(
         finished=now(),
         trials=len(rows),
         interrupted=bool(unfinished),
+        stalled=stalled,
         budget=_budget(rows, collected, spec["resources"]["gpu"], backend.gpu_hours),
         status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
         best=best,
@@ -280,7 +285,9 @@ def _finish(
     if run.parent:
         _track_study(run, cb, best, rows, bool(unfinished), resume)
     line = imp.line() if imp is not None else ""
-    return StudyResult(out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line)
+    return StudyResult(
+        out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line, stalled
+    )
 
 
 def _track_study(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,31 @@ def callback(tuner: Any, cls: type) -> Any:
     return next((c for c in getattr(run_config, "callbacks", None) or [] if isinstance(c, cls)), None)
 
 
+class Stalled(Callback):
+    """Tune waits for ever when trials are PAUSED and none runs (a scheduler that never resumes them). After
+    ``timeout_s`` of that, the study is interrupted as Ctrl-C does — what finished is written, --resume goes on
+    — and ``paused`` names the trials it found waiting."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = float(timeout_s)
+        self.since: float | None = None
+        self.paused: list[str] = []
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        paused = sorted(t.trial_id for t in trials if t.status == "PAUSED")
+        if not paused or any(t.status == "RUNNING" for t in trials):
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        if now - self.since >= self.timeout_s and not self.paused:
+            self.paused = paused
+            _interrupt_tune()
+
+
 def stop_condition(tuner: Any) -> Any:
-    """The stopper the Tuner runs with: a restored Tuner's is the one the study started with, unpickled."""
+    """The stopper a Tuner was given; a restored Tuner's, as the study started with it (Tune itself runs the copy
+    restored with its experiment state: ``BudgetStopper`` copies share one spend)."""
     run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
     return getattr(run_config, "stop", None)
 

@@ -49,6 +49,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, ...]]] = {
         "reuse_actors": (bool, True),
         "budget": (str, None),  # 45s | 30m | 2h | 1.5gpu-h | 400epochs: search + final training (_budget.py)
         "budget_split": (float, DEFAULT_SPLIT),  # the search's share of the budget; final training gets the rest
+        # Seconds with trials paused and none running before the study ends (exit 1; --resume goes on): a
+        # scheduler that never resumes its paused trials would otherwise keep it waiting for ever.
+        "stall_timeout_s": (float, 600.0),
     },
     "scheduler": {
         "name": (str, "fifo", SCHEDULERS),
@@ -235,6 +238,12 @@ def _check_orchestration(file: str, spec: dict[str, Any], default_name: str | No
     check_budget(file, spec)  # fills num_samples when it is left open without a budget
     if search["num_samples"] is not None and search["num_samples"] < 1:
         raise SpecError(file, "search.num_samples", f"num_samples >= 1 must hold, got {search['num_samples']}")
+    if search["stall_timeout_s"] <= 0:
+        raise SpecError(
+            file,
+            "search.stall_timeout_s",
+            f"stall_timeout_s > 0 must hold, got stall_timeout_s={search['stall_timeout_s']}",
+        )
     if search["max_concurrent"] < 0:
         raise SpecError(file, "search.max_concurrent", f"max_concurrent >= 0 must hold, got {search['max_concurrent']}")
     epochs = spec_epochs(spec)
