@@ -338,7 +338,11 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
             f"resources.gpu per trial)"
         )
     if result.best:
-        print(f"  best:        trial {result.best['trial_id']}, {metric}={result.best[f'best_{metric}']:.4f}")
+        b = result.best
+        print(
+            f"  best:        trial {b['trial_id']}, {metric}={b[f'final_{metric}']:.4f} at its last epoch ({b['epochs']}), "
+            f"picked by {result.best_rule}"
+        )
         print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
     else:
         print("  best:        none (no trial produced a metric)")

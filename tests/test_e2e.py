@@ -305,14 +305,16 @@ def test_search_final_compare_end_to_end(tmp_path, ray_session):
             experiment={"metric": metric},
         )
         res = run_study(spec, trainables, file=f"{name}.yaml", log=lambda *_: None)
-        # The study selects on its metric: best.yaml is the trials.csv row with the highest best_<metric>.
+        # The study selects on its metric: best.yaml is the finished trials.csv row with the highest final_<metric>.
         rows = read_rows(res.out_dir / "trials.csv")
-        top = max(float(r[f"best_{metric}"]) for r in rows)
+        top = max((r for r in rows if r["status"] == "completed"), key=lambda r: float(r[f"final_{metric}"]))
         text = (res.out_dir / "best.yaml").read_text()
-        assert f"best {metric}={top:.4f}" in text.splitlines()[0]
+        head = text.splitlines()
+        assert f"trial {top['trial_id']}, {metric}={float(top[f'final_{metric}']):.4f} at its last epoch" in head[0]
+        assert head[1] == f"# Picked by final {metric} among the 2 trial(s) that ran their whole schedule."
         best = resolve(yaml.safe_load(text), trainables)
         assert best["experiment"]["metric"] == metric
-        assert best["train"]["lr"] in {float(r["train.lr"]) for r in rows if float(r[f"best_{metric}"]) == top}
+        assert best["train"]["lr"] == float(top["train.lr"])
         summary = run_final(best, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
         assert Path(summary["out_dir"]) == res.out_dir / "final"
         assert summary["search_budget"]["epochs"] == 4

@@ -19,7 +19,7 @@ from ..spec._files import dump_spec, read_json
 from ..spec._space import flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
-from ..store._export import best_row, trial_rows, write_best, write_csv
+from ..store._export import select_best, trial_rows, write_best, write_csv
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, shown, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._console import new_study
@@ -45,6 +45,7 @@ class StudyResult:
     location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
     importance: str = ""  # which settings mattered, in one line ("" when nothing was searched)
     stalled: list[str] = field(default_factory=list)  # paused trials the study ended on (search.stall_timeout_s)
+    best_rule: str = ""  # how the best trial was picked (select_best)
 
 
 def run_study(
@@ -259,11 +260,11 @@ def _finish(
     rows = trial_rows(collected, searched_keys(spec["space"]), metric, mode, side["train"]["epochs"], oom)
     write_csv(out / "trials.csv", rows)
     imp = write_importance(out, spec, rows)
-    best = best_row(rows, metric, mode)
+    best, rule = select_best(rows, metric, mode) or (None, "")
     chosen: dict[str, Any] = {}
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
-        write_best(out / "best.yaml", spec, best, chosen, metric, backend, run.parent)
+        write_best(out / "best.yaml", spec, best, chosen, metric, backend, run.parent, rule)
     record.update(
         finished=now(),
         trials=len(rows),
@@ -272,6 +273,7 @@ def _finish(
         budget=_budget(rows, collected, spec["resources"]["gpu"], backend.gpu_hours),
         status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
         best=best,
+        best_rule=rule,
     )
     if cb and budget:
         spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)
@@ -286,7 +288,7 @@ def _finish(
         _track_study(run, cb, best, rows, bool(unfinished), resume)
     line = imp.line() if imp is not None else ""
     return StudyResult(
-        out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line, stalled
+        out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line, stalled, rule
     )
 
 

@@ -19,6 +19,7 @@ STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "
 REASONED = ("infeasible", "diverged", "oom")
 FAILED = ("error", *REASONED)
 SCORED = ("completed", "stopped", "early_stopped")  # trials whose best validation metric is a real score
+FULL_LENGTH = ("completed", "early_stopped")  # trials that ran their whole schedule (early stopping is part of it)
 # A trial that ended itself on a user error (missing weights or data) reports ``error`` with the reason
 # rather than raising, so Tune does not retry it (resources.max_failures is for lost nodes and processes).
 USER_ERROR = "error"
@@ -94,15 +95,16 @@ def trial_rows(
     for t in trials:
         last = t["last"] or {}
         hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in (*REASONED, USER_ERROR))]
-        vals = [float(h[metric]) for h in hist if isinstance(h[metric], (int, float))]
-        best = (max if mode == "max" else min)(vals) if vals else math.nan
+        scores = [(float(h[metric]), int(h.get("epoch", 0) or 0)) for h in hist if isinstance(h[metric], (int, float))]
+        top = (max if mode == "max" else min)(scores, key=lambda v: v[0]) if scores else (math.nan, 0)
         status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))
         row = {"trial_id": t["trial_id"], "status": status}
         row.update({k: plain(t["config"].get(k, "")) for k in space_keys})
         row.update(
             {
                 f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
-                f"best_{metric}": best,
+                f"best_{metric}": top[0],
+                "best_epoch": top[1],  # where the best value was reached (the final one is at ``epochs``)
                 "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                 "device": last.get("device", ""),
                 "gpu": str(last.get("gpu_ids", "")),
@@ -125,12 +127,28 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, text.getvalue())
 
 
-def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    scored = [r for r in rows if r["status"] not in FAILED and not math.isnan(r[f"best_{metric}"])]
+def select_best(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[dict[str, Any], str] | None:
+    """The best trial and the rule that picked it. Trials are compared at one fidelity, by the value of their
+    last epoch — what retraining the configuration reproduces, not a peak it passed on the way: among those
+    that ran their whole schedule; when none did (a scheduler or the budget cut them all), among those that
+    reached the most epochs. A trial cut at a low rung, or before its learning rate decayed, is not ranked
+    against finished ones."""
+    scored = [r for r in rows if r["status"] not in FAILED and _finite(r.get(f"final_{metric}"))]
     if not scored:
         return None
-    key = (lambda r: r[f"best_{metric}"]) if mode == "max" else (lambda r: -r[f"best_{metric}"])
-    return max(scored, key=key)
+    full = [r for r in scored if r["status"] in FULL_LENGTH]
+    if full:
+        pool, rule = full, f"final {metric} among the {len(full)} trial(s) that ran their whole schedule"
+    else:
+        most = max(int(r["epochs"]) for r in scored)
+        pool = [r for r in scored if int(r["epochs"]) == most]
+        rule = f"{metric} at epoch {most} among the {len(pool)} trial(s) that reached it (none ran its whole schedule)"
+    sign = 1.0 if mode == "max" else -1.0
+    return max(pool, key=lambda r: sign * float(r[f"final_{metric}"])), rule
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def best_spec(
@@ -165,16 +183,20 @@ def write_best(
     metric: str,
     backend: TrialSide,
     parent_run_id: str | None = None,
+    rule: str = "",
 ) -> None:
+    value = (
+        f"{metric}={row[f'final_{metric}']:.4f} at its last epoch ({row['epochs']}; its best, "
+        f"{row[f'best_{metric}']:.4f}, at epoch {row['best_epoch']})"
+    )
+    picked = f"# Picked by {rule}.\n" if rule else ""
     header = (
-        f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, "
-        f"best {metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
-        f"# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n"
+        f"# Best configuration of study {spec['experiment']['name']!r}: trial {row['trial_id']}, {value}.\n"
+        f"{picked}# Runs as is: tune-run {path}   (final training and test evaluation: add --final)\n"
     )
     if spec["scheduler"]["name"] == "pbt":
         header = (
-            f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, best "
-            f"{metric}={row[f'best_{metric}']:.4f} at {row['epochs']} epochs.\n"
+            f"# Best trial of PBT study {spec['experiment']['name']!r}: {row['trial_id']}, {value}.\n{picked}"
             f"# A schedule, not a recipe: its hyperparameters changed while it trained (see "
             f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
             f"retrain them unless you --set scheduler.name=fifo.\n"
