@@ -169,6 +169,8 @@ def study_importance(folder: Path) -> Any:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])
+    if f"{metric}_by_epoch" in df:  # read as text: values separated by spaces
+        df[f"{metric}_by_epoch"] = df[f"{metric}_by_epoch"].fillna("").astype(str)
     return spec["experiment"]["name"], safe_importance(
         df.to_dict("records"), spec["space"], metric, spec["experiment"].get("mode", "max")
     )

@@ -118,3 +118,34 @@ def test_a_table_it_cannot_read_gives_a_reason_not_an_exception(tmp_path):
     assert not imp.shares and imp.reason.startswith("not computed (ValueError: ")
     spec = {"space": SPACE, "experiment": {"name": "s", "metric": "val_acc", "mode": "max"}}
     assert write_importance(tmp_path, spec, rows).reason == imp.reason  # the study's results are written regardless
+
+
+def test_trials_are_compared_at_one_fidelity_not_each_at_its_best():
+    """A scheduler stopped the high-dropout half at epoch 1 (low there); the finished half's epoch-4 value depends
+    on lr alone. Each trial at its own best would credit dropout with whether a trial ran long; at one fidelity
+    (epoch 4, which half of them reached) lr explains the metric."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(32):
+        lr, dropout = float(10 ** rng.uniform(-4, -1)), 0.5 * i / 31
+        final = 0.9 - 0.1 * (math.log10(lr) + 2.5) ** 2
+        curve = [0.3] if dropout > 0.25 else [0.5, 0.6, 0.7, final]
+        rows.append(
+            {
+                "trial_id": f"t{i}",
+                "status": "stopped" if len(curve) == 1 else "completed",
+                "train.lr": lr,
+                "model.dropout": dropout,
+                "train.label_smoothing": 0.1,
+                "best_val_acc": max(curve),
+                "val_acc_by_epoch": " ".join(f"{v:.6g}" for v in curve),
+            }
+        )
+    imp = importance(rows, SPACE, "val_acc", "max")
+    assert imp.fidelity == "at epoch 4, reached by 16 of 32 scored trials" and imp.trials == 16
+    assert imp.shares["train.lr"] > 2 * imp.shares["model.dropout"], imp.shares
+    assert "at epoch 4" in imp.line() and imp.as_dict()["fidelity"] == imp.fidelity
+    each_at_its_best = importance(
+        [{k: v for k, v in r.items() if k != "val_acc_by_epoch"} for r in rows], SPACE, "val_acc", "max"
+    )
+    assert each_at_its_best.shares["model.dropout"] > each_at_its_best.shares["train.lr"]  # what it measured before

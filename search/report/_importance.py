@@ -3,9 +3,10 @@
 Any trials table works (``trials.csv``, whatever searcher made it): each scored trial becomes a finished trial of
 an in-memory Optuna study with the spec's distributions, and Optuna's fANOVA evaluator (a random forest over the
 settings, its variance split by setting; Hutter et al., 2014) says what share of the metric's variance each
-setting explains. Trials a scheduler stopped count with the best value they reached, as in ``trials.csv``: a
-stopped trial's low score is part of what its settings did. Keys set in some trials only (inside a branch of a
-conditional space) are left out and named.
+setting explains. Trials are compared at one fidelity (``at_one_fidelity``): their values at the latest epoch
+that enough of them reached — not each at its own best, which would mix epoch-1 values of trials a scheduler
+stopped with full-length ones and measure how long trials ran. Keys set in some trials only (inside a branch of
+a conditional space) are left out and named.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Importance:
     shares: dict[str, float] = field(default_factory=dict)  # setting -> share of variance, summing to 1
     left_out: list[str] = field(default_factory=list)  # set in some trials only
     reason: str = ""  # why there are no shares, when there are none
+    fidelity: str = ""  # which value of each trial the shares are of
     study: Any = None  # the Optuna study, for the plot
 
     def as_dict(self) -> dict[str, Any]:
@@ -48,6 +50,7 @@ class Importance:
             "shares": self.shares,
             "left_out": self.left_out,
             "reason": self.reason,
+            "fidelity": self.fidelity,
         }
 
     def line(self) -> str:
@@ -55,7 +58,7 @@ class Importance:
         if not self.shares:
             return f"settings that mattered: {self.reason}"
         top = ", ".join(f"{k} {v:.0%}" for k, v in self.shares.items())
-        return f"settings that mattered ({self.metric} variance explained, fANOVA over {self.trials} trials): {top}"
+        return f"settings that mattered ({self.metric} variance explained, fANOVA over {self.trials} trials): {top} ({self.fidelity})"
 
 
 def _declared(space: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
@@ -93,16 +96,31 @@ def _distribution(dist: dict[str, list[Any]], seen: list[Any]) -> Any:
     return CategoricalDistribution(sorted({str(v) for v in seen}))
 
 
+def at_one_fidelity(rows: list[dict[str, Any]], metric: str) -> tuple[list[dict[str, Any]], str]:
+    """The scored rows, each with ``value``: its metric at the latest epoch that at least half of them (and
+    ``MIN_TRIALS``) reached, from ``<metric>_by_epoch``; the rows that reached it, and which epoch that is. A
+    table without per-epoch values (written before they were recorded) gives each trial's best value, and says so."""
+    scored = [r for r in rows if r.get("status") in SCORED]
+    by_epoch = f"{metric}_by_epoch"
+    if not scored or not all(isinstance(r.get(by_epoch), str) for r in scored):
+        best = [{**r, "value": float(r[f"best_{metric}"])} for r in scored if _present(r.get(f"best_{metric}"))]
+        return [r for r in best if math.isfinite(r["value"])], "each trial's best epoch (no per-epoch values)"
+    curves = [[float(v) for v in str(r[by_epoch]).split()] for r in scored]
+    need = max(MIN_TRIALS, math.ceil(len(scored) / 2))
+    reached = [k for k in range(1, max(map(len, curves), default=0) + 1) if sum(len(c) >= k for c in curves) >= need]
+    k = reached[-1] if reached else max(map(len, curves), default=1)
+    at_k = [{**r, "value": c[k - 1]} for r, c in zip(scored, curves, strict=True) if len(c) >= k]
+    at_k = [r for r in at_k if math.isfinite(r["value"])]
+    return at_k, f"at epoch {k}, reached by {len(at_k)} of {len(scored)} scored trials"
+
+
 def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, mode: str) -> Importance:
-    """fANOVA shares of ``best_<metric>`` over the scored rows of a trials table (dicts as trials.csv reads)."""
+    """fANOVA shares of the metric at one fidelity (``at_one_fidelity``) over the scored rows of a trials table
+    (dicts as trials.csv reads)."""
     import optuna
 
-    scored = [
-        r
-        for r in rows
-        if r.get("status") in SCORED and _present(r.get(f"best_{metric}")) and math.isfinite(float(r[f"best_{metric}"]))
-    ]
-    imp = Importance(metric, len(scored))
+    scored, fidelity = at_one_fidelity(rows, metric)
+    imp = Importance(metric, len(scored), fidelity=fidelity)
     declared = _declared(space)
     keys = [k for k in searched_keys(space) if k in declared]
     imp.left_out = [k for k in keys if not all(_present(r.get(k)) for r in scored)]
@@ -127,13 +145,13 @@ def importance(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, m
             )
             for k, d in dists.items()
         }
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r[f"best_{metric}"])))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r["value"]))
     imp.study = study
     varied = [k for k in keys if len({str(r[k]) for r in scored}) > 1]
     if not varied:
         imp.reason = "every scored trial had the same settings"
         return imp
-    if len({float(r[f"best_{metric}"]) for r in scored}) == 1:
+    if len({r["value"] for r in scored}) == 1:
         imp.reason = f"every scored trial reached the same {metric}"
         return imp
     with warnings.catch_warnings():
@@ -177,7 +195,7 @@ def parallel_plot(imp: Importance, title: str) -> bytes | None:
     params = list(imp.shares) or list(imp.study.trials[0].params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning
-        ax = plot_parallel_coordinate(imp.study, params=params, target_name=f"best {imp.metric}")
+        ax = plot_parallel_coordinate(imp.study, params=params, target_name=f"{imp.metric}, {imp.fidelity}")
     ax.set_title(f"{title}: {len(imp.study.trials)} trials")
     fig = ax.get_figure(root=True)
     assert fig is not None

@@ -105,6 +105,8 @@ def trial_rows(
                 f"final_{metric}": last.get(metric) if status not in FAILED else math.nan,
                 f"best_{metric}": top[0],
                 "best_epoch": top[1],  # where the best value was reached (the final one is at ``epochs``)
+                # every epoch's value, epoch 1 first: trials compared at one fidelity (importance)
+                f"{metric}_by_epoch": " ".join(f"{v:.6g}" for v, _ in sorted(scores, key=lambda s: s[1])),
                 "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                 "device": last.get("device", ""),
                 "gpu": str(last.get("gpu_ids", "")),
