@@ -357,11 +357,23 @@ def _summary(spec: dict[str, Any], result: Any) -> None:
 
 def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
     """Print the final numbers; the exit status (130 when seeds were left unfinished by an interruption)."""
-    s = summary["summary"]
+    s, failed = summary["summary"], summary.get("failed_seeds") or []
+    planned = summary.get("seeds_planned") or summary["seeds"]
     print(
         f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
-        + (f", {len(summary['errors'])} failed: {summary['errors'][0]}" if summary["errors"] else "")
+        + (
+            f"; {len(failed)} of {len(planned)} seeds failed (seeds {failed}; not in the numbers below): "
+            f"{summary['errors'][0]}"
+            if failed and summary["errors"]
+            else f", {len(summary['errors'])} failed: {summary['errors'][0]}"
+            if summary["errors"]
+            else ""
+        )
     )
+    if any(v.get("ci_low") is not None for k, v in s.items() if k != "cost"):
+        print(
+            "  (95% CI: a t-interval over the seeds, their spread only; each seed's test-set bootstrap is in metrics.json)"
+        )
     for key, v in s.items():
         if key == "cost" or v.get("mean") is None:
             continue

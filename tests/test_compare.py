@@ -244,3 +244,12 @@ def test_a_damaged_predictions_file_is_named_in_one_line(tmp_path, arrays, words
     with pytest.raises(SpecError) as err:
         read_predictions(tmp_path / "p.npz")
     assert str(err.value).startswith(f"{tmp_path / 'p.npz'}: {words}")
+
+
+def test_the_verdict_says_how_often_a_recipe_failed():
+    """Seeds that diverged are dropped from the mean; the verdict says so, with how many of how many."""
+    from search.report._verdict import failed_line
+
+    study = {"experiment": "vit", "seeds": [0, 2], "seeds_planned": [0, 1, 2], "failed_seeds": [1]}
+    assert failed_line(study) == "vit: 1 of 3 seeds failed (seeds 1); the comparison is of the 2 that trained"
+    assert failed_line({**study, "seeds": [0, 1, 2], "failed_seeds": []}) == ""

@@ -453,6 +453,7 @@ def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session
     )
     summary = run_final(spec, trainables, file="nanfinal.yaml", out=tmp_path / "final", log=lambda *_: None)
     assert summary["seeds"] == [] and len(summary["errors"]) == 1
+    assert summary["failed_seeds"] == [0] and summary["seeds_planned"] == [0]  # read as: failed 1 time in 1
     assert "final seed 0: training loss became" in summary["errors"][0]
     assert not list((tmp_path / "final").glob("ray/*/error.txt"))  # Tune saw no failure: nothing retried
     _, runs = mlflow_runs(tmp_path / "mlflow.db", "nanfinal")

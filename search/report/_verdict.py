@@ -198,8 +198,20 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
             f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
             f"{conclusion(r, a, b, stat)} ({_difference(r, a, b)})"
         )
+    lines += [f"  - {line}" for line in (failed_line(sa), failed_line(sb)) if line]
     lines.append(f"  - cost per final model: {cost_line(sa)}; {cost_line(sb)}")
     return lines
+
+
+def failed_line(study: dict[str, Any]) -> str:
+    """'' when every seed trained; else how often the recipe failed: the comparison is of its seeds that did."""
+    failed, planned = study.get("failed_seeds") or [], study.get("seeds_planned") or []
+    if not failed:
+        return ""
+    return (
+        f"{study['experiment']}: {len(failed)} of {len(planned)} seeds failed (seeds {', '.join(map(str, failed))}); "
+        f"the comparison is of the {len(study['seeds'])} that trained"
+    )
 
 
 def verdict(studies: list[dict[str, Any]]) -> list[str]:

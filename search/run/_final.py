@@ -154,6 +154,9 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
         **backend.tags(spec),
         "seeds": [m["seed"] for m in per_seed],
         "errors": errors,
+        # A recipe that fails one time in three must read as such: the seeds it was trained with, those that failed.
+        "seeds_planned": seeds,
+        "failed_seeds": sorted(s for s in failed if s in seeds),
         "summary": summarise(per_seed, int(spec["final"]["topk"])),
         "per_seed": [
             {
