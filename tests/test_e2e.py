@@ -265,6 +265,7 @@ def _alive(pgid: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(600)  # a real 32 px ViT's smoke search and final training, tested on CIFAR's 5,000 test images
 def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
     r = cli("tune-run", str(REPO / "spaces" / "vit.yaml"), "--smoke", "--set", f"data.root={cifar_root}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

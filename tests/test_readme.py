@@ -59,7 +59,7 @@ def test_readme_quickstart_final_eval_compare(quickstart):
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("  settings that mattered (val_acc"))
     assert re.fullmatch(
         r"  settings that mattered \(val_acc variance explained, fANOVA over (\d+) trials\): .+ "
-        r"\(at epoch \d+, reached by \1 of 12 scored trials\)",
+        r"\(at epoch \d+, reached by \1 of 12 scored trials\) \(runs/quickstart/importance.json\)",
         line,
     ), line
     shares = json.loads((out / "importance.json").read_text())["shares"]
