@@ -14,14 +14,14 @@ from typing import Any, cast
 
 from ._contract import TrialSide
 from .run._algorithms import first_points_line
+from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
 from .spec._space import as_searched, grid_points, preview_configs
 from .spec._spec import SpecError, dump_spec, load_spec, parse_override, resolve
 from .store import _storage as storage
-from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
-from .store._paths import mlflow_uri, shown
+from .store._atomic import EXIT_FAULT, StorageFull
+from .store._paths import shown
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
 def _user_errors(backend: TrialSide) -> tuple[type[Exception], ...]:
@@ -206,7 +206,7 @@ def _final_only(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSi
         verbose=args.verbose,
         budget=budget,
     )
-    return _final_summary(summary, args.spec)
+    return final_summary(summary, args.spec)
 
 
 def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, phase: _Phase, started: float) -> int:
@@ -224,7 +224,7 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
         verbose=args.verbose,
         started=started,
     )
-    _summary(spec, result)
+    study_summary(spec, result)
     if result.stalled:
         timeout = spec["search"]["stall_timeout_s"]
         print(
@@ -242,7 +242,7 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
         return EXIT_INTERRUPTED
     if not (spec["final"]["after_search"] and result.best is not None):
         if result.compute_budget:
-            _budget_summary(result.compute_budget)
+            budget_summary(result.compute_budget)
         return 0
     from .run._final import run_final
     from .store._export import best_spec
@@ -259,11 +259,11 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
         verbose=args.verbose,
         address=args.address,
         study_file=storage.join(result.location, "study.json"),
-        budget=_budget_left(result),
+        budget=budget_left(result),
     )
-    status = _final_summary(summary, best_file)
+    status = final_summary(summary, best_file)
     if result.compute_budget:
-        _budget_summary(_final_spent(spec, result, summary, time.monotonic() - t0))
+        budget_summary(final_spent(spec, result, summary, time.monotonic() - t0))
     return status
 
 
@@ -280,124 +280,11 @@ def _command(args: argparse.Namespace, overrides: list[str], *extra: str) -> str
     )
 
 
-def _budget_left(result: Any) -> dict[str, Any] | None:
-    """What the study's budget leaves final training: its share and whatever the search did not spend."""
-    cb = result.compute_budget
-    if not cb:
-        return None
-    left = cb["planned"]["total"] - cb["spent"]["search"]
-    return {"budget": cb["budget"], "available": left, "deadline": result.search_started + cb["planned"]["total"]}
-
-
-def _final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Add final training's spend to study.json's compute budget and the study's MLflow run."""
-    from .spec._budget import spent_final, totals
-    from .store._tracking import log_budget
-
-    cb = result.compute_budget
-    cb["spent"]["final"] = spent_final(cb["unit"], summary, seconds)
-    cb["spent_seconds"]["final"] = seconds
-    cb["final"] = summary.get("budget_plan")
-    totals(cb)
-    state = result.out_dir / "study.json"
-    record = json.loads(state.read_text())
-    record["compute_budget"] = cb
-    write_atomic(state, json.dumps(record, indent=2, default=str))
-    if result.parent_run_id:
-        log_budget(mlflow_uri(spec), result.parent_run_id, cb, planned=False)
-    return cb
-
-
-def _budget_summary(cb: dict[str, Any]) -> None:
-    from .spec._budget import lines
-
-    print("\n".join(lines(cb)))
-
-
 def _user_error(prog: str, file: str, err: Exception) -> int:
     """Bad input (spec, data, weights): one line on stderr, exit status 2, no traceback."""
     where = "" if isinstance(err, SpecError) or getattr(err, "names_file", False) else f"{file}: "
     print(f"{prog}: error: {where}{storage.as_given(str(err))}", file=sys.stderr)  # a URI's file by its URI
     return EXIT_USAGE
-
-
-def _summary(spec: dict[str, Any], result: Any) -> None:
-    metric = spec["experiment"]["metric"]
-    counts: dict[str, int] = {}
-    for r in result.rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    print(
-        f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
-        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
-    )
-    print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
-    if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
-        print(
-            f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
-            f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
-            f"resources.gpu per trial)"
-        )
-    if result.best:
-        b = result.best
-        print(
-            f"  best:        trial {b['trial_id']}, {metric}={b[f'final_{metric}']:.4f} at its last epoch ({b['epochs']}), "
-            f"picked by {result.best_rule}"
-        )
-        print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
-    else:
-        print("  best:        none (no trial produced a metric)")
-    if result.importance:
-        print(f"  {result.importance} ({shown(storage.join(result.location, 'importance.json'))})")
-    if result.parent_run_id:
-        print(
-            f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
-            f"mlflow ui --backend-store-uri {mlflow_uri(spec)}"
-        )
-
-
-def _final_summary(summary: dict[str, Any], spec_file: str) -> int:
-    """Print the final numbers; the exit status (130 when seeds were left unfinished by an interruption)."""
-    s, failed = summary["summary"], summary.get("failed_seeds") or []
-    planned = summary.get("seeds_planned") or summary["seeds"]
-    print(
-        f"\nFinal training of {summary['experiment']!r}: seeds {summary['seeds']}"
-        + (
-            f"; {len(failed)} of {len(planned)} seeds failed (seeds {failed}; not in the numbers below): "
-            f"{summary['errors'][0]}"
-            if failed and summary["errors"]
-            else f", {len(summary['errors'])} failed: {summary['errors'][0]}"
-            if summary["errors"]
-            else ""
-        )
-    )
-    if any(v.get("ci_low") is not None for k, v in s.items() if k != "cost"):
-        print(
-            "  (95% CI: a t-interval over the seeds, their spread only; each seed's test-set bootstrap is in metrics.json)"
-        )
-    for key, v in s.items():
-        if key == "cost" or v.get("mean") is None:
-            continue
-        ci = f"  95% CI [{v['ci_low']:.4f}, {v['ci_high']:.4f}]" if v.get("ci_low") is not None else ""
-        std = f" ± {v['std']:.4f}" if v.get("std") is not None else ""
-        print(f"  test {key:<18} {v['mean']:.4f}{std}{ci}")
-    c = s.get("cost", {})
-    if c:
-        print(
-            f"  params {c['params']:,.0f} · {c['flops_per_image'] / 1e6:,.1f} MFLOPs/image "
-            f"({c.get('macs_per_image', 0) / 1e6:,.1f} M multiply-adds) · "
-            f"{c['throughput_images_per_s']:,.0f} images/s · {c['latency_ms']:.2f} ms latency · "
-            f"{c['train_seconds_total']:.0f} s training"
-        )
-    print(f"  models and metrics: {shown(summary['out_dir'])}")
-    if summary.get("previous_models"):
-        print(f"  seeds {summary['previous_models']} keep their previous final models: not retrained this time")
-    if summary.get("unfinished"):
-        print(
-            f"\nInterrupted: seeds {summary['unfinished']} unfinished (not in the numbers above). "
-            f"Train them again with: {shlex.join(['tune-run', spec_file, '--final', '--overwrite'])}"
-        )
-        return EXIT_INTERRUPTED
-    return 0
 
 
 def eval_parser() -> argparse.ArgumentParser:
@@ -424,7 +311,6 @@ def eval_parser() -> argparse.ArgumentParser:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    import json
 
     args = eval_parser().parse_args(argv)
     backend = _backend()

@@ -391,8 +391,8 @@ def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
 
 def test_an_interruption_before_any_seed_finished_is_reported_not_a_traceback(capsys):
     """Ctrl-C before Tune ended any seed: no numbers and no cost to print (it raised KeyError: 'params')."""
-    from search.cli import _final_summary
     from search.run._final import summarise
+    from search.run._summary import final_summary as _final_summary
 
     summary = {
         "summary": summarise([], 5),
