@@ -15,7 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "name", ["throughput", "tune_overhead", "memory", "search_efficiency", "gpu_mfu", "search_value", "precision"]
+    "name",
+    [
+        "throughput",
+        "tune_overhead",
+        "memory",
+        "search_efficiency",
+        "gpu_mfu",
+        "search_value",
+        "precision",
+        "verdict_calibration",
+    ],
 )
 def test_benchmark_quick(name, tmp_path):
     extra = ["--plot", str(tmp_path / "se.png")] if name == "search_efficiency" else []
@@ -41,6 +51,8 @@ def test_benchmark_quick(name, tmp_path):
         assert result["ratio"] is None or result["ratio"] > 0
     elif name == "memory":  # --quick's sets differ by a few MiB, within the noise: a number, not its sign
         assert isinstance(result["ratio"], float) and result["ratio"] == result["ratio"]
+    elif name == "verdict_calibration":  # a rate: 0 is a possible (and good) answer
+        assert 0.0 <= result["ratio"] <= 1.0
     else:
         assert result["ratio"] > 0
     if name == "search_efficiency":
@@ -53,6 +65,10 @@ def test_benchmark_quick(name, tmp_path):
         assert all(s["samples_all_running"] > 0 for s in result["studies"])
     if name == "precision":  # the rule against fp32, round by round
         assert result["models"]["cnn"]["ratios"] and isinstance(result["native_bf16"], bool)
+    if name == "verdict_calibration":  # false positives at 2, 3 and 5 seeds, power at a known difference
+        assert set(result["false_positive"]) == set(result["power"]) == {"2", "3", "5"}
+        assert result["ratio"] == max(v["rate"] for v in result["false_positive"].values())
+        assert all(v["pairs"] == result["pairs_per_seed_count"] for v in result["false_positive"].values())
     if name == "search_value":  # both arms trained and were tested on the same images, paired by the verdict
         acc = result["test_accuracy"]
         assert set(acc) == {"fixed", "searched"} and all(0.5 < a["mean"] <= 1 for a in acc.values())

@@ -192,7 +192,9 @@ def test_tune_compare_ends_with_a_verdict(tmp_path, cli):
     assert out.index("## Verdict") > out.index("test acc (95% CI)")  # the table, then the verdict
     verdict = {line.split(":")[0]: line for line in out.splitlines() if line.startswith("- ")}
     assert verdict["- good vs poor"].startswith("- good vs poor: good is better on test accuracy (good − poor = +0.2")
-    assert "400 test images, 2 and 2 seeds" in verdict["- good vs poor"] and "p < 0.0005" in verdict["- good vs poor"]
+    assert "400 test images, 2 and 2 seeds" in verdict["- good vs poor"]
+    # 3 pairs that pair (good/poor/twin) x accuracy, plus good's selection metric for its 2 pairs: 5 comparisons
+    assert "Holm-adjusted over 5 comparisons p = " in verdict["- good vs poor"]
     assert "not distinguishable on test accuracy; twin costs less to train and to run" in verdict["- poor vs twin"]
     assert verdict["- good vs other"] == (
         "- good vs other: cannot pair them: they were tested on different images (test set d1 vs d2)"

@@ -117,7 +117,13 @@ def study_predictions(study: dict[str, Any]) -> StudyPredictions:
 
 
 def _p(r: dict[str, Any]) -> str:
-    return f"p < {1 / r['resamples']:.2g}" if r["p_value"] == 0 else f"p = {r['p_value']:.2g}"
+    def show(p: float) -> str:
+        return "< 1e-12" if p < 1e-12 else f"= {p:.2g}"
+
+    text = f"p {show(r['p_value'])}"
+    if r.get("comparisons", 1) > 1:
+        text += f", Holm-adjusted over {r['comparisons']} comparisons p {show(r['p_holm'])}"
+    return text
 
 
 def _difference(r: dict[str, Any], a: str, b: str) -> str:
@@ -156,43 +162,67 @@ def _cheaper(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def distinguishable(r: dict[str, Any]) -> bool:
-    """Whether the interval of a difference leaves 0 out."""
-    return not r["ci_low"] <= 0 <= r["ci_high"]
+    """Whether a difference is claimed: its p-value, Holm-adjusted over the report's comparisons, below 0.05 (for
+    one comparison: its 95 % interval leaves 0 out)."""
+    return float(r.get("p_holm", r["p_value"])) < 0.05
 
 
 def conclusion(r: dict[str, Any], a: str, b: str, stat: str = "accuracy") -> str:
     """'not distinguishable' when the interval holds 0; else which study is better on ``stat``."""
     if not distinguishable(r):
         return f"not distinguishable on {LABEL[stat]}"
-    a_higher = r["ci_low"] > 0  # the whole interval on one side of 0
+    a_higher = r["difference"] > 0
     return f"{a if a_higher == (STATISTICS[stat] == 'max') else b} is better on {LABEL[stat]}"
 
 
-def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, pb: StudyPredictions) -> list[str]:
-    """The verdict lines of one pair of studies: the conclusion, each selection metric, the costs."""
-    a, b = sa["experiment"], sb["experiment"]
+Comparison = tuple[str, str | None, dict[str, Any]]  # (statistic, the selection metric it measures or None, result)
+
+
+def pair_results(
+    sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, pb: StudyPredictions
+) -> tuple[str, list[Comparison]]:
+    """Why two studies cannot be paired ('' when they can), and their comparisons: test accuracy, then each
+    study's selection metric on the test set."""
     if pa.missing or pb.missing:
-        return [f"- {a} vs {b}: cannot pair them: {pa.missing or pb.missing}"]
+        return pa.missing or pb.missing, []
     x, y = pa.predictions, pb.predictions
     assert x is not None and y is not None  # neither is missing
     if pa.digest != pb.digest or not np.array_equal(x.labels, y.labels):
-        return [
-            f"- {a} vs {b}: cannot pair them: they were tested on different images (test set "
-            f"{pa.digest} vs {pb.digest})"
-        ]
-    acc = paired_difference(x, y, "accuracy")
+        return f"they were tested on different images (test set {pa.digest} vs {pb.digest})", []
+    out: list[Comparison] = [("accuracy", None, paired_difference(x, y, "accuracy"))]
+    metrics = dict.fromkeys(((s.get("spec") or {}).get("experiment") or {}).get("metric") for s in (sa, sb))
+    for metric in metrics:
+        stat = SELECTION_STATISTIC.get(str(metric))
+        if stat is None or stat == "accuracy" or (stat == "auc_roc" and x.probs.shape[2] != 2):
+            continue  # accuracy is above; a train_* metric has no test counterpart
+        out.append((stat, str(metric), paired_difference(x, y, stat)))
+    return "", out
+
+
+def holm(results: list[dict[str, Any]]) -> None:
+    """Holm's step-down adjustment over every comparison of one report (all pairs, all statistics): each result
+    gains ``p_holm`` and ``comparisons``; a difference is claimed when its ``p_holm`` < 0.05, which holds the
+    chance of any false claim in the report at 5 %."""
+    m = len(results)
+    running = 0.0
+    for rank, r in enumerate(sorted(results, key=lambda r: r["p_value"])):
+        running = max(running, min(1.0, (m - rank) * r["p_value"]))  # monotone: never below an earlier one
+        r["p_holm"], r["comparisons"] = running, m
+
+
+def pair_lines(sa: dict[str, Any], sb: dict[str, Any], why: str, found: list[Comparison]) -> list[str]:
+    """The verdict lines of one pair of studies: the conclusion, each selection metric, failed seeds, costs."""
+    a, b = sa["experiment"], sb["experiment"]
+    if why:
+        return [f"- {a} vs {b}: cannot pair them: {why}"]
+    (_, _, acc), *others = found
     cheaper = _cheaper(sa, sb)
     note = f"; {cheaper} costs less to train and to run" if cheaper and not distinguishable(acc) else ""
     lines = [
         f"- {a} vs {b}: {conclusion(acc, a, b)}{note} ({_difference(acc, a, b)}; "
         f"{acc['images']:,} test images, {acc['seeds_a']} and {acc['seeds_b']} seeds)"
     ]
-    metrics = dict.fromkeys(((s.get("spec") or {}).get("experiment") or {}).get("metric") for s in (sa, sb))
-    for metric in metrics:
-        stat = SELECTION_STATISTIC.get(str(metric))
-        if stat is None or stat == "accuracy" or (stat == "auc_roc" and x.probs.shape[2] != 2):
-            continue  # accuracy is above; a train_* metric has no test counterpart
-        r = paired_difference(x, y, stat)
+    for stat, metric, r in others:
         better = "higher" if STATISTICS[stat] == "max" else "lower"
         lines.append(
             f"  - {LABEL[stat]} (selection metric {metric}, {better} is better): "
@@ -201,6 +231,13 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
     lines += [f"  - {line}" for line in (failed_line(sa), failed_line(sb)) if line]
     lines.append(f"  - cost per final model: {cost_line(sa)}; {cost_line(sb)}")
     return lines
+
+
+def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, pb: StudyPredictions) -> list[str]:
+    """One pair's verdict lines on their own (Holm over that pair's statistics only)."""
+    why, found = pair_results(sa, sb, pa, pb)
+    holm([r for _, _, r in found])
+    return pair_lines(sa, sb, why, found)
 
 
 def failed_line(study: dict[str, Any]) -> str:
@@ -215,19 +252,22 @@ def failed_line(study: dict[str, Any]) -> str:
 
 
 def verdict(studies: list[dict[str, Any]]) -> list[str]:
-    """Verdict lines for every pair of studies (none for a single study)."""
+    """Verdict lines for every pair of studies (none for a single study), Holm-adjusted over the whole report."""
     if len(studies) < 2:
         return []
     preds = [study_predictions(s) for s in studies]
-    out = []
-    for i, j in itertools.combinations(range(len(studies)), 2):
-        out += pair_verdict(studies[i], studies[j], preds[i], preds[j])
-    return out
+    pairs = list(itertools.combinations(range(len(studies)), 2))
+    found = {(i, j): pair_results(studies[i], studies[j], preds[i], preds[j]) for i, j in pairs}
+    holm([r for _, comparisons in found.values() for _, _, r in comparisons])
+    return [line for (i, j) in pairs for line in pair_lines(studies[i], studies[j], *found[(i, j)])]
 
 
 NOTE = (
-    f"Paired bootstrap ({PAIRED_RESAMPLES:,} resamples, fixed seed): each resample draws the test images "
-    "once for both studies and each study's seeds anew; 95 % percentile intervals, two-sided p-values. "
-    "A difference whose interval holds 0 is not distinguishable. A study with one seed adds no "
-    "seed-to-seed variation to the interval."
+    "Each difference is the studies' means over their seeds on the same test images. Its standard error adds the "
+    f"test images' part (a paired bootstrap, {PAIRED_RESAMPLES:,} resamples, fixed seed: the images drawn once for "
+    "both studies) and the seeds' part (each study's variance over its seeds / their number); 95 % intervals and "
+    "two-sided p-values from a Student t with Welch–Satterthwaite degrees of freedom, so 2 or 3 seeds give wide "
+    "intervals. A difference is claimed only when its p-value, Holm-adjusted over every comparison in this report "
+    "(all pairs, all statistics), is below 0.05. A study with one seed adds no seed-to-seed variation. Calibration: "
+    "benchmarks/verdict_calibration.py (BENCHMARKS.md)."
 )
