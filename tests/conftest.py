@@ -74,6 +74,7 @@ LONGER = {
 RAY_FIXTURES = {"ray_session", "quickstart", "cluster"}  # fixtures that start (or share) a Ray runtime
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers this adds
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
