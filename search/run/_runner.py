@@ -115,7 +115,7 @@ def run_study(
     record = _start_record(run, given, previous, cluster, skipped, cb, resume)
     stopper = (
         BudgetStopper(budget.unit, cb["planned"]["search"], spec["resources"]["gpu"], backend.gpu_hours)
-        if budget and cb
+        if budget and cb and not resume  # a resumed study runs the stopper Tune restores (_carry_on)
         else None
     )
     stopper = _study_tuner(run, side, pools, stopper, cb, budget, resume)
