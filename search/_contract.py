@@ -103,7 +103,8 @@ class TrialSide(Protocol):
 
     def data_fidelity(self, spec: Spec, rungs: list[int], max_t: int) -> Spec:
         """A copy of ``spec`` whose trials train the epochs up to each scheduler rung on a growing share of the
-        training split (rung / max_t, nested), and report it as ``data_fraction`` (``scheduler.fidelity: data``)."""
+        training split (rung / max_t, nested), and report it as ``data_fraction`` and, summed over the epochs so far,
+        ``data_epochs`` (``scheduler.fidelity: data``): what an epoch budget counts."""
 
     def probe_shape(self, spec: Spec) -> str:
         """An opaque key: configurations with the same key cost the same per image (the probe measures one)."""

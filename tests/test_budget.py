@@ -196,6 +196,96 @@ def test_a_resumed_stopper_goes_on_from_what_was_spent_on_its_own_clock():
     assert pickle.loads(pickle.dumps(e))("b", {"epoch": 1}) and e.exhausted  # 4 before, 1 now
 
 
+def test_an_epoch_budget_counts_epochs_of_the_whole_training_split_under_data_fidelity():
+    """scheduler.fidelity: data: an epoch on a quarter of the training split is a quarter of an epoch for the plan,
+    the stopper and the spend alike (one unit), as the trial side reports it (``data_epochs``)."""
+    from search.run._algorithms import rungs
+    from search.run._study_budget import BudgetStopper
+    from search.spec._budget import search_cost, search_scheduler, spent_search
+    from trainables.engine import data_epochs
+
+    spec = resolve(
+        {
+            **SPEC,
+            "train": {"epochs": 12},
+            "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"},
+        },
+        trainables,
+    )
+    t = trainables.data_fidelity(spec, rungs(spec), 12)["train"]
+    lone = search_cost(search_scheduler(spec["scheduler"], 12), 1)  # a lone trial runs every epoch to max_t
+    assert data_epochs(t, 12) == pytest.approx(lone) == pytest.approx(2 * 2 / 12 + 2 * 4 / 12 + 4 * 8 / 12 + 4)
+    stopper = BudgetStopper("epochs", lone)
+    stopped = [e for e in range(1, 13) if stopper("a", {"epoch": e, "data_epochs": data_epochs(t, e)})]
+    assert stopped == [12]  # whole epochs would have spent the share at epoch 8
+    rows = [{"epochs": "12", "data_epochs": str(data_epochs(t, 12))}, {"epochs": "2", "data_epochs": "0.3333"}]
+    assert spent_search("epochs", rows, {}, 0.0) == pytest.approx(lone + 0.3333)
+    assert spent_search("epochs", [{"epochs": "3"}], {}, 0.0) == 3  # fidelity: epochs
+
+
+def test_validation_is_costed_whole_under_data_fidelity():
+    """Each epoch validates on the whole validation set, whatever share of the training split it trains on."""
+    from search.spec._budget import TRIAL_START_S, search_cost, search_passes, search_scheduler
+
+    spec = resolve(
+        {
+            **SPEC,
+            "search": {"budget": "600s"},
+            "train": {"epochs": 12},
+            "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2, "fidelity": "data"},
+        },
+        trainables,
+    )
+    budget = parse_budget("600s", "s")
+    cheap_val = plan(spec, budget, [{**_probe(2.0), "val_s": 0.0}], 1, 1, trainables.gpu_hours, None)
+    dear_val = plan(spec, budget, [{**_probe(2.0), "val_s": 1.5}], 1, 1, trainables.gpu_hours, None)
+    assert dear_val["trials"] < cheap_val["trials"]  # same epoch_s, but most of it is not shrunk by the fidelity
+    sched = search_scheduler(spec["scheduler"], 12)
+
+    def cost(n: int) -> float:  # training on its rung's share (0.5 s a whole epoch), validating whole (1.5 s)
+        return search_cost(sched, n) * 0.5 + search_passes(sched, n) * 1.5 + n * TRIAL_START_S
+
+    assert cost(dear_val["trials"]) <= 600 < cost(dear_val["trials"] + 1)
+    assert search_passes(sched, 1) == 12 and search_cost(sched, 1) < 12
+
+
+def test_streamed_trials_are_planned_at_the_cpus_they_ask_for(tmp_path, monkeypatch):
+    """A streamed set's trials ask Ray for resources.cpu plus data.workers: the plan runs as many at once as Ray
+    will, not as many as resources.cpu alone would fit."""
+    from search.spec._budget import concurrency, probed_cpus
+    from tests.conftest import make_image_tree
+
+    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    make_image_tree(tmp_path / "a", {"cat": 6, "dog": 6}, size=10, split="train")
+    make_image_tree(tmp_path / "a", {"cat": 2, "dog": 2}, size=10, split="test", seed=1)
+    data = {"dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8, "storage": "stream"}
+    spec = resolve(
+        {**SPEC, "data": {**data, "workers": 4}, "resources": {"cpu": 2}, "train": {"epochs": 2, "batch_size": 4}},
+        trainables,
+    )
+    probe = trainables.probe(spec, trainables.prepare(spec))
+    assert probe["trial_cpus"] == 6 and probed_cpus([probe]) == 6
+    assert concurrency(spec, 16, 0, probed_cpus([probe])) == 2  # Ray runs 16 // 6 at once
+    assert concurrency(spec, 16, 0) == 8 and concurrency(spec, 4, 0, 6) == 1  # a request over the cluster: capped
+    in_memory = resolve(
+        {**SPEC, "data": {**data, "storage": "memory", "workers": 4}, "resources": {"cpu": 2}}, trainables
+    )
+    assert trainables.probe(in_memory, trainables.prepare(in_memory))["trial_cpus"] == 2
+
+
+def test_final_trainings_fixed_costs_are_paid_once_per_round_of_seeds():
+    from search.spec._budget import FINAL_EXTRA_S, final_plan
+
+    spec = resolve({**SPEC, "search": {"budget": "300s"}, "final": {"seeds": [0, 1, 2, 3]}}, trainables)
+    fp = final_plan(spec, parse_budget("300s", "s"), 100.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours)
+    # 4 rounds of one seed: 4 x 15 s of fixed costs, then 40 s / (2 s x 4 rounds) = 5 epochs (capped at 4).
+    assert fp["final_rounds"] == 4
+    fp = final_plan(
+        spec, parse_budget("300s", "s"), 4 * FINAL_EXTRA_S + 24.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours
+    )
+    assert fp["final_epochs"] == 3  # 24 s left after the fixed costs: 3 epochs of 4 rounds x 2 s
+
+
 def test_probe_measures_the_configuration_on_this_device():
     spec = resolve({**SPEC, "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}}, trainables)
     pools = trainables.prepare(spec)
@@ -361,11 +451,15 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
         scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2, "fidelity": "data"},
     )
     res = run_study(spec, trainables, file="fidelity.yaml", log=lambda *_: None)
-    seen = {}
+    seen, trained = {}, {}
     for trial_dir in res.out_dir.glob("trial_*"):
         for line in (trial_dir / "result.json").read_text().splitlines():
             r = json.loads(line)
             seen.setdefault(int(r["epoch"]), set()).add((r["data_fraction"], r["train_images"]))
+            trained[r["trial_id"]] = trained.get(r["trial_id"], 0.0) + r["data_fraction"]
+    # trials.csv counts what they trained in epochs of the whole training split (an epoch budget's unit).
+    rows = read_rows(res.out_dir / "trials.csv")
+    assert {r["trial_id"]: pytest.approx(float(r["data_epochs"])) for r in rows} == trained
     full = max(n for e in seen.values() for _, n in e)
     # Rungs at epochs 1 and 2: a quarter, then half of the training split; all of it after the last rung.
     assert {f for f, _ in seen[1]} == {0.25} and {f for f, _ in seen[2]} == {0.5}

@@ -709,6 +709,12 @@ def data_fraction(t: dict[str, Any], epoch: int) -> float:
     return next((float(f) for last, f in t.get(DATA_RUNGS) or [] if epoch <= last), 1.0)
 
 
+def data_epochs(t: dict[str, Any], epoch: int) -> float:
+    """Epochs of the whole training split that epochs 1..``epoch`` add up to: an epoch on a quarter of it counts a
+    quarter (the unit of an epoch budget, planned and spent alike)."""
+    return sum(data_fraction(t, e) for e in range(1, epoch + 1))
+
+
 def fidelity_subset(train: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """The first ``fraction`` of one seeded order of the training split: each rung's images include the
     previous rung's (growing data, not a new draw), and the order does not depend on the trial."""
@@ -757,7 +763,11 @@ def fit(
                 "train_loss": trained.loss,
                 "train_acc": trained.acc,
                 **(
-                    {"data_fraction": data_fraction(spec["train"], epoch + 1), "train_images": trained.images}
+                    {
+                        "data_fraction": data_fraction(spec["train"], epoch + 1),
+                        "data_epochs": data_epochs(spec["train"], epoch + 1),
+                        "train_images": trained.images,
+                    }
                     if spec["train"].get(DATA_RUNGS)
                     else {}
                 ),

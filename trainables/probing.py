@@ -18,6 +18,7 @@ from ._backend import model_args
 from .data import Pools, make_splits
 from .engine import model_kwargs, predict, resolve_device, setup, train_epoch
 from .final import final_spec
+from .resources import trial_request
 
 WARMUP_BATCHES = 2  # kernel selection, allocator growth, first-touch of the pool: kept out of the timing
 TIMED_BATCHES = 5
@@ -86,6 +87,9 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         "train_images": n_train,
         "val_images": n_val,
         "epoch_s": n_train / train_ips + n_val / eval_ips,
+        "val_s": n_val / eval_ips,  # of epoch_s: validation, on the whole validation set whatever the fidelity
+        # CPUs a trial of it asks Ray for (a streamed set's decoding workers included): how many run at once
+        "trial_cpus": trial_request(spec["resources"], int(spec["data"].get("workers", 0)), pools.streamed)["cpu"],
         "final_epoch_s": float(final_epoch_images(spec, pools) @ np.array([1 / train_ips, 1 / eval_ips])),
     }
 

@@ -10,17 +10,19 @@ import os
 from typing import Any
 
 from .._contract import TrialSide
-from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, trial_length
+from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, probed_cpus, trial_length
 from ..spec._space import as_searched, grid_points
 
 
 def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None:
     pools = backend.prepare(spec)
     probes, note = probe_configs(spec, backend, pools)
-    parallel = concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0))
+    cpus = probed_cpus(probes) or float(spec["resources"]["cpu"])
+    parallel = concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0), cpus)
     out(
         f"estimate of {spec['experiment']['name']!r} on {probes[0]['device']}: {parallel} trial(s) at once "
-        f"(resources.cpu={spec['resources']['cpu']:g}, resources.gpu={spec['resources']['gpu']:g})"
+        f"(each holds {cpus:g} CPUs: resources.cpu={spec['resources']['cpu']:g} and the data's decoding workers; "
+        f"resources.gpu={spec['resources']['gpu']:g})"
     )
     for p in probes:
         out(

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._stats import t_interval
-from ..spec._budget import concurrency, final_plan, parse_budget
+from ..spec._budget import concurrency, final_plan, parse_budget, probed_cpus
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
@@ -195,14 +195,9 @@ def size_final(
     available = (
         budget["deadline"] - time.monotonic() if b.unit == "seconds" and budget.get("deadline") else budget["available"]
     )
-    fp = final_plan(
-        spec,
-        b,
-        available,
-        [backend.probe(spec, pools)],
-        concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0)),
-        backend.gpu_hours,
-    )
+    probes = [backend.probe(spec, pools)]
+    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
+    fp = final_plan(spec, b, available, probes, parallel, backend.gpu_hours)
     spec["final"]["epochs"] = fp["final_epochs"]
     log(
         f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "

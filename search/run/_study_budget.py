@@ -17,6 +17,7 @@ from ..spec._budget import (
     concurrency,
     plan,
     probe_configs,
+    probed_cpus,
     search_epochs,
     search_scheduler,
     spent_search,
@@ -42,7 +43,7 @@ def plan_budget(
     (num_samples, final epochs) to the budget, and say so; returns study.json's ``compute_budget``."""
     probes, note = probe_configs(spec, backend, pools)
     space = as_searched(spec["space"], spec["search"]["algorithm"])
-    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0))
+    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
     cb = plan(spec, budget, probes, grid_points(space), parallel, backend.gpu_hours, spec["search"]["num_samples"])
     spec["search"]["num_samples"] = cb["num_samples"]
     cb["probe"], cb["probe_note"] = probes, note
@@ -89,11 +90,18 @@ def spent(
     totals(cb)
 
 
+def trained_epochs(result: dict[str, Any]) -> float:
+    """Epochs of the whole training split a trial has trained by ``result``: its epoch, or under
+    ``scheduler.fidelity: data`` the trial side's ``data_epochs`` (an epoch on a quarter of the data counts a
+    quarter) — the unit the plan counts in."""
+    return float(result.get("data_epochs", result.get("epoch", 0)) or 0)
+
+
 @dataclass
 class Spend:
     """What a budgeted search has spent so far, in this driver process."""
 
-    epochs: dict[str, int] = field(default_factory=dict)  # each trial's last reported epoch
+    epochs: dict[str, float] = field(default_factory=dict)  # each trial's epochs so far (``trained_epochs``)
     seconds: dict[str, float] = field(default_factory=dict)  # each trial's training time so far
     t0: float = field(default_factory=time.monotonic)  # when this run's search began
     before: float = 0.0  # wall seconds the search ran before an interruption (--resume)
@@ -106,7 +114,7 @@ _SPEND: dict[str, Spend] = {}
 
 
 class BudgetStopper(Stopper):
-    """Ends the search when its share is spent: epochs reported (summed over trials), GPU-hours (each trial's
+    """Ends the search when its share is spent: epochs trained (``trained_epochs``, summed over trials), GPU-hours (each trial's
     time weighted by its GPU share, by the trial side's rule), or wall-clock seconds since the search began
     (Tune's ``time_budget_s`` as well). Trials it cuts are ``stopped`` by the one status rule.
 
@@ -141,7 +149,7 @@ class BudgetStopper(Stopper):
         spend = _SPEND[self.key] = Spend(before=float(seconds_before))
         for r in last_results:
             if r.get("trial_id"):
-                spend.epochs[r["trial_id"]] = int(r.get("epoch", 0) or 0)
+                spend.epochs[r["trial_id"]] = trained_epochs(r)
                 spend.seconds[r["trial_id"]] = float(r.get("time_total_s", 0) or 0)
 
     def elapsed(self) -> float:
@@ -157,7 +165,7 @@ class BudgetStopper(Stopper):
         return self.elapsed()
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.spend.epochs[trial_id] = int(result.get("epoch", 0) or 0)
+        self.spend.epochs[trial_id] = trained_epochs(result)
         self.spend.seconds[trial_id] = float(result.get("time_total_s", 0) or 0)
         return self.stop_all()
 

@@ -30,8 +30,8 @@ TRIAL_START_S = 4.0
 # search.epochs: auto shortens the search's trials until this many fit its share: Optuna's TPE draws its first
 # 10 trials at random (n_startup_trials), so fewer is a random search; fANOVA's shares need 5 scored trials.
 MIN_TRIALS = 10
-# Final training's cost beyond its epochs: starting the seeds, test evaluation, cost measurement, plots and
-# MLflow's model logging (wall-clock plans only).
+# Final training's cost beyond its epochs, per round of seeds trained at once: starting them, test evaluation, cost
+# measurement, plots and MLflow's model logging (wall-clock plans only).
 FINAL_EXTRA_S = 15.0
 
 _UNITS = {
@@ -104,13 +104,22 @@ def check_budget(file: str, spec: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- planning
 
 
-def concurrency(spec: dict[str, Any], cpus: float, gpus: float) -> int:
-    """Trials that run at once on ``cpus`` and ``gpus`` (and under ``search.max_concurrent``)."""
+def concurrency(spec: dict[str, Any], cpus: float, gpus: float, trial_cpus: float | None = None) -> int:
+    """Trials that run at once on ``cpus`` and ``gpus`` (and under ``search.max_concurrent``), each holding
+    ``trial_cpus`` (what it asks Ray for: the trial side's request, e.g. ``resources.cpu`` plus a streamed set's
+    decoding workers; ``resources.cpu`` when not given)."""
     res, cap = spec["resources"], spec["search"]["max_concurrent"] or math.inf
-    n = min(cap, max(1, int(cpus // max(res["cpu"], 1e-9))))
+    per_trial = min(float(trial_cpus if trial_cpus is not None else res["cpu"]), cpus) if cpus > 0 else res["cpu"]
+    n = min(cap, max(1, int(cpus // max(per_trial, 1e-9))))
     if res["gpu"] > 0:
         n = min(n, max(1, int(gpus // res["gpu"])))
     return int(n)
+
+
+def probed_cpus(probes: list[dict[str, Any]]) -> float | None:
+    """CPUs one trial asks Ray for, by the trial side's probes (the largest request among them)."""
+    asked = [float(p["trial_cpus"]) for p in probes if "trial_cpus" in p]
+    return max(asked) if asked else None
 
 
 def epoch_cost(budget: Budget, seconds: float, gpu: float, gpu_hours: Callable[..., float], parallel: int) -> float:
@@ -177,7 +186,8 @@ def _harmonic(n: int) -> float:
 
 
 def search_cost(sched: dict[str, Any], trials: float) -> float:
-    """What ``trials`` trials are expected to cost, in epochs of the full training split.
+    """What ``trials`` trials are expected to train, in epochs of the whole training split (an epoch budget's
+    unit; ``search_passes`` counts the epochs themselves, each of which validates on the whole validation set).
 
     FIFO, median, PBT and Hyperband: every trial may run ``max_t`` epochs (Hyperband's brackets differ;
     counted at full length, which plans fewer trials than run). ASHA with one bracket: the epochs up to the
@@ -186,13 +196,22 @@ def search_cost(sched: dict[str, Any], trials: float) -> float:
     as arriving one at a time (concurrent ones meet fewer recorded results still, so the plan is a little
     optimistic for them).
     """
+    return _expected_epochs(sched, trials, sched.get("fidelity") == "data")
+
+
+def search_passes(sched: dict[str, Any], trials: float) -> float:
+    """The epochs ``trials`` trials are expected to run, whatever share of the data each trains on."""
+    return _expected_epochs(sched, trials, False)
+
+
+def _expected_epochs(sched: dict[str, Any], trials: float, data_weighted: bool) -> float:
     max_t = int(sched["max_t"])
     if sched["name"] != "asha" or int(sched["brackets"]) != 1:
         return float(max_t) * trials
-    eta, data = float(sched["reduction_factor"]), sched.get("fidelity") == "data"
+    eta = float(sched["reduction_factor"])
     total, arrivals, last = 0.0, float(trials), 0
     for r in asha_rungs(sched):
-        total += arrivals * (r - last) * (r / max_t if data else 1.0)
+        total += arrivals * (r - last) * (r / max_t if data_weighted else 1.0)
         arrivals, last = promoted(arrivals, eta), r
     return total + arrivals * (max_t - last)
 
@@ -200,12 +219,15 @@ def search_cost(sched: dict[str, Any], trials: float) -> float:
 MAX_PLANNED = 10_000  # trials a plan counts up to (a budget that buys more is planned at this many)
 
 
-def trials_within(sched: dict[str, Any], share: float, per_epoch: float, per_trial: float) -> int:
-    """The most trials (at least 1) whose expected cost, ``search_cost`` epochs at ``per_epoch`` each plus
-    ``per_trial`` each to start, fits ``share``."""
+def trials_within(
+    sched: dict[str, Any], share: float, per_epoch: float, per_trial: float, per_pass: float = 0.0
+) -> int:
+    """The most trials (at least 1) whose expected cost fits ``share``: ``search_cost`` epochs of the training split
+    at ``per_epoch`` each, ``search_passes`` validations at ``per_pass`` each, and ``per_trial`` each to start."""
 
     def fits(n: int) -> bool:
-        return search_cost(sched, n) * per_epoch + n * per_trial <= share + 1e-9
+        cost = search_cost(sched, n) * per_epoch + search_passes(sched, n) * per_pass + n * per_trial
+        return cost <= share + 1e-9
 
     low, high = 1, 2  # the cost grows with n: double past the share, then halve the gap
     while high <= MAX_PLANNED and fits(high):
@@ -232,12 +254,20 @@ def plan(
     after = bool(spec["final"]["after_search"])
     search_share = budget.amount * (split if after else 1.0)
     epoch_s = sum(p["epoch_s"] for p in probes) / len(probes)
+    # Validation runs on the whole validation set every epoch, whatever share of the training split it trains on.
+    val_s = sum(p.get("val_s", 0.0) for p in probes) / len(probes)
+    train_s = epoch_s - val_s
 
     def fitting(epochs: int) -> tuple[float, int]:  # (expected epochs of a trial, trials that fit)
         sched = search_scheduler(spec["scheduler"], epochs)
         start = TRIAL_START_S / parallel if budget.unit == "seconds" else 0.0
-        n = trials_within(sched, search_share, epoch_cost(budget, epoch_s, gpu, gpu_hours, parallel), start)
+        per_pass = 0.0 if budget.unit == "epochs" else epoch_cost(budget, val_s, gpu, gpu_hours, parallel)
+        per_epoch = epoch_cost(budget, train_s, gpu, gpu_hours, parallel)
+        n = trials_within(sched, search_share, per_epoch, start, per_pass)
         return search_cost(sched, n) / n, n
+
+    def planned_search_s(sched: dict[str, Any], n: int) -> float:
+        return (search_cost(sched, n) * train_s + search_passes(sched, n) * val_s) / parallel
 
     trial_epochs = int(spec["scheduler"]["max_t"])
     if spec["search"]["epochs"] == "auto":  # the longest trials that still give the search MIN_TRIALS
@@ -266,9 +296,7 @@ def plan(
         "epoch_s": epoch_s,
         "parallel": parallel,
         # What the plan should take by the probe (a wall-clock budget: its shares).
-        "planned_seconds": {
-            "search": search_cost(search_scheduler(spec["scheduler"], trial_epochs), trials) * epoch_s / parallel
-        },
+        "planned_seconds": {"search": planned_search_s(search_scheduler(spec["scheduler"], trial_epochs), trials)},
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
@@ -294,7 +322,7 @@ def final_plan(
     gpu = float(spec["resources"]["gpu"])
     if budget.unit == "seconds":
         per_epoch = final_s * rounds
-        available = available - FINAL_EXTRA_S
+        available = available - FINAL_EXTRA_S * rounds
     else:
         per_epoch = seeds * epoch_cost(budget, final_s, gpu, gpu_hours, 1)
     given = spec["final"]["epochs"]
@@ -326,9 +354,9 @@ def budget_of(record: dict[str, Any]) -> Budget:
 
 
 def spent_search(unit: str, rows: list[dict[str, Any]], search_budget: dict[str, float], seconds: float) -> float:
-    """The search's spend in ``unit``: epochs of trials.csv, GPU-hours of study.json's budget, wall seconds."""
-    if unit == "epochs":
-        return float(sum(int(r["epochs"]) for r in rows))
+    """The search's spend in ``unit``: epochs of trials.csv (of the whole training split), GPU-hours of study.json's budget, wall seconds."""
+    if unit == "epochs":  # of the whole training split: data_epochs under scheduler.fidelity: data
+        return float(sum(float(r.get("data_epochs") or r["epochs"]) for r in rows))
     return float(search_budget["gpu_hours"]) if unit == "gpu_hours" else float(seconds)
 
 

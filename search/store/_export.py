@@ -92,6 +92,8 @@ def trial_rows(
     """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error
     (the text of what it raised); ``oom_reason``: the reason of a trial killed for host memory, by config."""
     rows = []
+    # scheduler.fidelity: data: the epochs of the whole training split each trial trained (an epoch budget's unit)
+    data_weighted = any("data_epochs" in (t["last"] or {}) for t in trials)
     for t in trials:
         last = t["last"] or {}
         hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in (*REASONED, USER_ERROR))]
@@ -108,6 +110,7 @@ def trial_rows(
                 # every epoch's value, epoch 1 first: trials compared at one fidelity (importance)
                 f"{metric}_by_epoch": " ".join(f"{v:.6g}" for v, _ in sorted(scores, key=lambda s: s[1])),
                 "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
+                **({"data_epochs": plain(last.get("data_epochs", 0.0))} if data_weighted else {}),
                 "device": last.get("device", ""),
                 "gpu": str(last.get("gpu_ids", "")),
                 "seconds": plain(last.get("time_total_s", "")),
