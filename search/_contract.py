@@ -12,6 +12,7 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
   long, whether they follow the search, and which top-k accuracy the summary averages;
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
+``tune-compare`` reads no trial-side key by name: ``report_axes`` in study.json and final/metrics.json names them.
 Of a final seed's folder, ``tune-compare`` reads ``metrics.json`` and ``predictions.npz`` (arrays ``labels``,
 ``pred``, ``probs`` and ``test_digest``, per test image, for the paired verdict).
 """
@@ -62,6 +63,11 @@ class TrialSide(Protocol):
 
     def tags(self, spec: Spec) -> dict[str, str]:
         """Labels of a study for tracking and reports: ``model`` and ``dataset``."""
+
+    def report_axes(self, spec: Spec) -> dict[str, list[Any]]:
+        """``{axis: [key, value]}`` for the axes ``model``, ``fraction`` (of the training data) and ``seed``: the
+        spec key a search may vary for each, and its value in ``spec``; study.json and final/metrics.json record
+        it, and tune-compare reads trials.csv's columns by these keys."""
 
     # --- data and trials
     def prepare(self, spec: Spec) -> Any:

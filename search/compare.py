@@ -2,7 +2,8 @@
 
 Each argument is a study folder (its ``final/metrics.json``; a path or a storage URI), a final folder, or an MLflow
 experiment name (the newest final run's ``final/metrics.json`` artifact). A study folder without
-final models whose search varied ``data.train_fraction`` (paper 003's grid) is read from its
+final models whose search varied the training data's fraction (paper 003's grid; the key is study.json's
+``report_axes``) is read from its
 ``trials.csv``: validation accuracy against training fraction per model, with the spread over seeds.
 """
 
@@ -56,11 +57,17 @@ def load_final(source: str, mlflow_uri: str, local: Path | None = None) -> dict[
     return {**final_metrics(Path(local)), "mlflow_final_run": (mlflow_uri, runs[0].info.run_id)}
 
 
-FRACTION = "data.train_fraction"
 # What a report reads from a study's final/metrics.json (written by tune-run --final).
 FINAL_KEYS: dict[str, type] = {"summary": dict, "experiment": str, "model": str, "seeds": list}
 # ... and from its study.json's spec.
-STUDY_KEYS: dict[str, type] = {"space": dict, "experiment.name": str, "experiment.metric": str, "model.name": str}
+STUDY_KEYS: dict[str, type] = {"space": dict, "experiment.name": str, "experiment.metric": str}
+
+
+def axis(record: dict[str, Any], name: str) -> tuple[str | None, Any]:
+    """(the spec key, its value) of a report axis (``model``, ``fraction``, ``seed``) as the trial side named it in
+    study.json or final/metrics.json (``report_axes``); (None, None) in a file written before it was recorded."""
+    got = (record.get("report_axes") or {}).get(name)
+    return (str(got[0]), got[1]) if isinstance(got, list) and len(got) == 2 else (None, None)
 
 
 def _lookup(data: Any, dotted: str) -> Any:
@@ -120,15 +127,22 @@ def read_trials(path: Path, columns: list[str]) -> Any:
     return df
 
 
-def search_spec(folder: Path) -> dict[str, Any] | None:
-    """The resolved spec of the search study at ``folder`` (its study.json), or None when the folder holds no
-    search results (no trials.csv or study.json); a damaged study.json is one line naming it."""
+def study_record(folder: Path) -> dict[str, Any] | None:
+    """The study.json of the search study at ``folder``, its resolved ``spec`` checked, or None when the folder
+    holds no search results (no trials.csv or study.json); a damaged study.json is one line naming it."""
     if not (folder / "trials.csv").is_file() or not (folder / "study.json").is_file():
         return None
-    spec = read_json(folder / "study.json", "study file").get("spec")
-    if not isinstance(spec, dict):
+    record = read_json(folder / "study.json", "study file")
+    if not isinstance(record.get("spec"), dict):
         raise CompareError(f"{folder / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
-    return checked(spec, STUDY_KEYS, folder / "study.json", "a study file")
+    checked(record["spec"], STUDY_KEYS, folder / "study.json", "a study file")
+    return record
+
+
+def search_spec(folder: Path) -> dict[str, Any] | None:
+    """The resolved spec of the search study at ``folder`` (``study_record``'s), or None."""
+    record = study_record(folder)
+    return record["spec"] if record else None
 
 
 def load_fraction_study(source: str) -> Any:
@@ -136,21 +150,25 @@ def load_fraction_study(source: str) -> Any:
     import pandas as pd
 
     p = Path(source)
-    spec = search_spec(p)
-    if spec is None or FRACTION not in spec["space"]:
+    record = study_record(p)
+    if record is None:
+        return None
+    spec, (fraction, _) = record["spec"], axis(record, "fraction")
+    if fraction is None or fraction not in spec["space"]:
         return None
     metric = spec["experiment"]["metric"]
     df = read_trials(p / "trials.csv", ["status", f"best_{metric}"])
-    if FRACTION not in df.columns:
+    if fraction not in df.columns:
         return None
+    (model_key, model_name), (seed_key, seed) = axis(record, "model"), axis(record, "seed")
     branch = [k for k in spec["space"] if "." not in k]  # a branch label names the model family
-    model = df[branch[0]] if branch else df.get("model.name", pd.Series([spec["model"]["name"]] * len(df)))
+    model = df[branch[0]] if branch else df.get(model_key, pd.Series([model_name] * len(df)))
     return pd.DataFrame(
         {
             "study": spec["experiment"]["name"],
             "model": model.astype(str),
-            "fraction": df[FRACTION],
-            "seed": df.get("train.seed", 0),
+            "fraction": df[fraction],
+            "seed": df.get(seed_key, seed),
             "metric": metric,
             "value": df[f"best_{metric}"],
             "seconds": pd.to_numeric(df.get("seconds"), errors="coerce"),
@@ -372,14 +390,14 @@ def _pareto(plt: Any, studies: list[dict[str, Any]]) -> Any:
 
 def _fraction(plt: Any, studies: list[dict[str, Any]]) -> Any:
     """Accuracy against the training fraction, per model; None unless the studies vary the fraction."""
-    fractions = {(s.get("spec") or {}).get("data", {}).get("train_fraction") for s in studies}
-    if len(fractions) <= 1:
+    fractions = {axis(s, "fraction")[1] for s in studies}
+    if len(fractions) <= 1 or None in fractions:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for model in sorted({s["model"] for s in studies}):
         by_fraction = sorted(  # by fraction alone: two studies at one fraction tie, and dicts do not order
             (
-                (s["spec"]["data"]["train_fraction"], s["summary"]["accuracy"])
+                (axis(s, "fraction")[1], s["summary"]["accuracy"])
                 for s in studies
                 if s["model"] == model and s["summary"].get("accuracy", {}).get("mean") is not None
             ),

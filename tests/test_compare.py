@@ -19,7 +19,7 @@ def summary(name, model, frac, acc, lat):
         "experiment": name,
         "model": model,
         "seeds": [0, 1, 2],
-        "spec": {"data": {"train_fraction": frac}},
+        "report_axes": {"model": ["model.name", model], "fraction": ["data.train_fraction", frac]},
         "summary": {
             "accuracy": {"mean": acc, "std": 0.01, "ci_low": acc - 0.02, "ci_high": acc + 0.02, "n": 3},
             "cost": {

@@ -397,3 +397,13 @@ def smoke(spec: dict[str, Any]) -> dict[str, Any]:
 def tags(spec: dict[str, Any]) -> dict[str, str]:
     """Labels of a study for tracking and reports."""
     return {"model": str(spec["model"].get("name")), "dataset": str(spec["data"]["dataset"])}
+
+
+def report_axes(spec: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a cross-study report plots against (tune-compare's data efficiency): each axis's key, which a search
+    may vary, and its value in ``spec``."""
+    return {
+        "model": ["model.name", str(spec["model"].get("name"))],
+        "fraction": ["data.train_fraction", float(spec["data"]["train_fraction"])],
+        "seed": ["train.seed", int(spec["train"]["seed"])],
+    }

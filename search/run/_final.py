@@ -152,6 +152,7 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
     summary = {
         "experiment": spec["experiment"]["name"],
         **backend.tags(spec),
+        "report_axes": backend.report_axes(spec),
         "seeds": [m["seed"] for m in per_seed],
         "errors": errors,
         # A recipe that fails one time in three must read as such: the seeds it was trained with, those that failed.

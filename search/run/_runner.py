@@ -150,6 +150,7 @@ def _start_record(
         "mlflow_parent_run_id": run.parent,
         "dashboard": run.dashboard,
         "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
+        "report_axes": run.backend.report_axes(spec),  # the keys tune-compare plots against
         "provenance": provenance(),
         "started": previous.get("started") or now(),
         "resumed": resume,
