@@ -19,6 +19,7 @@ from typing import Any
 
 from .spec._files import read_json
 from .spec._schema import SpecError
+from .spec._spec import get_path
 from .store import _storage as storage
 from .store._atomic import EXIT_FAULT, StorageFull, write_atomic
 from .store._export import SCORED
@@ -70,16 +71,10 @@ def axis(record: dict[str, Any], name: str) -> tuple[str | None, Any]:
     return (str(got[0]), got[1]) if isinstance(got, list) and len(got) == 2 else (None, None)
 
 
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
 def checked(data: dict[str, Any], keys: dict[str, type], file: Path, what: str) -> dict[str, Any]:
     """``data`` when each key holds its type; else one line naming the file and the first key that does not."""
     for key, kind in keys.items():
-        if not isinstance(_lookup(data, key), kind):
+        if not isinstance(get_path(data, key, None), kind):
             raise SpecError(str(file), key, f"missing or not a {kind.__name__}: not {what} written by tune-run")
     return data
 

@@ -84,10 +84,19 @@ TOP_LEVEL = ("experiment", "data", "model", "train", "space", "search", "schedul
 # --------------------------------------------------------------------------- paths and overrides
 
 
-def get_path(d: dict[str, Any], dotted: str) -> Any:
+_REQUIRED = object()
+
+
+def get_path(d: dict[str, Any], dotted: str, default: Any = _REQUIRED) -> Any:
+    """The value at a dotted path; a missing one is ``default`` when given, else KeyError."""
     cur: Any = d
     for part in dotted.split("."):
-        cur = cur[part]
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif default is _REQUIRED:
+            raise KeyError(dotted)
+        else:
+            return default
     return cur
 
 
