@@ -35,6 +35,9 @@ class TrialSide(Protocol):
     USER_ERRORS: tuple[type[Exception], ...]
     #: Metrics a trial reports, each with the direction that is better ("max" or "min").
     METRICS: dict[str, str]
+    #: Keys whose value decides which other keys exist (the model family): searched only by a branch, whose first
+    #: option's value stands in when the spec leaves the key out; each with the advice its error line gives.
+    BRANCH_KEYS: dict[str, str]
 
     # --- specs
     def section_schemas(self, raw: Spec) -> dict[str, Schema | None]:

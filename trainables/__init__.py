@@ -24,7 +24,7 @@ from ._backend import (
 )
 from .data import DataError, Pools, list_datasets, load_pools, make_splits
 from .models import WeightsNotFound, create_model, list_models
-from .sections import METRICS, data_fidelity, final_epochs, shortened
+from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, shortened
 
 
 def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)
@@ -81,6 +81,7 @@ def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
 
 
 __all__ = [
+    "BRANCH_KEYS",
     "METRICS",
     "USER_ERRORS",
     "DataError",

@@ -98,6 +98,12 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "randaugment_group": 8,  # images that share one draw of ops (per-image draws cost a call each)
 }
 
+# Keys whose value decides which other keys exist: each model family has its own arguments, so the family is searched
+# by a branch (a conditional sub-space), with the advice the spec's error line gives.
+BRANCH_KEYS = {
+    "model.name": "make it a branch, e.g. space.family: {grid: [{model.name: cnn, model.conv1: ...}, ...]}",
+}
+
 # Keys of the model section that are not the builder's arguments.
 NOT_MODEL_ARGS = ("name", "freeze")
 

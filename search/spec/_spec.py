@@ -186,7 +186,7 @@ def resolve(
             raise SpecError(
                 file, str(key), f"unknown section; allowed: {', '.join(TOP_LEVEL)}{did_you_mean(str(key), TOP_LEVEL)}"
             )
-    raw = _model_from_branch(raw)
+    raw = _keys_from_branch(raw, backend.BRANCH_KEYS)
     for key in ("data", "model"):
         if not raw.get(key):
             raise SpecError(file, key, "section is required")
@@ -221,20 +221,21 @@ def resolve(
     return {k: spec[k] for k in TOP_LEVEL}
 
 
-def _model_from_branch(raw: dict[str, Any]) -> dict[str, Any]:
-    """A spec whose model.name is chosen by a branch may leave it out; its first option's stands in."""
-    model = raw.get("model") or {}
-    if isinstance(model, dict) and model.get("name"):
-        return raw
-    for key, dist in (raw.get("space") or {}).items():
-        if is_branch(str(key)) and isinstance(dist, dict) and len(dist) == 1:
+def _keys_from_branch(raw: dict[str, Any], keys: typing.Iterable[str]) -> dict[str, Any]:
+    """A key a branch chooses for the whole spec (the trial side's ``BRANCH_KEYS``, e.g. the model family) may be
+    left out of its section: the branch's first option's value stands in."""
+    for dotted in keys:
+        section, _, leaf = dotted.partition(".")
+        current = raw.get(section) or {}
+        if isinstance(current, dict) and current.get(leaf):
+            continue
+        for key, dist in (raw.get("space") or {}).items():
+            if not (is_branch(str(key)) and isinstance(dist, dict) and len(dist) == 1):
+                continue
             options = next(iter(dist.values()))
-            if (
-                isinstance(options, list)
-                and options
-                and all(isinstance(o, dict) and "model.name" in o for o in options)
-            ):
-                raw = {**raw, "model": {**(model if isinstance(model, dict) else {}), "name": options[0]["model.name"]}}
+            if isinstance(options, list) and options and all(isinstance(o, dict) and dotted in o for o in options):
+                base = current if isinstance(current, dict) else {}
+                raw = {**raw, section: {**base, leaf: options[0][dotted]}}
                 break
     return raw
 
@@ -408,7 +409,7 @@ def _check_space(
                 raise SpecError(file, kp, "a branch (a key without a dot) cannot sit inside another branch")
             out[key] = _check_branch(file, kp, dist, spec, raw, backend)
             continue
-        typ = _key_type(file, kp, str(key), spec, schemas)
+        typ = _key_type(file, kp, str(key), schemas, backend.BRANCH_KEYS if backend else {})
         out[key] = check_distribution(file, kp, dist, typ, algo)
         why = backend.checkpoint_conflict(str(key)) if backend and spec["scheduler"]["name"] == "pbt" else None
         if why:  # PBT resumes a trial from another trial's checkpoint, with this key perturbed
@@ -479,7 +480,11 @@ def _check_branch(
 
 
 def _key_type(
-    file: str, kp: str, key: str, spec: dict[str, Any], schemas: dict[str, dict[str, tuple[Any, ...]] | None]
+    file: str,
+    kp: str,
+    key: str,
+    schemas: dict[str, dict[str, tuple[Any, ...]] | None],
+    branch_keys: typing.Mapping[str, str],
 ) -> Any:
     """The schema type of a searched dotted path (Any for free-form model args)."""
     section, _, rest = key.partition(".")
@@ -505,14 +510,8 @@ def _key_type(
         raise SpecError(
             file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}{did_you_mean(leaf, schema)}"
         )
-    if key == "model.name":
-        # Each model family has its own keys: search families with a branch (conditional sub-space).
-        raise SpecError(
-            file,
-            kp,
-            f"{key} cannot be searched in a flat space; make it a branch, e.g. "
-            f"space.family: {{grid: [{{model.name: cnn, model.conv1: ...}}, ...]}}",
-        )
+    if key in branch_keys:  # its value decides which other keys exist: a branch (conditional sub-space)
+        raise SpecError(file, kp, f"{key} cannot be searched in a flat space; {branch_keys[key]}")
     return schema[leaf][0]
 
 
