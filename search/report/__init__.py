@@ -1,1 +1,2 @@
-"""Reading finished studies: the paired verdict, its statistics, and which settings mattered (fANOVA)."""
+"""Reading finished studies: their result files (``_sources``), the report's figures (``_figures``), the paired
+verdict and its statistics, and which settings mattered (fANOVA). ``search.compare`` is its command."""
