@@ -3,8 +3,10 @@
 Knows nothing about models or data; the trial side is passed in as a backend.
 """
 
+from .spec._files import dump_spec
+from .spec._schema import SpecError
 from .spec._space import DISTRIBUTIONS, grid_points, preview_configs, to_tune
-from .spec._spec import SpecError, dump_spec, load_spec, resolve, smoke_spec
+from .spec._spec import load_spec, resolve, smoke_spec
 
 __all__ = [
     "DISTRIBUTIONS",

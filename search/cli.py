@@ -15,8 +15,11 @@ from typing import Any, cast
 from ._contract import TrialSide
 from .run._algorithms import first_points_line
 from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
+from .spec._files import dump_spec
+from .spec._keys import parse_override
+from .spec._schema import SpecError
 from .spec._space import as_searched, grid_points, preview_configs
-from .spec._spec import SpecError, dump_spec, load_spec, parse_override, resolve
+from .spec._spec import load_spec, resolve
 from .store import _storage as storage
 from .store._atomic import EXIT_FAULT, StorageFull
 from .store._paths import shown

@@ -66,7 +66,11 @@ STUDY = {
         "model": {"name": "vit"},
         "space": {"data.train_fraction": {"grid": [0.5, 1.0]}},
     },
-    "report_axes": {"model": ["model.name", "vit"], "fraction": ["data.train_fraction", 1.0], "seed": ["train.seed", 0]},
+    "report_axes": {
+        "model": ["model.name", "vit"],
+        "fraction": ["data.train_fraction", 1.0],
+        "seed": ["train.seed", 0],
+    },
 }
 TRIALS = b"trial_id,status,data.train_fraction,best_val_acc,seconds\nt1,completed,0.5,0.7,3\n"
 # (file in the study folder, content, words); the study's other files are sound

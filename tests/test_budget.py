@@ -200,8 +200,9 @@ def test_an_epoch_budget_counts_epochs_of_the_whole_training_split_under_data_fi
     """scheduler.fidelity: data: an epoch on a quarter of the training split is a quarter of an epoch for the plan,
     the stopper and the spend alike (one unit), as the trial side reports it (``data_epochs``)."""
     from search.run._algorithms import rungs
+    from search.run._spend import spent_search
     from search.run._study_budget import BudgetStopper
-    from search.spec._budget import search_cost, search_scheduler, spent_search
+    from search.spec._budget import search_cost, search_scheduler
     from trainables.engine import data_epochs
 
     spec = resolve(

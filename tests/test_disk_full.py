@@ -217,7 +217,7 @@ def test_resume_refuses_a_tune_state_cut_short_by_a_full_disk(tmp_path, backend)
     start a new study. --resume names the file in one line instead (before Ray starts)."""
     from search import resolve
     from search.run._resume import check_resumable as _check_resumable
-    from search.spec._spec import SpecError
+    from search.spec._schema import SpecError
 
     spec = resolve(
         {

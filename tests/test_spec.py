@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from search import SpecError, load_spec, resolve, smoke_spec
-from search.spec._spec import coerce, parse_override
+from search.spec._keys import parse_override
+from search.spec._schema import coerce
 from tests.conftest import console, console_env
 
 BASE = {

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..spec._files import read_json
+from ..spec._keys import get_path
 from ..spec._schema import SpecError
-from ..spec._spec import get_path
 from ..store import _storage as storage
 
 

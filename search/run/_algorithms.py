@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..spec._keys import get_path
 from ..spec._space import OptunaSpace, bohb_space, branches, recipe_point, to_tune
-from ..spec._spec import get_path
 
 TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epochs
 

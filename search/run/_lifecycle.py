@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._contract import TrialSide
-from ..spec._spec import SpecError
+from ..spec._schema import SpecError
 from ..store import _storage as storage
 from ..store._atomic import StorageFull
 from ..store._paths import check_storage, claim, mlflow_uri

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from ..spec._files import read_json, read_text
-from ..spec._spec import SpecError, spec_differences
+from ..spec._keys import spec_differences
+from ..spec._schema import SpecError
 from ..store import _storage as storage
 from ..store._paths import STUDY_FILE
 

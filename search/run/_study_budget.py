@@ -20,11 +20,10 @@ from ..spec._budget import (
     probed_cpus,
     search_epochs,
     search_scheduler,
-    spent_search,
-    totals,
     trial_length,
 )
 from ..spec._space import as_searched, grid_points
+from ._spend import spent_search, totals
 
 
 def search_side(spec: dict[str, Any], backend: TrialSide, cb: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,8 +24,8 @@ def budget_left(result: Any) -> dict[str, Any] | None:
 
 def final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Add final training's spend to study.json's compute budget and the study's MLflow run."""
-    from ..spec._budget import spent_final, totals
     from ..store._tracking import log_budget
+    from ._spend import spent_final, totals
 
     cb = result.compute_budget
     cb["spent"]["final"] = spent_final(cb["unit"], summary, seconds)
@@ -42,7 +42,7 @@ def final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seco
 
 
 def budget_summary(cb: dict[str, Any]) -> None:
-    from ..spec._budget import lines
+    from ._spend import lines
 
     print("\n".join(lines(cb)))
 

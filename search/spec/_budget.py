@@ -1,5 +1,5 @@
-"""Compute budgets (``search.budget``, ``tune-run --budget``): parse, plan from a throughput probe, enforce,
-and report spent against planned.
+"""Compute budgets (``search.budget``, ``tune-run --budget``): parse and plan from a throughput probe (the stopper
+that enforces a plan is ``run/_study_budget.py``, what was spent ``run/_spend.py``).
 
 A budget is wall-clock time (``45s``, ``30m``, ``2h``), GPU-hours (``1.5gpu-h``, by the trial side's one
 GPU-hours rule) or epochs (``400epochs``, summed over trials). It covers the search and, when the spec has a
@@ -343,49 +343,6 @@ def trial_length(p: dict[str, Any]) -> str:
         return f"up to {n} epochs"
     why = f"search.epochs: auto, for {MIN_TRIALS} trials" if p.get("trial_epochs_from") == "budget" else "search.epochs"
     return f"up to {n} epochs (train.epochs {full}, shortened by {why})"
-
-
-# --------------------------------------------------------------------------- reporting
-
-
-def budget_of(record: dict[str, Any]) -> Budget:
-    cb = record["compute_budget"]
-    return parse_budget(cb["budget"], "study.json")
-
-
-def spent_search(unit: str, rows: list[dict[str, Any]], search_budget: dict[str, float], seconds: float) -> float:
-    """The search's spend in ``unit``: epochs of trials.csv (of the whole training split), GPU-hours of study.json's budget, wall seconds."""
-    if unit == "epochs":  # of the whole training split: data_epochs under scheduler.fidelity: data
-        return float(sum(float(r.get("data_epochs") or r["epochs"]) for r in rows))
-    return float(search_budget["gpu_hours"]) if unit == "gpu_hours" else float(seconds)
-
-
-def spent_final(unit: str, summary: dict[str, Any], seconds: float) -> float:
-    """Final training's spend in ``unit``: epochs trained over seeds, their GPU-hours, wall seconds."""
-    if unit == "epochs":
-        return float(sum(len(h) for h in summary["history"].values()))
-    if unit == "gpu_hours":
-        cost = summary["summary"].get("cost", {})
-        return float(cost.get("gpu_hours", 0.0)) * len(summary["seeds"])
-    return float(seconds)
-
-
-def totals(cb: dict[str, Any]) -> None:
-    """Fill ``total`` of what was spent, in the budget's unit and in seconds."""
-    for key in ("spent", "spent_seconds"):
-        cb[key]["total"] = sum(v for k, v in cb[key].items() if k != "total")
-
-
-def lines(cb: dict[str, Any]) -> list[str]:
-    """The summary's budget lines: planned against spent, per phase, in the budget's unit and seconds."""
-    b = Budget(0.0, cb["unit"], cb["budget"])
-    phases = [p for p in ("search", "final", "total") if p in cb["spent"]]
-    planned = " · ".join(f"{p} {b.show(cb['planned'][p])} ({cb['planned_seconds'].get(p, 0):.0f} s)" for p in phases)
-    spent = " · ".join(f"{p} {b.show(cb['spent'][p])} ({cb['spent_seconds'][p]:.0f} s)" for p in phases)
-    out = [f"  budget:      {cb['budget']} · planned {planned}", f"               spent   {spent}"]
-    if cb.get("ended_by_budget"):
-        out.append(f"               the search ended early: {cb['reason']}")
-    return out
 
 
 # --------------------------------------------------------------------------- probing

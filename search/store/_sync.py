@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..spec._files import read_json
+from ..spec._schema import SpecError
 from ..spec._space import branches, flat_config
-from ..spec._spec import SpecError
 from . import _storage as storage
 from ._export import FAILED
 from ._paths import IMPORTANCE_FILE, PARALLEL_FILE, STUDY_FILE, shown
