@@ -114,17 +114,22 @@ def run_final(
         max_epochs=max_epochs,
         param_space={"seed": tune.grid_search(list(spec["final"]["seeds"]))},
     )
-    grid = run.fit()
-    summary = _summary(run, grid, study_file, sized)
+    summary = _summary(run, run.fit(), study_file, sized)
     run.publish("metrics.json", "spec.yaml", writer="a seed could not write its model folder")
     _drop_dropped_seeds(run, summary)
-    if run.parent:
-        from ..store._models import log_final_models
-
-        uri = mlflow_uri(spec)
-        log_final_models(uri, run.parent, run.out, summary["seeds"], backend, log)
-        _log_final(uri, run.parent, run.out, summary)
+    _track_models(run, summary)
     return summary
+
+
+def _track_models(run: Lifecycle, summary: dict[str, Any]) -> None:
+    """Each final model as an MLflow model of the final run (through the trial side), and the summary's metrics."""
+    if not run.parent:
+        return
+    from ..store._models import log_final_models
+
+    uri = mlflow_uri(run.spec)
+    log_final_models(uri, run.parent, run.out, summary["seeds"], run.backend, run.log)
+    _log_final(uri, run.parent, run.out, summary)
 
 
 def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] | None) -> dict[str, Any]:

@@ -74,32 +74,14 @@ def run_study(
         log=log,
         verbose=verbose,
     )
-    if resume:
-        check_resumable(file, storage.join(run.target, STUDY_FILE), given)
-    else:
-        run.claim(
-            holds_study,
-            "a study",
-            overwrite=overwrite,
-            missing=f"no {STUDY_FILE}",
-            hint="pass --resume to continue it, --overwrite to replace it, or --set experiment.name=…",
-        )
+    _claim(run, given, resume, overwrite)
     pools = run.prepare()  # before anything is written: a bad data.root leaves nothing half-done on disk
     log(f"data: {backend.describe(pools, spec['data'])}")
     skipped = backend.skipped_images(pools)
     cluster = run.start_ray(pools)  # before it is recorded: study.json says what ran
     budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] else None
     previous = read_json(storage.join(run.target, STUDY_FILE), "study file") if resume else {}
-    # A resumed study keeps the plan it started with (its trials, their length, final training's share).
-    cb = (
-        previous.get("compute_budget")
-        if resume
-        else plan_budget(spec, backend, pools, budget, cluster, log)
-        if budget
-        else None
-    )
-    if resume and cb:
-        spec["search"]["num_samples"] = cb["num_samples"]
+    cb = _budget_plan(run, pools, budget, cluster, previous, resume)
     side = search_side(spec, backend, cb)
     run.track(
         run_name=spec["experiment"]["name"],
@@ -128,6 +110,39 @@ def run_study(
     grid = run.fit()
     search_s = stopper.elapsed() if stopper is not None else time.monotonic() - search_started
     return _finish(run, grid, record, side, cb, budget, stopper, search_s, search_started, started, resume)
+
+
+def _claim(run: Lifecycle, given: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """The study folder is this study's: a resumed one's spec matches the one it started with; a new one finds
+    the folder free (or --overwrite)."""
+    if resume:
+        check_resumable(run.file, storage.join(run.target, STUDY_FILE), given)
+        return
+    run.claim(
+        holds_study,
+        "a study",
+        overwrite=overwrite,
+        missing=f"no {STUDY_FILE}",
+        hint="pass --resume to continue it, --overwrite to replace it, or --set experiment.name=…",
+    )
+
+
+def _budget_plan(
+    run: Lifecycle,
+    pools: Any,
+    budget: Budget | None,
+    cluster: dict[str, float],
+    previous: dict[str, Any],
+    resume: bool,
+) -> dict[str, Any] | None:
+    """study.json's ``compute_budget``: planned now from a probe, or for a resumed study the plan it started with
+    (its trials, their length, final training's share)."""
+    if resume:
+        cb = previous.get("compute_budget")
+        if cb:
+            run.spec["search"]["num_samples"] = cb["num_samples"]
+        return cb
+    return plan_budget(run.spec, run.backend, pools, budget, cluster, run.log) if budget else None
 
 
 def _start_record(
