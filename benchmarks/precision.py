@@ -45,7 +45,7 @@ def steps_per_s(args: dict, batch: int, opt_name: str, rule: bool, steps: int, d
     import torch
 
     import trainables
-    from trainables.engine import use_autocast, wants_channels_last
+    from trainables.device import use_autocast, wants_channels_last
 
     torch.manual_seed(0)
     kw = {k: v for k, v in args.items() if k != "name"}
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     import torch
 
-    from trainables.engine import native_bf16, resolve_device
+    from trainables.device import native_bf16, resolve_device
 
     torch.set_num_threads(2)
     device = resolve_device("auto")

@@ -71,8 +71,10 @@ def main() -> None:
 
     import trainables
     from search import resolve, run_study
+    from trainables.batches import as_tensor
     from trainables.data import make_splits
-    from trainables.engine import as_tensor, model_kwargs, use_autocast, wants_channels_last
+    from trainables.device import use_autocast, wants_channels_last
+    from trainables.sections import model_kwargs
 
     cuda = torch.cuda.is_available()
     # --quick checks the script in seconds (a narrow CNN on 512 images), not the figure.

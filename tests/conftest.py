@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     sessions on the host, whose files anyone could replace — for this process and those it starts."""
     cache = tempfile.mkdtemp(prefix="tune-run-test-cache-")
     os.environ["TUNE_CACHE_DIR"] = cache  # console scripts and Ray workers read it at import
-    trainables.data.CACHE_DIR = Path(cache)  # this process imported trainables.data already
+    trainables.folders.CACHE_DIR = Path(cache)  # this process imported trainables.folders already
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 

@@ -203,7 +203,7 @@ def test_an_epoch_budget_counts_epochs_of_the_whole_training_split_under_data_fi
     from search.run._spend import spent_search
     from search.run._study_budget import BudgetStopper
     from search.spec._budget import search_cost, search_scheduler
-    from trainables.engine import data_epochs
+    from trainables.sections import data_epochs
 
     spec = resolve(
         {
@@ -256,7 +256,7 @@ def test_streamed_trials_are_planned_at_the_cpus_they_ask_for(tmp_path, monkeypa
     from search.spec._budget import concurrency, probed_cpus
     from tests.conftest import make_image_tree
 
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "a", {"cat": 6, "dog": 6}, size=10, split="train")
     make_image_tree(tmp_path / "a", {"cat": 2, "dog": 2}, size=10, split="test", seed=1)
     data = {"dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8, "storage": "stream"}
@@ -411,7 +411,8 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
 
 def test_data_fidelity_grows_nested_training_sets_at_the_rungs():
     from search.run._algorithms import rungs
-    from trainables.engine import data_fraction, fidelity_subset
+    from trainables.data import fidelity_subset
+    from trainables.sections import data_fraction
 
     spec = resolve(
         {

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_image_tree
-from trainables.data import DataError, ImageFiles, Pools, load_pools, make_splits, stratified_take
+from trainables.data import DataError, Pools, make_splits, stratified_take
+from trainables.datasets import load_pools
+from trainables.images import ImageFiles
 
 DATA = {
     "dataset": "digits",
@@ -74,7 +76,7 @@ def test_small_classes_keep_one_on_each_side():
 
 
 def test_imagefolder_tree_with_and_without_test(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "a", {"cat": 5, "dog": 7}, size=10, split="train")
     make_image_tree(tmp_path / "a", {"cat": 2, "dog": 3}, size=10, split="test", seed=1)
     p = load_pools({**DATA, "dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8})
@@ -93,7 +95,7 @@ def test_imagefolder_tree_with_and_without_test(tmp_path, monkeypatch):
 
 
 def test_streamed_pool_decodes_the_same_pixels_on_demand(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "a", {"cat": 5, "dog": 7}, size=10, split="train")
     make_image_tree(tmp_path / "a", {"cat": 2, "dog": 3}, size=10, split="test", seed=1)
     base = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "a"), "image_size": 8}
@@ -125,7 +127,7 @@ def test_streamed_files_are_found_from_any_working_directory(tmp_path, monkeypat
 
 
 def test_load_cap_reads_a_balanced_seeded_subsample(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"coin": 9, "other": 30}, size=10)
     data = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t"), "load_max_per_class": 6}
     p = load_pools(data)
@@ -155,7 +157,7 @@ def test_cifar_missing_offline_is_a_clear_error(tmp_path):
 
 
 def test_shared_cifar_tree(cifar_root, tmp_path, monkeypatch):
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     p = load_pools({**DATA, "dataset": "cifar10", "root": str(cifar_root)})
     assert p.train_x.shape == (50_000, 3, 32, 32) and p.test_x.shape[0] == 5_000
     assert p.classes[0] == "airplane" and np.all(np.bincount(p.train_y) == 5000)
@@ -168,7 +170,7 @@ def test_pools_are_plain_arrays():
 
 def test_positive_class_becomes_class_one_in_both_pools(tmp_path, monkeypatch):
     """coin/ sorts before other/; positive_class: coin makes coin class 1, labels remapped in train and test."""
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"coin": 4, "other": 6}, size=8, split="train")
     make_image_tree(tmp_path / "t", {"coin": 3, "other": 2}, size=8, split="test", seed=1)
     base = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t")}
@@ -197,7 +199,7 @@ class _Payload:
 
 
 def test_decode_cache_holds_arrays_only_and_a_replaced_file_is_never_run(tmp_path, monkeypatch):
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"a": 3, "b": 4}, size=8)
     data = {**DATA, "dataset": "imagefolder", "root": str(tmp_path / "t")}
     first = load_pools(data)
@@ -218,7 +220,7 @@ def test_decode_cache_holds_arrays_only_and_a_replaced_file_is_never_run(tmp_pat
 def test_tests_use_a_cache_of_their_own():
     import os
 
-    from trainables import data
+    from trainables import folders as data  # CACHE_DIR's module
 
     assert os.environ["TUNE_CACHE_DIR"] == str(data.CACHE_DIR) and "tune-run-test-cache-" in str(data.CACHE_DIR)
 

@@ -12,7 +12,8 @@ import torch
 import trainables
 from search import resolve
 from trainables.augment import augment_batch
-from trainables.engine import build_schedule, fit
+from trainables.engine import fit
+from trainables.recipe import build_schedule
 from trainables.sections import AUGMENT_DEFAULTS
 
 SPEC = {
@@ -201,7 +202,7 @@ def _trainable_modules(model):
     ],
 )
 def test_freeze_head_only_leaves_only_the_classifier(name, head):
-    from trainables.engine import freeze, head_module
+    from trainables.recipe import freeze, head_module
 
     m = trainables.create_model(name, num_classes=5, in_chans=3, image_size=32)
     freeze(m, "head_only")
@@ -211,7 +212,7 @@ def test_freeze_head_only_leaves_only_the_classifier(name, head):
 
 
 def test_freeze_fraction_counts_parameterised_layers_before_the_head():
-    from trainables.engine import freeze
+    from trainables.recipe import freeze
 
     m = trainables.create_model("cnn", num_classes=5, in_chans=3, image_size=32)
     # Layers before the head: conv, bn, conv, bn, conv, bn, linear (7); half -> the first 4 frozen.
@@ -261,7 +262,7 @@ def test_frozen_batchnorm_keeps_its_running_statistics(setup):
 
 
 def test_balanced_class_weights():
-    from trainables.engine import balanced_weights
+    from trainables.recipe import balanced_weights
 
     w = balanced_weights(np.array([0] * 30 + [1] * 10), 2)
     assert w.tolist() == pytest.approx([40 / 60, 40 / 20])
@@ -321,7 +322,8 @@ def test_mixup_training_runs_and_is_deterministic(setup):
 
 
 def test_bce_head_has_one_logit_and_the_threshold_decides(setup):
-    from trainables.engine import decide, predict_split
+    from trainables.engine import predict_split
+    from trainables.recipe import decide
 
     spec = resolve(
         {
@@ -365,7 +367,8 @@ def _private_dirty_mb() -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
 def test_channel_stats_chunked_and_heap_released_after_batches():
-    from trainables.engine import Batcher, channel_stats, release_host_memory
+    from trainables.batches import Batcher, channel_stats
+    from trainables.device import release_host_memory
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (3000, 3, 64, 64), dtype=torch.uint8, generator=g)
@@ -391,9 +394,9 @@ def test_channel_stats_chunked_and_heap_released_after_batches():
 def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
     """Same files, seeds and augmentation: reading from disk with loader workers changes nothing but memory."""
     from tests.conftest import make_image_tree
-    from trainables.data import load_pools
+    from trainables.datasets import load_pools
 
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"a": 30, "b": 30, "c": 30}, size=12)
     spec = resolve(
         {
@@ -424,8 +427,8 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
 def test_streamed_loader_workers_persist_across_epochs(tmp_path):
     """One loader per trial: the same worker processes decode every pass (training epochs and evaluation)."""
     from tests.conftest import make_image_tree
-    from trainables.data import load_pools
-    from trainables.engine import Batcher, as_tensor
+    from trainables.batches import Batcher, as_tensor
+    from trainables.datasets import load_pools
 
     make_image_tree(tmp_path / "t", {"a": 10, "b": 10}, size=8)
     data = resolve(

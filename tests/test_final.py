@@ -331,10 +331,10 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
     their folder, not their label) predicted coin; meta.json and re-evaluation keep that order."""
     from tests.conftest import make_image_tree
     from trainables.engine import FitResult, predict_split
-    from trainables.final import load_model
     from trainables.metrics import predict_labels
+    from trainables.model_folder import load_model
 
-    monkeypatch.setattr("trainables.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("trainables.folders.CACHE_DIR", tmp_path / "cache")
     make_image_tree(tmp_path / "t", {"coin": 30, "other": 40}, size=8)
     spec = resolve(
         {

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_image_tree
-from trainables.data import DataError, load_pools
+from trainables.data import DataError
+from trainables.datasets import load_pools
 
 BIN = Path(sys.executable).parent
 

@@ -22,7 +22,8 @@ from ._backend import (
     smoke,
     tags,
 )
-from .data import DataError, Pools, list_datasets, load_pools, make_splits
+from .data import DataError, Pools, make_splits
+from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
 from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, shortened
 

@@ -14,18 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import (
-    DATA_SCHEMA,
-    NATIVE,
-    NOT_SEARCHABLE,
-    DataError,
-    ImageFiles,
-    Pools,
-    list_datasets,
-    load_pools,
-    make_splits,
-    tree_summary,
-)
+from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, DataError, Pools, make_splits
+from .datasets import list_datasets, load_pools
+from .folders import tree_summary
+from .images import ImageFiles
 from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_schema
 from .sections import AUGMENT_DEFAULTS, FINAL_SCHEMA, TRAIN_SCHEMA, metric_problem, model_kwargs
 

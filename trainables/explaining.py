@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batches import Batcher, as_tensor, pixels, take
 from .data import Pools, Splits, make_splits
-from .engine import Batcher, as_tensor, pixels, take, two_logits
 from .metrics import predict_labels
+from .recipe import two_logits
 
 
 def _token_layer(model: nn.Module) -> nn.Module | None:
@@ -65,7 +66,7 @@ def explain(
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
-    from .final import load_model
+    from .model_folder import load_model
 
     model, spec, meta = load_model(model_dir)
     model.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .final import load_model
+from .model_folder import load_model
 
 # Pinned from this environment: MLflow's own requirement inference would import-scan the model (slow).
 REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "safetensors")

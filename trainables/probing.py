@@ -15,10 +15,13 @@ import numpy as np
 import torch
 
 from ._backend import model_args
+from .batches import predict
 from .data import Pools, make_splits
-from .engine import model_kwargs, predict, resolve_device, setup, train_epoch
+from .device import resolve_device
+from .engine import setup, train_epoch
 from .final import final_spec
 from .resources import trial_request
+from .sections import model_kwargs
 
 WARMUP_BATCHES = 2  # kernel selection, allocator growth, first-touch of the pool: kept out of the timing
 TIMED_BATCHES = 5

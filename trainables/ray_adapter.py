@@ -25,7 +25,8 @@ import torch
 from . import _backend
 from ._backend import USER_ERRORS
 from .data import Pools
-from .engine import device_warning, fit
+from .device import device_warning
+from .engine import fit
 from .resources import apply_memory_cap, trial_request
 
 CKPT_FILE = "state.pt"

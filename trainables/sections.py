@@ -143,3 +143,14 @@ def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[st
     s = copy.deepcopy(spec)
     s["train"][DATA_RUNGS] = [[int(r), min(1.0, r / max_t)] for r in sorted(set(rungs)) if 0 < r < max_t]
     return s
+
+
+def data_fraction(t: dict[str, Any], epoch: int) -> float:
+    """The share of the training split epoch ``epoch`` (1-based) trains on: its rung's, else all."""
+    return next((float(f) for last, f in t.get(DATA_RUNGS) or [] if epoch <= last), 1.0)
+
+
+def data_epochs(t: dict[str, Any], epoch: int) -> float:
+    """Epochs of the whole training split that epochs 1..``epoch`` add up to: an epoch on a quarter of it counts a
+    quarter (the unit of an epoch budget, planned and spent alike)."""
+    return sum(data_fraction(t, e) for e in range(1, epoch + 1))

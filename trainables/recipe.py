@@ -1,0 +1,152 @@
+"""A recipe's training parts, torch objects built from the ``model`` and ``train`` sections: the classifier
+head's width and its loss, decisions from logits, freezing, the optimizer and the lr schedule (and a restored
+run's optimizer and schedule given this trial's values).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def head_outputs(spec: dict[str, Any], num_classes: int) -> int:
+    """Width of the classifier: one logit for a binary task trained with BCE, else one per class."""
+    return 1 if spec["train"].get("loss", "ce") == "bce" else num_classes
+
+
+def two_logits(out: torch.Tensor) -> torch.Tensor:
+    """A one-logit (BCE) output z as the logits [0, z]: softmax gives (1 - sigmoid(z), sigmoid(z)),
+    so evaluation, thresholds and cross-entropy read both head types the same way."""
+    return torch.cat([torch.zeros_like(out), out], dim=1) if out.shape[1] == 1 else out
+
+
+def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Predicted classes: arg-max, or for two classes P(class 1) >= ``threshold``."""
+    logits = two_logits(logits)
+    if logits.shape[1] == 2 and threshold != 0.5:
+        return (logits.float().softmax(1)[:, 1] >= threshold).long()
+    return logits.argmax(1)
+
+
+def make_loss(t: dict[str, Any], weight: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """loss(logits, labels): cross-entropy over classes, or BCE on one logit (label smoothing towards 0.5)."""
+    ls = float(t["label_smoothing"])
+    if t.get("loss", "ce") == "ce":
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=ls)
+
+    def bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y.float() * (1 - ls) + 0.5 * ls
+        return F.binary_cross_entropy_with_logits(out[:, 0], target, weight=None if weight is None else weight[y])
+
+    return bce
+
+
+def balanced_weights(labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-class loss weights n / (k * n_c), as scikit-learn's ``class_weight='balanced'``."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return (counts.sum() / (k * np.maximum(counts, 1))).astype(np.float32)
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier: timm's ``get_classifier()``, else the last module that owns parameters."""
+    classifier = getattr(model, "get_classifier", None)
+    if callable(classifier):
+        return classifier()
+    return [mod for mod in model.modules() if any(True for _ in mod.parameters(recurse=False))][-1]
+
+
+def freeze(model: nn.Module, how: str | float) -> None:
+    """``none``; ``head_only`` (train the classifier alone); or a fraction f: the first round(f x L) of the
+    L parameterised layers before the head — modules owning parameters, in registration order — are frozen.
+
+    Frozen batch-norm layers also keep their running statistics: ``train_mode`` leaves them in eval mode.
+    """
+    if how == "none":
+        return
+    head = head_module(model)
+    head_params = {id(p) for p in head.parameters()}
+    if how == "head_only":
+        head_modules = {id(mod) for mod in head.modules()}
+        frozen = [mod for mod in model.modules() if id(mod) not in head_modules]
+    else:
+        layers = [
+            mod
+            for mod in model.modules()
+            if any(True for _ in mod.parameters(recurse=False))
+            and not any(id(p) in head_params for p in mod.parameters(recurse=False))
+        ]
+        frozen = layers[: round(float(how) * len(layers))]
+    for mod in frozen:
+        for p in mod.parameters(recurse=False):
+            p.requires_grad_(False)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.frozen_stats = True  # type: ignore[assignment]  # read by train_mode; not in the state dict
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except frozen batch-norm layers: in train mode they would keep updating their
+    running mean and variance from the new data, so a "frozen" layer would still change what it computes."""
+    model.train()
+    for mod in model.modules():
+        if getattr(mod, "frozen_stats", False):
+            mod.eval()
+
+
+def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = t["optimizer"], float(t["lr"]), float(t["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(t["momentum"]), nesterov=bool(t["nesterov"]))
+
+
+def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
+    name, gamma, warm, epochs = t["schedule"], float(t["gamma"]), int(t["warmup_epochs"]), int(t["epochs"])
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=gamma, patience=int(t["plateau_patience"])
+        )
+    milestones = sorted(int(m) for m in t["milestones"])
+
+    def factor(e: int) -> float:  # lr multiplier for epoch e (0-based)
+        if e < warm:
+            return (e + 1) / warm
+        if name == "exponential":
+            return gamma ** (e - warm)
+        if name == "multistep":
+            return gamma ** sum(e >= m for m in milestones)
+        if name == "cosine":
+            span = max(1, epochs - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(e - warm, span) / span))
+        if name == "linear":  # one-cycle's shape with warm-up (airbench, Page's ResNet-9): down to 1/span
+            span = max(1, epochs - warm)
+            return max(0.0, 1 - (e - warm) / span)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> None:
+    """Give the optimizer and schedule this trial's lr, weight_decay, momentum and nesterov.
+
+    Restored optimizer and schedule state carry the values of the run they were saved in (after a PBT
+    exploit: another trial's), so a perturbed value would otherwise never take effect. The lr keeps the
+    schedule's progress: the new lr times the factor reached so far (lr / initial_lr of the saved run).
+    """
+    lr = float(t["lr"])
+    for g in opt.param_groups:
+        g["lr"] = lr * g["lr"] / g.get("initial_lr", lr)  # no initial_lr (plateau's first start): factor 1
+        g["initial_lr"] = lr  # saved with the optimizer: the next restore's reference
+        g["weight_decay"] = float(t["weight_decay"])
+        if "momentum" in g:  # sgd
+            g["momentum"], g["nesterov"] = float(t["momentum"]), bool(t["nesterov"])
+    if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
+        sched.base_lrs = [lr] * len(opt.param_groups)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
