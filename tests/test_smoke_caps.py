@@ -1,4 +1,4 @@
-"""``--smoke`` caps every trial's batch and image sizes (``trainables._backend.smoke_cap``), in the spec's
+"""``--smoke`` caps every trial's batch and image sizes (``trainables.smoke.smoke_cap``), in the spec's
 sections and wherever its space sets them, so that the smoke run of any shipped spec stays within a few GB
 of host memory: checked on the resolved spec ``--smoke --dry-run`` prints, for every shipped spec."""
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_image_tree
-from trainables._backend import SMOKE_BATCH, SMOKE_LOAD_PER_CLASS, smoke_cap
+from trainables.smoke import SMOKE_BATCH, SMOKE_LOAD_PER_CLASS, smoke_cap
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted(p.name for p in (REPO / "spaces").glob("*.yaml"))

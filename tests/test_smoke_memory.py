@@ -32,7 +32,7 @@ SPECS = sorted(p.name for p in (REPO / "spaces").glob("*.yaml"))
 BOUND_MB = 3 * 1024  # "a few GB": what a smoke run may take of a laptop or a CI runner
 # Measured 2026-11-22 10:00 UTC on the development machine (2 shared cores, 23 GB, torch CPU build), peak resident
 # MB of each spec's measuring child (about 450 MB of it is the imports of torch, timm and the project). Before the
-# smoke run's patch floor (trainables._backend.SMOKE_TOKENS) paper004-vit.yaml's patch 2 took >20 GB (killed);
+# smoke run's patch floor (trainables.smoke.SMOKE_TOKENS) paper004-vit.yaml's patch 2 took >20 GB (killed);
 # before the caps, cars-hyperband's smoke run peaked above 11 GB (issue 11).
 PEAKS_MB = {
     "cars-hyperband.yaml": 2178,  # timm/convnext_base, 64 px, batch 32, both augmentation options

@@ -19,13 +19,13 @@ from ._backend import (
     report_axes,
     section_schemas,
     skipped_images,
-    smoke,
     tags,
 )
 from .data import DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
 from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, shortened
+from .smoke import smoke
 
 
 def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,26 @@ def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]
 
 def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """Semantic errors in a resolved spec as (key path, message)."""
+    return [
+        *_check_model_and_train(spec),
+        *_check_data(spec),
+        *_check_final(spec),
+        *_unsearchable(spec.get("space") or {}),
+    ]
+
+
+def _classes(d: dict[str, Any]) -> int | None:
+    """Classes of a data set known before it is loaded (an image folder's are counted when loaded)."""
+    if d["dataset"] == "synthetic":
+        return d.get("num_classes")
+    return {"digits": 10, "cifar10": 10, "cifar100": 100}.get(d["dataset"])
+
+
+def _check_model_and_train(spec: dict[str, Any]) -> list[tuple[str, str]]:
     errs: list[tuple[str, str]] = []
     d, t, m = spec["data"], spec["train"], spec["model"]
     if not isinstance(m.get("name"), str) or not is_model(m["name"]):
         errs.append(("model.name", f"unknown model {m.get('name')!r}; allowed: {', '.join(list_models())}"))
-    for key in ("val_fraction",):
-        if not 0.0 < d[key] < 1.0:
-            errs.append((f"data.{key}", f"0 < {key} < 1 must hold, got {key}={d[key]}"))
-    for key in ("test_fraction", "train_fraction"):
-        if not 0.0 < d[key] <= 1.0:
-            errs.append((f"data.{key}", f"0 < {key} <= 1 must hold, got {key}={d[key]}"))
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if t[key] < 1:
             errs.append((f"train.{key}", f"{key} >= 1 must hold, got {key}={t[key]}"))
@@ -61,8 +70,6 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("train.lr", f"lr > 0 must hold, got lr={t['lr']}"))
     if not 0.0 <= t["label_smoothing"] < 1.0:
         errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
-    if d["dataset"] == "imagefolder" and not d.get("root"):
-        errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
     fr = m.get("freeze", "none")
     if isinstance(fr, str) and fr not in ("none", "head_only"):
         errs.append(("model.freeze", f"none, head_only or a fraction of layers in [0, 1], got {fr!r}"))
@@ -70,25 +77,26 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
     if not 0.0 < t["threshold"] < 1.0:
         errs.append(("train.threshold", f"0 < threshold < 1 must hold, got threshold={t['threshold']}"))
-    k = (
-        d.get("num_classes")
-        if d["dataset"] == "synthetic"
-        else {"digits": 10, "cifar10": 10, "cifar100": 100}.get(d["dataset"])
-    )
+    k = _classes(d)
     if t["loss"] == "bce" and k is not None and k != 2:
         errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
     metric = (spec.get("experiment") or {}).get("metric")
-    if k is not None and metric_problem(metric, k):  # an image folder's classes are counted when loaded
+    if k is not None and metric_problem(metric, k):
         errs.append(("experiment.metric", f"{metric_problem(metric, k)} ({d['dataset']})"))
-    thr = (spec.get("final") or {}).get("threshold")
-    if isinstance(thr, str) and thr != "tune":
-        errs.append(("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}"))
-    elif isinstance(thr, float) and not 0.0 < thr < 1.0:
-        errs.append(("final.threshold", f"0 < threshold < 1 must hold, got threshold={thr}"))
-    elif thr == "tune" and spec["final"]["train_on"] != "train":
-        errs.append(
-            ("final.threshold", "tuning the threshold needs held-out validation data: set final.train_on: train")
-        )
+    return errs
+
+
+def _check_data(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    errs: list[tuple[str, str]] = []
+    d = spec["data"]
+    for key in ("val_fraction",):
+        if not 0.0 < d[key] < 1.0:
+            errs.append((f"data.{key}", f"0 < {key} < 1 must hold, got {key}={d[key]}"))
+    for key in ("test_fraction", "train_fraction"):
+        if not 0.0 < d[key] <= 1.0:
+            errs.append((f"data.{key}", f"0 < {key} <= 1 must hold, got {key}={d[key]}"))
+    if d["dataset"] == "imagefolder" and not d.get("root"):
+        errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
     files = d["dataset"] == "imagefolder" or (d["dataset"] in ("cifar10", "cifar100") and d.get("root"))
     if d["storage"] == "stream" and not files:
         errs.append(
@@ -104,8 +112,18 @@ def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
         errs.append(("data.max_memory_gb", f"max_memory_gb > 0 must hold, got max_memory_gb={d['max_memory_gb']}"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
-    errs += _unsearchable(spec.get("space") or {})
     return errs
+
+
+def _check_final(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    thr = (spec.get("final") or {}).get("threshold")
+    if isinstance(thr, str) and thr != "tune":
+        return [("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}")]
+    if isinstance(thr, float) and not 0.0 < thr < 1.0:
+        return [("final.threshold", f"0 < threshold < 1 must hold, got threshold={thr}")]
+    if thr == "tune" and spec["final"]["train_on"] != "train":
+        return [("final.threshold", "tuning the threshold needs held-out validation data: set final.train_on: train")]
+    return []
 
 
 def _space_keys(space: dict[str, Any]) -> list[tuple[str, str]]:
@@ -288,102 +306,6 @@ def oom_reason(spec: dict[str, Any], values: dict[str, Any] | None = None, host:
         f"out of {what} at batch_size={s['train']['batch_size']}, model={s['model']['name']}, "
         f"image_size={s['data'].get('image_size')}: lower train.batch_size or data.image_size"
     )
-
-
-# A smoke run checks that a spec runs, not how well: each step's memory is capped, so that the smoke of any
-# shipped spec stays within a few GB of host memory (cars-hyperband's own sizes, 32 images of up to 300 px
-# through ImageNet models, peaked above 11 GB on CPU). 64 px is a multiple of every patch size the specs use
-# (2 to 16; timm resamples a pretrained ViT's position embeddings) and leaves every stage of a 32x-downsampling
-# CNN a feature map; Inception's stem needs at least 75 px, so Inception models get 96.
-SMOKE_BATCH = 64
-SMOKE_IMAGE = 64
-# Files a smoke run reads per class of an image tree (data.load_max_per_class): enough for its 64 training and
-# 32 validation images per class once a test split is carved out, and CIFAR-10's 50,000 training files are not
-# all decoded for a run that trains on 640 of them (17 s of a 2-core CPU).
-SMOKE_LOAD_PER_CLASS = 256
-_SMOKE_IMAGE_AT_LEAST = {"inception": 96}  # model name part: the smallest size its layers take, rounded up
-_SMOKE_CAPPED = ("train.batch_size", "train.eval_batch_size", "data.image_size")
-# A ViT's smallest patch in a smoke run: at most 64 tokens (8 px at 64 px, 4 px at CIFAR's 32). Attention's memory grows with the
-# square of the tokens (times batch, heads and depth; with dropout, CPU attention materialises it): vit.yaml's
-# (now paper004-vit.yaml) space at patch 2 (1,024 tokens) took over 20 GB in one step (tests/test_smoke_memory.py).
-SMOKE_TOKENS = 64
-
-
-def smoke_cap(key: str, model_name: Any) -> int:
-    """The largest value a smoke run gives ``key`` (one of ``_SMOKE_CAPPED``) for this model."""
-    if key != "data.image_size":
-        return SMOKE_BATCH
-    return max([SMOKE_IMAGE] + [v for part, v in _SMOKE_IMAGE_AT_LEAST.items() if part in str(model_name)])
-
-
-def _capped_dist(dist: dict[str, list[Any]], cap: int, floor: bool = False) -> dict[str, list[Any]]:
-    """A distribution with no value above ``cap`` (``floor``: below it): lists capped (duplicates dropped),
-    ranges' bounds capped."""
-    bound = max if floor else min
-    ((kind, values),) = dist.items()
-    if kind in ("grid", "choice"):
-        return {kind: list(dict.fromkeys(bound(v, cap) for v in values))}
-    low, high, *rest = values
-    if bound(high, cap) == bound(low, cap):  # the whole range lies beyond the cap
-        return {"grid": [cap]}
-    return {kind: [bound(low, cap), bound(high, cap), *rest]}
-
-
-def _smoke_caps(s: dict[str, Any]) -> None:
-    """Cap batch and image sizes in the spec's sections and wherever its space sets them (and its options)."""
-    name = s["model"].get("name")
-    d, t = s["data"], s["train"]
-    # A dataset's native size stays (CIFAR's 32 px, not decoded again at 64); files of unknown size are capped.
-    native = NATIVE.get(d["dataset"], (None, 3))[0]
-    if d["image_size"] is not None or native is None or native > smoke_cap("data.image_size", name):
-        d["image_size"] = min(d["image_size"] or SMOKE_IMAGE, smoke_cap("data.image_size", name))
-    for key in ("batch_size", "eval_batch_size"):
-        t[key] = min(t[key], SMOKE_BATCH)
-    size = d["image_size"] or native  # null: the set's native size
-    # At most SMOKE_TOKENS tokens: the patch floor is a side / sqrt(SMOKE_TOKENS) (8 px at 64, 4 at CIFAR's 32),
-    # where it divides the side (a patch must).
-    side = math.isqrt(SMOKE_TOKENS)
-    patch = size // side if size and size % side == 0 else 1
-    if isinstance(s["model"].get("patch_size"), int):
-        s["model"]["patch_size"] = max(s["model"]["patch_size"], patch)
-    for key, dist in (s.get("space") or {}).items():
-        if key in _SMOKE_CAPPED:
-            s["space"][key] = _capped_dist(dist, smoke_cap(key, name))
-        elif key == "model.patch_size":
-            s["space"][key] = _capped_dist(dist, patch, floor=True)
-        elif "." not in str(key):  # a branch: each option's own values (and its own model)
-            for opt in next(iter(dist.values())):
-                for k in _SMOKE_CAPPED:
-                    cap = smoke_cap(k, opt.get("model.name", name))
-                    if isinstance(opt.get(k), dict):
-                        opt[k] = _capped_dist(opt[k], cap)
-                    elif isinstance(opt.get(k), int):
-                        opt[k] = min(opt[k], cap)
-                if isinstance(opt.get("model.patch_size"), dict):
-                    opt["model.patch_size"] = _capped_dist(opt["model.patch_size"], patch, floor=True)
-                elif isinstance(opt.get("model.patch_size"), int):
-                    opt["model.patch_size"] = max(opt["model.patch_size"], patch)
-
-
-def smoke(spec: dict[str, Any]) -> dict[str, Any]:
-    """The trial-side sections shrunk to a run of about a minute: <= 2 epochs, at most 256 files read per class of
-    an image tree, 64 training and 32 validation images per class, batches of at most 64 images of at most 64 px (``smoke_cap``), a short
-    final training with a small bootstrap."""
-    s = copy.deepcopy(spec)
-    s["train"]["epochs"] = min(s["train"]["epochs"], 2)
-    _smoke_caps(s)
-    d = s["data"]
-    d["max_per_class"] = min(d["max_per_class"] or 64, 64)
-    d["val_max_per_class"] = min(d["val_max_per_class"] or 32, 32)
-    d["load_max_per_class"] = min(d["load_max_per_class"] or SMOKE_LOAD_PER_CLASS, SMOKE_LOAD_PER_CLASS)
-    if d["dataset"] == "synthetic":
-        d["num_samples"] = min(d["num_samples"], 400)
-    f = s["final"]
-    f["bootstrap"] = min(f["bootstrap"], 200)
-    # Final training reads the training split anew (train + val), not the search's capped pools.
-    f["max_per_class"] = min(f["max_per_class"] or 64, 64)
-    f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)
-    return s
 
 
 def tags(spec: dict[str, Any]) -> dict[str, str]:

@@ -297,6 +297,29 @@ def diverged(epoch: int, loss: float) -> dict[str, Any]:
     return {"epoch": epoch, "diverged": 1, "reason": f"training loss became {loss} at epoch {epoch}"}
 
 
+def epoch_metrics(run: Run, epoch: int, trained: EpochStats) -> dict[str, Any]:
+    """What an epoch (0-based ``epoch``) reports: training loss and accuracy, under a data fidelity its share of the
+    data, validation metrics when something is held out, and the learning rate it trained at."""
+    t = run.spec["train"]
+    fidelity = (
+        {
+            "data_fraction": data_fraction(t, epoch + 1),
+            "data_epochs": data_epochs(t, epoch + 1),
+            "train_images": trained.images,
+        }
+        if t.get(DATA_RUNGS)
+        else {}
+    )
+    return {
+        "epoch": epoch + 1,
+        "train_loss": trained.loss,
+        "train_acc": trained.acc,
+        **fidelity,
+        **(validate(run) if run.held_out else {}),
+        "lr": run.opt.param_groups[0]["lr"],
+    }
+
+
 def fit(
     spec: dict[str, Any],
     pools: Pools,
@@ -326,22 +349,7 @@ def fit(
                 if on_epoch is not None:
                     on_epoch(metrics, lambda: checkpoint(run, progress))
                 break
-            metrics = {
-                "epoch": epoch + 1,
-                "train_loss": trained.loss,
-                "train_acc": trained.acc,
-                **(
-                    {
-                        "data_fraction": data_fraction(spec["train"], epoch + 1),
-                        "data_epochs": data_epochs(spec["train"], epoch + 1),
-                        "train_images": trained.images,
-                    }
-                    if spec["train"].get(DATA_RUNGS)
-                    else {}
-                ),
-                **(validate(run) if run.held_out else {}),
-                "lr": run.opt.param_groups[0]["lr"],
-            }
+            metrics = epoch_metrics(run, epoch, trained)
             step_schedule(run, metrics)
             metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
             if trained.compile_s:

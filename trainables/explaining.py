@@ -51,6 +51,26 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, str]:
     return convs[-1], "last-conv"
 
 
+def _overlay(model: Any, cam: Any, xb: torch.Tensor, pixels01: torch.Tensor, thr: float | None) -> tuple[int, Any]:
+    """(predicted class, the class map over the image) of one normalised image ``xb`` (``pixels01``: the same in
+    0..1, as shown)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
+
+    with torch.no_grad():
+        logits = model(xb).float()
+    one_logit = logits.shape[1] == 1
+    # The rule the test metrics use; a one-logit head always decides on P(class 1).
+    cut = 0.5 if thr is None and one_logit else thr
+    pred = int(predict_labels(two_logits(logits).cpu().numpy(), cut)[0])
+    target = BinaryClassifierOutputTarget(pred) if one_logit else ClassifierOutputTarget(pred)
+    heat = cam(input_tensor=xb, targets=[target])[0]
+    img = pixels01[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return pred, show_cam_on_image(img.astype(np.float32), heat, use_rgb=True)
+
+
 def explain(
     model_dir: Path,
     pools: Pools,
@@ -63,8 +83,6 @@ def explain(
     """Write ``n`` overlays of ``split`` images (true / predicted class in the name) and index.csv."""
     from PIL import Image
     from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     from .model_folder import load_model
 
@@ -89,19 +107,7 @@ def explain(
     ) as cam:
         for i, j in enumerate(idx):
             u8 = take(x, torch.as_tensor([j]))  # read once (a file decode when streamed), shown twice
-            xb = batcher.finish(u8)
-            with torch.no_grad():
-                logits = model(xb).float()
-            one_logit = logits.shape[1] == 1
-            # The rule the test metrics use; a one-logit head always decides on P(class 1).
-            cut = 0.5 if thr is None and one_logit else thr
-            pred = int(predict_labels(two_logits(logits).cpu().numpy(), cut)[0])
-            target = BinaryClassifierOutputTarget(pred) if one_logit else ClassifierOutputTarget(pred)
-            heat = cam(input_tensor=xb, targets=[target])[0]
-            img = raw.finish(u8)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-            if img.shape[2] == 1:
-                img = np.repeat(img, 3, axis=2)
-            overlay = show_cam_on_image(img.astype(np.float32), heat, use_rgb=True)
+            pred, overlay = _overlay(model, cam, batcher.finish(u8), raw.finish(u8), thr)
             true = pools.classes[int(y[j])]
             name = f"{i:03d}_true-{true}_pred-{pools.classes[pred]}.png"
             Image.fromarray(overlay).save(out_dir / name)

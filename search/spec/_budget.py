@@ -266,14 +266,7 @@ def plan(
         n = trials_within(sched, search_share, per_epoch, start, per_pass)
         return search_cost(sched, n) / n, n
 
-    def planned_search_s(sched: dict[str, Any], n: int) -> float:
-        return (search_cost(sched, n) * train_s + search_passes(sched, n) * val_s) / parallel
-
-    trial_epochs = int(spec["scheduler"]["max_t"])
-    if spec["search"]["epochs"] == "auto":  # the longest trials that still give the search MIN_TRIALS
-        trial_epochs = next((e for e in range(trial_epochs, 0, -1) if fitting(e)[1] >= MIN_TRIALS), 1)
-    elif spec["search"]["epochs"] is not None:
-        trial_epochs = int(spec["search"]["epochs"])
+    trial_epochs = _trial_epochs(spec, fitting)
     expected, fits = fitting(trial_epochs)
     if num_samples_given is None:
         num_samples = max(1, fits // max(grid, 1))
@@ -296,7 +289,10 @@ def plan(
         "epoch_s": epoch_s,
         "parallel": parallel,
         # What the plan should take by the probe (a wall-clock budget: its shares).
-        "planned_seconds": {"search": planned_search_s(search_scheduler(spec["scheduler"], trial_epochs), trials)},
+        "planned_seconds": {
+            "search": _search_seconds(search_scheduler(spec["scheduler"], trial_epochs), trials, train_s, val_s)
+            / parallel
+        },
     }
     if after:
         out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
@@ -305,6 +301,20 @@ def plan(
         out["planned_seconds"] = {k: v for k, v in out["planned"].items() if k != "total"}
     out["planned_seconds"]["total"] = sum(out["planned_seconds"].values())
     return out
+
+
+def _trial_epochs(spec: dict[str, Any], fitting: Callable[[int], tuple[float, int]]) -> int:
+    """How long the search's trials are: ``search.epochs`` as given, ``auto``: the longest that still gives the
+    search MIN_TRIALS (``fitting(epochs)[1]``: trials that fit), else the scheduler's ``max_t``."""
+    longest, given = int(spec["scheduler"]["max_t"]), spec["search"]["epochs"]
+    if given == "auto":
+        return next((e for e in range(longest, 0, -1) if fitting(e)[1] >= MIN_TRIALS), 1)
+    return int(given) if given is not None else longest
+
+
+def _search_seconds(sched: dict[str, Any], trials: int, train_s: float, val_s: float) -> float:
+    """Seconds of one process that ``trials`` trials take: training on their share of the data, validating whole."""
+    return search_cost(sched, trials) * train_s + search_passes(sched, trials) * val_s
 
 
 def final_plan(
