@@ -9,7 +9,8 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 
 - ``train.epochs`` (also when searched): a trial's length in epochs, the schedulers' time unit;
 - ``final.seeds``, ``final.epochs``, ``final.after_search``, ``final.topk``: how many final models, how
-  long, whether they follow the search, and which top-k accuracy the summary averages;
+  long, whether they follow the search, and which top-k accuracy the summary averages; it sets
+  ``final.epochs`` and ``final.time_limit_s`` (each seed's training time) from a compute budget;
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
 ``tune-compare`` reads no trial-side key by name: ``report_axes`` in study.json and final/metrics.json names them.

@@ -4,6 +4,7 @@ enforcement, and spent against planned in study.json, the summary and MLflow."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -624,3 +625,80 @@ def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session
     assert cb["planned"]["search"] == 14.0 and search_epochs == 14  # 4 before the interruption, 10 after
     assert cb["spent"]["search"] == 14 and cb["ended_by_budget"], cb
     assert res.compute_budget is not None and res.compute_budget["planned"]["final"] == 6.0  # final is sized
+
+
+# --------------------------------------------------------------------------- a budget is a promise
+
+
+def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule_decayed(monkeypatch):
+    """A seed whose epochs are slower than its plan re-plans between epochs: it trains the epochs that fit its
+    final.time_limit_s, its cosine schedule ending at its new last epoch, rather than stopping mid-schedule."""
+    import trainables.engine as engine
+    from trainables.final import final_spec
+
+    slow, real = 0.25, engine.train_epoch
+
+    def slower(*args, **kwargs):  # this machine is slower than the probe measured
+        time.sleep(slow)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_epoch", slower)
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
+            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01},
+            "final": {"seeds": [0], "time_limit_s": 4.0},
+        },
+        trainables,
+    )
+    s = final_spec(spec, 0)
+    res = engine.fit(s, trainables.prepare(s), merge_val=True)
+    trained = len(res.history)
+    assert res.planned_epochs == 40 and 2 <= trained < 40
+    assert res.train_seconds <= 4.0 * 1.05 + slow  # within the limit, give or take one epoch's variation
+    assert s["train"]["epochs"] == trained and s["train"]["warmup_epochs"] == round(4 * trained / 40)
+    # The last epoch ran at the end of a cosine schedule of the new length: the rate decayed as the recipe's would.
+    warm = s["train"]["warmup_epochs"]
+    end = 0.5 * (1 + math.cos(math.pi * (trained - 1 - warm) / max(1, trained - warm)))
+    assert res.history[-1]["lr"] == pytest.approx(0.01 * end) and end < 0.2
+    # Without a limit nothing changes: the recipe's 40 epochs.
+    assert "_time_limit_s" not in final_spec({**spec, "final": {**spec["final"], "time_limit_s": None}}, 0)["train"]
+
+
+@pytest.mark.ray
+def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_path, cli, ray_session, monkeypatch):
+    """The probe says epochs are 20x cheaper than they are (a machine slower than its probe): the plan gives final
+    training every epoch of the recipe, yet the study ends within 5 % of its wall-clock budget, its seeds
+    re-planned to fit, their schedules decayed."""
+    real_probe = trainables.probe
+
+    def optimistic(spec, pools):
+        p = dict(real_probe(spec, pools))
+        for key in ("epoch_s", "final_epoch_s", "val_s"):
+            p[key] = p.get(key, 0.0) / 20
+        return p
+
+    monkeypatch.setattr(trainables, "probe", optimistic)
+    spec = {
+        **SPEC,
+        "experiment": {"name": "promise"},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 3000},
+        "model": {"name": "cnn", "conv1": 16, "conv2": 16, "conv3": 16, "hidden": 32},
+        "train": {"epochs": 60, "schedule": "cosine", "lr": 0.01},
+        "search": {"num_samples": 1, "budget_split": 0.4},  # one trial: it reports epochs within its share
+        "final": {"seeds": [0]},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "promise.yaml").write_text(yaml.safe_dump(spec))
+    budget = 60.0
+    r = cli("tune-run", "promise.yaml", "--budget", f"{budget:g}s", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cb = json.loads((tmp_path / "runs" / "promise" / "study.json").read_text())["compute_budget"]
+    assert cb["final_epochs"] == 60  # the optimistic plan: the recipe's every epoch
+    seed = json.loads((tmp_path / "runs" / "promise" / "final" / "0" / "metrics.json").read_text())
+    training = seed["training"]
+    assert training["replanned_to_time_limit"] and training["epochs"] < training["epochs_planned"] == 60
+    lrs = [h["lr"] for h in seed["history"]]
+    assert lrs[-1] < 0.25 * max(lrs)  # fully trained: its schedule ended
+    assert cb["spent_seconds"]["total"] <= budget * 1.05, cb["spent_seconds"]

@@ -8,7 +8,8 @@ import sqlite3
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from search.store._tracking import STORE_TEMPLATES, client_for
+from search.store._mlflow_store import STORE_TEMPLATES
+from search.store._tracking import client_for
 
 
 def _schema(db) -> dict[str, set[str]]:

@@ -43,6 +43,7 @@ from .recipe import (
     freeze,
     head_outputs,
     make_loss,
+    replan_to_time_limit,
     train_mode,
 )
 from .sections import DATA_RUNGS, data_epochs, data_fraction, model_kwargs
@@ -62,6 +63,7 @@ class FitResult:
     workers: int = 0  # loader processes for streamed pools
     early_stopping: int = 0  # the patience the run used (0 = off; always off without validation)
     monitor: str = "val_loss"  # what the plateau schedule watched (train_loss without validation)
+    planned_epochs: int = 0  # train.epochs as the run began (more than it trained: re-planned to its time limit)
 
 
 @dataclass
@@ -338,9 +340,13 @@ def fit(
     """
     run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val)
     progress = restore(run, state) if state else Progress()
-    start, t_start = progress.epoch, time.perf_counter()
+    start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
+    epoch = start - 1
     try:
-        for epoch in range(start, int(spec["train"]["epochs"])):
+        while (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
+            replan_to_time_limit(run.spec["train"], epoch, epoch - start, time.perf_counter() - t_start)
+            if epoch >= int(spec["train"]["epochs"]):
+                break
             t0 = time.perf_counter()
             trained = train_epoch(run, epoch, first=epoch == start)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
@@ -363,16 +369,17 @@ def fit(
     finally:
         run.batcher.close()
     return FitResult(
-        run.model,
-        progress.history,
-        run.splits,
-        run.mean,
-        run.std,
-        run.size,
-        run.device,
-        run.autocast,
-        time.perf_counter() - t_start,
-        int(spec["data"].get("workers", 0)),
+        model=run.model,
+        history=progress.history,
+        splits=run.splits,
+        mean=run.mean,
+        std=run.std,
+        image_size=run.size,
+        device=run.device,
+        autocast=run.autocast,
+        train_seconds=time.perf_counter() - t_start,
+        workers=int(spec["data"].get("workers", 0)),
+        planned_epochs=planned,
         early_stopping=run.early_stopping,
         monitor=run.monitor,
     )

@@ -1,6 +1,6 @@
 """A recipe's training parts, torch objects built from the ``model`` and ``train`` sections: the classifier
 head's width and its loss, decisions from logits, freezing, the optimizer and the lr schedule (and a restored
-run's optimizer and schedule given this trial's values).
+run's optimizer and schedule given this trial's values; a run re-planned to meet its time limit).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .sections import TIME_LIMIT, schedule_length
 
 
 def head_outputs(spec: dict[str, Any], num_classes: int) -> int:
@@ -108,14 +110,17 @@ def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
 
 
 def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
-    name, gamma, warm, epochs = t["schedule"], float(t["gamma"]), int(t["warmup_epochs"]), int(t["epochs"])
+    """The learning-rate schedule of the train section ``t``, per epoch. Its length (``epochs``, ``warmup_epochs``,
+    ``milestones``) is read from ``t`` at every step: a run re-planned to meet its time limit ends its schedule
+    at its new last epoch."""
+    name, gamma = t["schedule"], float(t["gamma"])
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=gamma, patience=int(t["plateau_patience"])
         )
-    milestones = sorted(int(m) for m in t["milestones"])
 
     def factor(e: int) -> float:  # lr multiplier for epoch e (0-based)
+        warm, epochs, milestones = int(t["warmup_epochs"]), int(t["epochs"]), [int(m) for m in t["milestones"]]
         if e < warm:
             return (e + 1) / warm
         if name == "exponential":
@@ -150,3 +155,17 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
     if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
         sched.base_lrs = [lr] * len(opt.param_groups)
     sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
+def replan_to_time_limit(t: dict[str, Any], done: int, run_here: int, elapsed: float) -> None:
+    """Before epoch ``done`` (0-based; ``run_here`` of the ``done`` ran in this process, in ``elapsed`` seconds):
+    when the rest of ``train.epochs`` would pass the run's time limit (``TIME_LIMIT``, a final seed's share of a
+    wall-clock budget) at the pace measured so far, the run is shortened to the epochs that fit, with its
+    schedule's shape (``schedule_length``): it ends in time, its learning rate decayed, rather than cut off."""
+    limit = t.get(TIME_LIMIT)
+    if not limit or run_here < 1:
+        return
+    per_epoch = elapsed / run_here
+    fits = done + max(0, math.floor((float(limit) - elapsed) / per_epoch + 1e-9))
+    if fits < int(t["epochs"]):
+        t.update(schedule_length(t, max(done, fits)))

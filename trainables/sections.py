@@ -78,6 +78,9 @@ FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     "bootstrap": (int, 1000),  # resamples of the test images for a single run's interval
     "threshold": (float | str, None),  # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
     "after_search": (bool, None),  # None = true when the spec has a final section
+    # Seconds one seed's training may take (null: no limit); a wall-clock budget sets it from its final share. A
+    # seed slower than planned re-plans its schedule between epochs to end within it, learning rate decayed.
+    "time_limit_s": (float, None),
 }
 
 # Keys of ``data.augment`` with their defaults (units and meaning in the comment).
@@ -127,14 +130,25 @@ def shortened(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
     """A copy of ``spec`` that trains ``epochs`` epochs with the same schedule's shape: warm-up and step
     milestones keep their share of the run (a search's short trials, ``search.epochs``)."""
     s = copy.deepcopy(spec)
-    t, longest = s["train"], int(spec["train"]["epochs"])
-    if epochs >= longest:
-        return s
-    scale = epochs / longest
-    t["epochs"] = int(epochs)
-    t["warmup_epochs"] = int(round(int(t["warmup_epochs"]) * scale))
-    t["milestones"] = sorted({max(1, int(round(int(m) * scale))) for m in t["milestones"]})
+    if epochs < int(spec["train"]["epochs"]):
+        s["train"].update(schedule_length(spec["train"], epochs))
     return s
+
+
+def schedule_length(t: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The train section's ``epochs``, ``warmup_epochs`` and ``milestones`` for a run of ``epochs`` instead of
+    ``t["epochs"]``: warm-up and step milestones keep their share of the run (the one rule for shortened search
+    trials, final training at fewer epochs and a final run re-planned to meet its time limit)."""
+    scale = epochs / int(t["epochs"])
+    return {
+        "epochs": int(epochs),
+        "warmup_epochs": int(round(int(t["warmup_epochs"]) * scale)),
+        "milestones": sorted({max(1, int(round(int(m) * scale))) for m in t["milestones"]}),
+    }
+
+
+# A final seed's limit on its training time (final.time_limit_s), in the train section its run reads.
+TIME_LIMIT = "_time_limit_s"
 
 
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:

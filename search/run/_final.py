@@ -10,7 +10,7 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._stats import t_interval
-from ..spec._budget import concurrency, final_plan, parse_budget, probed_cpus
+from ..spec._budget import FINAL_EXTRA_S, concurrency, final_plan, parse_budget, probed_cpus
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
@@ -205,6 +205,9 @@ def size_final(
     parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
     fp = final_plan(spec, b, available, probes, parallel, backend.gpu_hours)
     spec["final"]["epochs"] = fp["final_epochs"]
+    if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
+        rounds = int(fp["final_rounds"])
+        spec["final"]["time_limit_s"] = max(1.0, (available - FINAL_EXTRA_S * rounds) / rounds)
     log(
         f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
         f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"

@@ -81,7 +81,11 @@ def run_study(
     cluster = run.start_ray(pools)  # before it is recorded: study.json says what ran
     budget = parse_budget(spec["search"]["budget"], file) if spec["search"]["budget"] else None
     previous = read_json(storage.join(run.target, STUDY_FILE), "study file") if resume else {}
-    cb = _budget_plan(run, pools, budget, cluster, previous, resume)
+    cb = previous.get("compute_budget") if resume else None  # a resumed study keeps the plan it started with
+    if resume and cb:
+        spec["search"]["num_samples"] = cb["num_samples"]
+    elif budget and not resume:
+        cb = plan_budget(spec, backend, pools, budget, cluster, log)
     side = search_side(spec, backend, cb)
     run.track(
         run_name=spec["experiment"]["name"],
@@ -125,24 +129,6 @@ def _claim(run: Lifecycle, given: dict[str, Any], resume: bool, overwrite: bool)
         missing=f"no {STUDY_FILE}",
         hint="pass --resume to continue it, --overwrite to replace it, or --set experiment.name=…",
     )
-
-
-def _budget_plan(
-    run: Lifecycle,
-    pools: Any,
-    budget: Budget | None,
-    cluster: dict[str, float],
-    previous: dict[str, Any],
-    resume: bool,
-) -> dict[str, Any] | None:
-    """study.json's ``compute_budget``: planned now from a probe, or for a resumed study the plan it started with
-    (its trials, their length, final training's share)."""
-    if resume:
-        cb = previous.get("compute_budget")
-        if cb:
-            run.spec["search"]["num_samples"] = cb["num_samples"]
-        return cb
-    return plan_budget(run.spec, run.backend, pools, budget, cluster, run.log) if budget else None
 
 
 def _start_record(
