@@ -683,7 +683,8 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     spec = {
         **SPEC,
         "experiment": {"name": "promise"},
-        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 3000},
+        # about 2 s an epoch on 2 CPU cores: the recipe's 60 epochs would take minutes
+        "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 4, "num_samples": 6000},
         "model": {"name": "cnn", "conv1": 16, "conv2": 16, "conv3": 16, "hidden": 32},
         "train": {"epochs": 60, "schedule": "cosine", "lr": 0.01},
         "search": {"num_samples": 1, "budget_split": 0.4},  # one trial: it reports epochs within its share
