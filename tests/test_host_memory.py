@@ -32,7 +32,9 @@ SPEC = {
     # the second trial runs after the kill, in the same Ray runtime.
     "space": {"model.hog": {"grid": [True, False]}},
     "search": {"algorithm": "grid"},
-    "resources": {"cpu": 64},
+    # One retry, not the default three: the retried hog is killed again (each kill costs a trial's start and
+    # several GB filled), and the trial still ends as oom after its retries ran out.
+    "resources": {"cpu": 64, "max_failures": 1},
 }
 
 
@@ -72,6 +74,7 @@ def test_trial_killed_by_rays_memory_monitor_is_oom_and_the_study_goes_on(tmp_pa
     )
     # One line per trial and a hint in the summary, not Ray's page of advice or a traceback.
     assert f"trial {killed['trial_id']} oom: out of host memory" in r.stdout
+    assert "restarting it from its last checkpoint (failure 1 of 1 allowed)" in r.stdout  # retried, then oom
     assert "out of memory: 1 trial(s)" in r.stdout and "search.max_concurrent" in r.stdout
     assert "RAY_memory_usage_threshold" not in out and "Traceback" not in out
     _, runs = mlflow_runs(tmp_path / "mlflow.db", "hog")
