@@ -44,6 +44,7 @@ BAD = [
     (("train.lr_", 0.1), "train.lr_", ["did you mean 'lr'"]),
     (("train.epochs", "ten"), "train.epochs", ["expected an integer", "'ten'"]),
     (("train.lr", True), "train.lr", ["expected a number"]),
+    (("final.time_limit_s", -5.0), "final.time_limit_s", ["time_limit_s > 0 must hold", "got time_limit_s=-5.0"]),
     (("train.optimizer", "adamm"), "train.optimizer", ["not allowed", "adamw, adam, sgd", "did you mean 'adam'"]),
     (("data.dataset", "cifar11"), "data.dataset", ["not allowed", "did you mean 'cifar10'"]),
     (("model.name", "vitt"), "model.name", ["unknown model", "vit"]),

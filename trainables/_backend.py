@@ -116,6 +116,9 @@ def _check_data(spec: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _check_final(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    limit = (spec.get("final") or {}).get("time_limit_s")
+    if limit is not None and not limit > 0:
+        return [("final.time_limit_s", f"time_limit_s > 0 must hold, got time_limit_s={limit}")]
     thr = (spec.get("final") or {}).get("threshold")
     if isinstance(thr, str) and thr != "tune":
         return [("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}")]
