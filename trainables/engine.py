@@ -40,10 +40,12 @@ from .recipe import (
     build_optimizer,
     build_schedule,
     decide,
+    diverged,
     freeze,
     head_outputs,
     make_loss,
     replan_to_time_limit,
+    step_schedule,
     train_mode,
 )
 from .sections import DATA_RUNGS, data_epochs, data_fraction, model_kwargs
@@ -287,18 +289,6 @@ def validate(run: Run) -> dict[str, float]:
     }
 
 
-def step_schedule(run: Run, metrics: dict[str, float]) -> None:
-    if isinstance(run.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        run.sched.step(metrics[run.monitor])
-    else:
-        run.sched.step()
-
-
-def diverged(epoch: int, loss: float) -> dict[str, Any]:
-    """The result of an epoch whose training loss is not finite: the run ends here, flagged ``diverged``."""
-    return {"epoch": epoch, "diverged": 1, "reason": f"training loss became {loss} at epoch {epoch}"}
-
-
 def epoch_metrics(run: Run, epoch: int, trained: EpochStats) -> dict[str, Any]:
     """What an epoch (0-based ``epoch``) reports: training loss and accuracy, under a data fidelity its share of the
     data, validation metrics when something is held out, and the learning rate it trained at."""
@@ -356,7 +346,7 @@ def fit(
                     on_epoch(metrics, lambda: checkpoint(run, progress))
                 break
             metrics = epoch_metrics(run, epoch, trained)
-            step_schedule(run, metrics)
+            step_schedule(run.sched, metrics, run.monitor)
             metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
             if trained.compile_s:
                 metrics["compile_s"] = trained.compile_s

@@ -138,6 +138,19 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def step_schedule(sched: Any, metrics: dict[str, Any], monitor: str) -> None:
+    """One epoch's step of the schedule; a plateau schedule steps on the epoch's ``monitor`` loss."""
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        sched.step(metrics[monitor])
+    else:
+        sched.step()
+
+
+def diverged(epoch: int, loss: float) -> dict[str, Any]:
+    """The result of an epoch whose training loss is not finite: the run ends here, flagged ``diverged``."""
+    return {"epoch": epoch, "diverged": 1, "reason": f"training loss became {loss} at epoch {epoch}"}
+
+
 def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> None:
     """Give the optimizer and schedule this trial's lr, weight_decay, momentum and nesterov.
 
