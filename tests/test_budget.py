@@ -669,6 +669,7 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
 
 
 @pytest.mark.ray
+@pytest.mark.alone  # a 5 % wall clock: another study on the same 2 cores slows final training's fixed costs too
 def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_path, cli, ray_session, monkeypatch):
     """The probe says epochs are 20x cheaper than they are (a machine slower than its probe): the plan gives final
     training every epoch of the recipe, yet the study ends within 5 % of its wall-clock budget, its seeds
