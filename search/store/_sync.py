@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,7 @@ def _sync_trial(
     added in ``added``."""
     from mlflow.entities import Metric, RunTag
 
-    from ._tracking import log_params, numeric_metrics, run_params
+    from ._tracking import log_params, run_params
 
     tid = row["trial_id"]
     config, results = _trial_files(out, tid)
@@ -109,7 +108,7 @@ def _sync_trial(
     params = {k: v for k, v in run_params(base, flat).items() if k not in have_params}
     if params:
         log_params(c, rid, params)
-    metrics = _missing_metrics(c, rid, results, numeric_metrics, Metric)
+    metrics = _missing_metrics(c, rid, results, Metric)
     for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
         c.log_batch(rid, metrics=metrics[i : i + 1000])
     added["metrics"] += len(metrics)
@@ -165,17 +164,17 @@ def _trial_files(out: Path, trial_id: str) -> tuple[dict[str, Any], list[dict[st
     return config, results
 
 
-def _missing_metrics(
-    c: Any, rid: str, results: list[dict[str, Any]], numeric: Callable[[dict[str, Any]], dict], metric_cls: Any
-) -> list[Any]:
-    """The per-epoch metric values of ``results`` whose step the run lacks."""
+def _missing_metrics(c: Any, rid: str, results: list[dict[str, Any]], metric_cls: Any) -> list[Any]:
+    """The per-epoch metric values of ``results`` whose step the run lacks, stamped as live logging stamps them."""
+    from ._tracking import metric_time_ms, numeric_metrics  # Ray-importing: loaded when a sync needs it
+
     wanted: dict[str, dict[int, tuple[float, int]]] = {}
     for r in results:
         if r.get("infeasible"):
             continue
         step = int(r.get("epoch", r.get("training_iteration", 0)))
-        stamp = int(float(r.get("timestamp") or time.time()) * 1000)
-        for key, value in numeric(r).items():
+        stamp = metric_time_ms(r)
+        for key, value in numeric_metrics(r).items():
             wanted.setdefault(key, {})[step] = (value, stamp)
     out = []
     for key, steps in wanted.items():

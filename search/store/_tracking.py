@@ -233,6 +233,12 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def metric_time_ms(result: dict[str, Any]) -> int:
+    """When an epoch's metrics happened, in ms: the result's own timestamp, so a history filled in later by
+    --sync-mlflow is ordered like one logged live (MLflow orders a history by time, then step)."""
+    return int(float(result.get("timestamp") or time.time()) * 1000)
+
+
 class MlflowTrials(Callback):
     """Ray Tune callback (runs in the driver) mirroring every trial into an MLflow child run."""
 
@@ -337,7 +343,7 @@ class MlflowTrials(Callback):
             if result.get("gpu_ids"):  # the GPU(s) Ray pinned the trial to
                 self.client.set_tag(rid, "gpu", str(result["gpu_ids"]))
             self._devices.add(rid)
-        step, now = int(result.get("epoch", result.get("training_iteration", 0))), int(time.time() * 1000)
+        step, now = int(result.get("epoch", result.get("training_iteration", 0))), metric_time_ms(result)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
         if rid in self._steps:  # a continued trial reruns the epochs after its checkpoint: each step once
             metrics = [m for m in metrics if step not in self._logged(rid, m.key)]
