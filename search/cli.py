@@ -15,7 +15,7 @@ from typing import Any, cast
 from ._contract import TrialSide
 from .run._algorithms import first_points_line
 from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
-from .spec._files import dump_spec
+from .spec._files import dump_spec, read_json
 from .spec._keys import parse_override
 from .spec._schema import SpecError
 from .spec._space import as_searched, grid_points, preview_configs
@@ -324,6 +324,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             if not (model_dir / name).is_file():
                 raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
         spec = load_spec(spec_file, backend, args.overrides)
+        # Damaged bytes end here, as one line naming the file; what meta.json must hold, the trial side checks.
+        read_json(storage.join(args.model_dir, "meta.json"), "model's meta file")
         # New labelled images (--set data.root=DIR) are checked whole, without the training data.
         new_root = any(parse_override(o, str(spec_file))[0] == "data.root" for o in args.overrides)
         pools, splits = backend.eval_set(model_dir, spec["data"], args.split, new_root)

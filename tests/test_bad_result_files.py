@@ -19,7 +19,7 @@ LATIN1 = '{"classes": "caf\xe9"}\n'.encode("latin-1")
 EVAL_CASES = [
     ("meta.json", LATIN1, "is not UTF-8 text"),
     ("meta.json", b'{"classes": ["c0", "c1"', "invalid JSON"),
-    ("meta.json", b'["c0", "c1"]', "expected a mapping, got list"),
+    ("meta.json", b'["c0", "c1"]', "expected a JSON object, got list"),
     ("meta.json", b'{"classes": ["c0", "c1", "c2", "c3"]}', "mean: missing or not a list"),
     ("meta.json", b"", "line 1 column 1: invalid JSON"),
     ("spec.yaml", "model: {name: caf\xe9}\n".encode("latin-1"), "is not UTF-8 text"),

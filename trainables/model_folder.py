@@ -1,5 +1,9 @@
 """A final model's folder as files: ``save_model`` writes the weights, spec.yaml and meta.json, and the readers
-rebuild the model from them; ``DamagedFile`` names a file there that is not what tune-run wrote.
+rebuild the model from them; ``DamagedFile`` names a file there that does not hold what tune-run wrote.
+
+Reading files users hand us without a traceback (bytes that are not UTF-8, broken JSON or YAML) is the
+orchestration's rule: ``tune-eval`` reads a folder's spec.yaml and meta.json through it before the files reach
+these readers, which check only what the files must hold.
 """
 
 from __future__ import annotations
@@ -53,15 +57,6 @@ def save_model(
 META_KEYS = {"classes": list, "mean": list, "std": list, "image_size": int, "in_chans": int}
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise DamagedFile(path, f"cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DamagedFile(path, f"is not UTF-8 text (byte offset {exc.start})") from None
-
-
 def _mapping(data: Any, path: Path, keys: dict[str, type]) -> dict[str, Any]:
     """``data`` when it is a mapping whose ``keys`` hold their types; else DamagedFile naming the first that does not."""
     if not isinstance(data, dict):
@@ -75,25 +70,14 @@ def _mapping(data: Any, path: Path, keys: dict[str, type]) -> dict[str, Any]:
 def read_meta(model_dir: Path) -> dict[str, Any]:
     """A model folder's meta.json (classes, normalisation, image size)."""
     path = model_dir / "meta.json"
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DamagedFile(path, f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
-    except RecursionError:
-        raise DamagedFile(path, "is nested too deeply to be a meta file") from None
-    return _mapping(data, path, META_KEYS)
+    return _mapping(json.loads(path.read_text(encoding="utf-8")), path, META_KEYS)
 
 
 def read_model_spec(model_dir: Path) -> dict[str, Any]:
     """A model folder's spec.yaml (the resolved spec it was trained with)."""
     path = model_dir / "spec.yaml"
-    try:
-        spec = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise DamagedFile(path, f"invalid YAML: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise DamagedFile(path, "is nested too deeply to be a spec") from None
-    _mapping(_mapping(spec, path, {"model": dict, "train": dict})["model"], path, {"name": str})
+    spec = _mapping(yaml.safe_load(path.read_text(encoding="utf-8")), path, {"model": dict, "train": dict})
+    _mapping(spec["model"], path, {"name": str})
     return spec
 
 
