@@ -1,7 +1,8 @@
 """Model FLOP utilisation: achieved training FLOP/s ÷ the device's peak dense bf16 FLOP/s.
 
 ResNet-18 (CIFAR stem) training on 32x32 images, and ViT-B/16 fine-tuning at 224x224, in bf16
-autocast with channels_last for the CNN — the engine's GPU recipe. FLOPs per step are counted
+autocast with channels_last for the CNN (what the engine's timed choice is expected to give on a GPU; MFU is
+defined against the bf16 peak either way). FLOPs per step are counted
 by torch.utils.flop_counter (forward + backward). Targets on an H100: >= 30 % and >= 25 %.
 On a machine without a known peak (CPU), ``ratio`` is null: the figure is pending a GPU run.
 """

@@ -1,13 +1,14 @@
-"""Training images/s under the engine's precision and layout rules (``train.precision: auto``) ÷ plain fp32 NCHW.
+"""Training images/s in the arithmetic ``train.precision: auto`` chooses ÷ plain fp32 NCHW.
 
 The CIFAR CNN of spaces/cnn.yaml, ResNet-18 (CIFAR stem) and the small ViT of spaces/vit.yaml, one training step
 at a time on random 32 px images with the spec's batch size and optimizer, on this machine's device with the
-threads a trial gets (2). On an AMX CPU or a GPU the rule gives bf16 autocast plus channels_last for convnets; on
-a CPU without AMX it gives fp32 NCHW, and the ratio is 1 by construction.
+threads a trial gets (2). ``auto`` times fp32 and bf16, NCHW and channels_last (trainables/arithmetic.py) and
+keeps fp32 NCHW unless another is 10 % faster; where it keeps fp32 NCHW the ratio is 1 by construction.
 
-Method (drift cancels): for each model, k rounds of (fp32 NCHW, rule) steps alternating in one run, each arm
-timed over the same number of steps after warm-up; ratio per round = rule images/s ÷ the fp32 images/s of the
-same round; the figure is the median over rounds, with min and max. The headline ``ratio`` is the CNN's.
+Method (drift cancels): for each model, the choice is made first (as a run makes it, uncached); then k rounds of
+(fp32 NCHW, chosen) steps alternating in one run, each arm timed over the same number of steps after warm-up;
+ratio per round = chosen images/s ÷ the fp32 images/s of the same round; the figure is the median over rounds,
+with min and max. The headline ``ratio`` is the CNN's.
 """
 
 from __future__ import annotations
@@ -41,19 +42,33 @@ MODELS = {  # name: (create_model arguments, batch size, optimizer) as the shipp
 }
 
 
-def steps_per_s(args: dict, batch: int, opt_name: str, rule: bool, steps: int, device) -> float:
+def build(args: dict, device):
     import torch
 
     import trainables
-    from trainables.device import use_autocast, wants_channels_last
 
     torch.manual_seed(0)
     kw = {k: v for k, v in args.items() if k != "name"}
-    model = trainables.create_model(args["name"], num_classes=10, in_chans=3, image_size=32, **kw).to(device)
+    return trainables.create_model(args["name"], num_classes=10, in_chans=3, image_size=32, **kw).to(device)
+
+
+def auto_choice(args: dict, batch: int, device) -> str:
+    """What ``train.precision: auto`` picks for this model here, timed afresh (injected past the cache)."""
+    from trainables.arithmetic import choose
+
+    return choose(build(args, device), "auto", device, (batch, 3, 32, 32), cache=False).name
+
+
+def steps_per_s(args: dict, batch: int, opt_name: str, arith: str, steps: int, device) -> float:
+    import torch
+
+    from trainables.arithmetic import parse
+
+    model = build(args, device)
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    autocast = rule and use_autocast("auto", device)
-    if rule and wants_channels_last(model, device):
+    autocast, channels_last = parse(arith)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = (
@@ -85,7 +100,8 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     import torch
 
-    from trainables.device import native_bf16, resolve_device
+    from trainables.arithmetic import native_bf16
+    from trainables.device import resolve_device
 
     torch.set_num_threads(2)
     device = resolve_device("auto")
@@ -96,21 +112,24 @@ def main() -> None:
         if args.quick:
             margs = {**margs, "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 8}
             batch = 8
+        chosen = auto_choice(margs, batch, device)
         fp32, rule = [], []
         for _ in range(rounds):
-            fp32.append(steps_per_s(margs, batch, opt, False, steps, device))
-            rule.append(steps_per_s(margs, batch, opt, True, steps, device))
+            fp32.append(steps_per_s(margs, batch, opt, "fp32", steps, device))
+            rule.append(steps_per_s(margs, batch, opt, chosen, steps, device))
         ratios = [r / f for r, f in zip(rule, fp32)]
         out[name] = {
+            "chosen": chosen,
             "fp32_nchw_images_per_s": fp32,
-            "rule_images_per_s": rule,
+            "chosen_images_per_s": rule,
             "ratios": ratios,
             "ratio": statistics.median(ratios),
             "min": min(ratios),
             "max": max(ratios),
         }
         print(
-            f"{name}: fp32 NCHW {statistics.median(fp32):,.0f} img/s, rule {statistics.median(rule):,.0f} img/s, "
+            f"{name}: fp32 NCHW {statistics.median(fp32):,.0f} img/s, auto ({chosen}) {statistics.median(rule):,.0f} "
+            f"img/s, "
             f"ratio {out[name]['ratio']:.2f} (min {out[name]['min']:.2f}, max {out[name]['max']:.2f}, "
             f"{rounds} rounds)",
             flush=True,

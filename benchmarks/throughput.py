@@ -71,9 +71,9 @@ def main() -> None:
 
     import trainables
     from search import resolve, run_study
+    from trainables.arithmetic import choose
     from trainables.batches import as_tensor
     from trainables.data import make_splits
-    from trainables.device import use_autocast, wants_channels_last
     from trainables.sections import model_kwargs
 
     cuda = torch.cuda.is_available()
@@ -118,10 +118,12 @@ def main() -> None:
             net = trainables.create_model(
                 spec["model"]["name"], num_classes=10, in_chans=3, image_size=32, **model_kwargs(spec["model"])
             ).to(dev)
-            if wants_channels_last(net, dev):  # the bare loop gets the engine's layout and precision rules
+            # The bare loop computes as the trials do: the engine's choice of precision and layout (cached).
+            arith = choose(net, spec["train"]["precision"], dev, (256, 3, 32, 32), family=spec["model"]["name"])
+            if arith.channels_last:
                 net = net.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
-            return bare_loop(net, x, y, 256, epochs, autocast=use_autocast("auto", dev))
+            return bare_loop(net, x, y, 256, epochs, autocast=arith.autocast)
 
         def trial(i: int) -> float:
             # One study per round, in the same Ray runtime; its first epoch (warm-up) is not counted.

@@ -13,6 +13,11 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
   ``final.epochs`` and ``final.time_limit_s`` (each seed's training time) from a compute budget;
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
+Of a trial's results, ``search`` reads the metrics in ``METRICS``, ``epoch`` (and ``data_epochs``), the flags
+``infeasible``, ``diverged``, ``oom``, ``error`` with their ``reason``, and the strings ``device``, ``gpu_ids``,
+``arithmetic`` (what it computed in: bf16 or fp32, channels_last or not) and ``warning``: it records them, never
+interprets them.
+
 ``tune-compare`` reads no trial-side key by name: ``report_axes`` in study.json and final/metrics.json names them.
 Of a final seed's folder, ``tune-compare`` reads ``metrics.json`` and ``predictions.npz`` (arrays ``labels``,
 ``pred``, ``probs`` and ``test_digest``, per test image, for the paired verdict).
@@ -122,7 +127,7 @@ class TrialSide(Protocol):
     def probe(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """A short measured throughput probe of ``spec``'s configuration on this device: ``train_images_per_s``,
         ``eval_images_per_s``, ``epoch_s`` (one search epoch, validation included), ``final_epoch_s`` (one
-        final-training epoch), ``model``, ``device``, ``batch_size``, ``image_size``."""
+        final-training epoch), ``model``, ``device``, ``arithmetic``, ``batch_size``, ``image_size``."""
 
     def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""

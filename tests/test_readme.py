@@ -47,6 +47,9 @@ def test_readme_quickstart_final_eval_compare(quickstart):
     assert [m.step for m in c.get_metric_history(child.info.run_id, "val_acc")] == list(range(1, 13))
     assert "train.lr" in child.data.params and child.data.tags["dataset"] == "digits"
     assert child.data.tags["device"].startswith("cpu") and rows[0]["device"].startswith("cpu")
+    # What each trial computed in, timed on this machine (train.precision: auto): one choice for the study.
+    assert child.data.tags["arithmetic"] in {"fp32", "bf16", "fp32+channels_last", "bf16+channels_last"}
+    assert {row["arithmetic"] for row in rows} == {child.data.tags["arithmetic"]}
     # Artifacts sit beside the store, at an absolute location.
     artifacts = c.get_experiment_by_name("quickstart").artifact_location
     assert Path(artifacts).is_absolute() and Path(artifacts).parent == tmp_path / "mlruns"

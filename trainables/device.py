@@ -1,5 +1,5 @@
-"""Where a trial computes and with what: the device, bf16 autocast and channels_last where they pay,
-host-memory trimming, and the random streams (seeding, and saving and restoring them with a checkpoint).
+"""Where a trial computes: the device, host-memory trimming, and the random streams (seeding, and saving and
+restoring them with a checkpoint). With what arithmetic (bf16, channels_last) is ``arithmetic``'s choice.
 """
 
 from __future__ import annotations
@@ -9,29 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-
-def native_bf16(device: torch.device) -> bool:
-    """bf16 matrix arithmetic in hardware: CUDA, or a CPU with AMX tiles (oneDNN runs bf16 convolutions and
-    matmuls on them). Measured on a 2-core AMX host with channels_last: the CIFAR CNN trains 3.5x and ResNet-18
-    2.9x faster than in fp32 (benchmarks/precision.py). Without AMX, oneDNN has no bf16 matrix unit to use: such
-    CPUs stay fp32 (not measured here)."""
-    if device.type == "cuda":
-        return True
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, but the only probe torch offers
-    return device.type == "cpu" and bool(amx and amx())
-
-
-def use_autocast(precision: str, device: torch.device) -> bool:
-    """``train.precision``: ``bf16`` always autocasts, ``fp32`` never, ``auto`` where bf16 is native."""
-    return precision == "bf16" or (precision == "auto" and native_bf16(device))
-
-
-def wants_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """channels_last pays for convolutions where the kernels want it: tensor-core layouts on the GPU, oneDNN's
-    blocked formats on an AMX CPU (part of the 3.5x above); elsewhere NCHW."""
-    return native_bf16(device) and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def resolve_device(want: str = "auto") -> torch.device:

@@ -21,18 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arithmetic import Arithmetic, choose, parse
 from .augment import mix_batch
 from .batches import Batcher, as_tensor, channel_stats, pixels, place_pool, predict
 from .data import Pools, Splits, fidelity_subset, make_splits
-from .device import (
-    release_host_memory,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    use_autocast,
-    wants_channels_last,
-)
+from .device import release_host_memory, resolve_device, rng_state, seed_everything, set_rng_state
 from .models import create_model
 from .recipe import (
     apply_recipe,
@@ -62,6 +55,8 @@ class FitResult:
     device: torch.device
     autocast: bool
     train_seconds: float = 0.0
+    channels_last: bool = False
+    arithmetic: dict[str, Any] = field(default_factory=dict)  # what trained it and why (Arithmetic.record)
     workers: int = 0  # loader processes for streamed pools
     early_stopping: int = 0  # the patience the run used (0 = off; always off without validation)
     monitor: str = "val_loss"  # what the plateau schedule watched (train_loss without validation)
@@ -81,12 +76,16 @@ class Run:
     opt: torch.optim.Optimizer
     sched: Any
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    autocast: bool
+    arithmetic: Arithmetic
     threshold: float  # binary tasks' decision threshold on P(class 1); else 0.5
     held_out: bool  # a validation split exists (False when training on train + validation)
     mean: list[float]
     std: list[float]
     size: int
+
+    @property
+    def autocast(self) -> bool:
+        return self.arithmetic.autocast
 
     @property
     def early_stopping(self) -> int:
@@ -124,7 +123,7 @@ class Progress:
 
 
 def build_model(spec: dict[str, Any], pools: Pools, size: int, device: torch.device) -> nn.Module:
-    """The spec's model for this task, frozen as asked, on ``device`` (channels_last where it pays)."""
+    """The spec's model for this task, frozen as asked, on ``device``."""
     t, m = spec["train"], spec["model"]
     if t.get("loss") == "bce" and pools.num_classes != 2:
         raise ValueError(f"train.loss=bce needs a binary task (2 classes), got {pools.num_classes} classes")
@@ -136,13 +135,14 @@ def build_model(spec: dict[str, Any], pools: Pools, size: int, device: torch.dev
         **model_kwargs(m),
     ).to(device)
     freeze(model, m.get("freeze", "none"))
-    if wants_channels_last(model, device):
-        model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: bool = False) -> Run:
-    """Seeds, splits, pools, model, optimizer, schedule and loss of one run (``merge_val``: see ``fit``)."""
+def setup(
+    spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: bool = False, arithmetic: str | None = None
+) -> Run:
+    """Seeds, splits, pools, model, optimizer, schedule and loss of one run (``merge_val``: see ``fit``;
+    ``arithmetic``: a checkpoint's, which a resumed run keeps whatever this machine would choose)."""
     data, t = spec["data"], spec["train"]
     seed_everything(int(t["seed"]))
     splits = make_splits(pools, data)
@@ -157,7 +157,14 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
     else:
         mean, std = channel_stats(x, splits.train)
     model = build_model(spec, pools, size, device)
-    batcher = Batcher(x, y, size, mean, std, device, wants_channels_last(model, device), int(data.get("workers", 0)))
+    if arithmetic is not None:
+        arith = Arithmetic(*parse(arithmetic), source="checkpoint")
+    else:
+        shape = (int(t["batch_size"]), pools.in_chans, size, size)
+        arith = choose(model, t["precision"], device, shape, family=str(spec["model"]["name"]))
+    if arith.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batcher = Batcher(x, y, size, mean, std, device, arith.channels_last, int(data.get("workers", 0)))
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
     sched = build_schedule(opt, t)
     apply_recipe(opt, sched, t)  # records initial_lr, which a restore's schedule progress is measured against
@@ -174,7 +181,7 @@ def setup(spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: b
         opt=opt,
         sched=sched,
         loss_fn=make_loss(t, weight),
-        autocast=use_autocast(t["precision"], device),
+        arithmetic=arith,
         threshold=float(t.get("threshold", 0.5)) if pools.num_classes == 2 else 0.5,
         held_out=not merge_val,
         mean=mean,
@@ -193,6 +200,7 @@ def checkpoint(run: Run, progress: Progress) -> dict[str, Any]:
         "history": progress.history,
         "best_loss": progress.best_loss,
         "bad_epochs": progress.bad_epochs,
+        "arithmetic": run.arithmetic.name,  # a resumed run computes as this one did (see setup)
         "rng": rng_state(),
     }
 
@@ -317,18 +325,20 @@ def fit(
     pools: Pools,
     *,
     state: dict[str, Any] | None = None,
-    on_epoch: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
     device: torch.device | None = None,
     merge_val: bool = False,
 ) -> FitResult:
     """Train ``spec``'s model on ``pools`` for ``train.epochs`` epochs, resuming from ``state``.
 
-    ``on_epoch(metrics, get_state)`` is called after every epoch; ``get_state()`` returns the
+    ``on_epoch(metrics, get_state)`` is called after every epoch, ``metrics`` with the run's ``arithmetic``
+    (bf16 or fp32, channels_last or not: what it trains with); ``get_state()`` returns the
     checkpoint payload (only built when the caller asks for it). ``merge_val`` trains on
     train + validation (final training): nothing is held out, so there are no ``val_*`` metrics,
     no early stopping, and a plateau schedule watches the training loss.
     """
-    run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val)
+    kept = state.get("arithmetic") if state and isinstance(state.get("arithmetic"), str) else None
+    run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val, kept)
     progress = restore(run, state) if state else Progress()
     start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
     epoch = start - 1
@@ -343,7 +353,7 @@ def fit(
                 metrics = diverged(epoch + 1, trained.loss)
                 progress.record(metrics, 0)
                 if on_epoch is not None:
-                    on_epoch(metrics, lambda: checkpoint(run, progress))
+                    on_epoch({**metrics, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
                 break
             metrics = epoch_metrics(run, epoch, trained)
             step_schedule(run.sched, metrics, run.monitor)
@@ -353,7 +363,7 @@ def fit(
             stop = progress.record(metrics, run.early_stopping)
             release_host_memory()
             if on_epoch is not None:
-                on_epoch(metrics, lambda: checkpoint(run, progress))
+                on_epoch({**metrics, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
             if stop:
                 break
     finally:
@@ -368,6 +378,8 @@ def fit(
         device=run.device,
         autocast=run.autocast,
         train_seconds=time.perf_counter() - t_start,
+        channels_last=run.arithmetic.channels_last,
+        arithmetic=run.arithmetic.record(),
         workers=int(spec["data"].get("workers", 0)),
         planned_epochs=planned,
         early_stopping=run.early_stopping,
@@ -390,7 +402,7 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
         res.mean,
         res.std,
         res.device,
-        wants_channels_last(res.model, res.device),
+        res.channels_last,
         workers=res.workers,
     )
     try:

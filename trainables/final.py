@@ -26,7 +26,6 @@ import torch
 from .cost import measure_cost
 from .data import Pools, Splits, make_splits, relabel, whole_splits
 from .datasets import load_pools
-from .device import use_autocast
 from .engine import FitResult, fit, predict_split
 from .folders import load_folder, split_folder
 from .images import ImageFiles
@@ -97,6 +96,7 @@ def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
         "replanned_to_time_limit": bool(f.get("time_limit_s")) and len(res.history) < res.planned_epochs,
         "early_stopping": res.early_stopping,
         "schedule_monitor": res.monitor,
+        **res.arithmetic,  # bf16 or fp32, channels_last or not, and the timings that chose it
     }
 
 
@@ -246,7 +246,7 @@ def reevaluate(
         meta["std"],
         meta["image_size"],
         device,
-        use_autocast(spec["train"].get("precision", "auto"), device),
+        False,  # evaluated in fp32 whatever trained it (predict_split)
     )
     f = spec.get("final") or {}
     out, _, _ = evaluate(

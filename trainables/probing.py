@@ -71,6 +71,7 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         predict(run.model, run.batcher, sample[:eval_bs], eval_bs, run.autocast)  # warm-up
         eval_s = _timed(lambda: predict(run.model, run.batcher, sample, eval_bs, run.autocast), device)
         n_train, n_val, size = len(run.splits.train), len(run.splits.val), int(run.size)
+        arithmetic = run.arithmetic.name
     finally:
         run.batcher.close()
         torch.set_num_threads(threads)
@@ -85,6 +86,7 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         "gpus": torch.cuda.device_count(),
         "batch_size": int(spec["train"]["batch_size"]),
         "image_size": size,
+        "arithmetic": arithmetic,  # what this node's trials will compute in (chosen first here, and cached)
         "train_images_per_s": train_ips,
         "eval_images_per_s": eval_ips,
         "train_images": n_train,

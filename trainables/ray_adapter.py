@@ -95,7 +95,7 @@ def trial(
     device = device_fields(resolved)
     reported = [False]
 
-    def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
+    def on_epoch(metrics: dict[str, Any], get_state: Any) -> None:
         reported[0] = True
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, CKPT_FILE))
@@ -137,13 +137,13 @@ def user_error(epoch: int, exc: Exception) -> dict[str, Any]:
 
 
 def fit_or_oom(
-    spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None, on_epoch: Callable[[dict[str, float], Any], None]
+    spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any], Any], None]
 ) -> dict[str, Any] | None:
     """Train; None when training ended on its own, else the ``oom`` or user-``error`` result that ends the
     trial (a result the study records, not a crash Tune would retry)."""
     done = [int(state["epoch"]) if state else 0]
 
-    def counted(metrics: dict[str, float], get_state: Any) -> None:
+    def counted(metrics: dict[str, Any], get_state: Any) -> None:
         done[0] = int(metrics["epoch"])
         on_epoch(metrics, get_state)
 
@@ -264,7 +264,7 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
 
     epoch = [0]
 
-    def on_epoch(metrics: dict[str, float], get_state: Any) -> None:
+    def on_epoch(metrics: dict[str, Any], get_state: Any) -> None:
         epoch[0] = int(metrics.get("epoch", epoch[0]))
         tune.report({**metrics, **device})
 

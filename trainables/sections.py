@@ -62,7 +62,7 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "mixup": (float, 0.0),  # Mixup Beta(a, a) concentration; 0 = off
     "cutmix": (float, 0.0),  # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
     "seed": (int, 0),  # weights, batch order, augmentation
-    "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto = bf16 autocast where native (CUDA, AMX CPUs)
+    "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto: the faster, timed here (arithmetic.py)
     "device": (str, "auto", ("auto", "cpu", "cuda")),
     "compile": (bool, False),  # torch.compile; its cost is reported as compile_s (epoch 1)
 }

@@ -26,7 +26,8 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
     )
     for p in probes:
         out(
-            f"  {p['model']} at batch {p['batch_size']}, {p['image_size']} px: {p['train_images_per_s']:,.0f} "
+            f"  {p['model']} at batch {p['batch_size']}, {p['image_size']} px, {p.get('arithmetic', 'fp32')}: "
+            f"{p['train_images_per_s']:,.0f} "
             f"images/s training, {p['eval_images_per_s']:,.0f} images/s evaluating; an epoch "
             f"{p['epoch_s']:.2f} s ({p['train_images']:,} train + {p['val_images']:,} val images), a final "
             f"epoch {p['final_epoch_s']:.2f} s  [{p['shape']}]"

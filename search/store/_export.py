@@ -112,6 +112,10 @@ def trial_rows(
                 "epochs": 0 if status == "infeasible" else int(last.get("epoch", 0)),
                 **({"data_epochs": plain(last.get("data_epochs", 0.0))} if data_weighted else {}),
                 "device": last.get("device", ""),
+                # the precision and layout it trained in (an ending error's result does not repeat it)
+                "arithmetic": next(
+                    (h["arithmetic"] for h in reversed(t["history"]) if isinstance(h.get("arithmetic"), str)), ""
+                ),
                 "gpu": str(last.get("gpu_ids", "")),
                 "seconds": plain(last.get("time_total_s", "")),
                 "reason": error_reason(t["error"], t["config"], oom_reason)

@@ -117,9 +117,10 @@ def _sync_trial(
         "epochs": row["epochs"],
         **({"reason": row["reason"][:5000]} if row["reason"] else {}),
     }
-    device = next((r["device"] for r in reversed(results) if isinstance(r.get("device"), str)), None)
-    if device:
-        tags["device"] = device
+    for key in ("device", "arithmetic"):  # what the trial trained on, and with which precision and layout
+        value = next((r[key] for r in reversed(results) if isinstance(r.get(key), str)), None)
+        if value:
+            tags[key] = value
     if row.get("gpu"):  # trials.csv's record of the GPU(s) Ray pinned the trial to
         tags["gpu"] = row["gpu"]
     changed = [RunTag(k, str(v)) for k, v in tags.items() if have_tags.get(k) != str(v)]

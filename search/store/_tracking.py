@@ -327,6 +327,14 @@ class MlflowTrials(Callback):
     def _start(self, trial: Any) -> None:
         self.run_id(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A failed trial retried from its checkpoint (its node died) reruns the epochs after it, and an epoch
+        reported just before the failure may be among them: from now on its run logs each step once. (A PBT
+        exploit, which also restarts from a checkpoint, is a new lineage: its steps are all logged.)"""
+        rid = self._runs.get(trial.trial_id)
+        if rid is not None:
+            self._steps.setdefault(rid, {})
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         self._write(trial, lambda: self._result(trial, result))
 
@@ -342,6 +350,8 @@ class MlflowTrials(Callback):
             self.client.set_tag(rid, "device", result["device"])
             if result.get("gpu_ids"):  # the GPU(s) Ray pinned the trial to
                 self.client.set_tag(rid, "gpu", str(result["gpu_ids"]))
+            if isinstance(result.get("arithmetic"), str):  # bf16 or fp32, channels_last or not
+                self.client.set_tag(rid, "arithmetic", result["arithmetic"])
             self._devices.add(rid)
         step, now = int(result.get("epoch", result.get("training_iteration", 0))), metric_time_ms(result)
         metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]

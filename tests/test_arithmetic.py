@@ -1,0 +1,144 @@
+"""train.precision: auto picks the fastest arithmetic by timing it on this device, never slower than fp32 NCHW;
+the choice is cached per machine and model shape, recorded with the run, and leaves the run as it would have been."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+import trainables
+from search import resolve
+from trainables import arithmetic, folders
+from trainables.arithmetic import choose, pick
+from trainables.engine import fit
+
+CPU = torch.device("cpu")
+SPEC = {
+    "experiment": {"name": "a"},
+    "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 200},
+    "model": {"name": "cnn", "conv1": 8, "conv2": 16, "conv3": 16, "hidden": 16, "dropout": 0.0},
+    "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+}
+
+
+def cnn(size: int = 16, width: int = 16) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return trainables.create_model(
+        "cnn", num_classes=4, in_chans=3, image_size=size, conv1=8, conv2=width, conv3=width, hidden=16
+    )
+
+
+def mlp() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(folders, "CACHE_DIR", tmp_path / "cache")
+
+
+def timings(**ips: float):
+    table = {k.replace("_cl", "+channels_last"): v for k, v in ips.items()}
+    return lambda option: table[option]
+
+
+@pytest.mark.parametrize(
+    ("ips", "chosen"),
+    [
+        ({"fp32": 100, "fp32_cl": 95, "bf16": 60, "bf16_cl": 70}, "fp32"),  # bf16 slower (no bf16 units)
+        ({"fp32": 100, "fp32_cl": 104, "bf16": 105, "bf16_cl": 108}, "fp32"),  # within noise: fp32 stays
+        ({"fp32": 100, "fp32_cl": 90, "bf16": 150, "bf16_cl": 300}, "bf16+channels_last"),  # AMD/AMX: 3x
+        ({"fp32": 100, "fp32_cl": 130, "bf16": 90, "bf16_cl": 110}, "fp32+channels_last"),
+    ],
+)
+def test_auto_takes_the_fastest_and_is_never_slower_than_fp32(ips, chosen):
+    a = choose(cnn(), "auto", CPU, (32, 3, 16, 16), measure=timings(**ips))
+    assert a.name == chosen and a.source == "measured"
+    assert a.images_per_s[a.name] >= a.images_per_s["fp32"]
+    assert not (folders.CACHE_DIR / "arithmetic.json").exists()  # injected timings are never remembered
+
+
+def test_the_spec_precision_fixes_the_candidates_and_layouts_are_timed_only_for_convnets():
+    seen: list[str] = []
+
+    def record(option: str) -> float:
+        seen.append(option)
+        return {"bf16": 100.0, "bf16+channels_last": 200.0}[option]
+
+    assert choose(cnn(), "bf16", CPU, (32, 3, 16, 16), measure=record).name == "bf16+channels_last"
+    assert seen == ["bf16", "bf16+channels_last"] * arithmetic.ROUNDS  # in turn, round after round
+    fixed = choose(mlp(), "fp32", CPU, (32, 3, 16, 16), measure=lambda o: pytest.fail("nothing to time"))
+    assert fixed.name == "fp32" and fixed.source == "fixed"
+    assert arithmetic.candidates("auto", arithmetic.convolutional(mlp())) == ["fp32", "bf16"]
+    assert pick({"bf16": 100.0, "fp32": 105.0}) == "bf16"  # the first candidate is the one to beat
+
+
+def test_a_model_too_slow_to_time_falls_back_to_the_hardware_rule_and_remembers_it(monkeypatch):
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: lambda option: 0.0)
+    a = choose(cnn(), "auto", CPU, (32, 3, 16, 16), family="cnn")
+    assert a.source == "rule" and a.autocast == arithmetic.native_bf16(CPU)
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: pytest.fail("a slow step again"))
+    assert choose(cnn(), "auto", CPU, (32, 3, 16, 16), family="cnn").source == "cached rule"
+
+
+def test_timing_leaves_the_model_and_random_streams_as_they_were_and_is_cached():
+    model = cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    a = choose(model, "auto", CPU, (64, 3, 16, 16), family="cnn")
+    assert a.source == "measured" and set(a.images_per_s) == {
+        "fp32",
+        "fp32+channels_last",
+        "bf16",
+        "bf16+channels_last",
+    }
+    assert all(v > 0 for v in a.images_per_s.values())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BatchNorm statistics too
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training and next(model.parameters()).is_contiguous()
+    # A wider model of the family reads the same entry: a study's trials compute alike whatever widths it searches.
+    # So does another batch size (timed at 32 images whatever the batch): a searched batch does not split it.
+    again = choose(cnn(width=32), "auto", CPU, (128, 3, 16, 16), family="cnn")
+    assert again.source == "cached" and again.name == a.name and again.images_per_s == a.images_per_s
+    # Another image size is another entry; the thread count is part of each.
+    assert choose(cnn(size=8), "auto", CPU, (64, 3, 8, 8), family="cnn").source == "measured"
+    stored = json.loads((folders.CACHE_DIR / "arithmetic.json").read_text())
+    assert len(stored) == 2 and all(json.loads(k)[2] == torch.get_num_threads() for k in stored)
+
+
+def test_a_run_trains_in_the_chosen_arithmetic_and_records_it(monkeypatch):
+    spec = resolve(copy.deepcopy(SPEC), trainables)
+    pools = trainables.prepare(spec)
+    fake = timings(fp32=100, fp32_cl=90, bf16=150, bf16_cl=300)
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda model, device, shape: fake)
+    seen: list[dict] = []
+    res = fit(spec, pools, on_epoch=lambda m, _: seen.append(m))
+    assert res.autocast and res.channels_last
+    assert res.arithmetic == {
+        "arithmetic": "bf16+channels_last",
+        "source": "measured",
+        "images_per_s": {"fp32": 100, "fp32+channels_last": 90, "bf16": 150, "bf16+channels_last": 300},
+    }
+    conv = next(m for m in res.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen and all(m["arithmetic"] == "bf16+channels_last" for m in seen)  # what a trial reports
+    # The next run of this shape on this machine reads the measurement instead of timing again.
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: pytest.fail("timed again"))
+    assert fit(spec, pools).arithmetic["source"] == "cached"
+
+
+def test_a_resumed_run_computes_as_its_checkpoint_did(monkeypatch):
+    """On another node, or with the cache gone, timing might choose otherwise: the checkpoint's choice holds."""
+    spec = resolve(copy.deepcopy({**SPEC, "train": {**SPEC["train"], "epochs": 2}}), trainables)
+    pools = trainables.prepare(spec)
+    states: list[dict] = []
+    first = fit(spec, pools, on_epoch=lambda m, get_state: states.append(get_state()))
+    assert states[0]["arithmetic"] == first.arithmetic["arithmetic"]
+    other = "fp32" if first.arithmetic["arithmetic"] != "fp32" else "bf16+channels_last"
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: pytest.fail("a resumed run timed again"))
+    resumed = fit(spec, pools, state={**states[0], "arithmetic": other})
+    assert resumed.arithmetic["arithmetic"] == other and resumed.arithmetic["source"] == "checkpoint"
