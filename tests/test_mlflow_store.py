@@ -47,3 +47,41 @@ def test_a_new_store_is_the_one_mlflow_makes(tmp_path, monkeypatch):
 def mlflow_head(tmp_path) -> str:
     with sqlite3.connect(tmp_path / "theirs" / "mlflow.db") as db:
         return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+class _Trial:
+    """What the callback reads of a Tune trial."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.config = trial_id, {"train.lr": 0.1}
+
+    def __str__(self) -> str:
+        return f"trial_{self.trial_id}"
+
+
+def test_a_trial_retried_from_its_checkpoint_logs_each_epoch_once_but_a_pbt_lineage_logs_its_own(tmp_path):
+    """A node dies after the trial reported epoch 3 but before that checkpoint persisted: Tune retries it from
+    epoch 2's, and epoch 3 comes again. A PBT exploit also restarts from a checkpoint, without a failure: the
+    values it reports at a step it passed are another lineage's, and are kept."""
+    from search.store._tracking import MlflowTrials
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = client_for(uri)
+    exp = c.create_experiment("x")
+    parent = c.create_run(exp).info.run_id
+    cb = MlflowTrials(uri, "x", parent, {}, max_epochs=4)
+    retried, exploited = _Trial("a"), _Trial("b")
+
+    def report(trial: _Trial, epoch: int, value: float) -> None:
+        cb.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": value, "timestamp": 1_700_000_000 + epoch})
+
+    for epoch in (1, 2, 3):
+        report(retried, epoch, 0.1 * epoch)
+        report(exploited, epoch, 0.1 * epoch)
+    cb.on_trial_recover(0, [], retried)
+    for epoch in (3, 4):
+        report(retried, epoch, 0.5 * epoch)
+        report(exploited, epoch, 0.5 * epoch)
+    runs = {r.data.tags["trial_id"]: r.info.run_id for r in c.search_runs([exp]) if "trial_id" in r.data.tags}
+    history = {t: sorted(m.step for m in c.get_metric_history(rid, "val_acc")) for t, rid in runs.items()}
+    assert history == {"a": [1, 2, 3, 4], "b": [1, 2, 3, 3, 4]}
