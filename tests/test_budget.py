@@ -481,20 +481,20 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
 def test_search_epochs_auto_shortens_trials_until_enough_fit():
     from search.spec._budget import MIN_TRIALS
 
-    spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
-    # FIFO, 12 epochs of search: 4-epoch trials fit 3 times, 2-epoch ones 6, 1-epoch ones 12 >= MIN_TRIALS.
+    spec = resolve({**SPEC, "search": {"budget": "34epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
+    # FIFO, 20.4 epochs of search: 4-epoch trials fit 5 times, 3-epoch ones 6, 2-epoch ones 10 >= MIN_TRIALS.
     assert MIN_TRIALS == 10
     p = plan(
         spec,
-        parse_budget("20epochs", "s"),
+        parse_budget("34epochs", "s"),
         [_probe(1.0)],
         grid=1,
         parallel=1,
         gpu_hours=trainables.gpu_hours,
         num_samples_given=None,
     )
-    assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"]) == (1, "budget", 12)
-    assert p["final_epochs"] == 4  # final training keeps train.epochs as its limit: 8 epochs, 1 seed, at most 4
+    assert (p["trial_epochs"], p["trial_epochs_from"], p["num_samples"], p["search"]) == (2, "budget", 10, "planned")
+    assert p["final_epochs"] == 4  # final training keeps train.epochs as its limit: 13.6 epochs, 1 seed, at most 4
     # Without a budget, auto is train.epochs (as num_samples left open is 1).
     assert search_epochs(resolve({**SPEC, "search": {"epochs": "auto"}}, trainables), None) == 4
     # A budget that already fits MIN_TRIALS full-length trials keeps them whole.
@@ -632,6 +632,7 @@ def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session
 # --------------------------------------------------------------------------- a budget is a promise
 
 
+@pytest.mark.alone  # a 5 % wall clock: a Ray study on the other worker varies the epochs' pace it re-plans from
 def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule_decayed(monkeypatch):
     """A seed whose epochs are slower than its plan re-plans between epochs: it trains the epochs that fit its
     final.time_limit_s, its cosine schedule ending at its new last epoch, rather than stopping mid-schedule."""
@@ -706,3 +707,50 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     lrs = [h["lr"] for h in seed["history"]]
     assert lrs[-1] < 0.25 * max(lrs)  # fully trained: its schedule ended
     assert cb["spent_seconds"]["total"] <= budget * 1.05, cb["spent_seconds"]
+
+
+def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():
+    """Trials cut to 1 of the recipe's 4 epochs rank settings by their first epoch (short-horizon bias): the plan
+    says so and gives the whole budget to final training of the recipe, as `tune-run --final --budget` would."""
+    spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
+    p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
+    assert (p["search"], p["num_samples"], p["trials"], p["split"]) == ("skipped", 0, 0, 0.0)
+    assert "would train 1 of the recipe's 4 epochs, fewer than the 2" in p["skipped_because"]
+    assert p["planned"] == {"search": 0.0, "final": 20.0, "total": 20.0} and p["final_epochs"] == 4
+    # Too few trials at full length (search.epochs unset, so never shortened): the same.
+    spec = resolve({**SPEC, "search": {"budget": "20epochs"}, "final": {"seeds": [0]}}, trainables)
+    p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
+    assert p["search"] == "skipped" and p["skipped_because"].startswith("3 trial(s) fit the search's share")
+    # What the user fixed stands: num_samples given, or no final training to hand the share to.
+    given = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, 3)
+    alone = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}}, trainables)
+    alone_plan = plan(alone, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
+    assert given["search"] == alone_plan["search"] == "planned"
+
+
+@pytest.mark.ray
+def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tmp_path, cli, ray_session):
+    """Through the console script: the plan's line says why, no trial runs, best.yaml is the recipe, and final
+    training spends the whole epoch budget; study.json records the decision."""
+    spec = {
+        **SPEC,
+        "experiment": {"name": "noroom", "output_dir": "runs"},
+        "search": {"budget": "8epochs", "epochs": "auto"},
+        "final": {"seeds": [0, 1]},
+        "tracking": {"mlflow_uri": "sqlite:///mlflow.db"},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    r = cli("tune-run", "s.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "budget: 8epochs · no search: " in r.stdout and "the whole budget trains the recipe" in r.stdout, r.stdout
+    assert "best:        the recipe as written: no search ran" in r.stdout
+    out = tmp_path / "runs" / "noroom"
+    assert (out / "trials.csv").read_text() == ""
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert not best["space"] and best["train"]["lr"] == resolve(spec, trainables)["train"]["lr"]
+    study = json.loads((out / "study.json").read_text())
+    cb = study["compute_budget"]
+    assert cb["search"] == "skipped" and cb["spent"]["search"] == 0 and study["trials"] == 0
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    assert final["seeds"] == [0, 1] and all(len(h) == 4 for h in final["history"].values())  # 8 epochs: 4 each
+    assert cb["spent"]["final"] == 8

@@ -67,6 +67,18 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
 
 
 def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
+    if p["search"] == "skipped":
+        out(f"budget {b.text}: no search: {p['skipped_because']}; the whole budget trains the recipe as written")
+    else:
+        _search_fits(b, p, out)
+    if "final_epochs" in p:
+        out(
+            f"  final {b.show(p['planned']['final'])}: {p['final_epochs']} epochs x {p['final_seeds']} seeds "
+            f"(from the {p['final_epochs_from']})"
+        )
+
+
+def _search_fits(b: Budget, p: dict[str, Any], out: Any) -> None:
     out(
         f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of "
         f"{trial_length(p)} ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
@@ -77,8 +89,3 @@ def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
             else ""
         )
     )
-    if "final_epochs" in p:
-        out(
-            f"  final {b.show(p['planned']['final'])}: {p['final_epochs']} epochs x {p['final_seeds']} seeds "
-            f"(from the {p['final_epochs_from']})"
-        )

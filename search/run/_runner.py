@@ -7,7 +7,6 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,28 +23,14 @@ from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri,
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._console import new_study
 from ._lifecycle import Lifecycle, now, provenance
+from ._no_search import recipe_only
+from ._result import StudyResult
 from ._resume import check_resumable
 from ._study_budget import BudgetStopper, plan_budget, search_side, seconds_before, spent
 from ._tune_parts import Stalled
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
 SKIPPED_SHOWN = 5  # of them, how many study.json names
-
-
-@dataclass
-class StudyResult:
-    out_dir: Path
-    rows: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    parent_run_id: str | None
-    best_config: dict[str, Any]  # the best trial's flat config ({} when no trial scored)
-    unfinished: int = 0  # trials an interruption (Ctrl-C, SIGTERM) left to --resume
-    compute_budget: dict[str, Any] | None = None  # search.budget: planned and spent (study.json's record)
-    search_started: float = 0.0  # time.monotonic() when the search began: a wall-clock budget's clock
-    location: str = ""  # where the results are: out_dir, or the storage URI out_dir is a staging copy of
-    importance: str = ""  # which settings mattered, in one line ("" when nothing was searched)
-    stalled: list[str] = field(default_factory=list)  # paused trials the study ended on (search.stall_timeout_s)
-    best_rule: str = ""  # how the best trial was picked (select_best)
 
 
 def run_study(
@@ -86,16 +71,11 @@ def run_study(
         spec["search"]["num_samples"] = cb["num_samples"]
     elif budget and not resume:
         cb = plan_budget(spec, backend, pools, budget, cluster, log)
+    if cb and cb.get("search") == "skipped":  # no room for the search to pay: the budget goes to the recipe
+        run.track(**_tracking(spec, spec, backend, pools, previous))
+        return recipe_only(run, _start_record(run, given, previous, cluster, skipped, cb, resume), cb, started)
     side = search_side(spec, backend, cb)
-    run.track(
-        run_name=spec["experiment"]["name"],
-        role="study",
-        child_role="trial",
-        max_epochs=side["train"]["epochs"],
-        child_spec=side,
-        reopen=previous.get("mlflow_parent_run_id"),
-        dataset=backend.dataset_info(spec, pools),
-    )
+    run.track(**_tracking(spec, side, backend, pools, previous))
     if cb and not resume:
         cb["search_started_unix"] = time.time()  # a killed driver's --resume counts the search's time from it
     record = _start_record(run, given, previous, cluster, skipped, cb, resume)
@@ -114,6 +94,21 @@ def run_study(
     grid = run.fit()
     search_s = stopper.elapsed() if stopper is not None else time.monotonic() - search_started
     return _finish(run, grid, record, side, cb, budget, stopper, search_s, search_started, started, resume)
+
+
+def _tracking(
+    spec: dict[str, Any], side: dict[str, Any], backend: TrialSide, pools: Any, previous: dict[str, Any]
+) -> dict[str, Any]:
+    """The study's MLflow parent run: its trials run ``side``; a resumed study reopens its run."""
+    return {
+        "run_name": spec["experiment"]["name"],
+        "role": "study",
+        "child_role": "trial",
+        "max_epochs": side["train"]["epochs"],
+        "child_spec": side,
+        "reopen": previous.get("mlflow_parent_run_id"),
+        "dataset": backend.dataset_info(spec, pools),
+    }
 
 
 def _claim(run: Lifecycle, given: dict[str, Any], resume: bool, overwrite: bool) -> None:

@@ -47,6 +47,12 @@ def plan_budget(
     spec["search"]["num_samples"] = cb["num_samples"]
     cb["probe"], cb["probe_note"] = probes, note
     final = f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds" if "final_epochs" in cb else ""
+    if cb["search"] == "skipped":
+        log(
+            f"budget: {budget.text} · no search: {cb['skipped_because']}; the whole budget trains the recipe as "
+            f"written{final} (as tune-run --final --budget would)" + (f" ({note})" if note else "")
+        )
+        return cb
     log(
         f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of "
         f"{trial_length(cb)}, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"

@@ -63,7 +63,11 @@ def study_summary(spec: dict[str, Any], result: Any) -> None:
             f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
             f"resources.gpu per trial)"
         )
-    if result.best:
+    skipped = (result.compute_budget or {}).get("skipped_because")
+    if skipped:
+        print(f"  best:        the recipe as written: no search ran ({skipped})")
+        print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
+    elif result.best:
         b = result.best
         print(
             f"  best:        trial {b['trial_id']}, {metric}={b[f'final_{metric}']:.4f} at its last epoch ({b['epochs']}), "

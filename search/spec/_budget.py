@@ -30,6 +30,12 @@ TRIAL_START_S = 4.0
 # search.epochs: auto shortens the search's trials until this many fit its share: Optuna's TPE draws its first
 # 10 trials at random (n_startup_trials), so fewer is a random search; fANOVA's shares need 5 scored trials.
 MIN_TRIALS = 10
+# A budget-sized search whose trials are too short to rank what matters does not run: ranked on a small share of the
+# recipe's schedule, a low learning rate looks best and loses over the full run (short-horizon bias, Wu et al.
+# 2018; seen here: 1-epoch trials of a 14-epoch recipe picked the lowest rate). Under this share of train.epochs (and
+# 2 epochs: ASHA needs a rung below the last), or with fewer trials than the searcher needs, the whole budget trains
+# the recipe, as `tune-run --final --budget` would. A judgment, not a measured optimum.
+MIN_TRIAL_SHARE = 0.25
 # Final training's cost beyond its epochs, per round of seeds trained at once: starting them, test evaluation, cost
 # measurement, plots and MLflow's model logging (wall-clock plans only).
 FINAL_EXTRA_S = 15.0
@@ -268,7 +274,11 @@ def plan(
 
     trial_epochs = _trial_epochs(spec, fitting)
     expected, fits = fitting(trial_epochs)
-    if num_samples_given is None:
+    # Only a search the budget sizes, with final training to hand its share to, is skipped.
+    why = no_room(spec, trial_epochs, fits, grid) if after and num_samples_given is None else ""
+    if why:
+        search_share, num_samples = 0.0, 0
+    elif num_samples_given is None:
         num_samples = max(1, fits // max(grid, 1))
     else:
         num_samples = num_samples_given
@@ -276,7 +286,7 @@ def plan(
     out: dict[str, Any] = {
         "budget": budget.text,
         "unit": budget.unit,
-        "split": split if after else 1.0,
+        "split": 0.0 if why else (split if after else 1.0),
         "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
         "num_samples": num_samples,
         "num_samples_from": "budget" if num_samples_given is None else "spec",
@@ -288,6 +298,8 @@ def plan(
         "trial_epochs_expected": round(expected, 3),
         "epoch_s": epoch_s,
         "parallel": parallel,
+        "search": "skipped" if why else "planned",
+        "skipped_because": why,
         # What the plan should take by the probe (a wall-clock budget: its shares).
         "planned_seconds": {
             "search": _search_seconds(search_scheduler(spec["scheduler"], trial_epochs), trials, train_s, val_s)
@@ -301,6 +313,22 @@ def plan(
         out["planned_seconds"] = {k: v for k, v in out["planned"].items() if k != "total"}
     out["planned_seconds"]["total"] = sum(out["planned_seconds"].values())
     return out
+
+
+def no_room(spec: dict[str, Any], trial_epochs: int, fits: int, grid: int) -> str:
+    """Why a budget-sized search cannot pay ("" when it can): too few trials fit, or (``search.epochs: auto``) they
+    would be too short to rank settings as the recipe's schedule would."""
+    longest = int(spec["scheduler"]["max_t"])
+    needed = grid if spec["search"]["algorithm"] == "grid" else MIN_TRIALS
+    if fits < needed:
+        return f"{fits} trial(s) fit the search's share, fewer than the {needed} its searcher needs"
+    shortest = min(longest, max(2, math.ceil(MIN_TRIAL_SHARE * longest)))
+    if spec["search"]["epochs"] == "auto" and trial_epochs < shortest:
+        return (
+            f"its trials would train {trial_epochs} of the recipe's {longest} epochs, fewer than the {shortest} "
+            f"(a quarter, at least 2) that rank settings as the whole schedule does"
+        )
+    return ""
 
 
 def _trial_epochs(spec: dict[str, Any], fitting: Callable[[int], tuple[float, int]]) -> int:
