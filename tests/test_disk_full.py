@@ -8,6 +8,7 @@ is), seen from here through ``/proc/<pid>/root``. Where mounting is not permitte
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -77,10 +78,19 @@ def tiny_disk(tmp_path):
 
 
 def _fill(folder: Path, leave: int) -> Path:
-    """Take all but ``leave`` bytes of ``folder``'s file system, as another program filling the disk would."""
+    """Take all but ``leave`` bytes of ``folder``'s file system, as another program filling the disk would. The
+    study writes meanwhile (a checkpoint between statvfs and the last chunk): a write that finds the disk full has
+    done what was wanted."""
     st = os.statvfs(folder)
+    left, chunk = max(0, st.f_bavail * st.f_frsize - leave), b"\0" * 2**20
     filler = folder / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while left > 0:
+                left -= f.write(chunk[: min(left, len(chunk))])
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
     return filler
 
 
