@@ -115,6 +115,7 @@ def test_a_run_trains_in_the_chosen_arithmetic_and_records_it(monkeypatch):
     pools = trainables.prepare(spec)
     fake = timings(fp32=100, fp32_cl=90, bf16=150, bf16_cl=300)
     monkeypatch.setattr(arithmetic, "time_candidates", lambda model, device, shape: fake)
+    monkeypatch.setattr(arithmetic, "REPAYS", float("inf"))  # as a run long enough to repay timing (not the test's)
     seen: list[dict] = []
     res = fit(spec, pools, on_epoch=lambda m, _: seen.append(m))
     assert res.autocast and res.channels_last
@@ -129,6 +130,20 @@ def test_a_run_trains_in_the_chosen_arithmetic_and_records_it(monkeypatch):
     # The next run of this shape on this machine reads the measurement instead of timing again.
     monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: pytest.fail("timed again"))
     assert fit(spec, pools).arithmetic["source"] == "cached"
+
+
+def test_a_run_too_short_to_repay_timing_takes_the_rule_untimed(monkeypatch):
+    shape, options = (32, 3, 16, 16), arithmetic.candidates("auto", True)
+    images = arithmetic.timing_images(options, shape, CPU)
+    assert images == 4 * 3 * 2 * 32  # 4 candidates, 3 rounds, an untimed and a timed step each, of 32 images
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: pytest.fail("timed a run it cannot repay"))
+    a = choose(cnn(), "auto", CPU, shape, family="cnn", run_images=10 * images)
+    assert a.source == "short-run rule" and a.images_per_s == {} and a.autocast == arithmetic.native_bf16(CPU)
+    assert not (folders.CACHE_DIR / "arithmetic.json").exists()  # not remembered: a longer run still times
+    # 11x the timing's images: the 9 % that MIN_GAIN's winner saves of the run repays it.
+    monkeypatch.setattr(arithmetic, "time_candidates", lambda *a: timings(fp32=100, fp32_cl=90, bf16=150, bf16_cl=300))
+    timed = choose(cnn(), "auto", CPU, shape, family="cnn", run_images=11 * images + 1)
+    assert timed.source == "measured" and timed.name == "bf16+channels_last"
 
 
 def test_a_resumed_run_computes_as_its_checkpoint_did(monkeypatch):

@@ -244,10 +244,11 @@ def test_final_on_train_val_holds_nothing_out(tmp_path):
     saved = json.loads((tmp_path / "0" / "metrics.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]  # final.epochs, not train.epochs, all of them
     assert not any(k.startswith("val_") or k == "early_stopped" for h in saved["history"] for k in h)
-    # What it computed in, chosen by timing the candidates here (train.precision: auto), and those timings.
+    # What it computed in and why: 4 epochs of ~130 images are too short to repay timing the candidates
+    # (train.precision: auto), so this device's rule chose, untimed.
     arith = {k: saved["training"].pop(k) for k in ("arithmetic", "source", "images_per_s")}
-    assert arith["source"] in ("measured", "cached") and arith["arithmetic"] in arith["images_per_s"]
-    assert set(arith["images_per_s"]) == {"fp32", "bf16", "fp32+channels_last", "bf16+channels_last"}
+    assert arith["source"] == "short-run rule" and arith["images_per_s"] == {}
+    assert arith["arithmetic"] in {"fp32", "bf16+channels_last"}
     assert saved["training"] == {
         "train_on": "train+val",
         "validation": False,
@@ -275,7 +276,7 @@ def test_final_on_train_keeps_real_validation(tmp_path):
     )
     m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
     assert all("val_loss" in h and "val_acc" in h for h in m["history"]) and len(m["history"]) == 2
-    assert m["training"].pop("arithmetic") in m["training"].pop("images_per_s") and m["training"].pop("source")
+    assert m["training"].pop("arithmetic") and m["training"].pop("source") and m["training"].pop("images_per_s") == {}
     assert m["training"] == {
         "train_on": "train",
         "validation": True,

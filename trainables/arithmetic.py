@@ -41,6 +41,10 @@ TIMING_BATCH = 32  # images per timed step on a CPU at most: the candidates' rat
 TIMED_STEPS = 1  # per candidate and round, after one untimed step (kernel selection, bf16 weight reorders)
 ROUNDS = 3  # candidates timed in turn, round after round; each one's median: drift on a busy machine cancels
 MAX_STEP_S = 3.0  # s: a first step slower than this skips timing (a large model on a CPU): the hardware rule
+# A run times the candidates only when the gain that MIN_GAIN requires of a winner (1 - 1/1.10: 9 % of the run)
+# would repay the images timing trains; a shorter run (a smoke run, a test's few steps of a ConvNeXt-B, where timing
+# took longer than the run) takes the hardware rule without timing.
+REPAYS = 1 - 1 / MIN_GAIN
 
 Measure = Callable[[str], float]  # candidate -> images/s
 
@@ -52,7 +56,7 @@ class Arithmetic:
     autocast: bool  # bf16 autocast
     channels_last: bool
     images_per_s: dict[str, float] = field(default_factory=dict)  # per timed candidate ({} when not timed)
-    source: str = "measured"  # measured | cached | rule (too slow to time) | fixed (one candidate)
+    source: str = "measured"  # measured | cached | rule (too slow to time) | short-run rule | fixed (one candidate)
 
     @property
     def name(self) -> str:
@@ -102,9 +106,11 @@ def choose(
     family: str = "",
     measure: Measure | None = None,
     cache: bool = True,
+    run_images: int | None = None,
 ) -> Arithmetic:
     """The arithmetic a run of ``model`` (registry name ``family``) on batches of ``input_shape`` trains with
-    (``measure``: injected timings, never cached; ``cache``: reuse and keep this machine's measurement)."""
+    (``measure``: injected timings, never cached; ``cache``: reuse and keep this machine's measurement;
+    ``run_images``: the images the run trains on, epochs included, which timing must be worth)."""
     options = candidates(precision, convolutional(model))
     if len(options) == 1:
         return Arithmetic(*parse(options[0]), source="fixed")
@@ -117,6 +123,8 @@ def choose(
             return _rule(options, precision, device, source="cached rule")
         if cached is not None and set(cached) == set(options):
             return Arithmetic(*parse(pick({k: cached[k] for k in options})), images_per_s=cached, source="cached")
+        if run_images is not None and run_images * REPAYS < timing_images(options, input_shape, device):
+            return _rule(options, precision, device, source="short-run rule")  # not cached: a longer run times
         chosen = _measured(options, precision, device, time_candidates(model, device, input_shape))
         _write_cache(key, chosen.images_per_s)
     return chosen
@@ -138,6 +146,11 @@ def _rule(options: list[str], precision: str, device: torch.device, source: str 
     """bf16 (and channels_last for convolutions) where the device has bf16 matrix units, as before timing."""
     bf16 = precision == BF16 or (precision == "auto" and native_bf16(device))
     return Arithmetic(bf16, native_bf16(device) and CHANNELS_LAST in options[-1], source=source)
+
+
+def timing_images(options: list[str], input_shape: tuple[int, ...], device: torch.device) -> int:
+    """Images timing all ``options`` trains through (forward and backward), its untimed steps included."""
+    return len(options) * ROUNDS * (1 + TIMED_STEPS) * timing_shape(input_shape, device)[0]
 
 
 def timing_shape(input_shape: tuple[int, ...], device: torch.device) -> tuple[int, ...]:

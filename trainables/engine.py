@@ -161,7 +161,8 @@ def setup(
         arith = Arithmetic(*parse(arithmetic), source="checkpoint")
     else:
         shape = (int(t["batch_size"]), pools.in_chans, size, size)
-        arith = choose(model, t["precision"], device, shape, family=str(spec["model"]["name"]))
+        images = int(t["epochs"]) * len(splits.train)
+        arith = choose(model, t["precision"], device, shape, family=str(spec["model"]["name"]), run_images=images)
     if arith.channels_last:
         model = model.to(memory_format=torch.channels_last)
     batcher = Batcher(x, y, size, mean, std, device, arith.channels_last, int(data.get("workers", 0)))
