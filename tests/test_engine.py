@@ -13,6 +13,7 @@ import trainables
 from search import resolve
 from trainables.augment import augment_batch
 from trainables.engine import fit
+from trainables.ray_adapter import save_checkpoint
 from trainables.recipe import build_schedule
 from trainables.sections import AUGMENT_DEFAULTS
 
@@ -78,7 +79,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
 
     def grab(metrics, get_state):
         if metrics["epoch"] == 1:  # written and read back as the Ray adapter does
-            torch.save(get_state(), tmp_path / "state.pt")
+            save_checkpoint(get_state(), str(tmp_path / "state.pt"))
 
     fit(spec, pools, on_epoch=grab)
     saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
@@ -86,6 +87,12 @@ def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
     assert [m["epoch"] for m in resumed] == [1, 2, 3]
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in straight]
+    assert torch.serialization.get_crc32_options()  # the writer's setting (no CRC-32) stays its own
+    # A checkpoint cut short (a node lost mid-write) does not load as a state: it fails.
+    data = (tmp_path / "state.pt").read_bytes()
+    (tmp_path / "torn.pt").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises((RuntimeError, OSError)):  # torch's "failed finding central directory", or EINVAL
+        torch.load(tmp_path / "torn.pt", map_location="cpu", weights_only=True)
 
 
 def test_augment_identity_when_off_and_changes_when_on():
