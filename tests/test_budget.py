@@ -735,7 +735,7 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     spec = {
         **SPEC,
         "experiment": {"name": "noroom", "output_dir": "runs"},
-        "search": {"budget": "8epochs", "epochs": "auto"},
+        "search": {"budget": "8epochs", "epochs": "auto", "recipe_first": True},
         "final": {"seeds": [0, 1]},
         "tracking": {"mlflow_uri": "sqlite:///mlflow.db"},
     }
@@ -744,6 +744,8 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     assert r.returncode == 0, r.stderr[-3000:]
     assert "budget: 8epochs · no search: " in r.stdout and "the whole budget trains the recipe" in r.stdout, r.stdout
     assert "best:        the recipe as written: no search ran" in r.stdout
+    assert "Study 'noroom': no trials: the budget goes to the recipe" in r.stdout
+    assert "the first trial is the spec's recipe" not in r.stdout  # recipe_first: no trial to be first
     out = tmp_path / "runs" / "noroom"
     assert (out / "trials.csv").read_text() == ""
     best = yaml.safe_load((out / "best.yaml").read_text())
@@ -754,3 +756,6 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     final = json.loads((out / "final" / "metrics.json").read_text())
     assert final["seeds"] == [0, 1] and all(len(h) == 4 for h in final["history"].values())  # 8 epochs: 4 each
     assert cb["spent"]["final"] == 8
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "noroom")
+    (parent,) = [x for x in runs if x.data.tags.get("role") == "study"]
+    assert parent.info.status == "FINISHED" and float(parent.data.params["budget.planned.search"]) == 0

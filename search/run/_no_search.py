@@ -10,9 +10,10 @@ from typing import Any
 from ..spec._files import dump_spec
 from ..store._atomic import write_atomic
 from ..store._export import write_csv
-from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, mlflow_uri
+from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE
 from ._lifecycle import Lifecycle, now
 from ._result import StudyResult
+from ._study_tracking import track_study
 
 RECIPE = "the recipe as written (no search: the budget left it no room to pay)"  # best_rule of such a study
 
@@ -21,7 +22,6 @@ def recipe_only(run: Lifecycle, record: dict[str, Any], cb: dict[str, Any], star
     """A budgeted study the plan found no room to search in (``cb["skipped_because"]``): no trial runs; best.yaml
     is the recipe as written, and final training gets the whole budget, as ``tune-run --final --budget`` would."""
     from ..store._export import best_spec
-    from ..store._tracking import finish_parent, log_budget
 
     spec, out = run.spec, run.out
     search_started = time.monotonic()
@@ -37,12 +37,7 @@ def recipe_only(run: Lifecycle, record: dict[str, Any], cb: dict[str, Any], star
     record.update(finished=now(), trials=0, interrupted=False, stalled=[], best=None, best_rule=RECIPE)
     write_atomic(out / STUDY_FILE, json.dumps(record, indent=2, default=str))
     run.folder.publish(*STUDY_ARTIFACTS)
-    if run.parent:
-        uri = mlflow_uri(spec)
-        try:
-            log_budget(uri, run.parent, cb, planned=True)
-            finish_parent(uri, run.parent, out, None, spec["experiment"]["metric"], [])
-        except Exception as err:  # noqa: BLE001  (the study's results stand on disk)
-            run.log(f"warning: MLflow writes failed ({type(err).__name__}): the study's run is incomplete")
+    if run.parent:  # as a search's study ends: a store gone away is named with the command that fills it in
+        track_study(run, cb, None, [], unfinished=False, resume=False)
     best = {"trial_id": "recipe", "status": "recipe"}
     return StudyResult(out, [], best, run.parent, {}, 0, cb, search_started, run.folder.location, "", [], RECIPE)

@@ -19,7 +19,7 @@ from ..spec._space import flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
 from ..store._export import select_best, trial_rows, write_best, write_csv
-from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, shown, study_dir
+from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._console import new_study
 from ._lifecycle import Lifecycle, now, provenance
@@ -27,6 +27,7 @@ from ._no_search import recipe_only
 from ._result import StudyResult
 from ._resume import check_resumable
 from ._study_budget import BudgetStopper, plan_budget, search_side, seconds_before, spent
+from ._study_tracking import track_study
 from ._tune_parts import Stalled
 
 SKIPPED_FILE = "skipped_images.txt"  # every unreadable image left out of the data, one path a line
@@ -154,7 +155,7 @@ def _start_record(
     }
     if cb:
         record["compute_budget"] = cb
-    if spec["search"]["recipe_first"] and not resume:
+    if spec["search"]["recipe_first"] and not resume and not (cb and cb.get("search") == "skipped"):
         points, why = first_points(spec)
         record["recipe_first"] = points[0] if points else {"not_applied": why}
         run.log(("search: " if points else "") + first_points_line(spec))
@@ -282,30 +283,10 @@ def _finish(
     write_atomic(out / STUDY_FILE, json.dumps(record, indent=2, default=str))
     run.publish(*STUDY_ARTIFACTS, writer="a trial could not write its checkpoint")
     if run.parent:
-        _track_study(run, cb, best, rows, bool(unfinished), resume)
+        track_study(run, cb, best, rows, bool(unfinished), resume)
     line = imp.line() if imp is not None else ""
     return StudyResult(
         out, rows, best, run.parent, chosen, unfinished, cb, search_started, run.folder.location, line, stalled, rule
-    )
-
-
-def _track_study(
-    run: Lifecycle, cb: dict[str, Any] | None, best: Any, rows: list[dict[str, Any]], unfinished: bool, resume: bool
-) -> None:
-    from ..store._tracking import MlflowTrials, finish_parent, log_budget
-
-    uri, parent, out, metric = mlflow_uri(run.spec), run.parent, run.out, run.spec["experiment"]["metric"]
-    assert parent is not None
-    if cb:
-        log_budget(uri, parent, cb, planned=True)
-    _end_tracking(
-        out,
-        uri,
-        lambda: finish_parent(uri, parent, out, best, metric, rows, unfinished),
-        run.callback(MlflowTrials),
-        resume,
-        run.log,
-        run.folder.location,
     )
 
 
@@ -360,33 +341,3 @@ def _collect(grid: Any, space: dict[str, Any], ended: Callable[[str], bool]) -> 
             }
         )
     return sorted(trials, key=lambda t: t["trial_id"])
-
-
-def _end_tracking(
-    out: Path, uri: str, finish: Callable[[], None], tracker: Any, resume: bool, log: Any, location: str = ""
-) -> None:
-    """The parent run's summary. When MLflow writes failed during the study (or it resumed), what MLflow
-    lacks is filled in from the study folder (``location``: where the study is, a URI when ``out`` is only
-    its staging copy without Tune's trial folders); what still cannot be written is named, with the command
-    that fills it in later. The study's own results are on disk either way."""
-    from ..store._sync import sync_study
-
-    down = tracker.down if tracker is not None else None
-    try:
-        if down or resume:
-            sync_study(location or out, log=log if down else (lambda *_: None))
-        else:
-            finish()
-    except Exception as err:  # noqa: BLE001  (whatever the store raises, the study's results stand)
-        trials = sorted(tracker.incomplete) if tracker is not None else []
-        runs = (
-            f"the runs of {len(trials)} trial(s) ({', '.join(trials[:5])}{', …' if len(trials) > 5 else ''}) and "
-            if trials
-            else ""
-        )
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        log(
-            f"warning: MLflow writes failed{' from ' + down if down else ''}: {runs}the study's parent run are "
-            f"incomplete in {uri} ({type(err).__name__}: {first}); every result is in {shown(location or out)}. "
-            f"When the store is back, fill them in with: tune-run --sync-mlflow {shown(location or out)}"
-        )

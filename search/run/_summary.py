@@ -52,10 +52,13 @@ def study_summary(spec: dict[str, Any], result: Any) -> None:
     counts: dict[str, int] = {}
     for r in result.rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    print(
-        f"\nStudy {spec['experiment']['name']!r}: {len(result.rows)} trials "
-        f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+    skipped = (result.compute_budget or {}).get("skipped_because")
+    ran = (
+        "no trials: the budget goes to the recipe"
+        if skipped
+        else f"{len(result.rows)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
     )
+    print(f"\nStudy {spec['experiment']['name']!r}: {ran}")
     print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
     if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
         print(
@@ -63,7 +66,6 @@ def study_summary(spec: dict[str, Any], result: Any) -> None:
             f"or data.image_size, or run fewer trials at once (search.max_concurrent, or more resources.cpu / "
             f"resources.gpu per trial)"
         )
-    skipped = (result.compute_budget or {}).get("skipped_because")
     if skipped:
         print(f"  best:        the recipe as written: no search ran ({skipped})")
         print(f"  best config: {shown(storage.join(result.location, 'best.yaml'))}")
