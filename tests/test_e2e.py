@@ -177,13 +177,14 @@ KILLME = {
 }
 
 
-def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    """Start the 6-trial killme study with the console script; return once two trials have finished
-    (their MLflow run ids by trial id)."""
-    (tmp_path / "killme.yaml").write_text(yaml.safe_dump(KILLME))
+def start_until_finished(tmp_path: Path, *args: str, count: int) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start ``tune-run ARGS`` on the 6-trial killme study (the console script); return once ``count`` of its
+    trials have finished (their MLflow run ids by trial id)."""
+    if not (tmp_path / "killme.yaml").exists():
+        (tmp_path / "killme.yaml").write_text(yaml.safe_dump(KILLME))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tune-run"), "killme.yaml"],
+        [str(Path(sys.executable).parent / "tune-run"), *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -192,7 +193,7 @@ def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, 
         start_new_session=True,
     )
     db = tmp_path / "mlflow.db"
-    deadline = time.time() + 600  # generous: a loaded CI machine; the loop ends as soon as two finish
+    deadline = time.time() + 600  # generous: a loaded CI machine; the loop ends as soon as they finish
     while time.time() < deadline:
         time.sleep(1)
         if proc.poll() is not None:
@@ -209,9 +210,9 @@ def start_until_two_finish(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, 
                 for x in runs
                 if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"
             }
-            if len(done) >= 2:
+            if len(done) >= count:
                 return proc, done
-    raise AssertionError("no two trials finished in time")
+    raise AssertionError(f"no {count} trials finished in time")
 
 
 def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> None:
@@ -229,18 +230,12 @@ def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> Non
         assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path):
-    proc, finished_before = start_until_two_finish(tmp_path)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
-    proc.wait()
-    time.sleep(2)
-    assert_resumed_whole(tmp_path, finished_before)
-
-
-def test_sigterm_keeps_what_finished_and_says_how_to_resume(tmp_path):
+def test_sigterm_then_a_killed_driver_each_resume_without_losing_or_duplicating(tmp_path):
     """A job scheduler's SIGTERM (or `timeout`) stops the study as Ctrl-C does: the finished trials are
-    in trials.csv, best.yaml and study.json, the rest are `unfinished`, and --resume completes them."""
-    proc, finished_before = start_until_two_finish(tmp_path)
+    in trials.csv, best.yaml and study.json, the rest are `unfinished`. Its --resume is then killed outright
+    (SIGKILL to the driver and the Ray processes it started) after one more trial finished, and a second --resume
+    completes the study: no finished trial is run again, no MLflow run is added twice."""
+    proc, finished_before = start_until_finished(tmp_path, "killme.yaml", count=2)
     proc.send_signal(signal.SIGTERM)  # the driver only, as a scheduler would
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-3000:]
@@ -254,7 +249,13 @@ def test_sigterm_keeps_what_finished_and_says_how_to_resume(tmp_path):
     assert (study / "best.yaml").is_file() and json.loads((study / "study.json").read_text())["interrupted"]
     if _alive(proc.pid):  # Ray's processes, if any are left
         os.killpg(proc.pid, signal.SIGKILL)
-    assert_resumed_whole(tmp_path, finished_before)
+
+    proc, finished = start_until_finished(tmp_path, "killme.yaml", "--resume", count=len(finished_before) + 1)
+    assert finished_before.items() <= finished.items()  # the trials finished before kept their runs
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    time.sleep(2)
+    assert_resumed_whole(tmp_path, finished)
 
 
 def _alive(pgid: int) -> bool:
