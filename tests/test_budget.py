@@ -669,6 +669,79 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
     assert "_time_limit_s" not in final_spec({**spec, "final": {**spec["final"], "time_limit_s": None}}, 0)["train"]
 
 
+def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_run():
+    """The budget sized 8 of the recipe's 14 epochs, and the seed runs faster than the probe said: it lengthens,
+    within its first third, to the epochs that fit at a pace 10 % slower than measured, never past the recipe's;
+    later, or with epochs a user gave (no recipe schedule), it does not; slower, it shortens from the recipe's scale."""
+    from trainables.recipe import replan_to_time_limit
+
+    recipe = {"epochs": 14, "warmup_epochs": 2, "milestones": [7, 11]}
+
+    def planned() -> dict:
+        return {
+            "epochs": 8,
+            "warmup_epochs": 1,
+            "milestones": [4, 6],
+            "_time_limit_s": 100.0,
+            "_recipe_schedule": recipe,
+        }
+
+    t = planned()
+    replan_to_time_limit(t, 1, 1, 5.0)  # 95 s left at 5.5 s an epoch: 17 more would fit; the recipe has 14
+    assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (14, 2, [7, 11])
+    t = planned()
+    replan_to_time_limit(t, 1, 1, 10.0)  # 90 s left at 11 s an epoch: 8 more, 9 in all
+    assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (9, 1, [4, 7])  # scaled from the recipe's
+    t = planned()
+    replan_to_time_limit(t, 3, 3, 15.0)  # past the first third: a longer schedule would raise a decayed rate
+    assert t["epochs"] == 8
+    t = {k: v for k, v in planned().items() if k != "_recipe_schedule"}
+    replan_to_time_limit(t, 1, 1, 5.0)  # final.epochs given: kept
+    assert t["epochs"] == 8
+    t = planned()
+    replan_to_time_limit(t, 2, 2, 40.0)  # 20 s an epoch: 60 s left fit 3 more, 5 in all
+    assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (5, 1, [2, 4])
+
+
+def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
+    """size_final (what a wall-clock budget leaves final training): epochs the plan sized may grow back towards
+    the recipe's (final.fill_time_limit); a final.epochs the spec gives is kept, and so is an epoch budget's plan."""
+    from search.run._final import size_final
+
+    for final, unit, grows in (({}, "60s", True), ({"epochs": 2}, "60s", False), ({}, "40epochs", False)):
+        spec = resolve({**SPEC, "final": {"seeds": [0], **final}}, trainables)
+        pools = trainables.prepare(spec)
+        size_final(spec, trainables, pools, {"budget": unit, "available": 60.0}, {"CPU": 2}, lambda *_: None)
+        assert bool(spec["final"]["fill_time_limit"]) is grows, (final, unit)
+        assert (spec["final"]["time_limit_s"] is not None) is (unit == "60s"), (final, unit)
+
+
+def test_a_budget_sized_final_fills_its_time_limit_and_records_the_longer_run(monkeypatch):
+    """Through final training: 2 epochs planned of the recipe's 6, a generous time limit: the seed trains the
+    recipe's 6, its linear schedule decayed at the end, and metrics.json says it was re-planned."""
+    import trainables.engine as engine
+    from trainables.final import final_spec, training_record
+
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
+            "train": {"epochs": 6, "schedule": "linear", "lr": 0.01},
+            "final": {"seeds": [0], "epochs": 2, "time_limit_s": 600.0, "fill_time_limit": True},
+        },
+        trainables,
+    )
+    s = final_spec(spec, 0)
+    assert s["train"]["epochs"] == 2 and s["train"]["_recipe_schedule"]["epochs"] == 6
+    res = engine.fit(s, trainables.prepare(s), merge_val=True)
+    assert res.planned_epochs == 2 and len(res.history) == 6 and res.history[-1]["lr"] == pytest.approx(0.01 / 6)
+    record = training_record(spec["final"], res)
+    assert record["replanned_to_time_limit"] and record["epochs"] == 6 and record["epochs_planned"] == 2
+    # Not set (final.epochs from the spec): the planned 2.
+    spec["final"]["fill_time_limit"] = False
+    assert len(engine.fit(final_spec(spec, 0), trainables.prepare(spec), merge_val=True).history) == 2
+
+
 @pytest.mark.ray
 @pytest.mark.alone  # a 5 % wall clock: another study on the same 2 cores slows final training's fixed costs too
 def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_path, cli, ray_session, monkeypatch):

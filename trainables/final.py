@@ -32,7 +32,7 @@ from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
 from .resources import gpu_hours
-from .sections import TIME_LIMIT, final_epochs, shortened
+from .sections import RECIPE_SCHEDULE, TIME_LIMIT, final_epochs, schedule_length, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -47,6 +47,8 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     if f.get("time_limit_s"):  # a wall-clock budget's share for this seed: the run re-plans to end within it
         s["train"][TIME_LIMIT] = float(f["time_limit_s"])
+        if f.get("fill_time_limit"):  # and to use it: back towards the recipe's length when faster than planned
+            s["train"][RECIPE_SCHEDULE] = schedule_length(spec["train"], int(spec["train"]["epochs"]))
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s
@@ -91,9 +93,10 @@ def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
         "epochs": len(res.history),
         "epochs_from": "final.epochs" if f.get("epochs") else "train.epochs",
         "epochs_planned": res.planned_epochs,
-        # Shortened between epochs to end within final.time_limit_s, the schedule ending with it.
+        # Shortened (or, with final.fill_time_limit, lengthened) between epochs to end within final.time_limit_s,
+        # the schedule ending with it.
         "time_limit_s": f.get("time_limit_s"),
-        "replanned_to_time_limit": bool(f.get("time_limit_s")) and len(res.history) < res.planned_epochs,
+        "replanned_to_time_limit": bool(f.get("time_limit_s")) and len(res.history) != res.planned_epochs,
         "early_stopping": res.early_stopping,
         "schedule_monitor": res.monitor,
         **res.arithmetic,  # bf16 or fp32, channels_last or not, and the timings that chose it

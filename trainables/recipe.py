@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sections import TIME_LIMIT, schedule_length
+from .sections import RECIPE_SCHEDULE, TIME_LIMIT, schedule_length
+
+GROW_MARGIN = 1.1  # a run lengthens only to the epochs that fit at a pace 10 % slower than measured: the later
+# epochs' pace varies, and lengthening then shortening again moves the learning rate twice
+GROW_WITHIN = 1 / 3  # of the planned run (at least its first epoch): later, a longer schedule would raise an
+# already decayed learning rate
 
 
 def head_outputs(spec: dict[str, Any], num_classes: int) -> int:
@@ -174,11 +179,18 @@ def replan_to_time_limit(t: dict[str, Any], done: int, run_here: int, elapsed: f
     """Before epoch ``done`` (0-based; ``run_here`` of the ``done`` ran in this process, in ``elapsed`` seconds):
     when the rest of ``train.epochs`` would pass the run's time limit (``TIME_LIMIT``, a final seed's share of a
     wall-clock budget) at the pace measured so far, the run is shortened to the epochs that fit, with its
-    schedule's shape (``schedule_length``): it ends in time, its learning rate decayed, rather than cut off."""
+    schedule's shape (``schedule_length``): it ends in time, its learning rate decayed, rather than cut off.
+    With the recipe's schedule (``RECIPE_SCHEDULE``, final.fill_time_limit), a run faster than planned is
+    lengthened within its first third (or after its first epoch) towards the recipe's epochs, to the epochs that fit (``GROW_MARGIN``)."""
     limit = t.get(TIME_LIMIT)
     if not limit or run_here < 1:
         return
-    per_epoch = elapsed / run_here
-    fits = done + max(0, math.floor((float(limit) - elapsed) / per_epoch + 1e-9))
-    if fits < int(t["epochs"]):
-        t.update(schedule_length(t, max(done, fits)))
+    per_epoch, left, epochs = elapsed / run_here, float(limit) - elapsed, int(t["epochs"])
+    recipe = t.get(RECIPE_SCHEDULE)
+    fits = done + max(0, math.floor(left / per_epoch + 1e-9))
+    if fits < epochs:
+        t.update(schedule_length(recipe or t, max(done, fits)))
+    elif recipe and epochs < int(recipe["epochs"]) and done <= max(1, epochs * GROW_WITHIN):
+        grown = min(int(recipe["epochs"]), done + max(0, math.floor(left / (per_epoch * GROW_MARGIN))))
+        if grown > epochs:
+            t.update(schedule_length(recipe, grown))

@@ -81,6 +81,9 @@ FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     # Seconds one seed's training may take (null: no limit); a wall-clock budget sets it from its final share. A
     # seed slower than planned re-plans its schedule between epochs to end within it, learning rate decayed.
     "time_limit_s": (float, None),
+    # With time_limit_s: a seed faster than planned also lengthens its schedule to use its time, up to
+    # train.epochs (a budget sets it when it sized final.epochs; final.epochs a user gives is kept).
+    "fill_time_limit": (bool, False),
 }
 
 # Keys of ``data.augment`` with their defaults (units and meaning in the comment).
@@ -149,6 +152,9 @@ def schedule_length(t: dict[str, Any], epochs: int) -> dict[str, Any]:
 
 # A final seed's limit on its training time (final.time_limit_s), in the train section its run reads.
 TIME_LIMIT = "_time_limit_s"
+# The recipe's schedule (epochs, warm-up, milestones) a seed with final.fill_time_limit may lengthen back towards:
+# a re-planned length is scaled from it, not from the shortened one (no rounding drift between re-plans).
+RECIPE_SCHEDULE = "_recipe_schedule"
 
 
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:

@@ -211,6 +211,9 @@ def size_final(
     if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
         rounds = int(fp["final_rounds"])
         spec["final"]["time_limit_s"] = max(1.0, (available - FINAL_EXTRA_S * rounds) / rounds)
+        # Epochs the plan sized (not the spec's) grow back towards the recipe's when the seeds run faster than
+        # the probe said: what is left of the budget trains the models, it is not left unspent.
+        spec["final"]["fill_time_limit"] = fp["final_epochs_from"] == "budget"
     log(
         f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
         f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"
