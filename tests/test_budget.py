@@ -672,35 +672,42 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
 def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_run():
     """The budget sized 8 of the recipe's 14 epochs, and the seed runs faster than the probe said: it lengthens,
     within its first third, to the epochs that fit at a pace 10 % slower than measured, never past the recipe's;
-    later, or with epochs a user gave (no recipe schedule), it does not; slower, it shortens from the recipe's scale."""
+    later, or with its own planned schedule as the base (final.epochs a user gave), it does not; slower, it
+    shortens, scaled from the base. The first epoch's one-off costs count a quarter less until a second shows the
+    pace without them."""
     from trainables.recipe import replan_to_time_limit
 
     recipe = {"epochs": 14, "warmup_epochs": 2, "milestones": [7, 11]}
 
-    def planned() -> dict:
-        return {
-            "epochs": 8,
-            "warmup_epochs": 1,
-            "milestones": [4, 6],
-            "_time_limit_s": 100.0,
-            "_recipe_schedule": recipe,
-        }
+    def planned(base: dict = recipe) -> dict:
+        return {"epochs": 8, "warmup_epochs": 1, "milestones": [4, 6], "_time_limit_s": 100.0, "_schedule_base": base}
 
     t = planned()
-    replan_to_time_limit(t, 1, 1, 5.0)  # 95 s left at 5.5 s an epoch: 17 more would fit; the recipe has 14
+    replan_to_time_limit(t, 1, 1, 5.0, 8)  # 95 s left at 3.75 s an epoch (x 1.1): 23 more; the recipe has 14
     assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (14, 2, [7, 11])
     t = planned()
-    replan_to_time_limit(t, 1, 1, 10.0)  # 90 s left at 11 s an epoch: 8 more, 9 in all
+    replan_to_time_limit(t, 2, 2, 22.0, 8, first_s=12.0)  # 78 s left at 10 s an epoch (x 1.1): 7 more, 9 in all
     assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (9, 1, [4, 7])  # scaled from the recipe's
+    replan_to_time_limit(t, 3, 3, 30.0, 8, first_s=12.0)  # room for 10, but past the third of the 8 planned
+    assert t["epochs"] == 9
     t = planned()
-    replan_to_time_limit(t, 3, 3, 15.0)  # past the first third: a longer schedule would raise a decayed rate
+    replan_to_time_limit(t, 3, 3, 15.0, 8)  # past the first third: a longer schedule would raise a decayed rate
     assert t["epochs"] == 8
-    t = {k: v for k, v in planned().items() if k != "_recipe_schedule"}
-    replan_to_time_limit(t, 1, 1, 5.0)  # final.epochs given: kept
+    own = {"epochs": 8, "warmup_epochs": 1, "milestones": [4, 6]}
+    t = planned(own)
+    replan_to_time_limit(t, 1, 1, 5.0, 8)  # final.epochs given: its own 8 is the base, and the most
     assert t["epochs"] == 8
     t = planned()
-    replan_to_time_limit(t, 2, 2, 40.0)  # 20 s an epoch: 60 s left fit 3 more, 5 in all
+    replan_to_time_limit(t, 2, 2, 40.0, 8, first_s=20.0)  # 20 s an epoch: 60 s left fit 3 more, 5 in all
     assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (5, 1, [2, 4])
+    # The first epoch (60 s of a 280 s limit, 5 planned) counts as 45 s: 4 more fit, nothing is cut yet; the
+    # second (41 s) shows the pace: still 5.
+    five = {"epochs": 5, "warmup_epochs": 1, "milestones": []}
+    t = {**five, "_time_limit_s": 280.0, "_schedule_base": five}
+    replan_to_time_limit(t, 1, 1, 60.0, 5)
+    assert t["epochs"] == 5
+    replan_to_time_limit(t, 2, 2, 101.0, 5, first_s=60.0)
+    assert t["epochs"] == 5
 
 
 def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
@@ -732,7 +739,7 @@ def test_a_budget_sized_final_fills_its_time_limit_and_records_the_longer_run(mo
         trainables,
     )
     s = final_spec(spec, 0)
-    assert s["train"]["epochs"] == 2 and s["train"]["_recipe_schedule"]["epochs"] == 6
+    assert s["train"]["epochs"] == 2 and s["train"]["_schedule_base"]["epochs"] == 6
     res = engine.fit(s, trainables.prepare(s), merge_val=True)
     assert res.planned_epochs == 2 and len(res.history) == 6 and res.history[-1]["lr"] == pytest.approx(0.01 / 6)
     record = training_record(spec["final"], res)
@@ -802,9 +809,21 @@ def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():
 
 
 @pytest.mark.ray
-def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tmp_path, cli, ray_session):
+def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tmp_path, cli, ray_session, monkeypatch):
     """Through the console script: the plan's line says why, no trial runs, best.yaml is the recipe, and final
-    training spends the whole epoch budget; study.json records the decision."""
+    training spends the whole epoch budget; study.json records the decision. MLflow failing the budget's write at
+    the study's end is a warning, and --sync-mlflow fills it in."""
+    from search.store import _tracking
+
+    real, calls = _tracking.log_budget, []
+
+    def fails_first(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("the tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_tracking, "log_budget", fails_first)
     spec = {
         **SPEC,
         "experiment": {"name": "noroom", "output_dir": "runs"},
@@ -829,6 +848,12 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     final = json.loads((out / "final" / "metrics.json").read_text())
     assert final["seeds"] == [0, 1] and all(len(h) == 4 for h in final["history"].values())  # 8 epochs: 4 each
     assert cb["spent"]["final"] == 8
+    assert "MLflow writes failed" in r.stdout and "tune-run --sync-mlflow runs/noroom" in r.stdout, r.stdout
     c, runs = mlflow_runs(tmp_path / "mlflow.db", "noroom")
     (parent,) = [x for x in runs if x.data.tags.get("role") == "study"]
-    assert parent.info.status == "FINISHED" and float(parent.data.params["budget.planned.search"]) == 0
+    assert parent.info.status == "FINISHED" and "budget.planned.search" not in parent.data.params
+    r = cli("tune-run", "--sync-mlflow", "runs/noroom", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    c, runs = mlflow_runs(tmp_path / "mlflow.db", "noroom")
+    (parent,) = [x for x in runs if x.data.tags.get("role") == "study"]
+    assert float(parent.data.params["budget.planned.search"]) == 0 and parent.data.params["budget.unit"] == "epochs"

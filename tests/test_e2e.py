@@ -177,9 +177,11 @@ KILLME = {
 }
 
 
-def start_until_finished(tmp_path: Path, *args: str, count: int) -> tuple[subprocess.Popen, dict[str, str]]:
+def start_until_finished(
+    tmp_path: Path, *args: str, count: int, before: frozenset[str] = frozenset()
+) -> tuple[subprocess.Popen, dict[str, str]]:
     """Start ``tune-run ARGS`` on the 6-trial killme study (the console script); return once ``count`` of its
-    trials have finished (their MLflow run ids by trial id)."""
+    trials have finished in this run (not among ``before``; their MLflow run ids by trial id, ``before``'s too)."""
     if not (tmp_path / "killme.yaml").exists():
         (tmp_path / "killme.yaml").write_text(yaml.safe_dump(KILLME))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -210,7 +212,7 @@ def start_until_finished(tmp_path: Path, *args: str, count: int) -> tuple[subpro
                 for x in runs
                 if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"
             }
-            if len(done) >= count:
+            if len(done.keys() - before) >= count:
                 return proc, done
     raise AssertionError(f"no {count} trials finished in time")
 
@@ -230,6 +232,7 @@ def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> Non
         assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
 
 
+@pytest.mark.timeout(600)  # three starts of the console script on a loaded CI machine, each with its own Ray
 def test_sigterm_then_a_killed_driver_each_resume_without_losing_or_duplicating(tmp_path):
     """A job scheduler's SIGTERM (or `timeout`) stops the study as Ctrl-C does: the finished trials are
     in trials.csv, best.yaml and study.json, the rest are `unfinished`. Its --resume is then killed outright
@@ -250,7 +253,14 @@ def test_sigterm_then_a_killed_driver_each_resume_without_losing_or_duplicating(
     if _alive(proc.pid):  # Ray's processes, if any are left
         os.killpg(proc.pid, signal.SIGKILL)
 
-    proc, finished = start_until_finished(tmp_path, "killme.yaml", "--resume", count=len(finished_before) + 1)
+    # What finished before the resume, by MLflow (a trial may have finished while SIGTERM stopped the study):
+    # the resumed run is killed once a trial not among them finished.
+    _, runs = mlflow_runs(tmp_path / "mlflow.db", "killme")
+    before = frozenset(
+        x.data.tags["trial_id"] for x in runs if x.data.tags.get("role") == "trial" and x.info.status == "FINISHED"
+    )
+    assert set(finished_before) <= before and len(before) < 6
+    proc, finished = start_until_finished(tmp_path, "killme.yaml", "--resume", count=1, before=before)
     assert finished_before.items() <= finished.items()  # the trials finished before kept their runs
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     proc.wait()

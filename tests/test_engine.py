@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in straight]
     assert torch.serialization.get_crc32_options()  # the writer's setting (no CRC-32) stays its own
+    assert {i.CRC for i in zipfile.ZipFile(tmp_path / "state.pt").infolist()} == {0}  # written without them
     # A checkpoint cut short (a node lost mid-write) does not load as a state: it fails.
     data = (tmp_path / "state.pt").read_bytes()
     (tmp_path / "torn.pt").write_bytes(data[: len(data) * 2 // 3])

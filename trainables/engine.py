@@ -342,10 +342,13 @@ def fit(
     run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val, kept)
     progress = restore(run, state) if state else Progress()
     start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
-    epoch = start - 1
+    epoch, first_s = start - 1, None  # first_s: seconds of this process's first epoch (its one-off costs)
     try:
         while (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
-            replan_to_time_limit(run.spec["train"], epoch, epoch - start, time.perf_counter() - t_start)
+            elapsed = time.perf_counter() - t_start
+            replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s)
+            if epoch == start + 1:
+                first_s = elapsed
             if epoch >= int(spec["train"]["epochs"]):
                 break
             t0 = time.perf_counter()

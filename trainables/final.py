@@ -32,7 +32,7 @@ from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
 from .resources import gpu_hours
-from .sections import RECIPE_SCHEDULE, TIME_LIMIT, final_epochs, schedule_length, shortened
+from .sections import SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -47,8 +47,9 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     if f.get("time_limit_s"):  # a wall-clock budget's share for this seed: the run re-plans to end within it
         s["train"][TIME_LIMIT] = float(f["time_limit_s"])
-        if f.get("fill_time_limit"):  # and to use it: back towards the recipe's length when faster than planned
-            s["train"][RECIPE_SCHEDULE] = schedule_length(spec["train"], int(spec["train"]["epochs"]))
+        # final.fill_time_limit: and to use it, back towards the recipe's length when faster than planned
+        base = spec["train"] if f.get("fill_time_limit") else s["train"]
+        s["train"][SCHEDULE_BASE] = schedule_length(base, int(base["epochs"]))
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s
@@ -114,7 +115,15 @@ def train_final(
     """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content."""
     s = final_spec(spec, seed)
     f = spec.get("final") or {}
-    res = fit(s, pools, on_epoch=on_epoch, merge_val=f.get("train_on", "train+val") == "train+val")
+
+    def with_length(metrics: dict[str, Any], get_state: Callable[[], Any]) -> None:
+        """Each epoch with the run's length as (re-)planned so far: the console's "epoch 3/10"."""
+        assert on_epoch is not None
+        on_epoch({**metrics, "epochs_total": int(s["train"]["epochs"])}, get_state)
+
+    res = fit(
+        s, pools, on_epoch=with_length if on_epoch else None, merge_val=f.get("train_on", "train+val") == "train+val"
+    )
     if res.history and res.history[-1].get("diverged"):  # NaN weights: no model, no numbers to average
         raise FloatingPointError(
             f"final seed {seed}: {res.history[-1].get('reason', 'training diverged')}; "

@@ -86,7 +86,8 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         "gpus": torch.cuda.device_count(),
         "batch_size": int(spec["train"]["batch_size"]),
         "image_size": size,
-        "arithmetic": arithmetic,  # what this node's trials will compute in (chosen first here, and cached)
+        "arithmetic": arithmetic,  # what this node's trials will compute in (chosen first here, for the recipe's
+        # full length: timed and cached when that repays it, and the study's shorter trials read the cache)
         "train_images_per_s": train_ips,
         "eval_images_per_s": eval_ips,
         "train_images": n_train,

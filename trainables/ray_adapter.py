@@ -123,7 +123,11 @@ def save_checkpoint(state: dict[str, Any], path: str) -> None:
     """``torch.save`` without a CRC-32 per record: computing them took 10 of the 12 s a 1 GB checkpoint (a
     ConvNeXt-B and its AdamW state) took to write on a 2-core CPU, every epoch; ``torch.load`` reads the file
     without them, and a write cut short still fails to load (the zip's directory comes last)."""
-    crc = torch.serialization.get_crc32_options()
+    options = getattr(torch.serialization, "get_crc32_options", None)  # torch >= 2.6; before it, with the CRCs
+    if options is None:
+        torch.save(state, path)
+        return
+    crc = options()
     torch.serialization.set_crc32_options(False)
     try:
         torch.save(state, path)
@@ -287,6 +291,10 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
         except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
             tune.report({**user_error(epoch[0], exc), **device})
             return
+        finally:  # the next seed may start in this process (reused actor): not beside this one's GPU memory
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
         tune.report(
             {**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device},

@@ -152,9 +152,10 @@ def schedule_length(t: dict[str, Any], epochs: int) -> dict[str, Any]:
 
 # A final seed's limit on its training time (final.time_limit_s), in the train section its run reads.
 TIME_LIMIT = "_time_limit_s"
-# The recipe's schedule (epochs, warm-up, milestones) a seed with final.fill_time_limit may lengthen back towards:
-# a re-planned length is scaled from it, not from the shortened one (no rounding drift between re-plans).
-RECIPE_SCHEDULE = "_recipe_schedule"
+# The schedule (epochs, warm-up, milestones) a run with a time limit is re-planned from: its own as planned, or
+# with final.fill_time_limit the recipe's, which it may lengthen back towards. Every re-planned length is scaled
+# from it, not from the last re-plan's (no rounding drift when a run re-plans more than once).
+SCHEDULE_BASE = "_schedule_base"
 
 
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:

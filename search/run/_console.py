@@ -110,6 +110,8 @@ class StudyConsole(Callback):
         if result.get("infeasible"):
             return
         self.epochs[tid] = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+        if isinstance(result.get("epochs_total"), int):  # a final seed re-planned to its time limit
+            self.lengths[tid] = result["epochs_total"]
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and self.unit == "trial":
             if tid not in self.trial_best or self._better(value, self.trial_best[tid]):

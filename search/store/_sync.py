@@ -36,7 +36,7 @@ def _sync_files(rel: str) -> bool:
 def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict[str, int]:
     """Complete the MLflow runs of the study at ``location`` (a folder, or a URI: its study files and trial
     reports are read from a downloaded copy); returns what was added (runs, metric values, tags)."""
-    from ._tracking import check_store, client_for, finish_parent, flat_params
+    from ._tracking import check_store, client_for, finish_parent, flat_params, log_budget
 
     out = storage.local_copy(location, _sync_files)
     state = out / STUDY_FILE
@@ -64,6 +64,11 @@ def sync_study(location: str | Path, log: Callable[[str], None] = print) -> dict
         _sync_trial(c, out, exp_id, parent, study_tags, base, space, row, added)
     best, metric = record.get("best"), spec["experiment"]["metric"]
     finish_parent(uri, parent, out, best, metric, rows, interrupted=bool(record.get("interrupted")))
+    cb = record.get("compute_budget")
+    budget_keys = {"planned", "planned_seconds", "spent", "spent_seconds"}
+    if isinstance(cb, dict) and budget_keys <= set(cb) and "budget.unit" not in parent_run.data.params:
+        log_budget(uri, parent, cb, planned=True)  # the study's end could not write it
+        added["metrics"] += len(cb["spent"]) + len(cb["spent_seconds"])
     what = (
         f"{added['runs']} run(s) created, {added['metrics']} metric value(s) and {added['tags']} tag(s) added"
         if any(added.values())
