@@ -74,7 +74,10 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
         tmp_path,
         "nodeloss-s3",
         train={"epochs": EPOCHS},
-        data={"num_samples": 6000},
+        # ~4 s an epoch on 2 loaded cores: the node is killed between epoch 2 and the trial's end, which the
+        # watcher (polling the tracking server) must see in time; at 6,000 images the 6 epochs took 13 s and it
+        # once found the trial already done
+        data={"num_samples": 12000},
         resources={"max_failures": 2},
         experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
         tracking={"mlflow_uri": mlflow_server},
