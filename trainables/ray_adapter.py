@@ -107,16 +107,21 @@ def trial(
     try:
         failed = fit_or_oom(resolved, pools, state, on_epoch)
     finally:
-        # A reused actor (search.reuse_actors) starts its next trial with the GPU memory this one held.
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_for_next_trial()
     if failed is not None:
         tune.report({**scored(failed, metric, mode), "infeasible": 0, **device})
     elif not reported[0] and state and state.get("history"):
         # Restored from the checkpoint of a run that had already ended (the driver was killed after the trial's
         # last epoch, before Tune recorded it): its last result again, or Tune keeps an older one as the last.
         tune.report({**scored(state["history"][-1], metric, mode), "infeasible": 0, **device})
+
+
+def release_for_next_trial() -> None:
+    """A reused actor (search.reuse_actors, search trials and final seeds alike) starts its next trial in this
+    process: not beside the GPU memory this one held."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def save_checkpoint(state: dict[str, Any], path: str) -> None:
@@ -291,10 +296,8 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
         except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
             tune.report({**user_error(epoch[0], exc), **device})
             return
-        finally:  # the next seed may start in this process (reused actor): not beside this one's GPU memory
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        finally:
+            release_for_next_trial()
         test = {f"test_{k}": v for k, v in m["test"].items() if isinstance(v, (int, float)) and v is not None}
         tune.report(
             {**m["history"][-1], **test, **{f"cost_{k}": v for k, v in m["cost"].items()}, **device},
