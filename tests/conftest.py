@@ -68,6 +68,9 @@ LONGER = {
     "test_gcs": (600, "a study, its resume, final training, eval and compare in a GCS emulator"),
     "test_papers": (600, "each paper's spec run end to end under --smoke"),
     "test_smoke_memory": (600, "every shipped spec's smoke run, memory sampled"),
+    # Measured at 300 s and more on a 2-core AVX2 host (no AVX-512: half the speed of the others here):
+    "test_disk_full": (600, "a study on a 40 MB disk that fills, then its resume, in a private mount namespace"),
+    "test_mlflow_down": (600, "an MLflow server stopped mid-study, then --sync-mlflow filling it in"),
 }
 
 

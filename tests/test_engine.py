@@ -97,6 +97,112 @@ def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
         torch.load(tmp_path / "torn.pt", map_location="cpu", weights_only=True)
 
 
+FAST_CNN = {"name": "fast_cnn", "width1": 8, "width2": 16, "width3": 16}
+
+
+def test_fast_cnn_whitens_the_training_patches_keeps_the_stem_fixed_and_resumes_exactly(setup, tmp_path):
+    """fast_cnn's stem is set from the training images before the first step: on those images its 2x2 patch
+    responses are decorrelated with unit variance (a whitening, not random filters). Training leaves the stem's
+    filters where the data put them, learns, and a resumed run ends where an uninterrupted one does."""
+    from trainables.batches import Batcher, pixels
+    from trainables.engine import INIT_IMAGES
+
+    spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["model"] = dict(FAST_CNN)
+    spec = resolve(spec, trainables)
+    seen = []
+
+    def grab(metrics, get_state):
+        seen.append(copy.deepcopy(get_state()))
+        if metrics["epoch"] == 1:
+            save_checkpoint(get_state(), str(tmp_path / "state.pt"))
+
+    res = fit(spec, pools, on_epoch=grab)
+    assert res.history[-1]["val_acc"] > 0.8 > 0.25  # 4 classes
+    stem = res.model.whiten.weight.detach()
+    assert all(torch.equal(s["model"]["whiten.weight"], stem) for s in seen)  # fixed while the rest trains
+    # On the (unaugmented, normalised) training images the stem saw, its filters' responses to 2x2 patches have
+    # the identity as covariance, up to the eigenvalue floor (WHITEN_EPS) that keeps noisy directions bounded.
+    assert len(res.splits.train) < INIT_IMAGES  # so it saw every training image
+    b = Batcher(
+        pixels(pools.train_x), torch.as_tensor(pools.train_y), 16, res.mean, res.std, torch.device("cpu"), False
+    )
+    x = b(torch.as_tensor(res.splits.train))[0]
+    k = stem.shape[0] // 2  # the other half are the same filters negated
+    resp = torch.nn.functional.conv2d(x, stem[:k]).permute(0, 2, 3, 1).reshape(-1, k)
+    cov = torch.cov(resp.T.double())
+    assert torch.allclose(cov, torch.diag(cov.diagonal()), atol=1e-4)
+    assert cov.diagonal().min() > 0.6 and cov.diagonal().max() < 1.0 + 1e-4
+    assert torch.equal(stem[k:], -stem[:k])
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    resumed = fit(spec, pools, state=saved).history
+    keys = ("train_loss", "val_loss", "val_acc", "lr")
+    assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in res.history]
+
+
+def test_norm_lr_scale_trains_batch_norm_shifts_faster_with_the_same_decay_per_step(setup):
+    """train.norm_lr_scale: the normalisation layers' parameters (fast_cnn: batch norm's shifts; its scales are
+    fixed) step at scale x the lr with weight decay / scale, the rest at the lr; the reported lr is the rest's; a
+    restored run with other values (a PBT exploit) takes the new ones, and the shape of its schedule."""
+    from trainables.engine import restore
+    from trainables.engine import setup as setup_run
+    from trainables.recipe import NORM_LAYERS
+
+    spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["model"] = dict(FAST_CNN)
+    spec["train"].update(optimizer="sgd", lr=0.05, weight_decay=1e-3, norm_lr_scale=64.0, schedule="none")
+    spec = resolve(spec, trainables)
+    run = setup_run(spec, pools, torch.device("cpu"))
+    rest, norm = run.opt.param_groups
+    shifts = [m.bias for m in run.model.modules() if isinstance(m, NORM_LAYERS)]
+    assert {id(p) for p in norm["params"]} == {id(b) for b in shifts}  # the scales are not trained at all
+    assert not any(m.weight.requires_grad for m in run.model.modules() if isinstance(m, NORM_LAYERS))
+    assert (rest["lr"], rest["weight_decay"]) == (pytest.approx(0.05), 1e-3)
+    assert norm["lr"] == pytest.approx(0.05 * 64) and norm["lr"] * norm["weight_decay"] == pytest.approx(0.05e-3)
+    state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict()}
+    other = copy.deepcopy(spec)
+    other["train"].update(lr=0.02, norm_lr_scale=8.0)
+    again = setup_run(other, pools, torch.device("cpu"))
+    restore(again, {**state, "epoch": 1})
+    assert [g["lr"] for g in again.opt.param_groups] == pytest.approx([0.02, 0.16])
+    assert fit(spec, pools).history[0]["lr"] == pytest.approx(0.05)  # the lr a user set, not the scaled one
+
+
+def test_flip_tta_predicts_the_mean_of_an_image_and_its_mirror(setup):
+    """train.tta=flip: validation (and every later prediction) averages the logits of each image and its mirror
+    image, so a mirrored image gets the very same prediction."""
+    from trainables.batches import Batcher, pixels, predict
+
+    spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["train"].update(epochs=1, tta="flip")
+    res = fit(spec, pools)
+    b = Batcher(
+        pixels(pools.train_x), torch.as_tensor(pools.train_y), 16, res.mean, res.std, torch.device("cpu"), False
+    )
+    idx = res.splits.val[:64]
+    tta, _ = predict(res.model, b, idx, 32, autocast=False, tta="flip")
+    x = b(torch.as_tensor(idx))[0]
+    with torch.no_grad():
+        plain, mirror = res.model(x), res.model(x.flip(-1))
+    assert torch.allclose(tta, (plain + mirror) / 2, atol=1e-5) and not torch.allclose(plain, mirror, atol=1e-3)
+    flipped = Batcher(
+        pixels(pools.train_x.copy()[..., ::-1].copy()),
+        torch.as_tensor(pools.train_y),
+        16,
+        res.mean,
+        res.std,
+        torch.device("cpu"),
+        False,
+    )
+    assert torch.allclose(predict(res.model, flipped, idx, 32, autocast=False, tta="flip")[0], tta, atol=1e-5)
+    assert res.tta == "flip"  # predict_split (final test, tune-eval) predicts the same way
+    logits, labels = trainables.engine.predict_split(res, pools, "val")
+    assert res.history[-1]["val_acc"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
+
+
 def test_augment_identity_when_off_and_changes_when_on():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, 8, 8) * 255

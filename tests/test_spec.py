@@ -69,6 +69,8 @@ BAD = [
     (("scheduler.reduction_factor", 1), "scheduler.reduction_factor", ["reduction_factor > 1 must hold"]),
     (("data.val_fraction", 1.5), "data.val_fraction", ["0 < val_fraction < 1 must hold, got val_fraction=1.5"]),
     (("train.lr", -1.0), "train.lr", ["lr > 0 must hold"]),
+    (("train.norm_lr_scale", 0.0), "train.norm_lr_scale", ["norm_lr_scale > 0 must hold, got norm_lr_scale=0.0"]),
+    (("train.tta", "crop"), "train.tta", ["not allowed", "none, flip"]),
     (("resources.gpu", 1.5), "resources.gpu", ["fraction in [0, 1] or a whole number"]),
     (("resources.max_failures", -1), "resources.max_failures", ["max_failures >= 0 must hold, got -1"]),
     (("experiment.name", "a b"), "experiment.name", ["letters, digits"]),

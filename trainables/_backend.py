@@ -66,8 +66,9 @@ def _check_model_and_train(spec: dict[str, Any]) -> list[tuple[str, str]]:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if t[key] < 1:
             errs.append((f"train.{key}", f"{key} >= 1 must hold, got {key}={t[key]}"))
-    if t["lr"] <= 0:
-        errs.append(("train.lr", f"lr > 0 must hold, got lr={t['lr']}"))
+    for key in ("lr", "norm_lr_scale"):
+        if t[key] <= 0:
+            errs.append((f"train.{key}", f"{key} > 0 must hold, got {key}={t[key]}"))
     if not 0.0 <= t["label_smoothing"] < 1.0:
         errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
     fr = m.get("freeze", "none")

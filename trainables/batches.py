@@ -197,14 +197,18 @@ class Batcher:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int, autocast: bool
+    model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int, autocast: bool, tta: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for the pool indices ``idx``."""
+    """Logits (float32, on CPU) and labels for the pool indices ``idx``; ``tta="flip"``: the mean of the logits of
+    each image and its mirror image (train.tta)."""
     model.eval()
     outs, ys = [], []
     for xb, yb in batcher.batches(torch.as_tensor(idx), batch_size):
         with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):
-            outs.append(two_logits(model(xb).float()).cpu())
+            out = model(xb).float()
+            if tta == "flip":
+                out = (out + model(xb.flip(-1)).float()) / 2
+            outs.append(two_logits(out).cpu())
         ys.append(yb.cpu())
     if not outs:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)

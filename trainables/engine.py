@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from .recipe import (
     freeze,
     head_outputs,
     make_loss,
+    param_groups,
     replan_to_time_limit,
     step_schedule,
     train_mode,
@@ -61,6 +62,7 @@ class FitResult:
     early_stopping: int = 0  # the patience the run used (0 = off; always off without validation)
     monitor: str = "val_loss"  # what the plateau schedule watched (train_loss without validation)
     planned_epochs: int = 0  # train.epochs as the run began (more than it trained: re-planned to its time limit)
+    tta: str = "none"  # train.tta: how every prediction of this model is made
 
 
 @dataclass
@@ -138,6 +140,21 @@ def build_model(spec: dict[str, Any], pools: Pools, size: int, device: torch.dev
     return model
 
 
+# Training images a model that initialises from the data sees (``init_from_data``: fast_cnn's whitening stem),
+# evenly spaced over the training split: the same ones for every seed, so the seed varies the weights alone.
+INIT_IMAGES = 5_000
+
+
+def init_from_data(model: nn.Module, batcher: Batcher, train: np.ndarray) -> None:
+    """Let a model that sets some weights from the data (it has ``init_from_data(batches)``) see normalised,
+    unaugmented training images; a resumed run's checkpoint then overwrites them with the trained ones."""
+    init: Callable[[Iterator[torch.Tensor]], None] | None = getattr(model, "init_from_data", None)
+    if init is None or not len(train):
+        return
+    idx = torch.as_tensor(train[np.linspace(0, len(train) - 1, min(INIT_IMAGES, len(train))).astype(np.int64)])
+    init(batcher(chunk)[0] for chunk in idx.split(500))
+
+
 def setup(
     spec: dict[str, Any], pools: Pools, device: torch.device, merge_val: bool = False, arithmetic: str | None = None
 ) -> Run:
@@ -166,7 +183,8 @@ def setup(
     if arith.channels_last:
         model = model.to(memory_format=torch.channels_last)
     batcher = Batcher(x, y, size, mean, std, device, arith.channels_last, int(data.get("workers", 0)))
-    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    init_from_data(model, batcher, splits.train)
+    opt = build_optimizer(param_groups(model), t)
     sched = build_schedule(opt, t)
     apply_recipe(opt, sched, t)  # records initial_lr, which a restore's schedule progress is measured against
     weight = None
@@ -287,8 +305,9 @@ def validate(run: Run) -> dict[str, float]:
     on the validation split."""
     from .metrics import selection_metrics
 
+    t = run.spec["train"]
     logits, labels = predict(
-        run.model, run.batcher, run.splits.val, int(run.spec["train"]["eval_batch_size"]), run.autocast
+        run.model, run.batcher, run.splits.val, int(t["eval_batch_size"]), run.autocast, t.get("tta", "none")
     )
     pred = decide(logits, run.threshold)
     return {
@@ -386,6 +405,7 @@ def fit(
         arithmetic=run.arithmetic.record(),
         workers=int(spec["data"].get("workers", 0)),
         planned_epochs=planned,
+        tta=str(spec["train"].get("tta", "none")),
         early_stopping=run.early_stopping,
         monitor=run.monitor,
     )
@@ -410,7 +430,7 @@ def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 51
         workers=res.workers,
     )
     try:
-        logits, labels = predict(res.model, batcher, idx, batch_size, autocast=False)
+        logits, labels = predict(res.model, batcher, idx, batch_size, autocast=False, tta=res.tta)
     finally:
         batcher.close()
     return logits.numpy(), labels.numpy()

@@ -259,6 +259,7 @@ def reevaluate(
         meta["image_size"],
         device,
         False,  # evaluated in fp32 whatever trained it (predict_split)
+        tta=str(spec["train"].get("tta", "none")),  # predicted as when it was trained
     )
     f = spec.get("final") or {}
     out, _, _ = evaluate(

@@ -68,8 +68,9 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         eval_bs = int(spec["train"]["eval_batch_size"])
         val = run.splits.val if len(run.splits.val) else run.splits.train
         sample = val[: eval_bs * TIMED_EVAL_BATCHES]
-        predict(run.model, run.batcher, sample[:eval_bs], eval_bs, run.autocast)  # warm-up
-        eval_s = _timed(lambda: predict(run.model, run.batcher, sample, eval_bs, run.autocast), device)
+        tta = str(spec["train"].get("tta", "none"))  # flip: two passes per image
+        predict(run.model, run.batcher, sample[:eval_bs], eval_bs, run.autocast, tta)  # warm-up
+        eval_s = _timed(lambda: predict(run.model, run.batcher, sample, eval_bs, run.autocast, tta), device)
         n_train, n_val, size = len(run.splits.train), len(run.splits.val), int(run.size)
         arithmetic = run.arithmetic.name
     finally:

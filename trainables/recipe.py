@@ -108,7 +108,25 @@ def train_mode(model: nn.Module) -> None:
             mod.eval()
 
 
+# Normalisation layers, whose parameters (a scale and a shift per channel) train at train.norm_lr_scale x the lr.
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """The trainable parameters as the optimizer's groups: the normalisation layers' in a group of their own
+    (tagged ``norm``; ``apply_recipe`` gives it train.norm_lr_scale), present whenever the model has any, so that
+    every trial of a model has the same groups (a PBT exploit loads another trial's optimizer state)."""
+    norm = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": [p for p in trainable if id(p) not in norm], "norm": False}]
+    if norm:
+        groups.append({"params": [p for p in trainable if id(p) in norm], "norm": True})
+    return groups
+
+
 def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer over ``params`` (a list of parameters or of ``param_groups``); ``apply_recipe`` then sets each
+    group's values."""
     name, lr, wd = t["optimizer"], float(t["lr"]), float(t["weight_decay"])
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
@@ -166,15 +184,18 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
     exploit: another trial's), so a perturbed value would otherwise never take effect. The lr keeps the
     schedule's progress: the new lr times the factor reached so far (lr / initial_lr of the saved run).
     """
-    lr = float(t["lr"])
     for g in opt.param_groups:
-        g["lr"] = lr * g["lr"] / g.get("initial_lr", lr)  # no initial_lr (plateau's first start): factor 1
+        # Normalisation layers at train.norm_lr_scale x the lr (airbench: 64 x for batch norm's biases), their
+        # weight decay divided by it: decay per step (lr x weight_decay under L2) stays the other layers'.
+        scale = float(t.get("norm_lr_scale", 1.0)) if g.get("norm") else 1.0
+        lr = float(t["lr"]) * scale
+        g["lr"] = lr * g["lr"] / g.get("initial_lr", g["lr"])  # no initial_lr (plateau's first start): factor 1
         g["initial_lr"] = lr  # saved with the optimizer: the next restore's reference
-        g["weight_decay"] = float(t["weight_decay"])
+        g["weight_decay"] = float(t["weight_decay"]) / scale
         if "momentum" in g:  # sgd
             g["momentum"], g["nesterov"] = float(t["momentum"]), bool(t["nesterov"])
     if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
-        sched.base_lrs = [lr] * len(opt.param_groups)
+        sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
     sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 

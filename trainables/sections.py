@@ -45,12 +45,18 @@ TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
     "weight_decay": (float, 0.01),  # decoupled for adamw, L2 for adam/sgd
     "momentum": (float, 0.9),  # sgd only
     "nesterov": (bool, False),  # sgd only
+    # Learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by it (decay per
+    # step unchanged): batch norm's shifts train fast where its scales are fixed (fast_cnn; airbench: 64).
+    "norm_lr_scale": (float, 1.0),
     "epochs": (int, 10),
     "batch_size": (int, 128),
     "eval_batch_size": (int, 512),  # inference only: no effect on results
     "label_smoothing": (float, 0.0),
     "loss": (str, "ce", ("ce", "bce")),  # bce: binary tasks, one sigmoid logit (paper 000)
     "threshold": (float, 0.5),  # binary tasks: predict class 1 when P(class 1) >= threshold
+    # Test-time augmentation of every prediction (validation, test, tune-eval): flip = the mean of the logits of the
+    # image and its mirror image (airbench); twice the inference cost.
+    "tta": (str, "none", ("none", "flip")),
     "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
     "gamma": (float, 0.1),  # decay factor: exponential (per epoch), multistep, plateau
     "milestones": (list, []),  # multistep: epochs where lr *= gamma

@@ -1,6 +1,6 @@
 """Models by registry name: ``create_model("vit", num_classes=10, in_chans=3, image_size=32, depth=6)``."""
 
-from . import cnn, coins, luna, resnet, vit  # noqa: F401  (register the built-in models)
+from . import cnn, coins, fast_cnn, luna, resnet, vit  # noqa: F401  (register the built-in models)
 from ._registry import (
     DATA_ARGS,
     PREFIXES,
