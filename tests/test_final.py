@@ -154,6 +154,25 @@ def test_weights_round_trip_to_the_same_numbers(final_run):
         assert again[k] == m["test"][k], k
 
 
+def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(final_run, tmp_path):
+    """train.tta=flip: the test metrics, tune-eval's re-check and the MLflow export all predict the mean of the
+    image's and its mirror image's logits."""
+    from trainables.export import MirrorAveraged, exportable
+
+    spec, pools, _, _ = final_run
+    spec = copy.deepcopy(spec)
+    spec["train"]["tta"] = "flip"
+    m = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
+    again = reevaluate(tmp_path / "5", pools, spec["data"], "test")
+    assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
+    model, example = exportable(tmp_path / "5")
+    assert isinstance(model, MirrorAveraged)
+    x = torch.randn(4, *example.shape[1:])
+    with torch.no_grad():
+        assert torch.allclose(model(x), (model.model(x) + model.model(x.flip(-1))) / 2)
+        assert not torch.allclose(model(x), model.model(x), atol=1e-4)
+
+
 def test_test_metrics_are_fp32_whatever_trained_the_model(tmp_path):
     """A model trained under bf16 autocast is tested in fp32, so tune-eval gives the same numbers on any machine
     (bf16 arithmetic differs between CPUs and GPUs; here its re-check would differ in the third decimal)."""

@@ -17,10 +17,25 @@ from .model_folder import load_model
 REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "safetensors")
 
 
+class MirrorAveraged(torch.nn.Module):
+    """A model trained with ``train.tta: flip`` as its numbers were measured: the mean of the logits of the image
+    and of its mirror image (``batches.predict``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(x.flip(-1))) / 2
+
+
 def exportable(model_dir: Path) -> tuple[torch.nn.Module, np.ndarray]:
-    """The model of ``model_dir`` (eval mode, CPU) and one normalised float32 input (1 x C x H x W) that
-    fixes its input signature; the model returns one logit per class (one for a BCE head)."""
-    model, _, meta = load_model(Path(model_dir), torch.device("cpu"))
+    """The model of ``model_dir`` (eval mode, CPU; predicting as its test metrics were measured, test-time flips
+    included) and one normalised float32 input (1 x C x H x W) that fixes its input signature; the model returns
+    one logit per class (one for a BCE head)."""
+    model, spec, meta = load_model(Path(model_dir), torch.device("cpu"))
+    if spec["train"].get("tta") == "flip":
+        model = MirrorAveraged(model)
     size = int(meta["image_size"])
     return model.eval(), np.zeros((1, int(meta["in_chans"]), size, size), dtype=np.float32)
 
