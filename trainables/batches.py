@@ -195,6 +195,18 @@ class Batcher:
         self._loader = None
 
 
+class MirrorAveraged(nn.Module):
+    """``train.tta: flip``: the mean of the (float32) logits of the image and of its mirror image. Every prediction
+    of such a model goes through it: validation, test, tune-eval and the MLflow export."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x).float() + self.model(x.flip(-1)).float()) / 2
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int, autocast: bool, tta: str = "none"
@@ -202,13 +214,11 @@ def predict(
     """Logits (float32, on CPU) and labels for the pool indices ``idx``; ``tta="flip"``: the mean of the logits of
     each image and its mirror image (train.tta)."""
     model.eval()
+    net = MirrorAveraged(model) if tta == "flip" else model
     outs, ys = [], []
     for xb, yb in batcher.batches(torch.as_tensor(idx), batch_size):
         with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(xb).float()
-            if tta == "flip":
-                out = (out + model(xb.flip(-1)).float()) / 2
-            outs.append(two_logits(out).cpu())
+            outs.append(two_logits(net(xb).float()).cpu())
         ys.append(yb.cpu())
     if not outs:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)

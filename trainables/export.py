@@ -11,22 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import MirrorAveraged
 from .model_folder import load_model
 
 # Pinned from this environment: MLflow's own requirement inference would import-scan the model (slow).
 REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "safetensors")
-
-
-class MirrorAveraged(torch.nn.Module):
-    """A model trained with ``train.tta: flip`` as its numbers were measured: the mean of the logits of the image
-    and of its mirror image (``batches.predict``)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x) + self.model(x.flip(-1))) / 2
 
 
 def exportable(model_dir: Path) -> tuple[torch.nn.Module, np.ndarray]:
