@@ -10,7 +10,8 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 - ``train.epochs`` (also when searched): a trial's length in epochs, the schedulers' time unit;
 - ``final.seeds``, ``final.epochs``, ``final.after_search``, ``final.topk``: how many final models, how
   long, whether they follow the search, and which top-k accuracy the summary averages; it sets
-  ``final.epochs`` and ``final.time_limit_s`` (each seed's training time) from a compute budget;
+  ``final.epochs``, ``final.time_limit_s`` (each seed's training time) and ``final.ends_by`` (when the last
+  seed's training must end) from a compute budget;
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
 Of a trial's results, ``search`` reads the metrics in ``METRICS``, ``epoch`` (and ``data_epochs``), the flags
@@ -127,7 +128,7 @@ class TrialSide(Protocol):
     def probe(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """A short measured throughput probe of ``spec``'s configuration on this device: ``train_images_per_s``,
         ``eval_images_per_s``, ``epoch_s`` (one search epoch, validation included), ``final_epoch_s`` (one
-        final-training epoch), ``model``, ``device``, ``arithmetic``, ``batch_size``, ``image_size``."""
+        final-training epoch), ``test_s`` (evaluating the test split once), ``model``, ``device``, ``arithmetic``, ``batch_size``, ``image_size``."""
 
     def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""

@@ -669,6 +669,41 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
     assert "_time_limit_s" not in final_spec({**spec, "final": {**spec["final"], "time_limit_s": None}}, 0)["train"]
 
 
+def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
+    """final.ends_by (the study's deadline less what follows training) caps a seed's time limit when its run
+    starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the run trains its first
+    epoch and ends. The moment is not a setting: the model folder's spec has none."""
+    from trainables.final import final_spec, train_final
+    from trainables.recipe import clamp_to_deadline
+
+    t = {"_time_limit_s": 100.0, "_ends_by": time.time() + 10.0}
+    clamp_to_deadline(t)
+    assert 9.0 < t["_time_limit_s"] <= 10.0
+    t = {"_time_limit_s": 5.0, "_ends_by": time.time() + 10.0}
+    clamp_to_deadline(t)
+    assert t["_time_limit_s"] == 5.0  # the seed's own share is shorter
+    t = {"_ends_by": time.time() - 30.0}
+    clamp_to_deadline(t)
+    assert 0 < t["_time_limit_s"] < 0.01
+    t = {"_time_limit_s": 5.0}
+    clamp_to_deadline(t)
+    assert t == {"_time_limit_s": 5.0}  # no deadline: the share alone
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
+            "train": {"epochs": 5, "schedule": "cosine"},
+            "final": {"seeds": [0], "time_limit_s": 60.0, "ends_by": time.time() - 1.0},
+        },
+        trainables,
+    )
+    assert final_spec(spec, 0)["train"]["_ends_by"] == spec["final"]["ends_by"]
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    assert m["training"]["epochs"] == 1 and m["training"]["replanned_to_time_limit"]
+    saved = yaml.safe_load((tmp_path / "0" / "spec.yaml").read_text())
+    assert "_ends_by" not in saved["train"]
+
+
 def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_run():
     """The budget sized 8 of the recipe's 14 epochs, and the seed runs faster than the probe said: it lengthens,
     within its first third, to the epochs that fit at a pace 10 % slower than measured, never past the recipe's;
@@ -776,8 +811,10 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
         "tracking": {"enabled": False},
     }
     (tmp_path / "promise.yaml").write_text(yaml.safe_dump(spec))
-    # 120 s: final training's fixed costs (its Tuner and worker, the test split's evaluation, the model's files and
-    # plots) take ~20 s on a 2-core AVX2 host, and at 60 s (36 s of final share) they overran the 5 % by 4 s there.
+    # Final training's fixed costs (its Tuner and worker, the test split's evaluation, the model's files and plots)
+    # take ~20 s on a 2-core AVX2 host: its seeds' training ends by the study's deadline less what follows it
+    # (final.ends_by), or the study overruns (it did by 4 s at 60 s). 120 s, not 60: a 36 s final share leaves the
+    # seed 4 epochs of 2 s, too few for its schedule to be re-planned from a steady pace and still decay.
     budget = 120.0
     r = cli("tune-run", "promise.yaml", "--budget", f"{budget:g}s", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -789,6 +826,8 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     lrs = [h["lr"] for h in seed["history"]]
     assert lrs[-1] < 0.25 * max(lrs)  # fully trained: its schedule ended
     assert cb["spent_seconds"]["total"] <= budget * 1.05, cb["spent_seconds"]
+    written = yaml.safe_load((tmp_path / "runs" / "promise" / "final" / "spec.yaml").read_text())
+    assert "ends_by" not in written["final"]  # a moment, not a setting: rerunning the written spec has its own
 
 
 def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():

@@ -32,6 +32,7 @@ from .recipe import (
     balanced_weights,
     build_optimizer,
     build_schedule,
+    clamp_to_deadline,
     decide,
     diverged,
     freeze,
@@ -362,6 +363,7 @@ def fit(
     progress = restore(run, state) if state else Progress()
     start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
     epoch, first_s = start - 1, None  # first_s: seconds of this process's first epoch (its one-off costs)
+    clamp_to_deadline(run.spec["train"])
     try:
         while (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
             elapsed = time.perf_counter() - t_start

@@ -32,7 +32,7 @@ from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
 from .resources import gpu_hours
-from .sections import SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
+from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -50,6 +50,8 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
         # final.fill_time_limit: and to use it, back towards the recipe's length when faster than planned
         base = spec["train"] if f.get("fill_time_limit") else s["train"]
         s["train"][SCHEDULE_BASE] = schedule_length(base, int(base["epochs"]))
+    if f.get("ends_by"):
+        s["train"][ENDS_BY] = float(f["ends_by"])
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s
@@ -156,6 +158,7 @@ def train_final(
         "training": training_record(f, res),
         "history": res.history,
     }
+    s["train"].pop(ENDS_BY, None)  # a moment, not a setting: the model folder's spec is rerunnable
     with whole_folder(out_dir) as folder:
         save_model(res, pools, s, folder, threshold)
         save_predictions(

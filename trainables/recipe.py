@@ -6,6 +6,7 @@ run's optimizer and schedule given this trial's values; a run re-planned to meet
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sections import SCHEDULE_BASE, TIME_LIMIT, schedule_length
+from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, schedule_length
 
 GROW_MARGIN = 1.1  # a run lengthens only to the epochs that fit at a pace 10 % slower than measured: the later
 # epochs' pace varies, and lengthening then shortening again moves the learning rate twice
@@ -197,6 +198,16 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
     if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
         sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
     sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
+def clamp_to_deadline(t: dict[str, Any]) -> None:
+    """At a run's first epoch: its time limit (``TIME_LIMIT``) ends no later than its deadline (``ENDS_BY``, seconds
+    since the epoch), so what starting it took (its worker, data, model, precision timing) is spent from its own
+    share, not after it. A run past its deadline trains its first epoch and ends."""
+    ends_by = t.get(ENDS_BY)
+    if ends_by:
+        left = max(1e-3, float(ends_by) - time.time())  # > 0: a limit of 0 would mean none
+        t[TIME_LIMIT] = min(float(t.get(TIME_LIMIT) or left), left)
 
 
 def epoch_pace(run_here: int, elapsed: float, first_s: float | None) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._stats import t_interval
-from ..spec._budget import FINAL_EXTRA_S, concurrency, final_plan, parse_budget, probed_cpus
+from ..spec._budget import FINAL_AFTER_S, FINAL_EXTRA_S, concurrency, final_plan, parse_budget, probed_cpus
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
@@ -117,7 +117,9 @@ def run_final(
         # again (5 of the quickstart's 38 s); search.reuse_actors turns it off for both.
         tune_config=tune.TuneConfig(reuse_actors=spec["search"]["reuse_actors"]),
     )
-    summary = _summary(run, run.fit(), study_file, sized)
+    grid = run.fit()
+    spec["final"].pop("ends_by", None)  # a moment, not a setting: the spec written with the models is rerunnable
+    summary = _summary(run, grid, study_file, sized)
     run.publish("metrics.json", "spec.yaml", writer="a seed could not write its model folder")
     _drop_dropped_seeds(run, summary)
     _track_models(run, summary)
@@ -211,6 +213,9 @@ def size_final(
     if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
         rounds = int(fp["final_rounds"])
         spec["final"]["time_limit_s"] = max(1.0, (available - FINAL_EXTRA_S * rounds) / rounds)
+        # and all of them by the study's deadline: a slow start (workers, data) shortens the seeds, not the promise
+        after = FINAL_AFTER_S + max(float(p.get("test_s", 0.0)) for p in probes)
+        spec["final"]["ends_by"] = time.time() + available - after
         # Epochs the plan sized (not the spec's) grow back towards the recipe's when the seeds run faster than
         # the probe said: what is left of the budget trains the models, it is not left unspent.
         spec["final"]["fill_time_limit"] = fp["final_epochs_from"] == "budget"

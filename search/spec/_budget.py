@@ -39,6 +39,10 @@ MIN_TRIAL_SHARE = 0.25
 # Final training's cost beyond its epochs, per round of seeds trained at once: starting them, test evaluation, cost
 # measurement, plots and MLflow's model logging (wall-clock plans only).
 FINAL_EXTRA_S = 15.0
+# Of it, what comes after the last seed's training besides its test evaluation (the probe's test_s): its cost
+# measurement, bootstrap, model files and plots, and the driver's summary. Measured on a 2-core AVX2 host (the
+# slowest here) with a small CNN: 7.5 s from a seed's last epoch to the study's end.
+FINAL_AFTER_S = 8.0
 
 _UNITS = {
     "s": ("seconds", 1.0),
