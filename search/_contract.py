@@ -10,8 +10,9 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 - ``train.epochs`` (also when searched): a trial's length in epochs, the schedulers' time unit;
 - ``final.seeds``, ``final.epochs``, ``final.after_search``, ``final.topk``: how many final models, how
   long, whether they follow the search, and which top-k accuracy the summary averages; it sets
-  ``final.epochs``, ``final.time_limit_s`` (each seed's training time) and ``final.ends_by`` (when the last
-  seed's training must end) from a compute budget;
+  ``final.epochs`` and ``final.time_limit_s`` (each seed's training time) from a compute budget, and gives the
+  final trainable the moment every seed's training must end by (``ends_by``: its study's deadline; a moment, not
+  a spec key; seconds since the epoch, so a cluster's nodes keep their clocks NTP-synced);
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
 Of a trial's results, ``search`` reads the metrics in ``METRICS``, ``epoch`` (and ``data_epochs``), the flags
@@ -106,9 +107,10 @@ class TrialSide(Protocol):
     ) -> Any:
         """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
 
-    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None) -> Any:
+    def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None, ends_by: float | None = None) -> Any:
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;
-        with ``out_dir`` None, returning that folder as its last result's checkpoint instead."""
+        with ``out_dir`` None, returning that folder as its last result's checkpoint instead. ``ends_by``
+        (seconds since the epoch): each seed's training ends by then, its schedule re-planned to."""
 
     def final_epochs(self, spec: Spec) -> int:
         """How many epochs a final model of ``spec`` trains (``final.epochs`` unset: the recipe's)."""

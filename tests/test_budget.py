@@ -670,7 +670,7 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
 
 
 def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
-    """final.ends_by (the study's deadline less what follows training) caps a seed's time limit when its run
+    """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time limit when its run
     starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the run trains its first
     epoch and ends. The moment is not a setting: the model folder's spec has none."""
     from trainables.final import final_spec, train_final
@@ -693,15 +693,18 @@ def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_wr
             **SPEC,
             "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
             "train": {"epochs": 5, "schedule": "cosine"},
-            "final": {"seeds": [0], "time_limit_s": 60.0, "ends_by": time.time() - 1.0},
+            "final": {"seeds": [0], "time_limit_s": 60.0},
         },
         trainables,
     )
-    assert final_spec(spec, 0)["train"]["_ends_by"] == spec["final"]["ends_by"]
-    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
-    assert m["training"]["epochs"] == 1 and m["training"]["replanned_to_time_limit"]
+    past = time.time() - 1.0
+    assert final_spec(spec, 0, past)["train"]["_ends_by"] == past and "_ends_by" not in final_spec(spec, 0)["train"]
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True, ends_by=past)
+    training = m["training"]
+    assert training["epochs"] == 1 and training["replanned_to_time_limit"]
+    assert training["time_limit_s"] < 0.01 and training["time_limit_s_planned"] == 60.0  # as it ran, and its share
     saved = yaml.safe_load((tmp_path / "0" / "spec.yaml").read_text())
-    assert "_ends_by" not in saved["train"]
+    assert "_ends_by" not in saved["train"] and "ends_by" not in saved["final"]
 
 
 def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_run():
@@ -777,7 +780,7 @@ def test_a_budget_sized_final_fills_its_time_limit_and_records_the_longer_run(mo
     assert s["train"]["epochs"] == 2 and s["train"]["_schedule_base"]["epochs"] == 6
     res = engine.fit(s, trainables.prepare(s), merge_val=True)
     assert res.planned_epochs == 2 and len(res.history) == 6 and res.history[-1]["lr"] == pytest.approx(0.01 / 6)
-    record = training_record(spec["final"], res)
+    record = training_record(spec["final"], res, s["train"]["_time_limit_s"])
     assert record["replanned_to_time_limit"] and record["epochs"] == 6 and record["epochs_planned"] == 2
     # Not set (final.epochs from the spec): the planned 2.
     spec["final"]["fill_time_limit"] = False
@@ -813,7 +816,7 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     (tmp_path / "promise.yaml").write_text(yaml.safe_dump(spec))
     # Final training's fixed costs (its Tuner and worker, the test split's evaluation, the model's files and plots)
     # take ~20 s on a 2-core AVX2 host: its seeds' training ends by the study's deadline less what follows it
-    # (final.ends_by), or the study overruns (it did by 4 s at 60 s). 120 s, not 60: a 36 s final share leaves the
+    # (its ends_by), or the study overruns (it did by 4 s at 60 s). 120 s, not 60: a 36 s final share leaves the
     # seed 4 epochs of 2 s, too few for its schedule to be re-planned from a steady pace and still decay.
     budget = 120.0
     r = cli("tune-run", "promise.yaml", "--budget", f"{budget:g}s", cwd=tmp_path)
@@ -826,8 +829,6 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     lrs = [h["lr"] for h in seed["history"]]
     assert lrs[-1] < 0.25 * max(lrs)  # fully trained: its schedule ended
     assert cb["spent_seconds"]["total"] <= budget * 1.05, cb["spent_seconds"]
-    written = yaml.safe_load((tmp_path / "runs" / "promise" / "final" / "spec.yaml").read_text())
-    assert "ends_by" not in written["final"]  # a moment, not a setting: rerunning the written spec has its own
 
 
 def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():

@@ -275,6 +275,7 @@ def test_final_on_train_val_holds_nothing_out(tmp_path):
         "epochs_from": "final.epochs",
         "epochs_planned": 4,
         "time_limit_s": None,  # no wall-clock budget: nothing to re-plan to
+        "time_limit_s_planned": None,
         "replanned_to_time_limit": False,
         "early_stopping": 0,
         "schedule_monitor": "train_loss",
@@ -303,6 +304,7 @@ def test_final_on_train_keeps_real_validation(tmp_path):
         "epochs_from": "train.epochs",
         "epochs_planned": 2,
         "time_limit_s": None,
+        "time_limit_s_planned": None,
         "replanned_to_time_limit": False,
         "early_stopping": 3,
         "schedule_monitor": "val_loss",

@@ -75,10 +75,10 @@ def make_trainable(spec, pools, flatten=None):  # noqa: ANN001, ANN201  (thin re
     return _make(spec, pools, flatten)
 
 
-def make_final_trainable(spec, pools, out_dir):  # noqa: ANN001, ANN201
+def make_final_trainable(spec, pools, out_dir, ends_by=None):  # noqa: ANN001, ANN201
     from .ray_adapter import make_final_trainable as _make
 
-    return _make(spec, pools, out_dir)
+    return _make(spec, pools, out_dir, ends_by)
 
 
 __all__ = [

@@ -35,8 +35,9 @@ from .resources import gpu_hours
 from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
 
 
-def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The spec a final model trains with: all training data (up to the final cap), the final epochs, ``seed``."""
+def final_spec(spec: dict[str, Any], seed: int, ends_by: float | None = None) -> dict[str, Any]:
+    """The spec a final model trains with: all training data (up to the final cap), the final epochs, ``seed``;
+    under a wall-clock budget, its training ends by ``ends_by`` (seconds since the epoch)."""
     s = copy.deepcopy(spec)
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
@@ -50,8 +51,8 @@ def final_spec(spec: dict[str, Any], seed: int) -> dict[str, Any]:
         # final.fill_time_limit: and to use it, back towards the recipe's length when faster than planned
         base = spec["train"] if f.get("fill_time_limit") else s["train"]
         s["train"][SCHEDULE_BASE] = schedule_length(base, int(base["epochs"]))
-    if f.get("ends_by"):
-        s["train"][ENDS_BY] = float(f["ends_by"])
+    if ends_by:
+        s["train"][ENDS_BY] = float(ends_by)
     s["data"]["train_fraction"] = float(f.get("train_fraction") or 1.0)
     s["data"]["max_per_class"] = f.get("max_per_class")
     return s
@@ -87,9 +88,10 @@ def evaluate(
     return m, logits, labels
 
 
-def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
-    """How the final model was trained: on what, for how many epochs and why, and what stopping and the
-    plateau schedule could watch (train+val holds nothing out, so no early stopping, no val_* metrics)."""
+def training_record(f: dict[str, Any], res: FitResult, limit: float | None) -> dict[str, Any]:
+    """How the final model was trained: on what, for how many epochs and why (``limit``: the time limit it ran
+    under, its share or what was left to its study's deadline), and what stopping and the plateau schedule could
+    watch (train+val holds nothing out, so no early stopping, no val_* metrics)."""
     return {
         "train_on": f.get("train_on", "train+val"),
         "validation": len(res.splits.val) > 0,
@@ -98,8 +100,9 @@ def training_record(f: dict[str, Any], res: FitResult) -> dict[str, Any]:
         "epochs_planned": res.planned_epochs,
         # Shortened (or, with final.fill_time_limit, lengthened) between epochs to end within final.time_limit_s,
         # the schedule ending with it.
-        "time_limit_s": f.get("time_limit_s"),
-        "replanned_to_time_limit": bool(f.get("time_limit_s")) and len(res.history) != res.planned_epochs,
+        "time_limit_s": limit,
+        "time_limit_s_planned": f.get("time_limit_s"),  # its share; less when its study's deadline came first
+        "replanned_to_time_limit": bool(limit) and len(res.history) != res.planned_epochs,
         "early_stopping": res.early_stopping,
         "schedule_monitor": res.monitor,
         **res.arithmetic,  # bf16 or fp32, channels_last or not, and the timings that chose it
@@ -113,9 +116,11 @@ def train_final(
     out_dir: Path,
     on_epoch: Callable[..., None] | None = None,
     quick_cost: bool = False,
+    ends_by: float | None = None,
 ) -> dict[str, Any]:
-    """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content."""
-    s = final_spec(spec, seed)
+    """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content
+    (``ends_by``: a wall-clock budget's deadline for its training, seconds since the epoch)."""
+    s = final_spec(spec, seed, ends_by)
     f = spec.get("final") or {}
 
     def with_length(metrics: dict[str, Any], get_state: Callable[[], Any]) -> None:
@@ -155,7 +160,7 @@ def train_final(
         "device": _device_name(res.device),
         "torch": torch.__version__,
         "train_images": int(len(res.splits.train)),
-        "training": training_record(f, res),
+        "training": training_record(f, res, s["train"].get(TIME_LIMIT)),
         "history": res.history,
     }
     s["train"].pop(ENDS_BY, None)  # a moment, not a setting: the model folder's spec is rerunnable

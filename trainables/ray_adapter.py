@@ -269,7 +269,9 @@ def make_trainable(
     return _trainable(trial, spec, pools, flatten=flatten)
 
 
-def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str | None) -> None:
+def final_trial(
+    config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, out_dir: str | None, ends_by: float | None
+) -> None:
     """One final model (one seed): per-epoch results while training, then the test metrics.
 
     The model folder goes to ``out_dir/<seed>``; without an ``out_dir`` (results in remote storage, which
@@ -292,7 +294,7 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(out_dir or tmp) / str(seed)
         try:
-            m = train_final(spec, pools, seed, model_dir, on_epoch=on_epoch)
+            m = train_final(spec, pools, seed, model_dir, on_epoch=on_epoch, ends_by=ends_by)
         except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
             tune.report({**user_error(epoch[0], exc), **device})
             return
@@ -305,5 +307,5 @@ def final_trial(config: dict[str, Any], *, spec: dict[str, Any], pools: Pools, o
         )
 
 
-def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str | None) -> Any:
-    return _trainable(final_trial, spec, pools, out_dir=out_dir)
+def make_final_trainable(spec: dict[str, Any], pools: Pools, out_dir: str | None, ends_by: float | None = None) -> Any:
+    return _trainable(final_trial, spec, pools, out_dir=out_dir, ends_by=ends_by)

@@ -90,10 +90,6 @@ FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
     # With time_limit_s: a seed faster than planned also lengthens its schedule to use its time, up to
     # train.epochs (a budget sets it when it sized final.epochs; final.epochs a user gives is kept).
     "fill_time_limit": (bool, False),
-    # A wall-clock time (seconds since the epoch) by which every seed's training ends, its test evaluation and
-    # files after it; null: none. A budget sets it from the study's deadline: what starting a seed takes (its
-    # worker, data, model) comes out of the seed's own share instead of overrunning the budget.
-    "ends_by": (float, None),
 }
 
 # Keys of ``data.augment`` with their defaults (units and meaning in the comment).
@@ -162,7 +158,9 @@ def schedule_length(t: dict[str, Any], epochs: int) -> dict[str, Any]:
 
 # A final seed's limit on its training time (final.time_limit_s), in the train section its run reads.
 TIME_LIMIT = "_time_limit_s"
-# final.ends_by, in the train section its run reads: its time limit ends no later (``clamp_to_deadline``).
+# A final seed's deadline under a wall-clock budget (seconds since the epoch; nodes' clocks NTP-synced), in the train
+# section its run reads: its time limit ends no later (``clamp_to_deadline``). A moment, not a setting: given to
+# the final trainable by the budget's plan, never written with a spec.
 ENDS_BY = "_ends_by"
 # The schedule (epochs, warm-up, milestones) a run with a time limit is re-planned from: its own as planned, or
 # with final.fill_time_limit the recipe's, which it may lengthen back towards. Every re-planned length is scaled

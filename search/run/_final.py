@@ -101,7 +101,9 @@ def run_final(
         dataset=backend.dataset_info(spec, pools),
     )
     # Trials write their model folders into a local (or shared) out; to a URI they return them as checkpoints.
-    trainable = backend.make_final_trainable(spec, pools, None if run.folder.remote else str(run.out))
+    trainable = backend.make_final_trainable(
+        spec, pools, None if run.folder.remote else str(run.out), sized.get("ends_by") if sized else None
+    )
     del pools  # in Ray's object store now; the driver's copy would double the memory while seeds train
     from ray import tune
 
@@ -117,9 +119,7 @@ def run_final(
         # again (5 of the quickstart's 38 s); search.reuse_actors turns it off for both.
         tune_config=tune.TuneConfig(reuse_actors=spec["search"]["reuse_actors"]),
     )
-    grid = run.fit()
-    spec["final"].pop("ends_by", None)  # a moment, not a setting: the spec written with the models is rerunnable
-    summary = _summary(run, grid, study_file, sized)
+    summary = _summary(run, run.fit(), study_file, sized)
     run.publish("metrics.json", "spec.yaml", writer="a seed could not write its model folder")
     _drop_dropped_seeds(run, summary)
     _track_models(run, summary)
@@ -202,6 +202,7 @@ def size_final(
     unit, and for a study's wall clock its ``deadline`` in time.monotonic()), from a probe of this configuration; a
     final.epochs the spec sets is kept."""
     b = parse_budget(budget["budget"], "study.json")
+    now = time.time()  # before the probe: the probe's seconds are spent from what is left
     # A study's wall-clock share ends at its deadline; --final --budget alone has none: all of it, from now.
     available = (
         budget["deadline"] - time.monotonic() if b.unit == "seconds" and budget.get("deadline") else budget["available"]
@@ -210,12 +211,13 @@ def size_final(
     parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
     fp = final_plan(spec, b, available, probes, parallel, backend.gpu_hours)
     spec["final"]["epochs"] = fp["final_epochs"]
+    ends_by = None
     if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
         rounds = int(fp["final_rounds"])
         spec["final"]["time_limit_s"] = max(1.0, (available - FINAL_EXTRA_S * rounds) / rounds)
-        # and all of them by the study's deadline: a slow start (workers, data) shortens the seeds, not the promise
-        after = FINAL_AFTER_S + max(float(p.get("test_s", 0.0)) for p in probes)
-        spec["final"]["ends_by"] = time.time() + available - after
+        # and all of them by the study's deadline less what follows training: a slow start (workers, data)
+        # shortens the seeds, not the promise
+        ends_by = now + available - FINAL_AFTER_S - max(float(p.get("test_s", 0.0)) for p in probes)
         # Epochs the plan sized (not the spec's) grow back towards the recipe's when the seeds run faster than
         # the probe said: what is left of the budget trains the models, it is not left unspent.
         spec["final"]["fill_time_limit"] = fp["final_epochs_from"] == "budget"
@@ -223,7 +225,7 @@ def size_final(
         f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
         f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"
     )
-    return {**fp, "available": available}
+    return {**fp, "available": available, "ends_by": ends_by}
 
 
 def _drop_dropped_seeds(run: Lifecycle, summary: dict[str, Any]) -> None:
