@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -111,13 +111,19 @@ def _order(item: pytest.Item) -> int:
     return 3 if item.get_closest_marker("ray") else 1
 
 
-def _not_counted(seconds: float) -> None:
+@contextlib.contextmanager
+def _alarm_paused() -> Iterator[None]:
     """Waiting for the lock is not the test's time: pytest-timeout's alarm (its signal method: an ITIMER_REAL,
-    armed for the test with its fixtures) is pushed back by the wait. A test waited 209 s for the alone tests
-    to finish, then timed out 91 s into its own run."""
-    remaining, _ = signal.getitimer(signal.ITIMER_REAL)
-    if remaining > 0 and seconds > 0:
-        signal.setitimer(signal.ITIMER_REAL, remaining + seconds)
+    armed for the test with its fixtures) is stopped while the test waits and set again, to what it had left,
+    once the lock is held. Pushing it back after the wait was not enough: a wait longer than the alarm's time
+    failed the test inside the wait (a test waited 209 s of its 300 behind the alone tests). Under the thread
+    method, or with no timeout, no alarm is set and nothing changes."""
+    left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield
+    finally:
+        if left > 0:
+            signal.setitimer(signal.ITIMER_REAL, left)
 
 
 @pytest.fixture(autouse=True)
@@ -132,9 +138,8 @@ def alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
         return
     lock = tmp_path_factory.getbasetemp().parent / "alone.lock"  # the run's folder, common to its workers
     with open(lock, "a") as f:
-        waited = time.monotonic()
-        fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        _not_counted(time.monotonic() - waited)
+        with _alarm_paused():
+            fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         try:
             yield
         finally:

@@ -670,9 +670,10 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
 
 
 def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
-    """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time limit when its run
-    starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the run trains its first
-    epoch and ends. The moment is not a setting: the model folder's spec has none."""
+    """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time
+    limit when its run starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the
+    run trains its first epoch and ends. The moment and the limits are not settings: the model folder's spec has
+    none of them, and tune-eval re-checks the model from it."""
     from trainables.final import final_spec, train_final
     from trainables.recipe import clamp_to_deadline
 
@@ -704,7 +705,11 @@ def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_wr
     assert training["epochs"] == 1 and training["replanned_to_time_limit"]
     assert training["time_limit_s"] < 0.01 and training["time_limit_s_planned"] == 60.0  # as it ran, and its share
     saved = yaml.safe_load((tmp_path / "0" / "spec.yaml").read_text())
-    assert "_ends_by" not in saved["train"] and "ends_by" not in saved["final"]
+    assert not [k for k in saved["train"] if k.startswith("_")] and "ends_by" not in saved["final"]
+    # The model folder's spec is one tune-eval resolves (it refused the limits' keys as unknown before).
+    from search.cli import eval_main
+
+    assert eval_main([str(tmp_path / "0")]) == 0
 
 
 def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_run():
@@ -750,15 +755,34 @@ def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_ru
 
 def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
     """size_final (what a wall-clock budget leaves final training): epochs the plan sized may grow back towards
-    the recipe's (final.fill_time_limit); a final.epochs the spec gives is kept, and so is an epoch budget's plan."""
-    from search.run._final import size_final
+    the recipe's (final.fill_time_limit); a final.epochs the spec gives is kept, and so is an epoch budget's plan;
+    a wall-clock budget gives the seeds the moment their training must end by."""
+    from types import SimpleNamespace
 
+    from search.run._final import size_final
+    from search.spec._budget import FINAL_AFTER_S
+
+    probed: list[dict] = []
+
+    def probe(spec, pools):  # the real probe, its figures kept
+        probed.append(trainables.probe(spec, pools))
+        return probed[-1]
+
+    backend = SimpleNamespace(probe=probe, gpu_hours=trainables.gpu_hours)
     for final, unit, grows in (({}, "60s", True), ({"epochs": 2}, "60s", False), ({}, "40epochs", False)):
         spec = resolve({**SPEC, "final": {"seeds": [0], **final}}, trainables)
         pools = trainables.prepare(spec)
-        size_final(spec, trainables, pools, {"budget": unit, "available": 60.0}, {"CPU": 2}, lambda *_: None)
+        before = time.time()
+        sized = size_final(spec, backend, pools, {"budget": unit, "available": 60.0}, {"CPU": 2}, lambda *_: None)
+        after = time.time()
         assert bool(spec["final"]["fill_time_limit"]) is grows, (final, unit)
         assert (spec["final"]["time_limit_s"] is not None) is (unit == "60s"), (final, unit)
+        # The seeds' deadline: from the moment before the probe, what is left less what follows training.
+        if unit == "60s":
+            after_training = FINAL_AFTER_S + probed[-1]["test_s"]
+            assert before + 60.0 - after_training <= sized["ends_by"] <= after + 60.0 - after_training
+        else:  # an epoch budget promises epochs, not a moment
+            assert sized["ends_by"] is None
 
 
 def test_a_budget_sized_final_fills_its_time_limit_and_records_the_longer_run(monkeypatch):

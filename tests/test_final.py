@@ -167,6 +167,13 @@ def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(fi
     assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
     model, example = exportable(tmp_path / "5")
     assert isinstance(model, MirrorAveraged)
+    # Its cost is a prediction's: two passes of the network (FLOPs), the same parameters.
+    from trainables.cost import flops_per_image
+
+    plain = flops_per_image(model.model, example.shape[1], example.shape[-1], torch.device("cpu"))
+    assert m["cost"]["flops_per_image"] == 2 * plain and m["cost"]["params"] == sum(
+        p.numel() for p in model.model.parameters()
+    )
     x = torch.randn(4, *example.shape[1:])
     with torch.no_grad():
         assert torch.allclose(model(x), (model.model(x) + model.model(x.flip(-1))) / 2)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batches import MirrorAveraged
 from .cost import measure_cost
 from .data import Pools, Splits, make_splits, relabel, whole_splits
 from .datasets import load_pools
@@ -147,7 +148,9 @@ def train_final(
         res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed, threshold
     )
     test["skipped_images"] = pools.test_skipped  # unreadable test files left out (data.on_bad_image: skip)
-    cost = measure_cost(res.model, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
+    # What one prediction costs as the model predicts: with train.tta=flip, two passes (FLOPs and latency).
+    predictor = MirrorAveraged(res.model) if res.tta == "flip" else res.model
+    cost = measure_cost(predictor, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     gpu = float((spec.get("resources") or {}).get("gpu", 0))
     metrics = {
         "seed": int(seed),
@@ -163,7 +166,10 @@ def train_final(
         "training": training_record(f, res, s["train"].get(TIME_LIMIT)),
         "history": res.history,
     }
-    s["train"].pop(ENDS_BY, None)  # a moment, not a setting: the model folder's spec is rerunnable
+    # The model folder's spec is the run's settings: the plan's moment (ENDS_BY) and the limits it set for this
+    # run (TIME_LIMIT, SCHEDULE_BASE) are in metrics.json's training record (time_limit_s, epochs_planned).
+    for key in (ENDS_BY, TIME_LIMIT, SCHEDULE_BASE):
+        s["train"].pop(key, None)
     with whole_folder(out_dir) as folder:
         save_model(res, pools, s, folder, threshold)
         save_predictions(
