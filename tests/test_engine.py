@@ -173,6 +173,46 @@ def test_norm_lr_scale_trains_batch_norm_shifts_faster_with_the_same_decay_per_s
     assert fit(spec, pools).history[0]["lr"] == pytest.approx(0.05)  # the lr a user set, not the scaled one
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_a_checkpoint_from_before_the_norm_group_resumes_with_each_parameters_state(setup, schedule):
+    """Checkpoints written before the normalisation layers had an optimizer group of their own hold one group (every
+    trainable parameter in the model's order): a study started then resumes now, each parameter's momentum with
+    it, and a plateau schedule saved with one group still reduces every group's rate."""
+    from trainables.engine import restore
+    from trainables.engine import setup as setup_run
+    from trainables.recipe import build_optimizer
+
+    spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["train"].update(optimizer="sgd", momentum=0.9, schedule=schedule, warmup_epochs=0)
+    spec = resolve(spec, trainables)
+    old = setup_run(spec, pools, torch.device("cpu"))
+    trainable = [p for p in old.model.parameters() if p.requires_grad]
+    opt = build_optimizer(trainable, spec["train"])  # as the earlier version built it: one group
+    sched = build_schedule(opt, spec["train"])
+    sum((p.float() ** 2).sum() for p in trainable).backward()  # a step that leaves momentum on every parameter
+    opt.step()
+    state = {
+        "epoch": 1,
+        "model": old.model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+    }
+    new = setup_run(spec, pools, torch.device("cpu"))
+    assert len(new.opt.param_groups) == 2  # the cnn's batch norms have their own group now
+    restore(new, state)
+    again = [p for p in new.model.parameters() if p.requires_grad]
+    assert all(
+        torch.equal(new.opt.state[q]["momentum_buffer"], opt.state[p]["momentum_buffer"])
+        for p, q in zip(trainable, again)
+    )
+    if schedule == "plateau":
+        for _ in range(int(spec["train"]["plateau_patience"]) + 2):  # no improvement: one reduction
+            new.sched.step(1.0)
+        gamma = float(spec["train"]["gamma"])
+        assert [g["lr"] for g in new.opt.param_groups] == pytest.approx([3e-3 * gamma] * 2)
+
+
 def test_flip_tta_predicts_the_mean_of_an_image_and_its_mirror(setup):
     """train.tta=flip: validation (and every later prediction) averages the logits of each image and its mirror
     image, so a mirrored image gets the very same prediction."""

@@ -39,6 +39,7 @@ from .recipe import (
     head_outputs,
     make_loss,
     param_groups,
+    regroup_optimizer_state,
     replan_to_time_limit,
     step_schedule,
     train_mode,
@@ -228,7 +229,7 @@ def checkpoint(run: Run, progress: Progress) -> dict[str, Any]:
 def restore(run: Run, state: dict[str, Any]) -> Progress:
     """Continue from a ``checkpoint``: the run then draws exactly what an uninterrupted one would have."""
     run.model.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
+    run.opt.load_state_dict(regroup_optimizer_state(state["optimizer"], run.opt, run.model))
     run.sched.load_state_dict(state["scheduler"])
     apply_recipe(run.opt, run.sched, run.spec["train"])  # a PBT exploit's perturbed values, not the saved ones
     if "rng" in state:  # checkpoints written before the random streams were saved resume without them

@@ -125,6 +125,31 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     return groups
 
 
+def regroup_optimizer_state(saved: dict[str, Any], opt: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    """An optimizer state saved before the normalisation layers had a group of their own (one group: every
+    trainable parameter in the model's order) in ``opt``'s groups, each parameter's state (momentum, Adam's
+    moments) with it, so that a study started before that change resumes. Any other state is returned as it is
+    (``load_state_dict`` then states a mismatch)."""
+    if len(saved["param_groups"]) != 1 or len(opt.param_groups) == 1:
+        return saved
+    (old,) = saved["param_groups"]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if len(old["params"]) != len(trainable):
+        return saved
+    position = {id(p): i for i, p in enumerate(trainable)}
+    groups, state, k = [], {}, 0
+    for g in opt.param_groups:
+        ids = []
+        for p in g["params"]:
+            i = old["params"][position[id(p)]]
+            if i in saved["state"]:
+                state[k] = saved["state"][i]
+            ids.append(k)
+            k += 1
+        groups.append({**old, "norm": bool(g.get("norm")), "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
 def build_optimizer(params: Any, t: dict[str, Any]) -> torch.optim.Optimizer:
     """The optimizer over ``params`` (a list of parameters or of ``param_groups``); ``apply_recipe`` then sets each
     group's values."""
@@ -198,6 +223,9 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
     if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
         sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
     sched._last_lr = [g["lr"] for g in opt.param_groups]
+    # A plateau state saved with one group: older torch releases index min_lrs by group (newer ones refill it).
+    if len(getattr(sched, "min_lrs", ())) == 1 < len(opt.param_groups):
+        sched.min_lrs = sched.min_lrs * len(opt.param_groups)
 
 
 def clamp_to_deadline(t: dict[str, Any]) -> None:
