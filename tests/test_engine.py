@@ -184,7 +184,7 @@ def test_a_checkpoint_from_before_the_norm_group_resumes_with_each_parameters_st
 
     spec, pools = setup
     spec = copy.deepcopy(spec)
-    spec["train"].update(optimizer="sgd", momentum=0.9, schedule=schedule, warmup_epochs=0)
+    spec["train"].update(optimizer="sgd", momentum=0.9, schedule=schedule, warmup_epochs=0, norm_lr_scale=64.0)
     spec = resolve(spec, trainables)
     old = setup_run(spec, pools, torch.device("cpu"))
     trainable = [p for p in old.model.parameters() if p.requires_grad]
@@ -206,11 +206,13 @@ def test_a_checkpoint_from_before_the_norm_group_resumes_with_each_parameters_st
         torch.equal(new.opt.state[q]["momentum_buffer"], opt.state[p]["momentum_buffer"])
         for p, q in zip(trainable, again)
     )
+    rest, norm = new.opt.param_groups
+    assert norm["lr"] == pytest.approx(64 * rest["lr"]) and rest["lr"] == pytest.approx(3e-3)  # the spec's rates
     if schedule == "plateau":
         for _ in range(int(spec["train"]["plateau_patience"]) + 2):  # no improvement: one reduction
             new.sched.step(1.0)
         gamma = float(spec["train"]["gamma"])
-        assert [g["lr"] for g in new.opt.param_groups] == pytest.approx([3e-3 * gamma] * 2)
+        assert [g["lr"] for g in new.opt.param_groups] == pytest.approx([3e-3 * gamma, 64 * 3e-3 * gamma])
 
 
 def test_flip_tta_predicts_the_mean_of_an_image_and_its_mirror(setup):

@@ -136,6 +136,12 @@ def regroup_optimizer_state(saved: dict[str, Any], opt: torch.optim.Optimizer, m
     trainable = [p for p in model.parameters() if p.requires_grad]
     if len(old["params"]) != len(trainable):
         return saved
+    if any(
+        torch.is_tensor(v) and v.dim() and v.shape != p.shape
+        for i, p in zip(old["params"], trainable)
+        for v in saved["state"].get(i, {}).values()
+    ):  # not the same parameters in the same order: load_state_dict's own checks speak
+        return saved
     position = {id(p): i for i, p in enumerate(trainable)}
     groups, state, k = [], {}, 0
     for g in opt.param_groups:
@@ -223,7 +229,7 @@ def apply_recipe(opt: torch.optim.Optimizer, sched: Any, t: dict[str, Any]) -> N
     if hasattr(sched, "base_lrs"):  # LambdaLR: the schedule multiplies these
         sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
     sched._last_lr = [g["lr"] for g in opt.param_groups]
-    # A plateau state saved with one group: older torch releases index min_lrs by group (newer ones refill it).
+    # A plateau state saved with one group: torch before 2.6 indexes min_lrs by group (2.6 and later refill it).
     if len(getattr(sched, "min_lrs", ())) == 1 < len(opt.param_groups):
         sched.min_lrs = sched.min_lrs * len(opt.param_groups)
 
