@@ -130,7 +130,8 @@ class TrialSide(Protocol):
     def probe(self, spec: Spec, pools: Any) -> dict[str, Any]:
         """A short measured throughput probe of ``spec``'s configuration on this device: ``train_images_per_s``,
         ``eval_images_per_s``, ``epoch_s`` (one search epoch, validation included), ``final_epoch_s`` (one
-        final-training epoch), ``test_s`` (evaluating the test split once), ``model``, ``device``, ``arithmetic``, ``batch_size``, ``image_size``."""
+        final-training epoch), ``test_s`` (evaluating the test split once), ``model``, ``device``, ``arithmetic``,
+        ``batch_size``, ``image_size``."""
 
     def gpu_hours(self, seconds: float, gpu: float, on_gpu: bool = True) -> float:
         """GPU-hours of ``seconds`` of training holding a ``gpu`` share (the one rule for search and final)."""

@@ -33,7 +33,7 @@ from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
 from .resources import gpu_hours
-from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
+from .sections import ENDS_BY, RUN_ONLY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int, ends_by: float | None = None) -> dict[str, Any]:
@@ -166,9 +166,9 @@ def train_final(
         "training": training_record(f, res, s["train"].get(TIME_LIMIT)),
         "history": res.history,
     }
-    # The model folder's spec is the run's settings: the plan's moment (ENDS_BY) and the limits it set for this
-    # run (TIME_LIMIT, SCHEDULE_BASE) are in metrics.json's training record (time_limit_s, epochs_planned).
-    for key in (ENDS_BY, TIME_LIMIT, SCHEDULE_BASE):
+    # The model folder's spec holds settings only: the plan's moment and the limits it set for this run are in
+    # metrics.json's training record (time_limit_s, epochs_planned).
+    for key in RUN_ONLY:
         s["train"].pop(key, None)
     with whole_folder(out_dir) as folder:
         save_model(res, pools, s, folder, threshold)

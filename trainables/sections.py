@@ -166,6 +166,9 @@ ENDS_BY = "_ends_by"
 # with final.fill_time_limit the recipe's, which it may lengthen back towards. Every re-planned length is scaled
 # from it, not from the last re-plan's (no rounding drift when a run re-plans more than once).
 SCHEDULE_BASE = "_schedule_base"
+# The train keys above: what a run reads and no spec holds (``resolve`` refuses them), so a model folder's spec,
+# which tune-eval resolves, is written without them; what they did is in its metrics.json.
+RUN_ONLY = (DATA_RUNGS, TIME_LIMIT, ENDS_BY, SCHEDULE_BASE)
 
 
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:
