@@ -110,6 +110,28 @@ def training_record(f: dict[str, Any], res: FitResult, limit: float | None) -> d
     }
 
 
+def decision_threshold(f: dict[str, Any], t: dict[str, Any], res: FitResult, pools: Pools) -> float | None:
+    """A binary model's threshold on P(positive class): final.threshold, else the (searched) train.threshold, as in
+    paper 000; ``tune``: the one with the best validation accuracy. None for more than two classes."""
+    threshold = f.get("threshold")
+    if threshold is None:
+        threshold = float(t.get("threshold", 0.5))
+    if pools.num_classes != 2:
+        return None
+    return tune_threshold(res, pools) if threshold == "tune" else threshold
+
+
+def final_cost(res: FitResult, in_chans: int, gpu: float, quick: bool) -> dict[str, Any]:
+    """metrics.json's cost: what one prediction costs as the model predicts (with train.tta=flip, two passes:
+    FLOPs and latency), and what training it took."""
+    predictor = MirrorAveraged(res.model) if res.tta == "flip" else res.model
+    return {
+        **measure_cost(predictor, in_chans, res.image_size, res.device, res.autocast, quick=quick),
+        "train_seconds": res.train_seconds,
+        "gpu_hours": gpu_hours(res.train_seconds, gpu, res.device.type == "cuda"),
+    }
+
+
 def train_final(
     spec: dict[str, Any],
     pools: Pools,
@@ -137,29 +159,16 @@ def train_final(
             f"final seed {seed}: {res.history[-1].get('reason', 'training diverged')}; "
             f"lower train.lr or set train.grad_clip"
         )
-    threshold = f.get("threshold")
-    if threshold is None:
-        threshold = float(s["train"].get("threshold", 0.5))  # searched, as in paper 000
-    if pools.num_classes != 2:
-        threshold = None
-    elif threshold == "tune":
-        threshold = tune_threshold(res, pools)
+    threshold = decision_threshold(f, s["train"], res, pools)
     test, logits, labels = evaluate(
         res, pools, "test", int(f.get("topk", 5)), int(f.get("bootstrap", 1000)), seed, threshold
     )
     test["skipped_images"] = pools.test_skipped  # unreadable test files left out (data.on_bad_image: skip)
-    # What one prediction costs as the model predicts: with train.tta=flip, two passes (FLOPs and latency).
-    predictor = MirrorAveraged(res.model) if res.tta == "flip" else res.model
-    cost = measure_cost(predictor, pools.in_chans, res.image_size, res.device, res.autocast, quick=quick_cost)
     gpu = float((spec.get("resources") or {}).get("gpu", 0))
     metrics = {
         "seed": int(seed),
         "test": test,
-        "cost": {
-            **cost,
-            "train_seconds": res.train_seconds,
-            "gpu_hours": gpu_hours(res.train_seconds, gpu, res.device.type == "cuda"),
-        },
+        "cost": final_cost(res, pools.in_chans, gpu, quick_cost),
         "device": _device_name(res.device),
         "torch": torch.__version__,
         "train_images": int(len(res.splits.train)),
