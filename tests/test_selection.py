@@ -46,3 +46,14 @@ def test_failed_trials_are_never_the_best():
     r = rows(trial("nan", [0.99], diverged=1, reason="loss nan"), trial("ok", [0.5, 0.6, 0.7, 0.8]))
     assert select_best(r, "val_acc", "max")[0]["trial_id"] == "ok"
     assert select_best(rows(trial("nan", [0.99], diverged=1)), "val_acc", "max") is None
+
+
+def test_an_epoch_reported_again_after_a_resume_is_one_value_of_the_trials_curve():
+    """A driver killed after a trial's last epoch, before Tune recorded its end: the resumed trial restores that
+    checkpoint and reports its last result again; one resumed from an older checkpoint reruns the epochs after
+    it. trials.csv holds one value per epoch, the later one (what training continued from)."""
+    t = trial("resumed", [0.5, 0.6, 0.7])
+    t["history"] = [*t["history"][:2], {"epoch": 2, "val_acc": 0.65}, *t["history"][2:], t["history"][-1]]
+    (row,) = rows(t)
+    assert row["val_acc_by_epoch"] == "0.5 0.65 0.7"
+    assert (row["best_val_acc"], row["best_epoch"], row["epochs"]) == (0.7, 3, 3)

@@ -81,6 +81,15 @@ def full_epochs(config: dict[str, Any], max_epochs: int) -> int:
     return int(config.get("train.epochs") or max_epochs)
 
 
+def latest_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each epoch's last result, epoch 1 first. A trial resumed from a checkpoint reports again the epochs after
+    it, and one restored from the checkpoint of its last epoch reports that result once more (the driver was
+    killed before Tune recorded its end): the later report is the run training continued from, and an epoch is
+    one value of ``<metric>_by_epoch``."""
+    by_epoch = {int(h.get("epoch", 0) or 0): h for h in history}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def trial_rows(
     trials: list[dict[str, Any]],
     space_keys: list[str],
@@ -96,7 +105,9 @@ def trial_rows(
     data_weighted = any("data_epochs" in (t["last"] or {}) for t in trials)
     for t in trials:
         last = t["last"] or {}
-        hist = [h for h in t["history"] if metric in h and not any(h.get(f) for f in (*REASONED, USER_ERROR))]
+        hist = latest_per_epoch(
+            [h for h in t["history"] if metric in h and not any(h.get(f) for f in (*REASONED, USER_ERROR))]
+        )
         scores = [(float(h[metric]), int(h.get("epoch", 0) or 0)) for h in hist if isinstance(h[metric], (int, float))]
         top = (max if mode == "max" else min)(scores, key=lambda v: v[0]) if scores else (math.nan, 0)
         status = trial_status(last, t["error"], full_epochs(t["config"], max_epochs), t.get("finished", True))
