@@ -19,6 +19,7 @@ import yaml
 
 import trainables
 from search import resolve, run_study
+from search.run._tune_state import restore_snapshot
 from tests.conftest import mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
@@ -230,6 +231,11 @@ def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> Non
     for run_id in finished_before.values():
         # Finished trials are kept as they were, not run again.
         assert [m.step for m in c.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+    # Tune's last checkpoint has its snapshot (what a resume after a kill mid-upload restores), and agrees with it.
+    study = tmp_path / "runs" / "killme"
+    sessions = sorted(p.name.removeprefix("experiment_state-") for p in study.glob("experiment_state-*.json"))
+    assert len(sessions) == 3 and (study / f"study-state-{sessions[-1]}").is_file()
+    assert restore_snapshot(str(study)) == []
 
 
 @pytest.mark.timeout(600)  # three starts of the console script on a loaded CI machine, each with its own Ray

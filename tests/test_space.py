@@ -89,7 +89,8 @@ def test_optuna_converts_every_sampled_distribution():
     converted = OptunaSearch.convert_search_space(to_tune(space, "optuna"))
     assert set(converted) == set(space)
     searcher = build_searcher(spec_for("optuna"))
-    assert type(searcher).__name__ == "ConcurrencyLimiter" and searcher.max_concurrent == 2
+    # as Tune runs a Searcher (a SearchGenerator, which snapshots each checkpoint), two at a time
+    assert type(searcher.searcher).__name__ == "ConcurrencyLimiter" and searcher.searcher.max_concurrent == 2
 
 
 def test_bohb_converts_every_sampled_distribution():

@@ -36,16 +36,18 @@ def first_points_line(spec: dict[str, Any]) -> str:
 
 
 def build_searcher(spec: dict[str, Any]) -> Any:
-    """Random and grid: Ray's BasicVariantGenerator (it also mixes grid and sampled keys), seeded."""
+    """Random and grid: Ray's BasicVariantGenerator (it also mixes grid and sampled keys), seeded; Optuna and
+    BOHB as Tune runs a Searcher (a SearchGenerator), under a ConcurrencyLimiter when concurrency is capped."""
     s = spec["search"]
     algo = s["algorithm"]
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search import ConcurrencyLimiter
+
+    # Each checkpoint of Tune's state also written as one snapshot, which --resume restores from.
+    from ._tune_state import PairedSearch, PairedVariants
 
     points = first_points(spec)[0] or None
     if algo in ("random", "grid"):
-        return BasicVariantGenerator(
-            random_state=s["seed"], max_concurrent=s["max_concurrent"], points_to_evaluate=points
-        )
+        return PairedVariants(random_state=s["seed"], max_concurrent=s["max_concurrent"], points_to_evaluate=points)
 
     if algo == "optuna":
         import optuna
@@ -75,7 +77,7 @@ def build_searcher(spec: dict[str, Any]) -> Any:
     if s["max_concurrent"]:
         # Model-based searchers suggest better points when they have seen more results.
         searcher = ConcurrencyLimiter(searcher, max_concurrent=s["max_concurrent"])
-    return searcher
+    return PairedSearch(searcher)
 
 
 def param_space(spec: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..spec._schema import SpecError
+from ._atomic import write_atomic
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Query parameters of pyarrow's S3 URIs that carry secrets: they belong in the environment.
@@ -198,6 +199,21 @@ def remove(location: str | Path) -> None:
             fs.delete_dir(path)
 
     _wrapped(location, "delete", delete)
+
+
+def write_bytes(location: str | Path, data: bytes) -> None:
+    """Replace the file at ``location`` with ``data``, whole: a local file through a temporary one renamed
+    over it, an object in one PUT."""
+    if not is_uri(location):
+        write_atomic(location, data)
+        return
+
+    def put() -> None:
+        fs, path = _fs(str(location))
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+    _wrapped(location, "write", put)
 
 
 def upload(local: Path, uri: str) -> None:
