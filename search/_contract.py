@@ -119,6 +119,9 @@ class TrialSide(Protocol):
         """A copy of ``spec`` whose training lasts ``epochs`` epochs (fewer than ``train.epochs``) with the same
         schedule's shape (``search.epochs``: the search's trials)."""
 
+    def settings_only(self, spec: Spec) -> Spec:
+        """A copy of a spec a run recorded (a model folder's) without the keys that run set for itself."""
+
     def data_fidelity(self, spec: Spec, rungs: list[int], max_t: int) -> Spec:
         """A copy of ``spec`` whose trials train the epochs up to each scheduler rung on a growing share of the
         training split (rung / max_t, nested), and report it as ``data_fraction`` and, summed over the epochs so far,

@@ -323,7 +323,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         for name in ("spec.yaml", "meta.json", "model.safetensors"):
             if not (model_dir / name).is_file():
                 raise SpecError(args.model_dir, "", f"not a final model folder (no {name})")
-        spec = load_spec(spec_file, backend, args.overrides)
+        spec = load_spec(spec_file, backend, args.overrides, recorded=True)
         # Damaged bytes end here, as one line naming the file; what meta.json must hold, the trial side checks.
         read_json(storage.join(args.model_dir, "meta.json"), "model's meta file")
         # New labelled images (--set data.root=DIR) are checked whole, without the training data.

@@ -101,3 +101,22 @@ def test_classes_that_differ_from_the_models_are_named(cifar_model, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tune-eval: error: "), r.stderr
     assert "not in the model ['kitten']" in lines[0] and "missing ['truck']" in lines[0]
+
+
+def test_a_model_folder_whose_spec_holds_its_runs_own_limits_is_evaluated(cifar_model, tmp_path, capsys):
+    """Model folders written before final training left its run-only keys (the time limit and schedule a budget
+    set for that run) out of spec.yaml: tune-eval re-checks them all the same, as the settings they hold."""
+    import shutil
+
+    import yaml
+
+    from search.cli import eval_main
+
+    old = tmp_path / "old"
+    shutil.copytree(cifar_model, old)
+    spec = yaml.safe_load((old / "spec.yaml").read_text())
+    spec["train"].update({"_time_limit_s": 30.0, "_schedule_base": {"epochs": 1, "warmup_epochs": 0, "milestones": []}})
+    (old / "spec.yaml").write_text(yaml.safe_dump(spec))
+    make_image_tree(tmp_path / "new", {c: 1 for c in CIFAR10}, size=32, split="test")
+    assert eval_main([str(old), "--set", f"data.root={tmp_path / 'new'}"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["n"] == 10

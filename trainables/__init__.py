@@ -24,7 +24,7 @@ from ._backend import (
 from .data import DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
-from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, shortened
+from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, settings_only, shortened
 from .smoke import smoke
 
 
@@ -95,6 +95,7 @@ __all__ = [
     "data_fidelity",
     "data_summary",
     "final_epochs",
+    "settings_only",
     "shortened",
     "dataset_info",
     "describe",

@@ -33,7 +33,7 @@ from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
 from .resources import gpu_hours
-from .sections import ENDS_BY, RUN_ONLY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, shortened
+from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, settings_only, shortened
 
 
 def final_spec(spec: dict[str, Any], seed: int, ends_by: float | None = None) -> dict[str, Any]:
@@ -177,8 +177,7 @@ def train_final(
     }
     # The model folder's spec holds settings only: the plan's moment and the limits it set for this run are in
     # metrics.json's training record (time_limit_s, epochs_planned).
-    for key in RUN_ONLY:
-        s["train"].pop(key, None)
+    s = settings_only(s)
     with whole_folder(out_dir) as folder:
         save_model(res, pools, s, folder, threshold)
         save_predictions(

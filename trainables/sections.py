@@ -171,6 +171,16 @@ SCHEDULE_BASE = "_schedule_base"
 RUN_ONLY = (DATA_RUNGS, TIME_LIMIT, ENDS_BY, SCHEDULE_BASE)
 
 
+def settings_only(spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a spec a run recorded without the keys that run set for itself (``RUN_ONLY``): what a model
+    folder's spec holds, and what tune-eval resolves of one written before those keys were left out of it."""
+    s = copy.deepcopy(spec)
+    if isinstance(s, dict) and isinstance(s.get("train"), dict):  # else resolve says what is wrong with it
+        for key in RUN_ONLY:
+            s["train"].pop(key, None)
+    return s
+
+
 def data_fidelity(spec: dict[str, Any], rungs: list[int], max_t: int) -> dict[str, Any]:
     """A copy of ``spec`` whose trials grow their data with the scheduler's rungs: the epochs up to rung r
     train on r / max_t of the training split, the epochs after the last rung on all of it."""

@@ -33,11 +33,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_spec(
-    path: str | Path, backend: TrialSide, overrides: typing.Sequence[str] = (), smoke: bool = False
+    path: str | Path,
+    backend: TrialSide,
+    overrides: typing.Sequence[str] = (),
+    smoke: bool = False,
+    recorded: bool = False,
 ) -> dict[str, Any]:
-    """Read, override, fill and validate a spec file; returns the resolved spec."""
+    """Read, override, fill and validate a spec file; returns the resolved spec. ``recorded``: a spec a run
+    wrote (a model folder's), read as the settings it holds."""
     file = str(path)
     raw = read_yaml(path)
+    if recorded:
+        raw = backend.settings_only(raw)
     for text in overrides:
         key, value = parse_override(text, file)
         set_path(raw, key, value)
