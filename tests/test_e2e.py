@@ -19,7 +19,7 @@ import yaml
 
 import trainables
 from search import resolve, run_study
-from search.run._tune_state import restore_snapshot
+from search.store._tune_snapshot import restore_snapshot
 from tests.conftest import mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray

@@ -34,7 +34,6 @@ from ._tune_parts import (
     stop_condition,
     tune_storage,
 )
-from ._tune_state import restore_snapshot
 
 PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy", "scikit-learn")
 
@@ -165,7 +164,6 @@ class Lifecycle:
         """The Tuner of an interrupted study in ``target``: it runs with the callbacks it started with."""
         from ray import tune
 
-        restore_snapshot(self.target)  # one checkpoint's trial list and searcher, not two
         path, fs = tune_storage(self.target)
         self._tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs

@@ -10,6 +10,7 @@ from ..spec._keys import spec_differences
 from ..spec._schema import SpecError
 from ..store import _storage as storage
 from ..store._paths import STUDY_FILE
+from ..store._tune_snapshot import restore_snapshot
 
 
 def check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
@@ -34,6 +35,9 @@ def check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
             f"these keys differ: {shown}. Drop the changes to resume, or start a "
             f"new study (--set experiment.name=…)",
         )
+    # Tune's trial list and searcher as one checkpoint left them, not two (a driver killed mid-upload), first:
+    # that also replaces a trial list cut short where a whole snapshot holds it.
+    restore_snapshot(storage.parent(state_file))
     _check_tune_state(file, storage.parent(state_file))
 
 
