@@ -118,8 +118,13 @@ def test_a_trial_list_cut_short_resumes_from_its_snapshot(tmp_path):
     (storage / "study.json").write_text(json.dumps({"spec": spec, "spec_given": spec}, default=str))
     whole = (storage / STATE).read_text()
     (storage / STATE).write_text(whole[:10])
-    check_resumable("spec.yaml", str(storage / "study.json"), spec)
+    said: list[str] = []
+    check_resumable("spec.yaml", str(storage / "study.json"), spec, said.append)
     assert (storage / STATE).read_text() == whole
+    assert said == [
+        f"resume: Ray Tune's state is its last whole checkpoint's (the run was stopped while uploading a later "
+        f"one): {STATE}"
+    ]
 
 
 def test_a_study_without_snapshots_is_left_as_it_is(tmp_path):

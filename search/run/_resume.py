@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ..spec._files import read_json, read_text
@@ -13,7 +14,7 @@ from ..store._paths import STUDY_FILE
 from ..store._tune_snapshot import restore_snapshot
 
 
-def check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
+def check_resumable(file: str, state_file: str, spec: dict[str, Any], log: Callable[[str], None] = print) -> None:
     """A study resumes with the spec it started with: any change from the file or --set is refused, named."""
     if not storage.is_file(state_file):
         raise SpecError(
@@ -37,7 +38,12 @@ def check_resumable(file: str, state_file: str, spec: dict[str, Any]) -> None:
         )
     # Tune's trial list and searcher as one checkpoint left them, not two (a driver killed mid-upload), first:
     # that also replaces a trial list cut short where a whole snapshot holds it.
-    restore_snapshot(storage.parent(state_file))
+    put_back = restore_snapshot(storage.parent(state_file))
+    if put_back:
+        log(
+            f"resume: Ray Tune's state is its last whole checkpoint's (the run was stopped while uploading "
+            f"a later one): {', '.join(put_back)}"
+        )
     _check_tune_state(file, storage.parent(state_file))
 
 

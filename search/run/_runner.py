@@ -116,7 +116,7 @@ def _claim(run: Lifecycle, given: dict[str, Any], resume: bool, overwrite: bool)
     """The study folder is this study's: a resumed one's spec matches the one it started with; a new one finds
     the folder free (or --overwrite)."""
     if resume:
-        check_resumable(run.file, storage.join(run.target, STUDY_FILE), given)
+        check_resumable(run.file, storage.join(run.target, STUDY_FILE), given, run.log)
         return
     run.claim(
         holds_study,
