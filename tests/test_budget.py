@@ -303,6 +303,31 @@ def test_probe_measures_the_configuration_on_this_device():
     assert trainables.probe_shape(trainables.apply_config(spec, {"model.conv1": 16})) != trainables.probe_shape(spec)
 
 
+def test_the_probe_paces_the_test_evaluation_as_final_models_are_tested_in_fp32(monkeypatch):
+    """A run that trains in bf16 validates in bf16, but a final model's test split is predicted in fp32
+    (predict_split): the probe's test_s, which the study's deadline keeps time for, is timed in fp32."""
+    import time
+
+    from trainables import probing
+
+    real = probing.predict
+
+    def fp32_slower(model, batcher, idx, batch_size, autocast, tta="none"):  # noqa: ANN001, ANN202
+        out = real(model, batcher, idx, batch_size, autocast, tta)
+        time.sleep((0.0 if autocast else 0.01) * len(idx))
+        return out
+
+    monkeypatch.setattr(probing, "predict", fp32_slower)
+    small = {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16}
+    spec = resolve({**SPEC, "model": small, "train": {"epochs": 1, "precision": "bf16"}}, trainables)
+    pools = trainables.prepare(spec)
+    p = trainables.probe(spec, pools)
+    n_test, n_val = (len(getattr(trainables.make_splits(pools, spec["data"]), s)) for s in ("test", "val"))
+    assert p["arithmetic"].startswith("bf16")
+    assert p["test_s"] >= 0.01 * n_test  # at the fp32 pace
+    assert p["val_s"] < 0.005 * n_val  # the trials' validation, at the run's own
+
+
 def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
     r = cli(
         "tune-run",

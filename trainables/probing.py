@@ -71,6 +71,13 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         tta = str(spec["train"].get("tta", "none"))  # flip: two passes per image
         predict(run.model, run.batcher, sample[:eval_bs], eval_bs, run.autocast, tta)  # warm-up
         eval_s = _timed(lambda: predict(run.model, run.batcher, sample, eval_bs, run.autocast, tta), device)
+        test_ips = len(sample) / max(eval_s, 1e-9)
+        if run.autocast:  # a final model's test split is predicted in fp32 (predict_split): timed as such
+            one = sample[:eval_bs]
+            predict(run.model, run.batcher, one[:2], eval_bs, False, tta)  # warm-up of the fp32 kernels
+            test_ips = len(one) / max(
+                _timed(lambda: predict(run.model, run.batcher, one, eval_bs, False, tta), device), 1e-9
+            )
         n_train, n_val, n_test, size = len(run.splits.train), len(run.splits.val), len(run.splits.test), int(run.size)
         arithmetic = run.arithmetic.name
     finally:
@@ -95,7 +102,7 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         "val_images": n_val,
         "epoch_s": n_train / train_ips + n_val / eval_ips,
         "val_s": n_val / eval_ips,  # of epoch_s: validation, on the whole validation set whatever the fidelity
-        "test_s": n_test / eval_ips,  # a final model's test evaluation, after its training
+        "test_s": n_test / test_ips,  # a final model's test evaluation (in fp32), after its training
         # CPUs a trial of it asks Ray for (a streamed set's decoding workers included): how many run at once
         "trial_cpus": trial_request(spec["resources"], int(spec["data"].get("workers", 0)), pools.streamed)["cpu"],
         "final_epoch_s": float(final_epoch_images(spec, pools) @ np.array([1 / train_ips, 1 / eval_ips])),
