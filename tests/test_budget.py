@@ -613,7 +613,8 @@ def test_final_training_at_fewer_epochs_keeps_the_schedules_shape():
 @pytest.mark.ray
 def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session):
     """Interrupted (SIGTERM) after its first trial, a study under an epoch budget resumes with the budget it started
-    with: the search's share is spent once over both runs, not again in the second, and study.json records it."""
+    with: the search's share is spent once over both runs, not again in the second, and study.json records it.
+    Searched by Optuna, as the shipped budgeted specs are: its searcher resumes from Tune's state too."""
     import signal
 
     from search import run_study
@@ -625,7 +626,13 @@ def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session
         train={"epochs": 4},
         space={"train.lr": {"loguniform": [1e-3, 1e-2]}},
         # one trial at a time: the stopper sees every epoch as it is reported, so the share is met exactly
-        search={"num_samples": 6, "max_concurrent": 1, "budget": "20epochs", "budget_split": 0.7},
+        search={
+            "algorithm": "optuna",
+            "num_samples": 6,
+            "max_concurrent": 1,
+            "budget": "20epochs",
+            "budget_split": 0.7,
+        },
         scheduler={"name": "fifo"},
         final={"seeds": [0]},  # final training takes the rest of the budget
     )
