@@ -14,19 +14,19 @@ from ray.tune.search import BasicVariantGenerator, SearchGenerator
 from ..store._tune_snapshot import write_snapshot
 
 
-class PairedVariants(BasicVariantGenerator):
-    """Grid and random search (Tune's BasicVariantGenerator) whose checkpoints end with their snapshot."""
+class _Snapshotting:
+    """A Tune search algorithm whose every checkpoint ends with its snapshot: Tune wrote its trial list first
+    (TuneController.save_to_dir), then this algorithm's own state files."""
 
     def save_to_dir(self, dirpath: str, session_str: str = "default", **kwargs: Any) -> Any:
-        out = super().save_to_dir(dirpath, session_str=session_str, **kwargs)
-        write_snapshot(dirpath, session_str)  # Tune wrote its trial list first (TuneController.save_to_dir)
-        return out
-
-
-class PairedSearch(SearchGenerator):
-    """A model-based searcher (Optuna, BOHB) as Tune runs one, whose checkpoints end with their snapshot."""
-
-    def save_to_dir(self, dirpath: str, session_str: str = "default", **kwargs: Any) -> Any:
-        out = super().save_to_dir(dirpath, session_str=session_str, **kwargs)
+        out = super().save_to_dir(dirpath, session_str=session_str, **kwargs)  # type: ignore[misc]
         write_snapshot(dirpath, session_str)
         return out
+
+
+class PairedVariants(_Snapshotting, BasicVariantGenerator):
+    """Grid and random search (Tune's BasicVariantGenerator) whose checkpoints end with their snapshot."""
+
+
+class PairedSearch(_Snapshotting, SearchGenerator):
+    """A model-based searcher (Optuna, BOHB) as Tune runs one, whose checkpoints end with their snapshot."""
