@@ -937,7 +937,18 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     assert "Study 'noroom': no trials: the budget goes to the recipe" in r.stdout
     assert "the first trial is the spec's recipe" not in r.stdout  # recipe_first: no trial to be first
     out = tmp_path / "runs" / "noroom"
-    assert (out / "trials.csv").read_text() == ""
+    # A table with no rows (its header only): every reader of trials.csv reads it as a study with no trial.
+    assert (out / "trials.csv").read_text().splitlines() == [
+        "trial_id,status,train.lr,final_val_acc,best_val_acc,best_epoch,val_acc_by_epoch,epochs,device,arithmetic,gpu,"
+        "seconds,reason"
+    ]
+    assert read_rows(out / "trials.csv") == []
+    for header in (True, False):  # tune-compare reads it, and the empty file tune-run wrote before the header too
+        if not header:
+            (out / "trials.csv").write_text("")
+        r2 = cli("tune-compare", "runs/noroom", "--out", f"cmp-{header}", cwd=tmp_path)
+        assert r2.returncode == 0, r2.stderr[-2000:]
+        assert "0 scored trial(s)" in (tmp_path / f"cmp-{header}" / "report.md").read_text()
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert not best["space"] and best["train"]["lr"] == resolve(spec, trainables)["train"]["lr"]
     study = json.loads((out / "study.json").read_text())

@@ -94,10 +94,14 @@ def seed_confusion(path: Path) -> Any:
     return test.get("confusion_matrix") if isinstance(test, dict) else None
 
 
-def read_trials(path: Path, columns: list[str]) -> Any:
-    """A study's trials.csv as a frame with ``columns``; a damaged file is one line naming it."""
+def read_trials(path: Path, columns: list[str], ran_none: bool = False) -> Any:
+    """A study's trials.csv as a frame with ``columns``; a damaged file is one line naming it. ``ran_none``: its
+    study.json records no trial (a budget that left no room to search), whose trials.csv tune-run wrote empty
+    before it wrote the header: an empty file is then a table with no rows."""
     import pandas as pd
 
+    if ran_none and path.stat().st_size == 0:
+        return pd.DataFrame(columns=columns)
     try:
         df = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser and empty-data errors are ValueErrors
@@ -118,12 +122,6 @@ def study_record(folder: Path) -> dict[str, Any] | None:
         raise CompareError(f"{folder / 'study.json'}: holds no 'spec' mapping (not a study written by tune-run)")
     checked(record["spec"], STUDY_KEYS, folder / "study.json", "a study file")
     return record
-
-
-def search_spec(folder: Path) -> dict[str, Any] | None:
-    """The resolved spec of the search study at ``folder`` (``study_record``'s), or None."""
-    record = study_record(folder)
-    return record["spec"] if record else None
 
 
 def load_fraction_study(source: str) -> Any:
@@ -163,11 +161,12 @@ def study_importance(folder: Path) -> Any:
     ``folder``; None when it holds no search (no trials.csv, or nothing searched)."""
     from ._importance import safe_importance
 
-    spec = search_spec(folder)
-    if spec is None or not spec["space"]:
+    record = study_record(folder)
+    if record is None or not record["spec"]["space"]:
         return None
+    spec = record["spec"]
     metric = spec["experiment"]["metric"]
-    df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"])
+    df = read_trials(folder / "trials.csv", ["status", f"best_{metric}"], ran_none=record.get("trials") == 0)
     if f"{metric}_by_epoch" in df:  # read as text: values separated by spaces
         df[f"{metric}_by_epoch"] = df[f"{metric}_by_epoch"].fillna("").astype(str)
     return spec["experiment"]["name"], safe_importance(

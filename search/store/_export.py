@@ -90,6 +90,27 @@ def latest_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+def trial_columns(space_keys: list[str], metric: str, data_weighted: bool = False) -> list[str]:
+    """trials.csv's columns, in order: of every row ``trial_rows`` makes, and the header of a study with no trial
+    (a table with no rows, which every reader of it reads as such)."""
+    return [
+        "trial_id",
+        "status",
+        *space_keys,
+        f"final_{metric}",
+        f"best_{metric}",
+        "best_epoch",
+        f"{metric}_by_epoch",
+        "epochs",
+        *(["data_epochs"] if data_weighted else []),
+        "device",
+        "arithmetic",
+        "gpu",
+        "seconds",
+        "reason",
+    ]
+
+
 def trial_rows(
     trials: list[dict[str, Any]],
     space_keys: list[str],
@@ -103,6 +124,7 @@ def trial_rows(
     rows = []
     # scheduler.fidelity: data: the epochs of the whole training split each trial trained (an epoch budget's unit)
     data_weighted = any("data_epochs" in (t["last"] or {}) for t in trials)
+    columns = trial_columns(space_keys, metric, data_weighted)
     for t in trials:
         last = t["last"] or {}
         hist = latest_per_epoch(
@@ -134,16 +156,16 @@ def trial_rows(
                 else status_reason(last, status),
             }
         )
-        rows.append(row)
+        rows.append({c: row[c] for c in columns})
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """``rows`` as a CSV table of ``columns`` (its header alone when there are no rows)."""
     text = io.StringIO()
-    if rows:
-        w = csv.DictWriter(text, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    w = csv.DictWriter(text, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
     write_atomic(path, text.getvalue())
 
 
