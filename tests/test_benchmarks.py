@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -71,14 +72,51 @@ def test_benchmark_quick(name, tmp_path):
         assert set(result["false_positive"]) == set(result["power"]) == {"2", "3", "5"}
         assert result["ratio"] == max(v["rate"] for v in result["false_positive"].values())
         assert all(v["pairs"] == result["pairs_per_seed_count"] for v in result["false_positive"].values())
-    if name == "search_value":  # both arms trained and were tested on the same images, paired by the verdict
+    if name == "search_value":  # every arm trained and was tested on the same images, paired by the verdicts
         acc = result["test_accuracy"]
-        assert set(acc) == {"fixed", "searched"} and all(0.5 < a["mean"] <= 1 for a in acc.values())
+        assert set(acc) == {"fixed", "searched", "anchor"}
+        assert all(0.5 < acc[a]["mean"] <= 1 for a in ("fixed", "searched")), acc
+        assert 0.0 <= acc["anchor"]["mean"] <= 1  # a narrowed fast_cnn for 4 epochs on digits: it ran, not how well
         assert result["ratio"] == pytest.approx(acc["searched"]["mean"] / acc["fixed"]["mean"])
-        assert result["verdict"] and "cannot pair" not in result["verdict"][0]
-        lo, hi = result["difference_searched_minus_fixed_ci"]
-        assert lo <= acc["searched"]["mean"] - acc["fixed"]["mean"] <= hi
-        assert "sized to the" in r.stdout  # the fixed arm's final epochs came from the budget
+        assert result["anchor_ratio"] == pytest.approx(acc["searched"]["mean"] / acc["anchor"]["mean"])
+        for other in ("fixed", "anchor"):
+            lines = result["verdict" if other == "fixed" else "anchor_verdict"]
+            # the searched arm's final models are its study's "searched-best"
+            assert lines[0].startswith(f"- {other} vs searched-best: ") and "cannot pair" not in lines[0], lines
+            lo, hi = result[f"difference_searched_minus_{other}_ci"]
+            assert lo <= acc["searched"]["mean"] - acc[other]["mean"] <= hi
+        assert r.stdout.count("sized to the") >= 2  # the fixed and anchor arms' final epochs came from the budget
+
+
+def test_search_value_arms_share_the_data_and_seeds_and_the_anchor_is_airbench94():
+    """search_value's three arms on cnn.yaml: (a) its recipe without the space, (b) as written, (c) airbench94's
+    network and recipe (benchmarks/airbench94.yaml) on the study's data and final seeds, without a space. Each
+    is a spec tune-run accepts."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import search_value as sv
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    import trainables
+    from search import resolve
+
+    spec = yaml.safe_load((REPO / "spaces" / "cnn.yaml").read_text())
+    arms = sv.arm_specs(REPO / "spaces" / "cnn.yaml", quick=False)
+    assert list(arms) == ["fixed", "searched", "anchor"]
+    assert [a["experiment"]["name"] for a in arms.values()] == list(arms)
+    assert "space" not in arms["fixed"] and "space" not in arms["anchor"] and arms["searched"]["space"] == spec["space"]
+    anchor, airbench = arms["anchor"], yaml.safe_load(sv.ANCHOR.read_text())
+    assert anchor["model"] == {"name": "fast_cnn", "width1": 64, "width2": 256, "width3": 256}
+    assert anchor["train"] == airbench["train"] and anchor["data"]["augment"] == airbench["data"]["augment"]
+    assert {k: v for k, v in anchor["data"].items() if k != "augment"} == {
+        k: v for k, v in spec["data"].items() if k != "augment"
+    }
+    assert anchor["final"] == spec["final"] and arms["fixed"]["train"] == spec["train"]
+    for arm in arms.values():
+        resolve(arm, trainables)  # raises SpecError on a bad arm
+    quick = sv.arm_specs(REPO / "spaces" / "quickstart.yaml", quick=True)["anchor"]
+    assert quick["data"]["image_size"] == 16 and quick["train"]["epochs"] == 4 and quick["model"]["width1"] == 8
+    assert yaml.safe_load(sv.ANCHOR.read_text())["model"]["width1"] == 64  # the file itself is left as it is
 
 
 def test_search_efficiency_ranks_a_seed_where_asha_missed_worst_in_the_median():
