@@ -116,6 +116,7 @@ def test_search_value_arms_share_the_data_and_seeds_and_the_anchor_is_airbench94
         resolve(arm, trainables)  # raises SpecError on a bad arm
     quick = sv.arm_specs(REPO / "spaces" / "quickstart.yaml", quick=True)["anchor"]
     assert quick["data"]["image_size"] == 16 and quick["train"]["epochs"] == 4 and quick["model"]["width1"] == 8
+    resolve(quick, trainables)  # fast_cnn on the digits, upsampled to its smallest input
     assert yaml.safe_load(sv.ANCHOR.read_text())["model"]["width1"] == 64  # the file itself is left as it is
 
 
