@@ -10,7 +10,7 @@ from typing import Any
 from ..spec._files import dump_spec
 from ..spec._space import searched_keys
 from ..store._atomic import write_atomic
-from ..store._export import trial_columns, write_csv
+from ..store._export import write_trials
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE
 from ._lifecycle import Lifecycle, now
 from ._result import StudyResult
@@ -29,7 +29,7 @@ def recipe_only(run: Lifecycle, record: dict[str, Any], cb: dict[str, Any], star
     cb.update(
         spent={"search": 0.0}, spent_seconds={"search": 0.0}, startup_s=search_started - started, ended_by_budget=False
     )
-    write_csv(out / "trials.csv", [], trial_columns(searched_keys(spec["space"]), spec["experiment"]["metric"]))
+    write_trials(out / "trials.csv", [], searched_keys(spec["space"]), spec["experiment"]["metric"])
     header = (
         f"# The recipe of study {spec['experiment']['name']!r}, as written: no search ran ({cb['skipped_because']}).\n"
         f"# Runs as is: tune-run {out / 'best.yaml'}   (final training and test evaluation: add --final)\n"

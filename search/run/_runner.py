@@ -18,7 +18,7 @@ from ..spec._files import dump_spec, read_json
 from ..spec._space import flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
-from ..store._export import select_best, trial_columns, trial_rows, write_best, write_csv
+from ..store._export import select_best, trial_rows, write_best, write_trials
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._console import new_study
@@ -257,7 +257,7 @@ def _finish(
     stalled = list(watch.paused) if watch is not None else []
     keys = searched_keys(spec["space"])
     rows = trial_rows(collected, keys, metric, mode, side["train"]["epochs"], oom)
-    write_csv(out / "trials.csv", rows, list(rows[0]) if rows else trial_columns(keys, metric))
+    write_trials(out / "trials.csv", rows, keys, metric)
     imp = write_importance(out, spec, rows)
     best, rule = select_best(rows, metric, mode) or (None, "")
     chosen: dict[str, Any] = {}

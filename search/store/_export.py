@@ -160,10 +160,10 @@ def trial_rows(
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """``rows`` as a CSV table of ``columns`` (its header alone when there are no rows)."""
+def write_trials(path: Path, rows: list[dict[str, Any]], space_keys: list[str], metric: str) -> None:
+    """``trial_rows``' rows as trials.csv: their columns, or with no rows the header alone (``trial_columns``)."""
     text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=columns)
+    w = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else trial_columns(space_keys, metric))
     w.writeheader()
     w.writerows(rows)
     write_atomic(path, text.getvalue())
