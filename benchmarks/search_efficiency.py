@@ -106,7 +106,9 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> li
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--plot", default="benchmarks/search_efficiency.png")
+    # Beside this script, wherever it is run from: a path relative to the working folder failed at the end of a
+    # whole run when that folder had no benchmarks/ in it.
+    p.add_argument("--plot", default=str(Path(__file__).resolve().with_suffix(".png")))
     p.add_argument("--cifar", metavar="ROOT", help="CIFAR-10 class-folder tree (train/ and test/); default: digits")
     p.add_argument("--per-class", type=int, default=500, help="CIFAR-10 images read per class (default 500)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 3; --quick 1)")

@@ -63,7 +63,7 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--rounds", type=int, help="trial runs, each between two bare runs (default 5; --quick 2)")
+    p.add_argument("--rounds", type=int, help="trial runs, each between two bare runs (default 5; --quick 1)")
     args = p.parse_args()
     import pandas as pd
     import ray
@@ -79,7 +79,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     # --quick checks the script in seconds (a narrow CNN on 512 images), not the figure.
     n, epochs = (512, 2) if args.quick else (20000, 3)
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 5)
     if args.quick:
         model = {"name": "cnn", "conv1": 8, "conv2": 16, "conv3": 32, "hidden": 32}
     elif cuda:

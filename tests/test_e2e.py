@@ -542,6 +542,7 @@ def test_sigint_during_final_training_keeps_finished_seeds_and_reports_the_rest(
     if _alive(proc.pid):  # Ray's processes, if any are left
         os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out[-3000:]
+    assert "Ray dashboard: off (TUNE_RUN_DASHBOARD=0)" in out  # the test session's setting (conftest), obeyed
     summary = json.loads((final / "metrics.json").read_text())
     assert 0 in summary["seeds"] and summary["unfinished"] and 0 not in summary["unfinished"], summary["unfinished"]
     assert set(summary["seeds"]) | set(summary["unfinished"]) == {0, 1, 2}

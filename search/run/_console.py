@@ -337,9 +337,12 @@ def quiet_logs(verbose: bool) -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-def dashboard_line(url: str | None, joined: bool = False) -> str:
+def dashboard_line(url: str | None, joined: bool = False, off: str | None = None) -> str:
     """The dashboard's address (a joined cluster's own) and, when Ray guards it with a token (recent Ray:
-    on by default for a local cluster), how to get the token its login page asks for."""
+    on by default for a local cluster), how to get the token its login page asks for; ``off``: the setting that
+    turned it off."""
+    if off:
+        return f"Ray dashboard: off ({off})"
     if not url:
         return "Ray dashboard: (not running)"
     line = f"Ray dashboard: {url}"
