@@ -107,13 +107,21 @@ def main() -> None:
     p.add_argument("--images", type=int, help="test images (default 10,000; --quick 2,000)")
     p.add_argument("--power-pairs", type=int, help="known-difference pairs per seed count (default 100; --quick 20)")
     p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per pair (default 200)")
+    p.add_argument(
+        "--seed-counts",
+        default=",".join(map(str, SEED_COUNTS)),
+        help="seeds per study, comma-separated (default 2,3,5); one count with more --pairs narrows its Monte Carlo error",
+    )
     args = p.parse_args()
+    counts = [int(c) for c in args.seed_counts.split(",")]
+    if any(c < 1 for c in counts):
+        p.error(f"--seed-counts: each count >= 1 must hold, got {args.seed_counts}")
     pairs = args.pairs or (40 if args.quick else 400)
     images = args.images or (2000 if args.quick else 10000)
     power_pairs = args.power_pairs or (20 if args.quick else 100)
     rng = np.random.default_rng(0)
     false_pos, power, before_fp, before_power = {}, {}, {}, {}
-    for s in SEED_COUNTS:
+    for s in counts:
         same = [claimed(rng, images, s, 0.0, args.resamples, i) for i in range(pairs)]
         known = [claimed(rng, images, s, KNOWN_DIFFERENCE, args.resamples, i) for i in range(power_pairs)]
         false_pos[s], before_fp[s] = rate([c for c, _ in same]), rate([c for _, c in same])
