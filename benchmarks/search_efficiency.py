@@ -106,9 +106,9 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> li
 
 def main() -> None:
     p = parser(__doc__)
-    # Beside this script, wherever it is run from: a path relative to the working folder failed at the end of a
-    # whole run when that folder had no benchmarks/ in it.
-    p.add_argument("--plot", default=str(Path(__file__).resolve().with_suffix(".png")))
+    # A full run's plot is BENCHMARKS.md's, beside this script wherever it is run from (a path relative to the working
+    # folder failed at the end of a whole run where it had no benchmarks/); --quick's goes to the working folder.
+    p.add_argument("--plot", help="the plot's file (default: benchmarks/search_efficiency.png; --quick: ./)")
     p.add_argument("--cifar", metavar="ROOT", help="CIFAR-10 class-folder tree (train/ and test/); default: digits")
     p.add_argument("--per-class", type=int, default=500, help="CIFAR-10 images read per class (default 500)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 3; --quick 1)")
@@ -118,6 +118,9 @@ def main() -> None:
         help=f"comma-separated, of {', '.join(METHODS)} (default all; random and asha always run)",
     )
     args = p.parse_args()
+    args.plot = args.plot or (
+        "search_efficiency.png" if args.quick else str(Path(__file__).resolve().with_suffix(".png"))
+    )
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         p.error(f"--methods: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(METHODS)}")

@@ -9,7 +9,7 @@ of one recipe share mu, a "known difference" pair has the second study 0.02 accu
 new test set and new seeds, and is compared by ``search.report._stats.paired_difference`` — the verdict's own
 method — on test accuracy, at the 5 % level (one comparison, so Holm's adjustment does not enter).
 
-Printed: for 2, 3 and 5 seeds per study, the share of same-recipe pairs whose difference was claimed, with its
+Printed: for 2, 3 and 5 seeds per study (``--seed-counts``), the share of same-recipe pairs whose difference was claimed, with its
 Monte Carlo standard error sqrt(p (1 - p) / pairs); and the share of known-difference pairs claimed (power).
 ratio = the worst false-positive rate over the seed counts (target <= 0.05 within its Monte Carlo error). The
 verdict's previous method (until 2026-12-03) is run on the same pairs beside it, for the record.
@@ -113,9 +113,12 @@ def main() -> None:
         help="seeds per study, comma-separated (default 2,3,5); one count with more --pairs narrows its Monte Carlo error",
     )
     args = p.parse_args()
-    counts = [int(c) for c in args.seed_counts.split(",")]
-    if any(c < 1 for c in counts):
-        p.error(f"--seed-counts: each count >= 1 must hold, got {args.seed_counts}")
+    try:
+        counts = sorted({int(c) for c in args.seed_counts.split(",")})
+    except ValueError:
+        p.error(f"--seed-counts: comma-separated whole numbers, got {args.seed_counts!r}")
+    if counts[0] < 1:
+        p.error(f"--seed-counts: each count >= 1 must hold, got {args.seed_counts!r}")
     pairs = args.pairs or (40 if args.quick else 400)
     images = args.images or (2000 if args.quick else 10000)
     power_pairs = args.power_pairs or (20 if args.quick else 100)
@@ -138,6 +141,7 @@ def main() -> None:
         "verdict_calibration",
         {
             "images": images,
+            "seed_counts": counts,  # the worst of these is the ratio
             "pairs_per_seed_count": pairs,
             "power_pairs_per_seed_count": power_pairs,
             "resamples": args.resamples,

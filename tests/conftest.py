@@ -38,8 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     trainables.folders.CACHE_DIR = Path(cache)  # this process imported trainables.folders already
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     # No Ray dashboard where no test looks at it: ~3.6 CPU-seconds each Ray start saves (the README's commands
-    # keep the default: ``readme``).
-    os.environ.setdefault(DASHBOARD_ENV, "0")
+    # keep the default: ``readme``). Set, not defaulted: a developer's own setting would change what tests see.
+    os.environ[DASHBOARD_ENV] = "0"
 
 
 # xdist (``-n``): tests of these modules share an expensive module- or session-scoped fixture (a cluster, a
@@ -106,8 +106,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _group(item: pytest.Item) -> str:
-    marker = item.get_closest_marker("xdist_group")
-    return marker.args[0] if marker else item.nodeid
+    """The unit xdist's loadgroup hands out: the test's groups joined as xdist names them, or the test itself."""
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) if names else item.nodeid
 
 
 # Modules whose tests each take a minute or more (--durations), started before the short Ray tests.
@@ -148,13 +149,25 @@ def alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     exclusively. Tests without Ray (a spec check, a tiny model's few steps) take a fraction of one core and a
     few hundred MB, well inside what the alone tests allow for, so they go on meanwhile."""
     alone = request.node.get_closest_marker("alone")
-    if not os.environ.get("PYTEST_XDIST_WORKER") or not (alone or request.node.get_closest_marker("ray")):
+    if not (alone or request.node.get_closest_marker("ray")):
+        yield
+        return
+    with ray_lock(tmp_path_factory, exclusive=bool(alone)):
+        yield
+
+
+@contextlib.contextmanager
+def ray_lock(tmp_path_factory: pytest.TempPathFactory, exclusive: bool = False) -> Iterator[None]:
+    """The lock of a run's Ray work under xdist: shared by the Ray tests of every worker, exclusive for an alone
+    test. A module- or session-scoped fixture that starts Ray (a cluster, the README quickstart) holds it, shared,
+    while it starts: it is set up before the test's own lock is taken. Nothing to lock without xdist."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
     lock = tmp_path_factory.getbasetemp().parent / "alone.lock"  # the run's folder, common to its workers
     with open(lock, "a") as f:
         with _alarm_paused():
-            fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield
         finally:
@@ -319,8 +332,9 @@ def quickstart(tmp_path_factory) -> Quickstart:
     Tests that use it carry ``@pytest.mark.xdist_group("quickstart")`` so that one worker runs it once."""
     d = tmp_path_factory.mktemp("quickstart")
     shutil.copytree(REPO / "spaces", d / "spaces")
-    study = readme("tune-run spaces/quickstart.yaml", d)
-    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
-    final = readme("tune-run runs/quickstart/best.yaml --final", d)
+    with ray_lock(tmp_path_factory):
+        study = readme("tune-run spaces/quickstart.yaml", d)
+        assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
+        final = readme("tune-run runs/quickstart/best.yaml --final", d)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     return Quickstart(d, study, final)

@@ -136,3 +136,19 @@ def test_search_efficiency_ranks_a_seed_where_asha_missed_worst_in_the_median():
     assert se.median_ratio([0.2, None, 0.4]) == 0.4
     assert se.median_ratio([0.2, 0.4]) == pytest.approx(0.3)
     assert se.median_ratio([0.2, None]) is None
+
+
+@pytest.mark.parametrize("counts", ["2,x", "0,2"])
+def test_verdict_calibration_refuses_bad_seed_counts_in_one_line(counts, tmp_path):
+    """A bad --seed-counts is argparse's usage line and exit 2, before any pair is simulated."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "verdict_calibration.py"), "--seed-counts", counts],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("verdict_calibration.py: error: --seed-counts: "), r.stderr
+    assert f"got {counts!r}" in r.stderr

@@ -13,7 +13,7 @@ import pytest
 
 import trainables
 from search import SpecError, run_study
-from tests.conftest import mlflow_runs, read_rows, small_spec
+from tests.conftest import mlflow_runs, ray_lock, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 MB = 1024 * 1024
@@ -48,10 +48,11 @@ def start_cluster():
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     import ray
 
-    c = start_cluster()
+    with ray_lock(tmp_path_factory):  # no cluster starts beside an alone test
+        c = start_cluster()
     yield c
     ray.shutdown()
     c.shutdown()

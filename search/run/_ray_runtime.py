@@ -63,8 +63,9 @@ def init_ray(address: str | None, log: Any, verbose: bool = False, file: str = "
     url = getattr(ctx, "dashboard_url", None)
     if url and address:  # a joined cluster's own dashboard, at an address this machine can use
         url = joined_dashboard(url, address)
-    dashboard = f"http://{url}" if url else "(dashboard not running)"
-    off = None if address or dashboard_wanted() else f"{DASHBOARD_ENV}=0"
+    # Off as set, never over a dashboard that runs (a Ray this process had already started keeps its own).
+    off = None if url or address or dashboard_wanted() else f"{DASHBOARD_ENV}=0"
+    dashboard = f"http://{url}" if url else f"off ({off})" if off else "(dashboard not running)"  # study.json's
     log(dashboard_line(dashboard if url else None, joined=bool(address), off=off))
     return dashboard
 
