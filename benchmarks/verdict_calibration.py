@@ -9,8 +9,9 @@ of one recipe share mu, a "known difference" pair has the second study 0.02 accu
 new test set and new seeds, and is compared by ``search.report._stats.paired_difference`` — the verdict's own
 method — on test accuracy, at the 5 % level (one comparison, so Holm's adjustment does not enter).
 
-Printed: for 2, 3 and 5 seeds per study (``--seed-counts``), the share of same-recipe pairs whose difference was claimed, with its
-Monte Carlo standard error sqrt(p (1 - p) / pairs); and the share of known-difference pairs claimed (power).
+Printed: for 2, 3 and 5 seeds per study (``--seed-counts``), the share of same-recipe pairs whose difference was
+claimed, with its Monte Carlo standard error sqrt(p (1 - p) / pairs); and the share of known-difference pairs
+claimed (power).
 ratio = the worst false-positive rate over the seed counts (target <= 0.05 within its Monte Carlo error). The
 verdict's previous method (until 2026-12-03) is run on the same pairs beside it, for the record.
 
@@ -110,7 +111,7 @@ def main() -> None:
     p.add_argument(
         "--seed-counts",
         default=",".join(map(str, SEED_COUNTS)),
-        help="seeds per study, comma-separated (default 2,3,5); one count with more --pairs narrows its Monte Carlo error",
+        help="seeds per study, comma-separated (default 2,3,5); one count with more --pairs narrows its MC error",
     )
     args = p.parse_args()
     try:

@@ -101,7 +101,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # alone tests' lock, its worker idle.
     group_order: dict[str, int] = {}
     for item in items:
-        group_order[_group(item)] = max(group_order.get(_group(item), 0), _order(item))
+        group = _group(item)
+        group_order[group] = max(group_order.get(group, 0), _order(item))
     items.sort(key=lambda item: group_order[_group(item)])
 
 
