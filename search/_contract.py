@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 Spec = dict[str, Any]
-Schema = dict[str, tuple[Any, ...]]
 
 
 @runtime_checkable
@@ -48,9 +49,15 @@ class TrialSide(Protocol):
     BRANCH_KEYS: dict[str, str]
 
     # --- specs
-    def section_schemas(self, raw: Spec) -> dict[str, Schema | None]:
-        """``{section path: {key: (type, default[, allowed])}}`` for data, model, train, final and
-        sub-sections such as ``data.augment`` (None: free-form keys)."""
+    def section_schemas(self, raw: Spec) -> dict[str, type[BaseModel] | None]:
+        """``{section path: pydantic model}`` for data, model (``raw``'s model's), train, final and sub-sections such
+        as ``data.augment`` (None: free-form keys). A model's fields are its section's keys: type (a Literal: the
+        allowed values), default, range (ge/gt/le/lt) and description; ``extra="forbid"``."""
+
+    def section_models(self) -> dict[str, Any]:
+        """The same models for the spec's JSON Schema: ``data``, ``train``, ``final``, and ``model`` as the list of
+        every model's section (one per registered model and the free-form ones, told apart by ``name``);
+        ``not_searchable``: the dotted keys a space may not name."""
 
     def check(self, spec: Spec) -> list[tuple[str, str]]:
         """Semantic errors of a resolved spec, as (key path, message)."""

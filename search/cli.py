@@ -16,6 +16,7 @@ from ._contract import TrialSide
 from .run._algorithms import first_points_line
 from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
 from .spec._files import dump_spec, read_json
+from .spec._json_schema import spec_schema
 from .spec._keys import parse_override
 from .spec._schema import SpecError
 from .spec._space import as_searched, grid_points, preview_configs
@@ -42,7 +43,7 @@ def _backend() -> TrialSide:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tune-run", description=__doc__)
-    p.add_argument("spec", help="study spec (YAML), e.g. spaces/quickstart.yaml or runs/<study>/best.yaml")
+    p.add_argument("spec", nargs="?", help="study spec (YAML), e.g. spaces/quickstart.yaml or runs/<study>/best.yaml")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure the model's throughput on this device and print the study's cost and what fits "
         "the budget; start no study, write nothing",
+    )
+    p.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the spec's JSON Schema (what spaces/tune-run.schema.json holds, for editors) and exit",
     )
     p.add_argument(
         "--sync-mlflow",
@@ -138,8 +144,14 @@ class _Phase:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     backend = _backend()
+    if args.schema:
+        print(json.dumps(spec_schema(backend), indent=2))
+        return 0
+    if args.spec is None:
+        parser.error("the following arguments are required: spec")
     phase = _Phase()
     try:
         return _run(args, backend, phase, started)

@@ -6,39 +6,59 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
+from pydantic import create_model as section_model
 
-from .data import DATA_SCHEMA, NATIVE, NOT_SEARCHABLE, DataError, Pools, make_splits
+from .data import NATIVE, NOT_SEARCHABLE, DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .folders import tree_summary
 from .images import ImageFiles
-from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_schema
-from .sections import AUGMENT_DEFAULTS, FINAL_SCHEMA, TRAIN_SCHEMA, metric_problem, model_kwargs
+from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_section
+from .sections import Augment, Data, Final, FreeModel, ModelBase, Train, metric_problem, model_kwargs
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
 USER_ERRORS = (DataError, WeightsNotFound)
 
-AUGMENT_SCHEMA = {k: (type(v), v) for k, v in AUGMENT_DEFAULTS.items()}
+
+@functools.cache
+def _data_section() -> type[BaseModel]:
+    """The data section with the registered datasets as ``data.dataset``'s allowed values."""
+    names: Any = Literal.__getitem__(tuple(list_datasets()))  # a Literal made at run time
+    return section_model(
+        "Data", __base__=Data, dataset=(names | None, Field(None, description="a registered dataset (required)"))
+    )
 
 
-def section_schemas(spec: dict[str, Any]) -> dict[str, dict[str, tuple[Any, ...]] | None]:
-    """Schemas of the sections trainables owns, for this spec's model (None = free-form args)."""
+def section_schemas(spec: dict[str, Any]) -> dict[str, type[BaseModel] | None]:
+    """The models of the sections trainables owns, for this spec's model (None = free-form args)."""
     name = (spec.get("model") or {}).get("name")
-    margs = model_schema(name) if isinstance(name, str) else None
-    model: dict[str, tuple[Any, ...]] | None
+    model: type[BaseModel] | None
     if isinstance(name, str) and name.startswith(PREFIXES):
         model = None  # any timm/torchvision keyword argument; the library rejects bad ones at build time
     else:
-        model = {"name": (str, None), "freeze": (str | float, "none")} | (margs or {})
-    data = dict(DATA_SCHEMA)
-    data["dataset"] = (str, None, tuple(list_datasets()))
-    schemas: dict[str, dict[str, tuple[Any, ...]] | None] = {"data": data, "data.augment": AUGMENT_SCHEMA}
-    return schemas | {"model": model, "train": TRAIN_SCHEMA, "final": FINAL_SCHEMA}
+        model = (model_section(name) if isinstance(name, str) else None) or ModelBase
+    return {"data": _data_section(), "data.augment": Augment, "model": model, "train": Train, "final": Final}
+
+
+def section_models() -> dict[str, Any]:
+    """Every model of the trial side's sections, for the spec's JSON Schema: ``model`` is the list of each
+    registered model's section and the free-form timm/tv one (``name`` tells them apart); ``not_searchable``: the
+    dotted keys a space may not name."""
+    models = [model_section(name) for name in list_models() if not name.startswith(PREFIXES)]
+    return {
+        "data": _data_section(),
+        "model": [*models, FreeModel],
+        "train": Train,
+        "final": Final,
+        "not_searchable": [f"data.{key}" for key in NOT_SEARCHABLE],
+    }
 
 
 def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -63,21 +83,11 @@ def _check_model_and_train(spec: dict[str, Any]) -> list[tuple[str, str]]:
     d, t, m = spec["data"], spec["train"], spec["model"]
     if not isinstance(m.get("name"), str) or not is_model(m["name"]):
         errs.append(("model.name", f"unknown model {m.get('name')!r}; allowed: {', '.join(list_models())}"))
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if t[key] < 1:
-            errs.append((f"train.{key}", f"{key} >= 1 must hold, got {key}={t[key]}"))
-    for key in ("lr", "norm_lr_scale"):
-        if t[key] <= 0:
-            errs.append((f"train.{key}", f"{key} > 0 must hold, got {key}={t[key]}"))
-    if not 0.0 <= t["label_smoothing"] < 1.0:
-        errs.append(("train.label_smoothing", f"0 <= label_smoothing < 1 must hold, got {t['label_smoothing']}"))
     fr = m.get("freeze", "none")
     if isinstance(fr, str) and fr not in ("none", "head_only"):
         errs.append(("model.freeze", f"none, head_only or a fraction of layers in [0, 1], got {fr!r}"))
     elif isinstance(fr, float) and not 0.0 <= fr <= 1.0:
         errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
-    if not 0.0 < t["threshold"] < 1.0:
-        errs.append(("train.threshold", f"0 < threshold < 1 must hold, got threshold={t['threshold']}"))
     k = _classes(d)
     if t["loss"] == "bce" and k is not None and k != 2:
         errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
@@ -90,12 +100,6 @@ def _check_model_and_train(spec: dict[str, Any]) -> list[tuple[str, str]]:
 def _check_data(spec: dict[str, Any]) -> list[tuple[str, str]]:
     errs: list[tuple[str, str]] = []
     d = spec["data"]
-    for key in ("val_fraction",):
-        if not 0.0 < d[key] < 1.0:
-            errs.append((f"data.{key}", f"0 < {key} < 1 must hold, got {key}={d[key]}"))
-    for key in ("test_fraction", "train_fraction"):
-        if not 0.0 < d[key] <= 1.0:
-            errs.append((f"data.{key}", f"0 < {key} <= 1 must hold, got {key}={d[key]}"))
     if d["dataset"] == "imagefolder" and not d.get("root"):
         errs.append(("data.root", "imagefolder needs data.root (a class-per-folder tree)"))
     files = d["dataset"] == "imagefolder" or (d["dataset"] in ("cifar10", "cifar100") and d.get("root"))
@@ -107,19 +111,12 @@ def _check_data(spec: dict[str, Any]) -> list[tuple[str, str]]:
                 f"data.root); {d['dataset']} is loaded whole, use auto or memory",
             )
         )
-    if d["workers"] < 0:
-        errs.append(("data.workers", f"workers >= 0 must hold, got workers={d['workers']}"))
-    if d["max_memory_gb"] is not None and d["max_memory_gb"] <= 0:
-        errs.append(("data.max_memory_gb", f"max_memory_gb > 0 must hold, got max_memory_gb={d['max_memory_gb']}"))
     if d.get("root") is None and d["dataset"] in ("cifar10", "cifar100") and not d["download"]:
         errs.append(("data.root", f"{d['dataset']} needs data.root when data.download is false"))
     return errs
 
 
 def _check_final(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    limit = (spec.get("final") or {}).get("time_limit_s")
-    if limit is not None and not limit > 0:
-        return [("final.time_limit_s", f"time_limit_s > 0 must hold, got time_limit_s={limit}")]
     thr = (spec.get("final") or {}).get("threshold")
     if isinstance(thr, str) and thr != "tune":
         return [("final.threshold", f"a probability in (0, 1) or 'tune', got {thr!r}")]
@@ -291,10 +288,12 @@ def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
             if not isinstance(node.get(part), dict):  # a raw spec may leave a section out
                 node[part] = {}
             node = node[part]
-        typ = ((schemas.get(parent) or {}).get(leaf) or (None,))[0]
-        if typ is int and isinstance(value, float):
+        section = schemas.get(parent)
+        field = section.model_fields.get(leaf) if section else None
+        typ = field.annotation if field else None
+        if typ in (int, int | None) and isinstance(value, float):
             value = int(round(value))  # PBT perturbs by factors (1.2, 0.8); integer keys stay integers
-        elif typ is float and isinstance(value, int) and not isinstance(value, bool):
+        elif typ in (float, float | None) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         node[leaf] = value
     return out

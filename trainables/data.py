@@ -163,38 +163,6 @@ def fidelity_subset(train: np.ndarray, fraction: float, seed: int) -> np.ndarray
     return np.sort(train[order[: max(1, math.ceil(fraction * len(train)))]])
 
 
-# --------------------------------------------------------------------------- spec schema
-
-# key -> (type, default[, allowed values]); ``None`` defaults take the type named first.
-DATA_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "dataset": (str, None),  # required: a registered dataset
-    "root": (str, None),  # local data; None = torchvision download into the cache
-    "download": (bool, True),  # torchvision download when root lacks the files
-    "image_size": (int, None),  # None = the dataset's native size
-    "val_fraction": (float, 0.1),  # of the train pool, stratified
-    "test_fraction": (float, 0.2),  # carved from the train pool when the dataset has no test split
-    "train_fraction": (float, 1.0),  # of the training split used by search trials, stratified
-    "max_per_class": (int, None),  # cap on training images per class (balanced subsample)
-    "load_max_per_class": (int, None),  # imagefolder: files read per class (seeded), before any split;
-    # a tree larger than memory is never decoded whole (paper 000)
-    "storage": (str, "auto", ("auto", "memory", "stream")),  # files: decode once into shared memory, or
-    # read every epoch by loader workers; auto streams past max_memory_gb
-    "max_memory_gb": (float, None),  # auto's limit on decoded pixels; None = 1/4 of available memory
-    "workers": (int, 4),  # streaming only: decoding processes per trial (in-memory: none)
-    "val_max_per_class": (int, None),  # cap on validation images per class
-    "split_seed": (int, 0),  # every split above
-    "on_bad_image": (str, "skip", ("skip", "error")),  # imagefolder: leave unreadable files out (listed in
-    # the study folder), or stop naming the first
-    "positive_class": (str, None),  # binary tasks: the class that is class 1 (thresholds, recall,
-    # AUC); None = the second of the sorted class names
-    "mean": (list, None),  # per-channel, 0..1 scale; None = from the training split
-    "std": (list, None),
-    "num_classes": (int, 10),  # synthetic only
-    "num_samples": (int, 2000),  # synthetic only
-    "augment": (dict, None),  # see trainables.augment.AUGMENT_DEFAULTS
-}
-
-
 # Keys the driver reads once, to load and split the set for every trial (``load_pools``, ``make_splits``):
 # a trial's own value would be ignored, or would move the validation/test split between trials.
 NOT_SEARCHABLE: dict[str, str] = {

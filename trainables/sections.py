@@ -8,9 +8,10 @@ augmentation read the same definitions from here.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal, get_args
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+from pydantic import BaseModel, ConfigDict, Field
+
 # What every epoch reports that a study can select on, with the direction that is better.
 METRICS = {
     "val_acc": "max",
@@ -36,79 +37,180 @@ def metric_problem(metric: str | None, num_classes: int) -> str | None:
     return None
 
 
-SCHEDULES = ("none", "exponential", "multistep", "cosine", "linear", "plateau")
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["none", "exponential", "multistep", "cosine", "linear", "plateau"]
+OPTIMIZERS, SCHEDULES = get_args(Optimizer), get_args(Schedule)
 
-# Schema of the sections this package owns: key -> (type, default[, allowed values]).
-TRAIN_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "optimizer": (str, "adamw", OPTIMIZERS),
-    "lr": (float, 1e-3),  # peak learning rate
-    "weight_decay": (float, 0.01),  # decoupled for adamw, L2 for adam/sgd
-    "momentum": (float, 0.9),  # sgd only
-    "nesterov": (bool, False),  # sgd only
-    # Learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by it (decay per
-    # step unchanged): batch norm's shifts train fast where its scales are fixed (fast_cnn; airbench: 64).
-    "norm_lr_scale": (float, 1.0),
-    "epochs": (int, 10),
-    "batch_size": (int, 128),
-    "eval_batch_size": (int, 512),  # inference only: no effect on results
-    "label_smoothing": (float, 0.0),
-    "loss": (str, "ce", ("ce", "bce")),  # bce: binary tasks, one sigmoid logit (paper 000)
-    "threshold": (float, 0.5),  # binary tasks: predict class 1 when P(class 1) >= threshold
-    # Test-time augmentation of every prediction (validation, test, tune-eval): flip = the mean of the logits of the
-    # image and its mirror image (airbench); twice the inference cost.
-    "tta": (str, "none", ("none", "flip")),
-    "schedule": (str, "none", SCHEDULES),  # stepped once per epoch
-    "gamma": (float, 0.1),  # decay factor: exponential (per epoch), multistep, plateau
-    "milestones": (list, []),  # multistep: epochs where lr *= gamma
-    "warmup_epochs": (int, 0),  # linear warm-up before any schedule
-    "plateau_patience": (int, 2),  # plateau: epochs without val_loss improvement
-    "grad_clip": (float, 0.0),  # max gradient norm; 0 = off
-    "early_stopping": (int, 0),  # stop after this many epochs without a val_loss improvement; 0 = off
-    "class_weights": (str, "none", ("none", "balanced")),  # balanced: loss weights n / (k * n_class)
-    "mixup": (float, 0.0),  # Mixup Beta(a, a) concentration; 0 = off
-    "cutmix": (float, 0.0),  # CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)
-    "seed": (int, 0),  # weights, batch order, augmentation
-    "precision": (str, "auto", ("auto", "fp32", "bf16")),  # auto: the faster, timed here (arithmetic.py)
-    "device": (str, "auto", ("auto", "cpu", "cuda")),
-    "compile": (bool, False),  # torch.compile; its cost is reported as compile_s (epoch 1)
-}
 
-# What final training reads (``final:``).
-FINAL_SCHEMA: dict[str, tuple[Any, ...]] = {
-    "seeds": (list, [0, 1, 2]),  # one final model per seed, run as parallel trials
-    "epochs": (int, None),  # None = train.epochs
-    "train_on": (str, "train+val", ("train+val", "train")),
-    "max_per_class": (int, None),  # cap per class for final training (paper 000: 5,000)
-    "train_fraction": (float, 1.0),  # stratified share of the training data (paper 003 keeps the search's)
-    "topk": (int, 5),  # top-k accuracy (skipped when k >= number of classes)
-    "bootstrap": (int, 1000),  # resamples of the test images for a single run's interval
-    "threshold": (float | str, None),  # binary: P(positive) cut-off, "tune" (on validation); None = train.threshold
-    "after_search": (bool, None),  # None = true when the spec has a final section
-    # Seconds one seed's training may take (null: no limit); a wall-clock budget sets it from its final share. A
-    # seed slower than planned re-plans its schedule between epochs to end within it, learning rate decayed.
-    "time_limit_s": (float, None),
-    # With time_limit_s: a seed faster than planned also lengthens its schedule to use its time, up to
-    # train.epochs (a budget sets it when it sized final.epochs; final.epochs a user gives is kept).
-    "fill_time_limit": (bool, False),
-}
+class _Section(BaseModel):
+    """A spec section of the trial side: its keys with type, default, range and meaning (and the JSON Schema's)."""
 
-# Keys of ``data.augment`` with their defaults (units and meaning in the comment).
-AUGMENT_DEFAULTS: dict[str, Any] = {
-    "p": 1.0,  # probability that a sample is augmented at all
-    "hflip": 0.0,  # probability of a horizontal flip
-    "vflip": 0.0,  # probability of a vertical flip
-    "pad_crop": 0,  # pixels of zero padding before a random crop back to size; 0 = off
-    "pad_crop_p": 1.0,  # probability of the pad+crop
-    "rotation": 0.0,  # max rotation in degrees (uniform in [-r, r]); 0 = off
-    "rotation_p": 1.0,  # probability of the rotation
-    "resized_crop": 0.0,  # min area fraction of a random resized crop (e.g. 0.08); 0 = off
-    "resized_crop_p": 1.0,  # probability of the resized crop
-    "color_jitter": 0.0,  # strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off
-    "color_jitter_p": 1.0,  # probability of the colour jitter
-    "randaugment": 0,  # RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off
-    "randaugment_magnitude": 9,  # RandAugment magnitude M on torchvision's 0..30 scale
-    "randaugment_group": 8,  # images that share one draw of ops (per-image draws cost a call each)
-}
+    model_config = ConfigDict(extra="forbid")
+
+
+class Train(_Section):
+    """How one model trains: optimizer, schedule, loss, batch and arithmetic."""
+
+    optimizer: Optimizer = Field("adamw", description="adamw, adam or sgd")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.01, description="decoupled for adamw, L2 for adam and sgd")
+    momentum: float = Field(0.9, description="sgd only")
+    nesterov: bool = Field(False, description="sgd only: Nesterov momentum")
+    # Batch norm's shifts train fast where its scales are fixed (fast_cnn; airbench: 64).
+    norm_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by "
+        "it (decay per step unchanged)",
+    )
+    epochs: int = Field(10, ge=1, description="epochs of a trial (a final model: final.epochs, else this)")
+    batch_size: int = Field(128, ge=1, description="training images per step")
+    eval_batch_size: int = Field(512, ge=1, description="images per inference step: no effect on results")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    loss: Literal["ce", "bce"] = Field("ce", description="ce; bce: binary tasks, one sigmoid logit (paper 000)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="binary tasks: predict class 1 when P(class 1) >= this")
+    tta: Literal["none", "flip"] = Field(
+        "none",
+        description="test-time augmentation of every prediction: flip = the mean of the logits of the image and its "
+        "mirror image (airbench); twice the inference cost",
+    )
+    schedule: Schedule = Field("none", description="learning-rate schedule, stepped once per epoch")
+    gamma: float = Field(0.1, description="decay factor: exponential (per epoch), multistep, plateau")
+    milestones: list[int] = Field([], description="multistep: epochs where lr *= gamma")
+    warmup_epochs: int = Field(0, description="linear warm-up before any schedule")
+    plateau_patience: int = Field(2, description="plateau: epochs without a val_loss improvement before a decay")
+    grad_clip: float = Field(0.0, description="max gradient norm; 0 = off")
+    early_stopping: int = Field(0, description="stop after this many epochs without a val_loss improvement; 0 = off")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: loss weights n / (k * n_class)")
+    mixup: float = Field(0.0, description="Mixup Beta(a, a) concentration; 0 = off")
+    cutmix: float = Field(0.0, description="CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)")
+    seed: int = Field(0, description="weights, batch order, augmentation")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: the faster on this device, timed here (arithmetic.py)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where a trial trains")
+    compile: bool = Field(False, description="torch.compile; its cost is reported as compile_s (epoch 1)")
+
+
+class Final(_Section):
+    """Final training: the best configuration retrained with several seeds, tested on the held-out split."""
+
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one final model per seed, run as parallel trials")
+    epochs: int | None = Field(None, description="epochs of a final model; null = train.epochs")
+    train_on: Literal["train+val", "train"] = Field("train+val", description="what final models train on")
+    max_per_class: int | None = Field(None, description="cap per class for final training (paper 000: 5,000)")
+    train_fraction: float = Field(
+        1.0, description="stratified share of the training data (paper 003 keeps the search's)"
+    )
+    topk: int = Field(5, description="top-k accuracy (skipped when k >= number of classes)")
+    bootstrap: int = Field(1000, description="resamples of the test images for a single run's interval")
+    threshold: float | Literal["tune"] | None = Field(
+        None, description="binary: P(positive) cut-off, or tune (on validation); null = train.threshold"
+    )
+    after_search: bool | None = Field(
+        None, description="train final models after the search; null = true when the spec has a final section"
+    )
+    # A seed slower than planned re-plans its schedule between epochs to end within it, learning rate decayed.
+    time_limit_s: float | None = Field(
+        None, gt=0, description="seconds one seed's training may take (null: no limit); a wall-clock budget sets it"
+    )
+    # A budget sets it when it sized final.epochs; final.epochs a user gives is kept.
+    fill_time_limit: bool = Field(
+        False,
+        description="with time_limit_s: a seed faster than planned lengthens its schedule to use its time, up to "
+        "train.epochs",
+    )
+
+
+class Augment(_Section):
+    """Training-time augmentation (``data.augment``), drawn per image on the CPU."""
+
+    p: float = Field(1.0, description="probability that a sample is augmented at all")
+    hflip: float = Field(0.0, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, description="probability of a vertical flip")
+    pad_crop: int = Field(0, description="pixels of zero padding before a random crop back to size; 0 = off")
+    pad_crop_p: float = Field(1.0, description="probability of the pad+crop")
+    rotation: float = Field(0.0, description="max rotation in degrees (uniform in [-r, r]); 0 = off")
+    rotation_p: float = Field(1.0, description="probability of the rotation")
+    resized_crop: float = Field(0.0, description="min area fraction of a random resized crop (e.g. 0.08); 0 = off")
+    resized_crop_p: float = Field(1.0, description="probability of the resized crop")
+    color_jitter: float = Field(
+        0.0, description="strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off"
+    )
+    color_jitter_p: float = Field(1.0, description="probability of the colour jitter")
+    randaugment: int = Field(0, description="RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off")
+    randaugment_magnitude: int = Field(9, description="RandAugment magnitude M on torchvision's 0..30 scale")
+    randaugment_group: int = Field(
+        8, description="images that share one draw of ops (per-image draws cost a call each)"
+    )
+
+
+# Keys of ``data.augment`` with their defaults.
+AUGMENT_DEFAULTS: dict[str, Any] = Augment().model_dump()
+
+
+class ModelBase(_Section):
+    """The keys of every ``model`` section; a registered model adds its builder's arguments."""
+
+    name: str | None = Field(None, description="a registered model, timm/<name> or tv/<name> (required)")
+    freeze: str | float = Field(
+        "none", description="none, head_only, or the share of the layers (from the input) frozen, in [0, 1]"
+    )
+
+
+class FreeModel(ModelBase):
+    """A timm or torchvision model: any keyword argument its library takes, checked when it is built."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^(timm|tv)/.+", description="timm/<name> or tv/<name>: a model of that library")
+
+
+class Data(_Section):
+    """What the trials read and how it is split; ``data.dataset`` is required."""
+
+    dataset: str | None = Field(None, description="a registered dataset (required)")
+    root: str | None = Field(None, description="local data; null = torchvision download into the cache")
+    download: bool = Field(True, description="allow a torchvision download when root lacks the files")
+    image_size: int | None = Field(
+        None, description="null = the dataset's native size; imagefolder decodes once at this size"
+    )
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="of the train pool, stratified")
+    test_fraction: float = Field(
+        0.2, gt=0, le=1, description="carved from the train pool when the dataset has no test split; never searched on"
+    )
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="of the training split used by search trials, stratified"
+    )
+    max_per_class: int | None = Field(None, description="cap on training images per class (balanced subsample)")
+    # A tree larger than memory is never decoded whole (paper 000).
+    load_max_per_class: int | None = Field(
+        None, description="imagefolder: files read per class (seeded), before any split"
+    )
+    storage: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="files: decode once into shared memory, or read every epoch by loader workers; auto streams past "
+        "max_memory_gb",
+    )
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="auto's limit on decoded pixels; null = 1/4 of available memory"
+    )
+    workers: int = Field(4, ge=0, description="streaming only: decoding processes per trial (in memory: none)")
+    val_max_per_class: int | None = Field(None, description="cap on validation images per class")
+    split_seed: int = Field(0, description="every split above")
+    on_bad_image: Literal["skip", "error"] = Field(
+        "skip",
+        description="imagefolder: leave unreadable files out (listed in the study folder), or stop naming the first",
+    )
+    positive_class: str | None = Field(
+        None, description="binary tasks: the class that is class 1; null = the second of the sorted class names"
+    )
+    mean: list[float] | None = Field(None, description="per-channel mean, 0..1 scale; null = from the training split")
+    std: list[float] | None = Field(None, description="per-channel s.d., 0..1 scale; null = from the training split")
+    num_classes: int = Field(10, description="synthetic only")
+    num_samples: int = Field(2000, description="synthetic only")
+    augment: Augment = Field(default_factory=Augment, description="training-time augmentation")
+
 
 # Keys whose value decides which other keys exist: each model family has its own arguments, so the family is searched
 # by a branch (a conditional sub-space), with the advice the spec's error line gives.

@@ -84,9 +84,6 @@ def parse_budget(text: Any, file: str, key: str = "search.budget") -> Budget:
 def check_budget(file: str, spec: dict[str, Any]) -> None:
     """The budget keys of a resolved spec (``num_samples`` left open is sized from a budget, else 1)."""
     search = spec["search"]
-    split = search["budget_split"]
-    if not 0 < split < 1:
-        raise SpecError(file, "search.budget_split", f"0 < budget_split < 1 must hold, got budget_split={split}")
     epochs, longest = search["epochs"], int((spec.get("train") or {}).get("epochs") or 1)
     if isinstance(epochs, str) and epochs != "auto":
         raise SpecError(

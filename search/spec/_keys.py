@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ._schema import SpecError
+from ._schema import SpecError, schema_of
 from ._sections import SCHEMA
 from ._space import is_branch
 
@@ -59,8 +59,9 @@ def parse_override(text: str, file: str) -> tuple[str, Any]:
 def _is_str_key(key: str) -> bool:
     """Keys typed as strings keep override text verbatim (``--set experiment.name=123``)."""
     section, _, name = key.partition(".")
-    entry = SCHEMA.get(section, {}).get(name)
-    return entry is not None and entry[0] is str
+    model = SCHEMA.get(section)
+    entry = schema_of(model).get(name) if model else None
+    return entry is not None and entry.type is str
 
 
 # --------------------------------------------------------------------------- load and validate

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import types
 import typing
-from typing import Any
+from typing import Any, Literal, NamedTuple
+
+import annotated_types
+from pydantic import BaseModel
 
 
 class SpecError(Exception):
@@ -96,42 +100,116 @@ def coerce(value: Any, t: Any) -> Any:
     return value
 
 
+class Key(NamedTuple):
+    """One key of a section as the checks read it from the section's model."""
+
+    type: Any  # what ``coerce`` checks: the annotation without None, a Literal as the type of its values
+    default: Any
+    allowed: tuple[Any, ...] | None  # a Literal's values
+    bounds: tuple[tuple[str, Any], ...]  # ((">=", 1), ("<", 1)): the field's ge/gt/le/lt
+    description: str
+
+
+_OPS = {
+    annotated_types.Ge: (">=", "ge"),
+    annotated_types.Gt: (">", "gt"),
+    annotated_types.Le: ("<=", "le"),
+    annotated_types.Lt: ("<", "lt"),
+}
+
+
+def _is_union(t: Any) -> bool:
+    return isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union
+
+
+def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    """(type to coerce to, allowed values): None dropped (a null value means the default), a Literal read as the
+    type of its values and, alone, as the allowed values."""
+    if typing.get_origin(t) is Literal:
+        values = typing.get_args(t)
+        return type(values[0]), values
+    if _is_union(t):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if len(args) == 1:
+            return _plain(args[0])
+        plain = tuple(dict.fromkeys(_plain(a)[0] for a in args))
+        return functools.reduce(lambda a, b: a | b, plain), None
+    return t, None
+
+
+@functools.cache
+def schema_of(model: type[BaseModel]) -> dict[str, Key]:
+    """The keys of a section model, in declaration order."""
+    out = {}
+    for name, field in model.model_fields.items():
+        typ, allowed_values = _plain(field.annotation)
+        bounds = tuple(
+            (op, getattr(m, attr)) for m in field.metadata for cls, (op, attr) in _OPS.items() if isinstance(m, cls)
+        )
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):  # a nested section: filled by its own model
+            default = None
+        out[name] = Key(typ, default, allowed_values, bounds, field.description or "")
+    return out
+
+
+def bounds_rule(key: str, bounds: tuple[tuple[str, Any], ...]) -> str:
+    """``0 < val_fraction < 1``, ``epochs >= 1``: a key's range as its error line states it."""
+    lower = [(op, v) for op, v in bounds if op.startswith(">")]
+    upper = [(op, v) for op, v in bounds if op.startswith("<")]
+    if lower and upper:
+        (lop, lo), (uop, hi) = lower[0], upper[0]
+        return f"{lo} {lop.replace('>', '<')} {key} {uop} {hi}"
+    return " and ".join(f"{key} {op} {v}" for op, v in bounds)
+
+
+def in_bounds(value: Any, bounds: tuple[tuple[str, Any], ...]) -> bool:
+    checks = {">=": value.__ge__, ">": value.__gt__, "<=": value.__le__, "<": value.__lt__}
+    return all(checks[op](v) is True for op, v in bounds)
+
+
 def check_section(
     file: str,
     path: str,
     given: Any,
-    schema: dict[str, tuple[Any, ...]] | None,
-    nested: dict[str, dict[str, tuple[Any, ...]] | None],
+    model: type[BaseModel] | None,
+    nested: typing.Mapping[str, type[BaseModel] | None],
 ) -> dict[str, Any]:
-    """Fill defaults into one section and type-check it; ``nested`` holds sub-section schemas by path."""
+    """Fill defaults into one section and check each key against its model: type, allowed values, range;
+    ``nested`` holds sub-sections' models by path (``data.augment``)."""
     if given is None:
         given = {}
     if not isinstance(given, dict):
         raise SpecError(file, path, f"expected a mapping, got {type(given).__name__}")
-    if schema is None:  # free-form (a timm model's keyword arguments)
+    if model is None:  # free-form (a timm model's keyword arguments)
         return dict(given)
+    schema = schema_of(model)
     out: dict[str, Any] = {}
     for key in given:
         if key not in schema:
             raise SpecError(
                 file, f"{path}.{key}", f"unknown key; allowed: {allowed(schema)}{did_you_mean(str(key), schema)}"
             )
-    for key, (typ, default, *rest) in schema.items():
+    for key, entry in schema.items():
         kp = f"{path}.{key}"
         if kp in nested:
             out[key] = check_section(file, kp, given.get(key), nested[kp], nested)
             continue
         if key not in given or given[key] is None:
-            out[key] = copy.deepcopy(default)
+            out[key] = copy.deepcopy(entry.default)
             continue
         value = given[key]
         try:
-            value = coerce(value, typ)
+            value = coerce(value, entry.type)
         except TypeError:
-            raise SpecError(file, kp, f"expected {type_name(typ)}, got {value!r}") from None
-        if rest and value not in rest[0]:
+            raise SpecError(file, kp, f"expected {type_name(entry.type)}, got {value!r}") from None
+        if entry.allowed and value not in entry.allowed:
             raise SpecError(
-                file, kp, f"{value!r} is not allowed; allowed: {allowed(rest[0])}{did_you_mean(str(value), rest[0])}"
+                file,
+                kp,
+                f"{value!r} is not allowed; allowed: {allowed(entry.allowed)}{did_you_mean(str(value), entry.allowed)}",
             )
+        if entry.bounds and not in_bounds(value, entry.bounds):
+            raise SpecError(file, kp, f"{bounds_rule(key, entry.bounds)} must hold, got {key}={value}")
         out[key] = value
     return out

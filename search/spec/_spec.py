@@ -11,11 +11,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from .._contract import TrialSide
 from ._checks import check_max_t, check_metric, check_orchestration, check_pbt_schedule, spec_epochs
 from ._files import read_yaml as read_yaml_file
 from ._keys import get_path, override_in_branches, parse_override, set_path
-from ._schema import SpecError, allowed, check_section, did_you_mean
+from ._schema import SpecError, allowed, check_section, did_you_mean, schema_of
 from ._sections import BACKEND_SECTIONS, NAME_RE, SCHEMA, TOP_LEVEL
 from ._space import check_distribution, is_branch, option_label, option_parts, searched_keys
 
@@ -122,7 +124,7 @@ def _check_space(
     file: str,
     space: Any,
     spec: dict[str, Any],
-    schemas: dict[str, dict[str, tuple[Any, ...]] | None],
+    schemas: typing.Mapping[str, type[BaseModel] | None],
     raw: dict[str, Any] | None = None,
     backend: TrialSide | None = None,
 ) -> dict[str, Any]:
@@ -213,7 +215,7 @@ def _key_type(
     file: str,
     kp: str,
     key: str,
-    schemas: dict[str, dict[str, tuple[Any, ...]] | None],
+    schemas: typing.Mapping[str, type[BaseModel] | None],
     branch_keys: typing.Mapping[str, str],
 ) -> Any:
     """The schema type of a searched dotted path (Any for free-form model args)."""
@@ -233,16 +235,17 @@ def _key_type(
             f"{parent_path!r} is not a section; sections: "
             f"{', '.join(k for k in schemas)}{did_you_mean(parent_path, schemas)}",
         )
-    schema = schemas[parent_path]
-    if schema is None:
+    model = schemas[parent_path]
+    if model is None:
         return Any
+    schema = schema_of(model)
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
         raise SpecError(
             file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}{did_you_mean(leaf, schema)}"
         )
     if key in branch_keys:  # its value decides which other keys exist: a branch (conditional sub-space)
         raise SpecError(file, kp, f"{key} cannot be searched in a flat space; {branch_keys[key]}")
-    return schema[leaf][0]
+    return schema[leaf].type
 
 
 def smoke_spec(spec: dict[str, Any], backend: TrialSide) -> dict[str, Any]:

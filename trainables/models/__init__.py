@@ -12,7 +12,7 @@ from ._registry import (
     create_model,
     is_model,
     list_models,
-    model_schema,
+    model_section,
     register_model,
 )
 from ._weights import WeightsNotFound
@@ -29,6 +29,6 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
-    "model_schema",
+    "model_section",
     "register_model",
 ]

@@ -8,10 +8,16 @@ single place its arguments are declared.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic import create_model as section_model
+
+from ..sections import ModelBase
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,12 +80,42 @@ def is_model(name: str) -> bool:
     return name in _MODELS or any(name.startswith(p) and len(name) > len(p) for p in PREFIXES)
 
 
-def model_schema(name: str) -> dict[str, tuple[Any, Any]] | None:
-    """``{arg: (type, default)}`` of a registered model; None for timm/tv models (free-form kwargs)."""
+@functools.cache
+def model_section(name: str) -> type[BaseModel] | None:
+    """The ``model`` section of a registered model: ``name``, ``freeze`` and the builder's own arguments with their
+    types, defaults and (from its docstring's ``Args:``) meanings; None for timm/tv models (free-form kwargs)."""
     entry = _MODELS.get(name)
-    if entry is None:
-        return None
-    return {k: (entry.types[k], v) for k, v in entry.defaults.items()}
+    return None if entry is None else _section(entry)
+
+
+def _section(entry: ModelEntry) -> type[BaseModel]:
+    docs = _arg_docs(entry.builder.__doc__ or "")
+    fields: dict[str, Any] = {
+        k: (entry.types[k], Field(v, description=docs.get(k, f"{entry.name}'s {k}"))) for k, v in entry.defaults.items()
+    }
+    name: Any = Literal.__getitem__(entry.name)  # a Literal made at run time
+    return section_model(
+        f"model_{entry.name}", __base__=ModelBase, name=(name, Field(description=f"the model: {entry.name}")), **fields
+    )
+
+
+def _arg_docs(doc: str) -> dict[str, str]:
+    """``{arg: meaning}`` from a Google-style ``Args:`` block (one line an argument, continuation lines joined)."""
+    out: dict[str, str] = {}
+    lines = inspect.cleandoc(doc).splitlines()
+    if "Args:" not in lines:
+        return out
+    last = ""
+    for line in lines[lines.index("Args:") + 1 :]:
+        if not line.strip():
+            break
+        head, sep, text = line.strip().partition(": ")
+        if line.startswith("    ") and not line.startswith("      ") and sep and head.isidentifier():
+            last = head
+            out[head] = text.strip()
+        elif last:
+            out[last] += " " + line.strip()
+    return out
 
 
 def check_model(name: str, **kwargs: Any) -> str | None:

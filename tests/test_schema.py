@@ -1,0 +1,84 @@
+"""The spec's JSON Schema, as an editor's YAML language server reads it: shipped, current, and right about the
+shipped specs (valid) and the tests' malformed ones (invalid)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import console, readme
+from tests.test_spec import BAD, BASE, with_
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "spaces" / "tune-run.schema.json"
+SPECS = sorted([*ROOT.glob("spaces/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
+REGENERATE = "tune-run --schema > spaces/tune-run.schema.json"
+
+# BAD's cases whose rule spans several keys or values, which a JSON Schema cannot state: resolve alone refuses them.
+ACROSS_KEYS = {
+    "space.train.lr": "low <= high compares two values of one list",
+    "data.storage": "stream against the dataset's kind (digits is loaded whole)",
+    "experiment.metric": "a binary-only metric against the dataset's number of classes",
+    "experiment.mode": "the mode against the metric's better direction",
+}
+BEYOND = {
+    ("space.train.lr", repr({"loguniform": [0.1, 0.01]})),
+    ("data.storage", repr("stream")),
+    ("experiment.metric", repr("val_auc")),
+    ("experiment.mode", repr("min")),
+}
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SHIPPED.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_the_shipped_schema_is_what_tune_run_schema_prints_now(tmp_path):
+    """In a process of its own: a test's own registered model (tests/test_models.py) is no part of the product."""
+    r = readme("tune-run --schema", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads(SHIPPED.read_text()), f"stale: regenerate it with `{REGENERATE}`"
+    r = console("tune-run", cwd=tmp_path)  # no spec and no --schema: argparse's usage line
+    assert r.returncode == 2 and "the following arguments are required: spec" in r.stderr
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_every_shipped_spec_points_at_the_schema_and_keeps_to_it(path, validator):
+    first = path.read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix), f"{path.name}: the first line should be {prefix}<path to {SHIPPED.name}>"
+    assert (path.parent / first[len(prefix) :]).resolve() == SHIPPED
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+    assert not errors, errors
+
+
+def test_the_schema_knows_every_key_with_its_meaning(validator):
+    """Completion and hover text: every key of every section has a description, and the model's keys are the chosen
+    model's (a vit key under a cnn is underlined)."""
+    schema = validator.schema
+    for name, section in schema["$defs"].items():
+        for key, prop in section.get("properties", {}).items():
+            assert prop.get("description"), f"{name}.{key} has no description"
+    assert not validator.is_valid(with_("model.depth", 6))  # cnn has no depth
+    assert validator.is_valid({**BASE, "model": {"name": "vit", "depth": 6}})
+    assert validator.is_valid({**BASE, "model": {"name": "timm/resnet18", "drop_rate": 0.1}})  # the library's own
+
+
+@pytest.mark.parametrize("change,path,words", BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)])
+def test_each_malformed_spec_of_the_tests_breaks_the_schema(change, path, words, validator):
+    if (change[0], repr(change[1])) in BEYOND:
+        assert validator.is_valid(with_(*change)), f"{change} is listed as beyond a schema but the schema refuses it"
+        return
+    assert not validator.is_valid(with_(*change)), f"the schema takes {change}, which resolve refuses ({words})"
+
+
+def test_the_cases_beyond_a_schema_are_cases_of_the_spec_tests():
+    assert BEYOND <= {(change[0], repr(change[1])) for change, _, _ in BAD}
+    assert {key for key, _ in BEYOND} == set(ACROSS_KEYS)  # each with its reason
