@@ -52,11 +52,14 @@ class TrialSide(Protocol):
     def section_schemas(self, raw: Spec) -> dict[str, type[BaseModel] | None]:
         """``{section path: pydantic model}`` for data, model (``raw``'s model's), train, final and sub-sections such
         as ``data.augment`` (None: free-form keys). A model's fields are its section's keys: type (a Literal: the
-        allowed values), default, range (ge/gt/le/lt) and description; ``extra="forbid"``."""
+        allowed values), default, range (ge/gt/le/lt) and description; ``extra="forbid"``. A rule across a section's
+        keys is a ``model_validator(mode="before")`` raising ``PydanticCustomError("spec_rule", "{message}", {"key":
+        key, "message": message})``: resolve states it as the one-line error naming ``<section>.<key>``."""
 
     def section_models(self) -> dict[str, Any]:
         """The same models for the spec's JSON Schema: ``data``, ``train``, ``final``, and ``model`` as the list of
-        every model's section (one per registered model and the free-form ones, told apart by ``name``);
+        every model's section (one per registered model and the free-form ones, told apart by ``name``; the first is the
+        one spaces/README.md's key reference shows in full);
         ``not_searchable``: the dotted keys a space may not name."""
 
     def check(self, spec: Spec) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from ._contract import TrialSide
 from .run._algorithms import first_points_line
 from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
 from .spec._files import dump_spec, read_json
-from .spec._json_schema import spec_schema
+from .spec._json_schema import key_reference, spec_schema
 from .spec._keys import parse_override
 from .spec._schema import SpecError
 from .spec._space import as_searched, grid_points, preview_configs
@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--schema",
-        action="store_true",
-        help="print the spec's JSON Schema (what spaces/tune-run.schema.json holds, for editors) and exit",
+        nargs="?",
+        const="json",
+        choices=("json", "reference"),
+        help="print the spec's JSON Schema (what spaces/tune-run.schema.json holds, for editors), or with "
+        "'reference' the key reference of spaces/README.md made from it, and exit",
     )
     p.add_argument(
         "--sync-mlflow",
@@ -148,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backend = _backend()
     if args.schema:
-        print(json.dumps(spec_schema(backend), indent=2))
+        schema = spec_schema(backend)
+        print(json.dumps(schema, indent=2) + "\n" if args.schema == "json" else key_reference(schema), end="")
         return 0
     if args.spec is None:
         parser.error("the following arguments are required: spec")

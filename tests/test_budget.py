@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -664,20 +665,26 @@ def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session
 # --------------------------------------------------------------------------- a budget is a promise
 
 
-@pytest.mark.alone  # a 5 % wall clock: a Ray study on the other worker varies the epochs' pace it re-plans from
-def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule_decayed(monkeypatch):
+@pytest.mark.parametrize("epoch_s,drift", [(0.25, 0.0), (0.3, 0.0), (0.33, 0.02), (0.25, 0.08)])
+def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule_decayed(monkeypatch, epoch_s, drift):
     """A seed whose epochs are slower than its plan re-plans between epochs: it trains the epochs that fit its
-    final.time_limit_s, its cosine schedule ending at its new last epoch, rather than stopping mid-schedule."""
+    final.time_limit_s, its cosine schedule ending at its new last epoch, rather than stopping mid-schedule — also
+    when the machine keeps slowing down (``drift`` per epoch) and the last re-plan comes as the last epoch starts
+    (that epoch's rate is then the new plan's, not the one the step before it set). The engine's clock is the
+    test's, each epoch ``epoch_s`` of it and more with the drift, so the re-plans are the same on any machine."""
     import trainables.engine as engine
     from trainables.final import final_spec
 
-    slow, real = 0.25, engine.train_epoch
+    clock, real, done = [0.0], engine.train_epoch, [0]
+    slow = epoch_s * (1 + drift * 40)
 
     def slower(*args, **kwargs):  # this machine is slower than the probe measured
-        time.sleep(slow)
+        clock[0] += epoch_s * (1 + drift * done[0])
+        done[0] += 1
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "train_epoch", slower)
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     spec = resolve(
         {
             **SPEC,

@@ -766,3 +766,55 @@ def test_a_trial_restored_from_its_last_epochs_checkpoint_reports_its_end_again(
     ray_adapter.trial({}, spec=spec, pools=pools)
     assert len(reports) == 1 and reports[0]["epoch"] == 2
     assert reports[0]["val_acc"] == last_metrics["val_acc"]
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "multistep", "cosine", "linear", "none"])
+def test_a_batch_schedule_starts_each_epoch_where_the_epoch_schedule_is_and_moves_within_it(schedule):
+    """schedule_per: batch: after warm-up, each epoch's first step is at the per-epoch schedule's factor; cosine and
+    linear then fall step by step, so a short run ends near 0 (the per-epoch linear of 4 epochs ends at 1/4)."""
+    from trainables.recipe import batch_factor
+
+    t = {"schedule": schedule, "gamma": 0.5, "milestones": [2, 3], "warmup_epochs": 1, "epochs": 4}
+    t["plateau_patience"] = 1
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_schedule(opt, t)
+    steps = 10
+    for epoch in range(4):
+        factors = [batch_factor(t, epoch, i / steps, 1 / steps) for i in range(steps)]
+        if epoch == 0:  # warm-up rises to 1 by the epoch's last step, the first step already trains
+            assert factors == pytest.approx([(i + 1) / steps for i in range(steps)])
+        else:
+            assert factors[0] == pytest.approx(opt.param_groups[0]["lr"])
+            moving = schedule in ("cosine", "linear")
+            assert (factors[-1] < factors[0]) == moving and all(f > 0 for f in factors)
+        opt.step()
+        sched.step()
+    if schedule == "linear":
+        assert factors[-1] == pytest.approx(1 / (3 * steps))  # the last step: 1/30 of the rate, not 1/3
+
+
+def test_a_batch_schedule_is_the_rate_the_optimizer_steps_with_and_resumes_exactly(setup, tmp_path):
+    """The lr an epoch reports under schedule_per: batch is its last step's (below the epoch's start), and a run
+    resumed from its epoch-1 checkpoint ends where an uninterrupted one does (with dropout on)."""
+    spec, pools = setup
+    spec = copy.deepcopy(spec)
+    spec["model"]["dropout"] = 0.3
+    spec["train"].update(schedule="linear", schedule_per="batch", warmup_epochs=0)
+    straight = fit(spec, pools).history
+    per_epoch = copy.deepcopy(spec)
+    per_epoch["train"]["schedule_per"] = "epoch"
+    epoch_lrs = [m["lr"] for m in fit(per_epoch, pools).history]
+    lr = float(spec["train"]["lr"])
+    assert epoch_lrs == pytest.approx([lr, lr * 2 / 3, lr / 3])
+    batch_lrs = [m["lr"] for m in straight]
+    assert all(b < e for b, e in zip(batch_lrs, epoch_lrs, strict=True)) and batch_lrs[-1] < lr / 10
+
+    def grab(metrics, get_state):
+        if metrics["epoch"] == 1:
+            save_checkpoint(get_state(), str(tmp_path / "state.pt"))
+
+    fit(spec, pools, on_epoch=grab)
+    saved = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    resumed = fit(spec, pools, state=saved).history
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in straight]

@@ -10,6 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
+from search import SpecError, resolve
+from search.spec._schema import bounds_rule, coerce, schema_of
+from search.spec._sections import SCHEMA as SECTIONS
 from tests.conftest import console, readme
 from tests.test_spec import BAD, BASE, with_
 
@@ -45,6 +48,17 @@ def test_the_shipped_schema_is_what_tune_run_schema_prints_now(tmp_path):
     r = readme("tune-run --schema", tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == json.loads(SHIPPED.read_text()), f"stale: regenerate it with `{REGENERATE}`"
+
+
+def test_the_key_reference_of_spaces_readme_is_made_from_the_models(tmp_path):
+    r = console("tune-run", "--schema", "reference", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (ROOT / "spaces" / "README.md").read_text()
+    begin, end = "<!-- begin: tune-run --schema reference -->\n", "<!-- end: tune-run --schema reference -->"
+    shown = text[text.index(begin) + len(begin) : text.index(end)]
+    assert shown == r.stdout, "spaces/README.md's key reference drifted: paste `tune-run --schema reference` into it"
+    for key in ("lr:", "fidelity:", "max_failures:", "randaugment_group:", "depth:", "| `conv1` |"):  # every section
+        assert key in shown
     r = console("tune-run", cwd=tmp_path)  # no spec and no --schema: argparse's usage line
     assert r.returncode == 2 and "the following arguments are required: spec" in r.stderr
 
@@ -66,6 +80,8 @@ def test_the_schema_knows_every_key_with_its_meaning(validator):
     for name, section in schema["$defs"].items():
         for key, prop in section.get("properties", {}).items():
             assert prop.get("description"), f"{name}.{key} has no description"
+            # a registered model's argument undocumented in its builder's Args: gets the registry's stand-in
+            assert not prop["description"].endswith(f"'s {key}"), f"{name}.{key}: no Args: line in its builder"
     assert not validator.is_valid(with_("model.depth", 6))  # cnn has no depth
     assert validator.is_valid({**BASE, "model": {"name": "vit", "depth": 6}})
     assert validator.is_valid({**BASE, "model": {"name": "timm/resnet18", "drop_rate": 0.1}})  # the library's own
@@ -82,3 +98,27 @@ def test_each_malformed_spec_of_the_tests_breaks_the_schema(change, path, words,
 def test_the_cases_beyond_a_schema_are_cases_of_the_spec_tests():
     assert BEYOND <= {(change[0], repr(change[1])) for change, _, _ in BAD}
     assert {key for key, _ in BEYOND} == set(ACROSS_KEYS)  # each with its reason
+
+
+def _outside(bounds):
+    """A value just outside a key's range, for each of its bounds."""
+    step = {">=": -1, ">": 0, "<=": 1, "<": 0}
+    return [v + step[op] for op, v in bounds]
+
+
+def test_every_ranged_key_refuses_a_value_outside_its_range_in_one_line_and_in_the_schema(backend, validator):
+    """The models' ranges are the rules: resolve states each with the value, and the schema refuses the same."""
+    sections = {**SECTIONS, **backend.section_schemas(BASE)}
+    checked = []
+    for section, model in sections.items():
+        for key, entry in (schema_of(model) if model else {}).items():
+            for value in _outside(entry.bounds):
+                spec = with_(f"{section}.{key}", value)
+                with pytest.raises(SpecError) as err:
+                    resolve(spec, backend, file="s.yaml")
+                rule = bounds_rule(key, entry.bounds)
+                line = f"s.yaml: {section}.{key}: {rule} must hold, got {key}={coerce(value, entry.type)}"
+                assert str(err.value) == line
+                assert not validator.is_valid(spec), f"the schema takes {section}.{key}={value}"
+                checked.append(f"{section}.{key}")
+    assert {"train.epochs", "data.val_fraction", "search.budget_split", "final.time_limit_s"} <= set(checked)

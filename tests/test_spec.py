@@ -247,7 +247,8 @@ def test_annotated_example_in_spaces_readme_is_valid(backend):
     import re
 
     text = (Path(__file__).resolve().parents[1] / "spaces" / "README.md").read_text()
-    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    # the key reference (made from the models) and the space example below it
+    block = "".join(re.findall(r"```yaml\n(.*?)```", text, re.S)[:2])
     spec = resolve(yaml.safe_load(block), backend, file="spaces/README.md")
     assert len(spec["space"]) == 9 and spec["model"]["name"] == "vit"
 

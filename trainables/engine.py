@@ -30,6 +30,7 @@ from .models import create_model
 from .recipe import (
     apply_recipe,
     balanced_weights,
+    batch_factor,
     build_optimizer,
     build_schedule,
     clamp_to_deadline,
@@ -39,6 +40,7 @@ from .recipe import (
     head_outputs,
     make_loss,
     param_groups,
+    refresh_rate,
     regroup_optimizer_state,
     replan_to_time_limit,
     step_schedule,
@@ -265,6 +267,8 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
     bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
     mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
     clip = float(t["grad_clip"])
+    per_batch = t.get("schedule_per") == "batch" and t["schedule"] != "plateau"
+    n_batches = max(1, math.ceil(len(perm) / bs))
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -286,6 +290,10 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
         loss.backward()
         if clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if per_batch:  # the epoch's schedule step (step_schedule) is where each epoch starts; steps move within it
+            factor = batch_factor(t, epoch, i / n_batches, 1 / n_batches)
+            for group in run.opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
         run.opt.step()
         # Accumulate on the device: no host sync per step.
         loss_sum += loss.detach() * len(yb)
@@ -368,7 +376,10 @@ def fit(
     try:
         while (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
             elapsed = time.perf_counter() - t_start
+            before = int(run.spec["train"]["epochs"])
             replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s)
+            if int(run.spec["train"]["epochs"]) != before:  # this epoch's rate from the new plan, not the old one
+                refresh_rate(run.sched)
             if epoch == start + 1:
                 first_s = elapsed
             if epoch >= int(spec["train"]["epochs"]):

@@ -196,6 +196,37 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def batch_factor(t: dict[str, Any], epoch: int, done: float, step: float) -> float:
+    """The lr multiplier of one optimizer step under ``schedule_per: batch``: ``done`` is the fraction of epoch
+    ``epoch`` (0-based) before this step, ``step`` one step's. Warm-up rises to the end of the step (the first step
+    trains), cosine and linear fall from its start (the last step still trains, near 0); exponential and multistep
+    keep their epochs. The per-epoch factor of ``build_schedule`` at every epoch's start, moved within the epoch."""
+    name, gamma = t["schedule"], float(t["gamma"])
+    warm, epochs = int(t["warmup_epochs"]), int(t["epochs"])
+    at = epoch + done
+    if at < warm:
+        return min(1.0, (at + step) / warm)
+    if name == "exponential":
+        return gamma ** (epoch - warm)
+    if name == "multistep":
+        return gamma ** sum(epoch >= int(m) for m in t["milestones"])
+    span = max(1, epochs - warm)
+    if name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(at - warm, span) / span))
+    if name == "linear":
+        return max(0.0, 1 - (at - warm) / span)
+    return 1.0
+
+
+def refresh_rate(sched: Any) -> None:
+    """The current epoch's rate from the schedule as it reads the train section now: a re-plan between epochs
+    changed its length after the last step had set the rate for this epoch from the old one."""
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+
+
 def step_schedule(sched: Any, metrics: dict[str, Any], monitor: str) -> None:
     """One epoch's step of the schedule; a plateau schedule steps on the epoch's ``monitor`` loss."""
     if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 # What every epoch reports that a study can select on, with the direction that is better.
 METRICS = {
@@ -42,6 +43,12 @@ Schedule = Literal["none", "exponential", "multistep", "cosine", "linear", "plat
 OPTIMIZERS, SCHEDULES = get_args(Optimizer), get_args(Schedule)
 
 
+def rule(key: str, message: str) -> PydanticCustomError:
+    """What a section model's validator raises when a rule across its keys breaks: the error type and context the
+    orchestration reads as the one-line error naming ``key`` (search/_contract.py)."""
+    return PydanticCustomError("spec_rule", "{message}", {"key": key, "message": message})
+
+
 class _Section(BaseModel):
     """A spec section of the trial side: its keys with type, default, range and meaning (and the JSON Schema's)."""
 
@@ -51,98 +58,164 @@ class _Section(BaseModel):
 class Train(_Section):
     """How one model trains: optimizer, schedule, loss, batch and arithmetic."""
 
-    optimizer: Optimizer = Field("adamw", description="adamw, adam or sgd")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    weight_decay: float = Field(0.01, description="decoupled for adamw, L2 for adam and sgd")
+    optimizer: Optimizer = Field("adamw", description="adamw | adam | sgd")
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        description="peak learning rate; write exponents with a dot (1.0e-3) or as text: both are read as numbers",
+    )
+    weight_decay: float = Field(0.01, description="decoupled for adamw, an L2 penalty for adam and sgd")
     momentum: float = Field(0.9, description="sgd only")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum")
-    # Batch norm's shifts train fast where its scales are fixed (fast_cnn; airbench: 64).
     norm_lr_scale: float = Field(
         1.0,
         gt=0,
-        description="learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by "
-        "it (decay per step unchanged)",
+        description=(
+            "learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by it (the "
+            "same decay per step); fast_cnn fixes batch norm's scales and trains its shifts fast"
+        ),
     )
-    epochs: int = Field(10, ge=1, description="epochs of a trial (a final model: final.epochs, else this)")
+    epochs: int = Field(10, ge=1, description="epochs of a trial (a final model's: final.epochs, else this)")
     batch_size: int = Field(128, ge=1, description="training images per step")
     eval_batch_size: int = Field(512, ge=1, description="images per inference step: no effect on results")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
-    loss: Literal["ce", "bce"] = Field("ce", description="ce; bce: binary tasks, one sigmoid logit (paper 000)")
-    threshold: float = Field(0.5, gt=0, lt=1, description="binary tasks: predict class 1 when P(class 1) >= this")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy, in [0, 1)")
+    loss: Literal["ce", "bce"] = Field("ce", description="ce | bce (binary tasks: one sigmoid logit, paper 000)")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="binary tasks: predict class 1 when P(class 1) >= threshold (searchable)"
+    )
     tta: Literal["none", "flip"] = Field(
         "none",
-        description="test-time augmentation of every prediction: flip = the mean of the logits of the image and its "
-        "mirror image (airbench); twice the inference cost",
+        description=(
+            "none | flip: every prediction (validation, test, tune-eval) averages the logits of the image and its "
+            "mirror image (airbench); twice the inference cost"
+        ),
     )
-    schedule: Schedule = Field("none", description="learning-rate schedule, stepped once per epoch")
-    gamma: float = Field(0.1, description="decay factor: exponential (per epoch), multistep, plateau")
+    schedule: Schedule = Field(
+        "none",
+        description=(
+            "none | exponential | multistep | cosine | linear | plateau, stepped per epoch; linear: from lr down to "
+            "lr/span over the epochs after warm-up, one-cycle's shape"
+        ),
+    )
+    schedule_per: Literal["epoch", "batch"] = Field(
+        "epoch",
+        description=(
+            "how often the schedule moves: epoch (the papers' torch schedulers) | batch: every optimizer step, "
+            "warm-up, cosine and linear by the fraction of the run done (airbench), so a run of a few epochs still "
+            "decays its rate towards 0; not with plateau, which watches an epoch's loss"
+        ),
+    )
+    gamma: float = Field(0.1, description="exponential: lr *= gamma each epoch; multistep and plateau: the factor")
     milestones: list[int] = Field([], description="multistep: epochs where lr *= gamma")
-    warmup_epochs: int = Field(0, description="linear warm-up before any schedule")
-    plateau_patience: int = Field(2, description="plateau: epochs without a val_loss improvement before a decay")
+    warmup_epochs: int = Field(0, description="linear warm-up before the schedule")
+    plateau_patience: int = Field(
+        2,
+        description=(
+            "plateau: epochs without a val_loss improvement (train_loss in a final train+val run) before a decay"
+        ),
+    )
     grad_clip: float = Field(0.0, description="max gradient norm; 0 = off")
-    early_stopping: int = Field(0, description="stop after this many epochs without a val_loss improvement; 0 = off")
-    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: loss weights n / (k * n_class)")
+    early_stopping: int = Field(
+        0,
+        description=(
+            "stop after this many epochs without a val_loss improvement; 0 = off (always off in a final train+val "
+            "run, which has no validation)"
+        ),
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="none | balanced (loss weights n / (k * n_class))"
+    )
     mixup: float = Field(0.0, description="Mixup Beta(a, a) concentration; 0 = off")
-    cutmix: float = Field(0.0, description="CutMix Beta(a, a) concentration; 0 = off (both on: one per batch)")
+    cutmix: float = Field(0.0, description="CutMix Beta(a, a) concentration; 0 = off; both on: one of them per batch")
     seed: int = Field(0, description="weights, batch order, augmentation")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: the faster on this device, timed here (arithmetic.py)"
+        "auto",
+        description=(
+            "auto: fp32 or bf16 autocast, whichever is >= 10 % faster timed on this device (the memory layout timed "
+            "too) | fp32 | bf16"
+        ),
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where a trial trains")
-    compile: bool = Field(False, description="torch.compile; its cost is reported as compile_s (epoch 1)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+    compile: bool = Field(False, description="torch.compile the model; compile time is reported apart (compile_s)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plateau_per_epoch(cls, train: Any) -> Any:
+        if isinstance(train, dict) and train.get("schedule") == "plateau" and train.get("schedule_per") == "batch":
+            raise rule(
+                "schedule_per", "plateau decays on an epoch's loss: schedule_per: batch takes the other schedules"
+            )
+        return train
 
 
 class Final(_Section):
     """Final training: the best configuration retrained with several seeds, tested on the held-out split."""
 
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one final model per seed, run as parallel trials")
-    epochs: int | None = Field(None, description="epochs of a final model; null = train.epochs")
-    train_on: Literal["train+val", "train"] = Field("train+val", description="what final models train on")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one final model per seed, run in parallel")
+    epochs: int | None = Field(None, description="epochs of a final model; null = train.epochs (a budget sizes it)")
+    train_on: Literal["train+val", "train"] = Field(
+        "train+val", description="train+val (no validation: exactly the epochs above, no val_* metrics) | train"
+    )
     max_per_class: int | None = Field(None, description="cap per class for final training (paper 000: 5,000)")
     train_fraction: float = Field(
-        1.0, description="stratified share of the training data (paper 003 keeps the search's)"
+        1.0, description="stratified share of the training data for final training (paper 003 keeps the search's)"
     )
-    topk: int = Field(5, description="top-k accuracy (skipped when k >= number of classes)")
+    topk: int = Field(5, description="top-k accuracy (skipped when k >= the number of classes)")
     bootstrap: int = Field(1000, description="resamples of the test images for a single run's interval")
     threshold: float | Literal["tune"] | None = Field(
-        None, description="binary: P(positive) cut-off, or tune (on validation); null = train.threshold"
+        None, description="binary: a fixed P(class 1) cut-off | tune (on validation) | null = train.threshold"
     )
     after_search: bool | None = Field(
         None, description="train final models after the search; null = true when the spec has a final section"
     )
-    # A seed slower than planned re-plans its schedule between epochs to end within it, learning rate decayed.
     time_limit_s: float | None = Field(
-        None, gt=0, description="seconds one seed's training may take (null: no limit); a wall-clock budget sets it"
+        None,
+        gt=0,
+        description=(
+            "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower than "
+            "planned re-plans its schedule between epochs to end within it, its learning rate decayed"
+        ),
     )
-    # A budget sets it when it sized final.epochs; final.epochs a user gives is kept.
     fill_time_limit: bool = Field(
         False,
-        description="with time_limit_s: a seed faster than planned lengthens its schedule to use its time, up to "
-        "train.epochs",
+        description=(
+            "with time_limit_s: a seed faster than planned also lengthens its schedule, up to train.epochs (a budget "
+            "sets it when it sized final.epochs)"
+        ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold(cls, final: Any) -> Any:
+        thr = final.get("threshold") if isinstance(final, dict) else None
+        if isinstance(thr, str) and thr != "tune":
+            raise rule("threshold", f"a probability in (0, 1) or 'tune', got {thr!r}")
+        if isinstance(thr, float) and not 0.0 < thr < 1.0:
+            raise rule("threshold", f"0 < threshold < 1 must hold, got threshold={thr}")
+        if thr == "tune" and final.get("train_on") != "train":
+            raise rule("threshold", "tuning the threshold needs held-out validation data: set final.train_on: train")
+        return final
 
 
 class Augment(_Section):
     """Training-time augmentation (``data.augment``), drawn per image on the CPU."""
 
-    p: float = Field(1.0, description="probability that a sample is augmented at all")
+    p: float = Field(1.0, description="probability that an image is augmented at all (gates everything below)")
     hflip: float = Field(0.0, description="probability of a horizontal flip")
     vflip: float = Field(0.0, description="probability of a vertical flip")
-    pad_crop: int = Field(0, description="pixels of zero padding before a random crop back to size; 0 = off")
-    pad_crop_p: float = Field(1.0, description="probability of the pad+crop")
-    rotation: float = Field(0.0, description="max rotation in degrees (uniform in [-r, r]); 0 = off")
+    pad_crop: int = Field(0, description="pixels of zero padding, then a random crop back to size; 0 = off")
+    pad_crop_p: float = Field(1.0, description="probability of the pad and crop")
+    rotation: float = Field(0.0, description="max degrees, uniform in [-r, r]; 0 = off")
     rotation_p: float = Field(1.0, description="probability of the rotation")
-    resized_crop: float = Field(0.0, description="min area fraction of a random resized crop (e.g. 0.08); 0 = off")
+    resized_crop: float = Field(0.0, description="min area of a random resized crop, aspect 3/4..4/3; 0 = off")
     resized_crop_p: float = Field(1.0, description="probability of the resized crop")
     color_jitter: float = Field(
-        0.0, description="strength s: brightness, contrast, saturation factors uniform in [1-s, 1+s]; 0 = off"
+        0.0, description="strength s: brightness, contrast, saturation factors in [1-s, 1+s]; 0 = off"
     )
     color_jitter_p: float = Field(1.0, description="probability of the colour jitter")
-    randaugment: int = Field(0, description="RandAugment: ops per image (torchvision's N; 2 is usual); 0 = off")
-    randaugment_magnitude: int = Field(9, description="RandAugment magnitude M on torchvision's 0..30 scale")
-    randaugment_group: int = Field(
-        8, description="images that share one draw of ops (per-image draws cost a call each)"
-    )
+    randaugment: int = Field(0, description="torchvision RandAugment: ops per image (2 is usual); 0 = off")
+    randaugment_magnitude: int = Field(9, description="RandAugment's magnitude M on torchvision's 0..30 scale")
+    randaugment_group: int = Field(8, description="images sharing one draw of ops (a call per group keeps it batched)")
 
 
 # Keys of ``data.augment`` with their defaults.
@@ -152,9 +225,16 @@ AUGMENT_DEFAULTS: dict[str, Any] = Augment().model_dump()
 class ModelBase(_Section):
     """The keys of every ``model`` section; a registered model adds its builder's arguments."""
 
-    name: str | None = Field(None, description="a registered model, timm/<name> or tv/<name> (required)")
+    name: str | None = Field(
+        None, description="a registered model, timm/<any timm model> or tv/<any torchvision model> (required)"
+    )
     freeze: str | float = Field(
-        "none", description="none, head_only, or the share of the layers (from the input) frozen, in [0, 1]"
+        "none",
+        description=(
+            "none | head_only | a fraction f: the first round(f x L) of the L parameterised layers before the head "
+            "(modules owning weights, in registration order) are frozen; frozen BatchNorm layers also keep their "
+            "running statistics (eval mode)"
+        ),
     )
 
 
@@ -163,53 +243,98 @@ class FreeModel(ModelBase):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(pattern=r"^(timm|tv)/.+", description="timm/<name> or tv/<name>: a model of that library")
+    name: str = Field(
+        pattern=r"^(timm|tv)/.+",
+        description="timm/<name> or tv/<name>: any model of that library, with any keyword argument it takes",
+    )
 
 
 class Data(_Section):
     """What the trials read and how it is split; ``data.dataset`` is required."""
 
-    dataset: str | None = Field(None, description="a registered dataset (required)")
-    root: str | None = Field(None, description="local data; null = torchvision download into the cache")
-    download: bool = Field(True, description="allow a torchvision download when root lacks the files")
+    dataset: str | None = Field(
+        None, examples=["cifar10"], description="digits | cifar10 | cifar100 | imagefolder | synthetic (required)"
+    )
+    root: str | None = Field(None, description="local data; null = torchvision download (cifar) into ~/.cache/tune-run")
+    download: bool = Field(True, description="allow that download when root lacks the files")
     image_size: int | None = Field(
-        None, description="null = the dataset's native size; imagefolder decodes once at this size"
+        None, description="null = native (digits 8, cifar 32); imagefolder decodes once at this size"
     )
     val_fraction: float = Field(0.1, gt=0, lt=1, description="of the train pool, stratified")
     test_fraction: float = Field(
-        0.2, gt=0, le=1, description="carved from the train pool when the dataset has no test split; never searched on"
+        0.2, gt=0, le=1, description="held out of the train pool when the dataset has no test split; never searched on"
     )
     train_fraction: float = Field(
-        1.0, gt=0, le=1, description="of the training split used by search trials, stratified"
+        1.0, gt=0, le=1, description="stratified fraction of the training split each search trial uses"
     )
-    max_per_class: int | None = Field(None, description="cap on training images per class (balanced subsample)")
-    # A tree larger than memory is never decoded whole (paper 000).
+    max_per_class: int | None = Field(None, description="cap training images per class (balanced subsample)")
     load_max_per_class: int | None = Field(
-        None, description="imagefolder: files read per class (seeded), before any split"
+        None,
+        description=(
+            "imagefolder: files read per class (seeded) before any split; a tree larger than memory is never decoded "
+            "whole (paper 000's balanced 5,000 per class)"
+        ),
     )
     storage: Literal["auto", "memory", "stream"] = Field(
         "auto",
-        description="files: decode once into shared memory, or read every epoch by loader workers; auto streams past "
-        "max_memory_gb",
+        description=(
+            "files (imagefolder, class-folder roots): memory = decoded once, uint8, one copy shared by all trials; "
+            "stream = read from disk every epoch by loader workers; auto = stream when the decoded set would pass "
+            "max_memory_gb"
+        ),
     )
     max_memory_gb: float | None = Field(
-        None, gt=0, description="auto's limit on decoded pixels; null = 1/4 of available memory"
+        None, gt=0, description="auto's limit; null = a quarter of the host's available memory"
     )
-    workers: int = Field(4, ge=0, description="streaming only: decoding processes per trial (in memory: none)")
-    val_max_per_class: int | None = Field(None, description="cap on validation images per class")
-    split_seed: int = Field(0, description="every split above")
+    workers: int = Field(
+        4,
+        ge=0,
+        description=(
+            "streaming only: decoding processes per trial, kept for its life and added to its CPU request (in-memory "
+            "sets use none)"
+        ),
+    )
+    val_max_per_class: int | None = Field(None, description="cap validation images per class")
+    split_seed: int = Field(0, description="every split above depends on this alone")
     on_bad_image: Literal["skip", "error"] = Field(
         "skip",
-        description="imagefolder: leave unreadable files out (listed in the study folder), or stop naming the first",
+        description=(
+            "imagefolder: skip = leave unreadable files out (counted in the data: line, listed in "
+            "runs/<study>/skipped_images.txt); error = stop, naming the first (exit 2)"
+        ),
     )
     positive_class: str | None = Field(
-        None, description="binary tasks: the class that is class 1; null = the second of the sorted class names"
+        None,
+        description=(
+            "binary tasks: the class name that is class 1 (threshold on P(class 1), positive precision/recall/F1, "
+            "AUC); null = the second class name in sorted order"
+        ),
     )
-    mean: list[float] | None = Field(None, description="per-channel mean, 0..1 scale; null = from the training split")
-    std: list[float] | None = Field(None, description="per-channel s.d., 0..1 scale; null = from the training split")
+    mean: list[float] | None = Field(None, description="per channel, 0..1 scale; null = computed on the training split")
+    std: list[float] | None = Field(None, description="per channel, 0..1 scale; null = computed on the training split")
     num_classes: int = Field(10, description="synthetic only")
     num_samples: int = Field(2000, description="synthetic only")
-    augment: Augment = Field(default_factory=Augment, description="training-time augmentation")
+    augment: Augment = Field(default_factory=Augment, description="applied to whole batches on the training device")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source(cls, d: Any) -> Any:
+        """Where the images come from, against how they are held."""
+        if not isinstance(d, dict):
+            return d
+        dataset, root = d.get("dataset"), d.get("root")
+        if dataset == "imagefolder" and not root:
+            raise rule("root", "imagefolder needs data.root (a class-per-folder tree)")
+        files = dataset == "imagefolder" or (dataset in ("cifar10", "cifar100") and root)
+        if d.get("storage") == "stream" and not files:
+            raise rule(
+                "storage",
+                f"stream reads image files (imagefolder, or cifar with a class-folder data.root); {dataset} is loaded "
+                "whole, use auto or memory",
+            )
+        if root is None and dataset in ("cifar10", "cifar100") and d.get("download") is False:
+            raise rule("root", f"{dataset} needs data.root when data.download is false")
+        return d
 
 
 # Keys whose value decides which other keys exist: each model family has its own arguments, so the family is searched

@@ -85,12 +85,6 @@ def check_budget(file: str, spec: dict[str, Any]) -> None:
     """The budget keys of a resolved spec (``num_samples`` left open is sized from a budget, else 1)."""
     search = spec["search"]
     epochs, longest = search["epochs"], int((spec.get("train") or {}).get("epochs") or 1)
-    if isinstance(epochs, str) and epochs != "auto":
-        raise SpecError(
-            file,
-            "search.epochs",
-            f"a whole number of epochs, auto (sized from search.budget) or null (train.epochs), got {epochs!r}",
-        )
     if isinstance(epochs, int) and not 1 <= epochs <= longest:
         raise SpecError(
             file, "search.epochs", f"1 <= epochs <= train.epochs must hold, got epochs={epochs}, train.epochs={longest}"

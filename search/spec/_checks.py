@@ -12,7 +12,7 @@ from ._space import is_branch
 
 
 def check_orchestration(file: str, spec: dict[str, Any], default_name: str | None) -> None:
-    exp, search, sched, res = spec["experiment"], spec["search"], spec["scheduler"], spec["resources"]
+    exp, search, sched = spec["experiment"], spec["search"], spec["scheduler"]
     exp["name"] = exp["name"] or default_name
     if not exp["name"] or not NAME_RE.match(exp["name"]):
         raise SpecError(file, "experiment.name", f"letters, digits, '.', '_' and '-' only, got {exp['name']!r}")
@@ -32,14 +32,6 @@ def check_orchestration(file: str, spec: dict[str, Any], default_name: str | Non
             f"search.algorithm=bohb needs scheduler.name=hyperband "
             f"(BOHB's own bracket schedule), got {sched['name']!r}",
         )
-    if sched["fidelity"] == "data" and sched["name"] not in ("asha", "hyperband"):
-        raise SpecError(
-            file,
-            "scheduler.fidelity",
-            f"data grows the training set at asha's or hyperband's rungs; scheduler.name is {sched['name']!r}",
-        )
-    if res["gpu"] > 1 and not float(res["gpu"]).is_integer():
-        raise SpecError(file, "resources.gpu", f"gpu must be a fraction in [0, 1] or a whole number, got {res['gpu']}")
 
 
 def check_metric(file: str, exp: dict[str, Any], metrics: dict[str, str]) -> None:

@@ -56,10 +56,34 @@ def spec_schema(backend: TrialSide) -> dict[str, Any]:
     exp["name"] = {**exp["name"], "pattern": NAME_RE.pattern}
     exp["metric"] = {**exp["metric"], "enum": [*backend.METRICS, None]}
     schema["properties"]["space"] = _space_schema(defs, models, trial, backend.BRANCH_KEYS)
+    for dotted in backend.BRANCH_KEYS:  # model.name: the section's keys are those of the model it names
+        section, _, key = dotted.partition(".")
+        schema["properties"][section] = _selected_by(key, schema["properties"][section], defs)
     defs["ranges_number"], defs["ranges_integer"] = _ranges(integer=False), _ranges(integer=True)
     for key in ("experiment", "model", "train", "search", "scheduler", "resources", "tracking", "final"):
         schema["properties"][key].pop("default", None)
     return {"$schema": SCHEMA_ID, **schema, "title": "tune-run spec"}
+
+
+def _selected_by(key: str, prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A section that is one of several models, told apart by ``key`` (its value a const or a pattern in each): if
+    ``key`` is one model's, then the section is that model. An editor then completes and checks the keys of the model
+    named, and its error names the key that model lacks, not 'none of 7 schemas matched'."""
+    members = [m["$ref"] for m in _value_schema(prop)["anyOf"]]
+    cases, values = [], []
+    for ref in members:
+        named = defs[ref.rsplit("/", 1)[-1]]["properties"][key]
+        value = {k: named[k] for k in ("const", "pattern") if k in named}
+        values.append(value)
+        cases.append({"if": {"properties": {key: value}, "required": [key]}, "then": {"$ref": ref}})
+    names = [v["const"] for v in values if "const" in v]
+    choices = [{"enum": names}, *(v for v in values if "const" not in v)]
+    return {
+        "description": prop.get("description", ""),
+        "type": ["object", "null"],
+        "properties": {key: {"description": f"one of {', '.join(names)}, or a library's model", "anyOf": choices}},
+        "allOf": cases,
+    }
 
 
 def _tidy_section(section: dict[str, Any]) -> None:
@@ -188,3 +212,78 @@ def _space_schema(
         "patternProperties": {r"^[^.]+$": branch, r"^model\.": _distribution({}, "a model argument")},
         "additionalProperties": False,
     }
+
+
+# --------------------------------------------------------------------------- the key reference (spaces/README.md)
+
+REFERENCE_ORDER = ("experiment", "data", "model", "train", "search", "scheduler", "resources", "tracking", "final")
+_COMMENT_AT = 27  # the column comments start at, as in the hand-written YAML this replaced
+_WIDTH = 118
+
+
+def key_reference(schema: dict[str, Any]) -> str:
+    """spaces/README.md's key reference from the schema: every section's keys with their defaults (a required key:
+    its example) and meanings as one YAML block, the model section as the first model's (the trial side's example),
+    then each other model's own keys as a table (``tune-run --schema reference``)."""
+    defs, props = schema["$defs"], schema["properties"]
+    lines = ["```yaml"]
+    models = [defs[str(case["then"]["$ref"]).rsplit("/", 1)[-1]] for case in props["model"]["allOf"]]
+    for name in REFERENCE_ORDER:
+        if name == "model":  # the first model as the example, its own keys inline; the others' in tables below
+            example = models[0]
+            keys = dict(example["properties"])
+            names = [m["properties"]["name"].get("const", m["properties"]["name"].get("description")) for m in models]
+            keys["name"] = {**keys["name"], "default": keys["name"]["const"], "description": " | ".join(names)}
+            lines += _yaml_lines(name, {"description": props[name]["description"], "properties": keys}, defs, 0)
+            lines.append("")
+            continue
+        lines += [*_yaml_lines(name, defs[_ref_name(props[name])], defs, indent=0), ""]
+    lines[-1] = "```"
+    for model_def in models[1:]:
+        own = {k: v for k, v in model_def["properties"].items() if k not in ("name", "freeze")}
+        if not own:
+            continue
+        lines += ["", f"`model.name: {model_def['properties']['name']['const']}`", "", "| key | default | meaning |"]
+        lines.append("|---|---|---|")
+        lines += [f"| `{k}` | `{_yaml_value(v.get('default'))}` | {v.get('description', '')} |" for k, v in own.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _ref_name(prop: dict[str, Any]) -> str:
+    value = _value_schema(prop)
+    ref = value["$ref"] if "$ref" in value else value["allOf"][0]["$ref"]
+    return str(ref).rsplit("/", 1)[-1]
+
+
+def _yaml_value(value: Any) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def _yaml_lines(key: str, section: dict[str, Any], defs: dict[str, Any], indent: int) -> list[str]:
+    pad = " " * indent
+    head = _commented(f"{pad}{key}:", section.get("description", ""))
+    lines = head
+    for name, prop in section.get("properties", {}).items():
+        value = _value_schema(prop)
+        if "$ref" in value:  # a sub-section (data.augment)
+            sub = defs[_ref_name(prop)]
+            lines += _yaml_lines(name, {**sub, "description": prop.get("description", "")}, defs, indent + 2)
+            continue
+        shown = prop["examples"][0] if prop.get("examples") else prop.get("default")  # a required key's example
+        lines += _commented(f"{pad}  {name}: {_yaml_value(shown)}", prop.get("description", ""))
+    return lines
+
+
+def _commented(text: str, comment: str) -> list[str]:
+    """``text`` with ``comment`` from column _COMMENT_AT, wrapped onto comment lines of its own."""
+    import textwrap
+
+    if not comment:
+        return [text]
+    at = max(_COMMENT_AT, len(text) + 1)
+    wrapped = textwrap.wrap(comment, _WIDTH - at - 2) or [""]
+    first = f"{text:<{at}}# {wrapped[0]}"
+    return [first, *(f"{'':<{at}}# {more}" for more in wrapped[1:])]

@@ -8,12 +8,23 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import operator
 import types
 import typing
 from typing import Any, Literal, NamedTuple
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
+
+# The error type of a section model's rule across its keys (a ``model_validator``): its context names the key the
+# one-line error names. The trial side's models raise the same (search/_contract.py).
+RULE = "spec_rule"
+
+
+def rule(key: str, message: str) -> PydanticCustomError:
+    """What a section model's validator raises when a rule across its keys breaks: ``key`` and the message line."""
+    return PydanticCustomError(RULE, "{message}", {"key": key, "message": message})
 
 
 class SpecError(Exception):
@@ -163,9 +174,11 @@ def bounds_rule(key: str, bounds: tuple[tuple[str, Any], ...]) -> str:
     return " and ".join(f"{key} {op} {v}" for op, v in bounds)
 
 
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
 def in_bounds(value: Any, bounds: tuple[tuple[str, Any], ...]) -> bool:
-    checks = {">=": value.__ge__, ">": value.__gt__, "<=": value.__le__, "<": value.__lt__}
-    return all(checks[op](v) is True for op, v in bounds)
+    return all(_COMPARE[op](value, v) for op, v in bounds)
 
 
 def check_section(
@@ -209,7 +222,20 @@ def check_section(
                 kp,
                 f"{value!r} is not allowed; allowed: {allowed(entry.allowed)}{did_you_mean(str(value), entry.allowed)}",
             )
-        if entry.bounds and not in_bounds(value, entry.bounds):
+        if entry.bounds and isinstance(value, (int, float)) and not in_bounds(value, entry.bounds):
             raise SpecError(file, kp, f"{bounds_rule(key, entry.bounds)} must hold, got {key}={value}")
         out[key] = value
+    check_rules(file, path, model, out)
     return out
+
+
+def check_rules(file: str, path: str, model: type[BaseModel], section: dict[str, Any]) -> None:
+    """The section model's rules across its keys (its validators), on the filled section: the first broken one as
+    the one-line error. Other validation errors are the checks' above, which have said what they refuse."""
+    try:
+        model.model_validate(section)
+    except ValidationError as err:
+        for e in err.errors():
+            if e["type"] == RULE:
+                ctx = e.get("ctx") or {}
+                raise SpecError(file, f"{path}.{ctx['key']}", str(ctx["message"])) from None

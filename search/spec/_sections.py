@@ -4,11 +4,12 @@ type, default and allowed values; the trial side supplies data, model, train and
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ._budget import DEFAULT_SPLIT
+from ._schema import rule
 
 Algorithm = Literal["random", "grid", "optuna", "bohb"]
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt"]
@@ -26,63 +27,162 @@ class _Section(BaseModel):
 class Experiment(_Section):
     """What a study is called, what it optimises and where its results go."""
 
-    name: str | None = Field(None, description="the study's name; default: the spec file's stem")
-    metric: str = Field("val_acc", description="what trials are ranked by: a metric every epoch reports")
-    mode: Literal["max", "min"] | None = Field(None, description="max or min; default: the metric's better direction")
-    output_dir: str = Field("runs", description="where study folders go: a path, or s3://bucket/prefix, gs://...")
+    name: str | None = Field(
+        None,
+        examples=["my-study"],
+        description=(
+            "the study's name: letters, digits, '.', '_' and '-'; results go to <output_dir>/<name>/; default: the "
+            "spec file's stem"
+        ),
+    )
+    metric: str = Field(
+        "val_acc",
+        description=(
+            "what trials are ranked by, reported every epoch: val_acc | val_loss | train_acc | train_loss | "
+            "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only)"
+        ),
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="max | min; null = the metric's better direction (a loss is minimised; the other is refused)"
+    )
+    output_dir: str = Field(
+        "runs",
+        description=(
+            "where study folders go: a path, or a storage URI, s3://bucket/prefix or gs://bucket/prefix (README: "
+            "remote storage)"
+        ),
+    )
     description: str = Field("", description="free text, recorded with the study")
 
 
 class Search(_Section):
     """How configurations are drawn, how many and how long, and the compute budget."""
 
-    algorithm: Algorithm = Field("random", description="the searcher: random, grid, optuna (TPE), bohb")
+    algorithm: Algorithm = Field(
+        "random",
+        description="random (grid and sampled keys mix: grid points x num_samples) | grid | optuna (TPE) | bohb",
+    )
     num_samples: int | None = Field(
         None,
         ge=1,
-        description="samples (random/optuna/bohb) or repeats of the grid; null: sized from "
-        "search.budget when there is one, else 1",
+        description=(
+            "samples per grid point, or trials for optuna and bohb; null = sized from search.budget when there is "
+            "one, else 1"
+        ),
     )
-    max_concurrent: int = Field(0, ge=0, description="trials at once; 0: as many as the resources allow")
-    seed: int = Field(0, description="the searcher's seed")
+    max_concurrent: int = Field(0, ge=0, description="trials at once; 0 = as many as the resources allow")
+    seed: int = Field(0, description="the searcher's seed: the same spec draws the same configurations")
     epochs: int | Literal["auto"] | None = Field(
-        None, description="the search's trials' epochs: null = train.epochs; auto = sized from search.budget"
+        None,
+        description=(
+            "the search's trials: null = train.epochs; a number (<= train.epochs); auto = the longest that leaves the"
+            " budget 10 trials (Compute budgets, below), the schedule's shape kept"
+        ),
     )
-    recipe_first: bool = Field(False, description="the spec's own values of the searched keys are the first trial")
-    # A new process costs about 4 s of a 2-core CPU per trial (6 one-epoch trials: 28 s without, 7 s with). The
-    # reset that reuses one waits for the previous trial to end (trainables/ray_adapter.py, RESET_TIMEOUT_S).
-    reuse_actors: bool = Field(True, description="keep trial processes (and their imports) alive between trials")
+    recipe_first: bool = Field(
+        False,
+        description=(
+            "the spec's own values of the searched keys are the first trial (random, optuna, bohb; not a grid or a "
+            "conditional space): the search ranks what it finds against the recipe it has to beat; --dry-run says "
+            "what it will be, study.json records it"
+        ),
+    )
+    # Measured: 6 one-epoch trials took 28 s without, 7 s with. The reset that reuses a process waits for the
+    # previous trial to end (trainables/ray_adapter.py, RESET_TIMEOUT_S).
+    reuse_actors: bool = Field(
+        True,
+        description=(
+            "keep trial processes alive between trials (saves a process start and the torch import, about 4 s a trial"
+            " on 2 cores)"
+        ),
+    )
     budget: str | None = Field(
-        None, description="search + final training: 45s | 30m | 2h | 1.5gpu-h | 400epochs (spaces/README.md)"
+        None,
+        description=(
+            "compute budget of the whole study (search + final training): 45s | 30m | 2h (wall clock) | 1.5gpu-h (GPU"
+            " share x time, summed over trials) | 400epochs (summed over trials); tune-run --budget sets it (Compute "
+            "budgets, below)"
+        ),
     )
     budget_split: float = Field(
-        DEFAULT_SPLIT, gt=0, lt=1, description="the search's share of the budget; final training gets the rest"
+        DEFAULT_SPLIT,
+        gt=0,
+        lt=1,
+        description=(
+            "the search's share of the budget (0 < x < 1); final training gets the rest and what the search left "
+            "unspent"
+        ),
     )
-    # A scheduler that never resumes its paused trials would otherwise keep the study waiting for ever.
     stall_timeout_s: float = Field(
         600.0,
         gt=0,
-        description="seconds with trials paused and none running before the study ends (exit 1; --resume goes on)",
+        description=(
+            "seconds with trials paused and none running before the study ends (exit 1; --resume goes on): a "
+            "scheduler that never resumes its paused trials would otherwise wait for ever"
+        ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_word(cls, search: Any) -> Any:
+        epochs = search.get("epochs") if isinstance(search, dict) else None
+        if isinstance(epochs, str) and epochs != "auto":
+            raise rule(
+                "epochs",
+                f"a whole number of epochs, auto (sized from search.budget) or null (train.epochs), got {epochs!r}",
+            )
+        return search
 
 
 class Scheduler(_Section):
     """Which trials stop early or change while they train; its time unit is the epoch."""
 
-    name: SchedulerName = Field("fifo", description="fifo (none), asha, hyperband, median or pbt")
-    max_t: int | None = Field(None, description="epochs of the longest trial; default: train.epochs")
-    grace_period: int = Field(1, description="asha, median: epochs before a trial may be stopped")
-    reduction_factor: float = Field(3.0, gt=1, description="asha, hyperband: 1 in this many trials goes on at a rung")
+    name: SchedulerName = Field(
+        "fifo",
+        description=(
+            "fifo (none) | asha | hyperband | median | pbt (bohb needs hyperband; pbt perturbs the keys in space)"
+        ),
+    )
+    max_t: int | None = Field(
+        None, description="epochs of the longest trial; null = the largest train.epochs a trial can have"
+    )
+    grace_period: int = Field(
+        1, description="asha, median: epochs before a trial may be stopped (1 <= grace_period <= max_t)"
+    )
+    reduction_factor: float = Field(3.0, gt=1, description="asha, hyperband: one in this many trials goes on at a rung")
     brackets: int = Field(1, ge=1, description="asha: brackets of rungs")
-    min_samples_required: int = Field(3, ge=1, description="median: trials needed before one is stopped")
+    min_samples_required: int = Field(
+        3, ge=1, description="median: trials that must have reported before one is stopped"
+    )
     perturbation_interval: int = Field(2, ge=1, description="pbt: epochs between perturbations")
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: the bottom share copies the top share")
+    quantile_fraction: float = Field(
+        0.25, gt=0, le=0.5, description="pbt: the bottom share of trials copies the top share's checkpoints"
+    )
     resample_probability: float = Field(
-        0.25, ge=0, le=1, description="pbt: chance a perturbed value is drawn anew from the space"
+        0.25, ge=0, le=1, description="pbt: the chance that a perturbed value is drawn anew from the space"
     )
     fidelity: Fidelity = Field(
-        "epochs", description="asha, hyperband: what rungs grow, epochs or (data) also the share of the training set"
+        "epochs",
+        description=(
+            "asha, hyperband: what a rung grows. epochs; data: also the training set, the epochs up to rung r "
+            "training on r / max_t of the training split (nested: each rung's images include the last's) and the "
+            "epochs after the last rung on all of it, reported per epoch as data_fraction and train_images"
+        ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_needs_rungs(cls, sched: Any) -> Any:
+        if (
+            isinstance(sched, dict)
+            and sched.get("fidelity") == "data"
+            and sched.get("name") not in ("asha", "hyperband")
+        ):
+            raise rule(
+                "fidelity",
+                f"data grows the training set at asha's or hyperband's rungs; scheduler.name is {sched.get('name')!r}",
+            )
+        return sched
 
 
 class Resources(_Section):
@@ -92,23 +192,47 @@ class Resources(_Section):
     gpu: float = Field(
         0.0,
         ge=0,
-        description="GPUs per trial: a fraction in [0, 1] packs trials on one GPU, or a whole number",
+        description=(
+            "GPUs per trial: a fraction in [0, 1] packs trials on one GPU, each capped at that share of its memory "
+            "and counted as that share in GPU-hours, or a whole number; clamped to 0 with a warning where there is no"
+            " GPU"
+        ),
         json_schema_extra={"anyOf": [{"maximum": 1}, {"multipleOf": 1}]},  # the rule check_orchestration states
     )
     max_failures: int = Field(
-        3, ge=0, description="retries of a trial whose process or node died, from its last checkpoint"
+        3,
+        ge=0,
+        description=(
+            "retries of a trial whose process or node died (a node lost, a worker crash, a kill by Ray's memory "
+            "monitor), each from its last checkpoint (a final seed: from its start); what a trial ends itself with "
+            "(infeasible, diverged, out of GPU memory, missing weights or data) is never retried"
+        ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_gpus(cls, res: Any) -> Any:
+        gpu = res.get("gpu") if isinstance(res, dict) else None
+        if isinstance(gpu, (int, float)) and gpu > 1 and not float(gpu).is_integer():
+            raise rule("gpu", f"gpu must be a fraction in [0, 1] or a whole number, got {gpu}")
+        return res
 
 
 class Tracking(_Section):
     """Where MLflow records the study."""
 
     mlflow_uri: str = Field(
-        "sqlite:///mlflow.db", description="MLflow tracking URI; a relative path: the working directory"
+        "sqlite:///mlflow.db",
+        description=(
+            "MLflow tracking URI: a relative sqlite path is relative to the working directory, artifacts go to "
+            "mlruns/ beside it; or a tracking server, http://host:5000"
+        ),
     )
-    mlflow_experiment: str | None = Field(None, description="MLflow experiment; default: experiment.name")
-    parent_run_id: str | None = Field(None, description="nest the study's runs under this MLflow run")
-    enabled: bool = Field(True, description="track in MLflow at all")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment; null = experiment.name")
+    parent_run_id: str | None = Field(
+        None, description="nest this study's runs under another MLflow run (best.yaml sets it to the study's run)"
+    )
+    enabled: bool = Field(True, description="track the study in MLflow")
 
 
 # The orchestration's sections by name.

@@ -94,8 +94,13 @@ def _section(entry: ModelEntry) -> type[BaseModel]:
         k: (entry.types[k], Field(v, description=docs.get(k, f"{entry.name}'s {k}"))) for k, v in entry.defaults.items()
     }
     name: Any = Literal.__getitem__(entry.name)  # a Literal made at run time
+    summary = (entry.builder.__doc__ or "").strip().splitlines()[:1] or [f"the model {entry.name}"]
     return section_model(
-        f"model_{entry.name}", __base__=ModelBase, name=(name, Field(description=f"the model: {entry.name}")), **fields
+        f"model_{entry.name}",
+        __base__=ModelBase,
+        __doc__=summary[0],
+        name=(name, Field(description=f"the model: {entry.name}")),
+        **fields,
     )
 
 

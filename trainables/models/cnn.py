@@ -38,6 +38,16 @@ def cnn(
     dropout: float = 0.5,
     kernel_size: int = 3,
 ) -> nn.Module:
+    """Paper 004's small CNN.
+
+    Args:
+        conv1: channels of the first conv block
+        conv2: channels of the second conv block
+        conv3: channels of the third conv block
+        hidden: width of the MLP's hidden layer
+        dropout: dropout before the MLP's last layer, in [0, 1)
+        kernel_size: side of every conv kernel (odd: same padding)
+    """
     from torch import nn  # at build time only: a spec is checked without torch
 
     def block(cin: int, cout: int) -> list[nn.Module]:

@@ -99,6 +99,18 @@ def coins_cnn(
     stride_pool: int = 3,
     fnn_out_features: int = 500,
 ) -> nn.Module:
+    """Paper 000's CNN.
+
+    Args:
+        out_channels_1: channels of the first conv
+        out_channels_2: channels of the second conv
+        kernel_size_conv: side of both conv kernels
+        padding_conv: zero padding of both convs, in pixels
+        stride_conv: stride of both convs
+        kernel_size_pool: side of both max-pools
+        stride_pool: stride of both max-pools
+        fnn_out_features: width of the MLP's hidden layer
+    """
     from torch import nn  # at build time only: a spec is checked without torch
 
     side = _sides(

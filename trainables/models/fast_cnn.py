@@ -47,6 +47,16 @@ def fast_cnn(
     bn_momentum: float = 0.4,  # PyTorch's convention (weight of the new batch): airbench's 0.6 of the old
     scaling: float = 1 / 9,  # the head's output scale
 ) -> nn.Module:
+    """airbench94's network.
+
+    Args:
+        width1: channels of the first block (airbench94: 64; narrower trades accuracy for images per second)
+        width2: channels of the second block (airbench94: 256)
+        width3: channels of the third block (airbench94: 256)
+        bn_momentum: batch norm's momentum, PyTorch's convention (the weight of the new batch; airbench's 0.6 of the
+            old is 0.4)
+        scaling: the head's output scale (airbench94: 1/9)
+    """
     from ._fast_cnn_layers import FastCNN  # at build time only: a spec is checked without torch
 
     return FastCNN(num_classes, in_chans, (width1, width2, width3), bn_momentum, scaling)

@@ -26,6 +26,11 @@ def _check(*, image_size: int, conv_channels: int, **_: object) -> str | None:
 
 @register_model("luna", check=_check)
 def luna(*, num_classes: int, in_chans: int, image_size: int, conv_channels: int = 8) -> nn.Module:
+    """The Luna CNN in 2-D.
+
+    Args:
+        conv_channels: channels of the first of four blocks, doubled in each next one
+    """
     from torch import nn  # at build time only: a spec is checked without torch
 
     def block(cin: int, cout: int) -> list[nn.Module]:

@@ -47,6 +47,12 @@ def _imagenet_weights(pretrained: bool | str) -> dict[str, torch.Tensor]:
 def resnet18(
     *, num_classes: int, in_chans: int, image_size: int, stem: str = "cifar", pretrained: bool | str = False
 ) -> nn.Module:
+    """ResNet-18.
+
+    Args:
+        stem: cifar (3x3 conv, stride 1, no max-pool: for 32 px images) or imagenet (7x7 conv, stride 2, max-pool)
+        pretrained: false (from scratch), true (torchvision's ImageNet weights from the cache) or a weight file's path
+    """
     from torch import nn  # at build time only: a spec is checked without torch
     from torchvision.models import resnet18 as tv_resnet18
 

@@ -83,9 +83,23 @@ def vit(
     pool: str = "cls",
     drop_path: float = 0.0,
 ) -> nn.Module:
-    """``head_dim=0`` means embed_dim // num_heads; ``head_hidden=0`` means a linear head, else
-    ``head_layers`` hidden layers of width ``head_hidden``; ``tokenizer``, ``pool``, ``drop_path``: see
-    the module's docstring."""
+    """A ViT; ``tokenizer``, ``pool`` and ``drop_path``: see the module's docstring.
+
+    Args:
+        patch_size: side of a patch in pixels (tokenizer: patch), or the stem's output stride (conv)
+        embed_dim: width of the tokens
+        depth: encoder blocks
+        num_heads: attention heads per block
+        head_dim: width of one attention head; 0 = embed_dim // num_heads
+        mlp_dim: hidden width of each block's MLP
+        dropout: dropout in the blocks, in [0, 1)
+        head_hidden: width of the classifier head's hidden layers; 0 = a linear head
+        activation: gelu or relu, in the MLPs
+        head_layers: hidden layers of the classifier head (with head_hidden > 0)
+        tokenizer: patch (linear patches) or conv (a conv-ReLU-maxpool stem per halving)
+        pool: cls (a class token) or seq (attention-weighted mean of the tokens)
+        drop_path: stochastic depth's rate at the last block, rising linearly from 0
+    """
     from ._vit_layers import ViT
 
     return ViT(
