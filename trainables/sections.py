@@ -71,8 +71,8 @@ class Train(_Section):
         1.0,
         gt=0,
         description=(
-            "learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by it (the "
-            "same decay per step); fast_cnn fixes batch norm's scales and trains its shifts fast"
+            "learning-rate multiplier of the normalisation layers' parameters, their weight decay divided by it "
+            "(the same decay per step); fast_cnn fixes batch norm's scales and trains its shifts fast"
         ),
     )
     epochs: int = Field(10, ge=1, description="epochs of a trial (a final model's: final.epochs, else this)")
@@ -86,23 +86,23 @@ class Train(_Section):
     tta: Literal["none", "flip"] = Field(
         "none",
         description=(
-            "none | flip: every prediction (validation, test, tune-eval) averages the logits of the image and its "
-            "mirror image (airbench); twice the inference cost"
+            "none | flip: every prediction (validation, test, tune-eval) averages the logits of the image and its"
+            " mirror image (airbench); twice the inference cost"
         ),
     )
     schedule: Schedule = Field(
         "none",
         description=(
-            "none | exponential | multistep | cosine | linear | plateau, stepped per epoch; linear: from lr down to "
-            "lr/span over the epochs after warm-up, one-cycle's shape"
+            "none | exponential | multistep | cosine | linear | plateau, moved every epoch or every step "
+            "(schedule_per); linear: from lr down towards 0 over the epochs after warm-up, one-cycle's shape"
         ),
     )
     schedule_per: Literal["epoch", "batch"] = Field(
         "epoch",
         description=(
             "how often the schedule moves: epoch (the papers' torch schedulers) | batch: every optimizer step, "
-            "warm-up, cosine and linear by the fraction of the run done (airbench), so a run of a few epochs still "
-            "decays its rate towards 0; not with plateau, which watches an epoch's loss"
+            "warm-up, cosine and linear by the fraction of the run done (airbench), so a run of a few epochs "
+            "still decays its rate towards 0; not with plateau, which watches an epoch's loss"
         ),
     )
     gamma: float = Field(0.1, description="exponential: lr *= gamma each epoch; multistep and plateau: the factor")
@@ -118,8 +118,8 @@ class Train(_Section):
     early_stopping: int = Field(
         0,
         description=(
-            "stop after this many epochs without a val_loss improvement; 0 = off (always off in a final train+val "
-            "run, which has no validation)"
+            "stop after this many epochs without a val_loss improvement; 0 = off (always off in a final train+val"
+            " run, which has no validation)"
         ),
     )
     class_weights: Literal["none", "balanced"] = Field(
@@ -131,8 +131,8 @@ class Train(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description=(
-            "auto: fp32 or bf16 autocast, whichever is >= 10 % faster timed on this device (the memory layout timed "
-            "too) | fp32 | bf16"
+            "auto: fp32 or bf16 autocast, whichever is >= 10 % faster timed on this device (the memory layout "
+            "timed too) | fp32 | bf16"
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
@@ -172,15 +172,15 @@ class Final(_Section):
         None,
         gt=0,
         description=(
-            "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower than "
-            "planned re-plans its schedule between epochs to end within it, its learning rate decayed"
+            "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower "
+            "than planned re-plans its schedule between epochs to end within it, its learning rate decayed"
         ),
     )
     fill_time_limit: bool = Field(
         False,
         description=(
-            "with time_limit_s: a seed faster than planned also lengthens its schedule, up to train.epochs (a budget "
-            "sets it when it sized final.epochs)"
+            "with time_limit_s: a seed faster than planned also lengthens its schedule, up to train.epochs (a "
+            "budget sets it when it sized final.epochs)"
         ),
     )
 
@@ -231,9 +231,9 @@ class ModelBase(_Section):
     freeze: str | float = Field(
         "none",
         description=(
-            "none | head_only | a fraction f: the first round(f x L) of the L parameterised layers before the head "
-            "(modules owning weights, in registration order) are frozen; frozen BatchNorm layers also keep their "
-            "running statistics (eval mode)"
+            "none | head_only | a fraction f: the first round(f x L) of the L parameterised layers before the "
+            "head (modules owning weights, in registration order) are frozen; frozen BatchNorm layers also keep "
+            "their running statistics (eval mode)"
         ),
     )
 
@@ -271,16 +271,16 @@ class Data(_Section):
     load_max_per_class: int | None = Field(
         None,
         description=(
-            "imagefolder: files read per class (seeded) before any split; a tree larger than memory is never decoded "
-            "whole (paper 000's balanced 5,000 per class)"
+            "imagefolder: files read per class (seeded) before any split; a tree larger than memory is never "
+            "decoded whole (paper 000's balanced 5,000 per class)"
         ),
     )
     storage: Literal["auto", "memory", "stream"] = Field(
         "auto",
         description=(
-            "files (imagefolder, class-folder roots): memory = decoded once, uint8, one copy shared by all trials; "
-            "stream = read from disk every epoch by loader workers; auto = stream when the decoded set would pass "
-            "max_memory_gb"
+            "files (imagefolder, class-folder roots): memory = decoded once, uint8, one copy shared by all "
+            "trials; stream = read from disk every epoch by loader workers; auto = stream when the decoded set "
+            "would pass max_memory_gb"
         ),
     )
     max_memory_gb: float | None = Field(
@@ -290,8 +290,8 @@ class Data(_Section):
         4,
         ge=0,
         description=(
-            "streaming only: decoding processes per trial, kept for its life and added to its CPU request (in-memory "
-            "sets use none)"
+            "streaming only: decoding processes per trial, kept for its life and added to its CPU request "
+            "(in-memory sets use none)"
         ),
     )
     val_max_per_class: int | None = Field(None, description="cap validation images per class")
@@ -306,8 +306,8 @@ class Data(_Section):
     positive_class: str | None = Field(
         None,
         description=(
-            "binary tasks: the class name that is class 1 (threshold on P(class 1), positive precision/recall/F1, "
-            "AUC); null = the second class name in sorted order"
+            "binary tasks: the class name that is class 1 (threshold on P(class 1), positive precision/recall/F1,"
+            " AUC); null = the second class name in sorted order"
         ),
     )
     mean: list[float] | None = Field(None, description="per channel, 0..1 scale; null = computed on the training split")
