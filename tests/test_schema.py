@@ -122,3 +122,26 @@ def test_every_ranged_key_refuses_a_value_outside_its_range_in_one_line_and_in_t
                 assert not validator.is_valid(spec), f"the schema takes {section}.{key}={value}"
                 checked.append(f"{section}.{key}")
     assert {"train.epochs", "data.val_fraction", "search.budget_split", "final.time_limit_s"} <= set(checked)
+
+
+def test_every_key_may_be_null_as_resolve_reads_it_and_a_branch_may_name_the_model(validator):
+    """A null value is the key's default to resolve, so the schema takes it for every key but a required one; a
+    spec whose branch names the model may leave the model section null (cars-hyperband.yaml leaves it out)."""
+    schema = validator.schema
+    for name in ("experiment", "train", "search", "scheduler", "resources", "tracking", "final"):
+        section = schema["$defs"][schema["properties"][name]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]]
+        for key in section["properties"]:
+            spec = with_(f"{name}.{key}", None)
+            errors = [e.message for e in validator.iter_errors(spec)]
+            assert not errors, (f"{name}.{key}", errors)
+    branch = {"family": {"grid": [{"model.name": "cnn"}, {"model.name": "vit", "model.depth": 2}]}}
+    assert validator.is_valid({**BASE, "model": None, "space": branch})
+
+
+def test_a_list_key_takes_no_numeric_range(backend, validator):
+    """train.milestones is a list of integers, data.mean of numbers: a range draws one number, which is no list."""
+    for key, dist in (("train.milestones", {"randint": [2, 5]}), ("data.mean", {"uniform": [0.1, 0.5]})):
+        spec = with_(f"space.{key}", dist)
+        with pytest.raises(SpecError, match="gives numbers but the key is not numeric"):
+            resolve(spec, backend, file="s.yaml")
+        assert not validator.is_valid(spec)

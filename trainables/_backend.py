@@ -27,10 +27,14 @@ from .sections import Augment, Data, Final, FreeModel, ModelBase, Train, metric_
 USER_ERRORS = (DataError, WeightsNotFound)
 
 
-@functools.cache
 def _data_section() -> type[BaseModel]:
-    """The data section with the registered datasets as ``data.dataset``'s allowed values."""
-    names: Any = Literal.__getitem__(tuple(list_datasets()))  # a Literal made at run time
+    """The data section with the registered datasets as ``data.dataset``'s allowed values (those registered now)."""
+    return _data_section_of(tuple(list_datasets()))
+
+
+@functools.cache
+def _data_section_of(datasets: tuple[str, ...]) -> type[BaseModel]:
+    names: Any = Literal.__getitem__(datasets)  # a Literal made at run time
     given = Data.model_fields["dataset"]
     dataset = Field(None, description=given.description, examples=given.examples)
     return section_model("Data", __base__=Data, __doc__=Data.__doc__, dataset=(names | None, dataset))

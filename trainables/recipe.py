@@ -200,7 +200,8 @@ def batch_factor(t: dict[str, Any], epoch: int, done: float, step: float) -> flo
     """The lr multiplier of one optimizer step under ``schedule_per: batch``: ``done`` is the fraction of epoch
     ``epoch`` (0-based) before this step, ``step`` one step's. Warm-up rises to the end of the step (the first step
     trains), cosine and linear fall from its start (the last step still trains, near 0); exponential and multistep
-    keep their epochs. The per-epoch factor of ``build_schedule`` at every epoch's start, moved within the epoch."""
+    keep their epochs. After warm-up, each epoch's first step is at ``build_schedule``'s factor for that epoch; during
+    warm-up the rate rises step by step instead of by whole epochs."""
     name, gamma = t["schedule"], float(t["gamma"])
     warm, epochs = int(t["warmup_epochs"]), int(t["epochs"])
     at = epoch + done

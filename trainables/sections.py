@@ -62,7 +62,10 @@ class Train(_Section):
     lr: float = Field(
         1e-3,
         gt=0,
-        description="peak learning rate; write exponents with a dot (1.0e-3) or as text: both are read as numbers",
+        description=(
+            "peak learning rate; write exponents with a dot (1.0e-3): a YAML 1.1 reader such as PyYAML takes 1e-3 as "
+            "text, which tune-run reads as a number all the same but this schema underlines"
+        ),
     )
     weight_decay: float = Field(0.01, description="decoupled for adamw, an L2 penalty for adam and sgd")
     momentum: float = Field(0.9, description="sgd only")
@@ -102,7 +105,8 @@ class Train(_Section):
         description=(
             "how often the schedule moves: epoch (the papers' torch schedulers) | batch: every optimizer step, "
             "warm-up, cosine and linear by the fraction of the run done (airbench), so a run of a few epochs "
-            "still decays its rate towards 0; not with plateau, which watches an epoch's loss"
+            "still decays its rate towards 0; not with plateau, which watches an epoch's loss (a trial that draws"
+            " plateau from a space steps it per epoch)"
         ),
     )
     gamma: float = Field(0.1, description="exponential: lr *= gamma each epoch; multistep and plateau: the factor")
@@ -198,7 +202,8 @@ class Final(_Section):
 
 
 class Augment(_Section):
-    """Training-time augmentation (``data.augment``), drawn per image on the CPU."""
+    """Training-time augmentation (``data.augment``): applied to whole batches on the training device, drawn per
+    image."""
 
     p: float = Field(1.0, description="probability that an image is augmented at all (gates everything below)")
     hflip: float = Field(0.0, description="probability of a horizontal flip")

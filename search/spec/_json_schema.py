@@ -75,7 +75,8 @@ def _selected_by(key: str, prop: dict[str, Any], defs: dict[str, Any]) -> dict[s
         named = defs[ref.rsplit("/", 1)[-1]]["properties"][key]
         value = {k: named[k] for k in ("const", "pattern") if k in named}
         values.append(value)
-        cases.append({"if": {"properties": {key: value}, "required": [key]}, "then": {"$ref": ref}})
+        # "type": an if without it holds for null (nothing to look into), which would apply every model's then
+        cases.append({"if": {"type": "object", "properties": {key: value}, "required": [key]}, "then": {"$ref": ref}})
     names = [v["const"] for v in values if "const" in v]
     choices = [{"enum": names}, *(v for v in values if "const" not in v)]
     return {
@@ -98,17 +99,15 @@ def _tidy_section(section: dict[str, Any]) -> None:
 
 
 def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
-    if "anyOf" in prop:
-        if {"type": "null"} not in prop["anyOf"]:
-            prop["anyOf"].append({"type": "null"})
-        return prop
     if "$ref" in prop:
         meta: dict[str, Any] = {k: prop.pop(k) for k in ("description", "default") if k in prop}
         return {"anyOf": [prop, {"type": "null"}], **meta}
-    if isinstance(prop.get("type"), str):
+    if isinstance(prop.get("type"), str):  # also beside an anyOf (resources.gpu's fraction-or-whole)
         prop["type"] = [prop["type"], "null"]
     if "enum" in prop and None not in prop["enum"]:
         prop["enum"] = [*prop["enum"], None]
+    if "anyOf" in prop and {"type": "null"} not in prop["anyOf"]:
+        prop["anyOf"].append({"type": "null"})
     return prop
 
 

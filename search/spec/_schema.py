@@ -135,7 +135,8 @@ def _is_union(t: Any) -> bool:
 
 def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
     """(type to coerce to, allowed values): None dropped (a null value means the default), a Literal read as the
-    type of its values and, alone, as the allowed values."""
+    type of its values and, alone, as the allowed values, a generic as its origin (``list[int]``: a list, never
+    numeric to a search-space range)."""
     if typing.get_origin(t) is Literal:
         values = typing.get_args(t)
         return type(values[0]), values
@@ -145,7 +146,7 @@ def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
             return _plain(args[0])
         plain = tuple(dict.fromkeys(_plain(a)[0] for a in args))
         return functools.reduce(lambda a, b: a | b, plain), None
-    return t, None
+    return typing.get_origin(t) or t, None  # list[int] checks as a list, as the spec's lists always have
 
 
 @functools.cache
