@@ -117,7 +117,8 @@ def test_only_a_streamed_set_needs_its_root_on_every_node(tmp_path, storage, nee
 def test_a_trial_resumes_from_its_newest_checkpoint_when_the_one_tunes_state_names_is_gone(tmp_path):
     """A killed driver's last uploaded experiment state can name a checkpoint Tune had already deleted
     (num_to_keep) for a newer one: the trial continues from that newer one, with the result Tune logged for it,
-    or, when result.json lacks it, an iteration count grown by the checkpoints in between."""
+    or, when result.json lacks it, an iteration count grown by the checkpoints in between — never from a checkpoint
+    whose upload the kill cut short (no state file), which failed a resumed trial in a rehearsal."""
     import json
 
     import pyarrow.fs
@@ -128,6 +129,10 @@ def test_a_trial_resumes_from_its_newest_checkpoint_when_the_one_tunes_state_nam
 
     trial = tmp_path / "trial_x"
     (trial / "checkpoint_000002").mkdir(parents=True)
+    (trial / "checkpoint_000002" / "state.pt").write_bytes(b"a whole checkpoint")
+    # The next one, its upload cut short when the driver and the trial were killed: no state file (S3 had it so).
+    (trial / "checkpoint_000003").mkdir()
+    (trial / "checkpoint_000003" / ".metadata.json").write_text("{}")
     fs = pyarrow.fs.LocalFileSystem()
     stale = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000000"), fs), {"training_iteration": 1})
     got = _existing_checkpoint(stale)
@@ -137,6 +142,8 @@ def test_a_trial_resumes_from_its_newest_checkpoint_when_the_one_tunes_state_nam
     assert _existing_checkpoint(stale).metrics == rows[2]
     here = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000002"), fs), {"training_iteration": 3})
     assert _existing_checkpoint(here) is here  # the checkpoint Tune names exists: used as it is
+    torn = _TrainingResult(tune.Checkpoint(str(trial / "checkpoint_000003"), fs), {"training_iteration": 4})
+    assert _existing_checkpoint(torn).checkpoint.path == str(trial / "checkpoint_000002")  # not the torn one
 
 
 @pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])

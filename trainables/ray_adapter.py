@@ -219,21 +219,31 @@ def _restorable(fn: Any) -> Any:
 
 
 def _existing_checkpoint(result: Any) -> Any:
-    """``result`` (Tune's ``_TrainingResult``), or when its checkpoint no longer exists, the newest checkpoint
-    in the same trial folder with the metrics Tune reported with it."""
+    """``result`` (Tune's ``_TrainingResult``), or when its checkpoint no longer exists whole, the newest whole
+    checkpoint in the same trial folder with the metrics Tune reported with it. Whole: it holds its state file —
+    a trial killed with its driver (SIGKILL) while uploading its next checkpoint leaves that one without it."""
     import json
 
     from pyarrow.fs import FileSelector, FileType
     from ray import tune
 
     ckpt = getattr(result, "checkpoint", None)
-    if ckpt is None or ckpt.filesystem.get_file_info(ckpt.path).type != FileType.NotFound:
+    if ckpt is None:
         return result
-    fs, trial_dir = ckpt.filesystem, os.path.dirname(ckpt.path.rstrip("/"))
+    fs = ckpt.filesystem
+
+    def whole(path: str) -> bool:  # a checkpoint whose upload a SIGKILL cut short may lack its state file
+        return bool(fs.get_file_info(f"{path.rstrip('/')}/{CKPT_FILE}").type == FileType.File)
+
+    if whole(ckpt.path):
+        return result
+    trial_dir = os.path.dirname(ckpt.path.rstrip("/"))
     found = sorted(
         i.base_name
         for i in fs.get_file_info(FileSelector(trial_dir, allow_not_found=True))
-        if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")
+        if i.type == FileType.Directory
+        and i.base_name.startswith("checkpoint_")
+        and whole(f"{trial_dir}/{i.base_name}")
     )
     if not found:
         return result  # nothing to continue from: Tune's own error says so
