@@ -19,7 +19,6 @@ from ._sections import NAME_RE, SCHEMA
 from ._space import DISTRIBUTIONS
 
 SCHEMA_ID = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_FILE = "tune-run.schema.json"  # beside the shipped specs, in spaces/
 _NUMERIC = {"integer", "number"}
 
 
