@@ -45,8 +45,12 @@ def allowed(options: typing.Iterable[str]) -> str:
     return ", ".join(opts[:15]) + (", …" if len(opts) > 15 else "")
 
 
+def _is_union(t: Any) -> bool:
+    return isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union
+
+
 def type_name(t: Any) -> str:
-    if isinstance(t, (types.UnionType,)) or typing.get_origin(t) is typing.Union:
+    if _is_union(t):
         return " or ".join(type_name(a) for a in typing.get_args(t))
     return {
         float: "a number",
@@ -63,7 +67,7 @@ def coerce(value: Any, t: Any) -> Any:
     (PyYAML reads exponents without a dot as text) become floats."""
     if t is Any or t is None:
         return value
-    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+    if _is_union(t):
         for arg in typing.get_args(t):
             if arg is type(None) and value is None:
                 return None
@@ -118,7 +122,6 @@ class Key(NamedTuple):
     default: Any
     allowed: tuple[Any, ...] | None  # a Literal's values
     bounds: tuple[tuple[str, Any], ...]  # ((">=", 1), ("<", 1)): the field's ge/gt/le/lt
-    description: str
 
 
 _OPS = {
@@ -127,10 +130,6 @@ _OPS = {
     annotated_types.Le: ("<=", "le"),
     annotated_types.Lt: ("<", "lt"),
 }
-
-
-def _is_union(t: Any) -> bool:
-    return isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union
 
 
 def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
@@ -161,7 +160,7 @@ def schema_of(model: type[BaseModel]) -> dict[str, Key]:
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):  # a nested section: filled by its own model
             default = None
-        out[name] = Key(typ, default, allowed_values, bounds, field.description or "")
+        out[name] = Key(typ, default, allowed_values, bounds)
     return out
 
 

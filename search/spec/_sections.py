@@ -197,7 +197,7 @@ class Resources(_Section):
             "and counted as that share in GPU-hours, or a whole number; clamped to 0 with a warning where there is no"
             " GPU"
         ),
-        json_schema_extra={"anyOf": [{"maximum": 1}, {"multipleOf": 1}]},  # the rule check_orchestration states
+        json_schema_extra={"anyOf": [{"maximum": 1}, {"multipleOf": 1}]},  # _whole_gpus below, for editors
     )
     max_failures: int = Field(
         3,
