@@ -52,9 +52,12 @@ class TrialSide(Protocol):
     def section_schemas(self, raw: Spec) -> dict[str, type[BaseModel] | None]:
         """``{section path: pydantic model}`` for data, model (``raw``'s model's), train, final and sub-sections such
         as ``data.augment`` (None: free-form keys). A model's fields are its section's keys: type (a Literal: the
-        allowed values), default, range (ge/gt/le/lt) and description; ``extra="forbid"``. A rule across a section's
-        keys is a ``model_validator(mode="before")`` raising ``PydanticCustomError("spec_rule", "{message}", {"key":
-        key, "message": message})``: resolve states it as the one-line error naming ``<section>.<key>``."""
+        allowed values), default, range (ge/gt/le/lt) and description; ``extra="forbid"``, or ``"allow"`` for a
+        section that also takes keys it does not declare (a library model's keyword arguments). A rule is a
+        validator raising ``PydanticCustomError("spec_rule", "{message}", {"key": key, "message": message})``:
+        resolve states it as the one-line error naming ``<section>.<key>``. A ``field_validator`` states a rule of
+        one key, which also binds every value a search space draws for it; a ``model_validator`` a rule across the
+        section's keys, checked on the spec's values (a trial's drawn combination is the trial side's to judge)."""
 
     def section_models(self) -> dict[str, Any]:
         """The same models for the spec's JSON Schema: ``data``, ``train``, ``final``, and ``model`` as the list of
@@ -63,7 +66,8 @@ class TrialSide(Protocol):
         ``not_searchable``: the dotted keys a space may not name."""
 
     def check(self, spec: Spec) -> list[tuple[str, str]]:
-        """Semantic errors of a resolved spec, as (key path, message)."""
+        """The trial side's rules across a resolved spec's sections (the model, the loss and the metric against the
+        data set's classes, what a space may search): the first broken one as [(key path, message)], else []."""
 
     def apply_config(self, spec: Spec, values: dict[str, Any]) -> Spec:
         """A copy of a (raw or resolved) spec with dotted-key values set; keys without a dot are skipped."""

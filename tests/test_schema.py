@@ -26,13 +26,11 @@ ACROSS_KEYS = {
     "space.train.lr": "low <= high compares two values of one list",
     "data.storage": "stream against the dataset's kind (digits is loaded whole)",
     "experiment.metric": "a binary-only metric against the dataset's number of classes",
-    "experiment.mode": "the mode against the metric's better direction",
 }
 BEYOND = {
     ("space.train.lr", repr({"loguniform": [0.1, 0.01]})),
     ("data.storage", repr("stream")),
     ("experiment.metric", repr("val_auc")),
-    ("experiment.mode", repr("min")),
 }
 
 
@@ -145,3 +143,30 @@ def test_a_list_key_takes_no_numeric_range(backend, validator):
         with pytest.raises(SpecError, match="gives numbers but the key is not numeric"):
             resolve(spec, backend, file="s.yaml")
         assert not validator.is_valid(spec)
+
+
+@pytest.mark.parametrize(
+    "search,scheduler,refused",
+    [
+        ({"algorithm": "bohb"}, None, "search.algorithm=bohb needs scheduler.name=hyperband"),
+        ({"algorithm": "bohb"}, {"name": "asha"}, "search.algorithm=bohb needs scheduler.name=hyperband"),
+        ({"algorithm": "optuna"}, {"name": "pbt"}, "pbt mutates trials itself"),
+        ({"algorithm": "bohb"}, {"name": "hyperband"}, None),
+        (None, {"name": "pbt"}, None),  # a null section is its defaults: the random searcher
+        ({"algorithm": "grid"}, {"name": "pbt"}, None),
+    ],
+)
+def test_a_searcher_and_its_scheduler_pair_alike_in_resolve_and_in_the_schema(
+    backend, validator, search, scheduler, refused
+):
+    """The rules between search.algorithm and scheduler.name are validators of the model of a spec's rules across
+    sections (search/spec/_rules.py: Study) and if/then cases of the schema: an editor underlines what tune-run
+    refuses, and no more."""
+    spec = {**with_("space.train.lr", {"choice": [1e-3, 1e-2]}), "search": search, "scheduler": scheduler}
+    assert validator.is_valid(spec) == (refused is None)
+    if refused is None:
+        resolve(spec, backend, file="s.yaml")
+        return
+    with pytest.raises(SpecError) as exc:
+        resolve(spec, backend, file="s.yaml")
+    assert str(exc.value).startswith(f"s.yaml: scheduler.name: {refused}"), str(exc.value)

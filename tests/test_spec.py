@@ -49,6 +49,8 @@ BAD = [
     (("data.dataset", "cifar11"), "data.dataset", ["not allowed", "did you mean 'cifar10'"]),
     (("model.name", "vitt"), "model.name", ["unknown model", "vit"]),
     (("model.dropuot", 0.2), "model.dropuot", ["unknown key", "did you mean 'dropout'"]),
+    (("model.freeze", "half"), "model.freeze", ["none, head_only or a fraction of layers in [0, 1], got 'half'"]),
+    (("model.freeze", 1.5), "model.freeze", ["0 <= freeze <= 1 must hold, got freeze=1.5"]),
     (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, bohb"]),
     (("scheduler.name", "ashaa"), "scheduler.name", ["did you mean 'asha'"]),
     (
@@ -65,6 +67,16 @@ BAD = [
     (("space.lr", {"choice": [1]}), "space.lr", ["dotted paths into data, model, train"]),
     (("space.model.name", {"choice": ["vit", "cnn"]}), "space.model.name", ["cannot be searched", "branch"]),
     (("space.model.conv1", {"randint": [8.5, 16]}), "space.model.conv1", ["randint takes integers"]),
+    # a space draws only what the key itself takes: its allowed values, its range, its model's rules
+    (("space.train.optimizer", {"choice": ["adam", "adamm"]}), "space.train.optimizer", ["'adamm' is not allowed"]),
+    (("space.train.lr", {"grid": [0.1, -1.0]}), "space.train.lr", ["lr > 0 must hold, got lr=-1.0"]),
+    (
+        ("space.train.label_smoothing", {"uniform": [0.0, 1.5]}),
+        "space.train.label_smoothing",
+        ["uniform reaches 1.5: 0 <= label_smoothing < 1 must hold, got label_smoothing=1.5"],
+    ),
+    (("space.model.freeze", {"choice": ["none", "half"]}), "space.model.freeze", ["none, head_only or a fraction"]),
+    (("space.model.freeze", {"uniform": [0.5, 2]}), "space.model.freeze", ["0 <= freeze <= 1 must hold"]),
     (("search.num_samples", 0), "search.num_samples", ["num_samples >= 1 must hold, got num_samples=0"]),
     (("scheduler.reduction_factor", 1), "scheduler.reduction_factor", ["reduction_factor > 1 must hold"]),
     (("data.val_fraction", 1.5), "data.val_fraction", ["0 < val_fraction < 1 must hold, got val_fraction=1.5"]),
@@ -74,6 +86,10 @@ BAD = [
     (("resources.gpu", 1.5), "resources.gpu", ["fraction in [0, 1] or a whole number"]),
     (("resources.max_failures", -1), "resources.max_failures", ["max_failures >= 0 must hold, got max_failures=-1"]),
     (("experiment.name", "a b"), "experiment.name", ["letters, digits"]),
+    (("final.seeds", []), "final.seeds", ["at least 1 value must be given, got []"]),
+    (("final.seeds", [0, "one"]), "final.seeds", ["expected a list of integers, got [0, 'one']"]),
+    (("train.milestones", [5, 2.5]), "train.milestones", ["expected a list of integers"]),
+    (("data.mean", ["a", 0.5, 0.5]), "data.mean", ["expected a list of numbers"]),
     (("data.augment.hflipp", 0.5), "data.augment.hflipp", ["did you mean 'hflip'"]),
     (("data.storage", "stream"), "data.storage", ["stream reads image files", "digits is loaded whole"]),
     (("data.storage", "disk"), "data.storage", ["not allowed", "auto, memory, stream"]),
@@ -99,6 +115,46 @@ def test_bad_spec_message(backend, change, path, words):
     assert "\n" not in msg
     for w in words:
         assert w in msg, (w, msg)
+
+
+def test_a_space_draws_only_values_its_key_takes(backend):
+    """What a space can draw is checked as the key's own value: a quantized range by its ends as Tune rounds them,
+    a library model's freeze by the same rule as a registered one's, a key searched beside a branch under its own
+    name. A rule across keys is not: a trial draws plateau with schedule_per: batch and steps it per epoch."""
+    cases = [
+        (
+            with_("space.train.label_smoothing", {"quniform": [0.0, 0.99, 0.2]}),
+            "space.train.label_smoothing: quniform reaches 1.0: 0 <= label_smoothing < 1 must hold",
+        ),
+        (
+            with_("model", {"name": "timm/resnet18", "freeze": "half"}),
+            "model.freeze: none, head_only or a fraction of layers in [0, 1], got 'half'",
+        ),
+        (
+            with_("space.model.freeze", {"choice": [0.5, 1.5]}, with_("model", {"name": "tv/resnet18"})),
+            "space.model.freeze: 0 <= freeze <= 1 must hold, got freeze=1.5",
+        ),
+        (
+            {
+                **BASE,
+                "space": {
+                    "family": {"grid": [{"model.name": "cnn"}, {"model.name": "vit"}]},
+                    "train.lr": {"grid": [0.1, -1.0]},
+                },
+            },
+            "space.train.lr: lr > 0 must hold, got lr=-1.0",
+        ),
+    ]
+    for spec, message in cases:
+        with pytest.raises(SpecError) as exc:
+            resolve(spec, backend, file="s.yaml")
+        assert str(exc.value).startswith(f"s.yaml: {message}"), str(exc.value)
+    drawn_together = with_(
+        "space.train.schedule", {"choice": ["cosine", "plateau"]}, with_("train.schedule_per", "batch")
+    )
+    assert resolve(drawn_together, backend)["space"]["train.schedule"] == {"choice": ["cosine", "plateau"]}
+    library = with_("space.model.drop_rate", {"uniform": [0.0, 0.5]}, with_("model", {"name": "timm/resnet18"}))
+    assert resolve(library, backend)["model"] == {"name": "timm/resnet18", "freeze": "none"}
 
 
 def test_grid_rejected_by_searchers_that_cannot_take_it(backend):

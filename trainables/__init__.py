@@ -7,7 +7,6 @@ orchestration package (``search``) calls.
 from ._backend import (
     USER_ERRORS,
     apply_config,
-    check,
     checkpoint_conflict,
     data_summary,
     dataset_info,
@@ -27,6 +26,7 @@ from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
 from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, settings_only, shortened
 from .smoke import smoke
+from .spec_rules import check
 
 
 def exportable(model_dir):  # noqa: ANN001, ANN201  (a final model and an example input, for MLflow's registry)

@@ -20,7 +20,7 @@ from .data import NATIVE, NOT_SEARCHABLE, DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .folders import tree_summary
 from .images import ImageFiles
-from .models import PREFIXES, WeightsNotFound, check_model, is_model, list_models, model_section
+from .models import PREFIXES, WeightsNotFound, check_model, list_models, model_section
 from .sections import Augment, Data, Final, FreeModel, ModelBase, Train, metric_problem, model_kwargs
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
@@ -41,11 +41,11 @@ def _data_section_of(datasets: tuple[str, ...]) -> type[BaseModel]:
 
 
 def section_schemas(spec: dict[str, Any]) -> dict[str, type[BaseModel] | None]:
-    """The models of the sections trainables owns, for this spec's model (None = free-form args)."""
+    """The models of the sections trainables owns, for this spec's model."""
     name = (spec.get("model") or {}).get("name")
-    model: type[BaseModel] | None
+    model: type[BaseModel]
     if isinstance(name, str) and name.startswith(PREFIXES):
-        model = None  # any timm/torchvision keyword argument; the library rejects bad ones at build time
+        model = FreeModel  # its own keys, then any timm/torchvision keyword argument (the library's to refuse)
     else:
         model = (model_section(name) if isinstance(name, str) else None) or ModelBase
     return {"data": _data_section(), "data.augment": Augment, "model": model, "train": Train, "final": Final}
@@ -69,60 +69,6 @@ def section_models() -> dict[str, Any]:
         "final": Final,
         "not_searchable": [f"data.{key}" for key in NOT_SEARCHABLE],
     }
-
-
-def check(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """Semantic errors in a resolved spec as (key path, message)."""
-    return [
-        *_check_model_and_train(spec),
-        *_unsearchable(spec.get("space") or {}),
-    ]
-
-
-def _classes(d: dict[str, Any]) -> int | None:
-    """Classes of a data set known before it is loaded (an image folder's are counted when loaded)."""
-    if d["dataset"] == "synthetic":
-        return d.get("num_classes")
-    return {"digits": 10, "cifar10": 10, "cifar100": 100}.get(d["dataset"])
-
-
-def _check_model_and_train(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    errs: list[tuple[str, str]] = []
-    d, t, m = spec["data"], spec["train"], spec["model"]
-    if not isinstance(m.get("name"), str) or not is_model(m["name"]):
-        errs.append(("model.name", f"unknown model {m.get('name')!r}; allowed: {', '.join(list_models())}"))
-    fr = m.get("freeze", "none")
-    if isinstance(fr, str) and fr not in ("none", "head_only"):
-        errs.append(("model.freeze", f"none, head_only or a fraction of layers in [0, 1], got {fr!r}"))
-    elif isinstance(fr, float) and not 0.0 <= fr <= 1.0:
-        errs.append(("model.freeze", f"0 <= freeze <= 1 must hold, got freeze={fr}"))
-    k = _classes(d)
-    if t["loss"] == "bce" and k is not None and k != 2:
-        errs.append(("train.loss", f"bce trains one logit for a binary task; {d['dataset']} has {k} classes"))
-    metric = (spec.get("experiment") or {}).get("metric")
-    if k is not None and metric_problem(metric, k):
-        errs.append(("experiment.metric", f"{metric_problem(metric, k)} ({d['dataset']})"))
-    return errs
-
-
-def _space_keys(space: dict[str, Any]) -> list[tuple[str, str]]:
-    """(where, dotted key) of every key the space sets: its own, and each branch option's."""
-    out = []
-    for key, dist in space.items():
-        if "." in str(key):
-            out.append((f"space.{key}", str(key)))
-            continue
-        ((kind, options),) = dist.items()  # a branch: {grid|choice: [option mappings]}
-        out += [(f"space.{key}.{kind}[{i}].{k}", str(k)) for i, opt in enumerate(options) for k in opt if k != "name"]
-    return out
-
-
-def _unsearchable(space: dict[str, Any]) -> list[tuple[str, str]]:
-    return [
-        (where, f"{key} cannot be searched: {NOT_SEARCHABLE[key[len('data.') :]]}")
-        for where, key in _space_keys(space)
-        if key.startswith("data.") and key[len("data.") :] in NOT_SEARCHABLE
-    ]
 
 
 # Train keys whose value shapes saved state: a checkpoint of another value cannot be loaded into it.

@@ -8,9 +8,9 @@ augmentation read the same definitions from here.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 # What every epoch reports that a study can select on, with the direction that is better.
@@ -43,10 +43,14 @@ Schedule = Literal["none", "exponential", "multistep", "cosine", "linear", "plat
 OPTIMIZERS, SCHEDULES = get_args(Optimizer), get_args(Schedule)
 
 
+# The error type of a broken rule, which the orchestration states as its one-line error (search/_contract.py).
+RULE = "spec_rule"
+
+
 def rule(key: str, message: str) -> PydanticCustomError:
-    """What a section model's validator raises when a rule across its keys breaks: the error type and context the
+    """What a section model's validator raises when one of its rules breaks: the error type and context the
     orchestration reads as the one-line error naming ``key`` (search/_contract.py)."""
-    return PydanticCustomError("spec_rule", "{message}", {"key": key, "message": message})
+    return PydanticCustomError(RULE, "{message}", {"key": key, "message": message})
 
 
 class _Section(BaseModel):
@@ -67,8 +71,8 @@ class Train(_Section):
             "text, which tune-run reads as a number all the same but this schema underlines"
         ),
     )
-    weight_decay: float = Field(0.01, description="decoupled for adamw, an L2 penalty for adam and sgd")
-    momentum: float = Field(0.9, description="sgd only")
+    weight_decay: float = Field(0.01, ge=0, description="decoupled for adamw, an L2 penalty for adam and sgd")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum")
     norm_lr_scale: float = Field(
         1.0,
@@ -109,18 +113,22 @@ class Train(_Section):
             " plateau from a space steps it per epoch)"
         ),
     )
-    gamma: float = Field(0.1, description="exponential: lr *= gamma each epoch; multistep and plateau: the factor")
+    gamma: float = Field(
+        0.1, gt=0, description="exponential: lr *= gamma each epoch; multistep and plateau: the factor"
+    )
     milestones: list[int] = Field([], description="multistep: epochs where lr *= gamma")
-    warmup_epochs: int = Field(0, description="linear warm-up before the schedule")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up before the schedule")
     plateau_patience: int = Field(
         2,
+        ge=0,
         description=(
             "plateau: epochs without a val_loss improvement (train_loss in a final train+val run) before a decay"
         ),
     )
-    grad_clip: float = Field(0.0, description="max gradient norm; 0 = off")
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm; 0 = off")
     early_stopping: int = Field(
         0,
+        ge=0,
         description=(
             "stop after this many epochs without a val_loss improvement; 0 = off (always off in a final train+val"
             " run, which has no validation)"
@@ -129,8 +137,10 @@ class Train(_Section):
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="none | balanced (loss weights n / (k * n_class))"
     )
-    mixup: float = Field(0.0, description="Mixup Beta(a, a) concentration; 0 = off")
-    cutmix: float = Field(0.0, description="CutMix Beta(a, a) concentration; 0 = off; both on: one of them per batch")
+    mixup: float = Field(0.0, ge=0, description="Mixup Beta(a, a) concentration; 0 = off")
+    cutmix: float = Field(
+        0.0, ge=0, description="CutMix Beta(a, a) concentration; 0 = off; both on: one of them per batch"
+    )
     seed: int = Field(0, description="weights, batch order, augmentation")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -156,16 +166,21 @@ class Final(_Section):
     """Final training: the best configuration retrained with several seeds, tested on the held-out split."""
 
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one final model per seed, run in parallel")
-    epochs: int | None = Field(None, description="epochs of a final model; null = train.epochs (a budget sizes it)")
+    epochs: int | None = Field(
+        None, ge=1, description="epochs of a final model; null = train.epochs (a budget sizes it)"
+    )
     train_on: Literal["train+val", "train"] = Field(
         "train+val", description="train+val (no validation: exactly the epochs above, no val_* metrics) | train"
     )
-    max_per_class: int | None = Field(None, description="cap per class for final training (paper 000: 5,000)")
+    max_per_class: int | None = Field(None, ge=1, description="cap per class for final training (paper 000: 5,000)")
     train_fraction: float = Field(
-        1.0, description="stratified share of the training data for final training (paper 003 keeps the search's)"
+        1.0,
+        gt=0,
+        le=1,
+        description="stratified share of the training data for final training (paper 003 keeps the search's)",
     )
-    topk: int = Field(5, description="top-k accuracy (skipped when k >= the number of classes)")
-    bootstrap: int = Field(1000, description="resamples of the test images for a single run's interval")
+    topk: int = Field(5, ge=1, description="top-k accuracy (skipped when k >= the number of classes)")
+    bootstrap: int = Field(1000, ge=0, description="resamples of the test images for a single run's interval; 0 = none")
     threshold: float | Literal["tune"] | None = Field(
         None, description="binary: a fixed P(class 1) cut-off | tune (on validation) | null = train.threshold"
     )
@@ -205,22 +220,30 @@ class Augment(_Section):
     """Training-time augmentation (``data.augment``): applied to whole batches on the training device, drawn per
     image."""
 
-    p: float = Field(1.0, description="probability that an image is augmented at all (gates everything below)")
-    hflip: float = Field(0.0, description="probability of a horizontal flip")
-    vflip: float = Field(0.0, description="probability of a vertical flip")
-    pad_crop: int = Field(0, description="pixels of zero padding, then a random crop back to size; 0 = off")
-    pad_crop_p: float = Field(1.0, description="probability of the pad and crop")
-    rotation: float = Field(0.0, description="max degrees, uniform in [-r, r]; 0 = off")
-    rotation_p: float = Field(1.0, description="probability of the rotation")
-    resized_crop: float = Field(0.0, description="min area of a random resized crop, aspect 3/4..4/3; 0 = off")
-    resized_crop_p: float = Field(1.0, description="probability of the resized crop")
-    color_jitter: float = Field(
-        0.0, description="strength s: brightness, contrast, saturation factors in [1-s, 1+s]; 0 = off"
+    p: float = Field(
+        1.0, ge=0, le=1, description="probability that an image is augmented at all (gates everything below)"
     )
-    color_jitter_p: float = Field(1.0, description="probability of the colour jitter")
-    randaugment: int = Field(0, description="torchvision RandAugment: ops per image (2 is usual); 0 = off")
-    randaugment_magnitude: int = Field(9, description="RandAugment's magnitude M on torchvision's 0..30 scale")
-    randaugment_group: int = Field(8, description="images sharing one draw of ops (a call per group keeps it batched)")
+    hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    pad_crop: int = Field(0, ge=0, description="pixels of zero padding, then a random crop back to size; 0 = off")
+    pad_crop_p: float = Field(1.0, ge=0, le=1, description="probability of the pad and crop")
+    rotation: float = Field(0.0, ge=0, le=180, description="max degrees, uniform in [-r, r]; 0 = off")
+    rotation_p: float = Field(1.0, ge=0, le=1, description="probability of the rotation")
+    resized_crop: float = Field(
+        0.0, ge=0, le=1, description="min area of a random resized crop, aspect 3/4..4/3; 0 = off"
+    )
+    resized_crop_p: float = Field(1.0, ge=0, le=1, description="probability of the resized crop")
+    color_jitter: float = Field(
+        0.0, ge=0, description="strength s: brightness, contrast, saturation factors in [1-s, 1+s]; 0 = off"
+    )
+    color_jitter_p: float = Field(1.0, ge=0, le=1, description="probability of the colour jitter")
+    randaugment: int = Field(0, ge=0, description="torchvision RandAugment: ops per image (2 is usual); 0 = off")
+    randaugment_magnitude: int = Field(
+        9, ge=0, le=30, description="RandAugment's magnitude M on torchvision's 0..30 scale"
+    )
+    randaugment_group: int = Field(
+        8, ge=1, description="images sharing one draw of ops (a call per group keeps it batched)"
+    )
 
 
 # Keys of ``data.augment`` with their defaults.
@@ -233,7 +256,7 @@ class ModelBase(_Section):
     name: str | None = Field(
         None, description="a registered model, timm/<any timm model> or tv/<any torchvision model> (required)"
     )
-    freeze: str | float = Field(
+    freeze: Literal["none", "head_only"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "none",
         description=(
             "none | head_only | a fraction f: the first round(f x L) of the L parameterised layers before the "
@@ -241,6 +264,15 @@ class ModelBase(_Section):
             "their running statistics (eval mode)"
         ),
     )
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_word_or_fraction(cls, freeze: Any) -> Any:
+        if isinstance(freeze, str) and freeze not in ("none", "head_only"):
+            raise rule("freeze", f"none, head_only or a fraction of layers in [0, 1], got {freeze!r}")
+        if isinstance(freeze, (int, float)) and not isinstance(freeze, bool) and not 0.0 <= freeze <= 1.0:
+            raise rule("freeze", f"0 <= freeze <= 1 must hold, got freeze={freeze}")
+        return freeze
 
 
 class FreeModel(ModelBase):
@@ -263,7 +295,7 @@ class Data(_Section):
     root: str | None = Field(None, description="local data; null = torchvision download (cifar) into ~/.cache/tune-run")
     download: bool = Field(True, description="allow that download when root lacks the files")
     image_size: int | None = Field(
-        None, description="null = native (digits 8, cifar 32); imagefolder decodes once at this size"
+        None, ge=1, description="null = native (digits 8, cifar 32); imagefolder decodes once at this size"
     )
     val_fraction: float = Field(0.1, gt=0, lt=1, description="of the train pool, stratified")
     test_fraction: float = Field(
@@ -272,9 +304,10 @@ class Data(_Section):
     train_fraction: float = Field(
         1.0, gt=0, le=1, description="stratified fraction of the training split each search trial uses"
     )
-    max_per_class: int | None = Field(None, description="cap training images per class (balanced subsample)")
+    max_per_class: int | None = Field(None, ge=1, description="cap training images per class (balanced subsample)")
     load_max_per_class: int | None = Field(
         None,
+        ge=1,
         description=(
             "imagefolder: files read per class (seeded) before any split; a tree larger than memory is never "
             "decoded whole (paper 000's balanced 5,000 per class)"
@@ -299,7 +332,7 @@ class Data(_Section):
             "(in-memory sets use none)"
         ),
     )
-    val_max_per_class: int | None = Field(None, description="cap validation images per class")
+    val_max_per_class: int | None = Field(None, ge=1, description="cap validation images per class")
     split_seed: int = Field(0, description="every split above depends on this alone")
     on_bad_image: Literal["skip", "error"] = Field(
         "skip",
@@ -317,8 +350,8 @@ class Data(_Section):
     )
     mean: list[float] | None = Field(None, description="per channel, 0..1 scale; null = computed on the training split")
     std: list[float] | None = Field(None, description="per channel, 0..1 scale; null = computed on the training split")
-    num_classes: int = Field(10, description="synthetic only")
-    num_samples: int = Field(2000, description="synthetic only")
+    num_classes: int = Field(10, ge=2, description="synthetic only")
+    num_samples: int = Field(2000, ge=1, description="synthetic only")
     augment: Augment = Field(default_factory=Augment, description="applied to whole batches on the training device")
 
     @model_validator(mode="before")

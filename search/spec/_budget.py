@@ -81,27 +81,6 @@ def parse_budget(text: Any, file: str, key: str = "search.budget") -> Budget:
     return Budget(amount, unit, str(text).strip())
 
 
-def check_budget(file: str, spec: dict[str, Any]) -> None:
-    """The budget keys of a resolved spec (``num_samples`` left open is sized from a budget, else 1)."""
-    search = spec["search"]
-    epochs, longest = search["epochs"], int((spec.get("train") or {}).get("epochs") or 1)
-    if isinstance(epochs, int) and not 1 <= epochs <= longest:
-        raise SpecError(
-            file, "search.epochs", f"1 <= epochs <= train.epochs must hold, got epochs={epochs}, train.epochs={longest}"
-        )
-    if search["budget"] is None:  # search.epochs: auto without a budget is train.epochs, as num_samples is 1
-        search["num_samples"] = 1 if search["num_samples"] is None else search["num_samples"]
-        return
-    budget = parse_budget(search["budget"], file)
-    if budget.unit == "gpu_hours" and spec["resources"]["gpu"] <= 0:
-        raise SpecError(
-            file,
-            "search.budget",
-            f"a GPU-hour budget counts the GPUs trials hold: resources.gpu > 0 "
-            f"must hold, got gpu={spec['resources']['gpu']}",
-        )
-
-
 # --------------------------------------------------------------------------- planning
 
 

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import create_model as section_model
 
 from .._contract import TrialSide
-from ._sections import NAME_RE, SCHEMA
-from ._space import DISTRIBUTIONS
+from ._rules import Study
+from ._sections import SCHEMA, Experiment
+from ._space import INT_DRAWS, RANGES
 
 SCHEMA_ID = "https://json-schema.org/draft/2020-12/schema"
 _NUMERIC = {"integer", "number"}
@@ -51,9 +52,10 @@ def spec_schema(backend: TrialSide) -> dict[str, Any]:
     defs = schema["$defs"]
     for sub in defs.values():
         _tidy_section(sub)
-    exp = defs["Experiment"]["properties"]
-    exp["name"] = {**exp["name"], "pattern": NAME_RE.pattern}
-    exp["metric"] = {**exp["metric"], "enum": [*backend.METRICS, None]}
+    rules = Experiment.json_schema(dict(backend.METRICS))
+    experiment = defs["Experiment"]
+    experiment["properties"]["metric"] = {**experiment["properties"]["metric"], **rules.pop("properties")["metric"]}
+    experiment.update(rules)
     schema["properties"]["space"] = _space_schema(defs, models, trial, backend.BRANCH_KEYS)
     for dotted in backend.BRANCH_KEYS:  # model.name: the section's keys are those of the model it names
         section, _, key = dotted.partition(".")
@@ -61,6 +63,7 @@ def spec_schema(backend: TrialSide) -> dict[str, Any]:
     defs["ranges_number"], defs["ranges_integer"] = _ranges(integer=False), _ranges(integer=True)
     for key in ("experiment", "model", "train", "search", "scheduler", "resources", "tracking", "final"):
         schema["properties"][key].pop("default", None)
+    schema["allOf"] = Study.json_schema()
     return {"$schema": SCHEMA_ID, **schema, "title": "tune-run spec"}
 
 
@@ -137,23 +140,20 @@ def _one(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ranges(integer: bool) -> dict[str, Any]:
-    """The range distributions a numeric key takes; an integer key only those that draw integers
-    (``_space.check_distribution``)."""
-    number: dict[str, Any] = {"type": "integer"} if integer else {"type": "number"}
+    """The range distributions a numeric key takes, their arguments typed by their models (``_space.RANGES``); an
+    integer key takes those that draw integers, with integer arguments."""
     options = []
-    for kind, (nargs, what) in DISTRIBUTIONS.items():
-        if nargs is None or (integer and kind in ("uniform", "loguniform")):
+    for kind, model in RANGES.items():
+        if integer and kind not in INT_DRAWS:
             continue
-        item: dict[str, Any] = {"type": "integer"} if kind in ("randint", "qrandint") else number
-        item = {**item, "exclusiveMinimum": 0} if "log" in kind else item
-        args: dict[str, Any] = {
-            "type": "array",
-            "items": item,
-            "minItems": nargs,
-            "maxItems": nargs,
-            "description": what,
-        }
-        options.append(_one(kind, args))
+        props = model.model_json_schema()["properties"]
+        args = [{k: v for k, v in props[f].items() if k != "title"} for f in model.model_fields]
+        if integer:
+            args = [{**a, "type": "integer"} for a in args]
+        n = len(args)
+        options.append(
+            _one(kind, {"type": "array", "prefixItems": args, "minItems": n, "maxItems": n, "description": model.WHAT})
+        )
     return {"anyOf": options}
 
 
@@ -164,8 +164,21 @@ def _distribution(value: dict[str, Any], description: str) -> dict[str, Any]:
     options = [_one("grid", values), _one("choice", values)]
     kinds = _kinds(value) or {"number"}  # a free-form key (a timm argument): any value, any range
     if kinds & _NUMERIC:
-        options.append({"$ref": f"#/$defs/ranges_{'integer' if kinds <= {'integer'} else 'number'}"})
+        ranges: dict[str, Any] = {"$ref": f"#/$defs/ranges_{'integer' if kinds <= {'integer'} else 'number'}"}
+        bounds = _bounds(value)
+        if bounds:  # both ends of a range inside the key's own (a step q is no value of the key)
+            ranges = {"allOf": [ranges, {"additionalProperties": {"prefixItems": [bounds, bounds]}}]}
+        options.append(ranges)
     return {"description": description, "anyOf": options}
+
+
+def _bounds(value: dict[str, Any]) -> dict[str, Any]:
+    """A numeric key's range (minimum, exclusiveMaximum, ...), also where it is one member of a union."""
+    words = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    for member in [value, *value.get("anyOf", [])]:
+        if _kinds(member) & _NUMERIC and any(w in member for w in words):
+            return {w: member[w] for w in words if w in member}
+    return {}
 
 
 def _space_schema(

@@ -49,9 +49,18 @@ def _is_union(t: Any) -> bool:
     return isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union
 
 
+def is_numeric(t: Any) -> bool:
+    """Whether a key of type ``t`` can hold a number (a union with one; never a list of them)."""
+    if _is_union(t):
+        return any(is_numeric(a) for a in typing.get_args(t))
+    return t in (int, float) or t is Any
+
+
 def type_name(t: Any) -> str:
     if _is_union(t):
         return " or ".join(type_name(a) for a in typing.get_args(t))
+    if typing.get_origin(t) is list and typing.get_args(t):  # list[int]: "a list of integers"
+        return f"a list of {type_name(typing.get_args(t)[0]).split(' ', 1)[-1]}s"
     return {
         float: "a number",
         int: "an integer",
@@ -105,9 +114,10 @@ def coerce(value: Any, t: Any) -> Any:
             return value
         raise TypeError
     if origin in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise TypeError
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        item = typing.get_args(t)[0] if origin is list and typing.get_args(t) else Any
+        return [coerce(v, item) for v in value]
     if origin is dict:
         if isinstance(value, dict):
             return value
@@ -122,6 +132,7 @@ class Key(NamedTuple):
     default: Any
     allowed: tuple[Any, ...] | None  # a Literal's values
     bounds: tuple[tuple[str, Any], ...]  # ((">=", 1), ("<", 1)): the field's ge/gt/le/lt
+    min_length: int = 0  # a list's fewest values (the field's min_length)
 
 
 _OPS = {
@@ -134,8 +145,11 @@ _OPS = {
 
 def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
     """(type to coerce to, allowed values): None dropped (a null value means the default), a Literal read as the
-    type of its values and, alone, as the allowed values, a generic as its origin (``list[int]``: a list, never
-    numeric to a search-space range)."""
+    type of its values and, alone, as the allowed values, a constrained union member as its type (its model's
+    validator states the constraint), ``list[int]`` kept (each value is checked; a list is never numeric to a
+    search-space range)."""
+    if typing.get_origin(t) is typing.Annotated:  # a union's constrained member: its validator states the range
+        return _plain(typing.get_args(t)[0])
     if typing.get_origin(t) is Literal:
         values = typing.get_args(t)
         return type(values[0]), values
@@ -145,7 +159,7 @@ def _plain(t: Any) -> tuple[Any, tuple[Any, ...] | None]:
             return _plain(args[0])
         plain = tuple(dict.fromkeys(_plain(a)[0] for a in args))
         return functools.reduce(lambda a, b: a | b, plain), None
-    return typing.get_origin(t) or t, None  # list[int] checks as a list, as the spec's lists always have
+    return t, None  # list[int] checks each value (never numeric to a search-space range: its origin is a list)
 
 
 @functools.cache
@@ -157,10 +171,11 @@ def schema_of(model: type[BaseModel]) -> dict[str, Key]:
         bounds = tuple(
             (op, getattr(m, attr)) for m in field.metadata for cls, (op, attr) in _OPS.items() if isinstance(m, cls)
         )
+        min_length = max([m.min_length for m in field.metadata if isinstance(m, annotated_types.MinLen)], default=0)
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):  # a nested section: filled by its own model
             default = None
-        out[name] = Key(typ, default, allowed_values, bounds)
+        out[name] = Key(typ, default, allowed_values, bounds, min_length)
     return out
 
 
@@ -194,12 +209,13 @@ def check_section(
         given = {}
     if not isinstance(given, dict):
         raise SpecError(file, path, f"expected a mapping, got {type(given).__name__}")
-    if model is None:  # free-form (a timm model's keyword arguments)
+    if model is None:  # free-form
         return dict(given)
     schema = schema_of(model)
+    extra = model.model_config.get("extra") == "allow"  # a timm model: any keyword argument besides its own keys
     out: dict[str, Any] = {}
     for key in given:
-        if key not in schema:
+        if key not in schema and not extra:
             raise SpecError(
                 file, f"{path}.{key}", f"unknown key; allowed: {allowed(schema)}{did_you_mean(str(key), schema)}"
             )
@@ -207,35 +223,57 @@ def check_section(
         kp = f"{path}.{key}"
         if kp in nested:
             out[key] = check_section(file, kp, given.get(key), nested[kp], nested)
-            continue
-        if key not in given or given[key] is None:
+        elif key not in given or given[key] is None:
             out[key] = copy.deepcopy(entry.default)
-            continue
-        value = given[key]
-        try:
-            value = coerce(value, entry.type)
-        except TypeError:
-            raise SpecError(file, kp, f"expected {type_name(entry.type)}, got {value!r}") from None
-        if entry.allowed and value not in entry.allowed:
-            raise SpecError(
-                file,
-                kp,
-                f"{value!r} is not allowed; allowed: {allowed(entry.allowed)}{did_you_mean(str(value), entry.allowed)}",
-            )
-        if entry.bounds and isinstance(value, (int, float)) and not in_bounds(value, entry.bounds):
-            raise SpecError(file, kp, f"{bounds_rule(key, entry.bounds)} must hold, got {key}={value}")
-        out[key] = value
+        else:
+            out[key] = check_value(file, kp, key, entry, given[key])
+    if extra:
+        out.update({k: v for k, v in given.items() if k not in schema})
     check_rules(file, path, model, out)
     return out
 
 
-def check_rules(file: str, path: str, model: type[BaseModel], section: dict[str, Any]) -> None:
-    """The section model's rules across its keys (its validators), on the filled section: the first broken one as
-    the one-line error. Other validation errors are the checks' above, which have said what they refuse."""
+def check_value(file: str, kp: str, key: str, entry: Key, value: Any) -> Any:
+    """One value of a key (at ``kp``) against its entry: type, allowed values, length, range; returns it coerced."""
+    try:
+        value = coerce(value, entry.type)
+    except TypeError:
+        raise SpecError(file, kp, f"expected {type_name(entry.type)}, got {value!r}") from None
+    if entry.allowed and value not in entry.allowed:
+        raise SpecError(
+            file,
+            kp,
+            f"{value!r} is not allowed; allowed: {allowed(entry.allowed)}{did_you_mean(str(value), entry.allowed)}",
+        )
+    if isinstance(value, list) and len(value) < entry.min_length:
+        raise SpecError(
+            file, kp, f"at least {entry.min_length} value{'s' * (entry.min_length > 1)} must be given, got {value!r}"
+        )
+    if entry.bounds and isinstance(value, (int, float)) and not in_bounds(value, entry.bounds):
+        raise SpecError(file, kp, f"{bounds_rule(key, entry.bounds)} must hold, got {key}={value}")
+    return value
+
+
+def key_rules(model: type[BaseModel], section: dict[str, Any], key: str) -> list[str]:
+    """What the model's rules of ``key`` alone (its field validators) say of the section's value: the messages of
+    the broken ones. Rules across keys (model validators) are left out: a search draws keys together."""
     try:
         model.model_validate(section)
+    except ValidationError as err:
+        return [str((e.get("ctx") or {})["message"]) for e in err.errors() if e["type"] == RULE and e["loc"] == (key,)]
+    return []
+
+
+def check_rules(
+    file: str, path: str, model: type[BaseModel], section: dict[str, Any], context: dict[str, Any] | None = None
+) -> None:
+    """The section model's rules across its keys (its validators), on the filled section: the first broken one as
+    the one-line error. Other validation errors are the checks' above, which have said what they refuse.
+    ``context``: what a rule needs from beyond the section (the trial side's metrics)."""
+    try:
+        model.model_validate(section, context=context)
     except ValidationError as err:
         for e in err.errors():
             if e["type"] == RULE:
                 ctx = e.get("ctx") or {}
-                raise SpecError(file, f"{path}.{ctx['key']}", str(ctx["message"])) from None
+                raise SpecError(file, f"{path}.{ctx['key']}" if path else ctx["key"], str(ctx["message"])) from None

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ._budget import DEFAULT_SPLIT
-from ._schema import rule
+from ._budget import DEFAULT_SPLIT, parse_budget
+from ._schema import SpecError, allowed, did_you_mean, rule
 
 Algorithm = Literal["random", "grid", "optuna", "bohb"]
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt"]
@@ -34,6 +34,7 @@ class Experiment(_Section):
             "the study's name: letters, digits, '.', '_' and '-'; results go to <output_dir>/<name>/; default: the "
             "spec file's stem"
         ),
+        json_schema_extra={"pattern": NAME_RE.pattern},  # _name_is_a_folder below, for editors
     )
     metric: str = Field(
         "val_acc",
@@ -53,6 +54,47 @@ class Experiment(_Section):
         ),
     )
     description: str = Field("", description="free text, recorded with the study")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder(cls, name: str | None) -> str | None:
+        if name is not None and not NAME_RE.match(name):  # null: the spec file's stem, checked once filled in
+            raise rule("name", f"letters, digits, '.', '_' and '-' only, got {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _metric_a_trial_reports(self, info: ValidationInfo) -> Experiment:
+        """The metric is one a trial reports (the trial side's ``{metric: better direction}``, passed as the
+        validation context ``metrics``), and the mode agrees with its better direction: maximising a loss is
+        always a mistake."""
+        metrics: dict[str, str] | None = (info.context or {}).get("metrics")
+        if metrics is None:  # the section alone: checked once the spec's trial side is known
+            return self
+        if self.metric not in metrics:
+            raise rule(
+                "metric",
+                f"{self.metric!r} is not reported by trials; allowed: {allowed(metrics)}"
+                f"{did_you_mean(self.metric, metrics)}",
+            )
+        better = metrics[self.metric]
+        if self.mode is not None and self.mode != better:
+            raise rule(
+                "mode",
+                f"{self.metric} is better when {'higher' if better == 'max' else 'lower'}: "
+                f"mode must be {better}, got {self.mode}",
+            )
+        return self
+
+    @staticmethod
+    def json_schema(metrics: dict[str, str]) -> dict[str, Any]:
+        """The rule above for an editor: the metric among those reported, the mode its better direction."""
+        lower = [m for m, better in metrics.items() if better == "min"]
+        return {
+            "properties": {"metric": {"enum": [*metrics, None]}},
+            "if": {"properties": {"metric": {"enum": lower}}, "required": ["metric"]},
+            "then": {"properties": {"mode": {"enum": ["min", None]}}},
+            "else": {"properties": {"mode": {"enum": ["max", None]}}},  # no metric: val_acc's
+        }
 
 
 class Search(_Section):
@@ -122,6 +164,16 @@ class Search(_Section):
         ),
     )
 
+    @field_validator("budget")
+    @classmethod
+    def _budget_a_duration(cls, budget: str | None) -> str | None:
+        if budget is not None:
+            try:
+                parse_budget(budget, "")
+            except SpecError as err:
+                raise rule("budget", err.message) from None
+        return budget
+
     @model_validator(mode="before")
     @classmethod
     def _epochs_word(cls, search: Any) -> Any:
@@ -144,7 +196,7 @@ class Scheduler(_Section):
         ),
     )
     max_t: int | None = Field(
-        None, description="epochs of the longest trial; null = the largest train.epochs a trial can have"
+        None, ge=1, description="epochs of the longest trial; null = the largest train.epochs a trial can have"
     )
     grace_period: int = Field(
         1, description="asha, median: epochs before a trial may be stopped (1 <= grace_period <= max_t)"

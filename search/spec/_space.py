@@ -8,22 +8,111 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import JsonDict
+from typing_extensions import Self
 
-from ._schema import SpecError, coerce, did_you_mean
+from ._schema import RULE, SpecError, coerce, did_you_mean, is_numeric, rule
 
+_ABOVE_0: JsonDict = {"exclusiveMinimum": 0}  # for the JSON Schema; the validators below state it in resolve's words
+
+
+def _n(x: float) -> float | int:
+    """A number as a spec would write it in a message (0, not 0.0: a model's float field made it a float)."""
+    return int(x) if float(x).is_integer() and abs(x) < 1e15 else x
+
+
+def _step(q: float) -> None:
+    if not q > 0:
+        raise rule("q", f"q > 0 must hold, got q={_n(q)}")
+
+
+class _Range(BaseModel):
+    """``uniform``'s arguments by name (a spec writes them as a list); its subclasses are the other ranges."""
+
+    model_config = ConfigDict(extra="forbid")
+    WHAT: ClassVar[str] = "[low, high]"
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.low <= self.high:
+            raise rule("low", f"low <= high must hold, got low={_n(self.low)}, high={_n(self.high)}")
+        return self
+
+
+class _QRange(_Range):
+    WHAT: ClassVar[str] = "[low, high, q]"
+
+    q: float = Field(json_schema_extra=_ABOVE_0)
+
+    @model_validator(mode="after")
+    def _q(self) -> Self:
+        _step(self.q)
+        return self
+
+
+class _LogRange(_Range):
+    WHAT: ClassVar[str] = "[low, high], low > 0"
+
+    low: float = Field(json_schema_extra=_ABOVE_0)
+    high: float = Field(json_schema_extra=_ABOVE_0)
+
+    @model_validator(mode="after")
+    def _above_0(self) -> Self:
+        if not self.low > 0:
+            raise rule("low", f"a log range must lie above 0, got low={_n(self.low)}, high={_n(self.high)}")
+        return self
+
+
+class _QLogRange(_LogRange):
+    WHAT: ClassVar[str] = "[low, high, q], low > 0"
+
+    q: float = Field(json_schema_extra=_ABOVE_0)
+
+    @model_validator(mode="after")
+    def _q(self) -> Self:
+        _step(self.q)
+        return self
+
+
+class _IntRange(_Range):
+    WHAT: ClassVar[str] = "[low, high], integers, high included"
+
+    low: int = Field(strict=True)  # 8.0 is no integer bound, as written
+    high: int = Field(strict=True)
+
+
+class _QIntRange(_IntRange):
+    WHAT: ClassVar[str] = "[low, high, q], integers, high included"
+
+    q: int = Field(strict=True, json_schema_extra=_ABOVE_0)
+
+    @model_validator(mode="after")
+    def _q(self) -> Self:
+        _step(self.q)
+        return self
+
+
+# The ranges by name: their arguments (low, high[, q]) typed, with their rules.
+RANGES: dict[str, type[_Range]] = {
+    "uniform": _Range,
+    "quniform": _QRange,
+    "loguniform": _LogRange,
+    "qloguniform": _QLogRange,
+    "randint": _IntRange,
+    "qrandint": _QIntRange,
+}
 # name -> (number of arguments or None for a list of values, what the arguments are)
 DISTRIBUTIONS: dict[str, tuple[int | None, str]] = {
     "grid": (None, "a list of values, each tried (crossed with the other grids)"),
     "choice": (None, "a list of values, one sampled per trial"),
-    "uniform": (2, "[low, high]"),
-    "quniform": (3, "[low, high, q]"),
-    "loguniform": (2, "[low, high], low > 0"),
-    "qloguniform": (3, "[low, high, q], low > 0"),
-    "randint": (2, "[low, high], integers, high included"),
-    "qrandint": (3, "[low, high, q], integers, high included"),
+    **{kind: (len(model.model_fields), model.WHAT) for kind, model in RANGES.items()},
 }
 # What each searcher can take.
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -34,6 +123,8 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "bohb": tuple(d for d in DISTRIBUTIONS if d != "grid"),
 }
 _INT_ONLY = ("randint", "qrandint")
+# The ranges an integer key takes: those that draw integers (a quantized one with a whole step).
+INT_DRAWS = (*_INT_ONLY, "quniform", "qloguniform")
 
 
 def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str) -> dict[str, list[Any]]:
@@ -63,30 +154,33 @@ def check_distribution(file: str, kp: str, dist: Any, typ: Any, algorithm: str) 
             return {kind: [coerce(v, typ) for v in args]}
         except TypeError:
             raise SpecError(file, kp, f"{kind} values must fit the key's type, got {args!r}") from None
-    nums = []
-    for a in args:
-        if isinstance(a, bool) or not isinstance(a, (int, float, str)):
-            raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}")
-        try:
-            nums.append(float(a) if not isinstance(a, int) else a)
-        except ValueError:
-            raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}") from None
-    low, high = nums[0], nums[1]
-    if kind in _INT_ONLY and not all(isinstance(v, int) for v in nums):
-        raise SpecError(file, kp, f"{kind} takes integers, got {args!r}")
-    if not low <= high:
-        raise SpecError(file, kp, f"low <= high must hold, got low={low}, high={high}")
-    if kind.endswith("loguniform") and low <= 0:
-        raise SpecError(file, kp, f"a log range must lie above 0, got low={low}, high={high}")
-    if nargs == 3 and nums[2] <= 0:
-        raise SpecError(file, kp, f"q > 0 must hold, got q={nums[2]}")
-    if typ is int and kind not in _INT_ONLY and kind not in ("quniform", "qloguniform"):
+    nums = _range(file, kp, kind, args)
+    if typ is int and kind not in INT_DRAWS:
         raise SpecError(file, kp, f"the key is an integer; use randint, qrandint, choice or grid, not {kind}")
     if typ is int and kind in ("quniform", "qloguniform") and not float(nums[2]).is_integer():
         raise SpecError(file, kp, f"the key is an integer; q must be whole, got q={nums[2]}")
-    if typ not in (int, float) and typ is not Any and "float" not in str(typ) and "int" not in str(typ):
+    if not is_numeric(typ):
         raise SpecError(file, kp, f"{kind} gives numbers but the key is not numeric; use choice or grid")
     return {kind: nums}
+
+
+def _range(file: str, kp: str, kind: str, args: list[Any]) -> list[Any]:
+    """A range's arguments as numbers, as written (YAML reads ``1e-3`` as text), checked by its model."""
+    model, what = RANGES[kind], DISTRIBUTIONS[kind][1]
+    try:
+        nums = [a if isinstance(a, (int, float)) and not isinstance(a, bool) else float(a) for a in args]
+    except (TypeError, ValueError):
+        raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}") from None
+    if any(isinstance(a, bool) for a in args):
+        raise SpecError(file, kp, f"{kind} takes {what}, got {args!r}")
+    try:
+        model.model_validate(dict(zip(model.model_fields, nums, strict=True)))
+    except ValidationError as err:
+        for e in err.errors():
+            if e["type"] == RULE:
+                raise SpecError(file, kp, str((e.get("ctx") or {})["message"])) from None
+        raise SpecError(file, kp, f"{kind} takes {'integers' if kind in _INT_ONLY else what}, got {args!r}") from None
+    return nums
 
 
 def _grid_points_flat(space: dict[str, dict[str, list[Any]]]) -> int:
@@ -267,6 +361,33 @@ def flat_config(config: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]
         out.update(consts)
         out.update({k: sampled[k] for k in dists})
     return {k: plain(v) for k, v in out.items()}
+
+
+def longest_trial(spec: dict[str, Any]) -> tuple[int, str]:
+    """The largest train.epochs a trial can have, and where it is set (spec, space or a branch option)."""
+
+    def top(dist: dict[str, list[Any]]) -> int:
+        ((kind, args),) = dist.items()
+        return int(max(args) if kind in ("grid", "choice") else args[1])
+
+    space = spec["space"]
+    found = [
+        (top(space["train.epochs"]), "space.train.epochs")
+        if "train.epochs" in space
+        else (int(spec["train"]["epochs"]), "train.epochs")
+    ]
+    for key, dist in space.items():
+        if is_branch(key, dist):
+            ((kind, options),) = dist.items()
+            found += [
+                (
+                    top(o["train.epochs"]) if isinstance(o["train.epochs"], dict) else int(o["train.epochs"]),
+                    f"space.{key}.{kind}[{i}].train.epochs",
+                )
+                for i, o in enumerate(options)
+                if "train.epochs" in o
+            ]
+    return max(found)
 
 
 def grid_points(space: dict[str, Any]) -> int:

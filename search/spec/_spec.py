@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._contract import TrialSide
-from ._checks import check_max_t, check_metric, check_orchestration, check_pbt_schedule, spec_epochs
 from ._files import read_yaml as read_yaml_file
 from ._keys import get_path, override_in_branches, parse_override, set_path
-from ._schema import SpecError, allowed, check_section, did_you_mean, schema_of
+from ._rules import Study, fill_across, fill_max_t, spec_epochs
+from ._schema import SpecError, allowed, check_rules, check_section, check_value, did_you_mean, key_rules, schema_of
 from ._sections import BACKEND_SECTIONS, NAME_RE, SCHEMA, TOP_LEVEL
-from ._space import check_distribution, is_branch, option_label, option_parts, searched_keys
+from ._space import check_distribution, flat_space, is_branch, option_label, option_parts
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -78,26 +78,17 @@ def resolve(
         spec[section] = check_section(file, section, raw.get(section), schemas[section], schemas)
     if spec["final"]["after_search"] is None:  # a final section in the file asks for final training
         spec["final"]["after_search"] = bool(raw.get("final"))
-    seeds = spec["final"]["seeds"]
-    if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
-        raise SpecError(file, "final.seeds", f"a non-empty list of integers, got {seeds!r}")
     for section, key in (("data", "dataset"), ("model", "name")):
         if not spec[section].get(key):
             raise SpecError(file, f"{section}.{key}", "is required")
-    check_orchestration(file, spec, default_name)
-    check_metric(file, spec["experiment"], backend.METRICS)
+    fill_across(file, spec, default_name, backend.METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
-    if spec["search"]["epochs"] is not None and "train.epochs" in searched_keys(spec["space"]):
-        raise SpecError(
-            file,
-            "search.epochs",
-            "the space searches train.epochs, so the trials' length is not "
-            "search.epochs' to set: remove one of the two",
-        )
-    check_max_t(file, spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
-    check_pbt_schedule(file, spec)
+    fill_max_t(spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
+    check_rules(file, "", Study, spec)
     for path, msg in backend.check(spec):
         raise SpecError(file, path, msg)
+    for key, dist in flat_space(spec["space"]).items():
+        _each_value_fits(file, f"space.{key}", key, dist, spec, schemas)
     return {k: spec[k] for k in TOP_LEVEL}
 
 
@@ -154,6 +145,37 @@ def _check_space(
     return out
 
 
+def _each_value_fits(
+    file: str, kp: str, key: str, dist: dict[str, list[Any]], spec: dict[str, Any], schemas: typing.Mapping[str, Any]
+) -> None:
+    """Every value a distribution can draw (each value of a grid or choice, both ends of a range as a trial draws
+    them) is one the key takes when set in the spec: its type, allowed values, range and its own rules. Rules across
+    keys are not applied: a trial draws its keys together, from the spec's values and the space's."""
+    parent, _, leaf = key.rpartition(".")
+    model = schemas.get(parent)
+    entry = schema_of(model).get(leaf) if model is not None else None
+    if model is None or entry is None:  # a library model's keyword argument: checked when the model is built
+        return
+    ((kind, args),) = dist.items()
+    ranged = kind not in ("grid", "choice")
+    for value in _ends(kind, args) if ranged else args:
+        where = f"{kind} reaches {value!r}: " if ranged else ""
+        try:
+            value = check_value(file, kp, leaf, entry, value)
+        except SpecError as err:
+            raise SpecError(file, kp, f"{where}{err.message}") from None
+        for message in key_rules(model, {**get_path(spec, parent), leaf: value}, leaf):
+            raise SpecError(file, kp, f"{where}{message}")
+
+
+def _ends(kind: str, args: list[Any]) -> list[Any]:
+    """The least and largest value a range draws: a quantized one rounds its ends to its step, as Tune does."""
+    if kind in ("quniform", "qloguniform", "qrandint"):
+        q = args[2]
+        return [type(q)(round(a / q) * q) for a in args[:2]]
+    return list(args[:2])
+
+
 def _check_branch(
     file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any], backend: TrialSide
 ) -> dict[str, list[dict[str, Any]]]:
@@ -203,6 +225,8 @@ def _check_branch(
             res = resolve(sub, backend, file=file, default_name=spec["experiment"]["name"])
         except SpecError as err:
             where = err.path[len("space.") :] if err.path.startswith("space.") else err.path
+            if err.path.startswith("space.") and where in sub["space"] and where not in dists:
+                raise  # a key searched outside the branch: its own place names it
             raise SpecError(file, f"{okp}.{where}", err.message) from None
         norm = {"name": label} if "name" in opt else {}
         norm.update({k: get_path(res, str(k)) for k in consts})
@@ -239,6 +263,8 @@ def _key_type(
     if model is None:
         return Any
     schema = schema_of(model)
+    if leaf not in schema and model.model_config.get("extra") == "allow":  # a library model's keyword argument
+        return Any
     if leaf not in schema or f"{parent_path}.{leaf}" in schemas:
         raise SpecError(
             file, kp, f"{parent_path} has no key {leaf!r}; keys: {allowed(schema)}{did_you_mean(leaf, schema)}"
