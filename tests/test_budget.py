@@ -708,6 +708,63 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
     assert "_time_limit_s" not in final_spec({**spec, "final": {**spec["final"], "time_limit_s": None}}, 0)["train"]
 
 
+@pytest.mark.parametrize(
+    "epoch_s,drift,late",
+    # the last: 5 epochs, the 4th slower, the 5th then no longer fits its pace (cnn.yaml's seed 0 of 2026-12-05)
+    [(0.3, 0.0, 1.0), (0.25, 0.08, 1.0), (0.25, 0.3, 1.0), (0.25, 0.0, 1.8), (0.8, 0.0, 1.2)],
+)
+def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the_last_epoch(
+    monkeypatch, epoch_s, drift, late
+):
+    """With schedule_per: batch a seed's time limit is also a floor under its schedule: the part of an epoch that fits
+    is planned too, and the schedule is never behind the clock, so the run ends at its limit with its rate decayed —
+    also when the last epochs turn out slower than the pace planned from (``drift``: each epoch slower than the one
+    before; ``late``: every batch slower by that factor in the run's last 25 %), where a plan from the pace so far
+    leaves time unused, runs past the limit or stops an epoch early at an undecayed rate. The clock is the test's:
+    each batch takes its share of an epoch's ``epoch_s``."""
+    import trainables.batches as batches
+    import trainables.engine as engine
+    from trainables.final import final_spec
+
+    clock, epochs_begun, factors = [0.0], [0], []
+    real_epoch, real_batches, real_factor = engine.train_epoch, batches.Batcher.batches, engine.batch_factor
+
+    def counted(*args, **kwargs):
+        epochs_begun[0] += 1
+        return real_epoch(*args, **kwargs)
+
+    def paced(self, order, batch_size, *args, **kwargs):  # this machine is slower than the probe measured
+        n = math.ceil(len(order) / batch_size)
+        for batch in real_batches(self, order, batch_size, *args, **kwargs):
+            clock[0] += epoch_s * (1 + drift * (epochs_begun[0] - 1)) * (late if clock[0] >= 3.0 else 1.0) / n
+            yield batch
+
+    def recorded(*args, **kwargs):
+        factors.append(real_factor(*args, **kwargs))
+        return factors[-1]
+
+    monkeypatch.setattr(engine, "train_epoch", counted)
+    monkeypatch.setattr(batches.Batcher, "batches", paced)
+    monkeypatch.setattr(engine, "batch_factor", recorded)
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
+            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01, "batch_size": 8},
+            "final": {"seeds": [0], "time_limit_s": 4.0},
+        },
+        trainables,
+    )
+    s = final_spec({**spec, "train": {**spec["train"], "schedule_per": "batch"}}, 0)
+    res = engine.fit(s, trainables.prepare(s), merge_val=True)
+    step = epoch_s * (1 + drift * len(res.history)) * late / math.ceil(len(res.splits.train) / 8)
+    assert res.planned_epochs == 40 and 2 <= len(res.history) < 40
+    assert factors[-1] < 0.02  # the last step trained at the end of its cosine: decayed, not cut off mid-schedule
+    assert 4.0 - step <= res.train_seconds <= 4.0 + step  # the whole limit, and no more than a step past it
+    assert max(factors) > 0.99  # and the warm-up reached the recipe's rate before
+
+
 def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
     """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time
     limit when its run starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the

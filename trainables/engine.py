@@ -34,6 +34,7 @@ from .recipe import (
     build_optimizer,
     build_schedule,
     clamp_to_deadline,
+    clock_progress,
     decide,
     diverged,
     freeze,
@@ -44,9 +45,10 @@ from .recipe import (
     regroup_optimizer_state,
     replan_to_time_limit,
     step_schedule,
+    steps_per_batch,
     train_mode,
 )
-from .sections import DATA_RUNGS, data_epochs, data_fraction, model_kwargs
+from .sections import DATA_RUNGS, TIME_LIMIT, data_epochs, data_fraction, model_kwargs
 
 
 @dataclass
@@ -253,9 +255,13 @@ class EpochStats:
     images: int = 0  # images trained on
 
 
-def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = None) -> EpochStats:
+def train_epoch(
+    run: Run, epoch: int, first: bool, max_batches: int | None = None, ends_at: float | None = None
+) -> EpochStats:
     """One pass over the training split, or its rung's share under a data fidelity (``first``: the first epoch this process runs, where a compiled
-    model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does)."""
+    model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does; ``ends_at``:
+    the run's time limit, a ``time.perf_counter()`` moment, for a schedule stepped per batch: the schedule is never
+    behind the clock (``clock_progress``) and the epoch ends there, its rate decayed, whatever the machine's pace)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
@@ -267,7 +273,7 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
     bs = max(1, min(int(t["batch_size"]), len(train_idx)))  # paper 003: "128 or lower" for tiny fractions
     mixing = float(t.get("mixup", 0)) > 0 or float(t.get("cutmix", 0)) > 0
     clip = float(t["grad_clip"])
-    per_batch = t.get("schedule_per") == "batch" and t["schedule"] != "plateau"
+    per_batch = steps_per_batch(t)
     n_batches = max(1, math.ceil(len(perm) / bs))
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -276,6 +282,9 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
     n = 0
     for i, (xb, yb) in enumerate(run.batcher.batches(perm, bs, run.spec["data"]["augment"], g_dev)):
         if max_batches is not None and i >= max_batches:
+            break
+        now = time.perf_counter()
+        if ends_at is not None and i > 0 and now >= ends_at:
             break
         n += len(yb)
         if mixing:
@@ -291,7 +300,10 @@ def train_epoch(run: Run, epoch: int, first: bool, max_batches: int | None = Non
         if clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         if per_batch:  # the epoch's schedule step (step_schedule) is where each epoch starts; steps move within it
-            factor = batch_factor(t, epoch, i / n_batches, 1 / n_batches)
+            done = i / n_batches
+            if ends_at is not None:
+                done = max(done, clock_progress(t, epoch, now - t0, ends_at - t0))
+            factor = batch_factor(t, epoch, done, 1 / n_batches)
             for group in run.opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
         run.opt.step()
@@ -385,7 +397,9 @@ def fit(
             if epoch >= int(spec["train"]["epochs"]):
                 break
             t0 = time.perf_counter()
-            trained = train_epoch(run, epoch, first=epoch == start)
+            limit = run.spec["train"].get(TIME_LIMIT)
+            ends_at = t_start + float(limit) if limit and steps_per_batch(run.spec["train"]) else None
+            trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
                 metrics = diverged(epoch + 1, trained.loss)
                 progress.record(metrics, 0)

@@ -196,6 +196,19 @@ def build_schedule(opt: torch.optim.Optimizer, t: dict[str, Any]) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def steps_per_batch(t: dict[str, Any]) -> bool:
+    """Whether the schedule moves every optimizer step (``schedule_per: batch``; plateau decays on an epoch's loss)."""
+    return t.get("schedule_per") == "batch" and t["schedule"] != "plateau"
+
+
+def clock_progress(t: dict[str, Any], epoch: int, spent: float, left: float) -> float:
+    """Where the clock puts a run with a time limit in epoch ``epoch`` (0-based), as the fraction of that epoch done:
+    ``spent`` seconds of the ``left`` it had when the epoch began, which the epochs still planned share evenly.
+    When it is ahead of the batches (a machine slower than the plan's pace), a schedule stepped per batch follows it,
+    so the rate has decayed when the time is up (budgeted training's schedule on the clock)."""
+    return spent / max(left, 1e-9) * max(int(t["epochs"]) - epoch, 1)
+
+
 def batch_factor(t: dict[str, Any], epoch: int, done: float, step: float) -> float:
     """The lr multiplier of one optimizer step under ``schedule_per: batch``: ``done`` is the fraction of epoch
     ``epoch`` (0-based) before this step, ``step`` one step's. Warm-up rises to the end of the step (the first step
@@ -292,7 +305,7 @@ def replan_to_time_limit(
     first of them in ``first_s``): when the rest of ``train.epochs`` would pass the run's time limit
     (``TIME_LIMIT``, a final seed's share of a wall-clock budget) at its pace (``epoch_pace``), the run is shortened
     to the epochs that fit, with its schedule's shape (``schedule_length``): it ends in time, its learning rate
-    decayed, rather than cut off. Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
+    decayed, rather than cut off (per batch, the last of them may be a part of an epoch, ended by the clock). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
     final.fill_time_limit the recipe's longer one; without it, the train section's own). A run shorter than its
     base — cut by an earlier re-plan, or planned shorter than the recipe — is lengthened towards it when its pace
     leaves room, within the first third of its ``planned`` epochs (or after its first epoch), to the epochs that
@@ -302,7 +315,10 @@ def replan_to_time_limit(
         return
     per_epoch, left, epochs = epoch_pace(run_here, elapsed, first_s), float(limit) - elapsed, int(t["epochs"])
     base = t.get(SCHEDULE_BASE) or t
-    fits = done + max(0, math.floor(left / per_epoch + 1e-9))
+    # A schedule stepped per batch counts the part of an epoch that fits: that epoch ends on the clock, its rate
+    # decayed (engine.train_epoch's ends_at); one stepped per epoch only whole ones.
+    room = left / per_epoch
+    fits = done + max(0, math.ceil(room - 1e-9) if steps_per_batch(t) else math.floor(room + 1e-9))
     if fits < epochs:
         t.update(schedule_length(base, max(done, fits)))
     elif epochs < int(base["epochs"]) and done <= max(1, (planned or epochs) * GROW_WITHIN):
