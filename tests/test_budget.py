@@ -765,6 +765,35 @@ def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the
     assert max(factors) > 0.99  # and the warm-up reached the recipe's rate before
 
 
+def test_a_seed_started_past_its_deadline_trains_its_first_epoch_whole_with_a_schedule_stepped_per_batch(monkeypatch):
+    """A seed whose time is already up when its first epoch starts (a slow start under a budget's deadline) trains
+    that epoch whole and ends, as it does per epoch: the clock does not cut it to one step at a rate of 0."""
+    import trainables.engine as engine
+    from trainables.final import final_spec
+
+    ticks, steps = [0.0], []
+    real_factor = engine.batch_factor
+
+    def tick() -> float:  # every reading of the clock is 10 ms later: the limit has passed by the first epoch
+        ticks[0] += 0.01
+        return ticks[0]
+
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(engine, "batch_factor", lambda *a, **k: steps.append(1) or real_factor(*a, **k))
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
+            "train": {"epochs": 5, "schedule": "cosine", "schedule_per": "batch", "batch_size": 8},
+            "final": {"seeds": [0], "time_limit_s": 0.005},
+        },
+        trainables,
+    )
+    s = final_spec(spec, 0)
+    res = engine.fit(s, trainables.prepare(s), merge_val=True)
+    assert len(res.history) == 1 and len(steps) == math.ceil(len(res.splits.train) / 8)
+
+
 def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
     """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time
     limit when its run starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the

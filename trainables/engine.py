@@ -399,6 +399,8 @@ def fit(
             t0 = time.perf_counter()
             limit = run.spec["train"].get(TIME_LIMIT)
             ends_at = t_start + float(limit) if limit and steps_per_batch(run.spec["train"]) else None
+            if ends_at is not None and t0 >= ends_at:  # started past its deadline: its first epoch trains whole
+                ends_at = None
             trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
                 metrics = diverged(epoch + 1, trained.loss)

@@ -289,6 +289,11 @@ def clamp_to_deadline(t: dict[str, Any]) -> None:
         t[TIME_LIMIT] = min(float(t.get(TIME_LIMIT) or left), left)
 
 
+# The least part of an epoch a re-plan trains as an epoch of its own (schedule_per: batch): less is not worth an
+# epoch's start, and the clock has all but decayed the rate by then anyway (clock_progress).
+MIN_PART = 0.05
+
+
 def epoch_pace(run_here: int, elapsed: float, first_s: float | None) -> float:
     """Seconds an epoch takes from here on: the epochs after the first in this process (the first carries one-off
     costs: kernel selection, bf16 weight reorders, the loader's start; on the CIFAR CNN 57 s against 41 s after),
@@ -318,7 +323,7 @@ def replan_to_time_limit(
     # A schedule stepped per batch counts the part of an epoch that fits: that epoch ends on the clock, its rate
     # decayed (engine.train_epoch's ends_at); one stepped per epoch only whole ones.
     room = left / per_epoch
-    fits = done + max(0, math.ceil(room - 1e-9) if steps_per_batch(t) else math.floor(room + 1e-9))
+    fits = done + max(0, math.ceil(room - MIN_PART) if steps_per_batch(t) else math.floor(room + 1e-9))
     if fits < epochs:
         t.update(schedule_length(base, max(done, fits)))
     elif epochs < int(base["epochs"]) and done <= max(1, (planned or epochs) * GROW_WITHIN):
