@@ -762,34 +762,35 @@ def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the
     assert res.planned_epochs == 40 and 2 <= len(res.history) < 40
     assert factors[-1] < 0.02  # the last step trained at the end of its cosine: decayed, not cut off mid-schedule
     assert 4.0 - step <= res.train_seconds <= 4.0 + step  # the whole limit, and no more than a step past it
-    assert max(factors) > 0.99  # and the warm-up reached the recipe's rate before
+    # The warm-up reached the recipe's rate, and from there the rate only fell: a re-plan never raised it again (but
+    # by the rounding of a rescaled warm-up to whole epochs, under 1 % of the peak).
+    peak = factors.index(max(factors))
+    assert max(factors) > 0.99
+    ups = [(i, a, b) for i, (a, b) in enumerate(zip(factors[peak:], factors[peak + 1 :])) if b > a + 0.01]
+    assert not ups, (peak, len(factors), ups[:10])
 
 
 def test_a_seed_started_past_its_deadline_trains_its_first_epoch_whole_with_a_schedule_stepped_per_batch(monkeypatch):
-    """A seed whose time is already up when its first epoch starts (a slow start under a budget's deadline) trains
-    that epoch whole and ends, as it does per epoch: the clock does not cut it to one step at a rate of 0."""
+    """A seed whose time is already up when it starts (a slow start under a budget's deadline: clamp_to_deadline
+    leaves it a limit of 1 ms) trains its first epoch whole and ends, as it does per epoch: the clock does not cut
+    it to one step at a rate of 0."""
     import trainables.engine as engine
     from trainables.final import final_spec
 
-    ticks, steps = [0.0], []
+    steps = []
     real_factor = engine.batch_factor
-
-    def tick() -> float:  # every reading of the clock is 10 ms later: the limit has passed by the first epoch
-        ticks[0] += 0.01
-        return ticks[0]
-
-    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=tick))
     monkeypatch.setattr(engine, "batch_factor", lambda *a, **k: steps.append(1) or real_factor(*a, **k))
     spec = resolve(
         {
             **SPEC,
             "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
             "train": {"epochs": 5, "schedule": "cosine", "schedule_per": "batch", "batch_size": 8},
-            "final": {"seeds": [0], "time_limit_s": 0.005},
+            "final": {"seeds": [0], "time_limit_s": 60.0},
         },
         trainables,
     )
     s = final_spec(spec, 0)
+    s["train"]["_ends_by"] = time.time() - 30.0  # the study's deadline for final training, passed
     res = engine.fit(s, trainables.prepare(s), merge_val=True)
     assert len(res.history) == 1 and len(steps) == math.ceil(len(res.splits.train) / 8)
 

@@ -90,6 +90,9 @@ class Run:
     mean: list[float]
     std: list[float]
     size: int
+    # The furthest a time-limited schedule stepped per batch has gone, as a share of its length (which a re-plan
+    # rescales, warm-up and all): it never goes back, so a re-plan never raises the rate again.
+    schedule_share: float = 0.0
 
     @property
     def autocast(self) -> bool:
@@ -261,7 +264,8 @@ def train_epoch(
     """One pass over the training split, or its rung's share under a data fidelity (``first``: the first epoch this process runs, where a compiled
     model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does; ``ends_at``:
     the run's time limit, a ``time.perf_counter()`` moment, for a schedule stepped per batch: the schedule is never
-    behind the clock (``clock_progress``) and the epoch ends there, its rate decayed, whatever the machine's pace)."""
+    behind the clock (``clock_progress``) nor where it has been, and the epoch ends there, warm-up, cosine and linear
+    decayed, whatever the machine's pace; on a GPU a few queued steps may run past it)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
@@ -302,7 +306,9 @@ def train_epoch(
         if per_batch:  # the epoch's schedule step (step_schedule) is where each epoch starts; steps move within it
             done = i / n_batches
             if ends_at is not None:
-                done = max(done, clock_progress(t, epoch, now - t0, ends_at - t0))
+                length = int(t["epochs"])
+                done = max(done, clock_progress(t, epoch, now - t0, ends_at - t0), run.schedule_share * length - epoch)
+                run.schedule_share = max(run.schedule_share, (epoch + done) / length)
             factor = batch_factor(t, epoch, done, 1 / n_batches)
             for group in run.opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -397,10 +403,11 @@ def fit(
             if epoch >= int(spec["train"]["epochs"]):
                 break
             t0 = time.perf_counter()
+            # From its second epoch here (the first pays one-off costs, and its plan is the probe's, not its own pace;
+            # one started past its deadline trains it whole), a time-limited run's schedule keeps up with the clock.
             limit = run.spec["train"].get(TIME_LIMIT)
-            ends_at = t_start + float(limit) if limit and steps_per_batch(run.spec["train"]) else None
-            if ends_at is not None and t0 >= ends_at:  # started past its deadline: its first epoch trains whole
-                ends_at = None
+            clocked = limit and epoch > start and steps_per_batch(run.spec["train"])
+            ends_at = t_start + float(limit) if clocked else None
             trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
                 metrics = diverged(epoch + 1, trained.loss)

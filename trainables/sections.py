@@ -193,8 +193,9 @@ class Final(_Section):
         description=(
             "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower "
             "than planned re-plans its schedule between epochs to end within it, its learning rate decayed; with "
-            "schedule_per: batch its schedule also keeps up with the clock and the part of an epoch that fits is "
-            "trained, so it ends at the limit decayed however slow its last epoch"
+            "schedule_per: batch (warm-up, cosine, linear) its schedule also keeps up with the clock from its second "
+            "epoch and the part of an epoch that fits is trained, so it ends at the limit decayed however slow its "
+            "last epoch"
         ),
     )
     fill_time_limit: bool = Field(
