@@ -74,7 +74,7 @@ def main() -> None:
                 "data": {"dataset": "synthetic"},
                 "model": {"name": "cnn"},
                 "train": {"epochs": 1},
-                "space": {"train.lr": {"uniform": [0.0, 1.0]}},
+                "space": {"train.lr": {"uniform": [0.001, 1.0]}},  # the stub ignores it; an lr of 0 is no lr
                 "search": {"num_samples": n, "reuse_actors": True},
                 "tracking": {"mlflow_uri": f"sqlite:///{tmp}/mlflow.db"},
             },
