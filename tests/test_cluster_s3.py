@@ -21,10 +21,13 @@ from search import run_study
 from tests.conftest import small_spec
 from tests.servers import BUCKET
 from tests.test_cluster import start_cluster
+from trainables.ray_adapter import CKPT_FILE
 
 pytestmark = pytest.mark.ray
 EPOCHS = 6
 STUDY = f"s3://{BUCKET}/cluster-runs/nodeloss-s3"
+STUDY_KEY = "cluster-runs/nodeloss-s3/"
+STATE = f"/{CKPT_FILE}"  # the file a checkpoint resumes from
 
 
 def trial_node(cluster):
@@ -43,16 +46,16 @@ def trial_node(cluster):
     return None
 
 
-def kill_after(cluster, client, epochs: int, killed: list, stop: threading.Event) -> None:
-    """Once the trial's run on the tracking server holds ``epochs`` epochs, kill the node its process runs on."""
+def kill_after(cluster, s3, epochs: int, killed: list, stop: threading.Event) -> None:
+    """Once the trial's checkpoint in S3 (what it resumes from; the latest alone is kept, checkpoint_00000N after
+    epoch N + 1) holds ``epochs`` epochs, kill the node its process runs on. Read from S3, not from the tracking
+    server, whose metrics may lag the trial by more than its last epochs."""
     while not stop.is_set():
-        exp = client.get_experiment_by_name("nodeloss-s3")
-        runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'") if exp else []
-        steps = len(client.get_metric_history(runs[0].info.run_id, "val_acc")) if runs else 0
-        node = trial_node(cluster) if steps >= epochs else None
+        saved = [int(k.split("/checkpoint_")[1][:6]) + 1 for k in s3.keys(STUDY_KEY) if k.endswith(STATE)]
+        node = trial_node(cluster) if max(saved, default=0) >= epochs else None
         if node is not None:
             cluster.remove_node(node, allow_graceful=False)
-            killed.append(steps)
+            killed.append(max(saved))
             return
         time.sleep(0.1)
 
@@ -85,7 +88,7 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
     client = MlflowClient(mlflow_server)
     killed: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=kill_after, args=(cluster, client, 2, killed, stop), daemon=True)
+    watcher = threading.Thread(target=kill_after, args=(cluster, s3, 2, killed, stop), daemon=True)
     watcher.start()
     try:
         res = run_study(spec, trainables, file="nodeloss-s3.yaml", address=cluster.address, log=lambda *_: None)
@@ -94,7 +97,9 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
         watcher.join()
         ray.shutdown()
         cluster.shutdown()
-    assert killed and killed[0] < EPOCHS, f"the node was not killed mid-trial ({killed})"
+    assert killed and killed[0] < EPOCHS, (
+        f"the node was not killed mid-trial ({killed}) {[k for k in s3.keys(STUDY_KEY) if 'checkpoint' in k][:20]}"
+    )
 
     # Everything the study wrote is in S3: the trial completed all its epochs, continuing from its checkpoint.
     get = lambda key: s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()  # noqa: E731
