@@ -258,6 +258,30 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def continued_epochs(rows: list[dict], total: int) -> int:
+    """The epoch of the checkpoint a trial restarted once from, read from the results Ray logged for it (rows of
+    progress.csv or result.json, in order): epochs 1..k by one process, then c+1..total by another,
+    which must have continued from epoch c >= 2 and repeated at most one epoch.
+
+    One epoch may repeat because Ray logs a result as it arrives but registers the checkpoint reported with it
+    only when a second call to the trial's actor returns (``_schedule_trial_save``): a node lost between the two
+    continues from the checkpoint before. The repeated epoch must reproduce its first run's numbers (a
+    continued run draws what an uninterrupted one draws; the tolerance is float noise, not a different state)."""
+    epochs = [int(r["epoch"]) for r in rows]
+    cut = next((i for i, r in enumerate(rows) if r["pid"] != rows[0]["pid"]), len(rows))
+    first, rest = epochs[:cut], epochs[cut:]
+    assert first == list(range(1, len(first) + 1)), epochs
+    assert rest, f"the trial was never restarted from a checkpoint: {epochs}"
+    c = rest[0] - 1
+    assert rest == list(range(c + 1, total + 1)), epochs
+    assert len(first) - 1 <= c <= len(first) and c >= 2, f"continued from epoch {c}: {epochs}"
+    for again in rest[: len(first) - c]:  # the epoch whose checkpoint was never registered
+        before, after = rows[again - 1], rows[cut + again - rest[0]]
+        for key in ("train_loss", "val_loss"):
+            assert float(after[key]) == pytest.approx(float(before[key]), rel=1e-4), (again, key, before, after)
+    return c
+
+
 # --------------------------------------------------------------------------- commands as a user runs them
 
 

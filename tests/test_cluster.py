@@ -13,7 +13,7 @@ import pytest
 
 import trainables
 from search import SpecError, run_study
-from tests.conftest import mlflow_runs, ray_lock, read_rows, small_spec
+from tests.conftest import continued_epochs, mlflow_runs, ray_lock, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 MB = 1024 * 1024
@@ -118,12 +118,11 @@ def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(t
     assert len(rows) == 1 and rows[0]["status"] == "completed" and int(rows[0]["epochs"]) == EPOCHS
     assert [r["status"] for r in res.rows] == ["completed"]
 
-    # It went on from its checkpoint: every epoch reported once, and the restarted process began past epoch 1.
+    # It went on from its checkpoint (past epoch 1) in a second process, to the last epoch.
     df = pd.read_csv(next(out.glob("trial_*/progress.csv")))
-    assert list(df["epoch"]) == list(range(1, EPOCHS + 1))
+    c = continued_epochs(df.to_dict("records"), EPOCHS)
     restarted = df[df["iterations_since_restore"] < df["training_iteration"]]
-    assert len(restarted), "the trial was never restarted"
-    assert int(restarted["epoch"].iloc[0]) - int(restarted["iterations_since_restore"].iloc[0]) >= 2
+    assert int(restarted["epoch"].iloc[0]) - int(restarted["iterations_since_restore"].iloc[0]) == c
     assert df["node_ip"].nunique() == 1 and df["pid"].nunique() == 2  # same host, two trial processes
 
     # MLflow: one run for the trial (no duplicate after the failure), each epoch's metric logged once.
