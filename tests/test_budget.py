@@ -955,10 +955,12 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     spec = {
         **SPEC,
         "experiment": {"name": "promise"},
-        # about 2 s an epoch on 2 CPU cores: the recipe's 60 epochs would take minutes
+        # 1 to 2 s an epoch on 2 CPU cores: the recipe's 150 epochs take minutes on any of them, well past final
+        # training's ~56 s (60 epochs did not on an Intel host with AMX, where bf16 ran an epoch in 1.07 s: 64 s,
+        # within the noise of its limit, and once they fitted, not re-planned)
         "data": {"dataset": "synthetic", "image_size": 32, "num_classes": 4, "num_samples": 6000},
         "model": {"name": "cnn", "conv1": 16, "conv2": 16, "conv3": 16, "hidden": 32},
-        "train": {"epochs": 60, "schedule": "cosine", "lr": 0.01},
+        "train": {"epochs": 150, "schedule": "cosine", "lr": 0.01},
         "search": {"num_samples": 1, "budget_split": 0.4},  # one trial: it reports epochs within its share
         "final": {"seeds": [0]},
         "tracking": {"enabled": False},
@@ -972,10 +974,13 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
     r = cli("tune-run", "promise.yaml", "--budget", f"{budget:g}s", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     cb = json.loads((tmp_path / "runs" / "promise" / "study.json").read_text())["compute_budget"]
-    assert cb["final_epochs"] == 60  # the optimistic plan: the recipe's every epoch
+    assert cb["final_epochs"] == 150  # the optimistic plan: the recipe's every epoch
     seed = json.loads((tmp_path / "runs" / "promise" / "final" / "0" / "metrics.json").read_text())
     training = seed["training"]
-    assert training["replanned_to_time_limit"] and training["epochs"] < training["epochs_planned"] == 60
+    assert training["replanned_to_time_limit"] and training["epochs"] < training["epochs_planned"] == 150, (
+        training,
+        cb["spent_seconds"],
+    )
     lrs = [h["lr"] for h in seed["history"]]
     assert lrs[-1] < 0.25 * max(lrs)  # fully trained: its schedule ended
     assert cb["spent_seconds"]["total"] <= budget * 1.05, cb["spent_seconds"]
