@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import create_model as section_model
 
 from .._contract import TrialSide
+from ._ranges import INT_DRAWS, RANGES
 from ._rules import Study
 from ._sections import SCHEMA, Experiment
-from ._space import INT_DRAWS, RANGES
 
 SCHEMA_ID = "https://json-schema.org/draft/2020-12/schema"
 _NUMERIC = {"integer", "number"}
@@ -140,7 +140,7 @@ def _one(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ranges(integer: bool) -> dict[str, Any]:
-    """The range distributions a numeric key takes, their arguments typed by their models (``_space.RANGES``); an
+    """The range distributions a numeric key takes, their arguments typed by their models (``_ranges.RANGES``); an
     integer key takes those that draw integers, with integer arguments."""
     options = []
     for kind, model in RANGES.items():
