@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,7 +260,20 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
             f"Continue with: {_command(args, phase.overrides, '--resume')}"
         )
         return EXIT_INTERRUPTED
-    if not (spec["final"]["after_search"] and result.best is not None):
+    if result.best is None:  # every trial failed, was infeasible, or reported nothing: the study has no answer
+        if result.compute_budget:
+            budget_summary(result.compute_budget)
+        metric = spec["experiment"]["metric"]
+        counts = Counter(str(r.get("status")) for r in result.rows)
+        print(
+            f"tune-run: error: {args.spec}: no trial produced {metric} "
+            f"({', '.join(f'{n} {status}' for status, n in counts.most_common()) or 'no trial ran'}), so there is "
+            f"no best configuration to export or train; each trial's reason is in "
+            f"{shown(storage.join(result.location, 'trials.csv'))}",
+            file=sys.stderr,
+        )
+        return 1
+    if not spec["final"]["after_search"]:
         if result.compute_budget:
             budget_summary(result.compute_budget)
         return 0

@@ -77,6 +77,32 @@ def test_infeasible_and_failing_trials_are_recorded_and_the_study_goes_on(tmp_pa
     assert sorted(x.info.status for x in runs2 if x.data.tags.get("role") == "trial") == ["FAILED", "FINISHED"]
 
 
+def test_a_study_where_no_trial_produced_the_metric_ends_in_one_line_with_status_1(tmp_path, ray_session, cli):
+    """Every trial infeasible (num_heads 3 does not divide embed 16): the study's files are written, each trial with
+    its reason, but there is no best configuration, so no best.yaml and no final training; it was 0 and silent."""
+    spec = {
+        "experiment": {"name": "hopeless", "output_dir": "runs"},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 400},
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+        "train": {"epochs": 2, "batch_size": 64},
+        "space": {"model.num_heads": {"grid": [3, 5]}},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "hopeless.yaml").write_text(yaml.safe_dump(spec))
+    r = cli("tune-run", "hopeless.yaml", cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-2000:])
+    assert r.stderr.strip().splitlines()[-1] == (
+        "tune-run: error: hopeless.yaml: no trial produced val_acc (2 infeasible), so there is no best configuration "
+        "to export or train; each trial's reason is in runs/hopeless/trials.csv"
+    ), r.stderr[-2000:]
+    assert "  best:        none (no trial produced a metric)" in r.stdout
+    out = tmp_path / "runs" / "hopeless"
+    rows = read_rows(out / "trials.csv")
+    assert [row["status"] for row in rows] == ["infeasible"] * 2
+    assert all("embed_dim must be divisible by num_heads" in row["reason"] for row in rows)
+    assert not (out / "best.yaml").exists() and not (out / "final").exists()
+
+
 def test_hyperband_pauses_and_resumes_from_checkpoint(tmp_path, ray_session):
     spec = small_spec(
         tmp_path,
