@@ -7,7 +7,6 @@ import json
 import shlex
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,15 @@ from typing import Any, cast
 
 from ._contract import TrialSide
 from .run._algorithms import first_points_line
-from .run._summary import EXIT_INTERRUPTED, budget_left, budget_summary, final_spent, final_summary, study_summary
+from .run._summary import (
+    EXIT_INTERRUPTED,
+    budget_left,
+    budget_summary,
+    final_spent,
+    final_summary,
+    no_answer,
+    study_summary,
+)
 from .spec._files import dump_spec, read_json
 from .spec._json_schema import key_reference, spec_schema
 from .spec._keys import parse_override
@@ -263,15 +270,7 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
     if result.best is None:  # every trial failed, was infeasible, or reported nothing: the study has no answer
         if result.compute_budget:
             budget_summary(result.compute_budget)
-        metric = spec["experiment"]["metric"]
-        counts = Counter(str(r.get("status")) for r in result.rows)
-        print(
-            f"tune-run: error: {args.spec}: no trial produced {metric} "
-            f"({', '.join(f'{n} {status}' for status, n in counts.most_common()) or 'no trial ran'}), so there is "
-            f"no best configuration to export or train; each trial's reason is in "
-            f"{shown(storage.join(result.location, 'trials.csv'))}",
-            file=sys.stderr,
-        )
+        print(no_answer(args.spec, spec, result), file=sys.stderr)
         return 1
     if not spec["final"]["after_search"]:
         if result.compute_budget:

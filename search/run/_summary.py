@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections import Counter
 from typing import Any
 
 from ..store import _storage as storage
@@ -85,6 +86,18 @@ def study_summary(spec: dict[str, Any], result: Any) -> None:
             f"  MLflow:      {mlflow_uri(spec)} (parent run {result.parent_run_id}); "
             f"mlflow ui --backend-store-uri {mlflow_uri(spec)}"
         )
+
+
+def no_answer(spec_file: str, spec: dict[str, Any], result: Any) -> str:
+    """The error line of a study in which no trial produced the metric (failed, infeasible, or stopped before its
+    first report): it has no best configuration to export or train."""
+    counts = Counter(str(r.get("status")) for r in result.rows)
+    statuses = ", ".join(f"{n} {status}" for status, n in counts.most_common()) or "no trial ran"
+    return (
+        f"tune-run: error: {spec_file}: no trial produced {spec['experiment']['metric']} ({statuses}), so there is "
+        f"no best configuration to export or train; each trial's reason is in "
+        f"{shown(storage.join(result.location, 'trials.csv'))}"
+    )
 
 
 def final_summary(summary: dict[str, Any], spec_file: str) -> int:
