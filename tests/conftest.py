@@ -16,10 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import pytest
+# Before torch loads OpenMP (here, in the processes tests start, and in their Ray workers, which inherit it): the
+# two xdist workers' torch threads share 2 cores, and OpenMP's default spin-wait made each of two concurrent
+# 2-thread trainings take 3.3x its time alone (10.3-11.7 s against 3.1 s; 5.8-6.0 s with PASSIVE, the same 3.2 s
+# alone). What a test checks does not change; a user's runs keep OpenMP's default.
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-import trainables
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import trainables  # noqa: E402
 
 # The local servers (S3, PostgreSQL, an MLflow server, GCS) as session fixtures any test may ask for.
 pytest_plugins = ["tests.servers"]
