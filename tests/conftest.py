@@ -154,27 +154,62 @@ def alone_when_marked(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     """Under xdist, a test marked ``alone`` (it measures the machine: memory thresholds, wall clocks, overlapping
     trials) runs while no test that starts Ray does: it takes a lock the Ray tests of every worker share,
     exclusively. Tests without Ray (a spec check, a tiny model's few steps) take a fraction of one core and a
-    few hundred MB, well inside what the alone tests allow for, so they go on meanwhile."""
+    few hundred MB, well inside what the alone tests allow for, so they go on meanwhile.
+
+    The alone tests run back to back on one worker (``_order``), which keeps the lock from the first to the end
+    of the last: released between them, the other worker's next Ray test took it each time, and each alone test
+    after the first waited ~20 s for it while the other worker would have waited anyway."""
     alone = request.node.get_closest_marker("alone")
-    if not (alone or request.node.get_closest_marker("ray")):
+    if alone and os.environ.get("PYTEST_XDIST_WORKER"):
+        if not _ALONE_LOCK:
+            f = open(tmp_path_factory.getbasetemp().parent / "alone.lock", "a")  # held across the alone tests
+            with _alarm_paused():
+                fcntl.flock(f, fcntl.LOCK_EX)
+            _ALONE_LOCK.append(f)
         yield
         return
-    with ray_lock(tmp_path_factory, exclusive=bool(alone)):
+    if not request.node.get_closest_marker("ray"):
         yield
+        return
+    with ray_lock(tmp_path_factory):
+        yield
+
+
+_ALONE_LOCK: list[io.TextIOWrapper] = []  # the run's lock file while this worker holds it for its alone tests
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The lock goes before the next test's fixtures are set up: a session fixture that starts Ray takes it,
+    shared, and in this process that would wait on its own exclusive lock."""
+    if not item.get_closest_marker("alone"):
+        _release_alone_lock()
+
+
+def _release_alone_lock() -> None:
+    while _ALONE_LOCK:
+        f = _ALONE_LOCK.pop()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _release_alone_lock()  # a run of alone tests only (closing the file at exit would release it too)
 
 
 @contextlib.contextmanager
-def ray_lock(tmp_path_factory: pytest.TempPathFactory, exclusive: bool = False) -> Iterator[None]:
-    """The lock of a run's Ray work under xdist: shared by the Ray tests of every worker, exclusive for an alone
-    test. A module- or session-scoped fixture that starts Ray (a cluster, the README quickstart) holds it, shared,
-    while it starts: it is set up before the test's own lock is taken. Nothing to lock without xdist."""
+def ray_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The lock of a run's Ray work under xdist, shared by the Ray tests of every worker (an alone test holds it
+    exclusively: ``alone_when_marked``). A module- or session-scoped fixture that starts Ray (a cluster, the README
+    quickstart) holds it while it starts: it is set up before the test's own lock is taken. Nothing to lock
+    without xdist."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
     lock = tmp_path_factory.getbasetemp().parent / "alone.lock"  # the run's folder, common to its workers
     with open(lock, "a") as f:
         with _alarm_paused():
-            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(f, fcntl.LOCK_SH)
         try:
             yield
         finally:
