@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
+RAY = pytest.mark.ray  # the benchmarks that start Ray; the others (torch or numpy alone) run beside the alone tests
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        "throughput",
-        "tune_overhead",
-        "memory",
-        "search_efficiency",
+        pytest.param("throughput", marks=RAY),
+        pytest.param("tune_overhead", marks=RAY),
+        pytest.param("memory", marks=RAY),
+        pytest.param("search_efficiency", marks=RAY),
         "gpu_mfu",
-        "search_value",
+        pytest.param("search_value", marks=RAY),
         "precision",
         "verdict_calibration",
     ],
