@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 # Before torch loads OpenMP (here, in the processes tests start, and in their Ray workers, which inherit it): the
 # two xdist workers' torch threads share 2 cores, and OpenMP's default spin-wait made each of two concurrent
-# 2-thread trainings take 3.3x its time alone (10.3-11.7 s against 3.1 s; 5.8-6.0 s with PASSIVE, the same 3.2 s
-# alone). What a test checks does not change; a user's runs keep OpenMP's default.
+# 2-thread trainings take 3.2-3.7x its time alone (10.3-11.7 s against 3.1-3.3 s; 5.8-6.0 s with PASSIVE, whose
+# time alone is the same). What a test checks does not change; a user's runs keep OpenMP's default.
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numpy as np  # noqa: E402
@@ -199,7 +199,7 @@ def _release_alone_lock() -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    _release_alone_lock()  # a run of alone tests only (closing the file at exit would release it too)
+    _release_alone_lock()  # where a worker's last tests were alone ones (its exit would release it too)
 
 
 @contextlib.contextmanager
