@@ -15,7 +15,10 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
   a spec key; seconds since the epoch, so a cluster's nodes keep their clocks NTP-synced);
 - ``model.*`` keys only as opaque values: what a trial's MLflow params and best.yaml record.
 
-Of a trial's results, ``search`` reads the metrics in ``METRICS``, ``epoch`` (and ``data_epochs``), the flags
+The trial side reads ``experiment.metric``, ``experiment.mode`` and ``experiment.objectives`` (``{metric: mode}``,
+the study's objectives when it has several): what a failed trial scores at its worst, and which cost it measures.
+
+Of a trial's results, ``search`` reads the metrics in ``METRICS`` and ``COST_METRICS``, ``epoch`` (and ``data_epochs``), the flags
 ``infeasible``, ``diverged``, ``oom``, ``error`` with their ``reason``, and the strings ``device``, ``gpu_ids``,
 ``arithmetic`` (what it computed in: bf16 or fp32, channels_last or not) and ``warning``: it records them, never
 interprets them.
@@ -44,6 +47,10 @@ class TrialSide(Protocol):
     USER_ERRORS: tuple[type[Exception], ...]
     #: Metrics a trial reports, each with the direction that is better ("max" or "min").
     METRICS: dict[str, str]
+    #: Metrics of a configuration's cost (parameters, FLOPs, latency), each with its better direction: a trial
+    #: measures them once before its first epoch, as final models measure theirs, when the study's objectives name
+    #: one or it has limits (``make_trainable``'s ``limits``), and reports them with every epoch.
+    COST_METRICS: dict[str, str]
     #: Keys whose value decides which other keys exist (the model family): searched only by a branch, whose first
     #: option's value stands in when the spec leaves the key out; each with the advice its error line gives.
     BRANCH_KEYS: dict[str, str]
@@ -117,9 +124,16 @@ class TrialSide(Protocol):
         """The data set as tracking records it: name, source, digest, images per split, classes."""
 
     def make_trainable(
-        self, spec: Spec, pools: Any, flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+        self,
+        spec: Spec,
+        pools: Any,
+        flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+        limits: Callable[[dict[str, float]], str | None] | None = None,
     ) -> Any:
-        """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys)."""
+        """The Ray Tune trainable of a search trial (``flatten``: a conditional config as dotted keys). ``limits``:
+        given a configuration's ``COST_METRICS``, why they break the study's hard limits, or None; a trial that
+        breaks one reports ``infeasible`` with that reason and trains nothing. A trial reports every objective
+        (``experiment.objectives``, else ``experiment.metric``) at its worst when it fails."""
 
     def make_final_trainable(self, spec: Spec, pools: Any, out_dir: str | None, ends_by: float | None = None) -> Any:
         """The Ray Tune trainable of a final model (config ``{"seed": int}``), writing ``out_dir/<seed>``;

@@ -22,6 +22,7 @@ from .run._summary import (
     final_summary,
     no_answer,
     study_summary,
+    unmet_pick,
 )
 from .spec._files import dump_spec, read_json
 from .spec._json_schema import key_reference, spec_schema
@@ -270,7 +271,13 @@ def _study(args: argparse.Namespace, spec: dict[str, Any], backend: TrialSide, p
     if result.best is None:  # every trial failed, was infeasible, or reported nothing: the study has no answer
         if result.compute_budget:
             budget_summary(result.compute_budget)
-        print(no_answer(args.spec, spec, result), file=sys.stderr)
+        unmet = unmet_pick(spec, result)  # or its front is the answer, and no point of it meets the pick
+        if unmet and not spec["final"]["after_search"]:
+            print(f"\n{unmet}")
+            return 0
+        print(
+            f"tune-run: error: {args.spec}: {unmet}" if unmet else no_answer(args.spec, spec, result), file=sys.stderr
+        )
         return 1
     if not spec["final"]["after_search"]:
         if result.compute_budget:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import yaml
 import trainables
 from search import resolve, run_study
 from search.store._tune_snapshot import restore_snapshot
-from tests.conftest import mlflow_runs, read_rows, small_spec
+from tests.conftest import README, mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -323,6 +325,44 @@ def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
     # vit.yaml has a final section: its smoke trains one seed on at most 64 images per class and tests it.
     final = json.loads((tmp_path / "runs" / "vit-smoke" / "final" / "metrics.json").read_text())
     assert final["seeds"] == [0] and 0.0 <= final["per_seed"][0]["accuracy"] <= 1.0
+
+
+PARETO_SMOKE = "tune-run spaces/cnn-vs-vit-pareto.yaml --smoke --set data.root=/tmp/cifar10"
+PARETO_FINAL = "tune-run runs/cnn-vs-vit-pareto-smoke/best.yaml --final"
+
+
+@pytest.mark.timeout(600)  # two real CIFAR trials (a CNN or a ViT each), then three final seeds tested on 5,000 images
+def test_readme_multi_objective_study_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
+    """README's multi-objective commands, in a fresh folder (the spec copied in: spaces/ relative to it), with the
+    CIFAR-10 tree where this session extracted it: a front, its plot and hypervolume, best.yaml the picked point,
+    and --final on it."""
+    assert PARETO_SMOKE in README and PARETO_FINAL in README
+    (tmp_path / "spaces").mkdir()
+    shutil.copy(REPO / "spaces" / "cnn-vs-vit-pareto.yaml", tmp_path / "spaces")
+    args = shlex.split(PARETO_SMOKE.replace("/tmp/cifar10", str(cifar_root)))[1:]
+    r = cli("tune-run", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "runs" / "cnn-vs-vit-pareto-smoke"
+    rows = read_rows(out / "trials.csv")
+    assert len(rows) == 2 and all(row["status"] == "completed" for row in rows), rows
+    assert all(float(row["latency_ms"]) > 0 and int(row["params"]) > 0 for row in rows)
+    assert "1" in {row["pareto"] for row in rows} and (out / "pareto.png").stat().st_size > 1000
+    front = json.loads((out / "study.json").read_text())["pareto"]
+    assert front["objectives"] == {"val_acc": "max", "latency_ms": "min"} and front["hypervolume"] >= 0
+    assert "pareto front (val_acc vs latency_ms): " in r.stdout
+    fast = [row for row in rows if float(row["latency_ms"]) <= 5]
+    if not fast:  # a slow machine: nothing within the pick's 5 ms, so no best.yaml, and the log says why
+        assert "experiment.pick: no compared trial has latency_ms<=5: no best.yaml" in r.stdout
+        assert "no compared trial meets experiment.pick (latency_ms<=5), so there is no best.yaml" in r.stdout
+        assert not (out / "best.yaml").exists()
+        return
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    winner = max(fast, key=lambda row: float(row["final_val_acc"]))
+    assert best["model"]["name"] == winner["model.name"]
+    r = cli("tune-run", *shlex.split(PARETO_FINAL)[1:], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    assert final["seeds"] == [0, 1, 2] and all(0.0 <= s["accuracy"] <= 1.0 for s in final["per_seed"])
 
 
 def test_search_final_compare_end_to_end(tmp_path, ray_session):

@@ -695,7 +695,7 @@ def test_out_of_memory_ends_the_trial_as_oom_with_batch_size_and_model(tmp_path,
         assert [m["epoch"] for m in epochs] == [1]
         return
     assert trial_status(result, "", 1) == "oom" and status_reason(result, "oom") == expected["reason"]
-    assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")  # a bad result for searchers, not NaN
+    assert scored(result, {"val_acc": "max"})["val_acc"] == float("-inf")  # a bad result for searchers, not NaN
 
 
 def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry(tmp_path):
@@ -716,7 +716,7 @@ def test_a_user_error_in_a_trial_is_its_result_not_an_exception_tune_would_retry
     assert result["epoch"] == 0 and result["error"] == 1
     assert result["reason"].startswith("WeightsNotFound: ") and "does not exist" in result["reason"]
     assert trial_status(result, "", 1) == "error" and status_reason(result, "error") == result["reason"]
-    assert scored(result, "val_acc", "max")["val_acc"] == float("-inf")
+    assert scored(result, {"val_acc": "max"})["val_acc"] == float("-inf")
 
 
 def test_a_trial_rays_memory_monitor_killed_is_oom_with_its_sizes_not_rays_text(tmp_path):

@@ -37,6 +37,7 @@ BOUND_MB = 3 * 1024  # "a few GB": what a smoke run may take of a laptop or a CI
 PEAKS_MB = {
     "cars-hyperband.yaml": 2178,  # timm/convnext_base, 64 px, batch 32, both augmentation options
     "casting-freeze.yaml": 693,  # tv/alexnet (the family grid's first), 64 px
+    "cnn-vs-vit-pareto.yaml": 596,  # fast_cnn 64/256/256 and vit embed 192, depth 6, 32 px (measured 2026-12-06)
     "cnn.yaml": 494,  # fast_cnn 32/128/128, CIFAR's 32 px, batch 64 (measured 2026-12-05; the plain cnn's was 502)
     "coins-cnn.yaml": 492,  # coins_cnn, 64 px
     "coins-vit-pretrained.yaml": 1943,  # timm/vit_base_patch16, 64 px

@@ -51,7 +51,7 @@ BAD = [
     (("model.dropuot", 0.2), "model.dropuot", ["unknown key", "did you mean 'dropout'"]),
     (("model.freeze", "half"), "model.freeze", ["none, head_only or a fraction of layers in [0, 1], got 'half'"]),
     (("model.freeze", 1.5), "model.freeze", ["0 <= freeze <= 1 must hold, got freeze=1.5"]),
-    (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, bohb"]),
+    (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, nsga2, bohb"]),
     (("scheduler.name", "ashaa"), "scheduler.name", ["did you mean 'asha'"]),
     (
         ("space.train.lr", {"loguniform": [0.1, 0.01]}),

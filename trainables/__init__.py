@@ -24,7 +24,7 @@ from ._backend import (
 from .data import DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
-from .sections import BRANCH_KEYS, METRICS, data_fidelity, final_epochs, settings_only, shortened
+from .sections import BRANCH_KEYS, COST_METRICS, METRICS, data_fidelity, final_epochs, settings_only, shortened
 from .smoke import smoke
 from .spec_rules import check
 
@@ -70,10 +70,10 @@ def __getattr__(name: str):  # noqa: ANN202
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make_trainable(spec, pools, flatten=None):  # noqa: ANN001, ANN201  (thin re-export; imports Ray lazily)
+def make_trainable(spec, pools, flatten=None, limits=None):  # noqa: ANN001, ANN201  (thin re-export; Ray lazily)
     from .ray_adapter import make_trainable as _make
 
-    return _make(spec, pools, flatten)
+    return _make(spec, pools, flatten, limits)
 
 
 def make_final_trainable(spec, pools, out_dir, ends_by=None):  # noqa: ANN001, ANN201
@@ -85,6 +85,7 @@ def make_final_trainable(spec, pools, out_dir, ends_by=None):  # noqa: ANN001, A
 __all__ = [
     "BRANCH_KEYS",
     "METRICS",
+    "COST_METRICS",
     "USER_ERRORS",
     "DataError",
     "Pools",

@@ -37,6 +37,17 @@ def _timed(model: nn.Module, x: torch.Tensor, autocast: bool, min_iters: int, mi
     return (time.perf_counter() - t0) / n
 
 
+def trial_cost(model: nn.Module, in_chans: int, size: int, device: torch.device, autocast: bool) -> dict[str, float]:
+    """``sections.COST_METRICS`` of a trial's model as it predicts (``model``: with train.tta=flip, its mirror-averaged
+    predictor), by ``measure_cost``'s quick timing; the model's train or eval mode is kept."""
+    was_training = model.training
+    try:
+        c = measure_cost(model, in_chans, size, device, autocast, quick=True)
+    finally:
+        model.train(was_training)
+    return {"params": int(c["params"]), "flops": int(c["flops_per_image"]), "latency_ms": float(c["latency_ms"])}
+
+
 def measure_cost(
     model: nn.Module,
     in_chans: int,

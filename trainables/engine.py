@@ -23,7 +23,8 @@ from torch import nn
 
 from .arithmetic import Arithmetic, choose, parse
 from .augment import mix_batch
-from .batches import Batcher, as_tensor, channel_stats, pixels, place_pool, predict
+from .batches import Batcher, MirrorAveraged, as_tensor, channel_stats, pixels, place_pool, predict
+from .cost import trial_cost
 from .data import Pools, Splits, fidelity_subset, make_splits
 from .device import release_host_memory, resolve_device, rng_state, seed_everything, set_rng_state
 from .models import create_model
@@ -376,6 +377,7 @@ def fit(
     on_epoch: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
     device: torch.device | None = None,
     merge_val: bool = False,
+    on_cost: Callable[[dict[str, float]], bool] | None = None,
 ) -> FitResult:
     """Train ``spec``'s model on ``pools`` for ``train.epochs`` epochs, resuming from ``state``.
 
@@ -383,7 +385,9 @@ def fit(
     (bf16 or fp32, channels_last or not: what it trains with); ``get_state()`` returns the
     checkpoint payload (only built when the caller asks for it). ``merge_val`` trains on
     train + validation (final training): nothing is held out, so there are no ``val_*`` metrics,
-    no early stopping, and a plateau schedule watches the training loss.
+    no early stopping, and a plateau schedule watches the training loss. ``on_cost``: the model's cost
+    (``cost.trial_cost``) is measured once before training and given to it; it returns whether to train (False:
+    nothing is trained), and every epoch's metrics carry the cost.
     """
     kept = state.get("arithmetic") if state and isinstance(state.get("arithmetic"), str) else None
     run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val, kept)
@@ -392,7 +396,9 @@ def fit(
     epoch, first_s = start - 1, None  # first_s: seconds of this process's first epoch (its one-off costs)
     clamp_to_deadline(run.spec["train"])
     try:
-        while (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
+        cost = run_cost(run, pools.in_chans) if on_cost is not None else {}
+        train = on_cost(cost) if on_cost is not None else True
+        while train and (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
             elapsed = time.perf_counter() - t_start
             before = int(run.spec["train"]["epochs"])
             replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s)
@@ -413,7 +419,7 @@ def fit(
                 metrics = diverged(epoch + 1, trained.loss)
                 progress.record(metrics, 0)
                 if on_epoch is not None:
-                    on_epoch({**metrics, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
+                    on_epoch({**metrics, **cost, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
                 break
             metrics = epoch_metrics(run, epoch, trained)
             step_schedule(run.sched, metrics, run.monitor)
@@ -423,7 +429,7 @@ def fit(
             stop = progress.record(metrics, run.early_stopping)
             release_host_memory()
             if on_epoch is not None:
-                on_epoch({**metrics, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
+                on_epoch({**metrics, **cost, "arithmetic": run.arithmetic.name}, lambda: checkpoint(run, progress))
             if stop:
                 break
     finally:
@@ -446,6 +452,12 @@ def fit(
         early_stopping=run.early_stopping,
         monitor=run.monitor,
     )
+
+
+def run_cost(run: Run, in_chans: int) -> dict[str, float]:
+    """The cost of ``run``'s model as it predicts (with train.tta=flip, both passes), in the arithmetic it trains in."""
+    predictor = MirrorAveraged(run.model) if run.spec["train"].get("tta", "none") == "flip" else run.model
+    return trial_cost(predictor, in_chans, run.size, run.device, run.autocast)
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:

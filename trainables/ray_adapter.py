@@ -28,6 +28,7 @@ from .data import Pools
 from .device import device_warning
 from .engine import fit
 from .resources import apply_memory_cap, trial_request
+from .sections import COST_METRICS
 
 CKPT_FILE = "state.pt"
 RESET_TIMEOUT_S = 300  # s a reused trial process waits for the previous trial to end (see reset_config)
@@ -61,6 +62,12 @@ def worst(mode: str) -> float:
     return float("-inf") if mode == "max" else float("inf")
 
 
+def objectives(spec: dict[str, Any]) -> dict[str, str]:
+    """What the study optimises, ``{metric: mode}``: ``experiment.objectives``, else its one metric."""
+    exp = spec["experiment"]
+    return dict(exp.get("objectives") or {exp["metric"]: exp["mode"]})
+
+
 def claim_resources(spec: dict[str, Any]) -> None:
     """Hold this process to what the trial asked for: its CPU threads and its share of the GPU's memory."""
     torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
@@ -73,17 +80,20 @@ def trial(
     spec: dict[str, Any],
     pools: Pools,
     flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+    limits: Callable[[dict[str, float]], str | None] | None = None,
 ) -> None:
+    """One search trial. ``limits``: why a model of this cost (``COST_METRICS``, measured before its first epoch)
+    breaks the study's hard limits (None: it does not); such a trial is infeasible and trains nothing."""
     from ray import tune
 
     if flatten is not None:  # the orchestrator's view of a conditional config: {dotted key: value}
         config = flatten(config, spec["space"])
     resolved = _backend.apply_config(spec, config)
-    metric, mode = spec["experiment"]["metric"], spec["experiment"]["mode"]
+    goals = objectives(spec)
     reason = _backend.infeasible(resolved)
     if reason is not None:
         # The worst score steers model-based searchers away; schedulers skip results flagged ``infeasible``.
-        tune.report({metric: worst(mode), "infeasible": 1, "reason": reason, "epoch": 0})
+        tune.report({**worst_scores(goals), "infeasible": 1, "reason": reason, "epoch": 0})
         return
     claim_resources(spec)
     state = None
@@ -95,25 +105,38 @@ def trial(
     device = device_fields(resolved)
     reported = [False]
 
+    def on_cost(cost: dict[str, float]) -> bool:
+        broken = limits(cost) if limits is not None else None
+        if broken is not None:
+            reported[0] = True
+            tune.report({**cost, **worst_scores(goals), "infeasible": 1, "reason": broken, "epoch": 0})
+        return broken is None
+
     def on_epoch(metrics: dict[str, Any], get_state: Any) -> None:
         reported[0] = True
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(get_state(), os.path.join(d, CKPT_FILE))
             tune.report(
-                {**scored(metrics, metric, mode), "infeasible": 0, **device},
+                {**scored(metrics, goals), "infeasible": 0, **device},
                 checkpoint=tune.Checkpoint.from_directory(d),
             )
 
+    measure = limits is not None or any(m in COST_METRICS for m in goals)
     try:
-        failed = fit_or_oom(resolved, pools, state, on_epoch)
+        failed = fit_or_oom(resolved, pools, state, on_epoch, on_cost if measure else None)
     finally:
         release_for_next_trial()
     if failed is not None:
-        tune.report({**scored(failed, metric, mode), "infeasible": 0, **device})
+        tune.report({**scored(failed, goals), "infeasible": 0, **device})
     elif not reported[0] and state and state.get("history"):
         # Restored from the checkpoint of a run that had already ended (the driver was killed after the trial's
         # last epoch, before Tune recorded it): its last result again, or Tune keeps an older one as the last.
-        tune.report({**scored(state["history"][-1], metric, mode), "infeasible": 0, **device})
+        tune.report({**scored(state["history"][-1], goals), "infeasible": 0, **device})
+
+
+def worst_scores(goals: dict[str, str]) -> dict[str, float]:
+    """Every objective at its worst: a searcher with several objectives reads each from a trial's result."""
+    return {m: worst(mode) for m, mode in goals.items()}
 
 
 def release_for_next_trial() -> None:
@@ -140,11 +163,12 @@ def save_checkpoint(state: dict[str, Any], path: str) -> None:
         torch.serialization.set_crc32_options(crc)
 
 
-def scored(metrics: dict[str, Any], metric: str, mode: str) -> dict[str, Any]:
-    """A diverged, out-of-memory or user-error result carries the worst score: searchers and schedulers count
-    it as a bad result (unlike an infeasible one, it enters their statistics); never NaN, which they cannot rank."""
+def scored(metrics: dict[str, Any], goals: dict[str, str]) -> dict[str, Any]:
+    """A diverged, out-of-memory or user-error result carries the worst score of every objective: searchers and
+    schedulers count it as a bad result (unlike an infeasible one, it enters their statistics); never NaN, which
+    they cannot rank."""
     if metrics.get("diverged") or metrics.get("oom") or metrics.get("error"):
-        return {**metrics, metric: worst(mode)}
+        return {**metrics, **worst_scores(goals)}
     return metrics
 
 
@@ -158,10 +182,14 @@ def user_error(epoch: int, exc: Exception) -> dict[str, Any]:
 
 
 def fit_or_oom(
-    spec: dict[str, Any], pools: Pools, state: dict[str, Any] | None, on_epoch: Callable[[dict[str, Any], Any], None]
+    spec: dict[str, Any],
+    pools: Pools,
+    state: dict[str, Any] | None,
+    on_epoch: Callable[[dict[str, Any], Any], None],
+    on_cost: Callable[[dict[str, float]], bool] | None = None,
 ) -> dict[str, Any] | None:
-    """Train; None when training ended on its own, else the ``oom`` or user-``error`` result that ends the
-    trial (a result the study records, not a crash Tune would retry)."""
+    """Train; None when training ended on its own (or ``on_cost`` refused it: ``engine.fit``), else the ``oom``
+    or user-``error`` result that ends the trial (a result the study records, not a crash Tune would retry)."""
     done = [int(state["epoch"]) if state else 0]
 
     def counted(metrics: dict[str, Any], get_state: Any) -> None:
@@ -169,7 +197,7 @@ def fit_or_oom(
         on_epoch(metrics, get_state)
 
     try:
-        fit(spec, pools, state=state, on_epoch=counted)
+        fit(spec, pools, state=state, on_epoch=counted, on_cost=on_cost)
     except torch.OutOfMemoryError:
         pass  # handled outside the except block: its traceback holds the tensors that filled the memory
     except USER_ERRORS as exc:  # missing weights or data: the same again on any node
@@ -275,8 +303,9 @@ def make_trainable(
     spec: dict[str, Any],
     pools: Pools,
     flatten: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+    limits: Callable[[dict[str, float]], str | None] | None = None,
 ) -> Any:
-    return _trainable(trial, spec, pools, flatten=flatten)
+    return _trainable(trial, spec, pools, flatten=flatten, limits=limits)
 
 
 def final_trial(

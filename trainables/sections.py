@@ -24,6 +24,10 @@ METRICS = {
     "val_balanced_acc": "max",
     "val_auc": "max",
 }
+# Cost metrics a search trial reports when a study's objectives or limits name them, each with its better direction:
+# measured once, before the trial's first epoch, by ``cost.measure_cost`` as final models measure theirs (flops:
+# forward FLOPs per image; latency_ms: one image).
+COST_METRICS = {"params": "min", "flops": "min", "latency_ms": "min"}
 # Metrics only a binary task reports (AUC-ROC ranks P(class 1)).
 BINARY_METRICS = ("val_auc",)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec._keys import get_path
+from ..spec._objectives import objectives, several
 from ..spec._space import OptunaSpace, bohb_space, branches, recipe_point, to_tune
 
 TIME_ATTR = "training_iteration"  # one report per epoch, so iterations are epochs
@@ -43,24 +44,29 @@ def build_searcher(spec: dict[str, Any]) -> Any:
     from ray.tune.search import ConcurrencyLimiter
 
     # Each checkpoint of Tune's state also written as one snapshot, which --resume restores from.
-    from ._tune_state import PairedSearch, PairedVariants
+    from ._tune_state import PairedSearch, PairedVariants, PicklableNSGAII
 
     points = first_points(spec)[0] or None
     if algo in ("random", "grid"):
         return PairedVariants(random_state=s["seed"], max_concurrent=s["max_concurrent"], points_to_evaluate=points)
 
-    if algo == "optuna":
+    if algo in ("optuna", "nsga2"):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory": not news
 
-        # Conditional spaces go to Optuna define-by-run; flat ones through Tune's param_space.
+        goals = objectives(spec["experiment"])
+        held = holds_space(spec)
+        # TPE models one objective or several (Optuna's multi-objective TPE); NSGA-II evolves a population.
+        sampler = optuna.samplers.TPESampler(seed=s["seed"]) if algo == "optuna" else PicklableNSGAII(seed=s["seed"])
+        # Conditional or multi-objective spaces go to Optuna define-by-run (given here, Tune keeps the searcher's
+        # metrics: it would replace a list by TuneConfig's one metric); flat ones through Tune's param_space.
         searcher: Any = OptunaSearch(
-            space=OptunaSpace(spec["space"]) if branches(spec["space"]) else None,
-            sampler=optuna.samplers.TPESampler(seed=s["seed"]),
-            metric=spec["experiment"]["metric"] if branches(spec["space"]) else None,
-            mode=spec["experiment"]["mode"] if branches(spec["space"]) else None,
+            space=OptunaSpace(spec["space"]) if held else None,
+            sampler=sampler,
+            metric=(list(goals) if len(goals) > 1 else spec["experiment"]["metric"]) if held else None,
+            mode=(list(goals.values()) if len(goals) > 1 else spec["experiment"]["mode"]) if held else None,
             points_to_evaluate=points,
         )
     else:  # bohb
@@ -80,9 +86,18 @@ def build_searcher(spec: dict[str, Any]) -> Any:
     return PairedSearch(searcher)
 
 
+def holds_space(spec: dict[str, Any]) -> bool:
+    """Whether the searcher holds the space itself (Tune's param_space is then empty): a model-based searcher's
+    conditional space, and an Optuna searcher's with several objectives."""
+    algo = spec["search"]["algorithm"]
+    if algo in ("optuna", "nsga2") and several(spec["experiment"]):
+        return True
+    return algo in ("optuna", "nsga2", "bohb") and bool(branches(spec["space"]))
+
+
 def param_space(spec: dict[str, Any]) -> dict[str, Any]:
-    """Tune's param_space: the whole space, unless a model-based searcher holds a conditional one."""
-    if spec["search"]["algorithm"] in ("optuna", "bohb") and branches(spec["space"]):
+    """Tune's param_space: the whole space, unless the searcher holds it (``holds_space``)."""
+    if holds_space(spec):
         return {}
     return to_tune(spec["space"], spec["search"]["algorithm"])
 

@@ -13,12 +13,22 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._importance import write_importance
+from ..report._pareto import front_line, write_front
 from ..spec._budget import Budget, parse_budget
 from ..spec._files import dump_spec, read_json
+from ..spec._objectives import objectives, over_limits, parse_conditions
 from ..spec._space import flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
-from ..store._export import select_best, trial_rows, write_best, write_trials
+from ..store._export import (
+    compared,
+    extra_columns,
+    objective_columns,
+    select_best,
+    trial_rows,
+    write_best,
+    write_trials,
+)
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, study_dir
 from ._algorithms import build_scheduler, build_searcher, first_points, first_points_line, param_space, rungs
 from ._console import new_study
@@ -187,7 +197,8 @@ def _study_tuner(
     trial_spec = side
     if spec["scheduler"]["fidelity"] == "data":  # rungs grow the training data too (the trial side's rule)
         trial_spec = backend.data_fidelity(side, rungs(side), int(side["scheduler"]["max_t"]))
-    trainable = backend.make_trainable(trial_spec, pools, flat_config)
+    limits = spec["experiment"].get("constraints")
+    trainable = backend.make_trainable(trial_spec, pools, flat_config, partial(over_limits, limits) if limits else None)
     if resume:
         run.restore(trainable)
         return _carry_on(run, cb)
@@ -256,10 +267,18 @@ def _finish(
     watch = run.callback(Stalled)
     stalled = list(watch.paused) if watch is not None else []
     keys = searched_keys(spec["space"])
-    rows = trial_rows(collected, keys, metric, mode, side["train"]["epochs"], oom)
-    write_trials(out / "trials.csv", rows, keys, metric)
+    goals, costs = objectives(spec["experiment"]), list(backend.COST_METRICS)
+    rows = trial_rows(collected, keys, metric, mode, side["train"]["epochs"], oom, goals, costs)
+    columns = objective_columns(goals, costs)
+    front = write_front(out, spec["experiment"], rows, compared(rows, metric)[0], columns) if len(goals) > 1 else None
+    write_trials(out / "trials.csv", rows, keys, metric, extra_columns(goals, costs))
     imp = write_importance(out, spec, rows)
-    best, rule = select_best(rows, metric, mode) or (None, "")
+    pick = parse_conditions(spec["experiment"]["pick"]) if spec["experiment"].get("pick") else []
+    best, rule = select_best(rows, metric, mode, pick, columns) or (None, "")
+    if front is not None:
+        log(front_line(front))
+    if best is None and pick:
+        log(f"experiment.pick: no compared trial has {spec['experiment']['pick']}: no best.yaml")
     chosen: dict[str, Any] = {}
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
@@ -273,6 +292,7 @@ def _finish(
         status_counts={s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
         best=best,
         best_rule=rule,
+        **({"pareto": front} if front is not None else {}),
     )
     if cb and budget:
         spent(cb, budget, stopper, rows, record["budget"], search_s, search_started - started)

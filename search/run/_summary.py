@@ -60,7 +60,9 @@ def study_summary(spec: dict[str, Any], result: Any) -> None:
         else f"{len(result.rows)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
     )
     print(f"\nStudy {spec['experiment']['name']!r}: {ran}")
-    print(f"  results:     {shown(result.location)} (trials.csv, study.json)")
+    print(
+        f"  results:     {shown(result.location)} (trials.csv, study.json{', pareto.png' if result.rows and 'pareto' in result.rows[0] else ''})"
+    )
     if counts.get("oom"):  # each trial's reason names its sizes; what to change for the study is said once
         print(
             f"  out of memory: {counts['oom']} trial(s), see their reason in trials.csv: lower train.batch_size "
@@ -97,6 +99,17 @@ def no_answer(spec_file: str, spec: dict[str, Any], result: Any) -> str:
         f"tune-run: error: {spec_file}: no trial produced {spec['experiment']['metric']} ({statuses}), so there is "
         f"no best configuration to export or train; each trial's reason is in "
         f"{shown(storage.join(result.location, 'trials.csv'))}"
+    )
+
+
+def unmet_pick(spec: dict[str, Any], result: Any) -> str:
+    """Why a study whose trials were scored has no best.yaml: none meets ``experiment.pick`` ('' otherwise)."""
+    pick = spec["experiment"].get("pick")
+    if not pick or not any(r.get("pareto") == 1 for r in result.rows):
+        return ""
+    return (
+        f"no compared trial meets experiment.pick ({pick}), so there is no best.yaml; the front is the trials with "
+        f"pareto 1 in {shown(storage.join(result.location, 'trials.csv'))} and pareto.png beside it"
     )
 
 

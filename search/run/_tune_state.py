@@ -7,8 +7,10 @@ before the rename from resuming.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from optuna.samplers import NSGAIISampler
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
 from ..store._tune_snapshot import write_snapshot
@@ -30,3 +32,17 @@ class PairedVariants(_Snapshotting, BasicVariantGenerator):
 
 class PairedSearch(_Snapshotting, SearchGenerator):
     """A model-based searcher (Optuna, BOHB) as Tune runs one, whose checkpoints end with their snapshot."""
+
+
+class PicklableNSGAII(NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: Tune pickles the searcher with every checkpoint of its state, and
+    Optuna's genetic samplers hold a thread lock, which does not pickle (a new one is made on unpickling)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()

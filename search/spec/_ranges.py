@@ -115,6 +115,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "grid": ("grid", "choice"),
     # Optuna drops the step of a quantized log range; refusing it beats silently ignoring q.
     "optuna": tuple(d for d in DISTRIBUTIONS if d not in ("grid", "qloguniform")),
+    "nsga2": tuple(d for d in DISTRIBUTIONS if d not in ("grid", "qloguniform")),  # an Optuna sampler too
     "bohb": tuple(d for d in DISTRIBUTIONS if d != "grid"),
 }
 INT_ONLY = ("randint", "qrandint")

@@ -27,16 +27,20 @@ _PBT_IS_A_SCHEDULE = (
 _CUT_AT_MAX_T = ("asha", "hyperband")
 
 
-def fill_across(file: str, spec: dict[str, Any], default_name: str | None, metrics: dict[str, str]) -> None:
-    """The defaults that depend on another key: the study's name (the spec file's stem), the mode (the metric's
-    better direction, ``metrics``: the trial side's), num_samples without a budget (1), max_t (train.epochs).
-    The experiment's rules run here, where the name and the trial side's metrics are known."""
+def fill_across(
+    file: str, spec: dict[str, Any], default_name: str | None, metrics: dict[str, str], costs: dict[str, str]
+) -> None:
+    """The defaults that depend on another key: the study's name (the spec file's stem), the metric (the first
+    objective, else val_acc), the mode (the metric's better direction; ``metrics`` and ``costs``: the trial side's),
+    num_samples without a budget (1), max_t (train.epochs). The experiment's rules run here, where the name and the
+    trial side's metrics are known."""
     exp, search, sched = spec["experiment"], spec["search"], spec["scheduler"]
     exp["name"] = exp["name"] or default_name
     if exp["name"] is None:
         raise SpecError(file, "experiment.name", "is required where no spec file names the study")
-    check_rules(file, "experiment", Experiment, exp, context={"metrics": metrics})
-    exp["mode"] = exp["mode"] or metrics[exp["metric"]]
+    check_rules(file, "experiment", Experiment, exp, context={"metrics": metrics, "costs": costs})
+    exp["metric"] = exp["metric"] or next(iter(exp["objectives"] or ["val_acc"]))
+    exp["mode"] = exp["mode"] or {**metrics, **costs}[exp["metric"]]
     if search["budget"] is None and search["num_samples"] is None:  # with a budget: sized by the plan
         search["num_samples"] = 1
     sched["max_t"] = sched["max_t"] or spec_epochs(spec)
@@ -59,6 +63,7 @@ class Study(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # the other sections: their own models' business
 
+    experiment: dict[str, Any]
     search: Search
     scheduler: Scheduler
     resources: Resources
@@ -72,6 +77,29 @@ class Study(BaseModel):
             raise rule(
                 "scheduler.name",
                 f"pbt mutates trials itself and takes search.algorithm random or grid, got {self.search.algorithm!r}",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _several_objectives_fifo(self) -> Study:
+        """A scheduler ranks trials by one metric: with several objectives, stopping the least accurate at a rung
+        would cut the small, fast configurations the cost objectives favour (non-dominated sorting at each rung,
+        MO-ASHA, is not built yet). BOHB's model takes one metric."""
+        goals = self.experiment.get("objectives") or {}
+        if len(goals) < 2:
+            return self
+        if self.scheduler.name != "fifo":
+            raise rule(
+                "scheduler.name",
+                f"several objectives ({', '.join(goals)}) run under fifo: {self.scheduler.name} would stop trials by "
+                f"{next(iter(goals))} alone, cutting configurations the other objectives favour; got "
+                f"{self.scheduler.name!r}",
+            )
+        if self.search.algorithm == "bohb":
+            raise rule(
+                "search.algorithm",
+                "bohb models one metric; with several objectives use optuna (multi-objective TPE), nsga2, random "
+                "or grid",
             )
         return self
 
@@ -167,5 +195,12 @@ class Study(BaseModel):
             {
                 "if": has("search", "algorithm", {"const": "bohb"}),
                 "then": has("scheduler", "name", {"const": "hyperband"}),
+            },
+            {
+                "if": has("experiment", "objectives", {"type": "object", "minProperties": 2}),
+                "then": {
+                    **keeps("scheduler", "name", {"enum": ["fifo", None]}),
+                    **{"not": has("search", "algorithm", {"const": "bohb"})},
+                },
             },
         ]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ._budget import DEFAULT_SPLIT, parse_budget
 from ._schema import SpecError, allowed, did_you_mean, rule
 
-Algorithm = Literal["random", "grid", "optuna", "bohb"]
+Algorithm = Literal["random", "grid", "optuna", "nsga2", "bohb"]
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt"]
 Fidelity = Literal["epochs", "data"]
 ALGORITHMS, SCHEDULERS, FIDELITIES = get_args(Algorithm), get_args(SchedulerName), get_args(Fidelity)
@@ -36,15 +36,43 @@ class Experiment(_Section):
         ),
         json_schema_extra={"pattern": NAME_RE.pattern},  # _name_is_a_folder below, for editors
     )
-    metric: str = Field(
-        "val_acc",
+    metric: str | None = Field(
+        None,
         description=(
             "what trials are ranked by, reported every epoch: val_acc | val_loss | train_acc | train_loss | "
-            "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only)"
+            "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only); null = val_acc, "
+            "or the first of experiment.objectives"
         ),
     )
     mode: Literal["max", "min"] | None = Field(
         None, description="max | min; null = the metric's better direction (a loss is minimised; the other is refused)"
+    )
+    objectives: dict[str, str] | None = Field(
+        None,
+        examples=[{"val_acc": "max", "latency_ms": "min"}],
+        description=(
+            "two or more metrics searched together, each with its direction (max | min): the study finds the trials "
+            "no other beats in all of them (a Pareto front, trials.csv's pareto column); the first is the study's "
+            "metric. Besides the metrics above: params, flops (forward FLOPs per image), latency_ms (one image), "
+            "measured once per trial before its first epoch, as final models measure them; null = one metric"
+        ),
+    )
+    constraints: dict[str, float] | None = Field(
+        None,
+        examples=[{"params": 1.0e6, "latency_ms": 5}],
+        description=(
+            "hard upper limits on params, flops or latency_ms: a configuration over one is infeasible (with the "
+            "reason) and trains nothing"
+        ),
+    )
+    pick: str | None = Field(
+        None,
+        examples=["latency_ms<=5"],
+        description=(
+            "which trial best.yaml holds when there are several objectives: the best by the first objective among "
+            "the trials that meet these conditions ('<metric> <op> <number>' joined by commas, op <=, <, >= or >); "
+            "null = the best by the first objective"
+        ),
     )
     output_dir: str = Field(
         "runs",
@@ -70,20 +98,67 @@ class Experiment(_Section):
         metrics: dict[str, str] | None = (info.context or {}).get("metrics")
         if metrics is None:  # the section alone: checked once the spec's trial side is known
             return self
-        if self.metric not in metrics:
+        costs: dict[str, str] = (info.context or {}).get("costs") or {}
+        if self.objectives is not None:
+            self._check_objectives(metrics, costs)
+        elif self.pick is not None:
+            raise rule("pick", "chooses among several objectives: set experiment.objectives, or leave pick out")
+        for m, limit in (self.constraints or {}).items():
+            if m not in costs:
+                raise rule("constraints", f"{m!r} is not a cost known before training; allowed: {allowed(costs)}")
+            if not limit > 0:
+                raise rule("constraints", f"{m} > 0 must hold for a limit, got {m}={limit}")
+        metric = self.metric or "val_acc"
+        if metric not in metrics and not (self.objectives and metric == next(iter(self.objectives))):
             raise rule(
                 "metric",
-                f"{self.metric!r} is not reported by trials; allowed: {allowed(metrics)}"
-                f"{did_you_mean(self.metric, metrics)}",
+                f"{metric!r} is not reported by trials; allowed: {allowed(metrics)}{did_you_mean(metric, metrics)}",
             )
-        better = metrics[self.metric]
+        better = metrics.get(metric) or (self.objectives or {}).get(metric)
         if self.mode is not None and self.mode != better:
             raise rule(
                 "mode",
-                f"{self.metric} is better when {'higher' if better == 'max' else 'lower'}: "
+                f"{metric} is better when {'higher' if better == 'max' else 'lower'}: "
                 f"mode must be {better}, got {self.mode}",
             )
         return self
+
+    def _check_objectives(self, metrics: dict[str, str], costs: dict[str, str]) -> None:
+        """Two or more objectives a trial reports, each in its better direction; the metric, if given, the first;
+        a pick on objectives."""
+        from ._objectives import parse_conditions
+
+        goals = self.objectives or {}
+        reported = {**metrics, **costs}
+        if len(goals) < 2:
+            raise rule("objectives", f"at least 2 objectives must be given, got {len(goals)}: {goals}")
+        for m, mode in goals.items():
+            if m not in reported:
+                raise rule(
+                    "objectives",
+                    f"{m!r} is not reported by trials; allowed: {allowed(reported)}{did_you_mean(str(m), reported)}",
+                )
+            if mode != reported[m]:
+                raise rule(
+                    "objectives",
+                    f"{m} is better when {'higher' if reported[m] == 'max' else 'lower'}: its direction must be "
+                    f"{reported[m]}, got {mode!r}",
+                )
+        first = next(iter(goals))
+        if self.metric is not None and self.metric != first:
+            raise rule(
+                "metric",
+                f"with objectives, the metric is the first of them ({first}): leave it out or set it to {first}, "
+                f"got {self.metric!r}",
+            )
+        if self.pick is not None:
+            try:
+                conditions = parse_conditions(self.pick)
+            except ValueError as exc:
+                raise rule("pick", str(exc)) from None
+            for c in conditions:
+                if c.metric not in goals:
+                    raise rule("pick", f"{c.metric!r} is not an objective; allowed: {allowed(goals)}")
 
     @staticmethod
     def json_schema(metrics: dict[str, str]) -> dict[str, Any]:
@@ -102,7 +177,11 @@ class Search(_Section):
 
     algorithm: Algorithm = Field(
         "random",
-        description="random (grid and sampled keys mix: grid points x num_samples) | grid | optuna (TPE) | bohb",
+        description=(
+            "random (grid and sampled keys mix: grid points x num_samples) | grid | optuna (TPE; with several "
+            "objectives, multi-objective TPE) | nsga2 (Optuna's NSGA-II, for several objectives: its first "
+            "generation, 50 trials, is random) | bohb"
+        ),
     )
     num_samples: int | None = Field(
         None,

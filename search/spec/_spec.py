@@ -82,7 +82,7 @@ def resolve(
     for section, key in (("data", "dataset"), ("model", "name")):
         if not spec[section].get(key):
             raise SpecError(file, f"{section}.{key}", "is required")
-    fill_across(file, spec, default_name, backend.METRICS)
+    fill_across(file, spec, default_name, backend.METRICS, backend.COST_METRICS)
     spec["space"] = _check_space(file, raw.get("space"), spec, schemas, raw, backend)
     fill_max_t(spec, given=(raw.get("scheduler") or {}).get("max_t") is not None)
     check_rules(file, "", Study, spec)
@@ -182,7 +182,7 @@ def _check_branch(
 ) -> dict[str, list[dict[str, Any]]]:
     """A conditional sub-space: each option is checked as the whole spec would be with it chosen."""
     algo = spec["search"]["algorithm"]
-    kinds = ("choice",) if algo in ("optuna", "bohb") else ("grid", "choice")
+    kinds = ("choice",) if algo in ("optuna", "nsga2", "bohb") else ("grid", "choice")
     if (
         not isinstance(dist, dict)
         or len(dist) != 1

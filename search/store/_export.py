@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._contract import TrialSide
 from ..spec._files import dump_spec
+from ..spec._objectives import Condition
 from ..spec._space import plain
 from ._atomic import write_atomic
 
@@ -90,9 +91,19 @@ def latest_per_epoch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def trial_columns(space_keys: list[str], metric: str, data_weighted: bool = False) -> list[str]:
+def objective_columns(goals: Mapping[str, str], costs: Sequence[str]) -> dict[str, str]:
+    """Each objective's trials.csv column: the first's ``final_<metric>``, a cost's its name (one value per trial),
+    another metric's ``final_<metric>`` (its value at the trial's last epoch)."""
+    first = next(iter(goals))
+    return {m: f"final_{m}" if m == first or m not in costs else m for m in goals}
+
+
+def trial_columns(
+    space_keys: list[str], metric: str, data_weighted: bool = False, extra: Sequence[str] = ()
+) -> list[str]:
     """trials.csv's columns, in order: of every row ``trial_rows`` makes, and the header of a study with no trial
-    (a table with no rows, which every reader of it reads as such)."""
+    (a table with no rows, which every reader of it reads as such). ``extra``: the cost columns, the other
+    objectives' and ``pareto`` (``extra_columns``)."""
     return [
         "trial_id",
         "status",
@@ -101,6 +112,7 @@ def trial_columns(space_keys: list[str], metric: str, data_weighted: bool = Fals
         f"best_{metric}",
         "best_epoch",
         f"{metric}_by_epoch",
+        *extra,
         "epochs",
         *(["data_epochs"] if data_weighted else []),
         "device",
@@ -111,6 +123,16 @@ def trial_columns(space_keys: list[str], metric: str, data_weighted: bool = Fals
     ]
 
 
+def extra_columns(goals: Mapping[str, str], costs: Sequence[str], reported: Sequence[str] = ()) -> list[str]:
+    """The columns of a study's costs (those its objectives name or its trials ``reported``), its other objectives'
+    last values, and with several objectives each trial's Pareto front rank (``pareto``, 1 = the front)."""
+    cols = objective_columns(goals, costs)
+    first = next(iter(goals))
+    out = [c for c in costs if c in goals or c in reported]
+    out += [col for m, col in cols.items() if m != first and m not in costs]
+    return out + (["pareto"] if len(goals) > 1 else [])
+
+
 def trial_rows(
     trials: list[dict[str, Any]],
     space_keys: list[str],
@@ -118,13 +140,20 @@ def trial_rows(
     mode: str,
     max_epochs: int,
     oom_reason: Callable[[dict[str, Any]], str] | None = None,
+    goals: Mapping[str, str] | None = None,
+    costs: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """``trials``: dicts with trial_id, config, last (last result), history (per-epoch results), error
-    (the text of what it raised); ``oom_reason``: the reason of a trial killed for host memory, by config."""
+    (the text of what it raised); ``oom_reason``: the reason of a trial killed for host memory, by config;
+    ``goals``: the study's objectives (``{metric: mode}``, default the one metric); ``costs``: the cost metrics a
+    trial may report (``pareto`` is left '' here: ``report._pareto.add_front`` sets it)."""
     rows = []
     # scheduler.fidelity: data: the epochs of the whole training split each trial trained (an epoch budget's unit)
     data_weighted = any("data_epochs" in (t["last"] or {}) for t in trials)
-    columns = trial_columns(space_keys, metric, data_weighted)
+    goals = goals or {metric: mode}
+    reported = [c for c in costs if any(c in (t["last"] or {}) for t in trials)]
+    extra = extra_columns(goals, costs, reported)
+    columns = trial_columns(space_keys, metric, data_weighted, extra)
     for t in trials:
         last = t["last"] or {}
         hist = latest_per_epoch(
@@ -156,35 +185,64 @@ def trial_rows(
                 else status_reason(last, status),
             }
         )
+        for col in extra:  # a cost is known before training (also of a trial over a limit); a metric's is its last
+            m = col.removeprefix("final_")
+            if col == "pareto":
+                row[col] = ""
+            elif m in costs:  # a trial over a limit reports its objectives at their worst: its reason says the cost
+                row[col] = plain(last[m]) if _finite(last.get(m)) else ""
+            else:
+                row[col] = last.get(m, math.nan) if status not in FAILED else math.nan
         rows.append({c: row[c] for c in columns})
     return rows
 
 
-def write_trials(path: Path, rows: list[dict[str, Any]], space_keys: list[str], metric: str) -> None:
+def write_trials(
+    path: Path, rows: list[dict[str, Any]], space_keys: list[str], metric: str, extra: Sequence[str] = ()
+) -> None:
     """``trial_rows``' rows as trials.csv: their columns, or with no rows the header alone (``trial_columns``)."""
     text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else trial_columns(space_keys, metric))
+    w = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else trial_columns(space_keys, metric, extra=extra))
     w.writeheader()
     w.writerows(rows)
     write_atomic(path, text.getvalue())
 
 
-def select_best(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[dict[str, Any], str] | None:
-    """The best trial and the rule that picked it. Trials are compared at one fidelity, by the value of their
-    last epoch — what retraining the configuration reproduces, not a peak it passed on the way: among those
-    that ran their whole schedule; when none did (a scheduler or the budget cut them all), among those that
-    reached the most epochs. A trial cut at a low rung, or before its learning rate decayed, is not ranked
-    against finished ones."""
+def compared(rows: list[dict[str, Any]], metric: str) -> tuple[list[dict[str, Any]], str]:
+    """The trials compared at one fidelity, by the value of their last epoch — what retraining the configuration
+    reproduces, not a peak it passed on the way: those that ran their whole schedule; when none did (a scheduler or
+    the budget cut them all), those that reached the most epochs. A trial cut at a low rung, or before its learning
+    rate decayed, is not ranked against finished ones. Returns them and the rule in words."""
     scored = [r for r in rows if r["status"] not in FAILED and _finite(r.get(f"final_{metric}"))]
     if not scored:
-        return None
+        return [], ""
     full = [r for r in scored if r["status"] in FULL_LENGTH]
     if full:
-        pool, rule = full, f"final {metric} among the {len(full)} trial(s) that ran their whole schedule"
-    else:
-        most = max(int(r["epochs"]) for r in scored)
-        pool = [r for r in scored if int(r["epochs"]) == most]
-        rule = f"{metric} at epoch {most} among the {len(pool)} trial(s) that reached it (none ran its whole schedule)"
+        return full, f"final {metric} among the {len(full)} trial(s) that ran their whole schedule"
+    most = max(int(r["epochs"]) for r in scored)
+    pool = [r for r in scored if int(r["epochs"]) == most]
+    return (
+        pool,
+        f"{metric} at epoch {most} among the {len(pool)} trial(s) that reached it (none ran its whole schedule)",
+    )
+
+
+def select_best(
+    rows: list[dict[str, Any]],
+    metric: str,
+    mode: str,
+    pick: Sequence[Condition] = (),
+    columns: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], str] | None:
+    """The best trial among those ``compared`` at one fidelity and the rule that picked it; with ``pick``
+    (``experiment.pick``), the best among those meeting its conditions (``columns``: each objective's column)."""
+    pool, rule = compared(rows, metric)
+    if pick:
+        cols = columns or {}
+        pool = [r for r in pool if all(c.holds({m: r.get(col) for m, col in cols.items()}) for c in pick)]
+        rule = f"{rule}, of the {len(pool)} with " + " and ".join(str(c) for c in pick)
+    if not pool:
+        return None
     sign = 1.0 if mode == "max" else -1.0
     return max(pool, key=lambda r: sign * float(r[f"final_{metric}"])), rule
 

@@ -26,7 +26,9 @@ STUDY_FILE = "study.json"
 # Which settings mattered (written by _importance): the shares, and the parallel-coordinates plot.
 IMPORTANCE_FILE, PARALLEL_FILE = "importance.json", "parallel_coordinates.png"
 # A finished study's summary files: published together, and attached to its MLflow run.
-STUDY_ARTIFACTS = ("trials.csv", "best.yaml", STUDY_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
+# A multi-objective study's front (written by report._pareto).
+PARETO_FILE = "pareto.png"
+STUDY_ARTIFACTS = ("trials.csv", "best.yaml", STUDY_FILE, IMPORTANCE_FILE, PARALLEL_FILE, PARETO_FILE)
 FINAL_DIR = "final"
 SQLITE = "sqlite:///"
 

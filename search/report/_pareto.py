@@ -1,0 +1,173 @@
+"""A multi-objective study's Pareto front: each trial's front rank, the front's hypervolume and its plot.
+
+Trials are compared as ``select_best`` compares them (at one fidelity: those that ran their whole schedule, else
+those that reached the most epochs), by each objective's value at their last epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Row = dict[str, Any]
+
+
+def minimised(values: Sequence[Sequence[float]], modes: Sequence[str]) -> np.ndarray:
+    """``values`` (one row per trial, one column per objective) with maximised columns negated: smaller is better
+    in every column."""
+    sign = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    return np.asarray(values, dtype=float).reshape(-1, len(modes)) * sign
+
+
+def front_ranks(points: np.ndarray) -> list[int]:
+    """Non-dominated sorting (NSGA-II's): 1 for the trials no other beats (at least as good in every objective,
+    better in one), 2 for those only rank-1 trials beat, and so on. ``points``: minimised, one row per trial."""
+    n = len(points)
+    le = (points[:, None, :] <= points[None, :, :]).all(axis=2)
+    lt = (points[:, None, :] < points[None, :, :]).any(axis=2)
+    dominates = np.logical_and(le, lt)  # [i, j]: trial i dominates trial j
+    beaten_by = dominates.sum(axis=0)
+    ranks = [0] * n
+    current = [j for j in range(n) if beaten_by[j] == 0]
+    rank = 1
+    while current:
+        nxt = []
+        for i in current:
+            ranks[i] = rank
+            for j in np.flatnonzero(dominates[i]):
+                beaten_by[j] -= 1
+                if beaten_by[j] == 0:
+                    nxt.append(int(j))
+        current, rank = nxt, rank + 1
+    return ranks
+
+
+def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """The volume the points dominate up to ``reference`` (minimised objectives; a point not better than the
+    reference in every objective adds nothing): exact, by slicing along the last objective (fine for the tens of
+    points a study's front holds)."""
+    pts = points[(points < reference).all(axis=1)]
+    if not len(pts):
+        return 0.0
+    if pts.shape[1] == 1:
+        return float(reference[0] - pts[:, 0].min())
+    pts = pts[np.argsort(pts[:, -1])]
+    volume = 0.0
+    for i in range(len(pts)):
+        upper = pts[i + 1, -1] if i + 1 < len(pts) else reference[-1]
+        if upper > pts[i, -1]:
+            volume += hypervolume(pts[: i + 1, :-1], reference[:-1]) * float(upper - pts[i, -1])
+    return volume
+
+
+def add_front(rows: list[Row], pool: list[Row], columns: Mapping[str, str], modes: Sequence[str]) -> None:
+    """Set each row's ``pareto``: its front rank among ``pool`` (the trials compared at one fidelity), '' for the
+    others. ``columns``: each objective's trials.csv column, in order."""
+    values = [[float(r[c]) for c in columns.values()] for r in pool]
+    ranks = front_ranks(minimised(values, modes)) if pool else []
+    by_id = {r["trial_id"]: rank for r, rank in zip(pool, ranks)}
+    for r in rows:
+        r["pareto"] = by_id.get(r["trial_id"], "")
+
+
+def summary(
+    pool: list[Row], columns: Mapping[str, str], modes: Sequence[str], limits: Mapping[str, float]
+) -> dict[str, Any]:
+    """study.json's ``pareto``: the objectives, the front's trials and its hypervolume with the reference point it
+    is measured from: a limit where ``experiment.constraints`` sets one, else the worst value among the compared
+    trials (0 for an accuracy-like metric in [0, 1]: then two studies' hypervolumes compare only at equal
+    references, which this records)."""
+    front = [r for r in pool if r.get("pareto") == 1]
+    names = list(columns)
+    reference = {}
+    for m, mode in zip(names, modes):
+        col = [float(r[columns[m]]) for r in pool]
+        if m in limits:
+            reference[m] = float(limits[m])
+        elif mode == "max" and col and min(col) >= 0 and max(col) <= 1:
+            reference[m] = 0.0
+        else:
+            reference[m] = (min(col) if mode == "max" else max(col)) if col else math.nan
+    ref = minimised([[reference[m] for m in names]], modes)[0]
+    pts = minimised([[float(r[columns[m]]) for m in names] for r in front], modes)
+    return {
+        "objectives": dict(zip(names, modes)),
+        "compared": len(pool),
+        "front": [r["trial_id"] for r in front],
+        "hypervolume": hypervolume(pts, ref) if len(front) and np.isfinite(ref).all() else math.nan,
+        "reference": reference,
+    }
+
+
+def front_plot(
+    pool: list[Row], columns: Mapping[str, str], modes: Sequence[str], title: str, limits: Mapping[str, float]
+) -> bytes | None:
+    """The first objective against the second, every compared trial a dot, the front joined as a step line (the
+    best first objective reachable at each value of the second), the second's limit as a dashed line; PNG."""
+    if not pool or len(columns) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (y_name, y_col), (x_name, x_col) = list(columns.items())[:2]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    rest = [r for r in pool if r.get("pareto") != 1]
+    ax.scatter([float(r[x_col]) for r in rest], [float(r[y_col]) for r in rest], c="0.7", s=18, label="trials")
+    front = sorted((r for r in pool if r.get("pareto") == 1), key=lambda r: float(r[x_col]))
+    xs, ys = [float(r[x_col]) for r in front], [float(r[y_col]) for r in front]
+    ax.plot(xs, ys, "o", color="C0", label=f"front ({len(front)})")
+    ax.step(xs, ys, where="post" if modes[1] == "min" else "pre", color="C0", alpha=0.6)
+    if x_name in limits:
+        ax.axvline(float(limits[x_name]), ls="--", color="C3", lw=1, label=f"{x_name} limit")
+    ax.set_xlabel(f"{x_name} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"{y_name} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
+    if x_name in ("params", "flops"):
+        ax.set_xscale("log")
+    ax.set_title(f"{title}: {len(pool)} trials")
+    ax.legend(loc="best", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_front(
+    out: Any, exp: Mapping[str, Any], rows: list[Row], pool: list[Row], columns: Mapping[str, str]
+) -> dict[str, Any]:
+    """Rank ``rows`` on the front (``pareto``) among ``pool`` (those compared at one fidelity) with every objective
+    scored; write ``pareto.png`` beside trials.csv; return study.json's ``pareto`` (``summary``)."""
+    from ..store._atomic import write_atomic
+    from ..store._paths import PARETO_FILE
+
+    modes = list(exp["objectives"].values())
+    scored = [r for r in pool if all(_finite(r.get(c)) for c in columns.values())]
+    add_front(rows, scored, columns, modes)
+    limits = exp.get("constraints") or {}
+    png = front_plot(scored, columns, modes, str(exp["name"]), limits)
+    if png is not None:
+        write_atomic(out / PARETO_FILE, png)
+    else:  # a resumed study: no plot of an earlier state
+        (out / PARETO_FILE).unlink(missing_ok=True)
+    return summary(scored, columns, modes, limits)
+
+
+def front_line(front: Mapping[str, Any]) -> str:
+    """The console's line on the front."""
+    ref = ", ".join(f"{m}={v:g}" for m, v in front["reference"].items())
+    return (
+        f"pareto front ({' vs '.join(front['objectives'])}): {len(front['front'])} of {front['compared']} compared "
+        f"trials; hypervolume {front['hypervolume']:.4g} (reference {ref})"
+    )
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,188 @@
+"""Multi-objective studies (experiment.objectives, .constraints, .pick): the Pareto front, its hypervolume, the
+limits a configuration is refused for before it trains, and the point best.yaml holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+import trainables
+from search import SpecError, resolve, run_study
+from search.report._pareto import front_ranks, hypervolume, minimised
+from search.run._final import run_final
+from search.spec._objectives import over_limits, parse_conditions
+from tests.conftest import read_rows, small_spec
+
+
+def test_front_ranks_by_hand():
+    # (accuracy max, latency min): a beats c (more accurate, as fast); b and a trade off; d is beaten by all.
+    pts = minimised([[0.9, 5.0], [0.8, 2.0], [0.85, 5.0], [0.7, 6.0], [0.9, 5.0]], ["max", "min"])
+    assert front_ranks(pts) == [1, 1, 2, 3, 1]  # equal points do not beat each other
+
+
+def test_hypervolume_by_hand():
+    assert hypervolume(np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]]), np.array([4.0, 4.0])) == pytest.approx(6.0)
+    assert hypervolume(np.array([[0.0, 0.0, 0.0]]), np.array([1.0, 2.0, 3.0])) == pytest.approx(6.0)
+    # Two boxes of 2 x 2 x 2 overlapping in 1 x 1 x 1: 8 + 8 - 1; a point beyond the reference adds nothing.
+    pts = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+    assert hypervolume(pts, np.array([2.0, 3.0, 3.0])) == pytest.approx(2 * 2 * 2 + 1 * 3 * 3 - 1 * 2 * 2)
+
+
+def test_conditions_and_limits():
+    assert [str(c) for c in parse_conditions("latency_ms<=5, params < 1e6")] == ["latency_ms <= 5", "params < 1e+06"]
+    with pytest.raises(ValueError, match="expected '<metric> <op> <number>'"):
+        parse_conditions("latency_ms == 5")
+    assert (
+        over_limits({"params": 1e6}, {"params": 2.5e6, "flops": 1.0})
+        == "over experiment.constraints: params 2.5e+06 > 1e+06"
+    )
+    assert over_limits({"params": 1e6}, {"params": 1e6}) is None  # a limit is reached, not broken
+
+
+def _spec(**experiment):
+    return {
+        "experiment": {"name": "mo", **experiment},
+        "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "num_samples": 100},
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
+        "train": {"epochs": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sections", "key", "says"),
+    [
+        ({"objectives": {"val_acc": "max"}}, {}, "experiment.objectives", "at least 2 objectives must be given"),
+        (
+            {"objectives": {"val_acc": "max", "latency": "min"}},
+            {},
+            "experiment.objectives",
+            "did you mean 'latency_ms'",
+        ),
+        ({"objectives": {"val_acc": "max", "params": "max"}}, {}, "experiment.objectives", "direction must be min"),
+        (
+            {"objectives": {"val_acc": "max", "params": "min"}, "metric": "val_loss"},
+            {},
+            "experiment.metric",
+            "the metric is the first of them (val_acc)",
+        ),
+        ({"constraints": {"val_acc": 0.9}}, {}, "experiment.constraints", "not a cost known before training"),
+        ({"constraints": {"params": 0}}, {}, "experiment.constraints", "params > 0 must hold"),
+        ({"pick": "latency_ms<=5"}, {}, "experiment.pick", "set experiment.objectives"),
+        (
+            {"objectives": {"val_acc": "max", "params": "min"}, "pick": "flops<=5"},
+            {},
+            "experiment.pick",
+            "'flops' is not an objective",
+        ),
+        (
+            {"objectives": {"val_acc": "max", "params": "min"}},
+            {"scheduler": {"name": "asha"}},
+            "scheduler.name",
+            "several objectives (val_acc, params) run under fifo",
+        ),
+        (
+            {"objectives": {"val_acc": "max", "params": "min"}},
+            {"search": {"algorithm": "bohb"}, "scheduler": {"name": "hyperband"}},
+            "scheduler.name",
+            "run under fifo",
+        ),
+    ],
+)
+def test_bad_objectives_are_one_line(experiment, sections, key, says):
+    with pytest.raises(SpecError) as err:
+        resolve({**_spec(**experiment), **sections}, trainables, file="mo.yaml")
+    assert err.value.path == key and says in err.value.message, str(err.value)
+
+
+def test_the_first_objective_is_the_metric():
+    spec = resolve(_spec(objectives={"val_loss": "min", "latency_ms": "min"}), trainables)
+    assert (spec["experiment"]["metric"], spec["experiment"]["mode"]) == ("val_loss", "min")
+    assert resolve(_spec(), trainables)["experiment"]["metric"] == "val_acc"
+
+
+def _non_dominated(points):
+    """The front by definition, independently of front_ranks: no other point at least as good in both, better in one."""
+    return {
+        i
+        for i, (a, p) in points.items()
+        if not any(b >= a and q <= p and (b > a or q < p) for j, (b, q) in points.items() if j != i)
+    }
+
+
+def test_a_grid_front_is_complete_limits_refuse_and_pick_exports(tmp_path, ray_session):
+    """A grid of six tiny ViTs on accuracy against parameters: every trial within the limit is ranked, those on
+    rank 1 are exactly the non-dominated ones, the widest is refused before training with its parameter count,
+    and best.yaml holds the most accurate trial under the pick's parameter count."""
+    widths = [(8, 16), (8, 64), (16, 16), (16, 64), (32, 16), (32, 64)]
+    params = {}
+    for e, m in widths:
+        model = trainables.create_model(
+            "vit", num_classes=4, in_chans=3, image_size=16, patch_size=4, embed_dim=e, depth=1, num_heads=2, mlp_dim=m
+        )
+        params[(e, m)] = sum(p.numel() for p in model.parameters())
+    limit = (params[(32, 16)] + params[(32, 64)]) // 2  # only the widest breaks it
+    pick = (params[(16, 16)] + params[(16, 64)]) // 2
+    spec = small_spec(
+        tmp_path,
+        "pareto-grid",
+        experiment={
+            "objectives": {"val_acc": "max", "params": "min"},
+            "constraints": {"params": limit},
+            "pick": f"params<={pick}",
+        },
+        train={"epochs": 1},
+        space={"model.embed_dim": {"grid": [8, 16, 32]}, "model.mlp_dim": {"grid": [16, 64]}},
+        search={"algorithm": "grid"},
+    )
+    res = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None)
+    rows = {(int(r["model.embed_dim"]), int(r["model.mlp_dim"])): r for r in read_rows(res.out_dir / "trials.csv")}
+    assert set(rows) == set(widths)
+    wide = rows[(32, 64)]
+    assert wide["status"] == "infeasible" and wide["pareto"] == "" and wide["epochs"] == "0"
+    assert wide["reason"] == f"over experiment.constraints: params {params[(32, 64)]} > {limit}"
+    assert wide["params"] == ""  # reported at its worst, for the searcher: the reason says what it measured
+    ranked = {k: r for k, r in rows.items() if k != (32, 64)}
+    assert all(r["status"] == "completed" and float(r["params"]) == params[k] for k, r in ranked.items())
+    points = {k: (float(r["final_val_acc"]), float(r["params"])) for k, r in ranked.items()}
+    assert {k for k, r in ranked.items() if r["pareto"] == "1"} == _non_dominated(points)
+    assert all(int(r["pareto"]) >= 1 for r in ranked.values())
+
+    record = json.loads((res.out_dir / "study.json").read_text())
+    front = record["pareto"]
+    assert front["objectives"] == {"val_acc": "max", "params": "min"} and front["compared"] == 5
+    assert front["reference"] == {"val_acc": 0.0, "params": limit} and front["hypervolume"] > 0
+    assert (res.out_dir / "pareto.png").stat().st_size > 1000
+
+    under = {k: p for k, p in points.items() if p[1] <= pick}
+    expected = max(under, key=lambda k: under[k][0])
+    best = yaml.safe_load((res.out_dir / "best.yaml").read_text())
+    got = (best["model"]["embed_dim"], best["model"]["mlp_dim"])
+    assert under[got][0] == under[expected][0], (got, expected, points)  # equal accuracies: either is right
+    assert got[0] <= 16 and record["best_rule"].endswith(f"of the {len(under)} with params <= {pick:g}")
+    # best.yaml runs as is: it keeps the study's objectives (recorded), and --final trains and tests the point.
+    spec = resolve(best, trainables, file="best.yaml")
+    spec["final"] = {**spec["final"], "seeds": [0]}
+    summary = run_final(spec, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
+    assert not summary["errors"] and summary["summary"]["cost"]["params"] == params[got]
+
+
+def test_optuna_and_nsga2_search_several_objectives(tmp_path, ray_session):
+    """Optuna's samplers take the objectives as a list (multi-objective TPE, NSGA-II) through Ray Tune: trials
+    run and are ranked on the front, latency measured before training."""
+    for algorithm in ("optuna", "nsga2"):
+        spec = small_spec(
+            tmp_path,
+            f"pareto-{algorithm}",
+            experiment={"objectives": {"val_acc": "max", "latency_ms": "min"}},
+            train={"epochs": 1},
+            space={"model.embed_dim": {"choice": [8, 16, 32]}, "train.lr": {"loguniform": [1e-3, 1e-2]}},
+            search={"algorithm": algorithm, "num_samples": 3},
+        )
+        res = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None)
+        rows = read_rows(res.out_dir / "trials.csv")
+        assert len(rows) == 3 and all(r["status"] == "completed" for r in rows), rows
+        assert all(float(r["latency_ms"]) > 0 and r["pareto"] in ("1", "2", "3") for r in rows)
+        assert any(r["pareto"] == "1" for r in rows)
