@@ -52,7 +52,7 @@ class StubBackend:
     def node_paths(self, spec: dict, pools: object) -> list:
         return []  # no files read on the nodes
 
-    def make_trainable(self, spec: dict, pools: object, flatten: object = None) -> object:
+    def make_trainable(self, spec: dict, pools: object, flatten: object = None, limits: object = None) -> object:
         from ray import tune
 
         return tune.with_resources(one_second, {"cpu": 1})

@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "'reference' the key reference of spaces/README.md made from it, and exit",
     )
     p.add_argument(
+        "--pick",
+        default=None,
+        metavar="CONDITIONS",
+        help="SPEC is a multi-objective study's folder (runs/<study>): write the spec of its best trial, by the "
+        "first objective, among those meeting CONDITIONS (e.g. 'latency_ms<=5', joined by commas) as "
+        "runs/<study>/pick-<conditions>.yaml, which --final trains and tests",
+    )
+    p.add_argument(
         "--sync-mlflow",
         action="store_true",
         help="SPEC is a study folder (runs/<study>): fill in the MLflow runs and metrics its tracking "
@@ -182,12 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, backend: TrialSide, phase: _Phase, started: float) -> int:
-    """The command's work: --sync-mlflow, --estimate, --dry-run, --final, or a study (and its final training)."""
+    """The command's work: --sync-mlflow, --pick, --estimate, --dry-run, --final, or a study (and its final
+    training)."""
     if args.sync_mlflow:
         from .store._sync import sync_study
 
         sync_study(args.spec if storage.is_uri(args.spec) else Path(args.spec).resolve())
         return 0
+    if args.pick is not None:
+        from .run._pick import pick
+
+        return pick(args.spec, args.pick, backend)
     # --budget is search.budget given last: it overrides the spec and any --set of it.
     phase.overrides = [*args.overrides, *([f"search.budget={args.budget}"] if args.budget is not None else [])]
     spec = load_spec(args.spec, backend, phase.overrides, smoke=args.smoke)

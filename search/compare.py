@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .report._figures import fraction_plot, plots
+from .report._pareto import study_front
 from .report._sources import (
     CompareError,
     load_final,
@@ -155,9 +156,11 @@ def write_reports(
     curves: Any = None,
     verdict: list[str] | None = None,
     importances: list[tuple[str, Any]] | None = None,
+    fronts: list[dict[str, Any]] | None = None,
 ) -> str:
     """report.md, report.html and the plots in ``out_dir``; returns the text the console shows.
-    ``verdict``: the lines of ``_verdict.verdict``, which end the report; ``importances``: (study, Importance)."""
+    ``verdict``: the lines of ``_verdict.verdict``, which end the report; ``importances``: (study, Importance);
+    ``fronts``: multi-objective studies' fronts (``report._pareto.study_front``)."""
     import html
 
     from tabulate import tabulate
@@ -183,6 +186,11 @@ def write_reports(
         md_parts += md_frac
         html_parts += html_frac
         images["fraction_curve.png"] = fraction_plot(curves)
+    if fronts:
+        md_front, html_front, front_images = front_parts(fronts)
+        md_parts += md_front
+        html_parts += html_front
+        images.update(front_images)
     if importances:
         md_imp, html_imp, imp_images = importance_parts(importances)
         md_parts += md_imp
@@ -194,6 +202,35 @@ def write_reports(
     table = "\n".join(md_parts)
     _write_files(out_dir, table, "".join(html_parts), images)
     return table
+
+
+def front_parts(fronts: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, bytes]]:
+    """The report's "Pareto fronts" section: one row per study with the first study's objectives, hypervolumes
+    at one reference point, and the fronts on one plot."""
+    from tabulate import tabulate
+
+    from .report._pareto import fronts_plot, fronts_table
+
+    rows, ref = fronts_table(fronts)
+    left = [f["study"] for f in fronts if dict(f["objectives"]) != dict(fronts[0]["objectives"])]
+    note = (
+        "Each study's front: its trials no other of its trials beats in every objective (values at their last "
+        "epoch). Hypervolume: what the front dominates up to one reference point for all of them ("
+        + ", ".join(f"{m}={v:g}" for m, v in ref.items())
+        + "): larger is better; it compares these studies only."
+        + (f" Left out (other objectives): {', '.join(left)}." if left else "")
+    )
+    md = [
+        "## Pareto fronts",
+        "",
+        tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True),
+        "",
+        note,
+        "",
+    ]
+    html = ["<h2>Pareto fronts</h2>", tabulate(rows, headers="keys", tablefmt="html", disable_numparse=True)]
+    png = fronts_plot(fronts)
+    return md, [*html, f"<p>{note}</p>"], ({"fronts.png": png} if png is not None else {})
 
 
 def _fraction_parts(curves: Any) -> tuple[list[str], list[str]]:
@@ -244,11 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import pandas as pd
 
-    studies, curves, importances = [], [], []
+    studies, curves, importances, fronts = [], [], [], []
     try:
         for src in args.sources:
             local = local_study(src)
             here = str(local or src)
+            front = study_front(Path(here))  # a multi-objective study: its front, with or without final models
+            if front is not None:
+                fronts.append(front)
+                if not (Path(here) / "final" / "metrics.json").is_file():
+                    found = study_importance(Path(here))
+                    importances += [found] if found is not None else []
+                    continue
             frame = None if (Path(here) / "final" / "metrics.json").is_file() else load_fraction_study(here)
             if frame is not None:
                 curves.append(frame)
@@ -269,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = args.sources[0]
         out = args.out or (storage.join(storage.parent(first), "compare") if storage.is_uri(first) else "runs/compare")
         folder = storage.folder(out)  # a URI: written in a staging folder, then uploaded
-        table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines, importances)
+        table = write_reports(studies, folder.local, pd.concat(curves) if curves else None, lines, importances, fronts)
         folder.publish(*sorted(p.name for p in folder.local.iterdir()))
     except (CompareError, SpecError) as err:
         print(f"tune-compare: error: {storage.as_given(str(err))}", file=sys.stderr)  # a URI's file by its URI

@@ -14,6 +14,7 @@ from search import SpecError, resolve, run_study
 from search.report._pareto import front_ranks, hypervolume, minimised
 from search.run._final import run_final
 from search.spec._objectives import over_limits, parse_conditions
+from search.store._paths import final_paths
 from tests.conftest import read_rows, small_spec
 
 
@@ -40,6 +41,38 @@ def test_conditions_and_limits():
         == "over experiment.constraints: params 2.5e+06 > 1e+06"
     )
     assert over_limits({"params": 1e6}, {"params": 1e6}) is None  # a limit is reached, not broken
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def test_asha_rungs_rank_by_non_dominated_sorting():
+    """MO-ASHA's rung: a less accurate but faster trial goes on (no recorded trial beats it in both), where
+    accuracy-only ASHA stops it; a trial that recorded ones beat in both is stopped."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.run._schedulers import ParetoASHAScheduler
+
+    goals = {"val_acc": "max", "latency_ms": "min"}
+    asha = ParetoASHAScheduler(
+        objectives=goals, max_t=9, grace_period=1, reduction_factor=3, brackets=1, time_attr="training_iteration"
+    )
+    asha.set_search_properties("val_acc", "max")
+
+    def report(name, acc, latency):
+        trial = _Trial(name)
+        if name not in asha._trial_info:
+            asha.on_trial_add(None, trial)
+        return asha.on_trial_result(None, trial, {"training_iteration": 1, "val_acc": acc, "latency_ms": latency})
+
+    assert report("accurate", 0.9, 10.0) == TrialScheduler.CONTINUE  # the first at the rung
+    assert report("fast", 0.5, 1.0) == TrialScheduler.CONTINUE  # accuracy-only ASHA: 0.5 < cutoff 0.9, stopped
+    assert report("beaten", 0.4, 12.0) == TrialScheduler.STOP  # both recorded ones beat it in both objectives
+    assert report("best", 0.95, 20.0) == TrialScheduler.CONTINUE  # the most accurate: on the front
+    assert report("slow", float("nan"), 30.0) == TrialScheduler.STOP  # NaN scores as the worst: beaten by all
+    assert [len(r) for _, r in asha._brackets[0]._rungs] == [0, 0, 5]  # rungs 9, 3, 1: all recorded at 1
 
 
 def _spec(**experiment):
@@ -79,9 +112,9 @@ def _spec(**experiment):
         ),
         (
             {"objectives": {"val_acc": "max", "params": "min"}},
-            {"scheduler": {"name": "asha"}},
+            {"scheduler": {"name": "median"}},
             "scheduler.name",
-            "several objectives (val_acc, params) run under fifo",
+            "several objectives (val_acc, params) run under fifo or asha (non-dominated sorting at each rung)",
         ),
         (
             {"objectives": {"val_acc": "max", "params": "min"}},
@@ -112,33 +145,40 @@ def _non_dominated(points):
     }
 
 
-def test_a_grid_front_is_complete_limits_refuse_and_pick_exports(tmp_path, ray_session):
-    """A grid of six tiny ViTs on accuracy against parameters: every trial within the limit is ranked, those on
-    rank 1 are exactly the non-dominated ones, the widest is refused before training with its parameter count,
-    and best.yaml holds the most accurate trial under the pick's parameter count."""
-    widths = [(8, 16), (8, 64), (16, 16), (16, 64), (32, 16), (32, 64)]
+def test_a_grid_front_is_complete_limits_refuse_and_pick_exports(tmp_path, ray_session, cli):
+    """A grid of six small CNNs on scikit-learn's digits, accuracy against parameters: every trial within the limit
+    is ranked, those on rank 1 are exactly the non-dominated ones, the widest is refused before training with its
+    parameter count, and best.yaml holds the most accurate trial under the pick's parameter count."""
+    widths = [(8, 16), (8, 64), (16, 16), (16, 64), (32, 16), (32, 64)]  # (model.conv3, model.hidden)
     params = {}
-    for e, m in widths:
+    for c3, h in widths:
         model = trainables.create_model(
-            "vit", num_classes=4, in_chans=3, image_size=16, patch_size=4, embed_dim=e, depth=1, num_heads=2, mlp_dim=m
+            "cnn", num_classes=10, in_chans=1, image_size=8, conv1=8, conv2=8, conv3=c3, hidden=h
         )
-        params[(e, m)] = sum(p.numel() for p in model.parameters())
+        params[(c3, h)] = sum(p.numel() for p in model.parameters())
     limit = (params[(32, 16)] + params[(32, 64)]) // 2  # only the widest breaks it
     pick = (params[(16, 16)] + params[(16, 64)]) // 2
-    spec = small_spec(
-        tmp_path,
-        "pareto-grid",
-        experiment={
-            "objectives": {"val_acc": "max", "params": "min"},
-            "constraints": {"params": limit},
-            "pick": f"params<={pick}",
+    assert sorted(params, key=params.get)[-1] == (32, 64) and params[(16, 16)] <= pick < params[(16, 64)]
+    spec = resolve(
+        {
+            "experiment": {
+                "name": "pareto-grid",
+                "output_dir": str(tmp_path / "runs"),
+                "objectives": {"val_acc": "max", "params": "min"},
+                "constraints": {"params": limit},
+                "pick": f"params<={pick}",
+            },
+            "data": {"dataset": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0},
+            "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
+            "train": {"epochs": 1, "batch_size": 64},
+            "space": {"model.conv3": {"grid": [8, 16, 32]}, "model.hidden": {"grid": [16, 64]}},
+            "search": {"algorithm": "grid"},
+            "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
         },
-        train={"epochs": 1},
-        space={"model.embed_dim": {"grid": [8, 16, 32]}, "model.mlp_dim": {"grid": [16, 64]}},
-        search={"algorithm": "grid"},
+        trainables,
     )
     res = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None)
-    rows = {(int(r["model.embed_dim"]), int(r["model.mlp_dim"])): r for r in read_rows(res.out_dir / "trials.csv")}
+    rows = {(int(r["model.conv3"]), int(r["model.hidden"])): r for r in read_rows(res.out_dir / "trials.csv")}
     assert set(rows) == set(widths)
     wide = rows[(32, 64)]
     assert wide["status"] == "infeasible" and wide["pareto"] == "" and wide["epochs"] == "0"
@@ -159,30 +199,64 @@ def test_a_grid_front_is_complete_limits_refuse_and_pick_exports(tmp_path, ray_s
     under = {k: p for k, p in points.items() if p[1] <= pick}
     expected = max(under, key=lambda k: under[k][0])
     best = yaml.safe_load((res.out_dir / "best.yaml").read_text())
-    got = (best["model"]["embed_dim"], best["model"]["mlp_dim"])
+    got = (best["model"]["conv3"], best["model"]["hidden"])
     assert under[got][0] == under[expected][0], (got, expected, points)  # equal accuracies: either is right
-    assert got[0] <= 16 and record["best_rule"].endswith(f"of the {len(under)} with params <= {pick:g}")
+    assert params[got] <= pick and record["best_rule"].endswith(f"of the {len(under)} with params <= {pick:g}")
     # best.yaml runs as is: it keeps the study's objectives (recorded), and --final trains and tests the point.
     spec = resolve(best, trainables, file="best.yaml")
     spec["final"] = {**spec["final"], "seeds": [0]}
     summary = run_final(spec, trainables, file=str(res.out_dir / "best.yaml"), log=lambda *_: None)
     assert not summary["errors"] and summary["summary"]["cost"]["params"] == params[got]
 
+    # tune-run --pick exports any point: here the only one under the smallest model's size plus one.
+    smallest = params[(8, 16)]
+    r = cli("tune-run", "--pick", f"params<={smallest + 1}", str(res.out_dir), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    name = f"pick-params-le-{smallest + 1}.yaml"
+    picked = yaml.safe_load((res.out_dir / name).read_text())
+    assert (picked["model"]["conv3"], picked["model"]["hidden"]) == (8, 16) and picked["space"] == {}
+    assert picked["experiment"]["name"] == f"pareto-grid-{name[:-5]}"
+    assert f"train and test it: tune-run runs/pareto-grid/{name} --final" in r.stdout  # as typed, from the cwd
+    assert final_paths(resolve(picked, trainables), res.out_dir / name)[1] == str(res.out_dir / f"final-{name[:-5]}")
+    r = cli("tune-run", "--pick", "params<=1", str(res.out_dir), cwd=tmp_path)
+    assert r.returncode == 1 and "no compared trial of" in r.stderr and "has params <= 1: nothing written" in r.stderr
+    r = cli("tune-run", "--pick", "flops<=1", str(res.out_dir), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        "'flops' is not an objective of this study; allowed: val_acc, params"
+    )
+    r = cli("tune-run", "--pick", "params<=1", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "study.json" in r.stderr
 
-def test_optuna_and_nsga2_search_several_objectives(tmp_path, ray_session):
+
+def test_optuna_and_nsga2_search_several_objectives_and_compare_fronts(tmp_path, ray_session, cli):
     """Optuna's samplers take the objectives as a list (multi-objective TPE, NSGA-II) through Ray Tune: trials
-    run and are ranked on the front, latency measured before training."""
-    for algorithm in ("optuna", "nsga2"):
+    run and are ranked on the front, latency measured before training; tune-compare puts both fronts on one plot
+    with hypervolumes at one reference point."""
+    folders = []
+    for algorithm, scheduler in (("optuna", "fifo"), ("nsga2", "fifo"), ("random", "asha")):
         spec = small_spec(
             tmp_path,
             f"pareto-{algorithm}",
             experiment={"objectives": {"val_acc": "max", "latency_ms": "min"}},
-            train={"epochs": 1},
+            train={"epochs": 2 if scheduler == "asha" else 1},
             space={"model.embed_dim": {"choice": [8, 16, 32]}, "train.lr": {"loguniform": [1e-3, 1e-2]}},
             search={"algorithm": algorithm, "num_samples": 3},
+            scheduler={"name": scheduler, "grace_period": 1, "reduction_factor": 2},
         )
         res = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None)
         rows = read_rows(res.out_dir / "trials.csv")
-        assert len(rows) == 3 and all(r["status"] == "completed" for r in rows), rows
-        assert all(float(r["latency_ms"]) > 0 and r["pareto"] in ("1", "2", "3") for r in rows)
-        assert any(r["pareto"] == "1" for r in rows)
+        assert len(rows) == 3 and {r["status"] for r in rows} <= {"completed", "stopped"}, rows
+        done = [r for r in rows if r["status"] == "completed"]  # MO-ASHA may stop a beaten one at epoch 1
+        assert done and all(float(r["latency_ms"]) > 0 and r["pareto"] in ("1", "2", "3") for r in done)
+        assert any(r["pareto"] == "1" for r in done) and all(r["pareto"] == "" for r in rows if r not in done)
+        folders.append(res.out_dir)
+    r = cli("tune-compare", *map(str, folders), "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    section = md[md.index("## Pareto fronts") :]
+    assert (
+        "| pareto-optuna " in section
+        and "| pareto-nsga2 " in section
+        and "reference point for all of them (val_acc=0, latency_ms=" in section
+    )
+    assert (tmp_path / "cmp" / "fronts.png").stat().st_size > 1000 and "![fronts.png](fronts.png)" in md

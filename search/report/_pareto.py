@@ -96,6 +96,7 @@ def summary(
     pts = minimised([[float(r[columns[m]]) for m in names] for r in front], modes)
     return {
         "objectives": dict(zip(names, modes)),
+        "columns": dict(columns),  # where each objective's value is, in trials.csv and in ``points``
         "compared": len(pool),
         "front": [r["trial_id"] for r in front],
         "hypervolume": hypervolume(pts, ref) if len(front) and np.isfinite(ref).all() else math.nan,
@@ -127,8 +128,7 @@ def front_plot(
         ax.axvline(float(limits[x_name]), ls="--", color="C3", lw=1, label=f"{x_name} limit")
     ax.set_xlabel(f"{x_name} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
     ax.set_ylabel(f"{y_name} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
-    if x_name in ("params", "flops"):
-        ax.set_xscale("log")
+    _log_if_wide(ax, [float(r[x_col]) for r in pool])
     ax.set_title(f"{title}: {len(pool)} trials")
     ax.legend(loc="best", fontsize=8)
     buf = io.BytesIO()
@@ -166,8 +166,123 @@ def front_line(front: Mapping[str, Any]) -> str:
     )
 
 
+def _log_if_wide(ax: Any, xs: Sequence[float]) -> None:
+    """A log x axis where the values span more than two orders of magnitude (parameters, FLOPs)."""
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 100:
+        ax.set_xscale("log")
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def front_points(
+    rows: list[Row], columns: Mapping[str, str], metric: str, configs: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """study.json's ``pareto.points``: each ranked trial's front rank, objective values and configuration, from
+    which ``tune-run --pick`` exports any of them."""
+    keep = dict.fromkeys(("trial_id", "pareto", "epochs", "best_epoch", f"final_{metric}", f"best_{metric}"))
+    keep.update(dict.fromkeys(columns.values()))
+    return [
+        {**{k: r[k] for k in keep}, "config": configs.get(r["trial_id"], {})}
+        for r in rows
+        if isinstance(r.get("pareto"), int)
+    ]
+
+
+def study_front(folder: Any) -> dict[str, Any] | None:
+    """A multi-objective study's front as study.json records it (``pareto``: objectives, columns, points), with
+    the study's name; None for a folder without one."""
+    from pathlib import Path
+
+    from ..spec._files import read_json
+
+    path = Path(folder) / "study.json"
+    if not path.is_file():
+        return None
+    record = read_json(path, "study file")
+    front = record.get("pareto")
+    if not isinstance(front, dict) or not front.get("points") or not front.get("columns"):
+        return None
+    name = ((record.get("spec") or {}).get("experiment") or {}).get("name") or Path(folder).name
+    return {**front, "study": str(name)}
+
+
+def common_reference(fronts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """One reference point for several studies' hypervolumes (their first study's objectives): each objective's
+    worst compared value over all of them (0 for an accuracy-like metric in [0, 1]), so the numbers compare."""
+    goals: dict[str, str] = dict(fronts[0]["objectives"])
+    ref = {}
+    for m, mode in goals.items():
+        vals = [float(p[f["columns"][m]]) for f in fronts for p in f["points"] if _finite(p.get(f["columns"][m]))]
+        if mode == "max" and vals and min(vals) >= 0 and max(vals) <= 1:
+            ref[m] = 0.0
+        else:
+            ref[m] = (min(vals) if mode == "max" else max(vals)) if vals else math.nan
+    return ref
+
+
+def fronts_table(fronts: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, str]], dict[str, float]]:
+    """tune-compare's rows, one per study with the same objectives as the first: trials compared, front size,
+    hypervolume at the common reference point (``common_reference``), and the front's points."""
+    goals = dict(fronts[0]["objectives"])
+    same = [f for f in fronts if dict(f["objectives"]) == goals]
+    ref = common_reference(same)
+    ref_min = minimised([[ref[m] for m in goals]], list(goals.values()))[0]
+    rows = []
+    for f in same:
+        front = [p for p in f["points"] if p.get("pareto") == 1]
+        pts = minimised([[float(p[f["columns"][m]]) for m in goals] for p in front], list(goals.values()))
+        hv = hypervolume(pts, ref_min) if len(front) and np.isfinite(ref_min).all() else math.nan
+        shown = sorted(front, key=lambda p: float(p[f["columns"][list(goals)[1]]]))
+        rows.append(
+            {
+                "study": f["study"],
+                "compared": str(len(f["points"])),
+                "front": str(len(front)),
+                "hypervolume": f"{hv:.4g}",
+                "front points (" + ", ".join(goals) + ")": "; ".join(
+                    "(" + ", ".join(f"{float(p[f['columns'][m]]):.4g}" for m in goals) + ")" for p in shown
+                ),
+            }
+        )
+    return rows, ref
+
+
+def fronts_plot(fronts: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Several studies' fronts on one plot (first objective against the second, one colour per study, its other
+    compared trials faint): which family wins at which cost."""
+    goals = dict(fronts[0]["objectives"])
+    same = [f for f in fronts if dict(f["objectives"]) == goals]
+    if len(goals) < 2 or not same:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (y_name, y_mode), (x_name, x_mode) = list(goals.items())[:2]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, f in enumerate(same):
+        xc, yc = f["columns"][x_name], f["columns"][y_name]
+        pts = [p for p in f["points"] if _finite(p.get(xc)) and _finite(p.get(yc))]
+        rest = [p for p in pts if p.get("pareto") != 1]
+        ax.scatter([float(p[xc]) for p in rest], [float(p[yc]) for p in rest], color=f"C{i}", alpha=0.25, s=14)
+        front = sorted((p for p in pts if p.get("pareto") == 1), key=lambda p: float(p[xc]))
+        xs, ys = [float(p[xc]) for p in front], [float(p[yc]) for p in front]
+        ax.plot(xs, ys, "o", color=f"C{i}", label=f"{f['study']} ({len(front)} on its front)")
+        ax.step(xs, ys, where="post" if x_mode == "min" else "pre", color=f"C{i}", alpha=0.7)
+    ax.set_xlabel(f"{x_name} ({'lower' if x_mode == 'min' else 'higher'} is better)")
+    ax.set_ylabel(f"{y_name} ({'lower' if y_mode == 'min' else 'higher'} is better)")
+    _log_if_wide(
+        ax, [float(p[f["columns"][x_name]]) for f in same for p in f["points"] if _finite(p.get(f["columns"][x_name]))]
+    )
+    ax.set_title("Pareto fronts")
+    ax.legend(loc="best", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

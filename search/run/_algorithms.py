@@ -132,6 +132,15 @@ def build_scheduler(spec: dict[str, Any]) -> Any:
     name = c["name"]
     if name == "fifo":
         return FIFOScheduler()
+    if name == "asha" and several(spec["experiment"]):  # rungs rank the objectives' vectors (MO-ASHA)
+        return sch.ParetoASHAScheduler(
+            objectives=objectives(spec["experiment"]),
+            max_t=c["max_t"],
+            grace_period=c["grace_period"],
+            reduction_factor=c["reduction_factor"],
+            brackets=c["brackets"],
+            **common,
+        )
     if name == "asha":
         return sch.ASHAScheduler(
             max_t=c["max_t"],

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._importance import write_importance
-from ..report._pareto import front_line, write_front
+from ..report._pareto import front_line, front_points, write_front
 from ..spec._budget import Budget, parse_budget
 from ..spec._files import dump_spec, read_json
 from ..spec._objectives import objectives, over_limits, parse_conditions
@@ -276,6 +276,7 @@ def _finish(
     pick = parse_conditions(spec["experiment"]["pick"]) if spec["experiment"].get("pick") else []
     best, rule = select_best(rows, metric, mode, pick, columns) or (None, "")
     if front is not None:
+        front["points"] = front_points(rows, columns, metric, {t["trial_id"]: t["config"] for t in collected})
         log(front_line(front))
     if best is None and pick:
         log(f"experiment.pick: no compared trial has {spec['experiment']['pick']}: no best.yaml")

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from ray.tune import schedulers as sch
 from ray.tune.schedulers import TrialScheduler
+
+from ..report._pareto import front_ranks
 
 INFEASIBLE = "infeasible"  # the result flag ray_adapter sets
 # A diverged or out-of-memory trial scores the worst value, -inf or inf: it must count as bad, but
@@ -80,3 +83,81 @@ class MedianStoppingRule(_FeasibleOnly, sch.MedianStoppingRule):
 
 class PopulationBasedTraining(_FeasibleOnly, sch.PopulationBasedTraining):
     pass
+
+
+class _ParetoBracket:
+    """An ASHA bracket whose rungs rank trials by non-dominated sorting of their objectives (MO-ASHA, Schmucker
+    et al. 2021) instead of one metric's percentile: a trial reaching a rung goes on unless more than 1/rf of the
+    trials recorded there lie on a better front (with one objective, ASHA's rule up to the percentile's
+    interpolation). A small, fast model is then kept while no faster model is also more accurate. Its rungs are
+    Ray's (``grace_period x rf^(k+s)`` below ``max_t``)."""
+
+    def __init__(self, min_t: float, max_t: float, rf: float, s: int) -> None:
+        self.rf = rf
+        n = int(np.log(max_t / min_t) / np.log(rf) - s + 1)
+        self._rungs: list[tuple[float, dict[str, Any]]] = [(min_t * rf ** (k + s), {}) for k in reversed(range(n))]
+
+    def on_result(self, trial: Any, cur_iter: int, cur_rew: Any) -> str:
+        for milestone, recorded in self._rungs:
+            if cur_iter < milestone or trial.trial_id in recorded:
+                continue
+            action = TrialScheduler.CONTINUE
+            if recorded:
+                ranks = front_ranks(-np.array([*recorded.values(), cur_rew]))  # front_ranks minimises
+                ahead = sum(r < ranks[-1] for r in ranks[:-1])
+                if ahead > len(recorded) / self.rf:
+                    action = TrialScheduler.STOP
+            recorded[trial.trial_id] = cur_rew
+            return action
+        return TrialScheduler.CONTINUE
+
+    def debug_str(self) -> str:
+        return " | ".join(f"Iter {m:.3f}: {len(r)} trials" for m, r in self._rungs)
+
+
+class ParetoASHAScheduler(ASHAScheduler):
+    """ASHA over several objectives (``experiment.objectives``): each rung compares the trials' objective vectors
+    by non-dominated sorting (``_ParetoBracket``); the cost objectives are known from the first report, the
+    accuracy ones at the rung."""
+
+    def __init__(self, objectives: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._objectives = dict(objectives)
+        c = {"grace_period": 1, "reduction_factor": 4, "brackets": 1, **kwargs}  # Ray's defaults
+        brackets: list[Any] = [
+            _ParetoBracket(c["grace_period"], c["max_t"], c["reduction_factor"], s) for s in range(c["brackets"])
+        ]
+        self._brackets = brackets  # Ray's brackets, replaced: the same rungs, ranked by non-dominated sorting
+
+    def _vector(self, result: dict[str, Any]) -> Any:
+        """The result's objectives, each signed so that larger is better; a non-finite one at a finite worst."""
+        out = []
+        for m, mode in self._objectives.items():
+            v = result.get(m)
+            v = (
+                float(v)
+                if isinstance(v, (int, float)) and math.isfinite(v)
+                else -FINITE_WORST * (1 if mode == "max" else -1)
+            )
+            out.append(v if mode == "max" else -v)
+        return np.array(out)
+
+    def _reports_all(self, result: dict[str, Any]) -> bool:
+        return self._time_attr in result and all(m in result for m in self._objectives)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if result.get(INFEASIBLE) or not self._reports_all(result):
+            return TrialScheduler.CONTINUE
+        if result[self._time_attr] >= self._max_t and self._stop_last_trials:
+            self._num_stopped += 1
+            return TrialScheduler.STOP
+        action = self._trial_info[trial.trial_id].on_result(trial, result[self._time_attr], self._vector(result))
+        self._num_stopped += action == TrialScheduler.STOP
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        if result.get(INFEASIBLE) or not self._reports_all(result):
+            self.on_trial_remove(tune_controller, trial)
+            return
+        self._trial_info[trial.trial_id].on_result(trial, result[self._time_attr], self._vector(result))
+        del self._trial_info[trial.trial_id]

@@ -23,6 +23,8 @@ _PBT_IS_A_SCHEDULE = (
     "a pbt trial's hyperparameters change while it trains (a schedule, logged in the study "
     "folder's pbt_policy_*.txt), so its last values are no fixed recipe to retrain"
 )
+# The schedulers a study with several objectives runs under: ASHA's rungs rank the objectives' vectors (MO-ASHA).
+MULTI_OBJECTIVE_SCHEDULERS = ("fifo", "asha")
 # ASHA and Hyperband stop every trial at max_t: a longer train.epochs would never run, its trial read as stopped.
 _CUT_AT_MAX_T = ("asha", "hyperband")
 
@@ -81,19 +83,19 @@ class Study(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _several_objectives_fifo(self) -> Study:
-        """A scheduler ranks trials by one metric: with several objectives, stopping the least accurate at a rung
-        would cut the small, fast configurations the cost objectives favour (non-dominated sorting at each rung,
-        MO-ASHA, is not built yet). BOHB's model takes one metric."""
+    def _several_objectives_schedulers(self) -> Study:
+        """Hyperband, the median rule and PBT rank trials by one metric: with several objectives they would stop the
+        small, fast configurations the cost objectives favour. ASHA ranks the objectives' vectors at each rung by
+        non-dominated sorting (MO-ASHA); fifo stops nothing. BOHB's model takes one metric."""
         goals = self.experiment.get("objectives") or {}
         if len(goals) < 2:
             return self
-        if self.scheduler.name != "fifo":
+        if self.scheduler.name not in MULTI_OBJECTIVE_SCHEDULERS:
             raise rule(
                 "scheduler.name",
-                f"several objectives ({', '.join(goals)}) run under fifo: {self.scheduler.name} would stop trials by "
-                f"{next(iter(goals))} alone, cutting configurations the other objectives favour; got "
-                f"{self.scheduler.name!r}",
+                f"several objectives ({', '.join(goals)}) run under fifo or asha (non-dominated sorting at each "
+                f"rung): {self.scheduler.name} would rank trials by {next(iter(goals))} alone, stopping "
+                f"configurations the other objectives favour; got {self.scheduler.name!r}",
             )
         if self.search.algorithm == "bohb":
             raise rule(
@@ -199,7 +201,7 @@ class Study(BaseModel):
             {
                 "if": has("experiment", "objectives", {"type": "object", "minProperties": 2}),
                 "then": {
-                    **keeps("scheduler", "name", {"enum": ["fifo", None]}),
+                    **keeps("scheduler", "name", {"enum": [*MULTI_OBJECTIVE_SCHEDULERS, None]}),
                     **{"not": has("search", "algorithm", {"const": "bohb"})},
                 },
             },

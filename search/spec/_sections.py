@@ -271,7 +271,8 @@ class Scheduler(_Section):
     name: SchedulerName = Field(
         "fifo",
         description=(
-            "fifo (none) | asha | hyperband | median | pbt (bohb needs hyperband; pbt perturbs the keys in space)"
+            "fifo (none) | asha | hyperband | median | pbt (bohb needs hyperband; pbt perturbs the keys in space; "
+            "with several objectives fifo, or asha ranking each rung by non-dominated sorting)"
         ),
     )
     max_t: int | None = Field(

@@ -252,9 +252,14 @@ def _finite(value: Any) -> bool:
 
 
 def best_spec(
-    spec: dict[str, Any], config: dict[str, Any], backend: TrialSide, parent_run_id: str | None = None
+    spec: dict[str, Any],
+    config: dict[str, Any],
+    backend: TrialSide,
+    parent_run_id: str | None = None,
+    suffix: str = "best",
 ) -> dict[str, Any]:
-    """The study's spec with the winning values fixed: one configuration, no search.
+    """The study's spec with the winning values fixed: one configuration, no search, named
+    ``<study>-<suffix>``.
 
     Its MLflow runs (and its final training) nest under the study's parent run.
     """
@@ -271,12 +276,12 @@ def best_spec(
         "name": "pbt" if spec["scheduler"]["name"] == "pbt" else "fifo",
         "fidelity": "epochs",
     }
-    s["experiment"]["name"] = f"{spec['experiment']['name']}-best"
+    s["experiment"]["name"] = f"{spec['experiment']['name']}-{suffix}"
     return s
 
 
-def write_best(
-    path: Path,
+def best_text(
+    path: str | Path,
     spec: dict[str, Any],
     row: dict[str, Any],
     config: dict[str, Any],
@@ -284,7 +289,10 @@ def write_best(
     backend: TrialSide,
     parent_run_id: str | None = None,
     rule: str = "",
-) -> None:
+    suffix: str = "best",
+) -> str:
+    """best.yaml's text (or a picked point's, ``suffix``: its name's end): a header saying which trial, by which
+    rule, and how to run it, then the spec of that one configuration (``best_spec``)."""
     value = (
         f"{metric}={row[f'final_{metric}']:.4f} at its last epoch ({row['epochs']}; its best, "
         f"{row[f'best_{metric}']:.4f}, at epoch {row['best_epoch']})"
@@ -301,4 +309,17 @@ def write_best(
             f"pbt_policy_*.txt beside this file);\n# these are its last values. tune-run refuses to "
             f"retrain them unless you --set scheduler.name=fifo.\n"
         )
-    write_atomic(path, header + dump_spec(best_spec(spec, config, backend, parent_run_id)))
+    return header + dump_spec(best_spec(spec, config, backend, parent_run_id, suffix))
+
+
+def write_best(
+    path: Path,
+    spec: dict[str, Any],
+    row: dict[str, Any],
+    config: dict[str, Any],
+    metric: str,
+    backend: TrialSide,
+    parent_run_id: str | None = None,
+    rule: str = "",
+) -> None:
+    write_atomic(path, best_text(path, spec, row, config, metric, backend, parent_run_id, rule))

@@ -59,11 +59,16 @@ def final_paths(spec: dict[str, Any], file: str | Path, study_file: str | Path |
     """(the search's study.json, the folder final models go to), as paths or URIs.
 
     The study.json beside the spec file (runs/<study>/best.yaml) by default; the models go beside
-    that study.json when it exists, else to ``<output_dir>/<name>/final``.
+    that study.json when it exists (``final/`` for best.yaml, ``final-<stem>/`` for another spec there, such as a
+    point ``tune-run --pick`` exported), else to ``<output_dir>/<name>/final``.
     """
+    beside_spec = study_file is None  # the study.json beside the spec file, not one a search names
     study_file = location(study_file) if study_file else storage.join(storage.parent(location(file)), STUDY_FILE)
-    beside = storage.is_file(study_file)
-    return study_file, storage.join(storage.parent(study_file) if beside else study_dir(spec), FINAL_DIR)
+    if not storage.is_file(study_file):
+        return study_file, storage.join(study_dir(spec), FINAL_DIR)
+    stem = Path(storage.name(location(file))).stem
+    sub = f"{FINAL_DIR}-{stem}" if beside_spec and stem != "best" else FINAL_DIR
+    return study_file, storage.join(storage.parent(study_file), sub)
 
 
 def tracking_uri(uri: str) -> str:
