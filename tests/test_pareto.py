@@ -4,7 +4,9 @@ limits a configuration is refused for before it trains, and the point best.yaml 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import yaml
@@ -41,6 +43,11 @@ def test_conditions_and_limits():
         == "over experiment.constraints: params 2.5e+06 > 1e+06"
     )
     assert over_limits({"params": 1e6}, {"params": 1e6}) is None  # a limit is reached, not broken
+
+
+SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((Path(__file__).resolve().parents[1] / "spaces" / "tune-run.schema.json").read_text())
+)
 
 
 class _Trial:
@@ -85,49 +92,72 @@ def _spec(**experiment):
 
 
 @pytest.mark.parametrize(
-    ("experiment", "sections", "key", "says"),
+    ("experiment", "sections", "key", "says", "in_schema"),
     [
-        ({"objectives": {"val_acc": "max"}}, {}, "experiment.objectives", "at least 2 objectives must be given"),
+        ({"objectives": {"val_acc": "max"}}, {}, "experiment.objectives", "at least 2 objectives must be given", True),
         (
             {"objectives": {"val_acc": "max", "latency": "min"}},
             {},
             "experiment.objectives",
             "did you mean 'latency_ms'",
+            True,
         ),
-        ({"objectives": {"val_acc": "max", "params": "max"}}, {}, "experiment.objectives", "direction must be min"),
+        (
+            {"objectives": {"val_acc": "max", "params": "max"}},
+            {},
+            "experiment.objectives",
+            "direction must be min",
+            True,
+        ),
         (
             {"objectives": {"val_acc": "max", "params": "min"}, "metric": "val_loss"},
             {},
             "experiment.metric",
             "the metric is the first of them (val_acc)",
+            False,
         ),
-        ({"constraints": {"val_acc": 0.9}}, {}, "experiment.constraints", "not a cost known before training"),
-        ({"constraints": {"params": 0}}, {}, "experiment.constraints", "params > 0 must hold"),
-        ({"pick": "latency_ms<=5"}, {}, "experiment.pick", "set experiment.objectives"),
+        ({"constraints": {"val_acc": 0.9}}, {}, "experiment.constraints", "not a cost known before training", True),
+        ({"constraints": {"params": 0}}, {}, "experiment.constraints", "params > 0 must hold", True),
+        ({"pick": "latency_ms<=5"}, {}, "experiment.pick", "set experiment.objectives", False),
         (
             {"objectives": {"val_acc": "max", "params": "min"}, "pick": "flops<=5"},
             {},
             "experiment.pick",
             "'flops' is not an objective",
+            False,
         ),
         (
             {"objectives": {"val_acc": "max", "params": "min"}},
             {"scheduler": {"name": "median"}},
             "scheduler.name",
             "several objectives (val_acc, params) run under fifo or asha (non-dominated sorting at each rung)",
+            True,
         ),
         (
             {"objectives": {"val_acc": "max", "params": "min"}},
             {"search": {"algorithm": "bohb"}, "scheduler": {"name": "hyperband"}},
             "scheduler.name",
             "run under fifo",
+            True,
         ),
     ],
 )
-def test_bad_objectives_are_one_line(experiment, sections, key, says):
+def test_bad_objectives_are_one_line_and_editors_see_them(experiment, sections, key, says, in_schema):
     with pytest.raises(SpecError) as err:
         resolve({**_spec(**experiment), **sections}, trainables, file="mo.yaml")
     assert err.value.path == key and says in err.value.message, str(err.value)
+    # An editor's schema underlines the same, except what relates two keys' values (the metric and the first
+    # objective, pick's metrics against the objectives, pick without objectives).
+    assert SCHEMA.is_valid({**_spec(**experiment), **sections}) is not in_schema
+
+
+def test_a_malformed_pick_is_one_line_and_underlined():
+    experiment = {"objectives": {"val_acc": "max", "params": "min"}, "pick": "params == 5"}
+    with pytest.raises(SpecError) as err:
+        resolve(_spec(**experiment), trainables, file="mo.yaml")
+    assert str(err.value).startswith("mo.yaml: experiment.pick: expected '<metric> <op> <number>'"), str(err.value)
+    assert not SCHEMA.is_valid(_spec(**experiment))
+    assert SCHEMA.is_valid(_spec(**{**experiment, "pick": "params<=5, val_acc >= 0.9"}))
 
 
 def test_the_first_objective_is_the_metric():

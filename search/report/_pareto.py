@@ -105,10 +105,17 @@ def summary(
 
 
 def front_plot(
-    pool: list[Row], columns: Mapping[str, str], modes: Sequence[str], title: str, limits: Mapping[str, float]
+    pool: list[Row],
+    columns: Mapping[str, str],
+    modes: Sequence[str],
+    title: str,
+    limits: Mapping[str, float],
+    group: str | None = None,
 ) -> bytes | None:
-    """The first objective against the second, every compared trial a dot, the front joined as a step line (the
-    best first objective reachable at each value of the second), the second's limit as a dashed line; PNG."""
+    """The first objective against the second, every compared trial a dot (coloured by ``group``, a branch's
+    column such as the model family, when the space has one), the front ringed and joined as a step line (the best
+    first objective reachable at each value of the second), the second's limit as a dashed line where it lies
+    within the trials' range; PNG."""
     if not pool or len(columns) < 2:
         return None
     import matplotlib
@@ -118,17 +125,26 @@ def front_plot(
 
     (y_name, y_col), (x_name, x_col) = list(columns.items())[:2]
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    rest = [r for r in pool if r.get("pareto") != 1]
-    ax.scatter([float(r[x_col]) for r in rest], [float(r[y_col]) for r in rest], c="0.7", s=18, label="trials")
+    labels = list(dict.fromkeys(str(r.get(group, "")) for r in pool)) if group else [""]
+    for i, label in enumerate(labels):
+        pts = [r for r in pool if not group or str(r.get(group, "")) == label]
+        ax.scatter(
+            [float(r[x_col]) for r in pts],
+            [float(r[y_col]) for r in pts],
+            color=f"C{i + 1}" if group else "0.6",
+            s=20,
+            label=f"{group}={label}" if group else "trials",
+        )
     front = sorted((r for r in pool if r.get("pareto") == 1), key=lambda r: float(r[x_col]))
     xs, ys = [float(r[x_col]) for r in front], [float(r[y_col]) for r in front]
-    ax.plot(xs, ys, "o", color="C0", label=f"front ({len(front)})")
+    ax.scatter(xs, ys, s=90, facecolors="none", edgecolors="C0", label=f"front ({len(front)})")
     ax.step(xs, ys, where="post" if modes[1] == "min" else "pre", color="C0", alpha=0.6)
-    if x_name in limits:
+    seen = [float(r[x_col]) for r in pool]
+    if x_name in limits and float(limits[x_name]) <= 1.5 * max(seen):
         ax.axvline(float(limits[x_name]), ls="--", color="C3", lw=1, label=f"{x_name} limit")
     ax.set_xlabel(f"{x_name} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
     ax.set_ylabel(f"{y_name} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
-    _log_if_wide(ax, [float(r[x_col]) for r in pool])
+    _log_if_wide(ax, seen)
     ax.set_title(f"{title}: {len(pool)} trials")
     ax.legend(loc="best", fontsize=8)
     buf = io.BytesIO()
@@ -138,10 +154,16 @@ def front_plot(
 
 
 def write_front(
-    out: Any, exp: Mapping[str, Any], rows: list[Row], pool: list[Row], columns: Mapping[str, str]
+    out: Any,
+    exp: Mapping[str, Any],
+    rows: list[Row],
+    pool: list[Row],
+    columns: Mapping[str, str],
+    group: str | None = None,
 ) -> dict[str, Any]:
     """Rank ``rows`` on the front (``pareto``) among ``pool`` (those compared at one fidelity) with every objective
-    scored; write ``pareto.png`` beside trials.csv; return study.json's ``pareto`` (``summary``)."""
+    scored; write ``pareto.png`` beside trials.csv (``group``: the column its dots are coloured by); return
+    study.json's ``pareto`` (``summary``)."""
     from ..store._atomic import write_atomic
     from ..store._paths import PARETO_FILE
 
@@ -149,7 +171,7 @@ def write_front(
     scored = [r for r in pool if all(_finite(r.get(c)) for c in columns.values())]
     add_front(rows, scored, columns, modes)
     limits = exp.get("constraints") or {}
-    png = front_plot(scored, columns, modes, str(exp["name"]), limits)
+    png = front_plot(scored, columns, modes, str(exp["name"]), limits, group)
     if png is not None:
         write_atomic(out / PARETO_FILE, png)
     else:  # a resumed study: no plot of an earlier state

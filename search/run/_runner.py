@@ -17,7 +17,7 @@ from ..report._pareto import front_line, front_points, write_front
 from ..spec._budget import Budget, parse_budget
 from ..spec._files import dump_spec, read_json
 from ..spec._objectives import objectives, over_limits, parse_conditions
-from ..spec._space import flat_config, searched_keys
+from ..spec._space import branches, flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
 from ..store._export import (
@@ -270,7 +270,9 @@ def _finish(
     goals, costs = objectives(spec["experiment"]), list(backend.COST_METRICS)
     rows = trial_rows(collected, keys, metric, mode, side["train"]["epochs"], oom, goals, costs)
     columns = objective_columns(goals, costs)
-    front = write_front(out, spec["experiment"], rows, compared(rows, metric)[0], columns) if len(goals) > 1 else None
+    group = next(iter(branches(spec["space"])), None)  # a branch's label (the model family) colours the front's plot
+    pool = compared(rows, metric)[0]
+    front = write_front(out, spec["experiment"], rows, pool, columns, group) if len(goals) > 1 else None
     write_trials(out / "trials.csv", rows, keys, metric, extra_columns(goals, costs))
     imp = write_importance(out, spec, rows)
     pick = parse_conditions(spec["experiment"]["pick"]) if spec["experiment"].get("pick") else []

@@ -52,9 +52,10 @@ def spec_schema(backend: TrialSide) -> dict[str, Any]:
     defs = schema["$defs"]
     for sub in defs.values():
         _tidy_section(sub)
-    rules = Experiment.json_schema(dict(backend.METRICS))
+    rules = Experiment.json_schema(dict(backend.METRICS), dict(backend.COST_METRICS))
     experiment = defs["Experiment"]
-    experiment["properties"]["metric"] = {**experiment["properties"]["metric"], **rules.pop("properties")["metric"]}
+    for key, typed in rules.pop("properties").items():
+        experiment["properties"][key] = {**experiment["properties"][key], **typed}
     experiment.update(rules)
     schema["properties"]["space"] = _space_schema(defs, models, trial, backend.BRANCH_KEYS)
     for dotted in backend.BRANCH_KEYS:  # model.name: the section's keys are those of the model it names

@@ -18,7 +18,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
 }
-_CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+_ONE = r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*"  # metric, op, number
+_CONDITION = re.compile(f"^{_ONE}$")
+PICK_RE = f"^{_ONE}(,{_ONE})*$"  # conditions joined by commas, as the JSON Schema states them for editors
 
 
 class Condition(NamedTuple):

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ._budget import DEFAULT_SPLIT, parse_budget
+from ._objectives import PICK_RE, parse_conditions
 from ._schema import SpecError, allowed, did_you_mean, rule
 
 Algorithm = Literal["random", "grid", "optuna", "nsga2", "bohb"]
@@ -68,6 +69,7 @@ class Experiment(_Section):
     pick: str | None = Field(
         None,
         examples=["latency_ms<=5"],
+        json_schema_extra={"pattern": PICK_RE},  # what _objectives.parse_conditions reads, for editors
         description=(
             "which trial best.yaml holds when there are several objectives: the best by the first objective among "
             "the trials that meet these conditions ('<metric> <op> <number>' joined by commas, op <=, <, >= or >); "
@@ -126,8 +128,6 @@ class Experiment(_Section):
     def _check_objectives(self, metrics: dict[str, str], costs: dict[str, str]) -> None:
         """Two or more objectives a trial reports, each in its better direction; the metric, if given, the first;
         a pick on objectives."""
-        from ._objectives import parse_conditions
-
         goals = self.objectives or {}
         reported = {**metrics, **costs}
         if len(goals) < 2:
@@ -161,11 +161,24 @@ class Experiment(_Section):
                     raise rule("pick", f"{c.metric!r} is not an objective; allowed: {allowed(goals)}")
 
     @staticmethod
-    def json_schema(metrics: dict[str, str]) -> dict[str, Any]:
-        """The rule above for an editor: the metric among those reported, the mode its better direction."""
+    def json_schema(metrics: dict[str, str], costs: dict[str, str]) -> dict[str, Any]:
+        """The rules above for an editor: the metric among those reported, the mode its better direction; the
+        objectives among the metrics and costs, each max or min, two at least; the limits on costs, above 0."""
         lower = [m for m, better in metrics.items() if better == "min"]
+        objective = {"anyOf": [{"type": "null"}, {"type": "object", "minProperties": 2}]}
         return {
-            "properties": {"metric": {"enum": [*metrics, None]}},
+            "properties": {
+                "metric": {"enum": [*metrics, None]},
+                "objectives": {
+                    **objective,
+                    "propertyNames": {"enum": [*metrics, *costs]},
+                    "properties": {m: {"const": better} for m, better in {**metrics, **costs}.items()},
+                },
+                "constraints": {
+                    "propertyNames": {"enum": list(costs)},
+                    "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+                },
+            },
             "if": {"properties": {"metric": {"enum": lower}}, "required": ["metric"]},
             "then": {"properties": {"mode": {"enum": ["min", None]}}},
             "else": {"properties": {"mode": {"enum": ["max", None]}}},  # no metric: val_acc's
