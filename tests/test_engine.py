@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 import zipfile
 from pathlib import Path
@@ -58,12 +59,15 @@ def test_learns_synthetic(setup):
     assert h[-1]["val_f1_macro"] > 0.8 and h[-1]["val_mcc"] > 0.7 and h[-1]["val_balanced_acc"] > 0.8
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert all(m["images_per_s"] > 0 and m["epoch_time_s"] > 0 for m in h)
+    # train_seconds (an objective beside accuracy): the epochs' wall time so far
+    assert [m["train_seconds"] for m in h] == pytest.approx(list(itertools.accumulate(m["epoch_time_s"] for m in h)))
 
 
 def test_same_seed_same_metrics_on_cpu(setup):
     spec, pools = setup
     a, b = fit(spec, pools).history, fit(spec, pools).history
-    strip = lambda h: [{k: v for k, v in m.items() if k not in ("epoch_time_s", "images_per_s")} for m in h]
+    timing = ("epoch_time_s", "images_per_s", "train_seconds")
+    strip = lambda h: [{k: v for k, v in m.items() if k not in timing} for m in h]
     assert strip(a) == strip(b)
     other = copy.deepcopy(spec)
     other["train"]["seed"] = 4
@@ -89,6 +93,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(setup, tmp_path):
     assert [m["epoch"] for m in resumed] == [1, 2, 3]
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in straight]
+    # The resumed run's training time counts on from the checkpoint's epochs.
+    assert resumed[1]["train_seconds"] == pytest.approx(resumed[0]["epoch_time_s"] + resumed[1]["epoch_time_s"])
     assert torch.serialization.get_crc32_options()  # the writer's setting (no CRC-32) stays its own
     assert {i.CRC for i in zipfile.ZipFile(tmp_path / "state.pt").infolist()} == {0}  # written without them
     # A checkpoint cut short (a node lost mid-write) does not load as a state: it fails.

@@ -163,6 +163,8 @@ def test_a_malformed_pick_is_one_line_and_underlined():
 def test_the_first_objective_is_the_metric():
     spec = resolve(_spec(objectives={"val_loss": "min", "latency_ms": "min"}), trainables)
     assert (spec["experiment"]["metric"], spec["experiment"]["mode"]) == ("val_loss", "min")
+    spec = resolve(_spec(objectives={"val_acc": "max", "train_seconds": "min"}), trainables)  # accuracy vs time
+    assert SCHEMA.is_valid(_spec(objectives={"val_acc": "max", "train_seconds": "min"}))
     assert resolve(_spec(), trainables)["experiment"]["metric"] == "val_acc"
 
 

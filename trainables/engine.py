@@ -397,8 +397,8 @@ def fit(
     clamp_to_deadline(run.spec["train"])
     try:
         cost = run_cost(run, pools.in_chans) if on_cost is not None else {}
-        train = on_cost(cost) if on_cost is not None else True
-        while train and (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
+        go_on = on_cost(cost) if on_cost is not None else True
+        while go_on and (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
             elapsed = time.perf_counter() - t_start
             before = int(run.spec["train"]["epochs"])
             replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s)
@@ -424,6 +424,10 @@ def fit(
             metrics = epoch_metrics(run, epoch, trained)
             step_schedule(run.sched, metrics, run.monitor)
             metrics.update(epoch_time_s=time.perf_counter() - t0, images_per_s=trained.images_per_s)
+            # Resumed runs keep counting: the history holds the epochs before the checkpoint.
+            metrics["train_seconds"] = metrics["epoch_time_s"] + sum(
+                float(h.get("epoch_time_s", 0.0)) for h in progress.history
+            )
             if trained.compile_s:
                 metrics["compile_s"] = trained.compile_s
             stop = progress.record(metrics, run.early_stopping)

@@ -23,6 +23,9 @@ METRICS = {
     "val_mcc": "max",
     "val_balanced_acc": "max",
     "val_auc": "max",
+    # Wall seconds the trial has trained so far (its epochs, validation included): an objective beside accuracy when
+    # the question is what a configuration costs to train (experiment.objectives).
+    "train_seconds": "min",
 }
 # Cost metrics a search trial reports when a study's objectives or limits name them, each with its better direction:
 # measured once, before the trial's first epoch, by ``cost.measure_cost`` as final models measure theirs (flops:

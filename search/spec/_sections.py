@@ -41,8 +41,9 @@ class Experiment(_Section):
         None,
         description=(
             "what trials are ranked by, reported every epoch: val_acc | val_loss | train_acc | train_loss | "
-            "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only); null = val_acc, "
-            "or the first of experiment.objectives"
+            "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only) | train_seconds "
+            "(training time so far, an objective beside accuracy); null = val_acc, or the first of "
+            "experiment.objectives"
         ),
     )
     mode: Literal["max", "min"] | None = Field(
