@@ -6,7 +6,6 @@ those that reached the most epochs), by each objective's value at their last epo
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -74,6 +73,18 @@ def add_front(rows: list[Row], pool: list[Row], columns: Mapping[str, str], mode
         r["pareto"] = by_id.get(r["trial_id"], "")
 
 
+def reference_value(mode: str, values: Sequence[float], limit: float | None = None) -> float:
+    """One objective's coordinate of a hypervolume's reference point: its limit where one is set, 0 for an
+    accuracy-like metric (maximised, every value in [0, 1]), else the worst of ``values``."""
+    if limit is not None:
+        return float(limit)
+    if not values:
+        return math.nan
+    if mode == "max" and min(values) >= 0 and max(values) <= 1:
+        return 0.0
+    return min(values) if mode == "max" else max(values)
+
+
 def summary(
     pool: list[Row], columns: Mapping[str, str], modes: Sequence[str], limits: Mapping[str, float]
 ) -> dict[str, Any]:
@@ -83,15 +94,9 @@ def summary(
     references, which this records)."""
     front = [r for r in pool if r.get("pareto") == 1]
     names = list(columns)
-    reference = {}
-    for m, mode in zip(names, modes):
-        col = [float(r[columns[m]]) for r in pool]
-        if m in limits:
-            reference[m] = float(limits[m])
-        elif mode == "max" and col and min(col) >= 0 and max(col) <= 1:
-            reference[m] = 0.0
-        else:
-            reference[m] = (min(col) if mode == "max" else max(col)) if col else math.nan
+    reference = {
+        m: reference_value(mode, [float(r[columns[m]]) for r in pool], limits.get(m)) for m, mode in zip(names, modes)
+    }
     ref = minimised([[reference[m] for m in names]], modes)[0]
     pts = minimised([[float(r[columns[m]]) for m in names] for r in front], modes)
     return {
@@ -123,6 +128,8 @@ def front_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ._figures import png
+
     (y_name, y_col), (x_name, x_col) = list(columns.items())[:2]
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     labels = list(dict.fromkeys(str(r.get(group, "")) for r in pool)) if group else [""]
@@ -147,10 +154,9 @@ def front_plot(
     _log_if_wide(ax, seen)
     ax.set_title(f"{title}: {len(pool)} trials")
     ax.legend(loc="best", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    data = png(fig)
     plt.close(fig)
-    return buf.getvalue()
+    return data
 
 
 def write_front(
@@ -237,14 +243,12 @@ def common_reference(fronts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """One reference point for several studies' hypervolumes (their first study's objectives): each objective's
     worst compared value over all of them (0 for an accuracy-like metric in [0, 1]), so the numbers compare."""
     goals: dict[str, str] = dict(fronts[0]["objectives"])
-    ref = {}
-    for m, mode in goals.items():
-        vals = [float(p[f["columns"][m]]) for f in fronts for p in f["points"] if _finite(p.get(f["columns"][m]))]
-        if mode == "max" and vals and min(vals) >= 0 and max(vals) <= 1:
-            ref[m] = 0.0
-        else:
-            ref[m] = (min(vals) if mode == "max" else max(vals)) if vals else math.nan
-    return ref
+    return {
+        m: reference_value(
+            mode, [float(p[f["columns"][m]]) for f in fronts for p in f["points"] if _finite(p.get(f["columns"][m]))]
+        )
+        for m, mode in goals.items()
+    }
 
 
 def fronts_table(fronts: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, str]], dict[str, float]]:
@@ -286,6 +290,8 @@ def fronts_plot(fronts: Sequence[Mapping[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ._figures import png
+
     (y_name, y_mode), (x_name, x_mode) = list(goals.items())[:2]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, f in enumerate(same):
@@ -304,7 +310,6 @@ def fronts_plot(fronts: Sequence[Mapping[str, Any]]) -> bytes | None:
     )
     ax.set_title("Pareto fronts")
     ax.legend(loc="best", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    data = png(fig)
     plt.close(fig)
-    return buf.getvalue()
+    return data

@@ -14,7 +14,7 @@ from ..spec._schema import SpecError, allowed
 from ..spec._spec import load_spec
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
-from ..store._export import best_text, objective_columns
+from ..store._export import best_of, best_text, meeting, objective_columns
 from ..store._paths import STUDY_FILE, location, shown
 
 _OPS = {"<=": "le", "<": "lt", ">=": "ge", ">": "gt"}
@@ -49,13 +49,12 @@ def pick(folder: str, text: str, backend: TrialSide) -> int:
     metric, mode = spec["experiment"]["metric"], spec["experiment"]["mode"]
     columns = objective_columns(goals, list(backend.COST_METRICS))
     points: list[dict[str, Any]] = front["points"]
-    meets = [p for p in points if all(c.holds({m: p.get(col) for m, col in columns.items()}) for c in conditions)]
+    meets = meeting(points, conditions, columns)
     said = " and ".join(str(c) for c in conditions)
     if not meets:
         print(f"tune-run: no compared trial of {shown(loc)} has {said}: nothing written", file=sys.stderr)
         return 1
-    sign = 1.0 if mode == "max" else -1.0
-    best = max(meets, key=lambda p: sign * float(p[f"final_{metric}"]))
+    best = best_of(meets, metric, mode)
     rule = f"tune-run --pick: final {metric} among the {len(points)} compared trial(s), of the {len(meets)} with {said}"
     name = pick_file(text)
     path = storage.join(loc, name)

@@ -21,12 +21,12 @@ from ..spec._space import branches, flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
 from ..store._export import (
+    best_text,
     compared,
     extra_columns,
     objective_columns,
     select_best,
     trial_rows,
-    write_best,
     write_trials,
 )
 from ..store._paths import STUDY_ARTIFACTS, STUDY_FILE, holds_study, mlflow_uri, study_dir
@@ -285,7 +285,8 @@ def _finish(
     chosen: dict[str, Any] = {}
     if best is not None:
         chosen = next(t["config"] for t in collected if t["trial_id"] == best["trial_id"])
-        write_best(out / "best.yaml", spec, best, chosen, metric, backend, run.parent, rule)
+        path = out / "best.yaml"
+        write_atomic(path, best_text(path, spec, best, chosen, metric, backend, run.parent, rule))
     record.update(
         finished=now(),
         trials=len(rows),

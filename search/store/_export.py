@@ -227,6 +227,17 @@ def compared(rows: list[dict[str, Any]], metric: str) -> tuple[list[dict[str, An
     )
 
 
+def meeting(pool: list[dict[str, Any]], pick: Sequence[Condition], columns: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The rows of ``pool`` that meet every condition of ``pick`` (``columns``: each objective's column)."""
+    return [r for r in pool if all(c.holds({m: r.get(col) for m, col in columns.items()}) for c in pick)]
+
+
+def best_of(pool: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+    """The row of ``pool`` with the best ``final_<metric>``."""
+    sign = 1.0 if mode == "max" else -1.0
+    return max(pool, key=lambda r: sign * float(r[f"final_{metric}"]))
+
+
 def select_best(
     rows: list[dict[str, Any]],
     metric: str,
@@ -238,13 +249,11 @@ def select_best(
     (``experiment.pick``), the best among those meeting its conditions (``columns``: each objective's column)."""
     pool, rule = compared(rows, metric)
     if pick:
-        cols = columns or {}
-        pool = [r for r in pool if all(c.holds({m: r.get(col) for m, col in cols.items()}) for c in pick)]
+        pool = meeting(pool, pick, columns or {})
         rule = f"{rule}, of the {len(pool)} with " + " and ".join(str(c) for c in pick)
     if not pool:
         return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(pool, key=lambda r: sign * float(r[f"final_{metric}"])), rule
+    return best_of(pool, metric, mode), rule
 
 
 def _finite(value: Any) -> bool:
@@ -291,7 +300,7 @@ def best_text(
     rule: str = "",
     suffix: str = "best",
 ) -> str:
-    """best.yaml's text (or a picked point's, ``suffix``: its name's end): a header saying which trial, by which
+    """best.yaml's text (or a picked point's, ``suffix``: its name's end; ``path``: where it is written, as shown): a header saying which trial, by which
     rule, and how to run it, then the spec of that one configuration (``best_spec``)."""
     value = (
         f"{metric}={row[f'final_{metric}']:.4f} at its last epoch ({row['epochs']}; its best, "
@@ -310,16 +319,3 @@ def best_text(
             f"retrain them unless you --set scheduler.name=fifo.\n"
         )
     return header + dump_spec(best_spec(spec, config, backend, parent_run_id, suffix))
-
-
-def write_best(
-    path: Path,
-    spec: dict[str, Any],
-    row: dict[str, Any],
-    config: dict[str, Any],
-    metric: str,
-    backend: TrialSide,
-    parent_run_id: str | None = None,
-    rule: str = "",
-) -> None:
-    write_atomic(path, best_text(path, spec, row, config, metric, backend, parent_run_id, rule))
