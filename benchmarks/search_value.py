@@ -21,11 +21,14 @@ at least 0.98), with its own verdict: each of the two comparisons is made on its
 
 Defaults: ``spaces/cnn.yaml`` at ``--budget 30m`` (``--set data.root=...`` for the data); ``--quick``:
 the quickstart on digits (3 trials of at most 4 epochs) at 12 epochs with one final seed, the anchor's network
-narrowed and the digits upsampled to its smallest input (16 px): it checks the script in seconds, not the figure.
+narrowed and the digits upsampled to its smallest input (16 px): it checks the script in seconds, not the figure,
+and runs the console scripts' ``main`` in its own process (one interpreter and one Ray for all arms).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -88,16 +91,42 @@ def _anchor(s: dict[str, Any], anchor: dict[str, Any], quick: bool) -> None:
         s["data"]["image_size"] = QUICK_ANCHOR["image_size"]
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[float, str]:
-    """Run a console script; its wall clock and output (raises with the output on failure)."""
+def run(cmd: list[str], cwd: Path, in_process: bool = False) -> tuple[float, str]:
+    """Run a console script; its wall clock and output (raises with the output on failure). ``in_process``
+    (``--quick``): its ``main(argv)`` in this process instead, so that the arms share one interpreter and one Ray
+    (each console script's start, imports and Ray were most of --quick's time); a measured run keeps a fresh
+    process per arm."""
     t0 = time.monotonic()
-    r = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    )
+    code, out, err = _in_process(cmd, cwd) if in_process else _subprocess(cmd, cwd)
     seconds = time.monotonic() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return seconds, r.stdout
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {code}:\n{out[-3000:]}\n{err[-3000:]}")
+    return seconds, out
+
+
+def _subprocess(cmd: list[str], cwd: Path) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each arm starts its own Ray
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    return r.returncode, r.stdout, r.stderr
+
+
+def _in_process(cmd: list[str], cwd: Path) -> tuple[int, str, str]:
+    from search import cli, compare
+
+    main = {"tune-run": cli.main, "tune-compare": compare.main}[Path(cmd[0]).name]
+    out, err, here, address = io.StringIO(), io.StringIO(), os.getcwd(), os.environ.pop("RAY_ADDRESS", None)
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(cmd[1:])
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
+    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 def accuracies(study: Path) -> list[float]:
@@ -132,7 +161,7 @@ def main() -> None:
         (work / f"{arm}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         cmd = [tune_run, f"{arm}.yaml", "--budget", budget, *sets, *(["--final"] if arm != "searched" else [])]
         print(f"{arm}: {' '.join(cmd[1:])}", flush=True)
-        wall[arm], out = run(cmd, work)
+        wall[arm], out = run(cmd, work, in_process=args.quick)
         acc[arm] = accuracies(work / "runs" / arm)
         plan = [line for line in out.splitlines() if line.startswith("budget:")]
         print(
@@ -142,8 +171,8 @@ def main() -> None:
         )
     # Two comparisons, each planned on its own (and so each with its own report): searched against its own recipe,
     # and against the anchor.
-    verdict = compare(tune_compare, work, "fixed")
-    anchor_verdict = compare(tune_compare, work, "anchor")
+    verdict = compare(tune_compare, work, "fixed", args.quick)
+    anchor_verdict = compare(tune_compare, work, "anchor", args.quick)
     mean = {arm: statistics.fmean(v) for arm, v in acc.items()}
     emit(
         "search_value",
@@ -169,10 +198,11 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compare(tune_compare: str, work: Path, other: str) -> list[str]:
+def compare(tune_compare: str, work: Path, other: str, in_process: bool) -> list[str]:
     """``tune-compare runs/<other> runs/searched`` (its report in runs/compare-<other>): the verdict's lines of the
     pair, printed."""
-    _, report = run([tune_compare, f"runs/{other}", "runs/searched", "--out", f"runs/compare-{other}"], work)
+    cmd = [tune_compare, f"runs/{other}", "runs/searched", "--out", f"runs/compare-{other}"]
+    _, report = run(cmd, work, in_process)
     lines = [line for line in report.splitlines() if line.startswith(f"- {other} vs searched")]
     print("\n".join(lines) or report, flush=True)
     return lines

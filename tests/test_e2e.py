@@ -198,7 +198,9 @@ def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_se
 
 KILLME = {
     "experiment": {"name": "killme"},
-    "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 3000},
+    # 1,500 images (was 3,000): a trial still spans seconds of epochs, so the signals land with trials running
+    # and pending (two at a time, six in all), at half the training.
+    "data": {"dataset": "synthetic", "image_size": 24, "num_classes": 4, "num_samples": 1500},
     "model": {"name": "cnn", "conv1": 16, "conv2": 32, "conv3": 32, "hidden": 32},
     "train": {"epochs": 4, "batch_size": 32},
     "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}},
