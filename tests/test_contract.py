@@ -155,7 +155,7 @@ def test_metric_names_come_from_the_trial_side():
         SpecError,
         match=r"experiment.metric: 'val_los' is not reported by trials; allowed: "
         r"val_acc, val_loss, train_acc, train_loss, val_f1_macro, val_mcc, "
-        r"val_balanced_acc, val_auc, train_seconds \(did you mean 'val_loss'\?\)",
+        r"val_balanced_acc, val_auc, train_seconds, gpu_hours \(did you mean 'val_loss'\?\)",
     ):
         resolve({**SPEC, "experiment": {"name": "c", "metric": "val_los"}}, trainables)
     with pytest.raises(SpecError, match="val_loss is better when lower: mode must be min, got max"):

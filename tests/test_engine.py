@@ -61,12 +61,13 @@ def test_learns_synthetic(setup):
     assert all(m["images_per_s"] > 0 and m["epoch_time_s"] > 0 for m in h)
     # train_seconds (an objective beside accuracy): the epochs' wall time so far
     assert [m["train_seconds"] for m in h] == pytest.approx(list(itertools.accumulate(m["epoch_time_s"] for m in h)))
+    assert all(m["gpu_hours"] == 0.0 for m in h)  # on CPU no GPU is held (resources.gpu_hours: the budget's gpu-h)
 
 
 def test_same_seed_same_metrics_on_cpu(setup):
     spec, pools = setup
     a, b = fit(spec, pools).history, fit(spec, pools).history
-    timing = ("epoch_time_s", "images_per_s", "train_seconds")
+    timing = ("epoch_time_s", "images_per_s", "train_seconds", "gpu_hours")
     strip = lambda h: [{k: v for k, v in m.items() if k not in timing} for m in h]
     assert strip(a) == strip(b)
     other = copy.deepcopy(spec)

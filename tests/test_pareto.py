@@ -165,6 +165,12 @@ def test_the_first_objective_is_the_metric():
     assert (spec["experiment"]["metric"], spec["experiment"]["mode"]) == ("val_loss", "min")
     spec = resolve(_spec(objectives={"val_acc": "max", "train_seconds": "min"}), trainables)  # accuracy vs time
     assert SCHEMA.is_valid(_spec(objectives={"val_acc": "max", "train_seconds": "min"}))
+    # accuracy against GPU-hours (the budget's gpu-h), minimised only
+    assert resolve(_spec(objectives={"val_acc": "max", "gpu_hours": "min"}), trainables)["experiment"]["objectives"]
+    assert SCHEMA.is_valid(_spec(objectives={"val_acc": "max", "gpu_hours": "min"}))
+    with pytest.raises(SpecError, match="gpu_hours"):
+        resolve(_spec(objectives={"val_acc": "max", "gpu_hours": "max"}), trainables)
+    assert not SCHEMA.is_valid(_spec(objectives={"val_acc": "max", "gpu_hours": "max"}))
     assert resolve(_spec(), trainables)["experiment"]["metric"] == "val_acc"
 
 
@@ -262,26 +268,39 @@ def test_a_grid_front_is_complete_limits_refuse_and_pick_exports(tmp_path, ray_s
 
 def test_optuna_and_nsga2_search_several_objectives_and_compare_fronts(tmp_path, ray_session, cli):
     """Optuna's samplers take the objectives as a list (multi-objective TPE, NSGA-II) through Ray Tune: trials
-    run and are ranked on the front, latency measured before training; tune-compare puts both fronts on one plot
-    with hypervolumes at one reference point."""
+    run and are ranked on the front, latency measured before training; MO-ASHA's study runs under `--budget`
+    (planned, its pick trained within the budget); tune-compare puts the fronts on one plot with hypervolumes at
+    one reference point."""
     folders = []
     for algorithm, scheduler in (("optuna", "fifo"), ("nsga2", "fifo"), ("random", "asha")):
         spec = small_spec(
             tmp_path,
             f"pareto-{algorithm}",
-            experiment={"objectives": {"val_acc": "max", "latency_ms": "min"}},
+            experiment={"objectives": {"val_acc": "max", "latency_ms": "min"}, "pick": "latency_ms <= 1000"},
             train={"epochs": 2 if scheduler == "asha" else 1},
             space={"model.embed_dim": {"choice": [8, 16, 32]}, "train.lr": {"loguniform": [1e-3, 1e-2]}},
             search={"algorithm": algorithm, "num_samples": 3},
             scheduler={"name": scheduler, "grace_period": 1, "reduction_factor": 2},
         )
-        res = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None)
-        rows = read_rows(res.out_dir / "trials.csv")
+        if scheduler == "asha":  # through the command under an epoch budget: planned, searched, picked, trained
+            spec["final"] = {"seeds": [0]}
+            (tmp_path / "budget.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))  # objectives in order
+            r = cli("tune-run", "budget.yaml", "--budget", "10epochs", cwd=tmp_path)
+            assert r.returncode == 0, r.stderr[-3000:]
+            out = Path(spec["experiment"]["output_dir"]) / spec["experiment"]["name"]
+            study = json.loads((out / "study.json").read_text())
+            spent = study["compute_budget"]["spent"]
+            assert study["compute_budget"]["search"] == "planned" and spent["search"] + spent["final"] <= 10, spent
+            final = json.loads((out / "final" / "metrics.json").read_text())
+            assert final["seeds"] == [0] and study["pareto"]["front"], study["pareto"]
+        else:
+            out = run_study(spec, trainables, file="pareto.yaml", log=lambda *_: None).out_dir
+        rows = read_rows(out / "trials.csv")
         assert len(rows) == 3 and {r["status"] for r in rows} <= {"completed", "stopped"}, rows
         done = [r for r in rows if r["status"] == "completed"]  # MO-ASHA may stop a beaten one at epoch 1
         assert done and all(float(r["latency_ms"]) > 0 and r["pareto"] in ("1", "2", "3") for r in done)
         assert any(r["pareto"] == "1" for r in done) and all(r["pareto"] == "" for r in rows if r not in done)
-        folders.append(res.out_dir)
+        folders.append(out)
     r = cli("tune-compare", *map(str, folders), "--out", str(tmp_path / "cmp"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "cmp" / "report.md").read_text()

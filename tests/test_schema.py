@@ -57,6 +57,8 @@ def test_the_key_reference_of_spaces_readme_is_made_from_the_models(tmp_path):
     assert shown == r.stdout, "spaces/README.md's key reference drifted: paste `tune-run --schema reference` into it"
     for key in ("lr:", "fidelity:", "max_failures:", "randaugment_group:", "depth:", "| `conv1` |"):  # every section
         assert key in shown
+    # An example keeps its order where order means something: the first objective is the study's metric.
+    assert "objectives: {val_acc: max, latency_ms: min}" in shown
     r = console("tune-run", cwd=tmp_path)  # no spec and no --schema: argparse's usage line
     assert r.returncode == 2 and "the following arguments are required: spec" in r.stderr
 

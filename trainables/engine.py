@@ -49,6 +49,7 @@ from .recipe import (
     steps_per_batch,
     train_mode,
 )
+from .resources import gpu_hours
 from .sections import DATA_RUNGS, TIME_LIMIT, data_epochs, data_fraction, model_kwargs
 
 
@@ -394,6 +395,7 @@ def fit(
     progress = restore(run, state) if state else Progress()
     start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
     epoch, first_s = start - 1, None  # first_s: seconds of this process's first epoch (its one-off costs)
+    gpu_request = float((spec.get("resources") or {}).get("gpu", 0))
     clamp_to_deadline(run.spec["train"])
     try:
         cost = run_cost(run, pools.in_chans) if on_cost is not None else {}
@@ -428,6 +430,7 @@ def fit(
             metrics["train_seconds"] = metrics["epoch_time_s"] + sum(
                 float(h.get("epoch_time_s", 0.0)) for h in progress.history
             )
+            metrics["gpu_hours"] = gpu_hours(metrics["train_seconds"], gpu_request, run.device.type == "cuda")
             if trained.compile_s:
                 metrics["compile_s"] = trained.compile_s
             stop = progress.record(metrics, run.early_stopping)

@@ -26,6 +26,9 @@ METRICS = {
     # Wall seconds the trial has trained so far (its epochs, validation included): an objective beside accuracy when
     # the question is what a configuration costs to train (experiment.objectives).
     "train_seconds": "min",
+    # GPU-hours the trial has trained so far: train_seconds weighted by its GPU share (resources.gpu; 0 on CPU), the
+    # budget's gpu-h unit (resources.gpu_hours): a cost objective on a cluster of shared GPUs.
+    "gpu_hours": "min",
 }
 # Cost metrics a search trial reports when a study's objectives or limits name them, each with its better direction:
 # measured once, before the trial's first epoch, by ``cost.measure_cost`` as final models measure theirs (flops:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import create_model as section_model
+from pydantic.json_schema import GenerateJsonSchema
 
 from .._contract import TrialSide
 from ._ranges import INT_DRAWS, RANGES
@@ -48,7 +49,7 @@ def spec_schema(backend: TrialSide) -> dict[str, Any]:
         __doc__="A tune-run study spec: one YAML file from the data to the final models (spaces/README.md).",
         **fields,
     )
-    schema = root.model_json_schema()
+    schema = root.model_json_schema(schema_generator=_ExamplesInOrder)
     defs = schema["$defs"]
     for sub in defs.values():
         _tidy_section(sub)
@@ -267,10 +268,18 @@ def _ref_name(prop: dict[str, Any]) -> str:
     return str(ref).rsplit("/", 1)[-1]
 
 
+class _ExamplesInOrder(GenerateJsonSchema):
+    """pydantic sorts a schema's keys, inside examples too: experiment.objectives' example, whose order means
+    something (the first objective is the study's metric), read latency_ms first in the schema and the reference."""
+
+    def _sort_recursive(self, value: Any, parent_key: str | None = None) -> Any:
+        return value if parent_key == "examples" else super()._sort_recursive(value, parent_key)
+
+
 def _yaml_value(value: Any) -> str:
     import yaml
 
-    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip()  # order can matter
     return text[: -len("...")].strip() if text.endswith("...") else text
 
 

@@ -42,7 +42,8 @@ class Experiment(_Section):
         description=(
             "what trials are ranked by, reported every epoch: val_acc | val_loss | train_acc | train_loss | "
             "val_f1_macro | val_mcc | val_balanced_acc (imbalanced classes) | val_auc (binary only) | train_seconds "
-            "(training time so far, an objective beside accuracy); null = val_acc, or the first of "
+            "(training time so far, an objective beside accuracy) | gpu_hours (train_seconds times the trial's GPU "
+            "share; 0 on CPU); null = val_acc, or the first of "
             "experiment.objectives"
         ),
     )
