@@ -82,6 +82,51 @@ def test_asha_rungs_rank_by_non_dominated_sorting():
     assert [len(r) for _, r in asha._brackets[0]._rungs] == [0, 0, 5]  # rungs 9, 3, 1: all recorded at 1
 
 
+def test_a_tie_on_a_rungs_front_goes_to_the_trial_that_spreads_it():
+    """Within one front, NSGA-II's crowding distance orders the trials: a trial squeezed between two others is
+    stopped where 1/rf of the recorded ones spread the front more; a new end of the front goes on."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.report._pareto import crowding
+    from search.run._schedulers import ParetoASHAScheduler
+
+    # Hand-computed: ends infinite; (0.8, 2) has gaps 0.15/0.2 + 1.5/2 = 1.5; (0.85, 2.5) has 0.1/0.2 + 1/2 = 1.0.
+    front = np.array([[0.7, -1.0], [0.8, -2.0], [0.85, -2.5], [0.9, -3.0]])
+    assert list(crowding(front)) == pytest.approx([np.inf, 1.5, 1.0, np.inf])
+    # An objective all tie on adds nothing, not infinities at an arbitrary order's ends.
+    assert list(crowding(np.array([[0.5, 1.0], [0.5, 2.0], [0.5, 3.0]]))) == [np.inf, 1.0, np.inf]
+    assert list(crowding(np.array([[0.5], [0.5], [0.5]]))) == [0.0, 0.0, 0.0]
+    asha = ParetoASHAScheduler(
+        objectives={"val_acc": "max", "latency_ms": "min"},
+        max_t=4,
+        grace_period=1,
+        reduction_factor=2,
+        brackets=1,
+        time_attr="training_iteration",
+    )
+    asha.set_search_properties("val_acc", "max")
+
+    def report(name, acc, latency):
+        trial = _Trial(name)
+        asha.on_trial_add(None, trial)
+        return asha.on_trial_result(None, trial, {"training_iteration": 1, "val_acc": acc, "latency_ms": latency})
+
+    for name, acc, latency in (("a", 0.7, 1.0), ("b", 0.8, 2.0), ("c", 0.9, 3.0)):
+        report(name, acc, latency)
+    # On the front with all three, but the most crowded: 3 rank before it, more than 3/rf = 1.5 (the rule before
+    # crowding let every trial on the front go on).
+    assert report("squeezed", 0.85, 2.5) == TrialScheduler.STOP
+    assert report("fastest", 0.6, 0.5) == TrialScheduler.CONTINUE  # a new end of the front: infinitely far
+
+
+def test_with_one_objective_a_rung_keeps_the_top_share():
+    """One objective: the fronts are the values' order and crowding breaks no tie, so the rule is ASHA's."""
+    from search.run._schedulers import _ahead
+
+    assert _ahead(np.array([[0.9], [0.8], [0.7], [0.75]])) == 2
+    assert _ahead(np.array([[0.9], [0.8], [0.8]])) == 1  # an equal value is not ahead
+
+
 def _spec(**experiment):
     return {
         "experiment": {"name": "mo", **experiment},

@@ -45,6 +45,22 @@ def front_ranks(points: np.ndarray) -> list[int]:
     return ranks
 
 
+def crowding(points: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of points on one front (one row each): per objective, the gap between a
+    point's two neighbours over the front's range, summed; the two ends of each objective are infinitely far
+    (kept first). An objective on which all points tie adds nothing (its order would be arbitrary)."""
+    n, k = points.shape
+    out = np.zeros(n)
+    for j in range(k):
+        lo, hi = points[:, j].min(), points[:, j].max()
+        if not hi > lo:
+            continue
+        order = np.argsort(points[:, j], kind="stable")
+        out[order[0]] = out[order[-1]] = np.inf
+        out[order[1:-1]] += (points[order[2:], j] - points[order[:-2], j]) / (hi - lo)
+    return out
+
+
 def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     """The volume the points dominate up to ``reference`` (minimised objectives; a point not better than the
     reference in every objective adds nothing): exact, by slicing along the last objective (fine for the tens of

@@ -16,7 +16,7 @@ import numpy as np
 from ray.tune import schedulers as sch
 from ray.tune.schedulers import TrialScheduler
 
-from ..report._pareto import front_ranks
+from ..report._pareto import crowding, front_ranks
 
 INFEASIBLE = "infeasible"  # the result flag ray_adapter sets
 # A diverged or out-of-memory trial scores the worst value, -inf or inf: it must count as bad, but
@@ -89,8 +89,9 @@ class _ParetoBracket:
     """An ASHA bracket whose rungs rank trials by non-dominated sorting of their objectives (MO-ASHA, Schmucker
     et al. 2021) instead of one metric's percentile: a trial reaching a rung goes on unless more than 1/rf of the
     trials recorded there lie on a better front (with one objective, ASHA's rule up to the percentile's
-    interpolation). A small, fast model is then kept while no faster model is also more accurate. Its rungs are
-    Ray's (``grace_period x rf^(k+s)`` below ``max_t``)."""
+    interpolation), a tie within a front broken by crowding distance as NSGA-II breaks it: a trial in a crowded
+    stretch of the front ranks after those that spread it. A small, fast model is then kept while no faster
+    model is also more accurate. Its rungs are Ray's (``grace_period x rf^(k+s)`` below ``max_t``)."""
 
     def __init__(self, min_t: float, max_t: float, rf: float, s: int) -> None:
         self.rf = rf
@@ -102,17 +103,23 @@ class _ParetoBracket:
             if cur_iter < milestone or trial.trial_id in recorded:
                 continue
             action = TrialScheduler.CONTINUE
-            if recorded:
-                ranks = front_ranks(-np.array([*recorded.values(), cur_rew]))  # front_ranks minimises
-                ahead = sum(r < ranks[-1] for r in ranks[:-1])
-                if ahead > len(recorded) / self.rf:
-                    action = TrialScheduler.STOP
+            if recorded and _ahead(np.array([*recorded.values(), cur_rew])) > len(recorded) / self.rf:
+                action = TrialScheduler.STOP
             recorded[trial.trial_id] = cur_rew
             return action
         return TrialScheduler.CONTINUE
 
     def debug_str(self) -> str:
         return " | ".join(f"Iter {m:.3f}: {len(r)} trials" for m, r in self._rungs)
+
+
+def _ahead(vectors: np.ndarray) -> int:
+    """How many of the rung's recorded trials rank before the last one (``vectors``: larger is better, the new
+    trial last): those on a better front, and those on its front that are less crowded (NSGA-II's order)."""
+    ranks = np.array(front_ranks(-vectors))  # front_ranks minimises
+    mine = ranks == ranks[-1]
+    spread = crowding(vectors[mine])  # the new trial's is the last
+    return int((ranks[:-1] < ranks[-1]).sum() + (spread[:-1] > spread[-1]).sum())
 
 
 class ParetoASHAScheduler(ASHAScheduler):
