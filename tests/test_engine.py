@@ -338,6 +338,29 @@ def test_bf16_autocast_path_runs_on_cpu(setup):
     assert cost["latency_ms"] > 0 and cost["flops_per_image"] > 0
 
 
+def test_a_trials_latency_is_timed_as_a_final_models(setup, monkeypatch):
+    """One definition: a trial's latency_ms (an objective) is measure_cost's one-image timing at the final models'
+    length; the batch throughput, which no objective reads, is not timed in a trial."""
+    from trainables import cost as cost_module
+
+    spec, pools = setup
+    model = fit({**spec, "train": {**spec["train"], "epochs": 1}}, pools).model
+    timings: list[tuple[int, float]] = []
+    real = cost_module._timed
+
+    def timed(model, x, autocast, min_iters, min_seconds):
+        timings.append((x.shape[0], min_seconds))
+        return real(model, x, autocast, min_iters, 0.01)
+
+    monkeypatch.setattr(cost_module, "_timed", timed)
+    final = cost_module.measure_cost(model, 3, 16, torch.device("cpu"), autocast=False)
+    final_timings, timings[:] = list(timings), []
+    trial = cost_module.trial_cost(model, 3, 16, torch.device("cpu"), autocast=False)
+    assert final_timings == [(16, 1.0), (1, 1.0)] and timings == [(1, 1.0)]
+    assert set(trial) == {"params", "flops", "latency_ms"} and trial["params"] == final["params"]
+    assert trial["flops"] == final["flops_per_image"] and trial["latency_ms"] > 0
+
+
 def test_compile_switch_reports_compile_time_and_keeps_results(setup):
     spec, pools = setup
     s = copy.deepcopy(spec)
