@@ -344,10 +344,24 @@ def test_readme_multi_objective_study_on_shared_cifar10(cifar_root, tmp_path, ra
     shutil.copy(REPO / "spaces" / "cnn-vs-vit-pareto.yaml", tmp_path / "spaces")
     args = shlex.split(PARETO_SMOKE.replace("/tmp/cifar10", str(cifar_root)))[1:]
     r = cli("tune-run", *args, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "runs" / "cnn-vs-vit-pareto-smoke"
-    rows = read_rows(out / "trials.csv")
-    assert len(rows) == 2 and all(row["status"] == "completed" for row in rows), rows
+    all_rows = read_rows(out / "trials.csv")
+    # A trial whose one-image latency crosses the spec's 50 ms limit trains nothing: the constraint doing its job.
+    # With nothing else running the spec's models take 1.5-4 ms here (BENCHMARKS.md); in a full suite run, with the
+    # other xdist worker's trials on the same 2 cores, two smoke ViTs measured 11.6 and 59.7 ms (each of a
+    # forward's small ops waits for a core). Such a row must say so, with its value.
+    over = [row for row in all_rows if row["status"] == "infeasible"]
+    assert all(
+        re.fullmatch(r"over experiment\.constraints: latency_ms (\S+) > 50", row["reason"])
+        and float(row["reason"].split()[-3]) > 50
+        for row in over
+    ), over
+    rows = [row for row in all_rows if row not in over]
+    assert len(all_rows) == 2 and all(row["status"] == "completed" for row in rows), all_rows
+    if not rows:  # both over the limit: no trial produced the metric, one line and exit status 1
+        assert r.returncode == 1 and "no trial produced val_acc (2 infeasible)" in r.stderr, r.stderr
+        return
+    assert r.returncode == 0, r.stderr[-3000:]
     assert all(float(row["latency_ms"]) > 0 and int(row["params"]) > 0 for row in rows)
     assert "1" in {row["pareto"] for row in rows} and (out / "pareto.png").stat().st_size > 1000
     front = json.loads((out / "study.json").read_text())["pareto"]
