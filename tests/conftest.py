@@ -105,15 +105,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # A group is one unit of work for xdist (handed out where its first test stands): it goes where its latest
     # test belongs, or a group holding one Ray test would start among the tests without Ray and wait on the
     # alone tests' lock, its worker idle.
-    group_order: dict[str, float] = {}
+    group_order: dict[str, int] = {}
     for item in items:
         group = _group(item)
         group_order[group] = max(group_order.get(group, 0), _order(item))
-    if CIFAR_GROUP in group_order:
-        # Right after the tests without Ray: its first test extracts and decodes the shared tree without Ray
-        # (~25 s), in the stretch where the worker beside the alone tests has run out of such tests and would
-        # wait idle; its Ray tests then wait for the alone tests as that worker would have anyway.
-        group_order[CIFAR_GROUP] = 1.5
     items.sort(key=lambda item: group_order[_group(item)])
 
 
