@@ -300,8 +300,9 @@ def best_text(
     rule: str = "",
     suffix: str = "best",
 ) -> str:
-    """best.yaml's text (or a picked point's, ``suffix``: its name's end; ``path``: where it is written, as shown): a header saying which trial, by which
-    rule, and how to run it, then the spec of that one configuration (``best_spec``)."""
+    """best.yaml's text (or a picked point's, ``suffix``: its name's end; ``path``: where it is written, as shown):
+    a header saying which trial, by which rule, and how to run it, then the spec of that one configuration
+    (``best_spec``)."""
     value = (
         f"{metric}={row[f'final_{metric}']:.4f} at its last epoch ({row['epochs']}; its best, "
         f"{row[f'best_{metric}']:.4f}, at epoch {row['best_epoch']})"
