@@ -3,8 +3,8 @@
 Knows nothing about models or data; the trial side is passed in as a backend.
 """
 
+from .spec._distributions import DISTRIBUTIONS
 from .spec._files import dump_spec
-from .spec._ranges import DISTRIBUTIONS
 from .spec._schema import SpecError
 from .spec._space import grid_points, preview_configs, to_tune
 from .spec._spec import load_spec, resolve, smoke_spec

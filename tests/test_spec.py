@@ -50,6 +50,15 @@ BAD = [
     (("model.name", "vitt"), "model.name", ["unknown model", "vit"]),
     (("model.dropuot", 0.2), "model.dropuot", ["unknown key", "did you mean 'dropout'"]),
     (("model.freeze", "half"), "model.freeze", ["none, head_only or a fraction of layers in [0, 1], got 'half'"]),
+    # a registered model's keys are typed by its builder's signature: allowed values, ranges
+    (("model.dropout", 1.0), "model.dropout", ["0 <= dropout < 1 must hold, got dropout=1.0"]),
+    (("model.conv1", 0), "model.conv1", ["conv1 >= 1 must hold, got conv1=0"]),
+    (("model", {"name": "vit", "tokenizer": "linear"}), "model.tokenizer", ["'linear' is not allowed", "patch, conv"]),
+    (
+        ("space.model.dropout", {"uniform": [0.0, 1.5]}),
+        "space.model.dropout",
+        ["uniform reaches 1.5: 0 <= dropout < 1"],
+    ),
     (("model.freeze", 1.5), "model.freeze", ["0 <= freeze <= 1 must hold, got freeze=1.5"]),
     (("search.algorithm", "tpe"), "search.algorithm", ["not allowed", "random, grid, optuna, nsga2, bohb"]),
     (("scheduler.name", "ashaa"), "scheduler.name", ["did you mean 'asha'"]),

@@ -16,7 +16,7 @@ from pydantic import create_model as section_model
 from pydantic.json_schema import GenerateJsonSchema
 
 from .._contract import TrialSide
-from ._ranges import INT_DRAWS, RANGES
+from ._distributions import INT_DRAWS, RANGES
 from ._rules import Study
 from ._sections import SCHEMA, Experiment
 
@@ -142,7 +142,7 @@ def _one(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ranges(integer: bool) -> dict[str, Any]:
-    """The range distributions a numeric key takes, their arguments typed by their models (``_ranges.RANGES``); an
+    """The range distributions a numeric key takes, their arguments typed by their models (``_distributions.RANGES``); an
     integer key takes those that draw integers, with integer arguments."""
     options = []
     for kind, model in RANGES.items():

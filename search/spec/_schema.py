@@ -9,6 +9,7 @@ import copy
 import difflib
 import functools
 import operator
+import re
 import types
 import typing
 from typing import Any, Literal, NamedTuple
@@ -20,6 +21,8 @@ from pydantic_core import PydanticCustomError
 # The error type of a section model's rule across its keys (a ``model_validator``): its context names the key the
 # one-line error names. The trial side's models raise the same (search/_contract.py).
 RULE = "spec_rule"
+# A name that is also a folder and a label: an experiment's name, a branch option's.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def rule(key: str, message: str) -> PydanticCustomError:

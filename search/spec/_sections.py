@@ -3,20 +3,18 @@ type, default and allowed values; the trial side supplies data, model, train and
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ._budget import DEFAULT_SPLIT, parse_budget
 from ._objectives import PICK_RE, parse_conditions
-from ._schema import SpecError, allowed, did_you_mean, rule
+from ._schema import NAME_RE, SpecError, allowed, did_you_mean, rule
 
 Algorithm = Literal["random", "grid", "optuna", "nsga2", "bohb"]
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt"]
 Fidelity = Literal["epochs", "data"]
 ALGORITHMS, SCHEDULERS, FIDELITIES = get_args(Algorithm), get_args(SchedulerName), get_args(Fidelity)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class _Section(BaseModel):

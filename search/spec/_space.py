@@ -1,5 +1,5 @@
 """Search spaces: conversion to Ray Tune domains and to Optuna's and BOHB's spaces, branches (conditional
-sub-spaces), grid counting, sampling (each distribution's own check: ``_ranges``).
+sub-spaces), grid counting, sampling (each distribution's own check: ``_distributions``).
 
 A distribution is a one-key mapping, e.g. ``{loguniform: [1e-4, 1e-2]}``. Bounds are inclusive
 (``randint: [2, 6]`` can give 6), unlike Ray's exclusive ``tune.randint``.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ranges import DISTRIBUTIONS, INT_ONLY
+from ._distributions import DISTRIBUTIONS, INT_ONLY, option_label
 
 
 def _grid_points_flat(space: dict[str, dict[str, list[Any]]]) -> int:
@@ -128,10 +128,6 @@ def is_branch(key: str, dist: Any = None) -> bool:
         return True
     options = next(iter(dist.values()), None) if isinstance(dist, dict) else None
     return isinstance(options, list) and all(isinstance(o, dict) for o in options)
-
-
-def option_label(option: dict[str, Any], i: int) -> str:
-    return str(option.get("name", i))
 
 
 def option_labels(options: list[dict[str, Any]]) -> list[str]:

@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._contract import TrialSide
+from ._distributions import BranchError, check_branch, check_distribution
 from ._files import read_yaml as read_yaml_file
 from ._keys import get_path, override_in_branches, parse_override, set_path
-from ._ranges import check_distribution
 from ._rules import Study, fill_across, fill_max_t, spec_epochs
 from ._schema import SpecError, allowed, check_rules, check_section, check_value, did_you_mean, key_rules, schema_of
-from ._sections import BACKEND_SECTIONS, NAME_RE, SCHEMA, TOP_LEVEL
+from ._sections import BACKEND_SECTIONS, SCHEMA, TOP_LEVEL
 from ._space import flat_space, is_branch, option_label, option_parts
 
 
@@ -134,7 +134,10 @@ def _check_space(
             out[key] = _check_branch(file, kp, dist, spec, raw, backend)
             continue
         typ = _key_type(file, kp, str(key), schemas, backend.BRANCH_KEYS if backend else {})
-        out[key] = check_distribution(file, kp, dist, typ, algo)
+        try:
+            out[key] = check_distribution(dist, typ, algo)
+        except ValueError as err:
+            raise SpecError(file, kp, str(err)) from None
         why = backend.checkpoint_conflict(str(key)) if backend and spec["scheduler"]["name"] == "pbt" else None
         if why:  # PBT resumes a trial from another trial's checkpoint, with this key perturbed
             raise SpecError(
@@ -180,45 +183,18 @@ def _ends(kind: str, args: list[Any]) -> list[Any]:
 def _check_branch(
     file: str, kp: str, dist: Any, spec: dict[str, Any], raw: dict[str, Any], backend: TrialSide
 ) -> dict[str, list[dict[str, Any]]]:
-    """A conditional sub-space: each option is checked as the whole spec would be with it chosen."""
-    algo = spec["search"]["algorithm"]
-    kinds = ("choice",) if algo in ("optuna", "nsga2", "bohb") else ("grid", "choice")
-    if (
-        not isinstance(dist, dict)
-        or len(dist) != 1
-        or next(iter(dist)) not in kinds
-        or not isinstance(next(iter(dist.values())), list)
-        or not next(iter(dist.values()))
-    ):
-        raise SpecError(
-            file,
-            kp,
-            f"a key without a dot is a branch: {' or '.join(kinds)} over a list of options, "
-            f"each a mapping of dotted keys to values or distributions (with "
-            f"search.algorithm={algo})",
-        )
-    if spec["scheduler"]["name"] == "pbt":
-        raise SpecError(file, kp, "pbt perturbs one flat space; conditional branches need another scheduler")
-    ((kind, options),) = dist.items()
-    labels: list[str] = []
+    """A conditional sub-space: its shape and labels by its model (``_distributions``), then each option checked as
+    the whole spec would be with it chosen."""
+    others = {k: v for k, v in (raw.get("space") or {}).items() if k != kp[len("space.") :]}
+    try:
+        kind, options = check_branch(dist, spec["search"]["algorithm"], spec["scheduler"]["name"], others)
+    except BranchError as err:
+        raise SpecError(file, f"{kp}.{err.where}" if err.where else kp, err.message) from None
     out: list[dict[str, Any]] = []
     for i, opt in enumerate(options):
         okp = f"{kp}.{kind}[{i}]"
-        if not isinstance(opt, dict) or not opt:
-            raise SpecError(file, okp, f"an option is a mapping of dotted keys to values or distributions, got {opt!r}")
         label = option_label(opt, i)
-        if not NAME_RE.match(label) or label in labels:
-            raise SpecError(file, f"{okp}.name", f"a unique label of letters, digits, '.', '_', '-', got {label!r}")
-        labels.append(label)
         consts, dists = option_parts(opt)
-        if algo != "grid" and kind == "choice" and any("grid" in d for d in dists.values()):
-            raise SpecError(file, okp, "grid inside a choice branch would cross only that option; use choice")
-        clash = [k for k in opt if k in (raw.get("space") or {})]
-        if clash:
-            raise SpecError(file, f"{okp}.{clash[0]}", "is also searched outside the branch; set it in one place")
-        for k in consts:
-            if "." not in str(k):
-                raise SpecError(file, f"{okp}.{k}", "option keys are dotted paths into data, model or train")
         sub = backend.apply_config(raw, consts)  # the whole spec with this option chosen
         sub["scheduler"] = {**(sub.get("scheduler") or {}), "max_t": None}  # checked once, over all options
         sub["space"] = {**{k: v for k, v in (raw.get("space") or {}).items() if not is_branch(str(k))}, **dists}

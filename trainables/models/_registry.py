@@ -12,9 +12,9 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic import create_model as section_model
 
 from ..sections import ModelBase
@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 # Arguments the data section supplies; a spec cannot set them under ``model``.
 DATA_ARGS = ("num_classes", "in_chans", "image_size")
+
+
+# Argument types for builders' signatures: a bound here is the bound of the spec's key (checked before a trial runs,
+# shown by the JSON Schema), and ``check_model`` applies it to direct calls.
+Count = Annotated[int, Field(ge=1)]  # a width, a depth, a number of heads or of layers
+Whole = Annotated[int, Field(ge=0)]  # 0 allowed: padding, or a size where 0 means off
+Rate = Annotated[float, Field(ge=0, lt=1)]  # a probability of dropping (dropout, stochastic depth)
 
 
 class ModelConfigError(ValueError):
@@ -126,10 +133,29 @@ def _arg_docs(doc: str) -> dict[str, str]:
 def check_model(name: str, **kwargs: Any) -> str | None:
     """Why this configuration cannot be built (None when it can), without building it."""
     entry = _MODELS.get(name)
-    if entry is None or entry.check is None:
+    if entry is None:
         return None
     args = {**entry.defaults, **kwargs}
-    return entry.check(**args)
+    for key in entry.types:
+        why = _argument_problem(entry, key, args[key])
+        if why:
+            return why
+    return entry.check(**args) if entry.check is not None else None
+
+
+def _argument_problem(entry: ModelEntry, key: str, value: Any) -> str | None:
+    """What the signature's type of ``key`` says of ``value`` (its allowed values, its bounds). A spec's value was
+    checked against the same type before (in the spec's words); this is for direct calls."""
+    try:
+        _adapter(entry.name, key).validate_python(value)
+    except ValidationError as err:
+        return f"{key}={value!r}: {err.errors()[0]['msg']}"
+    return None
+
+
+@functools.cache
+def _adapter(model: str, key: str) -> TypeAdapter[Any]:
+    return TypeAdapter(_MODELS[model].types[key])
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int, image_size: int, **kwargs: Any) -> nn.Module:

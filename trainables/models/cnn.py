@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._registry import register_model
+from ._registry import Count, Rate, register_model
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def _check(
-    *, image_size: int, kernel_size: int, dropout: float, conv1: int, conv2: int, conv3: int, hidden: int, **_: object
-) -> str | None:
+def _check(*, image_size: int, kernel_size: int, **_: object) -> str | None:
     # Three 2x2 max-pools halve the side three times; below 8 px the last block has nothing to pool.
     if image_size < 8:
         return f"image_size >= 8 must hold for three 2x2 pools, got image_size={image_size}"
     if kernel_size % 2 != 1:
         return f"kernel_size must be odd (same padding), got kernel_size={kernel_size}"
-    if not 0.0 <= dropout < 1.0:
-        return f"0 <= dropout < 1 must hold, got dropout={dropout}"
-    if min(conv1, conv2, conv3, hidden) < 1:
-        return f"widths must be >= 1, got conv1={conv1}, conv2={conv2}, conv3={conv3}, hidden={hidden}"
     return None
 
 
@@ -31,12 +25,12 @@ def cnn(
     num_classes: int,
     in_chans: int,
     image_size: int,
-    conv1: int = 32,
-    conv2: int = 64,
-    conv3: int = 128,
-    hidden: int = 256,
-    dropout: float = 0.5,
-    kernel_size: int = 3,
+    conv1: Count = 32,
+    conv2: Count = 64,
+    conv3: Count = 128,
+    hidden: Count = 256,
+    dropout: Rate = 0.5,
+    kernel_size: Count = 3,
 ) -> nn.Module:
     """Paper 004's small CNN.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._registry import register_model
+from ._registry import Count, Whole, register_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,23 +50,8 @@ def _check(
     stride_conv: int,
     kernel_size_pool: int,
     stride_pool: int,
-    fnn_out_features: int,
     **_: object,
 ) -> str | None:
-    if (
-        min(
-            out_channels_1,
-            out_channels_2,
-            kernel_size_conv,
-            stride_conv,
-            kernel_size_pool,
-            stride_pool,
-            fnn_out_features,
-        )
-        < 1
-        or padding_conv < 0
-    ):
-        return "channels, kernels, strides and fnn_out_features must be >= 1 and padding_conv >= 0"
     sides = _sides(
         image_size,
         out_channels_1,
@@ -90,14 +75,14 @@ def coins_cnn(
     num_classes: int,
     in_chans: int,
     image_size: int,
-    out_channels_1: int = 20,
-    out_channels_2: int = 10,
-    kernel_size_conv: int = 5,
-    padding_conv: int = 0,
-    stride_conv: int = 1,
-    kernel_size_pool: int = 4,
-    stride_pool: int = 3,
-    fnn_out_features: int = 500,
+    out_channels_1: Count = 20,
+    out_channels_2: Count = 10,
+    kernel_size_conv: Count = 5,
+    padding_conv: Whole = 0,
+    stride_conv: Count = 1,
+    kernel_size_pool: Count = 4,
+    stride_pool: Count = 3,
+    fnn_out_features: Count = 500,
 ) -> nn.Module:
     """Paper 000's CNN.
 

@@ -12,26 +12,20 @@ learning rate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from ._registry import register_model
+from pydantic import Field
+
+from ._registry import Count, register_model
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def _check(
-    *, image_size: int, width1: int, width2: int, width3: int, bn_momentum: float, scaling: float, **_: object
-) -> str | None:
+def _check(*, image_size: int, **_: object) -> str | None:
     # The stem's 2x2 valid conv takes a pixel, then three 2x2 max-pools halve the side: 16 px leave 1 x 1.
     if image_size < 16:
         return f"image_size >= 16 must hold for the stem and three 2x2 pools, got image_size={image_size}"
-    if min(width1, width2, width3) < 1:
-        return f"widths must be >= 1, got width1={width1}, width2={width2}, width3={width3}"
-    if not 0.0 < bn_momentum <= 1.0:
-        return f"0 < bn_momentum <= 1 must hold, got bn_momentum={bn_momentum}"
-    if scaling <= 0:
-        return f"scaling > 0 must hold, got scaling={scaling}"
     return None
 
 
@@ -41,11 +35,13 @@ def fast_cnn(
     num_classes: int,
     in_chans: int,
     image_size: int,
-    width1: int = 64,  # airbench94's widths: 64 / 256 / 256 (narrower trades accuracy for images per second)
-    width2: int = 256,
-    width3: int = 256,
-    bn_momentum: float = 0.4,  # PyTorch's convention (weight of the new batch): airbench's 0.6 of the old
-    scaling: float = 1 / 9,  # the head's output scale
+    width1: Count = 64,  # airbench94's widths: 64 / 256 / 256 (narrower trades accuracy for images per second)
+    width2: Count = 256,
+    width3: Count = 256,
+    bn_momentum: Annotated[
+        float, Field(gt=0, le=1)
+    ] = 0.4,  # PyTorch's convention (weight of the new batch): airbench's 0.6 of the old
+    scaling: Annotated[float, Field(gt=0)] = 1 / 9,  # the head's output scale
 ) -> nn.Module:
     """airbench94's network.
 

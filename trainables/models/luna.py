@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._registry import register_model
+from ._registry import Count, register_model
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def _check(*, image_size: int, conv_channels: int, **_: object) -> str | None:
+def _check(*, image_size: int, **_: object) -> str | None:
     if image_size < 16:
         return f"image_size >= 16 must hold for four 2x2 pools, got image_size={image_size}"
-    if conv_channels < 1:
-        return f"conv_channels >= 1 must hold, got conv_channels={conv_channels}"
     return None
 
 
 @register_model("luna", check=_check)
-def luna(*, num_classes: int, in_chans: int, image_size: int, conv_channels: int = 8) -> nn.Module:
+def luna(*, num_classes: int, in_chans: int, image_size: int, conv_channels: Count = 8) -> nn.Module:
     """The Luna CNN in 2-D.
 
     Args:

@@ -7,7 +7,7 @@ CIFAR stem 11,173,962.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ._registry import register_model
 from ._weights import WeightsNotFound, load_state_dict
@@ -20,9 +20,7 @@ if TYPE_CHECKING:
 _TV_FILE = "resnet18-f37072fd.pth"
 
 
-def _check(*, stem: str, pretrained: bool | str, in_chans: int, **_: object) -> str | None:
-    if stem not in ("cifar", "imagenet"):
-        return f"stem must be one of cifar, imagenet, got {stem!r}"
+def _check(*, pretrained: bool | str, in_chans: int, **_: object) -> str | None:
     if pretrained is not False and in_chans != 3:
         return f"pretrained weights need 3 input channels, got in_chans={in_chans}"
     return None
@@ -45,7 +43,12 @@ def _imagenet_weights(pretrained: bool | str) -> dict[str, torch.Tensor]:
 
 @register_model("resnet18", check=_check)
 def resnet18(
-    *, num_classes: int, in_chans: int, image_size: int, stem: str = "cifar", pretrained: bool | str = False
+    *,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    stem: Literal["cifar", "imagenet"] = "cifar",
+    pretrained: bool | str = False,
 ) -> nn.Module:
     """ResNet-18.
 

@@ -15,51 +15,27 @@ with depth to this rate).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from ._registry import register_model
+from ._registry import Count, Rate, Whole, register_model
 
 if TYPE_CHECKING:
     from torch import nn
 
 
 def _check(
-    *,
-    image_size: int,
-    patch_size: int,
-    embed_dim: int,
-    depth: int,
-    num_heads: int,
-    head_dim: int,
-    mlp_dim: int,
-    dropout: float,
-    activation: str,
-    tokenizer: str = "patch",
-    pool: str = "cls",
-    drop_path: float = 0.0,
-    **_: object,
+    *, image_size: int, patch_size: int, embed_dim: int, num_heads: int, head_dim: int, tokenizer: str, **_: object
 ) -> str | None:
-    if patch_size < 1 or image_size % patch_size:
+    """The rules across keys (each key's own range and values are its type's, in ``vit``'s signature)."""
+    if image_size % patch_size:
         return f"patch_size must divide image_size, got patch_size={patch_size}, image_size={image_size}"
-    if tokenizer not in ("patch", "conv"):
-        return f"tokenizer must be one of patch, conv, got {tokenizer!r}"
     if tokenizer == "conv" and (patch_size < 2 or patch_size & (patch_size - 1)):
         return f"tokenizer=conv halves the side per stage: patch_size must be a power of 2 >= 2, got {patch_size}"
-    if pool not in ("cls", "seq"):
-        return f"pool must be one of cls, seq, got {pool!r}"
-    if not 0.0 <= drop_path < 1.0:
-        return f"0 <= drop_path < 1 must hold, got drop_path={drop_path}"
     if head_dim == 0 and embed_dim % num_heads:
         return (
             f"embed_dim must be divisible by num_heads (or set head_dim), "
             f"got embed_dim={embed_dim}, num_heads={num_heads}"
         )
-    if min(embed_dim, depth, num_heads, mlp_dim) < 1:
-        return f"embed_dim, depth, num_heads, mlp_dim must be >= 1, got {embed_dim}, {depth}, {num_heads}, {mlp_dim}"
-    if not 0.0 <= dropout < 1.0:
-        return f"0 <= dropout < 1 must hold, got dropout={dropout}"
-    if activation not in ("gelu", "relu"):
-        return f"activation must be one of gelu, relu, got {activation!r}"
     return None
 
 
@@ -69,19 +45,19 @@ def vit(
     num_classes: int,
     in_chans: int,
     image_size: int,
-    patch_size: int = 4,
-    embed_dim: int = 256,
-    depth: int = 6,
-    num_heads: int = 8,
-    head_dim: int = 0,
-    mlp_dim: int = 512,
-    dropout: float = 0.1,
-    head_hidden: int = 0,
-    activation: str = "gelu",
-    head_layers: int = 1,
-    tokenizer: str = "patch",
-    pool: str = "cls",
-    drop_path: float = 0.0,
+    patch_size: Count = 4,
+    embed_dim: Count = 256,
+    depth: Count = 6,
+    num_heads: Count = 8,
+    head_dim: Whole = 0,
+    mlp_dim: Count = 512,
+    dropout: Rate = 0.1,
+    head_hidden: Whole = 0,
+    activation: Literal["gelu", "relu"] = "gelu",
+    head_layers: Count = 1,
+    tokenizer: Literal["patch", "conv"] = "patch",
+    pool: Literal["cls", "seq"] = "cls",
+    drop_path: Rate = 0.0,
 ) -> nn.Module:
     """A ViT; ``tokenizer``, ``pool`` and ``drop_path``: see the module's docstring.
 
