@@ -1065,3 +1065,36 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     c, runs = mlflow_runs(tmp_path / "mlflow.db", "noroom")
     (parent,) = [x for x in runs if x.data.tags.get("role") == "study"]
     assert float(parent.data.params["budget.planned.search"]) == 0 and parent.data.params["budget.unit"] == "epochs"
+
+
+def test_a_shortened_trial_scales_the_warm_up_and_milestones_its_configuration_sets():
+    """A space or a branch option (cnn-vs-vit-pareto.yaml's) that sets train.warmup_epochs or train.milestones sets
+    them for the recipe's length: a trial shortened by search.epochs scales them as it scales the spec's own, so the
+    rate its optimizer uses still rises to the peak and decays within the trial. Found at `--budget 30m`: trials of
+    1 epoch kept their option's 2-epoch warm-up and trained at a rising rate that never decayed."""
+    import torch
+
+    from trainables.recipe import build_schedule
+
+    spec = resolve(
+        {**SPEC, "train": {"epochs": 10, "schedule": "linear"}, "space": {"train.warmup_epochs": {"choice": [2, 4]}}},
+        trainables,
+    )
+    trial = trainables.apply_config(
+        trainables.shortened(spec, 4), {"train.warmup_epochs": 4, "train.milestones": [5, 8]}
+    )
+    assert (trial["train"]["epochs"], trial["train"]["warmup_epochs"], trial["train"]["milestones"]) == (4, 2, [2, 3])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_schedule(opt, trial["train"])
+    rates = []
+    for _ in range(4):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == [0.5, 1.0, 1.0, 0.5], rates  # up to the peak, then down: not 4 epochs of warm-up
+    # Unshortened, or a configuration that sets neither, changes nothing.
+    assert trainables.apply_config(spec, {"train.warmup_epochs": 4})["train"]["warmup_epochs"] == 4
+    short = trainables.shortened(spec, 4)
+    assert (
+        trainables.apply_config(short, {"train.lr": 0.1})["train"]["warmup_epochs"] == short["train"]["warmup_epochs"]
+    )

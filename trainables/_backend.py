@@ -21,7 +21,17 @@ from .datasets import list_datasets, load_pools
 from .folders import tree_summary
 from .images import ImageFiles
 from .models import PREFIXES, WeightsNotFound, check_model, list_models, model_section
-from .sections import Augment, Data, Final, FreeModel, ModelBase, Train, metric_problem, model_kwargs
+from .sections import (
+    Augment,
+    Data,
+    Final,
+    FreeModel,
+    ModelBase,
+    Train,
+    metric_problem,
+    model_kwargs,
+    scale_configured_schedule,
+)
 
 # Errors caused by the user's input (missing data, missing weights): reported in one line, exit 2.
 USER_ERRORS = (DataError, WeightsNotFound)
@@ -220,6 +230,8 @@ def apply_config(spec: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
         elif typ in (float, float | None) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         node[leaf] = value
+    if isinstance(out.get("train"), dict):
+        scale_configured_schedule(out["train"], config)
     return out
 
 

@@ -419,7 +419,20 @@ def shortened(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
     s = copy.deepcopy(spec)
     if epochs < int(spec["train"]["epochs"]):
         s["train"].update(schedule_length(spec["train"], epochs))
+        s["train"][SHORTENED_FROM] = int(spec["train"]["epochs"])
     return s
+
+
+def scale_configured_schedule(train: dict[str, Any], config: dict[str, Any]) -> None:
+    """A shortened trial's warm-up and milestones that its configuration sets (a space, a branch option) were written
+    for the recipe's length: scaled here as ``shortened`` scaled the spec's own, so the trial's rate still warms up
+    and decays within it (a 2-epoch warm-up left as it is in a 1-epoch trial never reaches its peak)."""
+    full = train.get(SHORTENED_FROM)
+    keys = [k for k in ("warmup_epochs", "milestones") if f"train.{k}" in config]
+    if full is None or not keys:
+        return
+    scaled = schedule_length({**train, "epochs": full}, int(train["epochs"]))
+    train.update({k: scaled[k] for k in keys})
 
 
 def schedule_length(t: dict[str, Any], epochs: int) -> dict[str, Any]:
@@ -444,9 +457,12 @@ ENDS_BY = "_ends_by"
 # with final.fill_time_limit the recipe's, which it may lengthen back towards. Every re-planned length is scaled
 # from it, not from the last re-plan's (no rounding drift when a run re-plans more than once).
 SCHEDULE_BASE = "_schedule_base"
+# The recipe's length (train.epochs) a search trial shortened by ``search.epochs`` was cut from: what a warm-up or
+# milestones set by its configuration are scaled from (``scale_configured_schedule``).
+SHORTENED_FROM = "_shortened_from"
 # The train keys above: what a run reads and no spec holds (``resolve`` refuses them), so a model folder's spec,
 # which tune-eval resolves, is written without them; what they did is in its metrics.json.
-RUN_ONLY = (DATA_RUNGS, TIME_LIMIT, ENDS_BY, SCHEDULE_BASE)
+RUN_ONLY = (DATA_RUNGS, TIME_LIMIT, ENDS_BY, SCHEDULE_BASE, SHORTENED_FROM)
 
 
 def settings_only(spec: dict[str, Any]) -> dict[str, Any]:
