@@ -21,6 +21,9 @@ from ._registry import Count, register_model
 if TYPE_CHECKING:
     from torch import nn
 
+Momentum = Annotated[float, Field(gt=0, le=1)]  # batch norm's: the weight of the new batch, above 0
+Positive = Annotated[float, Field(gt=0)]
+
 
 def _check(*, image_size: int, **_: object) -> str | None:
     # The stem's 2x2 valid conv takes a pixel, then three 2x2 max-pools halve the side: 16 px leave 1 x 1.
@@ -38,10 +41,8 @@ def fast_cnn(
     width1: Count = 64,  # airbench94's widths: 64 / 256 / 256 (narrower trades accuracy for images per second)
     width2: Count = 256,
     width3: Count = 256,
-    bn_momentum: Annotated[
-        float, Field(gt=0, le=1)
-    ] = 0.4,  # PyTorch's convention (weight of the new batch): airbench's 0.6 of the old
-    scaling: Annotated[float, Field(gt=0)] = 1 / 9,  # the head's output scale
+    bn_momentum: Momentum = 0.4,  # PyTorch's convention (weight of the new batch): airbench's 0.6 of the old
+    scaling: Positive = 1 / 9,  # the head's output scale
 ) -> nn.Module:
     """airbench94's network.
 
