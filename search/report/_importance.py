@@ -16,7 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec._space import branches, flat_space, option_parts, searched_keys
+from ..spec._distributions import option_parts
+from ..spec._space import branches, flat_space, searched_keys
 from ..store._export import SCORED
 from ..store._paths import IMPORTANCE_FILE, PARALLEL_FILE
 

@@ -5,7 +5,7 @@ is checked against the type of the key it searches, given as validation context 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -162,13 +162,43 @@ INT_ONLY = ("randint", "qrandint")
 INT_DRAWS = (*INT_ONLY, "quniform", "qloguniform")
 
 
-class _Distribution(BaseModel):
-    """One searched key's distribution: a mapping of one kind to its arguments (each kind a subclass, ``KINDS``).
-    Validation context: ``algorithm`` (the searcher, which takes some kinds only) and ``type`` (the searched key's:
-    what a grid's or choice's values must be, which ranges it takes)."""
+class _OneKey(BaseModel):
+    """A mapping of one key, its kind, to what that kind takes: each kind a subclass with that one field."""
 
     model_config = ConfigDict(extra="forbid")
     KIND: ClassVar[str]
+
+
+_M = TypeVar("_M", bound=_OneKey)
+
+
+def _one_key_model(base: type[_M], name: str, kind: str, field: Any, doc: str) -> type[_M]:
+    model = create_model(name, __base__=base, __doc__=doc, **{kind: field})
+    model.KIND = kind
+    return model
+
+
+def _one_key(value: Any) -> str | None:
+    """The discriminator: the kind of a one-key mapping."""
+    return str(next(iter(value))) if isinstance(value, dict) and len(value) == 1 else None
+
+
+def _tagged(models: dict[str, type[BaseModel]]) -> TypeAdapter[Any]:
+    """One of ``models``, chosen by the value's one key (each model's name for it)."""
+    union: Any = Union[tuple(Annotated[m, Tag(k)] for k, m in models.items())]  # noqa: UP007  (a run-time list)
+    return TypeAdapter(Annotated[union, Discriminator(_one_key)])
+
+
+def _stated(err: ValidationError) -> Any:
+    """The error to state: a broken rule (its own line) before what pydantic found."""
+    errors = err.errors()
+    return next((e for e in errors if e["type"] == RULE), errors[0])
+
+
+class _Distribution(_OneKey):
+    """One searched key's distribution: a mapping of one kind to its arguments (each kind a subclass, ``KINDS``).
+    Validation context: ``algorithm`` (the searcher, which takes some kinds only) and ``type`` (the searched key's:
+    what a grid's or choice's values must be, which ranges it takes)."""
 
     @property
     def args(self) -> list[Any]:
@@ -206,27 +236,16 @@ class _Distribution(BaseModel):
         return self
 
 
-def _kind_model(kind: str) -> type[_Distribution]:
-    args: Any = (list[Any], Field(min_length=1)) if kind in _VALUES else (RANGES[kind], ...)
-    model = create_model(kind.title(), __base__=_Distribution, __doc__=DISTRIBUTIONS[kind][1], **{kind: args})
-    model.KIND = kind
-    return model
-
-
-KINDS: dict[str, type[_Distribution]] = {kind: _kind_model(kind) for kind in DISTRIBUTIONS}
-
-
-def _one_key(value: Any) -> str | None:
-    """The discriminator: a distribution's kind is its mapping's one key."""
-    return str(next(iter(value))) if isinstance(value, dict) and len(value) == 1 else None
-
-
-def _tagged(models: dict[str, type[BaseModel]]) -> TypeAdapter[Any]:
-    """One of ``models``, chosen by the value's one key (each model's name for it)."""
-    union: Any = Union[tuple(Annotated[m, Tag(k)] for k, m in models.items())]  # noqa: UP007  (a run-time list)
-    return TypeAdapter(Annotated[union, Discriminator(_one_key)])
-
-
+KINDS: dict[str, type[_Distribution]] = {
+    kind: _one_key_model(
+        _Distribution,
+        kind.title(),
+        kind,
+        (list[Any], Field(min_length=1)) if kind in _VALUES else (RANGES[kind], ...),
+        DISTRIBUTIONS[kind][1],
+    )
+    for kind in DISTRIBUTIONS
+}
 _DISTRIBUTION = _tagged(dict(KINDS))
 
 
@@ -241,8 +260,7 @@ def check_distribution(dist: Any, typ: Any, algorithm: str) -> dict[str, list[An
 
 
 def _distribution_error(err: ValidationError, dist: Any) -> str:
-    errors = err.errors()
-    first = next((e for e in errors if e["type"] == RULE), errors[0])
+    first = _stated(err)
     if first["type"] == RULE:
         return str((first.get("ctx") or {})["message"])
     if first["type"] == "union_tag_not_found":
@@ -264,12 +282,20 @@ def option_label(option: dict[str, Any], i: int) -> str:
     return str(option.get("name", i))
 
 
-class _Branch(BaseModel):
+def is_distribution(v: Any) -> bool:
+    return _one_key(v) in DISTRIBUTIONS
+
+
+def option_parts(option: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
+    """(constants, distributions) of one branch option."""
+    consts = {k: v for k, v in option.items() if k != "name" and not is_distribution(v)}
+    dists = {k: v for k, v in option.items() if k != "name" and is_distribution(v)}
+    return consts, dists
+
+
+class _Branch(_OneKey):
     """A key without a dot: ``{grid|choice: [option, ...]}``. Validation context: ``algorithm``, ``scheduler`` and
     ``space`` (the spec's other searched keys, which no option may set again)."""
-
-    model_config = ConfigDict(extra="forbid")
-    KIND: ClassVar[str]
 
     @property
     def options(self) -> list[dict[str, Any]]:
@@ -295,14 +321,14 @@ class _Branch(BaseModel):
             if not NAME_RE.match(label) or label in labels:
                 raise rule(f"{at}.name", f"a unique label of letters, digits, '.', '_', '-', got {label!r}")
             labels.append(label)
-            drawn = {k: v for k, v in option.items() if k != "name" and _one_key(v) in DISTRIBUTIONS}
+            consts, drawn = option_parts(option)
             if context.get("algorithm") != "grid" and kind == "choice" and any("grid" in d for d in drawn.values()):
                 raise rule(at, "grid inside a choice branch would cross only that option; use choice")
             for key in option:
                 if key in (context.get("space") or {}):
                     raise rule(f"{at}.{key}", "is also searched outside the branch; set it in one place")
-            for key in option:
-                if key != "name" and key not in drawn and "." not in str(key):
+            for key in consts:
+                if "." not in str(key):
                     raise rule(f"{at}.{key}", "option keys are dotted paths into data, model or train")
         return self
 
@@ -312,19 +338,16 @@ def branch_kinds(algorithm: str | None) -> tuple[str, ...]:
     return ("choice",) if algorithm in ("optuna", "nsga2", "bohb") else ("grid", "choice")
 
 
-def _branch_model(kind: str) -> type[_Branch]:
-    options: Any = (list[Option], Field(min_length=1))
-    model = create_model(
+_BRANCHES = {
+    kind: _one_key_model(
+        _Branch,
         f"{kind.title()}Branch",
-        __base__=_Branch,
-        __doc__=f"a {kind} over options, each a mapping of dotted keys to values or distributions",
-        **{kind: options},
+        kind,
+        (list[Option], Field(min_length=1)),
+        f"a {kind} over options, each a mapping of dotted keys to values or distributions",
     )
-    model.KIND = kind
-    return model
-
-
-_BRANCHES = {kind: _branch_model(kind) for kind in ("grid", "choice")}
+    for kind in ("grid", "choice")
+}
 _BRANCH = _tagged(dict(_BRANCHES))
 
 
@@ -348,8 +371,7 @@ def check_branch(dist: Any, algorithm: str, scheduler: str, space: dict[str, Any
 
 
 def _branch_error(err: ValidationError, dist: Any, algorithm: str) -> BranchError:
-    errors = err.errors()
-    first = next((e for e in errors if e["type"] == RULE), errors[0])
+    first = _stated(err)
     if first["type"] == RULE:
         ctx = first.get("ctx") or {}
         return BranchError(str(ctx["key"]), str(ctx["message"]))

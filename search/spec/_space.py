@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._distributions import DISTRIBUTIONS, INT_ONLY, option_label
+from ._distributions import INT_ONLY, is_distribution, option_label, option_parts
 
 
 def _grid_points_flat(space: dict[str, dict[str, list[Any]]]) -> int:
@@ -132,17 +132,6 @@ def is_branch(key: str, dist: Any = None) -> bool:
 
 def option_labels(options: list[dict[str, Any]]) -> list[str]:
     return [option_label(o, i) for i, o in enumerate(options)]
-
-
-def option_parts(option: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, list[Any]]]]:
-    """(constants, distributions) of one normalised branch option."""
-    consts = {k: v for k, v in option.items() if k != "name" and not is_distribution(v)}
-    dists = {k: v for k, v in option.items() if k != "name" and is_distribution(v)}
-    return consts, dists
-
-
-def is_distribution(v: Any) -> bool:
-    return isinstance(v, dict) and len(v) == 1 and next(iter(v)) in DISTRIBUTIONS
 
 
 def flat_space(space: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._contract import TrialSide
-from ._distributions import BranchError, check_branch, check_distribution
+from ._distributions import BranchError, check_branch, check_distribution, option_label, option_parts
 from ._files import read_yaml as read_yaml_file
 from ._keys import get_path, override_in_branches, parse_override, set_path
 from ._rules import Study, fill_across, fill_max_t, spec_epochs
 from ._schema import SpecError, allowed, check_rules, check_section, check_value, did_you_mean, key_rules, schema_of
 from ._sections import BACKEND_SECTIONS, SCHEMA, TOP_LEVEL
-from ._space import flat_space, is_branch, option_label, option_parts
+from ._space import flat_space, is_branch
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
