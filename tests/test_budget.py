@@ -69,7 +69,7 @@ def test_budget_keys_are_checked_with_the_spec():
     assert spec["search"]["num_samples"] == 1 and spec["search"]["budget"] is None  # no budget: one sample
     spec = resolve({**SPEC, "search": {"budget": "20epochs"}}, trainables)
     assert spec["search"]["num_samples"] is None  # left open: sized from the budget at run time
-    assert spec["search"]["budget_split"] == 0.6
+    assert spec["search"]["budget_split"] is None  # the plan's: the recipe's final training first, the search the rest
     with pytest.raises(SpecError, match=r"search.budget_split: 0 < budget_split < 1 must hold, got budget_split=1.0"):
         resolve({**SPEC, "search": {"budget": "1h", "budget_split": 1.0}}, trainables)
     with pytest.raises(
@@ -95,7 +95,9 @@ def _probe(epoch_s: float, final_epoch_s: float | None = None) -> dict:
 
 
 def test_plan_sizes_what_the_spec_leaves_open():
-    spec = resolve({**SPEC, "search": {"budget": "100epochs"}, "final": {"seeds": [0, 1]}}, trainables)
+    # A fixed share (search.budget_split): the search gets 0.6 of the budget, final training the rest.
+    fixed_split = {"budget_split": 0.6}
+    spec = resolve({**SPEC, "search": {"budget": "100epochs", **fixed_split}, "final": {"seeds": [0, 1]}}, trainables)
     p = plan(
         spec,
         parse_budget("100epochs", "s"),
@@ -109,7 +111,7 @@ def test_plan_sizes_what_the_spec_leaves_open():
     assert p["planned"] == {"search": 60.0, "final": 40.0, "total": 100.0}
     assert (p["num_samples"], p["trials"], p["final_epochs"]) == (15, 15, 4)
     # A wall-clock budget: trials run 2 at once, each paying its start; final seeds share the same parallelism.
-    spec = resolve({**SPEC, "search": {"budget": "120s"}, "final": {"seeds": [0, 1]}}, trainables)
+    spec = resolve({**SPEC, "search": {"budget": "120s", **fixed_split}, "final": {"seeds": [0, 1]}}, trainables)
     p = plan(
         spec,
         parse_budget("120s", "s"),
@@ -507,7 +509,10 @@ def test_data_fidelity_trials_train_on_their_rungs_share(tmp_path, ray_session):
 def test_search_epochs_auto_shortens_trials_until_enough_fit():
     from search.spec._budget import MIN_TRIALS
 
-    spec = resolve({**SPEC, "search": {"budget": "34epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
+    spec = resolve(
+        {**SPEC, "search": {"budget": "34epochs", "epochs": "auto", "budget_split": 0.6}, "final": {"seeds": [0]}},
+        trainables,
+    )
     # FIFO, 20.4 epochs of search: 4-epoch trials fit 5 times, 3-epoch ones 6, 2-epoch ones 10 >= MIN_TRIALS.
     assert MIN_TRIALS == 10
     p = plan(
@@ -770,6 +775,53 @@ def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the
     assert not ups, (peak, len(factors), ups[:10])
 
 
+@pytest.mark.parametrize(
+    "epoch_s,late",
+    # the second: from 3 s on every epoch 1.8x slower, so the last planned one no longer fits whole (the pace so far
+    # lags); the third: epochs of 0.8 s, the last ones 1.2x slower
+    [(0.3, 1.0), (0.25, 1.8), (0.8, 1.2)],
+)
+def test_a_schedule_stepped_per_epoch_ends_its_last_epoch_on_the_clock_at_its_last_rate(monkeypatch, epoch_s, late):
+    """With schedule_per: epoch (the default) a seed re-plans whole epochs between epochs, and its last epoch ends
+    on the clock: where the last planned epoch no longer fits whole (the epochs before it ran slower than the pace
+    it was planned from), the part that fits is trained as that last epoch, at the schedule's last rate — not a
+    run stopped after an epoch trained at a rate of the longer plan, nor one that runs past its limit. The clock
+    is the test's: each batch takes its share of an epoch's ``epoch_s``."""
+    import trainables.batches as batches
+    import trainables.engine as engine
+    from trainables.final import final_spec
+
+    clock = [0.0]
+    real_batches = batches.Batcher.batches
+
+    def paced(self, order, batch_size, *args, **kwargs):  # this machine is slower than the probe measured
+        n = math.ceil(len(order) / batch_size)
+        for batch in real_batches(self, order, batch_size, *args, **kwargs):
+            clock[0] += epoch_s * (late if clock[0] >= 3.0 else 1.0) / n
+            yield batch
+
+    monkeypatch.setattr(batches.Batcher, "batches", paced)
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
+            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01, "batch_size": 8},
+            "final": {"seeds": [0], "time_limit_s": 4.0},
+        },
+        trainables,
+    )
+    s = final_spec(spec, 0)
+    res = engine.fit(s, trainables.prepare(s), merge_val=True)
+    trained, step = len(res.history), epoch_s * late / math.ceil(len(res.splits.train) / 8)
+    assert res.planned_epochs == 40 and 2 <= trained < 40
+    assert s["train"]["epochs"] == trained, "the last epoch trained is the plan's last"
+    warm = s["train"]["warmup_epochs"]
+    end = 0.5 * (1 + math.cos(math.pi * (trained - 1 - warm) / max(1, trained - warm)))
+    assert res.history[-1]["lr"] == pytest.approx(0.01 * end) and end < 0.1, [h["lr"] for h in res.history]
+    assert 4.0 - epoch_s * late <= res.train_seconds <= 4.0 + step  # at most one batch past the limit
+
+
 def test_a_seed_started_past_its_deadline_trains_its_first_epoch_whole_with_a_schedule_stepped_per_batch(monkeypatch):
     """A seed whose time is already up when it starts (a slow start under a budget's deadline: clamp_to_deadline
     leaves it a limit of 1 ms) trains its first epoch whole and ends, as it does per epoch: the clock does not cut
@@ -989,20 +1041,57 @@ def test_a_study_on_a_machine_slower_than_its_probe_ends_within_its_budget(tmp_p
 def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():
     """Trials cut to 1 of the recipe's 4 epochs rank settings by their first epoch (short-horizon bias): the plan
     says so and gives the whole budget to final training of the recipe, as `tune-run --final --budget` would."""
-    spec = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}, "final": {"seeds": [0]}}, trainables)
+    split = {"budget_split": 0.6}  # a fixed share (by default the recipe's final training comes first: below)
+    spec = resolve(
+        {**SPEC, "search": {"budget": "20epochs", "epochs": "auto", **split}, "final": {"seeds": [0]}}, trainables
+    )
     p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
     assert (p["search"], p["num_samples"], p["trials"], p["split"]) == ("skipped", 0, 0, 0.0)
     assert "would train 1 of the recipe's 4 epochs, fewer than the 2" in p["skipped_because"]
     assert p["planned"] == {"search": 0.0, "final": 20.0, "total": 20.0} and p["final_epochs"] == 4
     # Too few trials at full length (search.epochs unset, so never shortened): the same.
-    spec = resolve({**SPEC, "search": {"budget": "20epochs"}, "final": {"seeds": [0]}}, trainables)
+    spec = resolve({**SPEC, "search": {"budget": "20epochs", **split}, "final": {"seeds": [0]}}, trainables)
     p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
     assert p["search"] == "skipped" and p["skipped_because"].startswith("3 trial(s) fit the search's share")
     # What the user fixed stands: num_samples given, or no final training to hand the share to.
     given = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, 3)
-    alone = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto"}}, trainables)
+    alone = resolve({**SPEC, "search": {"budget": "20epochs", "epochs": "auto", **split}}, trainables)
     alone_plan = plan(alone, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
     assert given["search"] == alone_plan["search"] == "planned"
+
+
+def test_by_default_the_recipes_final_training_comes_first_and_the_search_gets_what_is_left():
+    """search.budget_split left null (the default): the plan sets aside what final training of the recipe as
+    written takes (its seeds for all of train.epochs, at the probe's pace, with final training's fixed costs) — all
+    a fixed recipe could spend — and the search gets the rest, so it never costs the final models epochs. Where
+    that leaves too little to search in (or nothing), the whole budget trains the recipe, and the line says why."""
+    from search.spec._budget import FINAL_EXTRA_S
+
+    def plan_of(budget: str, seeds: list[int], probe: dict, parallel: int = 1, given: int | None = None) -> dict:
+        spec = resolve({**SPEC, "search": {"budget": budget}, "final": {"seeds": seeds}}, trainables)
+        assert spec["search"]["budget_split"] is None
+        return plan(spec, parse_budget(budget, "s"), [probe], 1, parallel, trainables.gpu_hours, given)
+
+    # Epochs: 2 seeds x the recipe's 4 epochs = 8 of 100; the search has 92, final training all 4 epochs.
+    p = plan_of("100epochs", [0, 1], _probe(1.0))
+    assert p["planned"] == {"search": 92.0, "final": 8.0, "total": 100.0} and p["final_epochs"] == 4
+    assert (p["search"], p["split_from"], p["split"]) == ("planned", "recipe's final training first", 0.92)
+    # Wall clock: 3 seeds, 2 at once (2 rounds), 4 epochs of 3 s each round, plus each round's fixed costs.
+    p = plan_of("300s", [0, 1, 2], _probe(2.0, 3.0), parallel=2)
+    assert p["planned"]["final"] == pytest.approx(2 * (4 * 3.0 + FINAL_EXTRA_S)) and p["final_epochs"] == 4
+    assert p["search"] == "planned" and p["planned"]["search"] == pytest.approx(300 - 54)
+    # The recipe's final training takes it all: no search, and final training gets what fits of the budget.
+    p = plan_of("6epochs", [0, 1], _probe(1.0))
+    assert (p["search"], p["trials"], p["final_epochs"]) == ("skipped", 0, 3)
+    assert p["skipped_because"] == "final training of the recipe (2 seeds x 4 epochs, 8 epochs) takes the whole budget"
+    assert plan_of("6epochs", [0, 1], _probe(1.0), given=5)["search"] == "skipped"  # trials the spec counts too
+    # What it leaves fits too few trials for the searcher: no search either, and the line says both.
+    p = plan_of("20epochs", [0], _probe(1.0))
+    assert p["search"] == "skipped" and p["final_epochs"] == 4
+    assert p["skipped_because"] == (
+        "final training of the recipe (1 seed x 4 epochs, 4 epochs) leaves the search 16 epochs: "
+        "4 trial(s) fit the search's share, fewer than the 10 its searcher needs"
+    )
 
 
 @pytest.mark.ray

@@ -412,9 +412,11 @@ def fit(
                 break
             t0 = time.perf_counter()
             # From its second epoch here (the first pays one-off costs, and its plan is the probe's, not its own pace;
-            # one started past its deadline trains it whole), a time-limited run's schedule keeps up with the clock.
-            limit = run.spec["train"].get(TIME_LIMIT)
-            clocked = limit and epoch > start and steps_per_batch(run.spec["train"])
+            # one started past its deadline trains it whole), a time-limited run's schedule keeps up with the clock;
+            # one stepped per epoch ends its last epoch on the clock (replan_to_time_limit may have made it a part).
+            train = run.spec["train"]
+            limit = train.get(TIME_LIMIT)
+            clocked = limit and epoch > start and (steps_per_batch(train) or epoch == int(train["epochs"]) - 1)
             ends_at = t_start + float(limit) if clocked else None
             trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step

@@ -289,8 +289,8 @@ def clamp_to_deadline(t: dict[str, Any]) -> None:
         t[TIME_LIMIT] = min(float(t.get(TIME_LIMIT) or left), left)
 
 
-# The least part of an epoch a re-plan trains as an epoch of its own (schedule_per: batch): less is not worth an
-# epoch's start, and the clock has all but decayed the rate by then anyway (clock_progress).
+# The least part of an epoch a re-plan trains as an epoch of its own: less is not worth an epoch's start (and per
+# batch, the clock has all but decayed the rate by then anyway: clock_progress).
 MIN_PART = 0.05
 
 
@@ -310,7 +310,8 @@ def replan_to_time_limit(
     first of them in ``first_s``): when the rest of ``train.epochs`` would pass the run's time limit
     (``TIME_LIMIT``, a final seed's share of a wall-clock budget) at its pace (``epoch_pace``), the run is shortened
     to the epochs that fit, with its schedule's shape (``schedule_length``): it ends in time, its learning rate
-    decayed, rather than cut off (per batch, the last of them may be a part of an epoch, ended by the clock). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
+    decayed, rather than cut off (the last of them may be a part of an epoch, ended by the clock: per batch
+    whenever a part fits, per epoch when not one whole epoch does). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
     final.fill_time_limit the recipe's longer one; without it, the train section's own). A run shorter than its
     base — cut by an earlier re-plan, or planned shorter than the recipe — is lengthened towards it when its pace
     leaves room, within the first third of its ``planned`` epochs (or after its first epoch), to the epochs that
@@ -321,9 +322,15 @@ def replan_to_time_limit(
     per_epoch, left, epochs = epoch_pace(run_here, elapsed, first_s), float(limit) - elapsed, int(t["epochs"])
     base = t.get(SCHEDULE_BASE) or t
     # A schedule stepped per batch counts the part of an epoch that fits: that epoch ends on the clock, its rate
-    # decayed (engine.train_epoch's ends_at); one stepped per epoch only whole ones.
+    # decayed (engine.train_epoch's ends_at). One stepped per epoch plans whole epochs, the last of which ends on the
+    # clock too (engine.fit); where not one more whole epoch fits, the part that does is that last epoch, at the
+    # schedule's last rate, rather than a run stopped after an epoch trained at a rate of the longer plan.
     room = left / per_epoch
-    fits = done + max(0, math.ceil(room - MIN_PART) if steps_per_batch(t) else math.floor(room + 1e-9))
+    if steps_per_batch(t):
+        more = max(0, math.ceil(room - MIN_PART))
+    else:
+        more = max(0, math.floor(room + 1e-9)) or int(room >= MIN_PART)
+    fits = done + more
     if fits < epochs:
         t.update(schedule_length(base, max(done, fits)))
     elif epochs < int(base["epochs"]) and done <= max(1, (planned or epochs) * GROW_WITHIN):

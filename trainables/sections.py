@@ -202,10 +202,11 @@ class Final(_Section):
         gt=0,
         description=(
             "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower "
-            "than planned re-plans its schedule between epochs to end within it, its learning rate decayed; with "
-            "schedule_per: batch (warm-up, cosine, linear) its schedule also keeps up with the clock from its second "
-            "epoch and the part of an epoch that fits is trained, so it ends at the limit decayed however slow its "
-            "last epoch"
+            "than planned re-plans its schedule between epochs to end within it, its learning rate decayed, and its "
+            "last epoch ends on the clock (when not one whole epoch fits, the part that does, at the last rate); "
+            "with schedule_per: batch (warm-up, cosine, linear) its schedule also keeps up with the clock from its "
+            "second epoch and the part of an epoch that fits is trained, so it ends at the limit decayed however "
+            "slow its last epoch"
         ),
     )
     fill_time_limit: bool = Field(

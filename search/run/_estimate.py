@@ -10,7 +10,16 @@ import os
 from typing import Any
 
 from .._contract import TrialSide
-from ..spec._budget import Budget, concurrency, parse_budget, plan, probe_configs, probed_cpus, trial_length
+from ..spec._budget import (
+    Budget,
+    concurrency,
+    parse_budget,
+    plan,
+    probe_configs,
+    probed_cpus,
+    share_from,
+    trial_length,
+)
 from ..spec._space import as_searched, grid_points
 
 
@@ -80,7 +89,7 @@ def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
 
 def _search_fits(b: Budget, p: dict[str, Any], out: Any) -> None:
     out(
-        f"budget {b.text}: search {b.show(p['planned']['search'])} fits {p['trials_that_fit']} trials of "
+        f"budget {b.text}: search {b.show(p['planned']['search'])}{share_from(p)} fits {p['trials_that_fit']} trials of "
         f"{trial_length(p)} ({p['trial_epochs_expected']:g} on average under the scheduler); planned {p['trials']} (num_samples={p['num_samples']}, from the "
         f"{p['num_samples_from']})"
         + (

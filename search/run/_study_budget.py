@@ -20,6 +20,7 @@ from ..spec._budget import (
     probed_cpus,
     search_epochs,
     search_scheduler,
+    share_from,
     trial_length,
 )
 from ..spec._space import as_searched, grid_points
@@ -54,7 +55,7 @@ def plan_budget(
         )
         return cb
     log(
-        f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}: {cb['trials']} trials of "
+        f"budget: {budget.text} · search {budget.show(cb['planned']['search'])}{share_from(cb)}: {cb['trials']} trials of "
         f"{trial_length(cb)}, {cb['trial_epochs_expected']:g} on average under the scheduler ({min(p['train_images_per_s'] for p in probes):,.0f} images/s measured)"
         f"{final}" + (f" ({note})" if note else "")
     )

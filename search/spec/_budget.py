@@ -3,8 +3,10 @@ that enforces a plan is ``run/_study_budget.py``, what was spent ``run/_spend.py
 
 A budget is wall-clock time (``45s``, ``30m``, ``2h``), GPU-hours (``1.5gpu-h``, by the trial side's one
 GPU-hours rule) or epochs (``400epochs``, summed over trials). It covers the search and, when the spec has a
-``final:`` section, final training: ``search.budget_split`` (default 0.6) of it goes to the search, the rest
-to final training, which also gets whatever the search left unspent.
+``final:`` section, final training: by default (``search.budget_split`` null) final training of the recipe comes
+first — its seeds for the whole of ``train.epochs`` at the probe's pace — and the search gets what is left; a
+``budget_split`` number gives the search that share instead. Final training also gets whatever the search left
+unspent.
 
 What the spec leaves open is sized from the probe: ``search.num_samples`` unset (null) means "as many trials
 as the search share affords", ``search.epochs: auto`` "trials as long as leave the search MIN_TRIALS of them",
@@ -23,7 +25,11 @@ from typing import Any
 
 from ._schema import SpecError
 
-DEFAULT_SPLIT = 0.6
+# search.budget_split left null: final training of the recipe as written is planned first (what `tune-run --final
+# --budget` would spend: its seeds, train.epochs each, at the probe's pace), the search gets the rest. A fixed recipe
+# cannot use more than that, so the search never costs the final models epochs: at a budget too small to also search
+# in, no_room skips it and the whole budget trains the recipe (issue 24: never worse than the recipe at any budget).
+DEFAULT_SPLIT = None
 # What starting a trial costs beyond its epochs (a process, imports, the data from Ray's object store);
 # wall-clock plans only. Measured at 2-4 s on a quiet 2-core CPU host.
 TRIAL_START_S = 4.0
@@ -230,9 +236,15 @@ def plan(
 ) -> dict[str, Any]:
     """Shares, trials and final epochs of ``spec`` under ``budget``; ``probes``: the trial side's probes of
     the configurations the search draws (their mean cost stands for a trial)."""
-    split, gpu = float(spec["search"]["budget_split"]), float(spec["resources"]["gpu"])
-    after = bool(spec["final"]["after_search"])
-    search_share = budget.amount * (split if after else 1.0)
+    gpu, after = float(spec["resources"]["gpu"]), bool(spec["final"]["after_search"])
+    split, recipe_final = spec["search"]["budget_split"], None
+    if not after:
+        search_share = budget.amount
+    elif split is None:  # the recipe's final training first, the search what is left (DEFAULT_SPLIT)
+        recipe_final = recipe_final_cost(spec, budget, probes, parallel, gpu_hours)
+        search_share = max(0.0, budget.amount - recipe_final)
+    else:
+        search_share = budget.amount * float(split)
     epoch_s = sum(p["epoch_s"] for p in probes) / len(probes)
     # Validation runs on the whole validation set every epoch, whatever share of the training split it trains on.
     val_s = sum(p.get("val_s", 0.0) for p in probes) / len(probes)
@@ -250,6 +262,16 @@ def plan(
     expected, fits = fitting(trial_epochs)
     # Only a search the budget sizes, with final training to hand its share to, is skipped.
     why = no_room(spec, trial_epochs, fits, grid) if after and num_samples_given is None else ""
+    if recipe_final is not None:
+        seeds = len(spec["final"]["seeds"])
+        recipe = (
+            f"final training of the recipe ({seeds} seed{'s' * (seeds != 1)} x {int(spec['scheduler']['max_t'])} "
+            f"epochs, {budget.show(recipe_final)})"
+        )
+        if search_share <= 0:  # also a search whose trials the spec counts: not one fits
+            why = f"{recipe} takes the whole budget"
+        elif why:
+            why = f"{recipe} leaves the search {budget.show(search_share)}: {why}"
     if why:
         search_share, num_samples = 0.0, 0
     elif num_samples_given is None:
@@ -260,7 +282,8 @@ def plan(
     out: dict[str, Any] = {
         "budget": budget.text,
         "unit": budget.unit,
-        "split": 0.0 if why else (split if after else 1.0),
+        "split": 0.0 if why else search_share / budget.amount,
+        "split_from": "spec" if split is not None or not after else "recipe's final training first",
         "planned": {"search": search_share, "final": budget.amount - search_share, "total": budget.amount},
         "num_samples": num_samples,
         "num_samples_from": "budget" if num_samples_given is None else "spec",
@@ -319,6 +342,24 @@ def _search_seconds(sched: dict[str, Any], trials: int, train_s: float, val_s: f
     return search_cost(sched, trials) * train_s + search_passes(sched, trials) * val_s
 
 
+def recipe_final_cost(
+    spec: dict[str, Any], budget: Budget, probes: list[dict[str, Any]], parallel: int, gpu_hours: Callable[..., float]
+) -> float:
+    """What final training of the recipe as written takes of ``budget`` (its unit): every seed for the whole of the
+    scheduler's ``max_t`` (train.epochs), at the dearest probed configuration's pace, with its fixed costs."""
+    seeds, epochs = len(spec["final"]["seeds"]), int(spec["scheduler"]["max_t"])
+    final_s, rounds = _final_pace(spec, probes, parallel)
+    if budget.unit == "seconds":
+        return epochs * final_s * rounds + FINAL_EXTRA_S * rounds
+    return epochs * seeds * epoch_cost(budget, final_s, float(spec["resources"]["gpu"]), gpu_hours, 1)
+
+
+def _final_pace(spec: dict[str, Any], probes: list[dict[str, Any]], parallel: int) -> tuple[float, int]:
+    """(seconds of a final epoch, rounds of seeds): the dearest probed configuration (the chosen one is not known
+    yet), its seeds trained in parallel, as many at once as fit."""
+    return max(p["final_epoch_s"] for p in probes), math.ceil(len(spec["final"]["seeds"]) / parallel)
+
+
 def final_plan(
     spec: dict[str, Any],
     budget: Budget,
@@ -329,8 +370,7 @@ def final_plan(
 ) -> dict[str, Any]:
     """Final epochs under ``available`` (left open in the spec: sized; given: kept)."""
     seeds = len(spec["final"]["seeds"])
-    final_s = max(p["final_epoch_s"] for p in probes)  # the chosen configuration is not known yet: the dearest
-    rounds = math.ceil(seeds / parallel)  # seeds train in parallel, as many at once as fit
+    final_s, rounds = _final_pace(spec, probes, parallel)
     gpu = float(spec["resources"]["gpu"])
     if budget.unit == "seconds":
         per_epoch = final_s * rounds
@@ -346,6 +386,12 @@ def final_plan(
         "final_rounds": rounds,
         "final_seeds": seeds,
     }
+
+
+def share_from(p: dict[str, Any]) -> str:
+    """How a plan's search share was set, for its line: the spec's budget_split (nothing to say), or what the
+    recipe's final training leaves."""
+    return " (what final training of the recipe leaves)" if p.get("split_from", "spec") != "spec" else ""
 
 
 def trial_length(p: dict[str, Any]) -> str:

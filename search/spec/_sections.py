@@ -238,13 +238,14 @@ class Search(_Section):
             "budgets, below)"
         ),
     )
-    budget_split: float = Field(
+    budget_split: float | None = Field(
         DEFAULT_SPLIT,
         gt=0,
         lt=1,
         description=(
-            "the search's share of the budget (0 < x < 1); final training gets the rest and what the search left "
-            "unspent"
+            "the search's share of the budget (0 < x < 1); null = final training of the recipe first (its seeds for"
+            " all of train.epochs at the probe's pace), the search what is left, none when that is too little to "
+            "search in; final training also gets what the search left unspent"
         ),
     )
     stall_timeout_s: float = Field(
