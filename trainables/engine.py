@@ -265,9 +265,9 @@ def train_epoch(
 ) -> EpochStats:
     """One pass over the training split, or its rung's share under a data fidelity (``first``: the first epoch this process runs, where a compiled
     model pays for compilation; ``max_batches``: stop after that many, as the throughput probe does; ``ends_at``:
-    the run's time limit, a ``time.perf_counter()`` moment, for a schedule stepped per batch: the schedule is never
-    behind the clock (``clock_progress``) nor where it has been, and the epoch ends there, warm-up, cosine and linear
-    decayed, whatever the machine's pace; on a GPU a few queued steps may run past it)."""
+    the run's time limit, a ``time.perf_counter()`` moment: the epoch ends there (its first step always trains), and
+    a schedule stepped per batch is never behind the clock (``clock_progress``) nor where it has been, so it ends
+    warm-up, cosine and linear decayed, whatever the machine's pace; on a GPU a few queued steps may run past it)."""
     t, device, model = run.spec["train"], run.device, run.model
     seed = int(t["seed"])
     train_mode(model)
