@@ -713,6 +713,40 @@ def test_a_seed_slower_than_planned_ends_within_its_time_limit_with_its_schedule
     assert "_time_limit_s" not in final_spec({**spec, "final": {**spec["final"], "time_limit_s": None}}, 0)["train"]
 
 
+def _on_the_tests_clock(monkeypatch, epoch_seconds) -> None:
+    """The engine's clock is the test's: each batch moves it by its share of ``epoch_seconds(now)``, one epoch's
+    seconds on a machine slower than the probe measured, so re-plans are the same on any machine."""
+    import trainables.batches as batches
+    import trainables.engine as engine
+
+    clock, real_batches = [0.0], batches.Batcher.batches
+
+    def paced(self, order, batch_size, *args, **kwargs):
+        n = math.ceil(len(order) / batch_size)
+        for batch in real_batches(self, order, batch_size, *args, **kwargs):
+            clock[0] += epoch_seconds(clock[0]) / n
+            yield batch
+
+    monkeypatch.setattr(batches.Batcher, "batches", paced)
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+
+def _paced_seed(schedule_per: str) -> dict:
+    """A final seed of a 40-epoch cosine recipe (batches of 8 of 160 images) with a 4 s time limit."""
+    from trainables.final import final_spec
+
+    spec = resolve(
+        {
+            **SPEC,
+            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
+            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01, "batch_size": 8},
+            "final": {"seeds": [0], "time_limit_s": 4.0},
+        },
+        trainables,
+    )
+    return final_spec({**spec, "train": {**spec["train"], "schedule_per": schedule_per}}, 0)
+
+
 @pytest.mark.parametrize(
     "epoch_s,drift,late",
     # the last: 5 epochs, the 4th slower, the 5th then no longer fits its pace (cnn.yaml's seed 0 of 2026-12-05)
@@ -727,41 +761,25 @@ def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the
     before; ``late``: every batch slower by that factor in the run's last 25 %), where a plan from the pace so far
     leaves time unused, runs past the limit or stops an epoch early at an undecayed rate. The clock is the test's:
     each batch takes its share of an epoch's ``epoch_s``."""
-    import trainables.batches as batches
     import trainables.engine as engine
-    from trainables.final import final_spec
 
-    clock, epochs_begun, factors = [0.0], [0], []
-    real_epoch, real_batches, real_factor = engine.train_epoch, batches.Batcher.batches, engine.batch_factor
+    epochs_begun, factors = [0], []
+    real_epoch, real_factor = engine.train_epoch, engine.batch_factor
 
     def counted(*args, **kwargs):
         epochs_begun[0] += 1
         return real_epoch(*args, **kwargs)
-
-    def paced(self, order, batch_size, *args, **kwargs):  # this machine is slower than the probe measured
-        n = math.ceil(len(order) / batch_size)
-        for batch in real_batches(self, order, batch_size, *args, **kwargs):
-            clock[0] += epoch_s * (1 + drift * (epochs_begun[0] - 1)) * (late if clock[0] >= 3.0 else 1.0) / n
-            yield batch
 
     def recorded(*args, **kwargs):
         factors.append(real_factor(*args, **kwargs))
         return factors[-1]
 
     monkeypatch.setattr(engine, "train_epoch", counted)
-    monkeypatch.setattr(batches.Batcher, "batches", paced)
     monkeypatch.setattr(engine, "batch_factor", recorded)
-    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    spec = resolve(
-        {
-            **SPEC,
-            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
-            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01, "batch_size": 8},
-            "final": {"seeds": [0], "time_limit_s": 4.0},
-        },
-        trainables,
+    _on_the_tests_clock(
+        monkeypatch, lambda now: epoch_s * (1 + drift * (epochs_begun[0] - 1)) * (late if now >= 3.0 else 1.0)
     )
-    s = final_spec({**spec, "train": {**spec["train"], "schedule_per": "batch"}}, 0)
+    s = _paced_seed("batch")
     res = engine.fit(s, trainables.prepare(s), merge_val=True)
     step = epoch_s * (1 + drift * len(res.history)) * late / math.ceil(len(res.splits.train) / 8)
     assert res.planned_epochs == 40 and 2 <= len(res.history) < 40
@@ -787,31 +805,10 @@ def test_a_schedule_stepped_per_epoch_ends_its_last_epoch_on_the_clock_at_its_la
     it was planned from), the part that fits is trained as that last epoch, at the schedule's last rate — not a
     run stopped after an epoch trained at a rate of the longer plan, nor one that runs past its limit. The clock
     is the test's: each batch takes its share of an epoch's ``epoch_s``."""
-    import trainables.batches as batches
     import trainables.engine as engine
-    from trainables.final import final_spec
 
-    clock = [0.0]
-    real_batches = batches.Batcher.batches
-
-    def paced(self, order, batch_size, *args, **kwargs):  # this machine is slower than the probe measured
-        n = math.ceil(len(order) / batch_size)
-        for batch in real_batches(self, order, batch_size, *args, **kwargs):
-            clock[0] += epoch_s * (late if clock[0] >= 3.0 else 1.0) / n
-            yield batch
-
-    monkeypatch.setattr(batches.Batcher, "batches", paced)
-    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    spec = resolve(
-        {
-            **SPEC,
-            "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 160},
-            "train": {"epochs": 40, "schedule": "cosine", "warmup_epochs": 4, "lr": 0.01, "batch_size": 8},
-            "final": {"seeds": [0], "time_limit_s": 4.0},
-        },
-        trainables,
-    )
-    s = final_spec(spec, 0)
+    _on_the_tests_clock(monkeypatch, lambda now: epoch_s * (late if now >= 3.0 else 1.0))
+    s = _paced_seed("epoch")
     res = engine.fit(s, trainables.prepare(s), merge_val=True)
     trained, step = len(res.history), epoch_s * late / math.ceil(len(res.splits.train) / 8)
     assert res.planned_epochs == 40 and 2 <= trained < 40
