@@ -237,11 +237,11 @@ def plan(
     """Shares, trials and final epochs of ``spec`` under ``budget``; ``probes``: the trial side's probes of
     the configurations the search draws (their mean cost stands for a trial)."""
     gpu, after = float(spec["resources"]["gpu"]), bool(spec["final"]["after_search"])
-    split, recipe_final = spec["search"]["budget_split"], None
+    split = spec["search"]["budget_split"]
+    recipe_final = recipe_final_cost(spec, budget, probes, parallel, gpu_hours) if after and split is None else None
     if not after:
         search_share = budget.amount
-    elif split is None:  # the recipe's final training first, the search what is left (DEFAULT_SPLIT)
-        recipe_final = recipe_final_cost(spec, budget, probes, parallel, gpu_hours)
+    elif recipe_final is not None:  # the recipe's final training first, the search what is left (DEFAULT_SPLIT)
         search_share = max(0.0, budget.amount - recipe_final)
     else:
         search_share = budget.amount * float(split)
@@ -263,15 +263,7 @@ def plan(
     # Only a search the budget sizes, with final training to hand its share to, is skipped.
     why = no_room(spec, trial_epochs, fits, grid) if after and num_samples_given is None else ""
     if recipe_final is not None:
-        seeds = len(spec["final"]["seeds"])
-        recipe = (
-            f"final training of the recipe ({seeds} seed{'s' * (seeds != 1)} x {int(spec['scheduler']['max_t'])} "
-            f"epochs, {budget.show(recipe_final)})"
-        )
-        if search_share <= 0:  # also a search whose trials the spec counts: not one fits
-            why = f"{recipe} takes the whole budget"
-        elif why:
-            why = f"{recipe} leaves the search {budget.show(search_share)}: {why}"
+        why = _recipe_first_why(spec, budget, recipe_final, search_share, why)
     if why:
         search_share, num_samples = 0.0, 0
     elif num_samples_given is None:
@@ -326,6 +318,19 @@ def no_room(spec: dict[str, Any], trial_epochs: int, fits: int, grid: int) -> st
             f"(a quarter, at least 2) that rank settings as the whole schedule does"
         )
     return ""
+
+
+def _recipe_first_why(spec: dict[str, Any], budget: Budget, recipe_final: float, share: float, why: str) -> str:
+    """Why a search the recipe's final training left ``share`` of the budget does not run ("" when it does): that
+    training takes it all (also for a search whose trials the spec counts: not one fits), or ``why`` (no_room)."""
+    seeds = len(spec["final"]["seeds"])
+    recipe = (
+        f"final training of the recipe ({seeds} seed{'s' * (seeds != 1)} x {int(spec['scheduler']['max_t'])} "
+        f"epochs, {budget.show(recipe_final)})"
+    )
+    if share <= 0:
+        return f"{recipe} takes the whole budget"
+    return f"{recipe} leaves the search {budget.show(share)}: {why}" if why else ""
 
 
 def _trial_epochs(spec: dict[str, Any], fitting: Callable[[int], tuple[float, int]]) -> int:
