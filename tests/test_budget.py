@@ -1184,3 +1184,99 @@ def test_a_shortened_trial_scales_the_warm_up_and_milestones_its_configuration_s
     assert (
         trainables.apply_config(short, {"train.lr": 0.1})["train"]["warmup_epochs"] == short["train"]["warmup_epochs"]
     )
+
+
+# --------------------------------------------------------------------------- the budget chooses the recipe's size
+
+
+def _sized_backend(final_epoch_s: dict[int, float]) -> types.SimpleNamespace:
+    """The trial side with its probe's final-epoch pace injected per model.conv1 (everything else real)."""
+    names = {k: getattr(trainables, k) for k in dir(trainables) if not k.startswith("__")}
+
+    def probe(spec: dict, pools: object) -> dict:
+        return {**_probe(1.0, final_epoch_s[spec["model"]["conv1"]]), "shape": str(spec["model"]["conv1"])}
+
+    return types.SimpleNamespace(**{**names, "probe": probe})
+
+
+@pytest.mark.parametrize(
+    "budget,split,taken,conv1,line",
+    [
+        # 2 seeds one after another (2 rounds): a final epoch of conv1 64 costs 2 x 20 s, of conv1 32 2 x 10 s,
+        # plus each round's fixed 15 s. 1,000 s: conv1 64 trains all 10 epochs.
+        ("1000s", None, 0, 64, "size: search.sizes[0] (model.conv1=64): final training [0] 10 of 10 epochs per seed"),
+        # 300 s: conv1 64 would train 6 of 10 epochs (under the 8 needed), conv1 32 all 10.
+        ("300s", None, 1, 32, "size: search.sizes[1] (model.conv1=32): final training [0] 6 of 10, [1] 10 of 10"),
+        # 350 s: 8 of 10 for conv1 64, just enough (0.8 of train.epochs).
+        ("350s", None, 0, 64, "size: search.sizes[0] (model.conv1=64): final training [0] 8 of 10 epochs"),
+        # A fixed split leaves final training half: 175 s trains conv1 64 3 epochs, conv1 32 7: neither.
+        ("350s", 0.5, None, 16, "size: the recipe as written (final training of search.sizes [0] 3 of 10, [1] 7 of"),
+        ("100s", None, None, 16, "size: the recipe as written (final training of search.sizes [0] 1 of 10, [1] 3 of"),
+        # An epoch budget counts every size's epochs alike: the sizes are not its to choose.
+        ("400epochs", None, None, 16, "search.sizes not used (an epochs budget counts every size's epochs alike)"),
+    ],
+)
+def test_the_budget_takes_the_dearest_size_whose_final_training_keeps_most_of_the_recipe(
+    budget, split, taken, conv1, line
+):
+    """search.sizes, dearest first: each is probed and the first whose final training still trains each seed 0.8
+    of train.epochs replaces the recipe (model, train and data sections); none: the recipe as written. The spec's
+    sizes are emptied either way, so best.yaml and final training hold the size taken, not the choice."""
+    from search.spec._sizes import choose_size, size_line
+
+    backend = _sized_backend({64: 20.0, 32: 10.0, 16: 5.0})
+    search = {"budget": budget, "sizes": [{"model.conv1": 64}, {"model.conv1": 32}]}
+    if split:
+        search["budget_split"] = split
+    model = {"name": "cnn", "conv1": 16}  # the recipe as written
+    spec = resolve(
+        {**SPEC, "model": model, "train": {"epochs": 10}, "search": search, "final": {"seeds": [0, 1]}}, backend
+    )
+    probe, record = choose_size(spec, backend, None, parse_budget(budget, "s"), lambda probe: 1)
+    assert record["taken"] == taken and spec["model"]["conv1"] == conv1 and spec["search"]["sizes"] == []
+    assert (probe is None) == (taken is None) and line in size_line(record, spec), size_line(record, spec)
+    assert spec["train"]["epochs"] == 10 and spec["scheduler"]["max_t"] == 10  # a size changes the cost, not the length
+
+
+@pytest.mark.parametrize(
+    "size,message",
+    [
+        ({"train.epochs": 5}, "search.sizes[0].train.epochs: a size sets model.* and train.* keys, not train.epochs"),
+        ({"search.seed": 1}, "search.sizes[0].search.seed: a size sets model.* and train.* keys, not train.epochs"),
+        ({"model.conv1": "wide"}, "search.sizes[0].model.conv1: "),
+        ({"train.batch_size": 0}, "search.sizes[0].train.batch_size: "),
+        ({"model.conv9": 3}, "search.sizes[0].model.conv9: "),
+    ],
+)
+def test_a_bad_size_is_one_line_naming_it(size, message):
+    with pytest.raises(SpecError) as err:
+        resolve({**SPEC, "search": {"sizes": [size]}}, trainables, file="s.yaml")
+    assert str(err.value).startswith(f"s.yaml: {message}"), str(err.value)
+
+
+def test_a_budgeted_study_plans_around_the_size_it_takes_and_resumes_with_it(tmp_path):
+    """The runner's plan on the real trial side (digits, real probes, no Ray): a 1,000x wider CNN cannot train
+    its final seeds in 60 s, the quickstart's own widths can; the plan's line says which, study.json's plan records
+    the probes, the search's probes measure the size taken, and a resumed study trains that size again."""
+    from search.run._study_budget import plan_budget, resume_size
+
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["search"].update(num_samples=None, sizes=[{"model.conv1": 512, "model.conv2": 1024}, {"model.conv1": 24}])
+    raw["final"] = {"seeds": [0, 1]}
+    spec, lines = resolve(raw, trainables), []
+    pools = trainables.prepare(spec)
+    cb = plan_budget(spec, trainables, pools, parse_budget("60s", "s"), {"CPU": 2}, lines.append)
+    assert lines[0].startswith("budget: 60s · size: search.sizes[1] (model.conv1=24): final training [0] "), lines
+    assert spec["model"]["conv1"] == 24 and spec["model"]["conv2"] == raw["model"]["conv2"]
+    assert cb["size"]["taken"] == 1 and [t["set"] for t in cb["size"]["tried"]] == raw["search"]["sizes"]
+    assert all('"conv1": 24' in p["shape"] for p in cb["probe"]), cb["probe"]
+    again = resolve(raw, trainables)
+    resume_size(again, json.loads(json.dumps(cb)), trainables)
+    assert again["model"] == spec["model"] and again["search"]["sizes"] == []
+    # --estimate says the same before the probes it prints, which measure the size taken.
+    from search.run._estimate import estimate
+
+    raw["search"]["budget"], printed = "60s", []
+    estimate(resolve(raw, trainables), trainables, printed.append)
+    assert printed[1].startswith("budget 60s: size: search.sizes[1] (model.conv1=24)"), printed
+    assert all('"conv1": 24' in line for line in printed if "images/s training" in line), printed

@@ -255,6 +255,31 @@ def test_flip_tta_predicts_the_mean_of_an_image_and_its_mirror(setup):
     assert res.history[-1]["val_acc"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
 
 
+def test_flip_shift_tta_averages_airbench94s_six_views_by_their_weights():
+    """train.tta=flip_shift: half the flip mean of the image, a quarter each of the flip means of the windows one pixel
+    up-left and one down-right of it, edges reflected (airbench94's); computed here from the views by hand."""
+    from trainables.batches import predictor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model(x)
+
+        def mirrored(v: torch.Tensor) -> torch.Tensor:
+            return (model(v) + model(v.flip(-1))) / 2
+
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :8, :8], padded[..., 2:, 2:]
+        assert torch.equal(up_left[..., 1:, 1:], x[..., :7, :7]) and torch.equal(
+            down_right[..., :7, :7], x[..., 1:, 1:]
+        )
+        want = mirrored(x) / 2 + mirrored(up_left) / 4 + mirrored(down_right) / 4
+        assert torch.allclose(predictor(model, "flip_shift")(x), want, atol=1e-6)
+        assert torch.allclose(predictor(model, "flip")(x), mirrored(x), atol=1e-6)
+        assert predictor(model, "none") is model
+
+
 def test_augment_identity_when_off_and_changes_when_on():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, 8, 8) * 255

@@ -157,7 +157,8 @@ def test_weights_round_trip_to_the_same_numbers(final_run):
 def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(final_run, tmp_path):
     """train.tta=flip: the test metrics, tune-eval's re-check and the MLflow export all predict the mean of the
     image's and its mirror image's logits."""
-    from trainables.export import MirrorAveraged, exportable
+    from trainables.batches import TestTimeAveraged
+    from trainables.export import exportable
 
     spec, pools, _, _ = final_run
     spec = copy.deepcopy(spec)
@@ -166,7 +167,7 @@ def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(fi
     again = reevaluate(tmp_path / "5", pools, spec["data"], "test")
     assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
     model, example = exportable(tmp_path / "5")
-    assert isinstance(model, MirrorAveraged)
+    assert isinstance(model, TestTimeAveraged) and model.tta == "flip"
     # Its cost is a prediction's: two passes of the network (FLOPs), the same parameters.
     from trainables.cost import flops_per_image
 

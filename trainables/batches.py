@@ -195,26 +195,44 @@ class Batcher:
         self._loader = None
 
 
-class MirrorAveraged(nn.Module):
-    """``train.tta: flip``: the mean of the (float32) logits of the image and of its mirror image. Every prediction
-    of such a model goes through it: validation, test, tune-eval and the MLflow export."""
+class TestTimeAveraged(nn.Module):
+    """``train.tta``: a prediction that averages (float32) logits over views of the image. Every prediction of such
+    a model goes through it: validation, test, tune-eval, the cost measured and the MLflow export.
 
-    def __init__(self, model: nn.Module) -> None:
+    flip: the image and its mirror image. flip_shift: airbench94's (Jordan 2024): that mean for the image (weight
+    1/2) and for the windows one pixel up-left and one pixel down-right of it, edges reflected (1/4 each): six passes.
+    """
+
+    def __init__(self, model: nn.Module, tta: str = "flip") -> None:
         super().__init__()
-        self.model = model
+        self.model, self.tta = model, tta
+
+    def _mirrored(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x).float() + self.model(x.flip(-1)).float()) / 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x).float() + self.model(x.flip(-1)).float()) / 2
+        views = self._mirrored(x)
+        if self.tta == "flip":
+            return views
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # one pixel each side: shifted views keep their size
+        shifted = (self._mirrored(padded[..., :h, :w]) + self._mirrored(padded[..., 2:, 2:])) / 2
+        return (views + shifted) / 2
+
+
+def predictor(model: nn.Module, tta: str) -> nn.Module:
+    """``model`` as it predicts under ``train.tta`` (none: itself)."""
+    return model if tta == "none" else TestTimeAveraged(model, tta)
 
 
 @torch.no_grad()
 def predict(
     model: nn.Module, batcher: Batcher, idx: np.ndarray, batch_size: int, autocast: bool, tta: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for the pool indices ``idx``; ``tta="flip"``: the mean of the logits of
-    each image and its mirror image (train.tta)."""
+    """Logits (float32, on CPU) and labels for the pool indices ``idx``, predicted under ``tta`` (train.tta:
+    ``predictor``)."""
     model.eval()
-    net = MirrorAveraged(model) if tta == "flip" else model
+    net = predictor(model, tta)
     outs, ys = [], []
     for xb, yb in batcher.batches(torch.as_tensor(idx), batch_size):
         with torch.autocast(batcher.device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -23,7 +23,7 @@ from torch import nn
 
 from .arithmetic import Arithmetic, choose, parse
 from .augment import mix_batch
-from .batches import Batcher, MirrorAveraged, as_tensor, channel_stats, pixels, place_pool, predict
+from .batches import Batcher, as_tensor, channel_stats, pixels, place_pool, predict, predictor
 from .cost import trial_cost
 from .data import Pools, Splits, fidelity_subset, make_splits
 from .device import release_host_memory, resolve_device, rng_state, seed_everything, set_rng_state
@@ -464,9 +464,9 @@ def fit(
 
 
 def run_cost(run: Run, in_chans: int) -> dict[str, float]:
-    """The cost of ``run``'s model as it predicts (with train.tta=flip, both passes), in the arithmetic it trains in."""
-    predictor = MirrorAveraged(run.model) if run.spec["train"].get("tta", "none") == "flip" else run.model
-    return trial_cost(predictor, in_chans, run.size, run.device, run.autocast)
+    """The cost of ``run``'s model as it predicts (with train.tta, every view's pass), in the arithmetic it trains in."""
+    net = predictor(run.model, str(run.spec["train"].get("tta", "none")))
+    return trial_cost(net, in_chans, run.size, run.device, run.autocast)
 
 
 def predict_split(res: FitResult, pools: Pools, split: str, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batches import MirrorAveraged
+from .batches import predictor
 from .model_folder import load_model
 
 # Pinned from this environment: MLflow's own requirement inference would import-scan the model (slow).
@@ -19,12 +19,11 @@ REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "safetensors")
 
 
 def exportable(model_dir: Path) -> tuple[torch.nn.Module, np.ndarray]:
-    """The model of ``model_dir`` (eval mode, CPU; predicting as its test metrics were measured, test-time flips
+    """The model of ``model_dir`` (eval mode, CPU; predicting as its test metrics were measured, test-time views
     included) and one normalised float32 input (1 x C x H x W) that fixes its input signature; the model returns
     one logit per class (one for a BCE head)."""
     model, spec, meta = load_model(Path(model_dir), torch.device("cpu"))
-    if spec["train"].get("tta") == "flip":
-        model = MirrorAveraged(model)
+    model = predictor(model, str(spec["train"].get("tta", "none")))
     size = int(meta["image_size"])
     return model.eval(), np.zeros((1, int(meta["in_chans"]), size, size), dtype=np.float32)
 

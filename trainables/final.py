@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batches import MirrorAveraged
+from .batches import predictor
 from .cost import measure_cost
 from .data import Pools, Splits, make_splits, relabel, whole_splits
 from .datasets import load_pools
@@ -122,11 +122,10 @@ def decision_threshold(f: dict[str, Any], t: dict[str, Any], res: FitResult, poo
 
 
 def final_cost(res: FitResult, in_chans: int, gpu: float, quick: bool) -> dict[str, Any]:
-    """metrics.json's cost: what one prediction costs as the model predicts (with train.tta=flip, two passes:
+    """metrics.json's cost: what one prediction costs as the model predicts (with train.tta, every view's pass:
     FLOPs and latency), and what training it took."""
-    predictor = MirrorAveraged(res.model) if res.tta == "flip" else res.model
     return {
-        **measure_cost(predictor, in_chans, res.image_size, res.device, res.autocast, quick=quick),
+        **measure_cost(predictor(res.model, res.tta), in_chans, res.image_size, res.device, res.autocast, quick=quick),
         "train_seconds": res.train_seconds,
         "gpu_hours": gpu_hours(res.train_seconds, gpu, res.device.type == "cuda"),
     }

@@ -100,11 +100,12 @@ class Train(_Section):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="binary tasks: predict class 1 when P(class 1) >= threshold (searchable)"
     )
-    tta: Literal["none", "flip"] = Field(
+    tta: Literal["none", "flip", "flip_shift"] = Field(
         "none",
         description=(
             "none | flip: every prediction (validation, test, tune-eval) averages the logits of the image and its"
-            " mirror image (airbench); twice the inference cost"
+            " mirror image (airbench); twice the inference cost | flip_shift: also of both in the windows one "
+            "pixel up-left and down-right (airbench94's; weights 1/2, 1/4, 1/4); six times"
         ),
     )
     schedule: Schedule = Field(

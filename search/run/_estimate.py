@@ -20,12 +20,23 @@ from ..spec._budget import (
     share_from,
     trial_length,
 )
+from ..spec._sizes import choose_size, recipe_name, size_line
 from ..spec._space import as_searched, grid_points
 
 
 def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None:
     pools = backend.prepare(spec)
-    probes, note = probe_configs(spec, backend, pools)
+    budget = parse_budget(spec["search"]["budget"], "<spec>") if spec["search"]["budget"] else None
+    taken, size, record = None, "", None
+    if budget:
+
+        def parallel_of(probe: dict[str, Any]) -> int:
+            cpus = probed_cpus([probe]) or float(spec["resources"]["cpu"])
+            return concurrency(spec, os.cpu_count() or 1, probe.get("gpus", 0), cpus)
+
+        taken, record = choose_size(spec, backend, pools, budget, parallel_of)
+        size = size_line(record, spec)
+    probes, note = probe_configs(spec, backend, pools, known=[taken] if taken else [])
     cpus = probed_cpus(probes) or float(spec["resources"]["cpu"])
     parallel = concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0), cpus)
     out(
@@ -33,6 +44,8 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
         f"(each holds {cpus:g} CPUs: resources.cpu={spec['resources']['cpu']:g} and the data's decoding workers; "
         f"resources.gpu={spec['resources']['gpu']:g})"
     )
+    if budget and size:  # what the probes below measure
+        out(f"budget {budget.text}: {size}")
     for p in probes:
         out(
             f"  {p['model']} at batch {p['batch_size']}, {p['image_size']} px, {p.get('arithmetic', 'fp32')}: "
@@ -68,16 +81,16 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
                 else ""
             )
         )
-    if not search["budget"]:
+    if not budget:
         out("budget: none given (search.budget or --budget 30m|2h|1.5gpu-h|400epochs shows what fits)")
         return
-    b = parse_budget(search["budget"], "<spec>")
-    _fits(b, plan(spec, b, probes, grid, parallel, backend.gpu_hours, search["num_samples"]), out)
+    p = plan(spec, budget, probes, grid, parallel, backend.gpu_hours, search["num_samples"])
+    _fits(budget, p, out, recipe_name(record) if size else "the recipe as written")
 
 
-def _fits(b: Budget, p: dict[str, Any], out: Any) -> None:
+def _fits(b: Budget, p: dict[str, Any], out: Any, recipe: str) -> None:
     if p["search"] == "skipped":
-        out(f"budget {b.text}: no search: {p['skipped_because']}; the whole budget trains the recipe as written")
+        out(f"budget {b.text}: no search: {p['skipped_because']}; the whole budget trains {recipe}")
     else:
         _search_fits(b, p, out)
     if "final_epochs" in p:

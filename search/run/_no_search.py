@@ -1,5 +1,5 @@
 """The study that runs no search: a budget the plan found no room to search in (``compute_budget["skipped_because"]``)
-goes whole to final training of the recipe as written."""
+goes whole to final training of the recipe (as written, or at the size the budget took: ``spec/_sizes.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..spec._files import dump_spec
+from ..spec._sizes import recipe_name
 from ..spec._space import searched_keys
 from ..store._atomic import write_atomic
 from ..store._export import write_trials
@@ -31,7 +32,8 @@ def recipe_only(run: Lifecycle, record: dict[str, Any], cb: dict[str, Any], star
     )
     write_trials(out / "trials.csv", [], searched_keys(spec["space"]), spec["experiment"]["metric"])
     header = (
-        f"# The recipe of study {spec['experiment']['name']!r}, as written: no search ran ({cb['skipped_because']}).\n"
+        f"# Study {spec['experiment']['name']!r} ran no search ({cb['skipped_because']}): "
+        f"{recipe_name(cb.get('size'))}.\n"
         f"# Runs as is: tune-run {out / 'best.yaml'}   (final training and test evaluation: add --final)\n"
     )
     write_atomic(out / "best.yaml", header + dump_spec(best_spec(spec, {}, run.backend, run.parent)))

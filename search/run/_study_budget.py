@@ -23,7 +23,9 @@ from ..spec._budget import (
     share_from,
     trial_length,
 )
+from ..spec._sizes import choose_size, recipe_name, size_line
 from ..spec._space import as_searched, grid_points
+from ..spec._spec import with_size
 from ._spend import spent_search, totals
 
 
@@ -41,17 +43,27 @@ def plan_budget(
 ) -> dict[str, Any]:
     """Probe the configurations the search draws on this device, size what the spec leaves open
     (num_samples, final epochs) to the budget, and say so; returns study.json's ``compute_budget``."""
-    probes, note = probe_configs(spec, backend, pools)
+
+    def parallel_of(*probes: dict[str, Any]) -> int:
+        return concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(list(probes)))
+
+    taken, size = choose_size(spec, backend, pools, budget, parallel_of)  # before the probes: they probe the size
+    if size_line(size, spec):
+        log(f"budget: {budget.text} · {size_line(size, spec)}")
+    probes, note = probe_configs(spec, backend, pools, known=[taken] if taken else [])
     space = as_searched(spec["space"], spec["search"]["algorithm"])
-    parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
-    cb = plan(spec, budget, probes, grid_points(space), parallel, backend.gpu_hours, spec["search"]["num_samples"])
+    cb = plan(
+        spec, budget, probes, grid_points(space), parallel_of(*probes), backend.gpu_hours, spec["search"]["num_samples"]
+    )
     spec["search"]["num_samples"] = cb["num_samples"]
-    cb["probe"], cb["probe_note"] = probes, note
+    cb["probe"], cb["probe_note"], cb["size"] = probes, note, size
     final = f", final training {cb['final_epochs']} epochs x {cb['final_seeds']} seeds" if "final_epochs" in cb else ""
     if cb["search"] == "skipped":
         log(
-            f"budget: {budget.text} · no search: {cb['skipped_because']}; the whole budget trains the recipe as "
-            f"written{final} (as tune-run --final --budget would)" + (f" ({note})" if note else "")
+            f"budget: {budget.text} · no search: {cb['skipped_because']}; the whole budget trains "
+            f"{recipe_name(size)}{final}"
+            + ("" if size["taken"] is not None else " (as tune-run --final --budget would)")
+            + (f" ({note})" if note else "")
         )
         return cb
     log(
@@ -60,6 +72,15 @@ def plan_budget(
         f"{final}" + (f" ({note})" if note else "")
     )
     return cb
+
+
+def resume_size(spec: dict[str, Any], cb: dict[str, Any], backend: TrialSide) -> None:
+    """A resumed study trains the size its plan took (the spec file still lists the choice)."""
+    spec["search"]["sizes"], size = [], cb.get("size") or {}
+    if size.get("taken") is not None:
+        sized = with_size(spec, size["set"], backend, where=f"search.sizes[{size['taken']}]")
+        for section in ("data", "model", "train", "final"):
+            spec[section] = sized[section]
 
 
 def seconds_before(cb: dict[str, Any], last_results: list[dict[str, Any]]) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -415,10 +415,11 @@ PREVIEW_DRAWS = 16  # configurations previewed for their shapes when num_samples
 
 
 def probe_configs(
-    spec: dict[str, Any], backend: Any, pools: Any, limit: int = PROBE_LIMIT
+    spec: dict[str, Any], backend: Any, pools: Any, limit: int = PROBE_LIMIT, known: Sequence[dict[str, Any]] = ()
 ) -> tuple[list[dict[str, Any]], str]:
     """The trial side's probes of the distinct model shapes (``backend.probe_shape``) among the configurations
-    the search would draw (previewed with search.seed), at most ``limit``; and a note when more were left out."""
+    the search would draw (previewed with search.seed), at most ``limit``; and a note when more were left out.
+    ``known``: probes already made (``shape`` keys), not repeated."""
     from ._space import as_searched, preview_configs
 
     space = as_searched(spec["space"], spec["search"]["algorithm"])
@@ -437,4 +438,5 @@ def probe_configs(
         if len(shapes) > limit
         else ""
     )
-    return [backend.probe(s, pools) for s in chosen], note
+    done = {p["shape"]: p for p in known}
+    return [done.get(backend.probe_shape(s)) or backend.probe(s, pools) for s in chosen], note

@@ -7,6 +7,7 @@ schemas and semantic checks; this module knows only their shape.
 
 from __future__ import annotations
 
+import copy
 import typing
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,36 @@ def resolve(
         raise SpecError(file, path, msg)
     for key, dist in flat_space(spec["space"]).items():
         _each_value_fits(file, f"space.{key}", key, dist, spec, schemas)
-    return {k: spec[k] for k in TOP_LEVEL}
+    out = {k: spec[k] for k in TOP_LEVEL}
+    for i, overrides in enumerate(spec["search"]["sizes"]):  # each a spec of its own: checked as the plan will use it
+        with_size(out, overrides, backend, file=file, where=f"search.sizes[{i}]")
+    return out
+
+
+# A size changes what an epoch costs, not how many there are: the plan's shares and the scheduler count in
+# train.epochs, which every size shares.
+_SIZE_SECTIONS = ("model.", "train.")
+
+
+def with_size(
+    spec: dict[str, Any], overrides: dict[str, Any], backend: TrialSide, *, file: str = "<spec>", where: str = "size"
+) -> dict[str, Any]:
+    """``spec`` (resolved) with one of ``search.sizes`` applied and resolved again (its own sizes left out): a
+    SpecError names ``where`` and the key."""
+    raw = copy.deepcopy(spec)
+    raw["search"]["sizes"] = []
+    for key, value in overrides.items():
+        if not str(key).startswith(_SIZE_SECTIONS) or key == "train.epochs":
+            raise SpecError(
+                file,
+                f"{where}.{key}",
+                "a size sets model.* and train.* keys, not train.epochs (every size trains as long)",
+            )
+        set_path(raw, str(key), value)
+    try:
+        return resolve(raw, backend, file=file)
+    except SpecError as err:
+        raise SpecError(file, f"{where}.{err.path}" if err.path else where, err.message) from None
 
 
 def _keys_from_branch(raw: dict[str, Any], keys: typing.Iterable[str]) -> dict[str, Any]:
