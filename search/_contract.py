@@ -176,9 +176,16 @@ class TrialSide(Protocol):
         """(pools, splits) a saved model is re-checked on: a new ``data.root`` whole, else the spec's split."""
 
     def reevaluate(
-        self, model_dir: Path, pools: Any, data: dict[str, Any], split: str = "test", splits: Any = None
+        self,
+        model_dir: Path,
+        pools: Any,
+        data: dict[str, Any],
+        split: str = "test",
+        splits: Any = None,
+        tta: str | None = None,
     ) -> dict[str, Any]:
-        """Metrics of a saved final model on ``split``."""
+        """Metrics of a saved final model on ``split``; ``tta``: its test-time views (train.tta; None: those it was
+        trained with)."""
 
     def explain(
         self, model_dir: Path, pools: Any, data: dict[str, Any], n: int, split: str = "test", splits: Any = None

@@ -348,7 +348,8 @@ def eval_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override the model's spec, e.g. --set data.root=/data/cifar10",
+        help="override the model's spec, e.g. --set data.root=/data/cifar10 (new images), --set train.tta=flip "
+        "(other test-time views)",
     )
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument(
@@ -378,7 +379,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         # New labelled images (--set data.root=DIR) are checked whole, without the training data.
         new_root = any(parse_override(o, str(spec_file))[0] == "data.root" for o in args.overrides)
         pools, splits = backend.eval_set(model_dir, spec["data"], args.split, new_root)
-        out = backend.reevaluate(model_dir, pools, spec["data"], args.split, splits)
+        # The model's own train.tta, or the views --set train.tta=... asks for.
+        out = backend.reevaluate(model_dir, pools, spec["data"], args.split, splits, spec["train"].get("tta"))
         if args.explain > 0:
             explained = backend.explain(model_dir, pools, spec["data"], args.explain, args.split, splits)
             out["explain_dir"] = str(explained)

@@ -1258,7 +1258,8 @@ def test_a_budgeted_study_plans_around_the_size_it_takes_and_resumes_with_it(tmp
     """The runner's plan on the real trial side (digits, real probes, no Ray): a 1,000x wider CNN cannot train
     its final seeds in 60 s, the quickstart's own widths can; the plan's line says which, study.json's plan records
     the probes, the search's probes measure the size taken, and a resumed study trains that size again."""
-    from search.run._study_budget import plan_budget, resume_size
+    from search.run._study_budget import plan_budget
+    from search.spec._sizes import retake_size
 
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["search"].update(num_samples=None, sizes=[{"model.conv1": 512, "model.conv2": 1024}, {"model.conv1": 24}])
@@ -1271,7 +1272,7 @@ def test_a_budgeted_study_plans_around_the_size_it_takes_and_resumes_with_it(tmp
     assert cb["size"]["taken"] == 1 and [t["set"] for t in cb["size"]["tried"]] == raw["search"]["sizes"]
     assert all('"conv1": 24' in p["shape"] for p in cb["probe"]), cb["probe"]
     again = resolve(raw, trainables)
-    resume_size(again, json.loads(json.dumps(cb)), trainables)
+    retake_size(again, json.loads(json.dumps(cb))["size"], trainables)
     assert again["model"] == spec["model"] and again["search"]["sizes"] == []
     # --estimate says the same before the probes it prints, which measure the size taken.
     from search.run._estimate import estimate

@@ -154,9 +154,9 @@ def test_weights_round_trip_to_the_same_numbers(final_run):
         assert again[k] == m["test"][k], k
 
 
-def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(final_run, tmp_path):
+def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(final_run, tmp_path, capsys):
     """train.tta=flip: the test metrics, tune-eval's re-check and the MLflow export all predict the mean of the
-    image's and its mirror image's logits."""
+    image's and its mirror image's logits; tune-eval --set train.tta=... re-checks it under other views."""
     from trainables.batches import TestTimeAveraged
     from trainables.export import exportable
 
@@ -179,6 +179,19 @@ def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(fi
     with torch.no_grad():
         assert torch.allclose(model(x), (model.model(x) + model.model(x.flip(-1))) / 2)
         assert not torch.allclose(model(x), model.model(x), atol=1e-4)
+    # tune-eval: the model's own views by default, the ones --set train.tta asks for otherwise (the same model
+    # scored without its flips, or with airbench94's six views).
+    from search.cli import eval_main
+
+    scores = {}
+    for tta in ("flip", "none", "flip_shift"):
+        capsys.readouterr()
+        assert eval_main([str(tmp_path / "5"), *(["--set", f"train.tta={tta}"] if tta != "flip" else [])]) == 0
+        scores[tta] = json.loads(capsys.readouterr().out)
+        expected = reevaluate(tmp_path / "5", pools, spec["data"], "test", tta=tta)
+        assert scores[tta]["confusion_matrix"] == expected["confusion_matrix"], tta
+    assert scores["flip"]["accuracy"] == m["test"]["accuracy"]
+    assert len({str(scores[t]["confusion_matrix"]) for t in scores}) > 1, scores  # not one prediction thrice
 
 
 def test_test_metrics_are_fp32_whatever_trained_the_model(tmp_path):

@@ -263,10 +263,15 @@ def eval_set(model_dir: Path, data: dict[str, Any], split: str, new_root: bool) 
 
 
 def reevaluate(
-    model_dir: Path, pools: Pools, data: dict[str, Any], split: str = "test", splits: Splits | None = None
+    model_dir: Path,
+    pools: Pools,
+    data: dict[str, Any],
+    split: str = "test",
+    splits: Splits | None = None,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a saved final model on ``split`` of ``pools`` (any dataset with the same classes);
-    ``splits`` default to the spec's (``data``)."""
+    ``splits`` default to the spec's (``data``); ``tta`` (train.tta) to the views it was tested with."""
     model, spec, meta = load_model(model_dir)
     pools = relabel(pools, meta["classes"], "data")
     device = next(model.parameters()).device
@@ -280,7 +285,7 @@ def reevaluate(
         meta["image_size"],
         device,
         False,  # evaluated in fp32 whatever trained it (predict_split)
-        tta=str(spec["train"].get("tta", "none")),  # predicted as when it was trained
+        tta=tta or str(spec["train"].get("tta", "none")),
     )
     f = spec.get("final") or {}
     out, _, _ = evaluate(

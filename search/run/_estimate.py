@@ -85,7 +85,7 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
         out("budget: none given (search.budget or --budget 30m|2h|1.5gpu-h|400epochs shows what fits)")
         return
     p = plan(spec, budget, probes, grid, parallel, backend.gpu_hours, search["num_samples"])
-    _fits(budget, p, out, recipe_name(record) if size else "the recipe as written")
+    _fits(budget, p, out, recipe_name(record))
 
 
 def _fits(b: Budget, p: dict[str, Any], out: Any, recipe: str) -> None:

@@ -17,6 +17,7 @@ from ..report._pareto import front_line, front_points, write_front
 from ..spec._budget import Budget, parse_budget
 from ..spec._files import dump_spec, read_json
 from ..spec._objectives import objectives, over_limits, parse_conditions
+from ..spec._sizes import retake_size
 from ..spec._space import branches, flat_config, searched_keys
 from ..store import _storage as storage
 from ..store._atomic import StorageFull, write_atomic
@@ -36,7 +37,7 @@ from ._lifecycle import Lifecycle, now, provenance
 from ._no_search import recipe_only
 from ._result import StudyResult
 from ._resume import check_resumable
-from ._study_budget import BudgetStopper, plan_budget, resume_size, search_side, seconds_before, spent
+from ._study_budget import BudgetStopper, plan_budget, search_side, seconds_before, spent
 from ._study_tracking import track_study
 from ._tune_parts import Stalled
 
@@ -80,7 +81,7 @@ def run_study(
     cb = previous.get("compute_budget") if resume else None  # a resumed study keeps the plan it started with
     if resume and cb:
         spec["search"]["num_samples"] = cb["num_samples"]
-        resume_size(spec, cb, backend)
+        retake_size(spec, cb.get("size"), backend)
     elif budget and not resume:
         cb = plan_budget(spec, backend, pools, budget, cluster, log)
     if cb and cb.get("search") == "skipped":  # no room for the search to pay: the budget goes to the recipe

@@ -25,7 +25,6 @@ from ..spec._budget import (
 )
 from ..spec._sizes import choose_size, recipe_name, size_line
 from ..spec._space import as_searched, grid_points
-from ..spec._spec import with_size
 from ._spend import spent_search, totals
 
 
@@ -72,15 +71,6 @@ def plan_budget(
         f"{final}" + (f" ({note})" if note else "")
     )
     return cb
-
-
-def resume_size(spec: dict[str, Any], cb: dict[str, Any], backend: TrialSide) -> None:
-    """A resumed study trains the size its plan took (the spec file still lists the choice)."""
-    spec["search"]["sizes"], size = [], cb.get("size") or {}
-    if size.get("taken") is not None:
-        sized = with_size(spec, size["set"], backend, where=f"search.sizes[{size['taken']}]")
-        for section in ("data", "model", "train", "final"):
-            spec[section] = sized[section]
 
 
 def seconds_before(cb: dict[str, Any], last_results: list[dict[str, Any]]) -> float:

@@ -71,10 +71,23 @@ def choose_size(
         record["tried"].append({"set": overrides, "final_epochs": epochs, "final_epoch_s": probe["final_epoch_s"]})
         if epochs >= need:
             record.update(taken=i, set=overrides)
-            for section in ("data", "model", "train", "final"):
-                spec[section] = candidate[section]
+            _take(spec, candidate)
             return probe, record
     return None, record
+
+
+def retake_size(spec: dict[str, Any], record: dict[str, Any] | None, backend: TrialSide) -> None:
+    """``spec`` at the size a plan took (``record``: study.json's ``compute_budget.size``), for a resumed study: the
+    spec file still lists the choice, not what was chosen."""
+    spec["search"]["sizes"] = []
+    if record and record.get("taken") is not None:
+        _take(spec, with_size(spec, record["set"], backend, where=f"search.sizes[{record['taken']}]"))
+
+
+def _take(spec: dict[str, Any], sized: dict[str, Any]) -> None:
+    """The sections a size may change, from ``sized`` (``with_size``), into ``spec`` (the study's, shared)."""
+    for section in ("data", "model", "train", "final"):
+        spec[section] = sized[section]
 
 
 def recipe_name(record: dict[str, Any] | None) -> str:
