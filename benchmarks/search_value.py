@@ -6,11 +6,12 @@ its own fresh folder, at the same ``--budget``:
 (a) fixed: the spec without its ``space`` (its own recipe, as written): ``tune-run fixed.yaml --final
     --budget B`` trains ``final.seeds`` models; ``final.epochs`` left null is sized to the whole budget by
     the probe (at most ``train.epochs``).
-(b) searched: ``tune-run searched.yaml --budget B``: the search gets what the recipe's final training leaves
-    of B (or the spec's ``search.budget_split`` of it), final training of the best configuration the rest (and
-    what the search left).
+(b) searched: ``tune-run searched.yaml --budget B``: the recipe at the size the budget takes (the spec's
+    ``search.sizes``; ``--final`` in (a) and (c) trains the recipe as written), the search what the recipe's final
+    training leaves of B (or the spec's ``search.budget_split`` of it), final training of the best configuration
+    the rest (and what the search left).
 (c) anchor: airbench94's recipe (``benchmarks/airbench94.yaml``: its network, schedule, augmentation and
-    test-time flips, re-implemented here) on the study's data and seeds, trained as (a) is:
+    test-time views, re-implemented here) on the study's data and seeds, trained as (a) is:
     ``tune-run anchor.yaml --final --budget B``. What a current fast recipe reaches with the same budget.
 
 A budget counts from the first trial in each arm (Ray's start and data loading come before it, in all), so
