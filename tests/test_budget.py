@@ -1220,7 +1220,7 @@ def test_the_budget_takes_the_dearest_size_whose_final_training_keeps_most_of_th
     budget, split, taken, conv1, line
 ):
     """search.sizes, dearest first: each is probed and the first whose final training still trains each seed 0.8
-    of train.epochs replaces the recipe (model, train and data sections); none: the recipe as written. The spec's
+    of train.epochs replaces the recipe (its model and train sections); none: the recipe as written. The spec's
     sizes are emptied either way, so best.yaml and final training hold the size taken, not the choice."""
     from search.spec._sizes import choose_size, size_line
 

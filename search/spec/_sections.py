@@ -252,9 +252,10 @@ class Search(_Section):
         [],
         description=(
             "dearer versions of the recipe, dearest first, each a mapping of model.* and train.* keys (not "
-            "train.epochs) to values, e.g. [{model.width1: 64, model.width2: 256}]: under a wall-clock or GPU-hours budget with final training, the plan probes "
-            "them in turn and takes the first whose final training still trains each seed 0.8 of train.epochs; "
-            "none: the recipe as written. The search then searches around it (Compute budgets, below)"
+            "train.epochs) to values, e.g. [{model.width1: 64, model.width2: 256}]: under a wall-clock or GPU-hours "
+            "budget with final training, the plan probes them in turn and takes the first whose final training "
+            "still trains each seed 0.8 of train.epochs; none: the recipe as written. The search then searches "
+            "around it (Compute budgets, below)"
         ),
     )
     stall_timeout_s: float = Field(

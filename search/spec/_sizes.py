@@ -22,7 +22,7 @@ from ._spec import with_size
 # A size is taken when final training of it still trains each seed this share of train.epochs. Measured on the
 # 2-core AMX host at 30 minutes (benchmarks/cifar10-value-30m): airbench94's widths trained 9 of their 10 epochs
 # (0.899) beat a quarter of their cost trained all 10 (0.8825); the schedule decays to zero at the deadline, so a
-# shortened run still ends annealed. Where between the line lies is a judgment, not a measured optimum.
+# shortened run still ends annealed. Where between them the line lies is a judgment, not a measured optimum.
 SIZE_KEEPS = 0.8
 
 
@@ -50,7 +50,7 @@ def choose_size(
     parallel_of: Callable[[dict[str, Any]], int],
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Which of ``spec``'s sizes this budget affords: ``(the probe of the one taken or None, the record)``. The
-    spec's model, train and data sections become the size's; its ``search.sizes`` is emptied either way (best.yaml
+    spec's model and train sections become the size's; its ``search.sizes`` is emptied either way (best.yaml
     and final training hold the size taken, not the choice). ``parallel_of(probe)``: trials at once."""
     sizes, spec["search"]["sizes"] = spec["search"]["sizes"], []
     record: dict[str, Any] = {"sizes": sizes, "taken": None, "set": {}, "tried": []}
@@ -85,8 +85,9 @@ def retake_size(spec: dict[str, Any], record: dict[str, Any] | None, backend: Tr
 
 
 def _take(spec: dict[str, Any], sized: dict[str, Any]) -> None:
-    """The sections a size may change, from ``sized`` (``with_size``), into ``spec`` (the study's, shared)."""
-    for section in ("data", "model", "train", "final"):
+    """The sections a size's keys reach (model, train), whole from ``sized`` (``with_size``: another model's
+    keys and defaults), into ``spec`` (the study's, shared by everything after the plan)."""
+    for section in ("model", "train"):
         spec[section] = sized[section]
 
 
@@ -108,4 +109,5 @@ def size_line(record: dict[str, Any], spec: dict[str, Any]) -> str:
     tried = ", ".join(f"[{i}] {t['final_epochs']} of {epochs}" for i, t in enumerate(record["tried"]))
     if record["taken"] is None:
         return f"size: the recipe as written (final training of search.sizes {tried} epochs per seed, under {need})"
-    return f"size: {recipe_name(record)[len('the recipe at ') :]}: final training {tried} epochs per seed (at least {need} needed)"
+    taken = recipe_name(record)[len("the recipe at ") :]
+    return f"size: {taken}: final training {tried} epochs per seed (at least {need} needed)"
