@@ -319,7 +319,14 @@ class Data(_Section):
     train_fraction: float = Field(
         1.0, gt=0, le=1, description="stratified fraction of the training split each search trial uses"
     )
-    max_per_class: int | None = Field(None, ge=1, description="cap training images per class (balanced subsample)")
+    max_per_class: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "cap training images per class for the search's trials (balanced subsample); final training has its "
+            "own, final.max_per_class; a smaller data set for both: load_max_per_class"
+        ),
+    )
     load_max_per_class: int | None = Field(
         None,
         ge=1,
