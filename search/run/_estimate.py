@@ -29,16 +29,10 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
     budget = parse_budget(spec["search"]["budget"], "<spec>") if spec["search"]["budget"] else None
     taken, size, record = None, "", None
     if budget:
-
-        def parallel_of(probe: dict[str, Any]) -> int:
-            cpus = probed_cpus([probe]) or float(spec["resources"]["cpu"])
-            return concurrency(spec, os.cpu_count() or 1, probe.get("gpus", 0), cpus)
-
-        taken, record = choose_size(spec, backend, pools, budget, parallel_of)
+        taken, record = choose_size(spec, backend, pools, budget, lambda probe: _at_once(spec, [probe])[1])
         size = size_line(record, spec)
     probes, note = probe_configs(spec, backend, pools, known=[taken] if taken else [])
-    cpus = probed_cpus(probes) or float(spec["resources"]["cpu"])
-    parallel = concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0), cpus)
+    cpus, parallel = _at_once(spec, probes)
     out(
         f"estimate of {spec['experiment']['name']!r} on {probes[0]['device']}: {parallel} trial(s) at once "
         f"(each holds {cpus:g} CPUs: resources.cpu={spec['resources']['cpu']:g} and the data's decoding workers; "
@@ -86,6 +80,12 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
         return
     p = plan(spec, budget, probes, grid, parallel, backend.gpu_hours, search["num_samples"])
     _fits(budget, p, out, recipe_name(record))
+
+
+def _at_once(spec: dict[str, Any], probes: list[dict[str, Any]]) -> tuple[float, int]:
+    """(CPUs a trial holds, trials at once on this machine) for the configurations ``probes`` measured."""
+    cpus = probed_cpus(probes) or float(spec["resources"]["cpu"])
+    return cpus, concurrency(spec, os.cpu_count() or 1, probes[0].get("gpus", 0), cpus)
 
 
 def _fits(b: Budget, p: dict[str, Any], out: Any, recipe: str) -> None:

@@ -47,8 +47,9 @@ def plan_budget(
         return concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(list(probes)))
 
     taken, size = choose_size(spec, backend, pools, budget, parallel_of)  # before the probes: they probe the size
-    if size_line(size, spec):
-        log(f"budget: {budget.text} · {size_line(size, spec)}")
+    line = size_line(size, spec)
+    if line:
+        log(f"budget: {budget.text} · {line}")
     probes, note = probe_configs(spec, backend, pools, known=[taken] if taken else [])
     space = as_searched(spec["space"], spec["search"]["algorithm"])
     cb = plan(
