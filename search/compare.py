@@ -100,9 +100,10 @@ def table_rows(studies: list[dict[str, Any]]) -> list[dict[str, str]]:
             {
                 "study": s["experiment"],
                 "model": s["model"],
-                # "2 of 3": a seed failed (diverged, out of memory), and the numbers are of the others
+                # "2 of 3": a seed failed (diverged, out of memory) or the budget left it no time, and the
+                # numbers are of the others
                 "seeds": f"{len(s['seeds'])} of {len(s['seeds_planned'])}"
-                if s.get("failed_seeds")
+                if s.get("failed_seeds") or s.get("not_trained_seeds")
                 else str(len(s["seeds"])),
                 "test acc (95% CI)": _pm(sm.get("accuracy")),
                 "macro F1": _pm(sm.get("f1_macro")),

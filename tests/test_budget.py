@@ -90,8 +90,13 @@ def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path, cli):
     assert list(tmp_path.iterdir()) == []
 
 
-def _probe(epoch_s: float, final_epoch_s: float | None = None) -> dict:
-    return {"epoch_s": epoch_s, "final_epoch_s": final_epoch_s or epoch_s, "train_images_per_s": 1000.0}
+def _probe(epoch_s: float, final_epoch_s: float | None = None, test_s: float = 0.0) -> dict:
+    return {
+        "epoch_s": epoch_s,
+        "final_epoch_s": final_epoch_s or epoch_s,
+        "train_images_per_s": 1000.0,
+        "test_s": test_s,
+    }
 
 
 def test_plan_sizes_what_the_spec_leaves_open():
@@ -289,6 +294,27 @@ def test_final_trainings_fixed_costs_are_paid_once_per_round_of_seeds():
         spec, parse_budget("300s", "s"), 4 * FINAL_EXTRA_S + 24.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours
     )
     assert fp["final_epochs"] == 3  # 24 s left after the fixed costs: 3 epochs of 4 rounds x 2 s
+
+
+def test_each_round_of_final_seeds_pays_its_test_evaluation():
+    """Each seed evaluates the test split after its training (at airbench94's widths with six test-time views,
+    60-87 s a seed on a 2-core CPU) and the next round of seeds starts after it: the plan, the recipe's final cost
+    the search's share is set from, and each seed's time limit count it once per round, not once per study (where
+    the first seed's evaluation took the later seeds' time, and they trained one epoch each)."""
+    from search.spec._budget import FINAL_EXTRA_S, final_plan, recipe_final_cost
+
+    spec = resolve({**SPEC, "search": {"budget": "300s"}, "final": {"seeds": [0, 1, 2]}}, trainables)
+    probe = _probe(1.0, 2.0, test_s=10.0)
+    budget = parse_budget("300s", "s")
+    # 3 rounds of one seed, each 15 s fixed + 10 s of testing: 75 s; 3 rounds x 4 epochs x 2 s = 24 s of training.
+    assert recipe_final_cost(spec, budget, [probe], 1, trainables.gpu_hours) == pytest.approx(
+        3 * (FINAL_EXTRA_S + 10) + 24
+    )
+    fp = final_plan(spec, budget, 3 * (FINAL_EXTRA_S + 10.0) + 18.0, [probe], 1, trainables.gpu_hours)
+    assert fp["final_epochs"] == 3  # 18 s of training left: 3 epochs of 3 rounds x 2 s
+    # Two at once: two rounds pay it, not three.
+    fp = final_plan(spec, budget, 2 * (FINAL_EXTRA_S + 10.0) + 16.0, [probe], 2, trainables.gpu_hours)
+    assert (fp["final_rounds"], fp["final_epochs"]) == (2, 4)
 
 
 def test_probe_measures_the_configuration_on_this_device():
@@ -846,11 +872,12 @@ def test_a_seed_started_past_its_deadline_trains_its_first_epoch_whole_with_a_sc
 
 def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_written_with_its_model(tmp_path):
     """A budget's deadline for final training (the study's deadline less what follows training) caps a seed's time
-    limit when its run starts: a slow start (worker, data, model) shortens the seed, not the promise. Past it, the
-    run trains its first epoch and ends. The moment and the limits are not settings: the model folder's spec has
-    none of them, and tune-eval re-checks the model from it."""
-    from trainables.final import final_spec, train_final
-    from trainables.recipe import clamp_to_deadline
+    limit when its run starts: a slow start (worker, data, model) shortens the seed, not the promise. A seed left
+    under half its share is not trained (OutOfTime; a run past its deadline otherwise trains its first epoch and
+    ends). The moment and the limits are not settings: the model folder's spec has none of them, and tune-eval
+    re-checks the model from it."""
+    from trainables.final import OutOfTime, final_spec, train_final
+    from trainables.recipe import clamp_to_deadline, too_late
 
     t = {"_time_limit_s": 100.0, "_ends_by": time.time() + 10.0}
     clamp_to_deadline(t)
@@ -875,10 +902,19 @@ def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_wr
     )
     past = time.time() - 1.0
     assert final_spec(spec, 0, past)["train"]["_ends_by"] == past and "_ends_by" not in final_spec(spec, 0)["train"]
-    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True, ends_by=past)
+    # Under half of its 60 s share left (29 s), or none: not trained, and no folder; 31 s: trained.
+    assert too_late({"_time_limit_s": 60.0, "_ends_by": time.time() + 31.0}) == ""
+    assert too_late({"_time_limit_s": 60.0}) == too_late({"_ends_by": past}) == ""  # a share and a deadline, or none
+    late = too_late({"_time_limit_s": 60.0, "_ends_by": time.time() + 29.0})
+    assert late.startswith("not trained: 29 s of its 60 s share were left before the budget's deadline"), late
+    pools = trainables.prepare(spec)
+    with pytest.raises(OutOfTime, match="^final seed 0: not trained: 0 s of its 60 s share"):
+        train_final(spec, pools, 0, tmp_path / "0", quick_cost=True, ends_by=past)
+    assert not (tmp_path / "0").exists()
+    soon = time.time() + 40.0  # 40 s of the 60: trained, its limit the 40 s to the deadline
+    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True, ends_by=soon)
     training = m["training"]
-    assert training["epochs"] == 1 and training["replanned_to_time_limit"]
-    assert training["time_limit_s"] < 0.01 and training["time_limit_s_planned"] == 60.0  # as it ran, and its share
+    assert 30.0 < training["time_limit_s"] <= 40.0 and training["time_limit_s_planned"] == 60.0  # as it ran; its share
     saved = yaml.safe_load((tmp_path / "0" / "spec.yaml").read_text())
     assert not [k for k in saved["train"] if k.startswith("_")] and "ends_by" not in saved["final"]
     # The model folder's spec is one tune-eval resolves (it refused the limits' keys as unknown before).
@@ -935,7 +971,7 @@ def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
     from types import SimpleNamespace
 
     from search.run._final import size_final
-    from search.spec._budget import FINAL_AFTER_S
+    from search.spec._budget import FINAL_AFTER_S, FINAL_EXTRA_S
 
     probed: list[dict] = []
 
@@ -952,6 +988,9 @@ def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
         after = time.time()
         assert bool(spec["final"]["fill_time_limit"]) is grows, (final, unit)
         assert (spec["final"]["time_limit_s"] is not None) is (unit == "60s"), (final, unit)
+        if unit == "60s":  # one round of one seed: what is left less its fixed costs and its test evaluation
+            round_s = FINAL_EXTRA_S + probed[-1]["test_s"]
+            assert spec["final"]["time_limit_s"] == pytest.approx(max(1.0, 60.0 - round_s))
         # The seeds' deadline: from the moment before the probe, what is left less what follows training.
         if unit == "60s":
             after_training = FINAL_AFTER_S + probed[-1]["test_s"]

@@ -255,3 +255,9 @@ def test_the_verdict_says_how_often_a_recipe_failed():
     study = {"experiment": "vit", "seeds": [0, 2], "seeds_planned": [0, 1, 2], "failed_seeds": [1]}
     assert failed_line(study) == "vit: 1 of 3 seeds failed (seeds 1); the comparison is of the 2 that trained"
     assert failed_line({**study, "seeds": [0, 1, 2], "failed_seeds": []}) == ""
+    # A seed the budget left no time is said apart: not a failure of the recipe.
+    both = {**study, "seeds": [0], "not_trained_seeds": [2]}
+    assert failed_line(both) == (
+        "vit: 1 of 3 seeds failed (seeds 1); 1 of 3 not trained for want of time (seeds 2); "
+        "the comparison is of the 1 that trained"
+    )

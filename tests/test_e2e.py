@@ -573,6 +573,44 @@ def test_a_diverged_final_seed_is_an_error_and_not_retried(tmp_path, ray_session
     assert len(seeds) == 1 and seeds[0].info.status == "FAILED" and seeds[0].data.tags["status"] == "error"
 
 
+def test_final_seeds_the_budget_left_no_time_are_reported_not_trained_not_failed(tmp_path, ray_session, capsys):
+    """A wall-clock budget's seeds that can start only after most of their share has passed (a slower machine
+    than the probe said) do not train one epoch to be averaged in with their siblings: each is recorded as not
+    trained, with why, and is neither a final model nor a failure of the recipe. Here the deadline has passed
+    before any seed starts (8 s left is what follows training)."""
+    from search.report._verdict import failed_line
+    from search.run._final import run_final
+    from search.run._summary import final_summary
+
+    spec = small_spec(
+        tmp_path,
+        "late",
+        train={"epochs": 2},
+        final={"seeds": [0, 1]},
+        model={"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+    )
+    left = {"budget": "60s", "available": 60.0, "deadline": time.monotonic() + 8.0}
+    summary = run_final(spec, trainables, file="late.yaml", out=tmp_path / "final", log=lambda *_: None, budget=left)
+    assert (summary["seeds"], summary["failed_seeds"], summary["errors"]) == ([], [], [])
+    assert summary["not_trained_seeds"] == [0, 1] and summary["seeds_planned"] == [0, 1]
+    assert (
+        summary["not_trained_reason"].startswith("final seed ")
+        and "share were left before" in summary["not_trained_reason"]
+    )
+    assert not (tmp_path / "final" / "0").exists() and not (tmp_path / "final" / "1").exists()
+    capsys.readouterr()
+    final_summary(summary, "late.yaml")
+    assert "seeds [0, 1] of 2 not in these numbers: final seed " in capsys.readouterr().out
+    assert (
+        failed_line(summary)
+        == "late: 2 of 2 not trained for want of time (seeds 0, 1); the comparison is of the 0 that trained"
+    )
+    _, runs = mlflow_runs(tmp_path / "mlflow.db", "late")
+    seeds = [r for r in runs if r.data.tags.get("role") == "final-seed"]
+    assert sorted(r.data.tags["status"] for r in seeds) == ["not_trained"] * 2
+    assert all(r.info.status == "FINISHED" for r in seeds)
+
+
 def test_final_overwrite_keeps_each_old_model_until_its_replacement_is_complete(tmp_path, ray_session):
     """--overwrite retrains: a seed whose new model fails keeps its old one (reported, not in the numbers); once a
     retrain runs to its end, the folder holds exactly its own seeds."""

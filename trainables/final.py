@@ -32,8 +32,14 @@ from .folders import load_folder, split_folder
 from .images import ImageFiles
 from .metrics import bootstrap_interval, classification_metrics, predict_labels, softmax
 from .model_folder import load_model, read_meta, save_model
+from .recipe import too_late
 from .resources import gpu_hours
 from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, final_epochs, schedule_length, settings_only, shortened
+
+
+class OutOfTime(Exception):
+    """A final seed that could start only after too much of its share of a wall-clock budget had passed
+    (``recipe.too_late``): not trained, and not one of the final models."""
 
 
 def final_spec(spec: dict[str, Any], seed: int, ends_by: float | None = None) -> dict[str, Any]:
@@ -144,6 +150,10 @@ def train_final(
     (``ends_by``: a wall-clock budget's deadline for its training, seconds since the epoch)."""
     s = final_spec(spec, seed, ends_by)
     f = spec.get("final") or {}
+
+    late = too_late(s["train"])
+    if late:
+        raise OutOfTime(f"final seed {seed}: {late}")
 
     def with_length(metrics: dict[str, Any], get_state: Callable[[], Any]) -> None:
         """Each epoch with the run's length as (re-)planned so far: the console's "epoch 3/10"."""

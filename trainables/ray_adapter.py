@@ -318,7 +318,7 @@ def final_trial(
     """
     from ray import tune
 
-    from .final import train_final
+    from .final import OutOfTime, train_final
 
     claim_resources(spec)
     seed = int(config["seed"])
@@ -336,6 +336,9 @@ def final_trial(
             m = train_final(spec, pools, seed, model_dir, on_epoch=on_epoch, ends_by=ends_by)
         except (*USER_ERRORS, FloatingPointError) as exc:  # missing weights or data, a diverged seed: not retried
             tune.report({**user_error(epoch[0], exc), **device})
+            return
+        except OutOfTime as exc:  # the budget's deadline left it too little: no model, and not a failure either
+            tune.report({"epoch": 0, "out_of_time": 1, "reason": str(exc), **device})
             return
         finally:
             release_for_next_trial()

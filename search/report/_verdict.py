@@ -241,14 +241,16 @@ def pair_verdict(sa: dict[str, Any], sb: dict[str, Any], pa: StudyPredictions, p
 
 
 def failed_line(study: dict[str, Any]) -> str:
-    """'' when every seed trained; else how often the recipe failed: the comparison is of its seeds that did."""
+    """'' when every seed trained; else how often the recipe failed (and which seeds the budget left no time):
+    the comparison is of its seeds that trained."""
     failed, planned = study.get("failed_seeds") or [], study.get("seeds_planned") or []
-    if not failed:
+    late = study.get("not_trained_seeds") or []
+    if not failed and not late:
         return ""
-    return (
-        f"{study['experiment']}: {len(failed)} of {len(planned)} seeds failed (seeds {', '.join(map(str, failed))}); "
-        f"the comparison is of the {len(study['seeds'])} that trained"
-    )
+    said = [f"{len(failed)} of {len(planned)} seeds failed (seeds {', '.join(map(str, failed))})"] if failed else []
+    if late:
+        said.append(f"{len(late)} of {len(planned)} not trained for want of time (seeds {', '.join(map(str, late))})")
+    return f"{study['experiment']}: {'; '.join(said)}; the comparison is of the {len(study['seeds'])} that trained"
 
 
 def verdict(studies: list[dict[str, Any]]) -> list[str]:

@@ -218,7 +218,7 @@ class StudyConsole(Callback):
         tid = trial.trial_id
         last = trial.last_result or {}
         line = f"{self._name(tid, trial)} {status}"
-        if status in FAILED:
+        if status in FAILED or status == "not_trained":
             return f"{line}: {reason}"
         line += f" · {self.epochs.get(tid, 0)}/{self.lengths.get(tid, self.max_epochs)} epochs"
         shown = "test_accuracy" if self.unit == "seed" and "test_accuracy" in last else self.metric

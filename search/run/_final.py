@@ -10,11 +10,11 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._stats import t_interval
-from ..spec._budget import FINAL_AFTER_S, FINAL_EXTRA_S, concurrency, final_plan, parse_budget, probed_cpus
+from ..spec._budget import FINAL_AFTER_S, concurrency, final_plan, final_round_s, parse_budget, probed_cpus
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
-from ..store._export import error_reason
+from ..store._export import OUT_OF_TIME, error_reason
 from ..store._paths import final_paths, holds_final, location, mlflow_uri, seed_folder
 from ._lifecycle import Lifecycle, now, provenance
 
@@ -152,10 +152,16 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
     failed = {
         int((r.config or {}).get("seed", -1)) for r in grid if r.error is not None or (r.metrics or {}).get("error")
     }
+    # A seed the budget's deadline left too little time did not train: its folder may hold a previous model.
+    late = {
+        int(r.config["seed"]): str(r.metrics.get("reason", ""))
+        for r in grid
+        if r.error is None and (r.metrics or {}).get(OUT_OF_TIME)
+    }
     per_seed = [
         json.loads((out / str(s) / "metrics.json").read_text())
         for s in spec["final"]["seeds"]
-        if s not in unfinished and s not in failed and (out / str(s) / "metrics.json").is_file()
+        if s not in unfinished and s not in failed and s not in late and (out / str(s) / "metrics.json").is_file()
     ]
     search_budget = read_json(study_file, "study file").get("budget") if storage.is_file(study_file) else None
     seeds, retrained = list(spec["final"]["seeds"]), {m["seed"] for m in per_seed}
@@ -168,6 +174,9 @@ def _summary(run: Lifecycle, grid: Any, study_file: str, sized: dict[str, Any] |
         # A recipe that fails one time in three must read as such: the seeds it was trained with, those that failed.
         "seeds_planned": seeds,
         "failed_seeds": sorted(s for s in failed if s in seeds),
+        # and those the budget left without time: not a failure of the recipe, and not in its numbers either
+        "not_trained_seeds": sorted(late),
+        "not_trained_reason": next(iter(late.values()), ""),
         "summary": summarise(per_seed, int(spec["final"]["topk"])),
         "per_seed": [
             {
@@ -214,7 +223,7 @@ def size_final(
     ends_by = None
     if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
         rounds = int(fp["final_rounds"])
-        spec["final"]["time_limit_s"] = max(1.0, (available - FINAL_EXTRA_S * rounds) / rounds)
+        spec["final"]["time_limit_s"] = max(1.0, available / rounds - final_round_s(probes))
         # and all of them by the study's deadline less what follows training: a slow start (workers, data)
         # shortens the seeds, not the promise
         ends_by = now + available - FINAL_AFTER_S - max(float(p.get("test_s", 0.0)) for p in probes)

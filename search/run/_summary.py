@@ -147,6 +147,11 @@ def final_summary(summary: dict[str, Any], spec_file: str) -> int:
             f"{c['train_seconds_total']:.0f} s training"
         )
     print(f"  models and metrics: {shown(summary['out_dir'])}")
+    if summary.get("not_trained_seeds"):
+        print(
+            f"  seeds {summary['not_trained_seeds']} of {len(planned)} not in these numbers: "
+            f"{summary['not_trained_reason']}"
+        )
     if summary.get("previous_models"):
         print(f"  seeds {summary['previous_models']} keep their previous final models: not retrained this time")
     if summary.get("unfinished"):

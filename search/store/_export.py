@@ -15,7 +15,17 @@ from ..spec._objectives import Condition
 from ..spec._space import plain
 from ._atomic import write_atomic
 
-STATUSES = ("completed", "stopped", "early_stopped", "infeasible", "diverged", "oom", "error", "unfinished")
+STATUSES = (
+    "completed",
+    "stopped",
+    "early_stopped",
+    "infeasible",
+    "diverged",
+    "oom",
+    "error",
+    "unfinished",
+    "not_trained",
+)
 # Statuses whose reason the trial reported with its last result; with "error", those that have no score.
 REASONED = ("infeasible", "diverged", "oom")
 FAILED = ("error", *REASONED)
@@ -24,6 +34,9 @@ FULL_LENGTH = ("completed", "early_stopped")  # trials that ran their whole sche
 # A trial that ended itself on a user error (missing weights or data) reports ``error`` with the reason
 # rather than raising, so Tune does not retry it (resources.max_failures is for lost nodes and processes).
 USER_ERROR = "error"
+# A final seed a wall-clock budget's deadline left too little of its share to train reports this flag with the
+# reason and no model: neither a failure of the recipe nor one of its final models.
+OUT_OF_TIME = "out_of_time"
 
 
 # Ray's memory monitor killed the trial's process (ray.exceptions.OutOfMemoryError). Its message is a
@@ -45,7 +58,7 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
     stopped: the scheduler did; infeasible: the model refused the configuration; diverged: its training
     loss became NaN or inf; oom: the GPU ran out of memory, or Ray's memory monitor killed the trial
     for the node's (host) memory; error: it raised; unfinished: the study was interrupted (Ctrl-C,
-    SIGTERM) before the trial ended.
+    SIGTERM) before the trial ended; not_trained: a final seed the budget's deadline left too little time.
     """
     if error:
         return "oom" if killed_for_memory(error) else "error"
@@ -53,6 +66,8 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
         return "error"
     if not finished:  # the study was interrupted while it ran or waited: --resume continues it
         return "unfinished"
+    if last.get(OUT_OF_TIME):
+        return "not_trained"
     for flag in REASONED:
         if last.get(flag):
             return flag
@@ -62,9 +77,10 @@ def trial_status(last: dict[str, Any], error: str, length: int, finished: bool =
 
 
 def status_reason(last: dict[str, Any], status: str) -> str:
-    """Why an infeasible, diverged, oom or user-error trial ended (its last result says); '' for the other
-    statuses (an exception's text comes from Tune)."""
-    return str(last.get("reason", "")) if status in REASONED or (status == "error" and last.get(USER_ERROR)) else ""
+    """Why an infeasible, diverged, oom, user-error or not-trained trial ended (its last result says); '' for the
+    other statuses (an exception's text comes from Tune)."""
+    told = status in (*REASONED, "not_trained") or (status == "error" and last.get(USER_ERROR))
+    return str(last.get("reason", "")) if told else ""
 
 
 def error_reason(error: str, config: dict[str, Any], oom_reason: Callable[[dict[str, Any]], str] | None) -> str:
