@@ -18,11 +18,11 @@ are set, how a smoke run shrinks them) lives behind this contract, never in ``se
 The trial side reads ``experiment.metric``, ``experiment.mode`` and ``experiment.objectives`` (``{metric: mode}``,
 the study's objectives when it has several): what a failed trial scores at its worst, and which cost it measures.
 
-Of a trial's results, ``search`` reads the metrics in ``METRICS`` and ``COST_METRICS``, ``epoch`` (and ``data_epochs``), the flags
-``infeasible``, ``diverged``, ``oom``, ``error``, ``out_of_time`` (a final seed that found too little of its share
-of a wall-clock budget left when it could start, and did not train) with their ``reason``, and the strings ``device``, ``gpu_ids``,
-``arithmetic`` (what it computed in: bf16 or fp32, channels_last or not) and ``warning``: it records them, never
-interprets them.
+Of a trial's results, ``search`` reads the metrics in ``METRICS`` and ``COST_METRICS``, ``epoch`` (and
+``data_epochs``), the flags ``infeasible``, ``diverged``, ``oom``, ``error``, ``out_of_time`` (a final seed that
+found too little of its share of a wall-clock budget left when it could start, and did not train) with their
+``reason``, and the strings ``device``, ``gpu_ids``, ``arithmetic`` (what it computed in: bf16 or fp32,
+channels_last or not) and ``warning``: it records them, never interprets them.
 
 ``tune-compare`` reads no trial-side key by name: ``report_axes`` in study.json and final/metrics.json names them.
 Of a final seed's folder, ``tune-compare`` reads ``metrics.json`` and ``predictions.npz`` (arrays ``labels``,
