@@ -381,6 +381,18 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
         "scheduler); planned 11"
     ) in out
     assert "Ray dashboard" not in out and list(tmp_path.iterdir()) == []  # no Ray, no runs/, no MLflow store
+    # With final training: its seconds as the plan counts them, each round's test evaluation and fixed costs in.
+    from search.run._estimate import estimate
+
+    lines: list[str] = []
+    estimate(
+        resolve({**SPEC, "search": {"budget": "300s"}, "final": {"seeds": [0, 1]}}, trainables),
+        trainables,
+        lines.append,
+    )
+    assert re.search(
+        r"\+ final training: 2 seeds x \d+ epochs, about [\d,]+ s with each round's test evaluation", "\n".join(lines)
+    )
 
 
 @pytest.mark.ray
