@@ -444,10 +444,11 @@ def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
     assert study.data.metrics["budget_spent_total"] == search_epochs + final_epochs_run
 
 
-# Not marked alone: the clock it checks is the stopper's, which ends the search at 40 s however loaded the machine
-# is; load lengthens only the stop and the exports after it, which the 45 s tolerance was measured for (18 s at a
-# load average of 20).
+# Marked alone (2026-12-06): the clock it checks is the stopper's, which ends the search at 40 s however loaded the
+# machine is, but in the host's slowest phase (its CPU check 5-10x its fast time) with the other worker's Ray tests
+# beside it, no trial finished its first epoch within the 40 s, and a search with no result has no best (exit 1).
 @pytest.mark.ray
+@pytest.mark.alone
 def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
     """A 40 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
     come before the budget's clock (study.json's startup_s, measured); the tolerance on top is Tune stopping
