@@ -10,7 +10,15 @@ from typing import Any
 
 from .._contract import TrialSide
 from ..report._stats import t_interval
-from ..spec._budget import FINAL_AFTER_S, concurrency, final_plan, final_round_s, parse_budget, probed_cpus
+from ..spec._budget import (
+    FINAL_AFTER_S,
+    concurrency,
+    evaluation_s,
+    final_plan,
+    final_round_s,
+    parse_budget,
+    probed_cpus,
+)
 from ..spec._files import dump_spec, read_json
 from ..store import _storage as storage
 from ..store._atomic import write_atomic
@@ -226,7 +234,7 @@ def size_final(
         spec["final"]["time_limit_s"] = max(1.0, available / rounds - final_round_s(probes))
         # and all of them by the study's deadline less what follows training: a slow start (workers, data)
         # shortens the seeds, not the promise
-        ends_by = now + available - FINAL_AFTER_S - max(float(p.get("test_s", 0.0)) for p in probes)
+        ends_by = now + available - FINAL_AFTER_S - evaluation_s(probes)
         # Epochs the plan sized (not the spec's) grow back towards the recipe's when the seeds run faster than
         # the probe said: what is left of the budget trains the models, it is not left unspent.
         spec["final"]["fill_time_limit"] = fp["final_epochs_from"] == "budget"

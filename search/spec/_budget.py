@@ -367,11 +367,16 @@ def _final_pace(spec: dict[str, Any], probes: list[dict[str, Any]], parallel: in
     return max(p["final_epoch_s"] for p in probes), math.ceil(len(spec["final"]["seeds"]) / parallel)
 
 
+def evaluation_s(probes: list[dict[str, Any]]) -> float:
+    """A final seed's test evaluation: the dearest probe's ``test_s``."""
+    return max((float(p.get("test_s", 0.0)) for p in probes), default=0.0)
+
+
 def final_round_s(probes: list[dict[str, Any]]) -> float:
     """Seconds a round of final seeds takes beyond its epochs: its fixed costs (FINAL_EXTRA_S) and, after the
-    seeds' training, their test evaluation (the dearest probe's ``test_s``: the seeds of a round evaluate at once,
-    and the next round starts after them)."""
-    return FINAL_EXTRA_S + max((float(p.get("test_s", 0.0)) for p in probes), default=0.0)
+    seeds' training, their test evaluation (the seeds of a round evaluate at once, and the next round starts
+    after them)."""
+    return FINAL_EXTRA_S + evaluation_s(probes)
 
 
 def final_plan(
