@@ -155,7 +155,11 @@ def test_a_full_disk_ends_the_study_in_one_line_then_resume_continues_it(tiny_di
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = list(csv.DictReader((folder / "trials.csv").open()))
     errors = [f"{p}: {p.read_text()[-1500:]}" for p in folder.rglob("error.txt")]  # what a trial raised, if any
-    assert [(r["status"], r["epochs"]) for r in rows] == [("completed", "6")] * 2, (rows, errors, r.stderr[-3000:])
+    assert [(row["status"], row["epochs"]) for row in rows] == [("completed", "6")] * 2, (
+        rows,
+        errors,
+        r.stderr[-3000:],
+    )
     assert (folder / "best.yaml").is_file()
 
     # Final training on the full disk: one line with the command that retrains, no seed folder half-written.
