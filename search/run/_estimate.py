@@ -13,7 +13,7 @@ from .._contract import TrialSide
 from ..spec._budget import (
     Budget,
     concurrency,
-    final_round_s,
+    final_seconds,
     parse_budget,
     plan,
     probe_configs,
@@ -66,10 +66,9 @@ def estimate(spec: dict[str, Any], backend: TrialSide, out: Any = print) -> None
     if final["after_search"]:
         seeds = len(final["seeds"])
         f_epochs = backend.final_epochs(spec)
-        final_s, rounds = max(p["final_epoch_s"] for p in probes), -(-seeds // parallel)
         out(
             f"  + final training: {seeds} seeds x {f_epochs} epochs, about "
-            f"{(f_epochs * final_s + final_round_s(probes)) * rounds:,.0f} s with each round's test evaluation"
+            f"{final_seconds(spec, probes, parallel, f_epochs):,.0f} s with each round's test evaluation"
             + (
                 " (final.epochs sized from search.budget at run time)"
                 if search["budget"] and not final["epochs"]

@@ -355,10 +355,17 @@ def recipe_final_cost(
     """What final training of the recipe as written takes of ``budget`` (its unit): every seed for the whole of the
     scheduler's ``max_t`` (train.epochs), at the dearest probed configuration's pace, with its fixed costs."""
     seeds, epochs = len(spec["final"]["seeds"]), int(spec["scheduler"]["max_t"])
-    final_s, rounds = _final_pace(spec, probes, parallel)
     if budget.unit == "seconds":
-        return (epochs * final_s + final_round_s(probes)) * rounds
+        return final_seconds(spec, probes, parallel, epochs)
+    final_s, _ = _final_pace(spec, probes, parallel)
     return epochs * seeds * epoch_cost(budget, final_s, float(spec["resources"]["gpu"]), gpu_hours, 1)
+
+
+def final_seconds(spec: dict[str, Any], probes: list[dict[str, Any]], parallel: int, epochs: int) -> float:
+    """Wall-clock seconds of final training at ``epochs`` a seed: each round of seeds its epochs at the dearest
+    probe's pace, and the round's fixed costs and test evaluation."""
+    final_s, rounds = _final_pace(spec, probes, parallel)
+    return (epochs * final_s + final_round_s(probes)) * rounds
 
 
 def _final_pace(spec: dict[str, Any], probes: list[dict[str, Any]], parallel: int) -> tuple[float, int]:
