@@ -269,7 +269,6 @@ def assert_resumed_whole(tmp_path: Path, finished_before: dict[str, str]) -> Non
 
 
 @pytest.mark.timeout(600)  # three starts of the console script on a loaded CI machine, each with its own Ray
-@pytest.mark.alone  # in the host's slowest phase, beside the other worker's tests, the 6th trial was not created yet
 def test_sigterm_then_a_killed_driver_each_resume_without_losing_or_duplicating(tmp_path):
     """A job scheduler's SIGTERM (or `timeout`) stops the study as Ctrl-C does: the finished trials are
     in trials.csv, best.yaml and study.json, the rest are `unfinished`. Its --resume is then killed outright
@@ -282,7 +281,9 @@ def test_sigterm_then_a_killed_driver_each_resume_without_losing_or_duplicating(
     assert "Continue with: tune-run killme.yaml --resume" in out and "Traceback" not in out, out[-3000:]
     study = tmp_path / "runs" / "killme"
     rows = {row["trial_id"]: row for row in read_rows(study / "trials.csv")}
-    assert len(rows) == 6
+    # Every trial Tune had created: on a loaded host (the other worker's tests beside it) the grid's 6th may not
+    # have been yet, and the resumes below create it (assert_resumed_whole: all 6, each once).
+    assert len(rows) <= 6
     assert all(rows[tid]["status"] == "completed" and rows[tid]["epochs"] == "4" for tid in finished_before)
     assert {row["status"] for row in rows.values()} <= {"completed", "unfinished"}
     assert any(row["status"] == "unfinished" for row in rows.values())
