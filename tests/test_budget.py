@@ -1111,6 +1111,33 @@ def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():
     assert given["search"] == alone_plan["search"] == "planned"
 
 
+def test_a_validation_split_too_small_to_tell_a_gain_from_noise_trains_the_recipe():
+    """500 validation images tell two settings' accuracies apart by 0.063 at best (two standard errors at accuracy
+    0.5): more than search.min_gain's 0.03, so a budget-sized search does not run and the budget trains the recipe;
+    5,000 images (0.020) search, and so does a study told a larger min_gain, or 0 (off), or of several objectives."""
+
+    def planned(val_images: int, experiment: dict | None = None, **search) -> dict:
+        raw = {**SPEC, "search": {"budget": "400epochs", "budget_split": 0.6, **search}, "final": {"seeds": [0]}}
+        if experiment:
+            raw = {**raw, "experiment": {**raw["experiment"], **experiment}}
+        spec = resolve(raw, trainables)
+        probe = {**_probe(1.0), "val_images": val_images}
+        return plan(spec, parse_budget("400epochs", "s"), [probe], 1, 1, trainables.gpu_hours, None)
+
+    small = planned(500)
+    assert (small["search"], small["num_samples"], small["planned"]["final"]) == ("skipped", 0, 400.0)
+    assert small["skipped_because"] == (
+        "its 500 validation images tell settings apart by 0.063 of accuracy at best (two standard errors), more "
+        "than the 0.03 gain it would have to find (search.min_gain)"
+    )
+    assert planned(5000)["search"] == "planned" and planned(5000)["num_samples"] > 10
+    assert planned(500, min_gain=0.07)["search"] == planned(500, min_gain=0)["search"] == "planned"
+    front = planned(500, experiment={"objectives": {"val_acc": "max", "latency_ms": "min"}})
+    assert front["search"] == "planned"  # a front is not picked by validation accuracy alone
+    with pytest.raises(SpecError, match=r"search\.min_gain"):
+        resolve({**SPEC, "search": {"min_gain": 1.5}}, trainables)
+
+
 def test_by_default_the_recipes_final_training_comes_first_and_the_search_gets_what_is_left():
     """search.budget_split left null (the default): the plan sets aside what final training of the recipe as
     written takes (its seeds for all of train.epochs, at the probe's pace, with final training's fixed costs) — all

@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ._budget import DEFAULT_SPLIT, parse_budget
+from ._budget import DEFAULT_SPLIT, MIN_GAIN, parse_budget
 from ._objectives import PICK_RE, parse_conditions
 from ._schema import NAME_RE, SpecError, allowed, did_you_mean, rule
 
@@ -246,6 +246,17 @@ class Search(_Section):
             "the search's share of the budget (0 < x < 1); null = final training of the recipe first (its seeds for"
             " all of train.epochs at the probe's pace), the search what is left, none when that is too little to "
             "search in; final training also gets what the search left unspent"
+        ),
+    )
+    min_gain: float = Field(
+        MIN_GAIN,
+        ge=0,
+        lt=1,
+        description=(
+            "the smallest validation-accuracy gain over the recipe that a budget-sized search (num_samples null, "
+            "with final training) must be able to tell from noise on the validation split (two standard errors, "
+            "at accuracy 0.5: 0.063 on 500 images, 0.020 on 5,000); where the split is too small for it, no search "
+            "runs and the budget trains the recipe; 0 = never skip for this (a study of one metric, val_acc, only)"
         ),
     )
     sizes: list[dict[str, Any]] = Field(
