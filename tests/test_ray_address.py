@@ -39,7 +39,7 @@ def ray_env() -> tuple[Path, dict[str, str]]:
         **{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
         "RAY_TMPDIR": str(temp),
         "RAY_AUTH_MODE": "disabled",
-        # `ray start`'s node drains for up to 30 s on SIGTERM (Ray >= 2.5x: for Kubernetes' preemption) before it
+        # `ray start`'s node drains for up to 30 s on SIGTERM (Ray 2.60, for Kubernetes' preemptions) before it
         # stops its processes: our stop() waited the 30 s out after every study (gpu_pinning: 30 of its 59 s).
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
