@@ -651,8 +651,9 @@ def test_final_training_at_fewer_epochs_keeps_the_schedules_shape():
 
     spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2}, "final": {"epochs": 4}}, trainables)
     assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (4, 1)
+    # and more (a budget's stretch, or final.epochs written longer): the warm-up keeps its share of the run too
     spec = resolve({**SPEC, "train": {"epochs": 14, "warmup_epochs": 2}, "final": {"epochs": 20}}, trainables)
-    assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (20, 2)
+    assert (final_spec(spec, 0)["train"]["epochs"], final_spec(spec, 0)["train"]["warmup_epochs"]) == (20, 3)
 
 
 @pytest.mark.ray
@@ -1099,7 +1100,8 @@ def test_a_budget_that_leaves_the_search_no_room_to_pay_trains_the_recipe():
     p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
     assert (p["search"], p["num_samples"], p["trials"], p["split"]) == ("skipped", 0, 0, 0.0)
     assert "would train 1 of the recipe's 4 epochs, fewer than the 2" in p["skipped_because"]
-    assert p["planned"] == {"search": 0.0, "final": 20.0, "total": 20.0} and p["final_epochs"] == 4
+    assert p["planned"] == {"search": 0.0, "final": 20.0, "total": 20.0}
+    assert p["final_epochs"] == 12 and p["final_stretched"]  # the recipe's 4, stretched 3x into the search's share
     # Too few trials at full length (search.epochs unset, so never shortened): the same.
     spec = resolve({**SPEC, "search": {"budget": "20epochs", **split}, "final": {"seeds": [0]}}, trainables)
     p = plan(spec, parse_budget("20epochs", "s"), [_probe(1.0)], 1, 1, trainables.gpu_hours, None)
@@ -1138,6 +1140,41 @@ def test_a_validation_split_too_small_to_tell_a_gain_from_noise_trains_the_recip
         resolve({**SPEC, "search": {"min_gain": 1.5}}, trainables)
 
 
+def test_a_study_that_ran_no_search_stretches_its_final_schedule_into_the_searchs_share():
+    """No search (here: too few validation images): the search's share trains the final models longer than the
+    recipe, up to final.max_stretch x train.epochs, warm-up and milestones stretched with the run; a search that
+    runs leaves final training at most train.epochs, as does max_stretch 1 and tune-run --final --budget."""
+    from search.spec._budget import final_plan
+    from trainables.final import final_spec
+
+    def planned(val_images: int, final: dict | None = None, **search) -> dict:
+        raw = {
+            **SPEC,
+            "search": {"budget": "400epochs", "budget_split": 0.6, **search},
+            "final": {"seeds": [0], **(final or {})},
+        }
+        spec = resolve(raw, trainables)
+        probe = {**_probe(1.0), "val_images": val_images}
+        return plan(spec, parse_budget("400epochs", "s"), [probe], 1, 1, trainables.gpu_hours, None)
+
+    skipped = planned(500)
+    assert (skipped["search"], skipped["final_epochs"], skipped["final_stretched"]) == ("skipped", 12, True)
+    assert planned(500, final={"max_stretch": 1})["final_epochs"] == 4
+    assert planned(500, final={"max_stretch": 2.6})["final_epochs"] == 10  # floor(4 x 2.6)
+    searched = planned(5000)
+    assert (searched["search"], searched["final_epochs"], searched["final_stretched"]) == ("planned", 4, False)
+    # --final --budget (no stretch asked): the recipe as written, at most train.epochs
+    spec = resolve({**SPEC, "final": {"seeds": [0]}}, trainables)
+    alone = final_plan(spec, parse_budget("400epochs", "s"), 400.0, [_probe(1.0)], 1, trainables.gpu_hours)
+    assert alone["final_epochs"] == 4 and not alone["final_stretched"]
+    # The trial side stretches the schedule's shape with the run: 10 epochs with a 2-epoch warm-up and milestones
+    # at 5 and 8, trained for 30, warm up for 6 and step at 15 and 24.
+    raw = {**SPEC, "train": {"epochs": 10, "warmup_epochs": 2, "schedule": "multistep", "milestones": [5, 8]}}
+    recipe = resolve({**raw, "final": {"seeds": [0], "epochs": 30}}, trainables)
+    t = final_spec(recipe, 0)["train"]
+    assert (t["epochs"], t["warmup_epochs"], t["milestones"]) == (30, 6, [15, 24])
+
+
 def test_by_default_the_recipes_final_training_comes_first_and_the_search_gets_what_is_left():
     """search.budget_split left null (the default): the plan sets aside what final training of the recipe as
     written takes (its seeds for all of train.epochs, at the probe's pace, with final training's fixed costs) — all
@@ -1165,7 +1202,7 @@ def test_by_default_the_recipes_final_training_comes_first_and_the_search_gets_w
     assert plan_of("6epochs", [0, 1], _probe(1.0), given=5)["search"] == "skipped"  # trials the spec counts too
     # What it leaves fits too few trials for the searcher: no search either, and the line says both.
     p = plan_of("20epochs", [0], _probe(1.0))
-    assert p["search"] == "skipped" and p["final_epochs"] == 4
+    assert p["search"] == "skipped" and p["final_epochs"] == 12  # the recipe's 4, stretched into the search's share
     assert p["skipped_because"] == (
         "final training of the recipe (1 seed x 4 epochs, 4 epochs) leaves the search 16 epochs: "
         "4 trial(s) fit the search's share, fewer than the 10 its searcher needs"
@@ -1191,14 +1228,17 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     spec = {
         **SPEC,
         "experiment": {"name": "noroom", "output_dir": "runs"},
-        "search": {"budget": "8epochs", "epochs": "auto", "recipe_first": True},
+        # 12 epochs: the recipe's final training (2 seeds x 4) leaves the search 4, too few for its 10 trials
+        "search": {"budget": "12epochs", "epochs": "auto", "recipe_first": True},
         "final": {"seeds": [0, 1]},
         "tracking": {"mlflow_uri": "sqlite:///mlflow.db"},
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     r = cli("tune-run", "s.yaml", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "budget: 8epochs · no search: " in r.stdout and "the whole budget trains the recipe" in r.stdout, r.stdout
+    assert "budget: 12epochs · no search: " in r.stdout and "the whole budget trains the recipe" in r.stdout, r.stdout
+    # the search's share stretches the recipe's 4 epochs to 6 a seed (final.max_stretch 3 would allow 12)
+    assert "final training 6 epochs x 2 seeds (sized to the 12 epochs left; train.epochs 4 stretched" in r.stdout
     assert "best:        the recipe as written: no search ran" in r.stdout
     assert "Study 'noroom': no trials: the budget goes to the recipe" in r.stdout
     assert "the first trial is the spec's recipe" not in r.stdout  # recipe_first: no trial to be first
@@ -1221,8 +1261,8 @@ def test_a_study_with_no_room_to_search_trains_the_recipe_on_the_whole_budget(tm
     cb = study["compute_budget"]
     assert cb["search"] == "skipped" and cb["spent"]["search"] == 0 and study["trials"] == 0
     final = json.loads((out / "final" / "metrics.json").read_text())
-    assert final["seeds"] == [0, 1] and all(len(h) == 4 for h in final["history"].values())  # 8 epochs: 4 each
-    assert cb["spent"]["final"] == 8
+    assert final["seeds"] == [0, 1] and all(len(h) == 6 for h in final["history"].values())  # 12 epochs: 6 each
+    assert cb["spent"]["final"] == 12 and cb["final"]["final_stretched"]
     assert "MLflow writes failed" in r.stdout and "tune-run --sync-mlflow runs/noroom" in r.stdout, r.stdout
     c, runs = mlflow_runs(tmp_path / "mlflow.db", "noroom")
     (parent,) = [x for x in runs if x.data.tags.get("role") == "study"]

@@ -48,9 +48,12 @@ def final_spec(spec: dict[str, Any], seed: int, ends_by: float | None = None) ->
     s = copy.deepcopy(spec)
     f = s.get("final") or {}
     s["train"]["seed"] = int(seed)
-    # Fewer final epochs than the recipe's (a budget's): the same schedule's shape, warm-up scaled with it.
+    # Fewer final epochs than the recipe's (a budget's), or more (a budget's stretch: final.max_stretch): the same
+    # schedule's shape, warm-up and milestones scaled with it.
     epochs = final_epochs(spec)
     s = shortened(s, epochs)
+    if epochs > int(spec["train"]["epochs"]):
+        s["train"].update(schedule_length(spec["train"], epochs))
     s["train"]["epochs"] = epochs
     s["train"].pop("_data_rungs", None)  # a search's data fidelity: final models train on all their data
     if f.get("time_limit_s"):  # a wall-clock budget's share for this seed: the run re-plans to end within it

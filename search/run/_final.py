@@ -226,7 +226,7 @@ def size_final(
     )
     probes = [backend.probe(spec, pools)]
     parallel = concurrency(spec, cluster.get("CPU", 1), cluster.get("GPU", 0), probed_cpus(probes))
-    fp = final_plan(spec, b, available, probes, parallel, backend.gpu_hours)
+    fp = final_plan(spec, b, available, probes, parallel, backend.gpu_hours, bool(budget.get("stretch")))
     spec["final"]["epochs"] = fp["final_epochs"]
     ends_by = None
     if b.unit == "seconds":  # a promise: each round of seeds trains within its share, re-planned if slower
@@ -238,9 +238,13 @@ def size_final(
         # Epochs the plan sized (not the spec's) grow back towards the recipe's when the seeds run faster than
         # the probe said: what is left of the budget trains the models, it is not left unspent.
         spec["final"]["fill_time_limit"] = fp["final_epochs_from"] == "budget"
+    stretched = (
+        f"; train.epochs {int(spec['scheduler']['max_t'])} stretched: no search ran" if fp["final_stretched"] else ""
+    )
     log(
         f"budget: final training {fp['final_epochs']} epochs x {fp['final_seeds']} seeds "
-        f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'})"
+        f"({'sized to the ' + b.show(max(available, 0)) + ' left' if fp['final_epochs_from'] == 'budget' else 'final.epochs'}"
+        f"{stretched})"
     )
     return {**fp, "available": available, "ends_by": ends_by}
 

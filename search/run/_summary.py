@@ -20,7 +20,12 @@ def budget_left(result: Any) -> dict[str, Any] | None:
     if not cb:
         return None
     left = cb["planned"]["total"] - cb["spent"]["search"]
-    return {"budget": cb["budget"], "available": left, "deadline": result.search_started + cb["planned"]["total"]}
+    return {
+        "budget": cb["budget"],
+        "available": left,
+        "deadline": result.search_started + cb["planned"]["total"],
+        "stretch": cb.get("search") == "skipped",  # the search's share may stretch the final schedule
+    }
 
 
 def final_spent(spec: dict[str, Any], result: Any, summary: dict[str, Any], seconds: float) -> dict[str, Any]:

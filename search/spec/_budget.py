@@ -306,8 +306,8 @@ def plan(
             / parallel
         },
     }
-    if after:
-        out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours))
+    if after:  # no search: its share may stretch the final models' schedule (final.max_stretch)
+        out.update(final_plan(spec, budget, budget.amount - search_share, probes, parallel, gpu_hours, bool(why)))
         out["planned_seconds"]["final"] = out["final_epochs"] * out["final_epoch_s"] * out["final_rounds"]
     if budget.unit == "seconds":
         out["planned_seconds"] = {k: v for k, v in out["planned"].items() if k != "total"}
@@ -416,8 +416,10 @@ def final_plan(
     probes: list[dict[str, Any]],
     parallel: int,
     gpu_hours: Callable[..., float],
+    stretch: bool = False,
 ) -> dict[str, Any]:
-    """Final epochs under ``available`` (left open in the spec: sized; given: kept)."""
+    """Final epochs under ``available`` (left open in the spec: sized, at most train.epochs, or with ``stretch`` (a
+    study that ran no search) final.max_stretch times it; given: kept)."""
     seeds = len(spec["final"]["seeds"])
     final_s, rounds = _final_pace(spec, probes, parallel)
     gpu = float(spec["resources"]["gpu"])
@@ -426,11 +428,13 @@ def final_plan(
         available = available - final_round_s(probes) * rounds
     else:
         per_epoch = seeds * epoch_cost(budget, final_s, gpu, gpu_hours, 1)
-    given = spec["final"]["epochs"]
-    epochs = int(given) if given else final_epochs(available, per_epoch, int(spec["scheduler"]["max_t"]))
+    given, recipe = spec["final"]["epochs"], int(spec["scheduler"]["max_t"])
+    cap = math.floor(recipe * float(spec["final"].get("max_stretch", 1.0))) if stretch else recipe
+    epochs = int(given) if given else final_epochs(available, per_epoch, cap)
     return {
         "final_epochs": epochs,
         "final_epochs_from": "spec" if given else "budget",
+        "final_stretched": bool(not given and epochs > recipe),
         "final_epoch_s": final_s,
         "final_rounds": rounds,
         "final_seeds": seeds,
