@@ -393,6 +393,11 @@ def test_estimate_prints_throughput_and_plan_and_starts_nothing(tmp_path, cli):
     assert re.search(
         r"\+ final training: 2 seeds x \d+ epochs, about [\d,]+ s with each round's test evaluation", "\n".join(lines)
     )
+    # The digits' 143 validation images cannot tell a 0.03 gain from noise: no search, and its share stretches the
+    # recipe's 4 final epochs to the cap, 3x.
+    said = "\n".join(lines)
+    assert "no search: " in said and "its 143 validation images tell settings apart by 0.118" in said, said
+    assert "12 epochs x 2 seeds (from the budget; train.epochs stretched: no search)" in said, said
 
 
 @pytest.mark.ray

@@ -96,7 +96,7 @@ def _fits(b: Budget, p: dict[str, Any], out: Any, recipe: str) -> None:
     if "final_epochs" in p:
         out(
             f"  final {b.show(p['planned']['final'])}: {p['final_epochs']} epochs x {p['final_seeds']} seeds "
-            f"(from the {p['final_epochs_from']})"
+            f"(from the {p['final_epochs_from']}{'; train.epochs stretched: no search' if p.get('final_stretched') else ''})"
         )
 
 
