@@ -321,7 +321,7 @@ def resolvable_gain(val_images: int) -> float:
     return 2 * math.sqrt(2) * 0.5 / math.sqrt(max(val_images, 1))
 
 
-def no_room(spec: dict[str, Any], trial_epochs: int, fits: int, grid: int, val_images: int = 0) -> str:
+def no_room(spec: dict[str, Any], trial_epochs: int, fits: int, grid: int, val_images: int) -> str:
     """Why a budget-sized search cannot pay ("" when it can): too few trials fit, (``search.epochs: auto``) they
     would be too short to rank settings as the recipe's schedule would, or (one metric, val_acc) its validation
     split is too small to tell ``search.min_gain`` from noise."""
@@ -335,7 +335,7 @@ def no_room(spec: dict[str, Any], trial_epochs: int, fits: int, grid: int, val_i
             f"its trials would train {trial_epochs} of the recipe's {longest} epochs, fewer than the {shortest} "
             f"(a quarter, at least 2) that rank settings as the whole schedule does"
         )
-    min_gain, noise = float(spec["search"].get("min_gain", MIN_GAIN)), resolvable_gain(val_images)
+    min_gain, noise = float(spec["search"]["min_gain"]), resolvable_gain(val_images)
     picks_by_accuracy = spec["experiment"]["metric"] == "val_acc" and not spec["experiment"].get("objectives")
     if picks_by_accuracy and val_images and 0 < min_gain < noise:
         return (
@@ -429,7 +429,7 @@ def final_plan(
     else:
         per_epoch = seeds * epoch_cost(budget, final_s, gpu, gpu_hours, 1)
     given, recipe = spec["final"]["epochs"], int(spec["scheduler"]["max_t"])
-    cap = math.floor(recipe * float(spec["final"].get("max_stretch", 1.0))) if stretch else recipe
+    cap = math.floor(recipe * float(spec["final"]["max_stretch"])) if stretch else recipe
     epochs = int(given) if given else final_epochs(available, per_epoch, cap)
     return {
         "final_epochs": epochs,
