@@ -8,6 +8,10 @@ and Tune's retry after a lost node (``resources.max_failures``) continue where a
 Outcomes that running again cannot change — infeasible, diverged, out of GPU memory, a user error
 (missing weights or data: ``USER_ERRORS``) — end the trial with a final result that says so, never
 with an exception: Tune retries a trial that raised as it retries one whose node died.
+
+The driver imports this module to build the trainable, and never trains: torch and the engine are imported
+inside the functions a trial runs, so that a study's driver does not pay torch's import (~1.8 CPU-seconds and
+a few hundred MB on a 2-core CPU) for nothing.
 """
 
 from __future__ import annotations
@@ -20,14 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import _backend
 from ._backend import USER_ERRORS
 from .data import Pools
-from .device import device_warning
-from .engine import fit
-from .resources import apply_memory_cap, trial_request
+from .resources import trial_request
 from .sections import COST_METRICS
 
 CKPT_FILE = "state.pt"
@@ -36,6 +36,8 @@ RESET_TIMEOUT_S = 300  # s a reused trial process waits for the previous trial t
 
 def device_name() -> str:
     """What this trial trains on, recorded with its results."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"cpu ({platform.processor() or platform.machine()})"
@@ -54,6 +56,8 @@ def gpu_ids() -> str:
 def device_fields(spec: dict[str, Any]) -> dict[str, str]:
     """``device``, ``gpu_ids`` and, when training fell back to CPU, a ``warning`` the driver's console prints
     once."""
+    from .device import device_warning
+
     note = device_warning(spec["train"].get("device", "auto"))
     return {"device": device_name(), "gpu_ids": gpu_ids(), **({"warning": note} if note else {})}
 
@@ -70,6 +74,10 @@ def objectives(spec: dict[str, Any]) -> dict[str, str]:
 
 def claim_resources(spec: dict[str, Any]) -> None:
     """Hold this process to what the trial asked for: its CPU threads and its share of the GPU's memory."""
+    import torch
+
+    from .resources import apply_memory_cap
+
     torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))
     apply_memory_cap(float(spec["resources"]["gpu"]))
 
@@ -99,6 +107,8 @@ def trial(
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
+        import torch
+
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, CKPT_FILE), map_location="cpu", weights_only=True)
 
@@ -142,6 +152,8 @@ def worst_scores(goals: dict[str, str]) -> dict[str, float]:
 def release_for_next_trial() -> None:
     """A reused actor (search.reuse_actors, search trials and final seeds alike) starts its next trial in this
     process: not beside the GPU memory this one held."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -151,6 +163,8 @@ def save_checkpoint(state: dict[str, Any], path: str) -> None:
     """``torch.save`` without a CRC-32 per record: computing them took 10 of the 12 s a 1 GB checkpoint (a
     ConvNeXt-B and its AdamW state) took to write on a 2-core CPU, every epoch; ``torch.load`` reads the file
     without them, and a write cut short still fails to load (the zip's directory comes last)."""
+    import torch
+
     options = getattr(torch.serialization, "get_crc32_options", None)  # torch >= 2.6; before it, with the CRCs
     if options is None:
         torch.save(state, path)
@@ -190,6 +204,10 @@ def fit_or_oom(
 ) -> dict[str, Any] | None:
     """Train; None when training ended on its own (or ``on_cost`` refused it: ``engine.fit``), else the ``oom``
     or user-``error`` result that ends the trial (a result the study records, not a crash Tune would retry)."""
+    import torch
+
+    from .engine import fit
+
     done = [int(state["epoch"]) if state else 0]
 
     def counted(metrics: dict[str, Any], get_state: Any) -> None:

@@ -9,9 +9,10 @@ as plain numbers, so they are tested without a GPU; ``device_memory`` reads them
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # The pool may take at most this share of the memory a trial can still allocate: the rest is for
 # the model, its activations and optimizer state.
@@ -71,12 +72,16 @@ def trial_request(
 
 def device_memory(device: torch.device) -> tuple[int, int, int]:
     """(free, total, reserved by this process) bytes of a CUDA device."""
+    import torch  # here, not at the top: the driver reads trial_request and gpu_hours without torch
+
     free, total = torch.cuda.mem_get_info(device)
     return int(free), int(total), int(torch.cuda.memory_reserved(device))
 
 
 def apply_memory_cap(gpu: float) -> None:
     """Cap this process at its share of the GPU, so a fractional trial cannot take its neighbours' memory."""
+    import torch
+
     cap = memory_cap(gpu)
     if cap is not None and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(cap)
