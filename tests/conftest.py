@@ -284,6 +284,11 @@ def small_spec(tmp_path: Path, name: str, **sections):
         "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_dim": 32},
         "train": {"epochs": 3, "batch_size": 64, "lr": 3e-3},
         "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        # Both of the session's Ray CPUs a trial: one trial process at a time, reused by every trial of the study,
+        # not two. Each trial process pays ~4 CPU-seconds to start (Ray's worker, torch, torch._dynamo at the
+        # first optimizer step), which the tests' tiny trials never earn back. Tests of concurrent trials ask
+        # for ``resources={"cpu": 1}``.
+        "resources": {"cpu": 2},
     }
     for k, v in sections.items():
         spec[k] = v if k == "model" else {**spec.get(k, {}), **v}  # a new model replaces the ViT

@@ -90,7 +90,11 @@ def test_a_trial_whose_node_dies_continues_from_its_checkpoint_on_another_node(t
     import pandas as pd
 
     spec = small_spec(
-        tmp_path, "nodeloss", train={"epochs": EPOCHS}, data={"num_samples": 6000}, resources={"max_failures": 2}
+        tmp_path,
+        "nodeloss",
+        train={"epochs": EPOCHS},
+        data={"num_samples": 6000},
+        resources={"cpu": 1, "max_failures": 2},  # a trial on a node of 1 CPU
     )
     out = tmp_path / "runs" / "nodeloss"
     lines: list[str] = []

@@ -81,7 +81,7 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
         # watcher (polling the tracking server) must see in time; at 6,000 images the 6 epochs took 13 s and it
         # once found the trial already done
         data={"num_samples": 12000},
-        resources={"max_failures": 2},
+        resources={"cpu": 1, "max_failures": 2},  # a trial on a node of 1 CPU
         experiment={"output_dir": f"s3://{BUCKET}/cluster-runs"},
         tracking={"mlflow_uri": mlflow_server},
     )
