@@ -286,8 +286,8 @@ def small_spec(tmp_path: Path, name: str, **sections):
         "tracking": {"mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
         # Both of the session's Ray CPUs a trial: one trial process at a time, reused by every trial of the study,
         # not two. Each trial process pays ~4 CPU-seconds to start (Ray's worker, torch, torch._dynamo at the
-        # first optimizer step), which the tests' tiny trials never earn back. Tests of concurrent trials ask
-        # for ``resources={"cpu": 1}``.
+        # first optimizer step), which the tests' tiny trials never earn back. A test whose trials must run side
+        # by side asks for ``resources={"cpu": 1}`` (the cluster tests do: their nodes have 1 CPU).
         "resources": {"cpu": 2},
     }
     for k, v in sections.items():

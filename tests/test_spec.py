@@ -275,8 +275,9 @@ def test_cli_bad_spec_exits_2_one_line_nothing_on_disk_without_importing_torch_o
 
 
 def test_a_studys_driver_builds_its_trainables_without_importing_torch():
-    """The driver builds the search and final trainables (``ray_adapter``) and never trains: torch is imported by
-    the trial processes, not by it (~1.8 CPU-seconds and a few hundred MB a study on a 2-core CPU)."""
+    """What a study's driver imports to build its search and final trainables (``ray_adapter``; it never trains)
+    leaves torch out: the trial processes import it, not the driver (~1.8 CPU-seconds and a few hundred MB a study
+    on a 2-core CPU)."""
     code = (
         "import sys, search.cli, search.run, trainables\n"
         "from trainables import ray_adapter, resources\n"
