@@ -24,6 +24,7 @@ from ._backend import (
 from .data import DataError, Pools, make_splits
 from .datasets import list_datasets, load_pools
 from .models import WeightsNotFound, create_model, list_models
+from .resources import gpu_hours
 from .sections import BRANCH_KEYS, COST_METRICS, METRICS, data_fidelity, final_epochs, settings_only, shortened
 from .smoke import smoke
 from .spec_rules import check
@@ -56,7 +57,6 @@ _LAZY = {
     "reevaluate": "final",
     "probe": "probing",
     "probe_shape": "probing",
-    "gpu_hours": "resources",
 }
 
 
