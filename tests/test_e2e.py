@@ -395,6 +395,43 @@ def test_readme_multi_objective_study_on_shared_cifar10(cifar_root, tmp_path, ra
     assert final["seeds"] == [0] and 0.0 <= final["per_seed"][0]["accuracy"] <= 1.0
 
 
+def test_a_console_studys_driver_never_imports_torch_and_writes_no_tensorboard_files(tmp_path):
+    """The driver of ``tune-run`` searches and exports without torch (the trial processes train): Tune's default
+    TensorBoard logger, which imports tensorboardX and torch with it, is not added; each trial keeps the result
+    files Tune's results and trials.csv are read from."""
+    spec = {
+        "experiment": {"name": "light"},
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
+        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
+        "train": {"epochs": 2},
+        "space": {"train.lr": {"grid": [1e-3, 3e-3]}},
+        "search": {"algorithm": "grid"},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    tune_run_script = str(Path(sys.executable).parent / "tune-run")  # -X importtime: this process's imports only
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", tune_run_script, "s.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    imported = {x.split("|")[-1].strip() for x in r.stderr.splitlines() if x.startswith("import time:")}
+    assert "ray.tune" in imported and not imported & {"torch", "tensorboardX"}, sorted(imported & {"torch"})
+    trials = list((tmp_path / "runs" / "light").glob("trial_*"))
+    assert (
+        len(trials) == 2
+        and [r["status"] for r in read_rows(tmp_path / "runs" / "light" / "trials.csv")] == ["completed"] * 2
+    )
+    for trial in trials:
+        assert (trial / "result.json").stat().st_size > 0 and (trial / "progress.csv").stat().st_size > 0
+        assert not list(trial.glob("events.out.tfevents*")), list(trial.iterdir())
+
+
 def test_search_final_compare_end_to_end(tmp_path, ray_session):
     """Two model families: search (one selecting on val_f1_macro), final training with seeds, then one
     comparison table, report and verdict."""

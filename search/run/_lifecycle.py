@@ -30,6 +30,7 @@ from ._tune_parts import (
     failure_config,
     fit_tuner,
     new_tuner,
+    result_loggers,
     sigterm_as_interrupt,
     stop_condition,
     tune_storage,
@@ -203,7 +204,8 @@ class Lifecycle:
             oom_reason=partial(self.backend.oom_reason, self.spec),
         )
         stalled = Stalled(self.spec["search"]["stall_timeout_s"])
-        return [*self._tracking, console, LastStep(), StopWhenFull(str(self.out)), stalled]
+        # Tune's result loggers last, where Tune appends its defaults.
+        return [*self._tracking, console, LastStep(), StopWhenFull(str(self.out)), stalled, *result_loggers()]
 
 
 def provenance() -> dict[str, Any]:

@@ -4,6 +4,7 @@ read how trials ended or stop the run on a full disk, building and fitting a Tun
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -131,11 +132,43 @@ def new_tuner(out: Path, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+def result_loggers() -> list[Any]:
+    """Tune's CSV and JSON result loggers (each trial's progress.csv and result.json, which Tune's own results and
+    ours are read from), given explicitly so that ``fit_tuner`` can leave out the TensorBoard logger Tune would add:
+    it imports tensorboardX and with it torch into the driver (~1.8 CPU-seconds a study), for event files nothing
+    reads (a study is tracked in MLflow)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [CSVLoggerCallback(), JsonLoggerCallback()]
+
+
+@contextlib.contextmanager
+def _only_given_loggers(tuner: Any) -> Iterator[None]:
+    """Tune adds its default loggers (CSV, JSON, TensorBoard) to a Tuner's callbacks unless this variable is "1".
+    Set while ``fit()`` runs, and only for a Tuner given ``result_loggers()``: a study started before they were
+    (restored with the callbacks it started with) keeps Tune's defaults, result.json among them."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    if callback(tuner, CSVLoggerCallback) is None or callback(tuner, JsonLoggerCallback) is None:
+        yield
+        return
+    key, before = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def fit_tuner(tuner: Any, out: Path) -> Any:
     """``tuner.fit()``; when the disk filled up, Tune's own reading of the files it could not write may fail
     after the trials ended: that is ``StorageFull`` naming the study folder, not a traceback."""
     try:
-        return tuner.fit()
+        with _only_given_loggers(tuner):
+            return tuner.fit()
     except Exception as exc:
         stop = callback(tuner, StopWhenFull)
         if stop is not None and stop.reason:
