@@ -42,8 +42,8 @@ def one_error_line(r: Ran, prog: str, file: str, words: str) -> None:
 def model_dir(tmp_path_factory) -> Path:
     """A saved final model folder (one epoch of the tiny ViT on synthetic images)."""
     tmp = tmp_path_factory.mktemp("model")
-    spec = small_spec(tmp, "bad-files", train={"epochs": 1, "device": "cpu"}, final={"bootstrap": 20})
-    train_final(spec, trainables.prepare(spec), 0, tmp / "final" / "0", quick_cost=True)
+    spec = small_spec(tmp, "bad-files", train={"epochs": 1, "device": "cpu"}, final={"bootstrap": 20, "timing_s": 0.2})
+    train_final(spec, trainables.prepare(spec), 0, tmp / "final" / "0")
     return tmp / "final" / "0"
 
 

@@ -90,12 +90,13 @@ def test_cli_bad_budget_exits_2_one_line_nothing_on_disk(tmp_path, cli):
     assert list(tmp_path.iterdir()) == []
 
 
-def _probe(epoch_s: float, final_epoch_s: float | None = None, test_s: float = 0.0) -> dict:
+def _probe(epoch_s: float, final_epoch_s: float | None = None, test_s: float = 0.0, speed_s: float = 2.0) -> dict:
     return {
         "epoch_s": epoch_s,
         "final_epoch_s": final_epoch_s or epoch_s,
         "train_images_per_s": 1000.0,
         "test_s": test_s,
+        "speed_s": speed_s,  # a final model's speed timing: 2 x final.timing_s
     }
 
 
@@ -288,10 +289,11 @@ def test_final_trainings_fixed_costs_are_paid_once_per_round_of_seeds():
 
     spec = resolve({**SPEC, "search": {"budget": "300s"}, "final": {"seeds": [0, 1, 2, 3]}}, trainables)
     fp = final_plan(spec, parse_budget("300s", "s"), 100.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours)
-    # 4 rounds of one seed: 4 x 15 s of fixed costs, then 40 s / (2 s x 4 rounds) = 5 epochs (capped at 4).
+    # 4 rounds of one seed: 4 x 15 s of fixed costs and speed timing, then 40 s / (2 s x 4 rounds) = 5 epochs
+    # (capped at 4).
     assert fp["final_rounds"] == 4
     fp = final_plan(
-        spec, parse_budget("300s", "s"), 4 * FINAL_EXTRA_S + 24.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours
+        spec, parse_budget("300s", "s"), 4 * (FINAL_EXTRA_S + 2.0) + 24.0, [_probe(1.0, 2.0)], 1, trainables.gpu_hours
     )
     assert fp["final_epochs"] == 3  # 24 s left after the fixed costs: 3 epochs of 4 rounds x 2 s
 
@@ -304,9 +306,10 @@ def test_each_round_of_final_seeds_pays_its_test_evaluation():
     from search.spec._budget import FINAL_EXTRA_S, final_plan, recipe_final_cost
 
     spec = resolve({**SPEC, "search": {"budget": "300s"}, "final": {"seeds": [0, 1, 2]}}, trainables)
-    probe = _probe(1.0, 2.0, test_s=10.0)
+    probe = _probe(1.0, 2.0, test_s=10.0, speed_s=0.0)
     budget = parse_budget("300s", "s")
-    # 3 rounds of one seed, each 15 s fixed + 10 s of testing: 75 s; 3 rounds x 4 epochs x 2 s = 24 s of training.
+    # 3 rounds of one seed, each 13 s fixed + 10 s of testing (no speed timing here): 69 s; 3 rounds x 4 epochs x
+    # 2 s = 24 s of training.
     assert recipe_final_cost(spec, budget, [probe], 1, trainables.gpu_hours) == pytest.approx(
         3 * (FINAL_EXTRA_S + 10) + 24
     )
@@ -326,6 +329,10 @@ def test_probe_measures_the_configuration_on_this_device():
         p["train_images"] / p["train_images_per_s"] + p["val_images"] / p["eval_images_per_s"]
     )
     assert (p["batch_size"], p["image_size"]) == (128, 8)
+    # After a final model's test evaluation, its speed timing: final.timing_s for each of its two timings.
+    assert p["speed_s"] == 2.0 and trainables.probe({**spec, "final": {**spec["final"], "timing_s": 0.5}}, pools)[
+        "speed_s"
+    ] == pytest.approx(1.0)
     # Rates leave the cost as it is; widths change it.
     other = trainables.apply_config(spec, {"model.dropout": 0.3, "train.lr": 0.1})
     assert trainables.probe_shape(other) == trainables.probe_shape(spec)
@@ -915,7 +922,7 @@ def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_wr
             **SPEC,
             "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
             "train": {"epochs": 5, "schedule": "cosine"},
-            "final": {"seeds": [0], "time_limit_s": 60.0},
+            "final": {"seeds": [0], "time_limit_s": 60.0, "timing_s": 0.2},
         },
         trainables,
     )
@@ -928,10 +935,10 @@ def test_a_seeds_time_limit_ends_by_the_studys_deadline_and_the_moment_is_not_wr
     assert late.startswith("not trained: 29 s of its 60 s share were left before the budget's deadline"), late
     pools = trainables.prepare(spec)
     with pytest.raises(OutOfTime, match="^final seed 0: not trained: 0 s of its 60 s share"):
-        train_final(spec, pools, 0, tmp_path / "0", quick_cost=True, ends_by=past)
+        train_final(spec, pools, 0, tmp_path / "0", ends_by=past)
     assert not (tmp_path / "0").exists()
     soon = time.time() + 40.0  # 40 s of the 60: trained, its limit the 40 s to the deadline
-    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True, ends_by=soon)
+    m = train_final(spec, pools, 0, tmp_path / "0", ends_by=soon)
     training = m["training"]
     assert 30.0 < training["time_limit_s"] <= 40.0 and training["time_limit_s_planned"] == 60.0  # as it ran; its share
     saved = yaml.safe_load((tmp_path / "0" / "spec.yaml").read_text())
@@ -1008,11 +1015,11 @@ def test_the_budget_lets_only_the_final_epochs_it_sized_grow():
         assert bool(spec["final"]["fill_time_limit"]) is grows, (final, unit)
         assert (spec["final"]["time_limit_s"] is not None) is (unit == "60s"), (final, unit)
         if unit == "60s":  # one round of one seed: what is left less its fixed costs and its test evaluation
-            round_s = FINAL_EXTRA_S + probed[-1]["test_s"]
+            round_s = FINAL_EXTRA_S + probed[-1]["test_s"] + probed[-1]["speed_s"]
             assert spec["final"]["time_limit_s"] == pytest.approx(max(1.0, 60.0 - round_s))
         # The seeds' deadline: from the moment before the probe, what is left less what follows training.
         if unit == "60s":
-            after_training = FINAL_AFTER_S + probed[-1]["test_s"]
+            after_training = FINAL_AFTER_S + probed[-1]["test_s"] + probed[-1]["speed_s"]
             assert before + 60.0 - after_training <= sized["ends_by"] <= after + 60.0 - after_training
         else:  # an epoch budget promises epochs, not a moment
             assert sized["ends_by"] is None
@@ -1198,7 +1205,7 @@ def test_by_default_the_recipes_final_training_comes_first_and_the_search_gets_w
     assert (p["search"], p["split_from"], p["split"]) == ("planned", "recipe's final training first", 0.92)
     # Wall clock: 3 seeds, 2 at once (2 rounds), 4 epochs of 3 s each round, plus each round's fixed costs.
     p = plan_of("300s", [0, 1, 2], _probe(2.0, 3.0), parallel=2)
-    assert p["planned"]["final"] == pytest.approx(2 * (4 * 3.0 + FINAL_EXTRA_S)) and p["final_epochs"] == 4
+    assert p["planned"]["final"] == pytest.approx(2 * (4 * 3.0 + FINAL_EXTRA_S + 2.0)) and p["final_epochs"] == 4
     assert p["search"] == "planned" and p["planned"]["search"] == pytest.approx(300 - 54)
     # The recipe's final training takes it all: no search, and final training gets what fits of the budget.
     p = plan_of("6epochs", [0, 1], _probe(1.0))

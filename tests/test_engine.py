@@ -359,7 +359,7 @@ def test_bf16_autocast_path_runs_on_cpu(setup):
     assert res.autocast and res.history[-1]["val_acc"] > 0.6
     from trainables.cost import measure_cost
 
-    cost = measure_cost(res.model, 3, 16, torch.device("cpu"), autocast=True, batch=8, quick=True)
+    cost = measure_cost(res.model, 3, 16, torch.device("cpu"), autocast=True, batch=8, seconds=0.2)
     assert cost["latency_ms"] > 0 and cost["flops_per_image"] > 0
 
 
@@ -382,6 +382,9 @@ def test_a_trials_latency_is_timed_as_a_final_models(setup, monkeypatch):
     final_timings, timings[:] = list(timings), []
     trial = cost_module.trial_cost(model, 3, 16, torch.device("cpu"), autocast=False)
     assert final_timings == [(16, 1.0), (1, 1.0)] and timings == [(1, 1.0)]
+    timings[:] = []
+    assert cost_module.measure_cost(model, 3, 16, torch.device("cpu"), autocast=False, seconds=0.3)["timing_s"] == 0.3
+    assert timings == [(16, 0.3), (1, 0.3)]  # final.timing_s: both timings run that long
     assert set(trial) == {"params", "flops", "latency_ms"} and trial["params"] == final["params"]
     assert trial["flops"] == final["flops_per_image"] and trial["latency_ms"] > 0
 

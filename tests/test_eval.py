@@ -66,11 +66,11 @@ def cifar_model(tmp_path_factory) -> Path:
             },
             "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
             "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
-            "final": {"bootstrap": 20},
+            "final": {"bootstrap": 20, "timing_s": 0.2},
         },
         trainables,
     )
-    train_final(spec, trainables.prepare(spec), 0, tmp / "final" / "0", quick_cost=True)
+    train_final(spec, trainables.prepare(spec), 0, tmp / "final" / "0")
     for f in (tmp / "cifar-10-batches-py").iterdir():  # re-checking must not need the training data
         f.unlink()
     return tmp / "final" / "0"

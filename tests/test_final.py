@@ -108,13 +108,13 @@ def final_run(tmp_path_factory):
             "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
             "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
             "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
-            "final": {"seeds": [5], "bootstrap": 200, "topk": 2},
+            "final": {"seeds": [5], "bootstrap": 200, "topk": 2, "timing_s": 0.2},
         },
         trainables,
     )
     out = tmp_path_factory.mktemp("final") / "5"
     pools = trainables.prepare(spec)
-    return spec, pools, out, train_final(spec, pools, 5, out, quick_cost=True)
+    return spec, pools, out, train_final(spec, pools, 5, out)
 
 
 def test_final_folder_has_everything_to_rebuild_and_recheck(final_run):
@@ -143,6 +143,7 @@ def test_final_folder_has_everything_to_rebuild_and_recheck(final_run):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["seed"] == 5 and saved["test"]["n"] == 60  # 20 % of 300 held out, never trained on
     assert saved["cost"]["params"] > 0 and saved["cost"]["flops_per_image"] > 0 and saved["cost"]["latency_ms"] > 0
+    assert saved["cost"]["timing_s"] == 0.2  # final.timing_s: how long each speed was timed, recorded with it
     # train + val: 300 - 60 test = 240 images in final training
     assert saved["train_images"] == 240
 
@@ -163,7 +164,7 @@ def test_a_flip_tta_model_is_tested_rechecked_and_exported_as_it_was_measured(fi
     spec, pools, _, _ = final_run
     spec = copy.deepcopy(spec)
     spec["train"]["tta"] = "flip"
-    m = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
+    m = train_final(spec, pools, 5, tmp_path / "5")
     again = reevaluate(tmp_path / "5", pools, spec["data"], "test")
     assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
     model, example = exportable(tmp_path / "5")
@@ -203,12 +204,12 @@ def test_test_metrics_are_fp32_whatever_trained_the_model(tmp_path):
             "data": {"dataset": "digits"},
             "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
             "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "precision": "bf16"},
-            "final": {"seeds": [0], "bootstrap": 100},
+            "final": {"seeds": [0], "bootstrap": 100, "timing_s": 0.2},
         },
         trainables,
     )
     pools = trainables.prepare(spec)
-    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
+    m = train_final(spec, pools, 0, tmp_path / "0")
     again = reevaluate(tmp_path / "0", pools, spec["data"], "test")
     assert again["accuracy"] == m["test"]["accuracy"] and again["confusion_matrix"] == m["test"]["confusion_matrix"]
     with np.load(tmp_path / "0" / "predictions.npz", allow_pickle=False) as z:
@@ -237,21 +238,21 @@ def test_a_seed_folder_appears_whole_or_leaves_the_previous_one(final_run, tmp_p
 
     monkeypatch.setattr(tf, "plots", full)
     with pytest.raises(OSError, match="No space left"):
-        train_final(spec, pools, 5, seed, quick_cost=True)
+        train_final(spec, pools, 5, seed)
     assert list(tmp_path.iterdir()) == []  # neither the seed folder nor its staging copy
     monkeypatch.undo()
-    train_final(spec, pools, 5, seed, quick_cost=True)
+    train_final(spec, pools, 5, seed)
     before = (seed / "model.safetensors").read_bytes()
     monkeypatch.setattr(tf, "plots", full)
     with pytest.raises(OSError):
-        train_final(spec, pools, 5, seed, quick_cost=True)
+        train_final(spec, pools, 5, seed)
     assert (seed / "model.safetensors").read_bytes() == before and (seed / "curves.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["5"]
 
 
 def test_same_seed_same_final_metrics(final_run, tmp_path):
     spec, pools, out, m = final_run
-    m2 = train_final(spec, pools, 5, tmp_path / "5", quick_cost=True)
+    m2 = train_final(spec, pools, 5, tmp_path / "5")
     assert m2["test"]["accuracy"] == m["test"]["accuracy"]
     assert m2["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
     digest = lambda d: str(np.load(d / "predictions.npz", allow_pickle=False)["test_digest"])  # noqa: E731
@@ -276,11 +277,11 @@ def test_final_on_train_val_holds_nothing_out(tmp_path):
                 "schedule": "plateau",
                 "plateau_patience": 0,
             },
-            "final": {"epochs": 4, "bootstrap": 20},
+            "final": {"epochs": 4, "bootstrap": 20, "timing_s": 0.2},
         },
         trainables,
     )
-    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0")
     saved = json.loads((tmp_path / "0" / "metrics.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]  # final.epochs, not train.epochs, all of them
     assert not any(k.startswith("val_") or k == "early_stopped" for h in saved["history"] for k in h)
@@ -311,11 +312,11 @@ def test_final_on_train_keeps_real_validation(tmp_path):
             "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 3, "num_samples": 150},
             "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
             "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "early_stopping": 3},
-            "final": {"train_on": "train", "bootstrap": 20},
+            "final": {"train_on": "train", "bootstrap": 20, "timing_s": 0.2},
         },
         trainables,
     )
-    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    m = train_final(spec, trainables.prepare(spec), 0, tmp_path / "0")
     assert all("val_loss" in h and "val_acc" in h for h in m["history"]) and len(m["history"]) == 2
     assert m["training"].pop("arithmetic") and m["training"].pop("source") and m["training"].pop("images_per_s") == {}
     assert m["training"] == {
@@ -356,12 +357,12 @@ def test_threshold_tuned_on_validation_is_saved_and_reused(tmp_path):
             "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 200},
             "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
             "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
-            "final": {"threshold": "tune", "train_on": "train", "bootstrap": 50},
+            "final": {"threshold": "tune", "train_on": "train", "bootstrap": 50, "timing_s": 0.2},
         },
         trainables,
     )
     pools = trainables.prepare(spec)
-    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)
+    m = train_final(spec, pools, 0, tmp_path / "0")
     t = m["test"]["threshold"]
     assert t is not None and 0.05 <= t <= 0.95
     assert json.loads((tmp_path / "0" / "meta.json").read_text())["threshold"] == t
@@ -396,13 +397,13 @@ def test_positive_class_metrics_are_the_named_class(tmp_path, monkeypatch, capsy
             "data": {"dataset": "imagefolder", "root": str(tmp_path / "t"), "positive_class": "coin"},
             "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
             "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "loss": "bce", "threshold": 0.6},
-            "final": {"bootstrap": 20},
+            "final": {"bootstrap": 20, "timing_s": 0.2},
         },
         trainables,
     )
     pools = trainables.prepare(spec)
     assert "2 classes (positive: coin)" in trainables.describe(pools)
-    m = train_final(spec, pools, 0, tmp_path / "0", quick_cost=True)["test"]
+    m = train_final(spec, pools, 0, tmp_path / "0")["test"]
     meta = json.loads((tmp_path / "0" / "meta.json").read_text())
     assert m["positive_class"] == meta["positive_class"] == "coin" and meta["classes"] == ["other", "coin"]
     # By hand: coin files are the first 30 of the listing (coin/ sorts first), whatever their label.
@@ -434,12 +435,12 @@ def test_a_diverged_final_seed_is_an_error_not_a_model(tmp_path):
             "model": {"name": "cnn", "conv1": 8, "conv2": 8, "conv3": 8, "hidden": 16},
             "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 3, "num_samples": 300},
             "train": {"epochs": 2, "batch_size": 32, "lr": 1.0e9, "device": "cpu"},
-            "final": {"seeds": [0]},
+            "final": {"seeds": [0], "timing_s": 0.2},
         },
         trainables,
     )
     with pytest.raises(FloatingPointError, match="final seed 0: training loss became nan at epoch 1"):
-        train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+        train_final(spec, trainables.prepare(spec), 0, tmp_path / "0")
     assert not (tmp_path / "0" / "metrics.json").exists()
 
 

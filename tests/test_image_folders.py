@@ -142,11 +142,11 @@ def test_final_metrics_count_the_skipped_test_images(tmp_path):
             "data": data_for(tmp_path / "t"),
             "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
             "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-            "final": {"bootstrap": 0},
+            "final": {"bootstrap": 0, "timing_s": 0.2},
         },
         trainables,
     )
-    train_final(spec, trainables.prepare(spec), 0, tmp_path / "0", quick_cost=True)
+    train_final(spec, trainables.prepare(spec), 0, tmp_path / "0")
     test = json.loads((tmp_path / "0" / "metrics.json").read_text())["test"]
     assert test["skipped_images"] == 2 and sum(map(sum, test["confusion_matrix"])) == 6
     # tune-eval counts them too, and names them.

@@ -50,6 +50,12 @@ def trial_cost(model: nn.Module, in_chans: int, size: int, device: torch.device,
     return {"params": int(c["params"]), "flops": int(c["flops_per_image"]), "latency_ms": float(c["latency_ms"])}
 
 
+def speed_timing_s(spec: dict[str, Any]) -> float:
+    """Seconds a final model's ``measure_cost`` times its speed: two timings (throughput, latency) of
+    final.timing_s each (their warm-up passes aside)."""
+    return 2 * float((spec.get("final") or {}).get("timing_s", 1.0))
+
+
 def measure_cost(
     model: nn.Module,
     in_chans: int,
@@ -57,21 +63,20 @@ def measure_cost(
     device: torch.device,
     autocast: bool,
     batch: int = 256,
-    quick: bool = False,
+    seconds: float = 1.0,
     throughput: bool = True,
 ) -> dict[str, Any]:
     """The columns of paper 002's Table 5.5 and paper 000's Table 1 (``throughput=False``: without the batch's
-    images/s, which takes as long again to time)."""
+    images/s, which takes as long again to time); each timing runs at least ``seconds`` (``timing_s``)."""
     model.eval()
     flops = flops_per_image(model, in_chans, size, device)
     if device.type != "cuda":
         batch = min(batch, 16)  # a CPU's images/s barely grows past 16; 256 ViT-B images take minutes
-    budget = 0.2 if quick else 1.0  # seconds each timing runs at least
     timed: dict[str, Any] = {}
     if throughput:
-        t_batch = _timed(model, torch.zeros(batch, in_chans, size, size, device=device), autocast, 2, budget)
+        t_batch = _timed(model, torch.zeros(batch, in_chans, size, size, device=device), autocast, 2, seconds)
         timed = {"throughput_images_per_s": batch / t_batch, "throughput_batch": batch}
-    t_one = _timed(model, torch.zeros(1, in_chans, size, size, device=device), autocast, 5, budget)
+    t_one = _timed(model, torch.zeros(1, in_chans, size, size, device=device), autocast, 5, seconds)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -79,4 +84,5 @@ def measure_cost(
         "macs_per_image": flops // 2,
         **timed,
         "latency_ms": t_one * 1000,
+        "timing_s": seconds,
     }

@@ -130,11 +130,12 @@ def decision_threshold(f: dict[str, Any], t: dict[str, Any], res: FitResult, poo
     return tune_threshold(res, pools) if threshold == "tune" else threshold
 
 
-def final_cost(res: FitResult, in_chans: int, gpu: float, quick: bool) -> dict[str, Any]:
+def final_cost(res: FitResult, in_chans: int, gpu: float, timing_s: float) -> dict[str, Any]:
     """metrics.json's cost: what one prediction costs as the model predicts (with train.tta, every view's pass:
-    FLOPs and latency), and what training it took."""
+    FLOPs and latency, each speed timed for ``timing_s``: final.timing_s), and what training it took."""
+    net = predictor(res.model, res.tta)
     return {
-        **measure_cost(predictor(res.model, res.tta), in_chans, res.image_size, res.device, res.autocast, quick=quick),
+        **measure_cost(net, in_chans, res.image_size, res.device, res.autocast, seconds=timing_s),
         "train_seconds": res.train_seconds,
         "gpu_hours": gpu_hours(res.train_seconds, gpu, res.device.type == "cuda"),
     }
@@ -146,7 +147,6 @@ def train_final(
     seed: int,
     out_dir: Path,
     on_epoch: Callable[..., None] | None = None,
-    quick_cost: bool = False,
     ends_by: float | None = None,
 ) -> dict[str, Any]:
     """Train one final model, evaluate it on the test split, write its folder; returns metrics.json's content
@@ -180,7 +180,7 @@ def train_final(
     metrics = {
         "seed": int(seed),
         "test": test,
-        "cost": final_cost(res, pools.in_chans, gpu, quick_cost),
+        "cost": final_cost(res, pools.in_chans, gpu, float(f.get("timing_s", 1.0))),
         "device": _device_name(res.device),
         "torch": torch.__version__,
         "train_images": int(len(res.splits.train)),

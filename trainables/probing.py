@@ -16,6 +16,7 @@ import torch
 
 from ._backend import model_args
 from .batches import predict
+from .cost import speed_timing_s
 from .data import Pools, make_splits
 from .device import resolve_device
 from .engine import setup, train_epoch
@@ -103,6 +104,7 @@ def probe(spec: dict[str, Any], pools: Pools) -> dict[str, Any]:
         "epoch_s": n_train / train_ips + n_val / eval_ips,
         "val_s": n_val / eval_ips,  # of epoch_s: validation, on the whole validation set whatever the fidelity
         "test_s": n_test / test_ips,  # a final model's test evaluation (in fp32), after its training
+        "speed_s": speed_timing_s(spec),  # then its speed timed (cost.measure_cost)
         # CPUs a trial of it asks Ray for (a streamed set's decoding workers included): how many run at once
         "trial_cpus": trial_request(spec["resources"], int(spec["data"].get("workers", 0)), pools.streamed)["cpu"],
         "final_epoch_s": float(final_epoch_images(spec, pools) @ np.array([1 / train_ips, 1 / eval_ips])),

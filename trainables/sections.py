@@ -197,6 +197,18 @@ class Final(_Section):
     )
     topk: int = Field(5, ge=1, description="top-k accuracy (skipped when k >= the number of classes)")
     bootstrap: int = Field(1000, ge=0, description="resamples of the test images for a single run's interval; 0 = none")
+    # Per seed, each timing after a warm-up pass: 1 s is thousands of passes of the quickstart CNN's one image
+    # (0.1 ms on a 2-core CPU), tens of a large model's; a smoke run, which checks the path and not the model,
+    # times 0.1 s (trainables/smoke.py).
+    timing_s: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description=(
+            "seconds each of a final model's two speed timings runs at least (metrics.json's cost: batch "
+            "throughput_images_per_s and one-image latency_ms; trials' latency_ms objective is timed 1 s)"
+        ),
+    )
     threshold: float | Literal["tune"] | None = Field(
         None, description="binary: a fixed P(class 1) cut-off | tune (on validation) | null = train.threshold"
     )

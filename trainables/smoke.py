@@ -26,6 +26,8 @@ _SMOKE_CAPPED = ("train.batch_size", "train.eval_batch_size", "data.image_size")
 # square of the tokens (times batch, heads and depth; with dropout, CPU attention materialises it): vit.yaml's
 # (now paper004-vit.yaml) space at patch 2 (1,024 tokens) took over 20 GB in one step (tests/test_smoke_memory.py).
 SMOKE_TOKENS = 64
+# Seconds a smoke run's final model times its speed (final.timing_s, 1 s by default): its numbers are not reported.
+SMOKE_TIMING_S = 0.1
 
 
 def smoke_cap(key: str, model_name: Any) -> int:
@@ -99,6 +101,7 @@ def smoke(spec: dict[str, Any]) -> dict[str, Any]:
         d["num_samples"] = min(d["num_samples"], 400)
     f = s["final"]
     f["bootstrap"] = min(f["bootstrap"], 200)
+    f["timing_s"] = min(f["timing_s"], SMOKE_TIMING_S)
     # Final training reads the training split anew (train + val), not the search's capped pools.
     f["max_per_class"] = min(f["max_per_class"] or 64, 64)
     f["epochs"] = min(f["epochs"] or s["train"]["epochs"], 2)

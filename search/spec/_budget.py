@@ -50,15 +50,17 @@ MIN_TRIAL_SHARE = 0.25
 # spent 623 s to pick a setting 0.004 above the recipe on the test split (not distinguishable), time that would
 # have trained the recipe's final seeds whole.
 MIN_GAIN = 0.03
-# Final training's cost beyond its epochs and its test evaluation, per round of seeds trained at once: starting
-# them, cost measurement, plots and MLflow's model logging (wall-clock plans only). The test evaluation is the
-# probe's test_s, counted per round too (final_round_s): under test-time views it is no small constant (airbench94's
-# widths with flip_shift's six views: 60-87 s a seed on the 2-core AMX host, issue 24's 15-minute run).
-FINAL_EXTRA_S = 15.0
-# Of it, what comes after the last seed's training besides its test evaluation: its cost measurement, bootstrap,
-# model files and plots, and the driver's summary. Measured on a 2-core AVX2 host (the slowest here) with a small
-# CNN: 7.5 s from a seed's last epoch to the study's end.
-FINAL_AFTER_S = 8.0
+# Final training's cost beyond its epochs, its test evaluation and its speed timing, per round of seeds trained at
+# once: starting them, the FLOP count, plots and MLflow's model logging (wall-clock plans only). The test evaluation
+# and the speed timing are the probe's test_s and speed_s (evaluation_s), counted per round too (final_round_s):
+# under test-time views the evaluation is no small constant (airbench94's widths with flip_shift's six views: 60-87 s
+# a seed on the 2-core AMX host, issue 24's 15-minute run); the timing is what final.timing_s sets (2 s by default,
+# which these constants held before they were split out: 15 and 8 s).
+FINAL_EXTRA_S = 13.0
+# Of it, what comes after the last seed's training besides its test evaluation and speed timing: bootstrap, model
+# files and plots, and the driver's summary. Measured on a 2-core AVX2 host (the slowest here) with a small CNN:
+# 7.5 s from a seed's last epoch to the study's end, 2 s of it the speed timing.
+FINAL_AFTER_S = 6.0
 
 _UNITS = {
     "s": ("seconds", 1.0),
@@ -398,8 +400,9 @@ def _final_pace(spec: dict[str, Any], probes: list[dict[str, Any]], parallel: in
 
 
 def evaluation_s(probes: list[dict[str, Any]]) -> float:
-    """A final seed's test evaluation: the dearest probe's ``test_s``."""
-    return max((float(p.get("test_s", 0.0)) for p in probes), default=0.0)
+    """A final seed's test evaluation and speed timing: the dearest probe's ``test_s`` + ``speed_s`` (a probe
+    recorded before it had ``speed_s``: the 2 s of the default timing)."""
+    return max((float(p.get("test_s", 0.0)) + float(p.get("speed_s", 2.0)) for p in probes), default=0.0)
 
 
 def final_round_s(probes: list[dict[str, Any]]) -> float:
