@@ -125,18 +125,22 @@ SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address"}
 def _order(item: pytest.Item) -> int:
     """Run order (a stable sort, which xdist keeps: pyproject's --no-loadscope-reorder): the tests marked alone
     first, back to back on one worker, while the other worker runs the ones without Ray (those of the long
-    modules too: they are all it can run meanwhile); then the long modules, so that none of them starts last and
-    leaves a worker idle at the end; then the rest. A group goes where its latest test does
-    (``pytest_collection_modifyitems``)."""
+    modules too: they are all it can run meanwhile); then the servers' group; then the long modules, so that
+    none of them starts last and leaves a worker idle at the end; then the rest. A group goes where its latest
+    test does (``pytest_collection_modifyitems``)."""
     if item.get_closest_marker("alone"):
         return 0
     ray = item.get_closest_marker("ray")
     if not ray and not any(item.iter_markers("xdist_group")):
         return 1
     module = item.module.__name__.rpartition(".")[2]
-    if module in LONGER or module in SLOW:
+    if XDIST_GROUPS.get(module) == "servers":
+        # Next after them: the worker done with the tests without Ray starts the servers (PostgreSQL, an MLflow
+        # server, S3), which need no Ray, while the alone tests still hold the lock its Ray tests then wait on.
         return 2
-    return 3 if ray else 1
+    if module in LONGER or module in SLOW:
+        return 3
+    return 4 if ray else 1
 
 
 @contextlib.contextmanager
