@@ -77,8 +77,8 @@ def median_ratio(ratios: list[float | None]) -> float | None:
     return None if lo is None or hi is None else (lo + hi) / 2
 
 
-def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> list[tuple[int, float]]:
-    """One method's study at one seed; its best-so-far curve."""
+def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str, cpu: int = 1) -> list[tuple[int, float]]:
+    """One method's study at one seed; its best-so-far curve (``cpu``: each trial's CPUs, the same for every method)."""
     import trainables
     from search import resolve, run_study
 
@@ -97,7 +97,7 @@ def study(name: str, data: dict, n: int, epochs: int, seed: int, tmp: str) -> li
             "search": {"num_samples": n, "seed": seed, **parts["search"]},
             "scheduler": parts["scheduler"],
             "tracking": {"enabled": False},
-            "resources": {"cpu": 1, "gpu": 0},  # the same concurrency for every method
+            "resources": {"cpu": cpu, "gpu": 0},  # the same concurrency for every method
         },
         trainables,
     )
@@ -129,7 +129,9 @@ def main() -> None:
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     import ray
 
-    n, epochs = (3, 2) if args.quick else (27, 27)
+    # --quick: each trial on both CPUs of a 2-core host, so one trial process a study, reused by its trials (each
+    # process costs ~4 CPU-seconds to start, more than a quick trial trains); a measured run keeps 1 CPU a trial.
+    n, epochs, cpu = (3, 2, 2) if args.quick else (27, 27, 1)
     data = (
         {
             "dataset": "imagefolder",
@@ -144,7 +146,7 @@ def main() -> None:
     curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp) for m in methods}
+            curves[seed] = c = {m: study(m, data, n, epochs, seed, tmp, cpu) for m in methods}
             # As each seed ends, so that a run cut short still leaves its finished seeds in the log.
             r = seed_ratio(c)
             print(

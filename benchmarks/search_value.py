@@ -65,7 +65,7 @@ def arm_specs(spec_file: Path, quick: bool, anchor_file: Path = ANCHOR) -> dict[
     (c) the spec's data and final seeds with the anchor's network, recipe and augmentation, without a space."""
     spec = yaml.safe_load(spec_file.read_text())
     if quick:  # the quickstart has no final section: one seed after the search; fewer, shorter trials
-        spec["final"] = {"seeds": [0]}
+        spec["final"] = {"seeds": [0], "timing_s": 0.1}  # the models' speed, which no arm compares, timed briefly
         spec["search"]["num_samples"] = 3
         spec["train"]["epochs"] = 4
     spec.setdefault("final", {})

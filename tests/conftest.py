@@ -119,7 +119,7 @@ def _group(item: pytest.Item) -> str:
 
 
 # Modules whose tests each take a minute or more (--durations), started before the short Ray tests.
-SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address"}
+SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address", "test_pareto"}
 
 
 def _order(item: pytest.Item) -> int:
