@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import threading
 import time
 import types
 from pathlib import Path
@@ -669,7 +668,7 @@ def test_final_training_at_fewer_epochs_keeps_the_schedules_shape():
 
 
 @pytest.mark.ray
-def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session):
+def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session, monkeypatch):
     """Interrupted (SIGTERM) after its first trial, a study under an epoch budget resumes with the budget it started
     with: the search's share is spent once over both runs, not again in the second, and study.json records it.
     Searched by Optuna, as the shipped budgeted specs are: its searcher resumes from Tune's state too."""
@@ -694,22 +693,21 @@ def test_a_resumed_study_spends_what_is_left_of_its_budget(tmp_path, ray_session
         scheduler={"name": "fifo"},
         final={"seeds": [0]},  # final training takes the rest of the budget
     )
-    sent = []
+    from search.run._tune_parts import LastStep
 
-    def stop_after_first_trial() -> None:  # as a job scheduler stops the driver, once a trial has ended
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            for progress in (tmp_path / "runs" / "resumed").glob("trial_*/progress.csv"):
-                if len(progress.read_text().splitlines()) > 4:  # a header and 4 epochs
-                    sent.append(True)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    return
-            time.sleep(0.2)
+    started, sent = [], []
 
-    watcher = threading.Thread(target=stop_after_first_trial, daemon=True)
-    watcher.start()
-    first = run_study(spec, trainables, file="resumed.yaml", log=lambda *_: None)
-    watcher.join()
+    def stop_as_the_second_trial_starts(self, iteration, trials, trial, **info) -> None:
+        """As a job scheduler stops the driver, once a trial has ended and the next one runs: from Tune's own loop
+        (a thread watching the trials' files lost the race once to the next trials, which ended the search)."""
+        started.append(trial.trial_id)
+        if len(started) == 2 and not sent:
+            sent.append(trial.trial_id)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as m:
+        m.setattr(LastStep, "on_trial_start", stop_as_the_second_trial_starts, raising=False)
+        first = run_study(spec, trainables, file="resumed.yaml", log=lambda *_: None)
     assert sent and first.unfinished, "the study was not interrupted"
     res = run_study(spec, trainables, file="resumed.yaml", resume=True, log=lambda *_: None)
     cb = json.loads((res.out_dir / "study.json").read_text())["compute_budget"]
