@@ -69,6 +69,19 @@ def test_train_fraction_and_caps_are_stratified():
     assert np.all(np.bincount(p.train_y[capped.val], minlength=10) == 3)
 
 
+def test_a_capped_test_split_is_a_stratified_part_of_the_whole_and_moves_nothing_else():
+    """data.test_max_per_class (a smoke run's 100): a seeded draw from the test split as it would be, per class; the
+    images it leaves out join neither training nor validation, which stay as they were. A separate test set too."""
+    p = load_pools(DATA)
+    whole, capped = make_splits(p, DATA), make_splits(p, {**DATA, "test_max_per_class": 5})
+    assert set(capped.test) < set(whole.test) and np.all(np.bincount(p.train_y[capped.test], minlength=10) == 5)
+    assert np.array_equal(capped.train, whole.train) and np.array_equal(capped.val, whole.val)
+    assert np.array_equal(capped.test, make_splits(p, {**DATA, "test_max_per_class": 5}).test)  # seeded
+    separate = Pools(p.name, p.classes, p.train_x, p.train_y, p.train_x[:300], p.train_y[:300])
+    split = make_splits(separate, {**DATA, "test_max_per_class": 4})
+    assert not split.test_from_train and np.all(np.bincount(separate.test_y[split.test], minlength=10) == 4)
+
+
 def test_small_classes_keep_one_on_each_side():
     y = np.array([0] * 50 + [1] * 2)
     taken, rest = stratified_take(y, 0.1, np.random.default_rng(0))

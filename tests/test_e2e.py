@@ -314,7 +314,7 @@ def _alive(pgid: int) -> bool:
         return False
 
 
-@pytest.mark.timeout(600)  # a real 32 px ViT's smoke search and final training, tested on CIFAR's 5,000 test images
+@pytest.mark.timeout(600)  # a real 32 px ViT's smoke search and final training, tested on 1,000 CIFAR test images
 def test_vit_smoke_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
     r = cli("tune-run", str(REPO / "spaces" / "vit.yaml"), "--smoke", "--set", f"data.root={cifar_root}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -336,7 +336,7 @@ PARETO_FINAL = "tune-run runs/cnn-vs-vit-pareto-smoke/best.yaml --final"
 PARETO_PICK = "tune-run --pick 'latency_ms<=10' runs/cnn-vs-vit-pareto-smoke"
 
 
-@pytest.mark.timeout(600)  # two real CIFAR trials (a CNN or a ViT each), then three final seeds tested on 5,000 images
+@pytest.mark.timeout(600)  # two real CIFAR trials (a CNN or a ViT each), then three final seeds tested on 1,000 images
 def test_readme_multi_objective_study_on_shared_cifar10(cifar_root, tmp_path, ray_session, cli):
     """README's multi-objective commands, in a fresh folder (the spec copied in: spaces/ relative to it), with the
     CIFAR-10 tree where this session extracted it: a front, its plot and hypervolume, best.yaml the picked point,

@@ -246,6 +246,7 @@ def test_smoke_shrinks(backend):
     assert s["data"]["max_per_class"] == 64 and s["scheduler"]["max_t"] == 2
     assert s["experiment"]["name"].endswith("-smoke")
     assert spec["final"]["timing_s"] == 1.0 and s["final"]["timing_s"] == 0.1  # its speed checked, not reported
+    assert spec["data"]["test_max_per_class"] is None and s["data"]["test_max_per_class"] == 100  # and its accuracy
     resolve(s, backend)  # still a valid spec
 
 

@@ -140,9 +140,13 @@ def make_splits(pools: Pools, data: dict[str, Any]) -> Splits:
     pool_idx = np.arange(len(y))
     if pools.test_x is None or pools.test_y is None:
         test, pool_idx = stratified_take(y, float(data["test_fraction"]), np.random.default_rng([seed, 0]))
-        test_from_train = True
+        test_from_train, test_y = True, y[test]
     else:
-        test, test_from_train = np.arange(len(pools.test_y)), False
+        test, test_from_train, test_y = np.arange(len(pools.test_y)), False, pools.test_y
+    test_cap = data.get("test_max_per_class")
+    if test_cap is not None:  # of the test split as drawn: what is left out of it does not join the pool
+        keep, _ = stratified_take(test_y, 1.0, np.random.default_rng([seed, 4]), cap=int(test_cap))
+        test = test[keep]
     val_rel, train_rel = stratified_take(
         y[pool_idx], float(data["val_fraction"]), np.random.default_rng([seed, 1]), cap=data.get("val_max_per_class")
     )
@@ -178,6 +182,7 @@ NOT_SEARCHABLE: dict[str, str] = {
     "test images trained on)",
     "val_fraction": "it would move the validation split between trials (scores not comparable)",
     "test_fraction": "it would move the test split between trials (test images trained on)",
+    "test_max_per_class": "it would move the test split between trials",
     "num_classes": "the driver generates the synthetic set once for all trials",
     "num_samples": "the driver generates the synthetic set once for all trials",
 }

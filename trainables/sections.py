@@ -385,6 +385,14 @@ class Data(_Section):
         ),
     )
     val_max_per_class: int | None = Field(None, ge=1, description="cap validation images per class")
+    test_max_per_class: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "cap test images per class (a stratified draw from split_seed; the training and validation splits do "
+            "not move with it); a --smoke run tests at most 100"
+        ),
+    )
     split_seed: int = Field(0, description="every split above depends on this alone")
     on_bad_image: Literal["skip", "error"] = Field(
         "skip",
