@@ -119,7 +119,8 @@ def _group(item: pytest.Item) -> str:
     return "_".join(sorted(names)) if names else item.nodeid
 
 
-# Modules whose tests each take a minute or more (--durations), started before the short Ray tests.
+# Modules whose tests each take a minute or more (--durations), started before the short Ray tests; and
+# test_pareto, whose 20-40 s tests ended the run on one worker while the other had finished (~20 s idle).
 SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address", "test_pareto"}
 
 

@@ -425,7 +425,7 @@ def test_a_console_studys_driver_never_imports_torch_and_writes_no_tensorboard_f
     trials = list((tmp_path / "runs" / "light").glob("trial_*"))
     assert (
         len(trials) == 2
-        and [r["status"] for r in read_rows(tmp_path / "runs" / "light" / "trials.csv")] == ["completed"] * 2
+        and [row["status"] for row in read_rows(tmp_path / "runs" / "light" / "trials.csv")] == ["completed"] * 2
     )
     for trial in trials:
         assert (trial / "result.json").stat().st_size > 0 and (trial / "progress.csv").stat().st_size > 0
