@@ -28,11 +28,13 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tune_run(*args, cwd, timeout=600, **kw):
-    """``tune-run ARGS`` as a user runs it: the console script, in ``cwd``."""
+def tune_run(*args, cwd, timeout=600, python_flags=(), **kw):
+    """``tune-run ARGS`` as a user runs it: the console script, in ``cwd`` (``python_flags``: run by this
+    interpreter with those flags, e.g. ``-X importtime``, which the Ray processes it starts do not inherit)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    script = str(Path(sys.executable).parent / "tune-run")
     return subprocess.run(
-        [str(Path(sys.executable).parent / "tune-run"), *args],
+        [*([sys.executable, *python_flags] if python_flags else []), script, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -409,16 +411,7 @@ def test_a_console_studys_driver_never_imports_torch_and_writes_no_tensorboard_f
         "tracking": {"enabled": False},
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    tune_run_script = str(Path(sys.executable).parent / "tune-run")  # -X importtime: this process's imports only
-    r = subprocess.run(
-        [sys.executable, "-X", "importtime", tune_run_script, "s.yaml"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = tune_run("s.yaml", cwd=tmp_path, python_flags=("-X", "importtime"))  # the driver's imports only
     assert r.returncode == 0, r.stderr[-3000:]
     imported = {x.split("|")[-1].strip() for x in r.stderr.splitlines() if x.startswith("import time:")}
     assert "ray.tune" in imported and not imported & {"torch", "tensorboardX"}, sorted(imported & {"torch"})

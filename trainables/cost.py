@@ -50,10 +50,15 @@ def trial_cost(model: nn.Module, in_chans: int, size: int, device: torch.device,
     return {"params": int(c["params"]), "flops": int(c["flops_per_image"]), "latency_ms": float(c["latency_ms"])}
 
 
+def final_timing_s(spec: dict[str, Any]) -> float:
+    """final.timing_s: seconds each of a final model's speed timings runs at least (``measure_cost``'s ``seconds``)."""
+    return float((spec.get("final") or {}).get("timing_s", 1.0))
+
+
 def speed_timing_s(spec: dict[str, Any]) -> float:
     """Seconds a final model's ``measure_cost`` times its speed: two timings (throughput, latency) of
     final.timing_s each (their warm-up passes aside)."""
-    return 2 * float((spec.get("final") or {}).get("timing_s", 1.0))
+    return 2 * final_timing_s(spec)
 
 
 def measure_cost(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .batches import predictor
-from .cost import measure_cost
+from .cost import final_timing_s, measure_cost
 from .data import Pools, Splits, make_splits, relabel, whole_splits
 from .datasets import load_pools
 from .engine import FitResult, fit, predict_split
@@ -180,7 +180,7 @@ def train_final(
     metrics = {
         "seed": int(seed),
         "test": test,
-        "cost": final_cost(res, pools.in_chans, gpu, float(f.get("timing_s", 1.0))),
+        "cost": final_cost(res, pools.in_chans, gpu, final_timing_s(spec)),
         "device": _device_name(res.device),
         "torch": torch.__version__,
         "train_images": int(len(res.splits.train)),
