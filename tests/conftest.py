@@ -124,6 +124,14 @@ def _group(item: pytest.Item) -> str:
 SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address", "test_pareto"}
 
 
+# The alone tests' modules in the order they run, while the tests without Ray keep the other worker busy for the
+# first ~110 s: first the memory-monitor test, which mostly waits for Ray to kill its hog (43 % of the 2 cores busy
+# when it ran last); then the GPU-pinning test's four overlapping trials, which a slower machine only overlaps more;
+# test_budget's last (its wall-clock search, then the study held to 5 % of its budget, whose final training's
+# fixed costs a busy machine slows): by then nothing else can run.
+ALONE_ORDER = ["test_host_memory", "test_gpu_pinning", "test_budget"]
+
+
 def _order(item: pytest.Item) -> int:
     """Run order (a stable sort, which xdist keeps: pyproject's --no-loadscope-reorder): the tests marked alone
     first, back to back on one worker, while the other worker runs the ones without Ray (those of the long
@@ -131,10 +139,7 @@ def _order(item: pytest.Item) -> int:
     none of them starts last and leaves a worker idle at the end; then the rest. A group goes where its latest
     test does (``pytest_collection_modifyitems``)."""
     if item.get_closest_marker("alone"):
-        # The memory-monitor test first: it mostly waits for Ray to kill its hog (43 % of the 2 cores busy when it
-        # ran last), so it goes while the tests without Ray keep the other core busy, and the alone tests that
-        # compute come after them, when nothing else can run.
-        return -1 if item.module.__name__.endswith("test_host_memory") else 0
+        return ALONE_ORDER.index(item.module.__name__.rpartition(".")[2]) - len(ALONE_ORDER)
     ray = item.get_closest_marker("ray")
     if not ray and not any(item.iter_markers("xdist_group")):
         return 1

@@ -455,13 +455,15 @@ def test_epoch_budget_covers_search_and_final(tmp_path, cli, ray_session):
     assert study.data.metrics["budget_spent_total"] == search_epochs + final_epochs_run
 
 
-# Marked alone (2026-12-06): the clock it checks is the stopper's, which ends the search at 40 s however loaded the
-# machine is, but in the host's slowest phase (its CPU check 5-10x its fast time) with the other worker's Ray tests
-# beside it, no trial finished its first epoch within the 40 s, and a search with no result has no best (exit 1).
+# Marked alone (2026-12-06): the clock it checks is the stopper's, which ends the search at its budget however loaded
+# the machine is, but in the host's slowest phase (its CPU check 5-10x its fast time) with the other worker's Ray
+# tests beside it, no trial finished its first epoch within 40 s, and a search with no result has no best (exit 1).
+# Alone, 51 of its trials trained in 40 s (2026-12-07): 20 s leaves room for that slowdown and saves 20 s of a
+# phase in which the other worker, done with the tests without Ray, waits.
 @pytest.mark.ray
 @pytest.mark.alone
 def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
-    """A 40 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
+    """A 20 s search (no final section): Tune's time_budget_s ends it. Ray's start, data loading and the probe
     come before the budget's clock (study.json's startup_s, measured); the tolerance on top is Tune stopping
     the running trials and the exports after it, measured at 18 s on a 2-core host under a load average of 20: 45 s here."""
     t0 = time.monotonic()
@@ -469,9 +471,9 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
         "tune-run",
         str(QUICKSTART),
         "--budget",
-        "40s",
+        "20s",
         "--set",
-        "search.num_samples=300",  # more than 40 s can train, trial processes reused or not
+        "search.num_samples=300",  # more than 20 s can train, trial processes reused or not
         "--set",
         "train.epochs=3",
         cwd=tmp_path,
@@ -479,8 +481,8 @@ def test_wall_clock_budget_ends_the_search_in_time(tmp_path, cli, ray_session):
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     cb = json.loads((tmp_path / "runs" / "quickstart" / "study.json").read_text())["compute_budget"]
-    assert elapsed <= 40 + cb["startup_s"] + 45, (elapsed, cb["startup_s"])
-    assert cb["ended_by_budget"] and cb["spent_seconds"]["search"] <= 40 + 45
+    assert elapsed <= 20 + cb["startup_s"] + 45, (elapsed, cb["startup_s"])
+    assert cb["ended_by_budget"] and cb["spent_seconds"]["search"] <= 20 + 45
     rows = read_rows(tmp_path / "runs" / "quickstart" / "trials.csv")
     ran = [row for row in rows if int(row["epochs"]) > 0]
     assert len(ran) < 300 and "spent   search" in r.stdout  # the rest were cut before they trained (stopped)

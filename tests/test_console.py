@@ -238,7 +238,10 @@ def test_mlflow_ui_opens_on_the_studys_training_runs(quickstart, browser, tmp_pa
         )
         browser.get(f"http://127.0.0.1:{port}/{page}")
         body = lambda drv: drv.find_element(By.TAG_NAME, "body").text  # noqa: E731
-        assert wait_for(browser, lambda drv: "Run Name" in body(drv) and "quickstart" in body(drv), 120)
+        # The table's header and the breadcrumb come before its rows (a spinner meanwhile: failed so on a slow
+        # run, 2026-12-07): wait for a row's Dataset cell.
+        rows = lambda drv: all(w in body(drv) for w in ("Run Name", "quickstart", "digits ("))  # noqa: E731
+        assert wait_for(browser, rows, 120), body(browser)
         shot(browser, tmp_path, "mlflow-experiment")
         text = body(browser)
         assert exp.experiment_id in page and "Model training" in text and "Token Usage" not in text  # not GenAI
