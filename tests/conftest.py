@@ -93,24 +93,35 @@ RAY_FIXTURES = {"ray_session", "quickstart", "cluster"}  # fixtures that start (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rpartition(".")[2]
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)  # `-m "not ray"` leaves out every test that starts Ray
         group = "alone" if item.get_closest_marker("alone") else XDIST_GROUPS.get(module)
-        if "cifar_root" in getattr(item, "fixturenames", ()):
+        # The Ray tests that read CIFAR-10 share one extracted tree; a test without Ray extracts its own (GNU tar:
+        # ~1 s) and so runs with the other tests without Ray, while the alone tests hold Ray's lock.
+        if "cifar_root" in getattr(item, "fixturenames", ()) and item.get_closest_marker("ray"):
             group = CIFAR_GROUP
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
         if module in LONGER and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(LONGER[module][0]))
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("ray"):
-            item.add_marker(pytest.mark.ray)  # `-m "not ray"` leaves out every test that starts Ray
     # A group is one unit of work for xdist (handed out where its first test stands): it goes where its latest
     # test belongs, or a group holding one Ray test would start among the tests without Ray and wait on the
     # alone tests' lock, its worker idle.
     group_order: dict[str, int] = {}
-    for item in items:
+    first: dict[str, int] = {}  # a group's place among those of its order: where its first test was collected
+    for i, item in enumerate(items):
         group = _group(item)
         group_order[group] = max(group_order.get(group, 0), _order(item))
-    # Within the alone group, its own order (the memory-monitor test first: ``_order``); other groups as collected.
-    items.sort(key=lambda item: (group_order[_group(item)], _order(item) if _group(item) == "alone" else 0))
+        first.setdefault(group, i)
+    # Within the alone group, its own order (``ALONE_ORDER``); within another group, its tests without Ray first
+    # (the servers' group's run while its worker would otherwise wait on the alone tests' lock), then as collected.
+    items.sort(key=lambda item: (group_order[_group(item)], first[_group(item)], _within_group(item)))
+
+
+def _within_group(item: pytest.Item) -> int:
+    if _group(item) == "alone":
+        return _order(item)
+    return 1 if item.get_closest_marker("ray") else 0
 
 
 def _group(item: pytest.Item) -> str:
@@ -135,22 +146,22 @@ ALONE_ORDER = ["test_host_memory", "test_gpu_pinning", "test_budget"]
 def _order(item: pytest.Item) -> int:
     """Run order (a stable sort, which xdist keeps: pyproject's --no-loadscope-reorder): the tests marked alone
     first, back to back on one worker, while the other worker runs the ones without Ray (those of the long
-    modules too: they are all it can run meanwhile); then the servers' group; then the long modules, so that
+    modules too: they are all it can run meanwhile), the single tests before the groups (the smoke-memory
+    group's 2 GB child after the memory-monitor test); then the servers' group; then the long modules, so that
     none of them starts last and leaves a worker idle at the end; then the rest. A group goes where its latest
     test does (``pytest_collection_modifyitems``)."""
     if item.get_closest_marker("alone"):
         return ALONE_ORDER.index(item.module.__name__.rpartition(".")[2]) - len(ALONE_ORDER)
-    ray = item.get_closest_marker("ray")
-    if not ray and not any(item.iter_markers("xdist_group")):
-        return 1
     module = item.module.__name__.rpartition(".")[2]
     if XDIST_GROUPS.get(module) == "servers":
         # Next after them: the worker done with the tests without Ray starts the servers (PostgreSQL, an MLflow
         # server, S3), which need no Ray, while the alone tests still hold the lock its Ray tests then wait on.
-        return 2
-    if module in LONGER or module in SLOW:
         return 3
-    return 4 if ray else 1
+    if not item.get_closest_marker("ray"):
+        return 2 if any(item.iter_markers("xdist_group")) else 1
+    if module in LONGER or module in SLOW:
+        return 4
+    return 5
 
 
 @contextlib.contextmanager
