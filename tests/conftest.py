@@ -119,6 +119,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _within_group(item: pytest.Item) -> int:
+    """A test's place within its group (``pytest_collection_modifyitems``)."""
     if _group(item) == "alone":
         return _order(item)
     return 1 if item.get_closest_marker("ray") else 0
@@ -136,10 +137,11 @@ SLOW = {"test_e2e", "test_disk_full", "test_mlflow_down", "test_ray_address", "t
 
 
 # The alone tests' modules in the order they run, while the tests without Ray keep the other worker busy for the
-# first ~110 s: first the memory-monitor test, which mostly waits for Ray to kill its hog (43 % of the 2 cores busy
-# when it ran last); then the GPU-pinning test's four overlapping trials, which a slower machine only overlaps more;
-# test_budget's last (its wall-clock search, then the study held to 5 % of its budget, whose final training's
-# fixed costs a busy machine slows): by then nothing else can run.
+# first two to three minutes: first the memory-monitor test, which mostly waits for Ray to kill its hog (43 % of the
+# 2 cores busy when it ran last); then the GPU-pinning test (its four trials overlapped with those tests beside
+# them, 2026-12-07: 36-37 s; 28 s when it ran later, beside the servers starting); test_budget's last (its
+# wall-clock search, then the study held to 5 % of its budget, whose final training's fixed costs a busy machine
+# slows), when little else is left to run.
 ALONE_ORDER = ["test_host_memory", "test_gpu_pinning", "test_budget"]
 
 
@@ -150,9 +152,11 @@ def _order(item: pytest.Item) -> int:
     group's 2 GB child after the memory-monitor test); then the servers' group; then the long modules, so that
     none of them starts last and leaves a worker idle at the end; then the rest. A group goes where its latest
     test does (``pytest_collection_modifyitems``)."""
-    if item.get_closest_marker("alone"):
-        return ALONE_ORDER.index(item.module.__name__.rpartition(".")[2]) - len(ALONE_ORDER)
     module = item.module.__name__.rpartition(".")[2]
+    if item.get_closest_marker("alone"):
+        if module not in ALONE_ORDER:
+            raise pytest.UsageError(f"{item.nodeid} is marked alone: its module must be in conftest's ALONE_ORDER")
+        return ALONE_ORDER.index(module) - len(ALONE_ORDER)
     if XDIST_GROUPS.get(module) == "servers":
         # Next after them: the worker done with the tests without Ray starts the servers (PostgreSQL, an MLflow
         # server, S3), which need no Ray, while the alone tests still hold the lock its Ray tests then wait on.
