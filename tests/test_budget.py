@@ -850,7 +850,7 @@ def test_a_schedule_stepped_per_batch_ends_on_the_clock_decayed_however_slow_the
     # the second: from 3 s on every epoch 1.8x slower, so the last planned one no longer fits whole (the pace so far
     # lags); the third: epochs of 0.8 s, the last ones 1.2x slower; the fourth: from 3 s on 5x slower, so an epoch
     # planned to end well before the limit runs past it (a host slowing down mid-epoch), and the run stopped there
-    # at an undecayed rate, ~1 s past its limit
+    # at an undecayed rate, 0.43 s past its limit
     [(0.3, 1.0), (0.25, 1.8), (0.8, 1.2), (0.3, 5.0)],
 )
 def test_a_schedule_stepped_per_epoch_ends_its_last_epoch_on_the_clock_at_its_last_rate(monkeypatch, epoch_s, late):
