@@ -221,7 +221,9 @@ class Final(_Section):
         description=(
             "seconds one seed's training may take (null: no limit; a wall-clock budget sets it): a seed slower "
             "than planned re-plans its schedule between epochs to end within it, its learning rate decayed, and its "
-            "last epoch ends on the clock (when not one whole epoch fits, the part that does, at the last rate); "
+            "last epoch ends on the clock (when not one whole epoch fits, the part that does, at the last rate), "
+            "each one before it in time to leave those after it theirs at its pace (one the host slowed is cut "
+            "short at its own rate); "
             "with schedule_per: batch (warm-up, cosine, linear) its schedule also keeps up with the clock from its "
             "second epoch and the part of an epoch that fits is trained, so it ends at the limit decayed however "
             "slow its last epoch"
