@@ -857,8 +857,9 @@ def test_a_schedule_stepped_per_epoch_ends_its_last_epoch_on_the_clock_at_its_la
     """With schedule_per: epoch (the default) a seed re-plans whole epochs between epochs, and its last epoch ends
     on the clock: where the last planned epoch no longer fits whole (the epochs before it ran slower than the pace
     it was planned from), the part that fits is trained as that last epoch, at the schedule's last rate — not a
-    run stopped after an epoch trained at a rate of the longer plan, nor one that runs past its limit. The clock
-    is the test's: each batch takes its share of an epoch's ``epoch_s``."""
+    run stopped after an epoch trained at a rate of the longer plan, nor one that runs past its limit; and an epoch
+    before the last that the host slows is cut short in time for the epochs after it (engine.epoch_ends_at). The
+    clock is the test's: each batch takes its share of an epoch's ``epoch_s``."""
     import trainables.engine as engine
 
     _on_the_tests_clock(monkeypatch, lambda now: epoch_s * (late if now >= 3.0 else 1.0))
