@@ -858,7 +858,7 @@ def test_a_schedule_stepped_per_epoch_ends_its_last_epoch_on_the_clock_at_its_la
     on the clock: where the last planned epoch no longer fits whole (the epochs before it ran slower than the pace
     it was planned from), the part that fits is trained as that last epoch, at the schedule's last rate — not a
     run stopped after an epoch trained at a rate of the longer plan, nor one that runs past its limit; and an epoch
-    before the last that the host slows is cut short in time for the epochs after it (engine.epoch_ends_at). The
+    before the last that the host slows is cut short in time for the epochs after it (recipe.epoch_ends_at). The
     clock is the test's: each batch takes its share of an epoch's ``epoch_s``."""
     import trainables.engine as engine
 

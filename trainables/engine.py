@@ -38,7 +38,7 @@ from .recipe import (
     clock_progress,
     decide,
     diverged,
-    epoch_pace,
+    epoch_ends_at,
     freeze,
     head_outputs,
     make_loss,
@@ -51,7 +51,7 @@ from .recipe import (
     train_mode,
 )
 from .resources import gpu_hours
-from .sections import DATA_RUNGS, TIME_LIMIT, data_epochs, data_fraction, model_kwargs
+from .sections import DATA_RUNGS, data_epochs, data_fraction, model_kwargs
 
 
 @dataclass
@@ -371,23 +371,6 @@ def epoch_metrics(run: Run, epoch: int, trained: EpochStats) -> dict[str, Any]:
     }
 
 
-def epoch_ends_at(train: dict[str, Any], epoch: int, start: int, t_start: float, first_s: float | None) -> float | None:
-    """When a time-limited run's ``epoch`` must end (a ``time.perf_counter()`` moment; None: when it has trained
-    its pass). From its second epoch in this process (the first pays one-off costs, and its plan is the probe's,
-    not its own pace; one started past its deadline trains it whole): a schedule stepped per batch keeps up with
-    the clock to the run's limit; one stepped per epoch leaves the epochs after this one their time at the run's
-    pace, so that an epoch the host slowed is cut short at its own rate, rather than running past the limit and
-    leaving the last epochs, where the rate decays, no time (the run then stopped at an undecayed rate). Its last
-    epoch ends on the clock (replan_to_time_limit may have made it a part). ``first_s``: the seconds of this
-    process's first epoch (``epoch_pace``)."""
-    limit = train.get(TIME_LIMIT)
-    if not limit or epoch <= start:
-        return None
-    elapsed = time.perf_counter() - t_start
-    after = 0 if steps_per_batch(train) else max(0, int(train["epochs"]) - 1 - epoch)
-    return t_start + float(limit) - after * epoch_pace(epoch - start, elapsed, first_s)
-
-
 def fit(
     spec: dict[str, Any],
     pools: Pools,
@@ -429,7 +412,7 @@ def fit(
             if epoch >= int(spec["train"]["epochs"]):
                 break
             t0 = time.perf_counter()
-            ends_at = epoch_ends_at(run.spec["train"], epoch, start, t_start, first_s)
+            ends_at = epoch_ends_at(run.spec["train"], epoch, start, t_start, elapsed, first_s)
             trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
                 metrics = diverged(epoch + 1, trained.loss)

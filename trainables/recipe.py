@@ -359,3 +359,22 @@ def replan_to_time_limit(
         grown = min(int(base["epochs"]), done + max(0, math.floor(left / (per_epoch * GROW_MARGIN))))
         if grown > epochs:
             t.update(schedule_length(base, grown))
+
+
+def epoch_ends_at(
+    t: dict[str, Any], epoch: int, start: int, t_start: float, elapsed: float, first_s: float | None
+) -> float | None:
+    """When a time-limited run's ``epoch`` must end (a ``time.perf_counter()`` moment; None: when it has trained
+    its pass). From its second epoch in this process (the first pays one-off costs, and its plan is the probe's,
+    not its own pace; one started past its deadline trains it whole): a schedule stepped per batch keeps up with
+    the clock to the run's limit; one stepped per epoch leaves the epochs after this one their time at the run's
+    pace, so that an epoch the host slowed is cut short at its own rate, rather than running past the limit and
+    leaving the last epochs, where the rate decays, no time (the run then stopped at an undecayed rate). Its last
+    epoch ends on the clock (replan_to_time_limit may have made it a part). ``first_s``: the seconds of this
+    process's first epoch, ``elapsed`` the seconds since ``t_start`` that ``replan_to_time_limit`` planned this
+    epoch from, so that both read one pace (``epoch_pace``)."""
+    limit = t.get(TIME_LIMIT)
+    if not limit or epoch <= start:
+        return None
+    after = 0 if steps_per_batch(t) else max(0, int(t["epochs"]) - 1 - epoch)
+    return t_start + float(limit) - after * epoch_pace(epoch - start, elapsed, first_s)
