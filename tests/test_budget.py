@@ -991,6 +991,15 @@ def test_a_seed_faster_than_planned_lengthens_towards_the_recipe_early_in_its_ru
     assert t["epochs"] == 5
     replan_to_time_limit(t, 2, 2, 101.0, 5, first_s=60.0)
     assert t["epochs"] == 5
+    # A ViT seed planned 3 of its recipe's 20 epochs (a 30-minute study): after a first epoch of 165 s of its 560,
+    # 2.9 more fit (at 0.75 of the first epoch's pace, 10 % slower). A schedule stepped per batch grows by the part
+    # too (the clock ends it, its rate decayed), as it shortens; one stepped per epoch by whole epochs only.
+    vit = {"epochs": 20, "warmup_epochs": 2, "milestones": [], "schedule": "cosine"}
+    for per, grown in (("batch", 4), ("epoch", 3)):
+        t = {**vit, "epochs": 3, "warmup_epochs": 0, "schedule_per": per, "_time_limit_s": 560.0}
+        t["_schedule_base"] = {**vit, "schedule_per": per}
+        replan_to_time_limit(t, 1, 1, 165.0, 3)
+        assert t["epochs"] == grown, per
 
 
 def test_the_budget_lets_only_the_final_epochs_it_sized_grow():

@@ -337,7 +337,7 @@ def replan_to_time_limit(
     final.fill_time_limit the recipe's longer one; without it, the train section's own). A run shorter than its
     base — cut by an earlier re-plan, or planned shorter than the recipe — is lengthened towards it when its pace
     leaves room, within the first third of its ``planned`` epochs (or after its first epoch), to the epochs that
-    fit at a pace ``GROW_MARGIN`` slower."""
+    fit at a pace ``GROW_MARGIN`` slower (per batch, the last of them a part)."""
     limit = t.get(TIME_LIMIT)
     if not limit or run_here < 1:
         return
@@ -356,7 +356,11 @@ def replan_to_time_limit(
     if fits < epochs:
         t.update(schedule_length(base, max(done, fits)))
     elif epochs < int(base["epochs"]) and done <= max(1, (planned or epochs) * GROW_WITHIN):
-        grown = min(int(base["epochs"]), done + max(0, math.floor(left / (per_epoch * GROW_MARGIN))))
+        # Per batch, the part of an epoch that fits counts here too, as when the run shortens (the clock ends it,
+        # its rate decayed): whole epochs alone leave up to an epoch's time of the limit unspent.
+        room = left / (per_epoch * GROW_MARGIN)
+        more = math.ceil(room - MIN_PART) if steps_per_batch(t) else math.floor(room)
+        grown = min(int(base["epochs"]), done + max(0, more))
         if grown > epochs:
             t.update(schedule_length(base, grown))
 
