@@ -110,6 +110,21 @@ def test_timing_leaves_the_model_and_random_streams_as_they_were_and_is_cached()
     assert len(stored) == 2 and all(json.loads(k)[2] == torch.get_num_threads() for k in stored)
 
 
+def test_a_changed_layer_is_timed_again(tmp_path, monkeypatch):
+    # the cache is keyed on the source of the model's own layers: after an upgrade that rewrites a layer (the ViT's
+    # CPU attention doubled its bf16 speed), the choice is measured again, not read from before
+    import importlib
+
+    layer = tmp_path / "changing_layer.py"
+    layer.write_text("from torch import nn\nclass Layer(nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = torch.nn.Sequential(importlib.import_module("changing_layer").Layer(4, 4))
+    key = arithmetic.cache_key(model, "net", CPU, (8, 4), ["fp32", "bf16"])
+    assert arithmetic.cache_key(model, "net", CPU, (8, 4), ["fp32", "bf16"]) == key  # stable while unchanged
+    layer.write_text(layer.read_text() + "# faster\n")
+    assert arithmetic.cache_key(model, "net", CPU, (8, 4), ["fp32", "bf16"]) != key
+
+
 def test_a_run_trains_in_the_chosen_arithmetic_and_records_it(monkeypatch):
     spec = resolve(copy.deepcopy(SPEC), trainables)
     pools = trainables.prepare(spec)

@@ -155,6 +155,21 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
     assert torch.equal(drop_path(x, 0.25, training=False), x)
 
 
+def test_the_cpu_attention_is_torchs_fused_attention():
+    # the CPU takes the plain product (faster in bf16 there): the same function of q, k and v, and its dropout
+    # drops weights as the fused kernel's does, keeping their expectation
+    import torch.nn.functional as F
+
+    from trainables.models._vit_layers import attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 32, dtype=torch.float64) for _ in range(3))
+    assert torch.allclose(attention(q, k, v, 0.0), F.scaled_dot_product_attention(q, k, v), atol=1e-10)
+    ones = torch.ones(1, 1, 64, 1, dtype=torch.float64)
+    dropped = torch.stack([attention(q[:1, :1], k[:1, :1], ones, 0.5) for _ in range(400)])
+    assert ((dropped - 1.0).abs().mean() > 0.1) and abs(dropped.mean().item() - 1.0) < 0.02
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -8,6 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v with dropout on the weights: the fused kernel on accelerators, the plain
+    product on the CPU, where torch's fused kernel trains the 4-block CIFAR ViT 2.0x slower in bf16 (its backward
+    took half of each step; 426 against 855 images/s, 2-core Xeon with AMX, torch 2.14, 2026-12-07)."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return F.dropout(weights, dropout) @ v if dropout else weights @ v
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, dropout: float) -> None:
         super().__init__()
@@ -19,7 +29,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = attention(q, k, v, self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
 
 
