@@ -233,7 +233,7 @@ def cache_key(
 def code_digest(model: nn.Module) -> str:
     """A digest of the source of the model's layers outside torch (torch's own: its version, above), so that a
     changed layer is timed again: the ViT's CPU attention, rewritten on 2026-12-07, turned bf16 from 0.8x fp32's
-    speed to 2.3x, which a measurement cached before it would have hidden."""
+    speed to about 2x, which a measurement cached before it would have hidden."""
     torch_dir = str(Path(torch.__file__).parent)
     files = set()
     for module in model.modules():
