@@ -2,8 +2,8 @@
 
 The plain CIFAR CNN (64/128/256: spaces/cnn.yaml's model until 2026-12-05, when it took fast_cnn; BENCHMARKS.md's
 figures are of it), ResNet-18 (CIFAR stem) and the small ViT of spaces/vit.yaml at patch 4 (its until 2026-12-07),
-one training step at a time on random 32 px images with the spec's batch size and optimizer, on this machine's device with the
-threads a trial gets (2). ``auto`` times fp32 and bf16, NCHW and channels_last (trainables/arithmetic.py) and
+one training step at a time on random 32 px images with the spec's batch size and optimizer, on this machine's
+device with the threads a trial gets (2). ``auto`` times fp32 and bf16, NCHW and channels_last (trainables/arithmetic.py) and
 keeps fp32 NCHW unless another is 10 % faster; where it keeps fp32 NCHW the ratio is 1 by construction.
 
 Method (drift cancels): for each model, the choice is made first (as a run makes it, uncached); then k rounds of
