@@ -42,6 +42,9 @@ TIMING_BATCH = 32  # images per timed step on a CPU at most: the candidates' rat
 # does not (a GPU times the run's own batch: small ones are kernel-launch bound there)
 TIMED_STEPS = 1  # per candidate and round, after one untimed step (kernel selection, bf16 weight reorders)
 ROUNDS = 3  # candidates timed in turn, round after round; each one's median: drift on a busy machine cancels
+MAX_ROUNDS = 9  # rounds go on (to this many) until the last ROUNDS each pick what the medians pick: a burst of
+# load over two of three rounds (another run's processes ending, 2026-12-07) made bf16 NCHW look 1.25x faster than
+# bf16 + channels_last, which every other timing put 1.3x ahead, and the cache kept that choice for the machine
 MAX_STEP_S = 3.0  # s: a first step slower than this skips timing (a large model on a CPU): the hardware rule
 # A run times the candidates only when the gain that MIN_GAIN requires of a winner (1 - 1/1.10: 9 % of the run)
 # would repay the images timing trains; a shorter run (a smoke run, a test's few steps of a ConvNeXt-B, where timing
@@ -134,14 +137,23 @@ def choose(
 
 def _measured(options: list[str], precision: str, device: torch.device, timer: Measure) -> Arithmetic:
     runs: dict[str, list[float]] = {option: [] for option in options}
-    for _ in range(ROUNDS):
+    while True:
         for option in options:
             ips = timer(option)
             if ips <= 0:  # too slow to time: the hardware rule, as before timing existed
                 return _rule(options, precision, device)
             runs[option].append(ips)
-    timings = {option: statistics.median(v) for option, v in runs.items()}
-    return Arithmetic(*parse(pick(timings)), images_per_s=timings)
+        timings = {option: statistics.median(v) for option, v in runs.items()}
+        if settled(runs, pick(timings)) or len(runs[options[0]]) >= MAX_ROUNDS:
+            return Arithmetic(*parse(pick(timings)), images_per_s=timings)
+
+
+def settled(runs: dict[str, list[float]], chosen: str) -> bool:
+    """Whether each of the last ``ROUNDS`` rounds, on its own, picks ``chosen`` (what the medians pick)."""
+    rounds = len(next(iter(runs.values())))
+    return rounds >= ROUNDS and all(
+        pick({option: v[r] for option, v in runs.items()}) == chosen for r in range(rounds - ROUNDS, rounds)
+    )
 
 
 def _rule(options: list[str], precision: str, device: torch.device, source: str = "rule") -> Arithmetic:
@@ -151,7 +163,8 @@ def _rule(options: list[str], precision: str, device: torch.device, source: str 
 
 
 def timing_images(options: list[str], input_shape: tuple[int, ...], device: torch.device) -> int:
-    """Images timing all ``options`` trains through (forward and backward), its untimed steps included."""
+    """Images timing all ``options`` trains through (forward and backward), its untimed steps included, when
+    its first ``ROUNDS`` agree (the usual case; rounds that disagree take up to ``MAX_ROUNDS``)."""
     return len(options) * ROUNDS * (1 + TIMED_STEPS) * timing_shape(input_shape, device)[0]
 
 
