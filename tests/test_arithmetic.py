@@ -95,7 +95,7 @@ def test_a_burst_of_load_over_two_rounds_does_not_decide_the_choice():
 
     seen = {"n": 0}
 
-    def tie(option: str) -> float:  # bf16 within MIN_GAIN of fp32 one round, beyond it the next
+    def tie(option: str) -> float:  # every other candidate within MIN_GAIN of fp32 one round, beyond it the next
         seen["n"] += option == "fp32"
         return 100.0 if option == "fp32" else (115.0 if seen["n"] % 2 else 105.0)
 

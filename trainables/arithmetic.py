@@ -144,8 +144,9 @@ def _measured(options: list[str], precision: str, device: torch.device, timer: M
                 return _rule(options, precision, device)
             runs[option].append(ips)
         timings = {option: statistics.median(v) for option, v in runs.items()}
-        if settled(runs, pick(timings)) or len(runs[options[0]]) >= MAX_ROUNDS:
-            return Arithmetic(*parse(pick(timings)), images_per_s=timings)
+        chosen = pick(timings)
+        if settled(runs, chosen) or len(runs[options[0]]) >= MAX_ROUNDS:
+            return Arithmetic(*parse(chosen), images_per_s=timings)
 
 
 def settled(runs: dict[str, list[float]], chosen: str) -> bool:
