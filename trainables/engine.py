@@ -42,6 +42,7 @@ from .recipe import (
     freeze,
     head_outputs,
     make_loss,
+    one_off_s,
     param_groups,
     refresh_rate,
     regroup_optimizer_state,
@@ -259,6 +260,7 @@ class EpochStats:
     images_per_s: float
     compile_s: float = 0.0  # the compiled run's first step (kept out of images/s)
     images: int = 0  # images trained on
+    one_off_s: float = 0.0  # a process's first epoch: what its first step cost over a typical one (recipe.one_off_s)
 
 
 def train_epoch(
@@ -285,8 +287,8 @@ def train_epoch(
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    compile_s = 0.0
-    n = 0
+    compile_s = first_step_s = 0.0
+    n = steps = 0
     for i, (xb, yb) in enumerate(run.batcher.batches(perm, bs, run.spec["data"]["augment"], g_dev)):
         if max_batches is not None and i >= max_batches:
             break
@@ -319,15 +321,18 @@ def train_epoch(
         # Accumulate on the device: no host sync per step.
         loss_sum += loss.detach() * len(yb)
         correct += (decide(out.detach(), run.threshold) == yb).sum()
-        if first and i == 0 and t.get("compile"):  # the first compiled step pays for compilation
+        steps += 1
+        if first and i == 0:  # the first step pays the process's one-off costs (a compiled model: compilation)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            compile_s = time.perf_counter() - t0
+            first_step_s = time.perf_counter() - t0
+            compile_s = first_step_s if t.get("compile") else 0.0
     if device.type == "cuda":
         torch.cuda.synchronize()
-    n = max(n, 1)
+    n, seconds = max(n, 1), time.perf_counter() - t0
+    one_off = one_off_s(first_step_s, seconds, steps) if first else 0.0
     return EpochStats(
-        loss_sum.item() / n, correct.item() / n, n / max(time.perf_counter() - t0 - compile_s, 1e-9), compile_s, n
+        loss_sum.item() / n, correct.item() / n, n / max(seconds - compile_s, 1e-9), compile_s, n, one_off
     )
 
 
@@ -395,7 +400,10 @@ def fit(
     run = setup(spec, pools, device or resolve_device(spec["train"]["device"]), merge_val, kept)
     progress = restore(run, state) if state else Progress()
     start, t_start, planned = progress.epoch, time.perf_counter(), int(spec["train"]["epochs"])
-    epoch, first_s = start - 1, None  # first_s: seconds of this process's first epoch (its one-off costs)
+    # first_s: seconds to the end of this process's first epoch (with what came before it: the cost's timing);
+    # first_pace: that epoch without those and its first step's one-off costs (recipe.one_off_s), the pace until a
+    # second epoch shows it
+    epoch, first_s, first_pace, one_off = start - 1, None, None, 0.0
     gpu_request = float((spec.get("resources") or {}).get("gpu", 0))
     clamp_to_deadline(run.spec["train"])
     try:
@@ -403,17 +411,19 @@ def fit(
         go_on = on_cost(cost) if on_cost is not None else True
         while go_on and (epoch := epoch + 1) < int(spec["train"]["epochs"]):  # re-planning may shorten the run
             elapsed = time.perf_counter() - t_start
+            if epoch == start + 1:
+                first_s, first_pace = elapsed, elapsed - one_off
             before = int(run.spec["train"]["epochs"])
-            replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s)
+            replan_to_time_limit(run.spec["train"], epoch, epoch - start, elapsed, planned, first_s, first_pace)
             if int(run.spec["train"]["epochs"]) != before:  # this epoch's rate from the new plan, not the old one
                 refresh_rate(run.sched)
-            if epoch == start + 1:
-                first_s = elapsed
             if epoch >= int(spec["train"]["epochs"]):
                 break
             t0 = time.perf_counter()
-            ends_at = epoch_ends_at(run.spec["train"], epoch, start, t_start, elapsed, first_s)
+            ends_at = epoch_ends_at(run.spec["train"], epoch, start, t_start, elapsed, first_s, first_pace)
             trained = train_epoch(run, epoch, first=epoch == start, ends_at=ends_at)
+            if epoch == start:
+                one_off = (t0 - t_start) + trained.one_off_s
             if not math.isfinite(trained.loss):  # checked once per epoch: no host sync per step
                 metrics = diverged(epoch + 1, trained.loss)
                 progress.record(metrics, 0)

@@ -19,9 +19,6 @@ from .sections import ENDS_BY, SCHEDULE_BASE, TIME_LIMIT, schedule_length
 
 GROW_MARGIN = 1.1  # a run lengthens only to the epochs that fit at a pace 10 % slower than measured: the later
 # epochs' pace varies, and lengthening then shortening again moves the learning rate twice
-FIRST_EPOCH_PACE = 0.75  # x a process's first epoch: the pace assumed until a second epoch shows it without the
-# first's one-off costs (CIFAR CNN, final seeds on 2 cores: 45-60 s first, 38-47 s after; re-planned from the
-# first epoch alone, two of three seeds of a 30-minute study were cut from 5 epochs to 4 and left 84 s unused)
 GROW_WITHIN = 1 / 3  # of the planned run (at least its first epoch): later, a longer schedule would raise an
 # already decayed learning rate
 
@@ -316,21 +313,41 @@ def too_late(t: dict[str, Any]) -> str:
 MIN_PART = 0.05
 
 
-def epoch_pace(run_here: int, elapsed: float, first_s: float | None) -> float:
-    """Seconds an epoch takes from here on: the epochs after the first in this process (the first carries one-off
-    costs: kernel selection, bf16 weight reorders, the loader's start; on the CIFAR CNN 57 s against 41 s after),
-    or, after the first alone, ``FIRST_EPOCH_PACE`` of it."""
+def epoch_pace(run_here: int, elapsed: float, first_s: float | None, first_pace: float | None = None) -> float:
+    """Seconds an epoch takes from here on: the epochs after the first in this process; after the first alone,
+    ``first_pace``, that epoch without its one-off costs (``one_off_s``), else all of it."""
     if run_here >= 2 and first_s is not None:
         return max(elapsed - first_s, 1e-9) / (run_here - 1)
-    return max(elapsed, 1e-9) / run_here * (FIRST_EPOCH_PACE if run_here == 1 else 1.0)
+    if run_here == 1 and first_pace is not None:
+        return max(first_pace, 1e-9)
+    return max(elapsed, 1e-9) / run_here
+
+
+def one_off_s(first_step_s: float, train_s: float, steps: int) -> float:
+    """The seconds of a process's first epoch that later epochs do not pay (kernel selection, weight reorders, the
+    loader's start, compilation): its first step's time over a typical step's, the mean of the others. Measured,
+    not assumed: a fixed share had been (the first epoch at 4/3 of the later ones, from one CNN run), where in the
+    45 final seeds of benchmarks/cifar10-value-*-size and cifar10-500pc-15m-* it was 0.91-1.24x the median of the
+    later ones (median 1.03; one 3.6x), and the ViT's first epoch is no slower than its next: seeds planned their
+    growth from a pace a quarter too fast, then cut back. One step: unknown, 0."""
+    if steps < 2:
+        return 0.0
+    return max(0.0, first_step_s - (train_s - first_step_s) / (steps - 1))
 
 
 def replan_to_time_limit(
-    t: dict[str, Any], done: int, run_here: int, elapsed: float, planned: int = 0, first_s: float | None = None
+    t: dict[str, Any],
+    done: int,
+    run_here: int,
+    elapsed: float,
+    planned: int = 0,
+    first_s: float | None = None,
+    first_pace: float | None = None,
 ) -> None:
     """Before epoch ``done`` (0-based; ``run_here`` of the ``done`` ran in this process, in ``elapsed`` seconds, the
-    first of them in ``first_s``): when the rest of ``train.epochs`` would pass the run's time limit
-    (``TIME_LIMIT``, a final seed's share of a wall-clock budget) at its pace (``epoch_pace``), the run is shortened
+    first of them in ``first_s``, ``first_pace`` without its one-off costs): when the rest of ``train.epochs`` would
+    pass the run's time limit (``TIME_LIMIT``, a final seed's share of a wall-clock budget) at its pace
+    (``epoch_pace``), the run is shortened
     to the epochs that fit, with its schedule's shape (``schedule_length``): it ends in time, its learning rate
     decayed, rather than cut off (the last of them may be a part of an epoch, ended by the clock: per batch
     whenever a part fits, per epoch when not one whole epoch does). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
@@ -341,7 +358,8 @@ def replan_to_time_limit(
     limit = t.get(TIME_LIMIT)
     if not limit or run_here < 1:
         return
-    per_epoch, left, epochs = epoch_pace(run_here, elapsed, first_s), float(limit) - elapsed, int(t["epochs"])
+    per_epoch = epoch_pace(run_here, elapsed, first_s, first_pace)
+    left, epochs = float(limit) - elapsed, int(t["epochs"])
     base = t.get(SCHEDULE_BASE) or t
     # A schedule stepped per batch counts the part of an epoch that fits: that epoch ends on the clock, its rate
     # decayed (engine.train_epoch's ends_at). One stepped per epoch plans whole epochs, the last of which ends on the
@@ -366,7 +384,13 @@ def replan_to_time_limit(
 
 
 def epoch_ends_at(
-    t: dict[str, Any], epoch: int, start: int, t_start: float, elapsed: float, first_s: float | None
+    t: dict[str, Any],
+    epoch: int,
+    start: int,
+    t_start: float,
+    elapsed: float,
+    first_s: float | None,
+    first_pace: float | None = None,
 ) -> float | None:
     """When a time-limited run's ``epoch`` must end (a ``time.perf_counter()`` moment; None: when it has trained
     its pass). From its second epoch in this process (the first pays one-off costs, and its plan is the probe's,
@@ -375,10 +399,10 @@ def epoch_ends_at(
     pace, so that an epoch the host slowed is cut short at its own rate, rather than running past the limit and
     leaving the last epochs, where the rate decays, no time (the run then stopped at an undecayed rate). Its last
     epoch ends on the clock (replan_to_time_limit may have made it a part). ``first_s``: the seconds of this
-    process's first epoch, ``elapsed`` the seconds since ``t_start`` that ``replan_to_time_limit`` planned this
-    epoch from, so that both read one pace (``epoch_pace``)."""
+    process's first epoch (``first_pace``: without its one-off costs), ``elapsed`` the seconds since ``t_start``
+    that ``replan_to_time_limit`` planned this epoch from, so that both read one pace (``epoch_pace``)."""
     limit = t.get(TIME_LIMIT)
     if not limit or epoch <= start:
         return None
     after = 0 if steps_per_batch(t) else max(0, int(t["epochs"]) - 1 - epoch)
-    return t_start + float(limit) - after * epoch_pace(epoch - start, elapsed, first_s)
+    return t_start + float(limit) - after * epoch_pace(epoch - start, elapsed, first_s, first_pace)
