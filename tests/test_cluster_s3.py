@@ -1,23 +1,21 @@
 """The scale-out path end to end on one host, with real parts: a multi-node Ray cluster (a head without CPUs, two
 1-CPU worker nodes), the study in S3 (moto's server), MLflow on a tracking server (PostgreSQL, artifacts in S3).
 The node running the trial is killed mid-way; the trial continues from its checkpoint in S3 on the other node.
-Then final training and the comparison read the study back from S3, as a user runs them."""
+Final training, tune-eval and tune-compare read a study back from S3 in tests/test_remote.py."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+import yaml
 
 import trainables
-from search import run_study
+from search import resolve, run_study
 from tests.conftest import continued_epochs, small_spec
 from tests.servers import BUCKET
 from tests.test_cluster import start_cluster
@@ -25,7 +23,6 @@ from trainables.ray_adapter import CKPT_FILE
 
 pytestmark = pytest.mark.ray
 EPOCHS = 6
-STUDY = f"s3://{BUCKET}/cluster-runs/nodeloss-s3"
 STUDY_KEY = "cluster-runs/nodeloss-s3/"
 STATE = f"/{CKPT_FILE}"  # the file a checkpoint resumes from
 
@@ -119,20 +116,6 @@ def test_a_node_dies_mid_trial_of_a_study_in_s3_tracked_by_a_server(
     assert len(runs) == 1 and runs[0].data.tags["status"] == "completed"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == list(range(1, EPOCHS + 1))
 
-    # Final training and the comparison read the study back from S3 (their own Ray, on this machine).
-    work = tmp_path / "work"
-    work.mkdir()
-    run = lambda *args: subprocess.run(
-        [str(Path(sys.executable).parent / args[0]), *args[1:]],  # noqa: E731
-        cwd=work,
-        env=s3.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    r = run("tune-run", f"{STUDY}/best.yaml", "--final", "--set", "final.seeds=[0]", "--set", "final.epochs=1")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "cluster-runs/nodeloss-s3/final/0/model.safetensors" in s3.keys("cluster-runs/nodeloss-s3/final/")
-    r = run("tune-compare", STUDY)
-    assert r.returncode == 0 and f"report: s3://{BUCKET}/cluster-runs/compare/report.md" in r.stdout, r.stderr[-3000:]
-    assert list(work.iterdir()) == []
+    # The best.yaml the cluster's study wrote to S3 is a spec final training reads: final training, tune-eval and
+    # tune-compare from S3 tracked by the server run in test_remote (the same commands, storage and server).
+    resolve(yaml.safe_load(get("cluster-runs/nodeloss-s3/best.yaml")), trainables)

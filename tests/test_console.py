@@ -97,20 +97,6 @@ def test_default_console_is_a_compact_progress_view(quickstart):
     assert "Final training of 'quickstart-best'" in out and "test accuracy" in out
 
 
-def test_verbose_brings_back_rays_tables(tmp_path):
-    spec = {
-        "experiment": {"name": "tiny"},
-        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 64},
-        "model": {"name": "cnn", "conv1": 4, "conv2": 4, "conv3": 4, "hidden": 8},
-        "train": {"epochs": 1, "batch_size": 32},
-    }
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    r = run("tune-run", "tiny.yaml", "--verbose", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "Trial status" in r.stdout and "Configuration for experiment" in r.stdout
-    assert "trial " in r.stdout and "Study 'tiny': 1 trials" in r.stdout  # the console's lines stay
-
-
 def test_mlflow_records_training_runs_dataset_and_loadable_models(quickstart):
     import mlflow
     import mlflow.pytorch

@@ -127,25 +127,6 @@ def test_hyperband_pauses_and_resumes_from_checkpoint(tmp_path, ray_session):
     assert any(r["epochs"] == 9 for r in res.rows)
 
 
-def test_optuna_and_bohb_studies_run(tmp_path, ray_session):
-    space = {"train.lr": {"loguniform": [1e-4, 1e-2]}, "model.mlp_dim": {"choice": [16, 32]}}
-    spec = small_spec(
-        tmp_path,
-        "tpe",
-        space=space,
-        search={"algorithm": "optuna", "num_samples": 4, "max_concurrent": 2},
-        scheduler={"name": "asha", "grace_period": 1},
-    )
-    res = run_study(spec, trainables, file="tpe.yaml", log=lambda *_: None)
-    assert len(res.rows) == 4 and res.best is not None
-    assert all(1e-4 <= r["train.lr"] <= 1e-2 for r in res.rows)
-    spec = small_spec(
-        tmp_path, "bohb", space=space, search={"algorithm": "bohb", "num_samples": 4}, scheduler={"name": "hyperband"}
-    )
-    res = run_study(spec, trainables, file="bohb.yaml", log=lambda *_: None)
-    assert len(res.rows) == 4 and res.best is not None and (res.out_dir / "best.yaml").is_file()
-
-
 BRANCH = {
     "choice": [
         {
@@ -171,17 +152,28 @@ BRANCH = {
 
 @pytest.mark.parametrize("algorithm", ["random", "optuna", "bohb"])
 def test_conditional_space_samples_only_the_chosen_familys_keys(tmp_path, ray_session, algorithm):
-    sched = {"name": "hyperband"} if algorithm == "bohb" else {"name": "fifo"}
+    """Each searcher on a space of two model families, with the scheduler it pairs with: BOHB with Hyperband, Optuna's
+    TPE with ASHA, two trials at a time."""
+    sched = {"bohb": {"name": "hyperband"}, "optuna": {"name": "asha", "grace_period": 1}}.get(
+        algorithm, {"name": "fifo"}
+    )
+    search = {
+        "algorithm": algorithm,
+        "num_samples": 8,
+        "seed": 3,
+        **({"max_concurrent": 2} if algorithm == "optuna" else {}),
+    }
     spec = small_spec(
         tmp_path,
         f"cond-{algorithm}",
         train={"epochs": 1},
         space={"family": BRANCH, "train.lr": {"loguniform": [1e-4, 1e-2]}},
-        search={"algorithm": algorithm, "num_samples": 8, "seed": 3},
+        search=search,
         scheduler=sched,
     )
     res = run_study(spec, trainables, file="cond.yaml", log=lambda *_: None)
     assert len(res.rows) == 8 and all(r["status"] == "completed" for r in res.rows), res.rows
+    assert all(1e-4 <= r["train.lr"] <= 1e-2 for r in res.rows)
     fams = {r["family"] for r in res.rows}
     assert fams == {"vit", "cnn"}, fams
     for r in res.rows:
@@ -400,7 +392,8 @@ def test_readme_multi_objective_study_on_shared_cifar10(cifar_root, tmp_path, ra
 def test_a_console_studys_driver_never_imports_torch_and_writes_no_tensorboard_files(tmp_path):
     """The driver of ``tune-run`` searches and exports without torch (the trial processes train): Tune's default
     TensorBoard logger, which imports tensorboardX and torch with it, is not added; each trial keeps the result
-    files Tune's results and trials.csv are read from."""
+    files Tune's results and trials.csv are read from. With ``--verbose`` (which adds only Ray's own output), Ray's
+    tables come back beside the console's lines."""
     spec = {
         "experiment": {"name": "light"},
         "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 2, "num_samples": 128},
@@ -411,10 +404,12 @@ def test_a_console_studys_driver_never_imports_torch_and_writes_no_tensorboard_f
         "tracking": {"enabled": False},
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    r = tune_run("s.yaml", cwd=tmp_path, python_flags=("-X", "importtime"))  # the driver's imports only
+    r = tune_run("s.yaml", "--verbose", cwd=tmp_path, python_flags=("-X", "importtime"))  # the driver's imports only
     assert r.returncode == 0, r.stderr[-3000:]
     imported = {x.split("|")[-1].strip() for x in r.stderr.splitlines() if x.startswith("import time:")}
     assert "ray.tune" in imported and not imported & {"torch", "tensorboardX"}, sorted(imported & {"torch"})
+    assert "Trial status" in r.stdout and "Configuration for experiment" in r.stdout
+    assert "trial " in r.stdout and "Study 'light': 2 trials" in r.stdout  # the console's lines stay
     trials = list((tmp_path / "runs" / "light").glob("trial_*"))
     assert (
         len(trials) == 2
