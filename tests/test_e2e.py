@@ -22,7 +22,7 @@ import yaml
 import trainables
 from search import resolve, run_study
 from search.store._tune_snapshot import restore_snapshot
-from tests.conftest import README, mlflow_runs, read_rows, small_spec
+from tests.conftest import README, console_env, mlflow_runs, read_rows, small_spec
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tune_run(*args, cwd, timeout=600, python_flags=(), **kw):
     """``tune-run ARGS`` as a user runs it: the console script, in ``cwd`` (``python_flags``: run by this
-    interpreter with those flags, e.g. ``-X importtime``, which the Ray processes it starts do not inherit)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    interpreter with those flags, e.g. ``-X importtime``, which the Ray processes it starts do not inherit); without
+    what this process's in-process studies set in its environment (console_env)."""
+    env = console_env()
     script = str(Path(sys.executable).parent / "tune-run")
     return subprocess.run(
         [*([sys.executable, *python_flags] if python_flags else []), script, *args],
