@@ -347,10 +347,9 @@ def replan_to_time_limit(
     """Before epoch ``done`` (0-based; ``run_here`` of the ``done`` ran in this process, in ``elapsed`` seconds, the
     first of them in ``first_s``, ``first_pace`` without its one-off costs): when the rest of ``train.epochs`` would
     pass the run's time limit (``TIME_LIMIT``, a final seed's share of a wall-clock budget) at its pace
-    (``epoch_pace``), the run is shortened
-    to the epochs that fit, with its schedule's shape (``schedule_length``): it ends in time, its learning rate
-    decayed, rather than cut off (the last of them may be a part of an epoch, ended by the clock: per batch
-    whenever a part fits, per epoch when not one whole epoch does). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
+    (``epoch_pace``), the run is shortened to the epochs that fit, with its schedule's shape (``schedule_length``):
+    it ends in time, its learning rate decayed, rather than cut off (the last of them may be a part of an epoch,
+    ended by the clock: per batch whenever a part fits, per epoch when not one whole epoch does). Lengths are scaled from ``SCHEDULE_BASE`` (the run's planned schedule, or with
     final.fill_time_limit the recipe's longer one; without it, the train section's own). A run shorter than its
     base — cut by an earlier re-plan, or planned shorter than the recipe — is lengthened towards it when its pace
     leaves room, within the first third of its ``planned`` epochs (or after its first epoch), to the epochs that
